@@ -1,0 +1,61 @@
+# voicelab: raw recordings -> Orpheus LoRA voice -> served over HTTP.
+# Every step target runs a script in scripts/ and passes ARGS through, e.g.
+#   make prepare-audio ARGS="raw_audio/$$CHARACTER/ prepared/$$CHARACTER/"
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-all lint format prepare-audio transcribe train-lora vllm install-vllm dev
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}'
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+
+install: $(PY) ## Create .venv and install voicelab (editable) with the dev tools
+	$(PY) -m pip install -e ".[dev]"
+
+test: ## Run the offline test suite (CPU, tiny models; no downloads)
+	$(PY) -m pytest
+
+test-all: ## Run every test, the slow ones included (gpu tests skip without CUDA)
+	$(PY) -m pytest -m "" 
+
+lint: ## ruff check and format check
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: ## Apply ruff fixes and formatting
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+prepare-audio: ## Split raw recordings into 3-13 s clips: ARGS="raw_audio/NAME/ prepared/NAME/"
+	$(PY) scripts/prepare_audio.py $(ARGS)
+
+transcribe: ## Whisper transcripts: ARGS="prepared/NAME/ --model large"
+	$(PY) scripts/transcribe.py $(ARGS)
+
+train-lora: ## Train a LoRA voice: ARGS="NAME prepared/NAME/ --device cuda --epochs 1"
+	$(PY) scripts/train_lora.py $(ARGS)
+
+VLLM_VENV ?= .venv-vllm
+VLLM_VERSION ?= 0.33.0
+
+install-vllm: ## Create .venv-vllm with vLLM (GPU machines only; kept apart from .venv)
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install "vllm==$(VLLM_VERSION)"
+
+vllm: ## Serve the base model + every voice in voices/ as a LoRA adapter (vLLM)
+	$(PY) scripts/serve_vllm.py --vllm $(VLLM_VENV)/bin/vllm $(ARGS)
+
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+dev: ## Run the TTS API with reload on HOST:PORT (default 127.0.0.1:8000)
+	$(PY) -m uvicorn voicelab.server.app:create_app --factory --reload --reload-dir src --host $(HOST) --port $(PORT) $(ARGS)

@@ -1,0 +1,180 @@
+"""Builders for tiny random models with the real layouts (see shared/design/tiny-models.md)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+from voicelab import orpheus
+
+logger = logging.getLogger(__name__)
+
+_TRAINING_SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Hello there, how are you doing today?",
+    "A voice is made of many small sounds put together.",
+    "alice: bob: carol: narrator: test voice speaks clearly.",
+    'Numbers like 1, 2, 3 and punctuation! Questions? Quotes "like this".',
+]
+
+# Llama-3 special tokens the contract relies on, at their real ids.
+_LLAMA3_SPECIALS = {
+    "<|begin_of_text|>": orpheus.BEGIN_OF_TEXT,
+    "<|end_of_text|>": 128_001,
+    "<|start_header_id|>": 128_006,
+    "<|end_header_id|>": 128_007,
+    "<|eot_id|>": orpheus.END_OF_TEXT,
+}
+
+TINY_SNAC_CONFIG = {
+    "sampling_rate": orpheus.SAMPLE_RATE,
+    "encoder_dim": 8,
+    "encoder_rates": [2, 4, 8, 8],
+    "decoder_dim": 16,
+    "decoder_rates": [8, 8, 4, 2],
+    "attn_window_size": None,
+    "codebook_size": orpheus.CODEBOOK_SIZE,
+    "codebook_dim": 8,
+    "vq_strides": list(orpheus.LEVEL_STRIDES),
+    "noise": True,
+    "depthwise": True,
+}
+"""Same strides and codebooks as snac_24khz, ~10x less compute: for unit tests."""
+
+REAL_SNAC_CONFIG = {**TINY_SNAC_CONFIG, "encoder_dim": 48, "decoder_dim": 1024}
+"""The snac_24khz configuration (19.8 M params, same compute as the real model): for benchmarks."""
+
+
+def build_tiny_tokenizer(out_dir: Path | str):
+    """A byte-level BPE tokenizer with the Orpheus special tokens at their real ids.
+
+    Returns the ``PreTrainedTokenizerFast``; the folder loads with ``AutoTokenizer.from_pretrained``.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    out_dir = Path(out_dir)
+    trainer_tok = Tokenizer(models.BPE())
+    trainer_tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    trainer_tok.train_from_iterator(_TRAINING_SENTENCES, trainer=trainer)
+    state = json.loads(trainer_tok.to_str())
+    vocab: dict[str, int] = state["model"]["vocab"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in state["model"]["merges"]]
+
+    specials = dict(_LLAMA3_SPECIALS)
+    n_custom = orpheus.VOCAB_SIZE - orpheus.TEXT_VOCAB_SIZE
+    for n in range(n_custom):
+        specials[f"<custom_token_{n}>"] = orpheus.custom_token_id(n)
+    vocab.update(specials)
+
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(list(specials))
+    bos = "<|begin_of_text|>"
+    tok.post_processor = processors.TemplateProcessing(
+        single=[bos, "$A"],
+        pair=[bos, "$A", bos, "$B"],
+        special_tokens=[(bos, orpheus.BEGIN_OF_TEXT)],
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=bos,
+        eos_token="<|eot_id|>",
+        pad_token=f"<custom_token_{orpheus.PAD - orpheus.TEXT_VOCAB_SIZE}>",
+    )
+    for name, expected in (("<|begin_of_text|>", orpheus.BEGIN_OF_TEXT), ("<|eot_id|>", orpheus.END_OF_TEXT)):
+        got = fast.convert_tokens_to_ids(name)
+        if got != expected:  # pragma: no cover - guards the recipe itself
+            raise RuntimeError(f"tiny tokenizer put {name} at {got}, expected {expected}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fast.save_pretrained(out_dir)
+    return fast
+
+
+def build_tiny_orpheus(out_dir: Path | str, *, seed: int = 0) -> Path:
+    """A 2-layer Llama with the Orpheus vocabulary and token ids, plus its tokenizer, in ``out_dir``.
+
+    Loads with ``AutoModelForCausalLM.from_pretrained(out_dir)`` like the real checkpoint.
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    out_dir = Path(out_dir)
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=orpheus.VOCAB_SIZE,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=orpheus.BEGIN_OF_TEXT,
+        eos_token_id=orpheus.END_OF_SPEECH,
+        pad_token_id=orpheus.PAD,
+    )
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(out_dir)
+    build_tiny_tokenizer(out_dir)
+    logger.info("tiny Orpheus-layout Llama written to %s", out_dir)
+    return out_dir
+
+
+def _write_snac(out_dir: Path, config: dict, seed: int) -> Path:
+    import torch
+    from snac import SNAC
+
+    torch.manual_seed(seed)
+    model = SNAC(**config)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2))
+    torch.save(model.state_dict(), out_dir / "pytorch_model.bin")
+    return out_dir
+
+
+def build_tiny_snac(out_dir: Path | str, *, real_size: bool = False, seed: int = 0) -> Path:
+    """A random-weight SNAC folder that ``SNAC.from_pretrained(out_dir)`` loads.
+
+    ``real_size=True`` uses the snac_24khz dimensions (same compute as the real model).
+    """
+    return _write_snac(Path(out_dir), REAL_SNAC_CONFIG if real_size else TINY_SNAC_CONFIG, seed)
+
+
+def build_tiny_whisper(out_path: Path | str, *, seed: int = 0) -> Path:
+    """A random 2-layer Whisper checkpoint file that ``whisper.load_model(out_path)`` loads.
+
+    Its transcripts are garbage of varying length: assert on structure, never on words.
+    """
+    import torch
+    from whisper.model import ModelDimensions, Whisper
+
+    out_path = Path(out_path)
+    torch.manual_seed(seed)
+    dims = ModelDimensions(
+        n_mels=80,
+        n_audio_ctx=1500,
+        n_audio_state=64,
+        n_audio_head=2,
+        n_audio_layer=2,
+        n_vocab=51865,
+        n_text_ctx=448,
+        n_text_state=64,
+        n_text_head=2,
+        n_text_layer=2,
+    )
+    model = Whisper(dims)
+    # torch.empty in Whisper's TextDecoder: uninitialised memory would give NaN logits.
+    with torch.no_grad():
+        model.decoder.positional_embedding.normal_(0.0, 0.02)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"dims": asdict(dims), "model_state_dict": model.state_dict()}, out_path)
+    return out_path
