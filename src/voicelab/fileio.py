@@ -1,0 +1,44 @@
+"""Crash-safe file writing: write to a temporary name beside the target, then rename over it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def temp_path_for(path: Path) -> Path:
+    """A hidden temporary name in the same folder (same filesystem, so the rename is atomic).
+
+    The original suffix is kept last so format sniffing by extension (soundfile, csv) still works.
+    """
+    return path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path | str) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it replaces ``path`` atomically, on error it is removed.
+
+    A crash (or Ctrl-C) therefore never leaves a truncated ``path``: readers see the old file or the
+    complete new one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_for(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            if tmp.is_dir():
+                shutil.rmtree(tmp)
+            else:
+                tmp.unlink()
+        raise
+
+
+def write_text_atomic(path: Path | str, text: str, encoding: str = "utf-8") -> None:
+    with atomic_output(path) as tmp:
+        tmp.write_text(text, encoding=encoding)
