@@ -1,13 +1,21 @@
 """Audio I/O shared by every step: decode any input to float32, resample, downmix, write 16-bit WAV.
 
 Conventions: audio arrays are float32 in [-1, 1]; mono is ``(T,)``, multi-channel is ``(T, C)``.
+
+Two ways in: ``read_audio`` decodes a whole file (short clips), ``open_audio(...).blocks()`` and
+``stream_mono`` decode block by block so that hours of audio take a bounded amount of memory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +31,16 @@ FFMPEG_SUFFIXES = frozenset({".m4a", ".mp4", ".aac", ".opus", ".webm", ".mka", "
 AUDIO_SUFFIXES = SOUNDFILE_SUFFIXES | FFMPEG_SUFFIXES
 
 PCM16_MAX = 32767  # int16 full scale; float 1.0 maps here
+
+BLOCK_FRAMES = 1 << 16
+"""Frames decoded per block when streaming: ~1.5 s at 44.1 kHz, 2 MiB for 8 float32 channels."""
+FLOAT32_BYTES = 4
+FFMPEG_CHANNEL_LAYOUTS = {"mono": 1, "stereo": 2, "2.1": 3, "quad": 4, "5.0": 5, "5.1": 6, "6.1": 7, "7.1": 8}
+"""ffmpeg's names for common channel layouts (its stream line says ``stereo``, not ``2 channels``)."""
+
+# libsndfile's public error codes (sndfile.h, SF_ERR_*); other codes are internal and their text can mislead.
+_SF_ERR_SYSTEM = 2
+_SF_ERR_ACCURATE = frozenset({1, 3, 4})  # UNRECOGNISED_FORMAT, MALFORMED_FILE, UNSUPPORTED_ENCODING
 
 
 class AudioError(Exception):
@@ -68,10 +86,29 @@ def resample(audio: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
     return soxr.resample(np.asarray(audio, dtype=np.float32), orig_rate, target_rate, quality="VHQ")
 
 
-def read_audio(path: Path | str, sample_rate: int | None = None, *, mono: bool = True) -> tuple[np.ndarray, int]:
-    """Decode a whole file to float32 (``(T,)`` when mono), resampled to ``sample_rate`` if given.
+@dataclass(frozen=True)
+class AudioInfo:
+    """What a file holds, read from its header (or ffmpeg's stream description)."""
 
-    Raises ``AudioDecodeError`` (empty, corrupt, not audio) or ``FFmpegNotFoundError``; both name the file.
+    path: Path
+    sample_rate: int
+    channels: int
+    frames: int | None
+    """Samples per channel; ``None`` when the container does not say (some streams from ffmpeg)."""
+    backend: str
+    """``"soundfile"`` (libsndfile, in process) or ``"ffmpeg"`` (the CLI, through a pipe)."""
+
+    @property
+    def duration_s(self) -> float | None:
+        return None if self.frames is None else self.frames / self.sample_rate
+
+
+def open_audio(path: Path | str) -> AudioInfo:
+    """Read the header of ``path`` and pick its decoder; nothing is decoded yet.
+
+    Files libsndfile cannot open (an .mp3 that is really AAC, an odd WAV codec) are retried with
+    ffmpeg when it is installed. Raises ``AudioDecodeError`` (missing, empty, not audio) or
+    ``FFmpegNotFoundError``; both name the file.
     """
     path = Path(path)
     if not path.is_file():
@@ -79,11 +116,68 @@ def read_audio(path: Path | str, sample_rate: int | None = None, *, mono: bool =
     if path.stat().st_size == 0:
         raise AudioDecodeError(f"{path}: file is empty")
     if path.suffix.lower() in FFMPEG_SUFFIXES:
-        audio, rate = _read_with_ffmpeg(path)
+        try:
+            return _ffmpeg_info(path)
+        except FFmpegNotFoundError as e:
+            raise FFmpegNotFoundError(f"{path}: {e}") from e
+    try:
+        return _soundfile_info(path)
+    except AudioDecodeError as sf_error:
+        if shutil.which("ffmpeg") is None:
+            raise
+        try:
+            info = _ffmpeg_info(path)
+        except AudioDecodeError as ff_error:
+            raise AudioDecodeError(f"{sf_error}; ffmpeg cannot read it either") from ff_error
+        logger.info("%s: libsndfile cannot read it, decoding with ffmpeg", path)
+        return info
+
+
+def iter_blocks(info: AudioInfo, block_frames: int = BLOCK_FRAMES) -> Iterator[np.ndarray]:
+    """Decode ``info.path`` block by block: float32 ``(n, channels)``, ``n <= block_frames``.
+
+    Raises ``AudioDecodeError`` naming the file when the data turns out corrupt or truncated mid-way.
+    """
+    if info.backend == "ffmpeg":
+        yield from _ffmpeg_blocks(info, block_frames)
     else:
-        audio, rate = _read_with_soundfile(path)
-    if audio.shape[0] == 0:
-        raise AudioDecodeError(f"{path}: decodes to no audio samples")
+        yield from _soundfile_blocks(info, block_frames)
+
+
+def stream_mono(
+    info: AudioInfo, sample_rate: int, block_frames: int = BLOCK_FRAMES
+) -> Iterator[tuple[np.ndarray, int]]:
+    """Decode, downmix and resample (soxr VHQ, streaming) block by block.
+
+    Yields ``(mono, consumed)``: float32 ``(n,)`` samples at ``sample_rate`` and how many source frames
+    were read to produce them (for progress in source time). Memory stays a few blocks whatever the
+    file length; the concatenated output equals a whole-file resample up to float rounding.
+    """
+    import soxr
+
+    stream = None
+    if info.sample_rate != sample_rate:
+        stream = soxr.ResampleStream(info.sample_rate, sample_rate, 1, dtype="float32", quality="VHQ")
+    for block in iter_blocks(info, block_frames):
+        mono = to_mono(block)
+        yield (mono if stream is None else stream.resample_chunk(mono)), len(block)
+    if stream is not None:
+        yield stream.resample_chunk(np.zeros(0, np.float32), last=True), 0
+
+
+def read_audio(
+    path: Path | str, sample_rate: int | None = None, *, mono: bool = True
+) -> tuple[np.ndarray, int]:
+    """Decode a whole file to float32 (``(T,)`` when mono), resampled to ``sample_rate`` if given.
+
+    Raises ``AudioDecodeError`` (empty, corrupt, not audio) or ``FFmpegNotFoundError``; both name the file.
+    """
+    info = open_audio(path)
+    blocks = list(iter_blocks(info))
+    if not blocks:
+        raise AudioDecodeError(f"{info.path}: decodes to no audio samples")
+    audio = np.concatenate(blocks)
+    rate = info.sample_rate
     if mono:
         audio = to_mono(audio)
     if sample_rate is not None and sample_rate != rate:
@@ -92,45 +186,106 @@ def read_audio(path: Path | str, sample_rate: int | None = None, *, mono: bool =
     return audio, rate
 
 
-def _read_with_soundfile(path: Path) -> tuple[np.ndarray, int]:
+def _soundfile_error(path: Path, error: Exception) -> AudioDecodeError:
+    """A message that says what is wrong.
+
+    libsndfile's own text can mislead: for a text file named .mp3 it says "File does not exist or is not
+    a regular file (possibly a pipe?)". Only the codes whose text is accurate are passed on.
+    """
+    code = getattr(error, "code", None)
+    detail = (getattr(error, "error_string", "") or "").strip()
+    if code == _SF_ERR_SYSTEM and detail:
+        return AudioDecodeError(f"{path}: cannot open it ({detail})")
+    reason = "not a readable audio file: the data is not valid audio or is corrupt"
+    if code in _SF_ERR_ACCURATE and detail:
+        reason += f" (libsndfile: {detail})"
+    return AudioDecodeError(f"{path}: {reason}")
+
+
+def _soundfile_info(path: Path) -> AudioInfo:
     import soundfile as sf
 
     try:
-        audio, rate = sf.read(path, dtype="float32", always_2d=True)
+        with sf.SoundFile(path) as f:
+            return AudioInfo(path, int(f.samplerate), int(f.channels), int(f.frames), "soundfile")
     except (sf.LibsndfileError, RuntimeError, ValueError) as e:
-        raise AudioDecodeError(f"{path}: cannot decode audio ({e})") from e
-    return audio, int(rate)
+        raise _soundfile_error(path, e) from e
 
 
-def _read_with_ffmpeg(path: Path) -> tuple[np.ndarray, int]:
+def _soundfile_blocks(info: AudioInfo, block_frames: int) -> Iterator[np.ndarray]:
+    import soundfile as sf
+
+    try:
+        with sf.SoundFile(info.path) as f:
+            while True:
+                block = f.read(block_frames, dtype="float32", always_2d=True)
+                if len(block) == 0:
+                    return
+                yield block
+    except (sf.LibsndfileError, RuntimeError, ValueError) as e:
+        raise AudioDecodeError(
+            f"{info.path}: decoding failed part-way, the file is probably truncated or corrupt "
+            f"({getattr(e, 'error_string', '') or e})"
+        ) from e
+
+
+def _ffmpeg_info(path: Path) -> AudioInfo:
     exe = find_ffmpeg()
-    rate, channels = probe_with_ffmpeg(path)
-    cmd = [exe, "-nostdin", "-v", "error", "-i", str(path), "-vn", "-f", "f32le", "-acodec", "pcm_f32le", "-"]
-    proc = subprocess.run(cmd, capture_output=True, check=False)
-    if proc.returncode != 0:
-        reason = proc.stderr.decode(errors="replace").strip().splitlines()
-        raise AudioDecodeError(f"{path}: ffmpeg cannot decode it ({reason[-1] if reason else 'unknown error'})")
-    audio = np.frombuffer(proc.stdout, dtype=np.float32)
-    return audio[: len(audio) // channels * channels].reshape(-1, channels), rate
+    proc = subprocess.run(
+        [exe, "-nostdin", "-hide_banner", "-i", str(path)], capture_output=True, check=False
+    )
+    text = proc.stderr.decode(errors="replace")
+    match = re.search(r"Audio: .*?, (\d+) Hz, ([^,]+)", text)
+    if not match:
+        last = text.strip().splitlines()[-1:] or ["no output"]
+        raise AudioDecodeError(f"{path}: ffmpeg finds no audio stream in it ({last[0]})")
+    layout = match.group(2).strip()
+    channels = FFMPEG_CHANNEL_LAYOUTS.get(layout.split("(")[0])
+    if channels is None:
+        count = re.match(r"(\d+) channels", layout)
+        channels = int(count.group(1)) if count else 2
+    rate = int(match.group(1))
+    duration = re.search(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)", text)
+    frames = None
+    if duration:
+        hours, minutes, seconds = int(duration.group(1)), int(duration.group(2)), float(duration.group(3))
+        frames = round((hours * 3600 + minutes * 60 + seconds) * rate)
+    return AudioInfo(path, rate, channels, frames, "ffmpeg")
+
+
+def _ffmpeg_blocks(info: AudioInfo, block_frames: int) -> Iterator[np.ndarray]:
+    exe = find_ffmpeg()
+    cmd = [exe, "-nostdin", "-v", "error", "-i", str(info.path), "-vn", "-ac", str(info.channels)]
+    cmd += ["-f", "f32le", "-acodec", "pcm_f32le", "-"]
+    frame_bytes = FLOAT32_BYTES * info.channels
+    # stderr goes to a file, not a pipe: a corrupt input can make ffmpeg write more than a pipe
+    # buffer holds, which would block it while we wait on stdout.
+    with tempfile.TemporaryFile() as err, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err) as proc:
+        try:
+            pending = b""
+            while chunk := proc.stdout.read(block_frames * frame_bytes):
+                data = pending + chunk
+                usable = len(data) // frame_bytes * frame_bytes
+                pending = data[usable:]
+                if usable:
+                    yield np.frombuffer(data[:usable], dtype=np.float32).reshape(-1, info.channels)
+            returncode = proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                with contextlib.suppress(Exception):
+                    proc.wait()
+        if returncode != 0:
+            err.seek(0)
+            lines = err.read().decode(errors="replace").strip().splitlines()
+            reason = lines[-1] if lines else f"exit status {returncode}"
+            raise AudioDecodeError(f"{info.path}: ffmpeg cannot decode it ({reason})")
 
 
 def probe_with_ffmpeg(path: Path) -> tuple[int, int]:
     """(sample rate, channels) of the first audio stream, read from ffmpeg's stream description."""
-    import re
-
-    exe = find_ffmpeg()
-    proc = subprocess.run([exe, "-nostdin", "-hide_banner", "-i", str(path)], capture_output=True, check=False)
-    text = proc.stderr.decode(errors="replace")
-    match = re.search(r"Audio: .*?, (\d+) Hz, ([^,]+)", text)
-    if not match:
-        raise AudioDecodeError(f"{path}: ffmpeg finds no audio stream in it")
-    layout = match.group(2).strip()
-    named = {"mono": 1, "stereo": 2, "2.1": 3, "quad": 4, "5.0": 5, "5.1": 6, "6.1": 7, "7.1": 8}
-    channels = named.get(layout.split("(")[0])
-    if channels is None:
-        count = re.match(r"(\d+) channels", layout)
-        channels = int(count.group(1)) if count else 2
-    return int(match.group(1)), channels
+    info = _ffmpeg_info(Path(path))
+    return info.sample_rate, info.channels
 
 
 def float_to_pcm16(audio: np.ndarray) -> np.ndarray:
