@@ -1,0 +1,142 @@
+"""Transcribe a folder of WAV clips with Whisper into transcript.csv (filename,text).
+
+Resumable: clips already in the output (or seen by an earlier run) are not transcribed again, so adding
+clips later costs only the new ones; --overwrite starts over. Also writes transcript_review.csv: the
+clips worth a listen, riskiest first, with the reasons. Example:
+
+    python scripts/transcribe.py prepared/NAME/ --model large
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+# voicelab.transcribe imports only numpy at module level (whisper/torch load inside functions).
+from voicelab import transcribe as tr
+from voicelab.transcript import TranscriptFormatError
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="transcribe.py",
+        description=__doc__,
+        formatter_class=type(
+            "Formatter", (argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter), {}
+        ),
+    )
+    parser.add_argument("input_dir", type=Path, help="folder of .wav clips (what prepare-audio wrote)")
+    parser.add_argument(
+        "--output", type=Path, default=None, help="output CSV path (default: {input_dir}/transcript.csv)"
+    )
+    parser.add_argument(
+        "--model",
+        default="medium",
+        help="Whisper model: tiny, base, small, medium, large (or any name Whisper knows, e.g. large-v3, "
+        "turbo), or a path to a local checkpoint file (.pt; a CTranslate2 folder for faster-whisper)",
+    )
+    parser.add_argument("--language", default="en", help="language code (or English name) of the speech")
+    parser.add_argument("--device", default="cuda", help="torch device; falls back to the CPU without CUDA")
+    parser.add_argument(
+        "--backend", choices=tr.BACKENDS, default=tr.BACKENDS[0], help="Whisper implementation"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help=f"clips decoded together (faster-whisper only; default {tr.DEFAULT_BATCH_SIZE})",
+    )
+    parser.add_argument(
+        "--compute-type",
+        choices=tr.COMPUTE_TYPES,
+        default="auto",
+        help="faster-whisper weights precision; auto = float16 on CUDA, float32 on CPU",
+    )
+    parser.add_argument(
+        "--beam-size", type=int, default=tr.DEFAULT_BEAM_SIZE, help="beam search width (1 = greedy)"
+    )
+    parser.add_argument("--temperature", type=float, default=0.0, help="first decoding temperature")
+    parser.add_argument(
+        "--temperature-increment-on-fallback",
+        type=float,
+        default=0.2,
+        help="raise the temperature by this when a decode looks failed, up to 1.0 (0 = never retry; "
+        "faster-whisper batches use the first temperature only)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="transcribe every clip again instead of resuming"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every clip (debug detail)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.backend != "faster-whisper" and (args.batch_size is not None or args.compute_type != "auto"):
+        parser.error("--batch-size and --compute-type apply to --backend faster-whisper only")
+    if args.batch_size is not None and args.batch_size < 1:
+        parser.error("--batch-size must be at least 1")
+    if args.beam_size < 1:
+        parser.error("--beam-size must be at least 1")
+    if not 0.0 <= args.temperature <= 1.0 or args.temperature_increment_on_fallback < 0:
+        parser.error("--temperature must be in [0, 1] and --temperature-increment-on-fallback >= 0")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s"
+    )
+
+    output = args.output or args.input_dir / tr.DEFAULT_OUTPUT_NAME
+    try:
+        clips = tr.find_clips(args.input_dir)
+        language = tr.normalize_language(args.language)
+        plan = tr.plan_resume(clips, output, overwrite=args.overwrite)
+    except (tr.TranscribeError, TranscriptFormatError) as e:
+        if isinstance(e, TranscriptFormatError):
+            e = f"{e}\nrefusing to overwrite it: pass another --output, or fix or move that file"
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+    options = tr.DecodeOptions(
+        language=language,
+        beam_size=args.beam_size,
+        temperatures=tr.temperature_schedule(args.temperature, args.temperature_increment_on_fallback),
+    )
+    if plan.todo:
+        try:
+            transcriber = tr.load_transcriber(
+                args.backend,
+                args.model,
+                device=args.device,
+                options=options,
+                compute_type=args.compute_type,
+                batch_size=args.batch_size or tr.DEFAULT_BATCH_SIZE,
+            )
+        except tr.TranscribeError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    else:
+        transcriber = None  # nothing new: no need to load a model just to rebuild the review
+
+    summary = tr.transcribe_clips(clips, output, transcriber, plan, progress=not args.no_progress)
+    print(
+        f"{output}: {summary.transcribed} new rows from {summary.audio_s / 60:.1f} min of audio, "
+        f"{summary.kept} clips kept from before, {summary.empty} empty (skipped), "
+        f"{len(summary.failed)} unreadable, of {summary.clips} clips"
+    )
+    if summary.flagged:
+        print(f"{summary.flagged} clips flagged for a listen, riskiest first: {summary.review_path}")
+    else:
+        print(f"no clip flagged for review ({summary.review_path})")
+    if summary.failed:
+        print("unreadable clips (skipped):\n  " + "\n  ".join(summary.failed), file=sys.stderr)
+        return EXIT_SOME_FAILED
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

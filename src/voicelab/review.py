@@ -1,0 +1,231 @@
+"""Risk review of transcripts: which clips a human should listen to first, and why.
+
+Whisper hallucinates on silence and music and loops on hard audio; its own per-segment numbers
+(average log-probability, no-speech probability, compression ratio) and the text's speaking rate show
+most of it. The review never changes transcript.csv; it writes a separate, riskiest-first list.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import statistics
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from voicelab.fileio import atomic_output
+
+# Whisper's own decode-failure thresholds (whisper.transcribe defaults): past them Whisper itself
+# considers a decode failed and retries at a higher temperature.
+LOW_AVG_LOGPROB = -1.0
+"""Mean token log-probability below this: the model was guessing."""
+HIGH_NO_SPEECH_PROB = 0.6
+"""Probability of the <|nospeech|> token above this: probably no speech, text likely invented."""
+HIGH_COMPRESSION_RATIO = 2.4
+"""UTF-8 bytes / zlib-compressed bytes above this: repetitive text (a decoding loop)."""
+
+CHARS_PER_WORD = 5.7  # English: 4.7 letters per word on average + 1 space
+MAX_PLAUSIBLE_CPS = 260 * CHARS_PER_WORD / 60  # 260 words/min, beyond fast speech: ~24.7 chars/s
+"""More characters per second than anyone speaks: text the audio cannot hold."""
+MIN_PLAUSIBLE_CPS = 30 * CHARS_PER_WORD / 60  # 30 words/min: ~2.9 chars/s
+"""Fewer characters per second than even slow speech: speech in the clip is missing from the text."""
+CPS_OUTLIER_FACTOR = 1.6
+"""Speaking rate this many times faster or slower than the dataset median is an outlier (one speaker's
+rate varies by roughly +-25% between clips, so 1.6x is about two standard deviations out)."""
+MIN_CLIPS_FOR_MEDIAN = 5
+"""Below this many clips the median speaking rate is not trusted; only the absolute bounds apply."""
+
+HALLUCINATION_PHRASES = (
+    "thanks for watching",
+    "thank you for watching",
+    "thank you so much for watching",
+    "thanks for listening",
+    "subscribe",
+    "see you in the next video",
+    "see you next time",
+    "subtitles by",
+    "captions by",
+    "transcribed by",
+    "translated by",
+    "amara org",
+    "www",
+)
+"""Phrases Whisper emits on silence or music (learned from YouTube captions), matched as whole words
+after lower-casing and dropping punctuation."""
+
+# Fixed weights for signals that have no natural scale: a known hallucination phrase is strong
+# evidence on its own; an empty transcript or an unknown-number clip is worth a look but ranks lower.
+PHRASE_SEVERITY = 2.0
+EMPTY_SEVERITY = 1.0
+
+_NON_WORD = re.compile(r"[^\w']+")
+
+
+@dataclass(frozen=True)
+class ClipSignals:
+    """What is known about one clip: its text, audio length and Whisper's numbers (``None`` = unknown)."""
+
+    filename: str
+    text: str
+    duration_s: float | None
+    avg_logprob: float | None = None
+    no_speech_prob: float | None = None
+    compression_ratio: float | None = None
+
+
+@dataclass(frozen=True)
+class Flag:
+    reason: str
+    severity: float  # >= 1; grows with how far past the threshold the number is
+
+
+@dataclass
+class ReviewItem:
+    signals: ClipSignals
+    chars_per_s: float | None
+    compression_ratio: float | None
+    flags: list[Flag] = field(default_factory=list)
+
+    @property
+    def risk(self) -> float:
+        return sum(f.severity for f in self.flags)
+
+
+def compression_ratio(text: str) -> float:
+    """UTF-8 length over zlib-compressed length, as Whisper computes it (repetition makes it large)."""
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def chars_per_second(text: str, duration_s: float | None) -> float | None:
+    if not duration_s or duration_s <= 0:
+        return None
+    return len(text) / duration_s
+
+
+def find_hallucination_phrases(text: str) -> list[str]:
+    words = f" {_NON_WORD.sub(' ', text.lower()).strip()} "
+    return [p for p in HALLUCINATION_PHRASES if f" {p} " in words]
+
+
+def median_chars_per_second(clips: Iterable[ClipSignals]) -> float | None:
+    """The dataset's typical speaking rate, or ``None`` with fewer than ``MIN_CLIPS_FOR_MEDIAN`` usable clips."""
+    rates = [r for c in clips if c.text and (r := chars_per_second(c.text, c.duration_s)) is not None]
+    return statistics.median(rates) if len(rates) >= MIN_CLIPS_FOR_MEDIAN else None
+
+
+def assess(clip: ClipSignals, median_cps: float | None) -> ReviewItem:
+    """Every flag that applies to one clip, with the numbers behind it."""
+    cps = chars_per_second(clip.text, clip.duration_s)
+    ratio = clip.compression_ratio if clip.compression_ratio is not None else compression_ratio(clip.text)
+    item = ReviewItem(clip, cps, ratio if clip.text else None)
+    flags = item.flags
+    if not clip.text:
+        flags.append(Flag("empty transcript: no row in transcript.csv (missed speech?)", EMPTY_SEVERITY))
+    if clip.avg_logprob is not None and clip.avg_logprob < LOW_AVG_LOGPROB:
+        excess = (LOW_AVG_LOGPROB - clip.avg_logprob) / abs(LOW_AVG_LOGPROB)
+        flags.append(Flag(f"low avg log-prob {clip.avg_logprob:.2f} < {LOW_AVG_LOGPROB}", 1 + excess))
+    if clip.no_speech_prob is not None and clip.no_speech_prob > HIGH_NO_SPEECH_PROB:
+        excess = (clip.no_speech_prob - HIGH_NO_SPEECH_PROB) / (1 - HIGH_NO_SPEECH_PROB)
+        flags.append(
+            Flag(f"high no-speech prob {clip.no_speech_prob:.2f} > {HIGH_NO_SPEECH_PROB}", 1 + excess)
+        )
+    if item.compression_ratio is not None and item.compression_ratio > HIGH_COMPRESSION_RATIO:
+        excess = (item.compression_ratio - HIGH_COMPRESSION_RATIO) / HIGH_COMPRESSION_RATIO
+        flags.append(
+            Flag(
+                f"repetitive text: compression ratio {item.compression_ratio:.2f} > {HIGH_COMPRESSION_RATIO}",
+                1 + excess,
+            )
+        )
+    for phrase in find_hallucination_phrases(clip.text):
+        flags.append(Flag(f"known hallucination phrase {phrase!r}", PHRASE_SEVERITY))
+    if cps is not None and clip.text:
+        flags.extend(_rate_flags(cps, median_cps))
+    return item
+
+
+def _rate_flags(cps: float, median_cps: float | None) -> list[Flag]:
+    if cps > MAX_PLAUSIBLE_CPS:
+        return [
+            Flag(
+                f"text too long for the audio: {cps:.1f} chars/s > {MAX_PLAUSIBLE_CPS:.1f}",
+                cps / MAX_PLAUSIBLE_CPS,
+            )
+        ]
+    if cps < MIN_PLAUSIBLE_CPS:
+        return [
+            Flag(
+                f"text too short for the audio: {cps:.1f} chars/s < {MIN_PLAUSIBLE_CPS:.1f}",
+                MIN_PLAUSIBLE_CPS / max(cps, 1e-3),
+            )
+        ]
+    if median_cps:
+        ratio = cps / median_cps
+        if ratio > CPS_OUTLIER_FACTOR:
+            return [
+                Flag(
+                    f"speaking rate {cps:.1f} chars/s is {ratio:.1f}x the median {median_cps:.1f}",
+                    ratio / CPS_OUTLIER_FACTOR,
+                )
+            ]
+        if ratio < 1 / CPS_OUTLIER_FACTOR:
+            return [
+                Flag(
+                    f"speaking rate {cps:.1f} chars/s is {ratio:.2f}x the median {median_cps:.1f}",
+                    1 / (ratio * CPS_OUTLIER_FACTOR),
+                )
+            ]
+    return []
+
+
+def review(clips: Sequence[ClipSignals]) -> list[ReviewItem]:
+    """Flagged clips only, riskiest first (ties by filename); the speaking-rate median is the dataset's."""
+    median_cps = median_chars_per_second(clips)
+    items = [assess(c, median_cps) for c in clips]
+    flagged = [i for i in items if i.flags]
+    flagged.sort(key=lambda i: (-i.risk, i.signals.filename))
+    return flagged
+
+
+REVIEW_HEADER = (
+    "filename",
+    "risk",
+    "reasons",
+    "text",
+    "duration_s",
+    "chars_per_s",
+    "avg_logprob",
+    "no_speech_prob",
+    "compression_ratio",
+)
+
+
+def _num(value: float | None, digits: int) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def write_review(path: Path | str, items: Sequence[ReviewItem]) -> Path:
+    """Write the review CSV atomically (header only when nothing was flagged, so stale lists never linger)."""
+    path = Path(path)
+    with atomic_output(path) as tmp, tmp.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(REVIEW_HEADER)
+        for item in items:
+            s = item.signals
+            writer.writerow(
+                (
+                    s.filename,
+                    _num(item.risk, 2),
+                    "; ".join(flag.reason for flag in item.flags),
+                    s.text,
+                    _num(s.duration_s, 2),
+                    _num(item.chars_per_s, 1),
+                    _num(s.avg_logprob, 3),
+                    _num(s.no_speech_prob, 3),
+                    _num(item.compression_ratio, 2),
+                )
+            )
+    return path

@@ -1,0 +1,593 @@
+"""Transcribe a folder of clips with Whisper into transcript.csv, resumably, plus a risk review.
+
+Files written beside the output (``transcript.csv`` by default):
+
+- ``transcript.csv``: ``filename,text``, one row per clip with speech, sorted (see ``voicelab.transcript``).
+- ``transcript_signals.jsonl``: one JSON record per clip Whisper has seen (its text and numbers), so a
+  resumed run neither re-transcribes clips (empty ones included) nor forgets their numbers. A row the
+  user deletes from transcript.csv stays deleted; ``--overwrite`` starts over.
+- ``transcript_review.csv``: the clips worth a listen, riskiest first (see ``voicelab.review``).
+
+Two backends read the same options and write the same files: openai-whisper (default, one clip at a
+time) and faster-whisper (optional extra, CTranslate2, clips decoded in batches).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import pickle
+import urllib.error
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from voicelab.audio import AudioError, read_audio
+from voicelab.fileio import atomic_output
+from voicelab.review import ClipSignals, review, write_review
+from voicelab.transcript import (
+    TranscriptAppender,
+    normalize_text,
+    read_transcript_for_resume,
+    write_transcript,
+)
+
+logger = logging.getLogger(__name__)
+
+WHISPER_SAMPLE_RATE = 16_000  # whisper.audio.SAMPLE_RATE: both backends take 16 kHz float32 mono arrays
+WHISPER_WINDOW_S = 30.0  # whisper.audio.CHUNK_LENGTH: one decoder pass sees at most this much audio
+CLIP_SUFFIX = ".wav"  # prepare-audio writes WAV clips; training looks them up as {filename}.wav
+DEFAULT_OUTPUT_NAME = "transcript.csv"
+BACKENDS = ("openai-whisper", "faster-whisper")
+COMPUTE_TYPES = ("auto", "float32", "float16", "int8", "int8_float16")
+DEFAULT_BEAM_SIZE = 5  # whisper's CLI default (whisper.transcribe itself decodes greedily)
+DEFAULT_BEST_OF = 5  # whisper's CLI default: candidates sampled at each fallback temperature
+DEFAULT_BATCH_SIZE = 8  # faster-whisper README's batched benchmark setting
+
+
+class TranscribeError(Exception):
+    """A problem that stops the whole run; the message names the input and what to do."""
+
+
+class NoClipsError(TranscribeError):
+    pass
+
+
+class ModelNotFoundError(TranscribeError):
+    pass
+
+
+class ModelDownloadError(TranscribeError):
+    pass
+
+
+class ModelLoadError(TranscribeError):
+    pass
+
+
+class UnsupportedLanguageError(TranscribeError):
+    pass
+
+
+class BackendUnavailableError(TranscribeError):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------- paths
+
+
+def signals_path_for(output: Path) -> Path:
+    return output.with_name(f"{output.stem}_signals.jsonl")
+
+
+def review_path_for(output: Path) -> Path:
+    return output.with_name(f"{output.stem}_review.csv")
+
+
+def find_clips(input_dir: Path) -> list[Path]:
+    """The WAV clips directly inside ``input_dir`` (hidden and temporary files excluded), sorted by name.
+
+    Raises ``NoClipsError`` naming the folder when there are none.
+    """
+    if not input_dir.is_dir():
+        raise NoClipsError(f"{input_dir}: not a folder; pass the folder of clips prepare-audio wrote")
+    clips = sorted(
+        p
+        for p in input_dir.iterdir()
+        if p.is_file() and p.suffix.lower() == CLIP_SUFFIX and not p.name.startswith(".")
+    )
+    if not clips:
+        raise NoClipsError(
+            f"{input_dir}: no {CLIP_SUFFIX} clips found; run prepare-audio first "
+            f'(make prepare-audio ARGS="raw_audio/NAME/ {input_dir}/")'
+        )
+    return clips
+
+
+def clip_duration_s(path: Path) -> float | None:
+    """Seconds of audio from the file header (no decode), ``None`` if unreadable."""
+    import soundfile as sf
+
+    try:
+        return float(sf.info(path).duration)
+    except (sf.LibsndfileError, RuntimeError, OSError):
+        return None
+
+
+# -------------------------------------------------------------------------------------- model choice
+
+
+def resolve_device(requested: str, cuda_available: bool) -> str:
+    """``requested`` unless it asks for CUDA on a machine without it: then one warning and ``"cpu"``."""
+    if requested.startswith("cuda") and not cuda_available:
+        logger.warning(
+            "--device %s: CUDA is not available here, using the CPU (fp32, much slower)", requested
+        )
+        return "cpu"
+    return requested
+
+
+def normalize_language(language: str) -> str:
+    """A Whisper language code from a code or an English name (``en``, ``English``); else an error listing codes."""
+    from whisper.tokenizer import LANGUAGES, TO_LANGUAGE_CODE
+
+    key = language.strip().lower()
+    if key in LANGUAGES:
+        return key
+    if key in TO_LANGUAGE_CODE:
+        return TO_LANGUAGE_CODE[key]
+    raise UnsupportedLanguageError(
+        f"unknown language {language!r}; use a Whisper language code: {', '.join(sorted(LANGUAGES))}"
+    )
+
+
+def openai_model_names() -> list[str]:
+    import whisper
+
+    names = list(whisper.available_models())
+    return names if "large" in names else [*names, "large"]
+
+
+def _unknown_model(name: str, names: Sequence[str], local_kind: str) -> ModelNotFoundError:
+    return ModelNotFoundError(
+        f"unknown Whisper model {name!r}: use one of {', '.join(names)}, or a path to a {local_kind}"
+    )
+
+
+def load_openai_whisper(name: str, device: str):
+    """``whisper.load_model`` on a model name (downloaded on first use) or a local checkpoint file."""
+    import whisper
+
+    names = openai_model_names()
+    if name in names:
+        try:
+            return whisper.load_model(name, device=device)
+        except (urllib.error.URLError, OSError) as e:
+            cache = Path(os.getenv("XDG_CACHE_HOME", Path.home() / ".cache")) / "whisper"
+            raise ModelDownloadError(
+                f"Whisper model {name!r} is not in the cache ({cache}) and cannot be downloaded ({e}). "
+                f"On a machine with network run this once to cache it, or copy the checkpoint file "
+                f"(e.g. {name}.pt) here and pass --model /path/to/{name}.pt"
+            ) from e
+    path = Path(name).expanduser()
+    if path.is_dir():
+        raise ModelNotFoundError(
+            f"{path}: is a folder; openai-whisper needs a checkpoint file (.pt). "
+            "A CTranslate2 model folder works with --backend faster-whisper"
+        )
+    if not path.is_file():
+        raise _unknown_model(name, names, "local checkpoint file")
+    try:
+        return whisper.load_model(str(path), device=device)
+    except (RuntimeError, KeyError, TypeError, EOFError, OSError, pickle.UnpicklingError) as e:
+        raise ModelLoadError(f"{path}: not a loadable Whisper checkpoint ({e})") from e
+
+
+def load_faster_whisper(name: str, device: str, compute_type: str):
+    """faster-whisper ``WhisperModel`` from a size name, a Hugging Face repo id or a local CTranslate2 folder."""
+    try:
+        from faster_whisper import WhisperModel, available_models
+    except ImportError as e:
+        raise BackendUnavailableError(
+            "--backend faster-whisper needs the optional extra: pip install -e '.[faster-whisper]'"
+        ) from e
+    path = Path(name).expanduser()
+    if path.is_dir():
+        source = str(path)
+    elif name in available_models() or ("/" in name and not path.exists()):
+        source = name
+    else:
+        raise _unknown_model(name, available_models(), "local CTranslate2 model folder")
+    if compute_type == "auto":
+        compute_type = "float16" if device.startswith("cuda") else "float32"
+    device_name, _, index = device.partition(":")
+    try:
+        return WhisperModel(
+            source, device=device_name, device_index=int(index or 0), compute_type=compute_type
+        )
+    except OSError as e:  # huggingface_hub's offline and HTTP errors are OSErrors
+        raise ModelDownloadError(
+            f"faster-whisper model {name!r} is not in the Hugging Face cache (~/.cache/huggingface/hub) and "
+            f"cannot be downloaded ({e}). Download it on a machine with network, or pass --model "
+            "/path/to/ctranslate2-model-folder"
+        ) from e
+    except (RuntimeError, ValueError) as e:
+        raise ModelLoadError(
+            f"faster-whisper cannot load {name!r} on {device} as {compute_type} ({e})"
+        ) from e
+
+
+# -------------------------------------------------------------------------------------------- backends
+
+
+@dataclass(frozen=True)
+class ClipResult:
+    """One clip's transcript and Whisper's numbers for it (``None`` when Whisper produced no segment)."""
+
+    text: str
+    avg_logprob: float | None = None
+    no_speech_prob: float | None = None
+    compression_ratio: float | None = None
+
+
+def summarize_segments(segments: Sequence) -> ClipResult:
+    """Merge Whisper segments (dicts or objects with text/tokens/avg_logprob/...) into one ``ClipResult``.
+
+    avg_logprob is the token-weighted mean; no-speech probability and compression ratio are the worst
+    segment's, since one looping or invented segment is enough to spoil a clip.
+    """
+
+    def get(seg, key):
+        return seg[key] if isinstance(seg, dict) else getattr(seg, key)
+
+    if not segments:
+        return ClipResult("")
+    text = normalize_text("".join(get(s, "text") for s in segments))
+    weights = [max(len(get(s, "tokens") or ()), 1) for s in segments]
+    avg = sum(w * get(s, "avg_logprob") for w, s in zip(weights, segments, strict=True)) / sum(weights)
+    return ClipResult(
+        text=text,
+        avg_logprob=float(avg),
+        no_speech_prob=float(max(get(s, "no_speech_prob") for s in segments)),
+        compression_ratio=float(max(get(s, "compression_ratio") for s in segments)),
+    )
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    language: str = "en"
+    beam_size: int = DEFAULT_BEAM_SIZE
+    temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # whisper's fallback schedule
+
+
+def temperature_schedule(start: float, increment: float) -> tuple[float, ...]:
+    """Whisper CLI's rule: ``start``, then +``increment`` up to 1.0 on fallback; ``increment`` 0 = no fallback."""
+    if increment <= 0:
+        return (start,)
+    return tuple(float(t) for t in np.arange(start, 1.0 + 1e-6, increment))
+
+
+class Transcriber(Protocol):
+    batch_size: int
+    """How many clips ``transcribe_batch`` is best given at once."""
+
+    def transcribe_batch(self, audios: Sequence[np.ndarray]) -> list[ClipResult]:
+        """``audios``: ``(T,)`` float32 at 16 kHz each; one result per clip, in order."""
+        ...
+
+
+class OpenAIWhisperTranscriber:
+    """openai-whisper, one clip at a time, arrays in (no ffmpeg subprocess)."""
+
+    batch_size = 1
+
+    def __init__(self, model, device: str, options: DecodeOptions):
+        self.model = model
+        self.options = options
+        self.fp16 = device.startswith("cuda")  # fp16 is CUDA-only in whisper; CPU runs fp32
+
+    def transcribe_batch(self, audios: Sequence[np.ndarray]) -> list[ClipResult]:
+        import whisper
+
+        results = []
+        for audio in audios:
+            out = whisper.transcribe(
+                self.model,
+                audio,
+                language=self.options.language,
+                task="transcribe",
+                temperature=self.options.temperatures,
+                beam_size=self.options.beam_size,
+                best_of=DEFAULT_BEST_OF,
+                fp16=self.fp16,
+                # Clips are independent: conditioning on the previous window only spreads hallucinations.
+                condition_on_previous_text=False,
+                verbose=None,
+            )
+            results.append(summarize_segments(out["segments"]))
+        return results
+
+
+class FasterWhisperTranscriber:
+    """faster-whisper's batched pipeline over several clips at once.
+
+    The clips of a batch are laid end to end and handed over with ``clip_timestamps``, one chunk per clip,
+    so the encoder and decoder run on the whole batch; each segment's ``seek`` (its chunk's start frame)
+    says which clip it belongs to.
+    """
+
+    FRAMES_PER_SECOND = 100  # whisper features: 10 ms hop (160 samples at 16 kHz)
+    MIN_CLIP_SAMPLES = 2 * WHISPER_SAMPLE_RATE // FRAMES_PER_SECOND  # 2 frames: distinct start frames
+
+    def __init__(self, model, options: DecodeOptions, batch_size: int = DEFAULT_BATCH_SIZE):
+        from faster_whisper import BatchedInferencePipeline
+
+        self.model = model
+        self.pipeline = BatchedInferencePipeline(model)
+        self.options = options
+        self.batch_size = batch_size
+
+    def _decode_kwargs(self) -> dict:
+        return {
+            "language": self.options.language,
+            "beam_size": self.options.beam_size,
+            "temperature": list(self.options.temperatures),
+            "condition_on_previous_text": False,
+        }
+
+    def transcribe_batch(self, audios: Sequence[np.ndarray]) -> list[ClipResult]:
+        results: list[ClipResult | None] = [None] * len(audios)
+        batched = []
+        for i, audio in enumerate(audios):
+            if len(audio) > WHISPER_WINDOW_S * WHISPER_SAMPLE_RATE:
+                # A batch chunk is cut at 30 s; a longer clip goes through the sequential long-form decoder.
+                segments, _ = self.model.transcribe(audio, **self._decode_kwargs())
+                results[i] = summarize_segments(list(segments))
+            else:
+                batched.append(i)
+        if batched:
+            for i, result in zip(batched, self._transcribe_short([audios[i] for i in batched]), strict=True):
+                results[i] = result
+        return results  # type: ignore[return-value]
+
+    def _transcribe_short(self, audios: Sequence[np.ndarray]) -> list[ClipResult]:
+        padded = [
+            np.pad(a, (0, max(self.MIN_CLIP_SAMPLES - len(a), 0))).astype(np.float32, copy=False)
+            for a in audios
+        ]
+        starts = np.cumsum([0] + [len(a) for a in padded[:-1]])
+        stamps = [
+            {"start": int(s) / WHISPER_SAMPLE_RATE, "end": (int(s) + len(a)) / WHISPER_SAMPLE_RATE}
+            for s, a in zip(starts, padded, strict=True)
+        ]
+        # The pipeline turns each start back into samples with int(), then into a frame with int(): mirror it.
+        seek_to_clip = {
+            int(int(st["start"] * WHISPER_SAMPLE_RATE) / WHISPER_SAMPLE_RATE * self.FRAMES_PER_SECOND): i
+            for i, st in enumerate(stamps)
+        }
+        segments, _ = self.pipeline.transcribe(
+            np.concatenate(padded),
+            clip_timestamps=stamps,
+            vad_filter=False,
+            batch_size=self.batch_size,
+            **self._decode_kwargs(),
+        )
+        per_clip: list[list] = [[] for _ in audios]
+        for seg in segments:
+            per_clip[seek_to_clip[seg.seek]].append(seg)
+        return [summarize_segments(segs) for segs in per_clip]
+
+
+def load_transcriber(
+    backend: str,
+    model: str,
+    *,
+    device: str,
+    options: DecodeOptions,
+    compute_type: str = "auto",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> Transcriber:
+    """Load the model once and wrap it; ``device`` falls back to CPU (with a warning) when CUDA is absent."""
+    if backend == "openai-whisper":
+        import torch
+
+        device = resolve_device(device, torch.cuda.is_available())
+        return OpenAIWhisperTranscriber(load_openai_whisper(model, device), device, options)
+    if backend == "faster-whisper":
+        try:
+            import ctranslate2
+        except ImportError as e:
+            raise BackendUnavailableError(
+                "--backend faster-whisper needs the optional extra: pip install -e '.[faster-whisper]'"
+            ) from e
+        device = resolve_device(device, ctranslate2.get_cuda_device_count() > 0)
+        return FasterWhisperTranscriber(load_faster_whisper(model, device, compute_type), options, batch_size)
+    raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+
+
+# ------------------------------------------------------------------------------------- resume + signals
+
+
+def read_signals(path: Path) -> dict[str, ClipSignals]:
+    """Records of the signals file by filename (last wins); a line cut short by a crash is skipped."""
+    found: dict[str, ClipSignals] = {}
+    if not path.exists():
+        return found
+    with path.open(encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = ClipSignals(**json.loads(line))
+            except (json.JSONDecodeError, TypeError) as e:
+                logger.warning("%s: line %d unreadable (%s); ignored", path, line_no, e)
+                continue
+            found[rec.filename] = rec
+    return found
+
+
+def write_signals(path: Path, signals: dict[str, ClipSignals]) -> None:
+    with atomic_output(path) as tmp, tmp.open("w", encoding="utf-8") as f:
+        for name in sorted(signals):
+            f.write(json.dumps(asdict(signals[name]), ensure_ascii=False) + "\n")
+
+
+class _SignalsAppender:
+    def __init__(self, path: Path):
+        self._file = path.open("a", encoding="utf-8")
+
+    def append(self, rec: ClipSignals) -> None:
+        self._file.write(json.dumps(asdict(rec), ensure_ascii=False) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+
+@dataclass
+class ResumePlan:
+    rows: dict[str, str]  # kept transcript rows, filename -> text
+    signals: dict[str, ClipSignals]  # kept Whisper records
+    todo: list[Path]  # clips still to transcribe, sorted
+
+
+def plan_resume(clips: Sequence[Path], output: Path, *, overwrite: bool) -> ResumePlan:
+    """What an earlier run left: its rows are kept and their clips skipped, unless ``overwrite``.
+
+    Raises ``TranscriptFormatError`` when ``output`` exists but is not a ``filename,text`` CSV, so a
+    wrong file is never overwritten by accident.
+    """
+    if overwrite:
+        return ResumePlan({}, {}, list(clips))
+    rows = dict(read_transcript_for_resume(output)) if output.exists() else {}
+    signals = read_signals(signals_path_for(output))
+    done = set(rows) | set(signals)
+    return ResumePlan(rows, signals, [c for c in clips if c.stem not in done])
+
+
+# ------------------------------------------------------------------------------------------------- run
+
+
+@dataclass
+class TranscribeSummary:
+    output: Path
+    review_path: Path
+    clips: int = 0  # clips in the folder
+    kept: int = 0  # clips done by an earlier run
+    transcribed: int = 0  # rows written this run
+    empty: int = 0  # clips Whisper found no text in this run (no row)
+    failed: list[str] = field(default_factory=list)  # "name: reason" of unreadable clips
+    audio_s: float = 0.0  # audio transcribed this run
+    flagged: int = 0  # clips listed in the review
+
+
+def transcribe_clips(
+    clips: Sequence[Path],
+    output: Path,
+    transcriber: Transcriber | None,
+    plan: ResumePlan,
+    *,
+    progress: bool = True,
+    read: Callable[[Path], np.ndarray] | None = None,
+) -> TranscribeSummary:
+    """Transcribe ``plan.todo`` into ``output``, durable row by row, then sort it and write the review.
+
+    ``output`` is first rewritten (atomically) with the kept rows, then each new row is appended with
+    flush + fsync, so the file is a valid CSV at every moment. At the end (and on Ctrl-C or an error)
+    it is rewritten sorted, atomically.
+    """
+    from tqdm import tqdm
+
+    if plan.todo and transcriber is None:
+        raise ValueError("clips to transcribe but no transcriber given")
+    read = read or (lambda p: read_audio(p, WHISPER_SAMPLE_RATE)[0])
+    summary = TranscribeSummary(output=output, review_path=review_path_for(output), clips=len(clips))
+    summary.kept = len(clips) - len(plan.todo)
+    rows, signals = dict(plan.rows), dict(plan.signals)
+    signals_path = signals_path_for(output)
+    write_transcript(output, rows.items())
+    write_signals(signals_path, signals)
+
+    durations = {c: clip_duration_s(c) or 0.0 for c in plan.todo}
+    bar = tqdm(
+        total=sum(durations.values()) / 60,
+        unit="min",
+        desc="transcribing (audio min)",
+        bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} min [{elapsed}<{remaining}]{postfix}",
+        disable=not progress or not plan.todo,
+    )
+    rows_out = TranscriptAppender(output)
+    signals_out = _SignalsAppender(signals_path)
+    try:
+        step = transcriber.batch_size if transcriber is not None else 1
+        for start in range(0, len(plan.todo), step):
+            batch = plan.todo[start : start + step]
+            audios, ok = [], []
+            for clip in batch:
+                try:
+                    audios.append(read(clip))
+                    ok.append(clip)
+                except AudioError as e:
+                    logger.error("skipped: %s", e)
+                    summary.failed.append(f"{clip.name}: {e}")
+            results = transcriber.transcribe_batch(audios) if audios else []  # type: ignore[union-attr]
+            for clip, audio, result in zip(ok, audios, results, strict=True):
+                duration = len(audio) / WHISPER_SAMPLE_RATE
+                if result.text:
+                    rows_out.append(clip.stem, result.text)  # the row first: it is what matters
+                    rows[clip.stem] = result.text
+                    summary.transcribed += 1
+                else:
+                    logger.info("%s: no speech recognised; no row written", clip.name)
+                    summary.empty += 1
+                record = ClipSignals(clip.stem, result.text, round(duration, 3), *_numbers(result))
+                signals_out.append(record)
+                signals[clip.stem] = record
+                summary.audio_s += duration
+            bar.set_postfix_str(f"clips {start + len(batch)}/{len(plan.todo)}", refresh=False)
+            bar.update(sum(durations[c] for c in batch) / 60)
+    finally:
+        bar.close()
+        rows_out.close()
+        signals_out.close()
+        with contextlib.suppress(OSError):  # the appended file is already valid; sorting is a nicety
+            write_transcript(output, rows.items())
+            write_signals(signals_path, signals)
+
+    items = review(review_inputs(rows, signals, clips))
+    write_review(summary.review_path, items)
+    summary.flagged = len(items)
+    return summary
+
+
+def _numbers(result: ClipResult) -> tuple[float | None, float | None, float | None]:
+    return result.avg_logprob, result.no_speech_prob, result.compression_ratio
+
+
+def review_inputs(
+    rows: dict[str, str], signals: dict[str, ClipSignals], clips: Sequence[Path]
+) -> list[ClipSignals]:
+    """What the review looks at: every transcript row, plus clips present whose transcript came out empty.
+
+    Whisper's numbers are used only while the row still has Whisper's text; a row the user corrected is
+    judged on its text and duration alone.
+    """
+    by_stem = {c.stem: c for c in clips}
+    out = []
+    for name, text in rows.items():
+        rec = signals.get(name)
+        if rec is not None and rec.text == text:
+            out.append(rec)
+            continue
+        duration = rec.duration_s if rec is not None else None
+        if duration is None and name in by_stem:
+            duration = clip_duration_s(by_stem[name])
+        out.append(ClipSignals(name, text, duration))
+    out.extend(rec for name, rec in signals.items() if not rec.text and name in by_stem and name not in rows)
+    return out
