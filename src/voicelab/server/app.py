@@ -1,0 +1,81 @@
+"""The TTS server: ``create_app(settings)`` builds the FastAPI app; the lifespan does the heavy work.
+
+    make dev                                     # uvicorn --factory voicelab.server.app:create_app
+    VOICELAB_VLLM_URL=http://127.0.0.1:8001 make dev   # with vLLM (`make vllm`) as the engine
+
+Start-up: load the backend (tokenizer, SNAC, local model or vLLM client), scan ``voices/`` and load
+every valid voice into the engine. Nothing happens at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from voicelab.server.backend import BackendFactory, build_backend
+from voicelab.server.errors import install_error_handlers
+from voicelab.server.metrics import ServerMetrics
+from voicelab.server.registry import VoiceRegistry
+from voicelab.server.routes import public, v1
+from voicelab.server.settings import Settings
+from voicelab.server.speech import ConcurrencyLimiter
+
+logger = logging.getLogger(__name__)
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging(level: str) -> None:
+    """Give voicelab's loggers a handler and level (uvicorn configures only its own loggers)."""
+    package_logger = logging.getLogger("voicelab")
+    package_logger.setLevel(level)
+    if not package_logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        package_logger.addHandler(handler)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    state = app.state
+    settings: Settings = state.settings
+    logger.info("voicelab: loading the %s engine backend", settings.engine_kind)
+    state.backend = await state.backend_factory(settings)
+    try:
+        report = await state.registry.reload(state.backend.engine)
+        state.metrics.voices.set(len(state.registry.voices))
+        if not state.registry.voices:
+            logger.warning(
+                "no voices served from %s (skipped: %s); train one with `make train-lora`, then POST /v1/voices/reload",
+                settings.voices_dir,
+                report.skipped or "none",
+            )
+        yield
+    finally:
+        await state.backend.aclose()
+
+
+def create_app(settings: Settings | None = None, *, backend_factory: BackendFactory | None = None) -> FastAPI:
+    """The app for ``settings`` (default: ``Settings()`` from ``VOICELAB_*`` env).
+
+    ``backend_factory`` replaces the engine/synthesizer built at start-up (tests pass fakes or tiny models).
+    """
+    settings = settings or Settings()
+    configure_logging(settings.log_level)
+    app = FastAPI(title="voicelab TTS", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.backend_factory = backend_factory or build_backend
+    app.state.registry = VoiceRegistry(
+        settings.voices_dir, base_model=settings.base_model, max_lora_rank=settings.max_lora_rank
+    )
+    app.state.limiter = ConcurrencyLimiter(settings.max_concurrent_requests)
+    app.state.metrics = ServerMetrics()
+    app.state.started_at = time.time()
+    install_error_handlers(app)
+    app.include_router(v1)
+    app.include_router(public)
+    return app

@@ -1,0 +1,142 @@
+"""Errors at the HTTP edge, all in OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``.
+
+The core raises specific exceptions (unknown voice, engine unavailable, ...); this module is the one
+place that maps them to a status code, so clients written for OpenAI (the SDK raises ``NotFoundError``,
+``RateLimitError`` ... from the status) behave as they would against OpenAI.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from voicelab.engine.base import (
+    EngineError,
+    EngineRequestError,
+    EngineUnavailableError,
+    IncompleteGenerationError,
+    UnknownVoiceError,
+)
+from voicelab.orpheus import ContractError
+from voicelab.server.encoding import UnsupportedFormatError
+from voicelab.server.registry import VoiceNotFoundError
+
+logger = logging.getLogger(__name__)
+
+INVALID_REQUEST = "invalid_request_error"
+AUTHENTICATION = "authentication_error"
+RATE_LIMIT = "rate_limit_error"
+SERVER_ERROR = "server_error"
+RETRY_AFTER_S = 1
+
+
+class ApiError(Exception):
+    """An error response: HTTP status plus OpenAI's error fields."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = INVALID_REQUEST,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.headers = headers
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+
+
+def to_api_error(exc: Exception) -> ApiError:
+    """Map a core exception to its HTTP error (unknown types become a 500 that hides the details)."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, VoiceNotFoundError):
+        return ApiError(404, str(exc), param="voice", code="voice_not_found")
+    if isinstance(exc, UnsupportedFormatError):
+        return ApiError(400, str(exc), param="response_format", code="unsupported_response_format")
+    if isinstance(exc, EngineUnavailableError):
+        return ApiError(
+            503,
+            f"speech engine unavailable: {exc}",
+            type=SERVER_ERROR,
+            code="engine_unavailable",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
+    if isinstance(exc, UnknownVoiceError):
+        return ApiError(404, str(exc), param="voice", code="voice_not_found")
+    if isinstance(exc, EngineRequestError):
+        # vLLM's 400s are about the request (e.g. a prompt longer than the context); the rest are its own failures.
+        if exc.status_code == HTTPStatus.BAD_REQUEST:
+            return ApiError(400, f"speech engine rejected the request: {exc}", code="engine_rejected_request")
+        return ApiError(502, f"speech engine error: {exc}", type=SERVER_ERROR, code="engine_error")
+    if isinstance(exc, IncompleteGenerationError):
+        return ApiError(
+            502, f"generation ended early: {exc}", type=SERVER_ERROR, code="incomplete_generation"
+        )
+    if isinstance(exc, EngineError):
+        return ApiError(502, f"speech engine error: {exc}", type=SERVER_ERROR, code="engine_error")
+    if isinstance(exc, ContractError):
+        return ApiError(
+            502,
+            f"the model produced invalid audio tokens: {exc}",
+            type=SERVER_ERROR,
+            code="invalid_audio_tokens",
+        )
+    return ApiError(500, "internal server error", type=SERVER_ERROR, code="internal_error")
+
+
+def _validation_error(exc: RequestValidationError) -> ApiError:
+    first = exc.errors()[0] if exc.errors() else {}
+    loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
+    param = ".".join(loc) or None
+    message = first.get("msg", "invalid request")
+    if param:
+        message = f"{param}: {message}"
+    extra = len(exc.errors()) - 1
+    if extra > 0:
+        message += f" (and {extra} more problem{'s' if extra > 1 else ''})"
+    return ApiError(400, message, param=param, code="invalid_value")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _validation_error(exc).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        error_type = INVALID_REQUEST if exc.status_code < 500 else SERVER_ERROR
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        return ApiError(exc.status_code, str(exc.detail), type=error_type, code=code).response()
+
+    for exc_type in (VoiceNotFoundError, UnsupportedFormatError, EngineError, ContractError):
+
+        @app.exception_handler(exc_type)
+        async def _core(request: Request, exc: Exception) -> JSONResponse:
+            return to_api_error(exc).response()
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return to_api_error(exc).response()

@@ -1,0 +1,328 @@
+"""The voice registry: which folders under ``voices/`` are servable voices, and keeping the engine in step.
+
+``scan_voices`` is pure (filesystem in, voices and skip reasons out); ``VoiceRegistry`` holds the current
+scan, diffs a rescan against it, and loads/unloads adapters in the engine so new voices go live without a
+restart. A bad folder is skipped with its reason (logged once), never a crash: one broken adapter must not
+take every other voice down (vLLM itself refuses to start on a bad static adapter).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from voicelab.engine.base import EngineError, EngineUnavailableError, TokenEngine, Voice
+from voicelab.voice import (
+    ADAPTER_CONFIG_FILE,
+    ADAPTER_WEIGHTS_FILE,
+    VOICE_FILE,
+    InvalidVoiceNameError,
+    VoiceMetadata,
+    adapter_problems,
+    default_prompt_prefix,
+    validate_voice_name,
+)
+
+logger = logging.getLogger(__name__)
+
+ADAPTER_WEIGHT_FILES = (ADAPTER_WEIGHTS_FILE, "adapter_model.bin")
+"""peft writes safetensors; vLLM also loads the older pickle file."""
+
+
+class VoiceNotFoundError(LookupError):
+    """A request named a voice the registry does not serve; lists the ones it does."""
+
+    def __init__(self, name: str, available: Iterable[str]):
+        self.name = name
+        self.available = sorted(available)
+        listed = ", ".join(self.available) if self.available else "none (train one with `make train-lora`)"
+        super().__init__(f"voice {name!r} not found; available voices: {listed}")
+
+
+@dataclass(frozen=True)
+class VoiceEntry:
+    """A servable voice: what the engine needs plus what the API shows."""
+
+    voice: Voice
+    rank: int
+    fingerprint: tuple
+    """Sizes and mtimes of the adapter files: a changed fingerprint means the voice was retrained."""
+    metadata: VoiceMetadata | None = None
+
+    @property
+    def name(self) -> str:
+        return self.voice.name
+
+    def describe(self) -> dict[str, Any]:
+        """The public view for ``GET /v1/audio/voices``."""
+        meta = self.metadata
+        return {
+            "id": self.name,
+            "name": self.name,
+            "object": "voice",
+            "lora_rank": self.rank,
+            "prompt_prefix": self.voice.prompt_prefix,
+            "base_model": meta.base_model if meta else None,
+            "created_at": meta.created_at if meta else None,
+            "final_loss": meta.final_loss if meta else None,
+            "dataset": meta.dataset if meta else {},
+        }
+
+
+@dataclass
+class ScanResult:
+    voices: dict[str, VoiceEntry] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    """Folder name -> why it is not served."""
+
+
+@dataclass
+class ReloadReport:
+    """What a rescan changed; returned by ``POST /v1/voices/reload``."""
+
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    """Voices the engine refused to load/unload -> the engine's reason (they are not served)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "added": self.added,
+            "removed": self.removed,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "skipped": self.skipped,
+            "failed": self.failed,
+        }
+
+
+def _fingerprint(folder: Path) -> tuple:
+    parts = []
+    for name in (ADAPTER_CONFIG_FILE, *ADAPTER_WEIGHT_FILES, VOICE_FILE):
+        path = folder / name
+        if path.is_file():
+            stat = path.stat()
+            parts.append((name, stat.st_size, stat.st_mtime_ns))
+    return tuple(parts)
+
+
+def _same_base_model(recorded: Any, served: str) -> bool:
+    """Equal ids, or two spellings of the same local folder (relative vs absolute, trailing slash)."""
+    if not isinstance(recorded, str):
+        return False
+    if recorded == served:
+        return True
+    recorded_path, served_path = Path(recorded).expanduser(), Path(served).expanduser()
+    if recorded_path.exists() and served_path.exists():
+        return recorded_path.resolve() == served_path.resolve()
+    return False
+
+
+def inspect_voice_folder(
+    folder: Path, root: Path, *, base_model: str | None, max_lora_rank: int | None
+) -> VoiceEntry | str:
+    """One folder -> a ``VoiceEntry``, or the reason it cannot be served (a str)."""
+    name = folder.name
+    try:
+        validate_voice_name(name)
+    except InvalidVoiceNameError as e:
+        return str(e)
+    # A symlinked voice that points outside voices/ would let anything on disk be loaded as an adapter.
+    resolved = folder.resolve()
+    if not resolved.is_relative_to(root):
+        return f"{folder} resolves to {resolved}, outside {root}; voices must live inside the voices folder"
+    config_path = folder / ADAPTER_CONFIG_FILE
+    if not config_path.is_file():
+        return f"no {ADAPTER_CONFIG_FILE} (not a trained voice)"
+    if not config_path.resolve().is_relative_to(root):
+        return f"{config_path} points outside {root}"
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return f"unreadable {ADAPTER_CONFIG_FILE}: {e}"
+    if not isinstance(config, dict):
+        return f"{ADAPTER_CONFIG_FILE} is not a JSON object"
+    weights = [folder / w for w in ADAPTER_WEIGHT_FILES if (folder / w).is_file()]
+    if not weights:
+        return f"no adapter weights ({' or '.join(ADAPTER_WEIGHT_FILES)}); training did not finish?"
+    if any(not w.resolve().is_relative_to(root) for w in weights):
+        return "adapter weights point outside the voices folder"
+    problems = adapter_problems(config, max_lora_rank=max_lora_rank, base_model=base_model)
+    if (
+        base_model is not None
+        and problems
+        and _same_base_model(config.get("base_model_name_or_path"), base_model)
+    ):
+        # adapter_problems compares strings; a relative and an absolute path to one folder are the same model.
+        problems = adapter_problems(config, max_lora_rank=max_lora_rank, base_model=None)
+    if problems:
+        return "; ".join(problems)
+
+    metadata: VoiceMetadata | None = None
+    if (folder / VOICE_FILE).exists():
+        try:
+            metadata = VoiceMetadata.read(folder)
+        except ValueError as e:
+            # Without its voice.json the prompt prefix used in training is unknown; guessing one would
+            # make the voice speak noise with no error, so a broken file skips the voice.
+            return str(e)
+        if metadata.name != name:
+            logger.warning("voice %s: voice.json names it %r; serving it as %r", name, metadata.name, name)
+        prefix = metadata.prompt_prefix
+    else:
+        prefix = default_prompt_prefix(name)
+        logger.warning(
+            "voice %s has no %s; assuming the training prompt prefix %r (retrain or add voice.json if it speaks noise)",
+            name,
+            VOICE_FILE,
+            prefix,
+        )
+    voice = Voice(
+        name=name,
+        adapter_path=resolved,
+        prompt_prefix=prefix,
+        metadata=dict(vars(metadata)) if metadata else {},
+    )
+    return VoiceEntry(voice=voice, rank=int(config["r"]), fingerprint=_fingerprint(folder), metadata=metadata)
+
+
+def scan_voices(
+    voices_dir: Path | str, *, base_model: str | None = None, max_lora_rank: int | None = None
+) -> ScanResult:
+    """Every ``voices_dir/*/`` folder -> servable voices plus skipped folders with reasons.
+
+    ``base_model``: adapters trained on another base are skipped. ``max_lora_rank``: larger ranks are
+    skipped. A missing ``voices_dir`` is an empty registry (a fresh checkout has trained nothing yet).
+    """
+    result = ScanResult()
+    root = Path(voices_dir).expanduser()
+    if not root.is_dir():
+        return result
+    root = root.resolve()
+    for folder in sorted(root.iterdir()):
+        if folder.name.startswith(".") or not folder.is_dir():
+            continue  # dotfiles, README.md, stray files: not voice folders
+        found = inspect_voice_folder(folder, root, base_model=base_model, max_lora_rank=max_lora_rank)
+        if isinstance(found, str):
+            result.skipped[folder.name] = found
+        else:
+            result.voices[folder.name] = found
+    return result
+
+
+class VoiceRegistry:
+    """The voices being served, kept in step with ``voices_dir`` and the engine.
+
+    ``reload(engine)`` rescans and loads added/retrained adapters, unloads removed ones. Reloads are
+    serialised by a lock; lookups read an immutable snapshot, so requests never see a half-applied reload.
+    """
+
+    def __init__(self, voices_dir: Path | str, *, base_model: str | None, max_lora_rank: int | None):
+        self.voices_dir = Path(voices_dir)
+        self.base_model = base_model
+        self.max_lora_rank = max_lora_rank
+        self._voices: Mapping[str, VoiceEntry] = {}
+        self.skipped: dict[str, str] = {}
+        self._reported: dict[str, str] = {}
+        self._loaded: set[str] = set()
+        self._lock = asyncio.Lock()
+
+    @property
+    def voices(self) -> Mapping[str, VoiceEntry]:
+        return self._voices
+
+    def names(self) -> list[str]:
+        return sorted(self._voices)
+
+    def get(self, name: str) -> VoiceEntry:
+        """The voice called ``name``; raises ``VoiceNotFoundError`` listing the voices served."""
+        entry = self._voices.get(name)
+        if entry is None:
+            raise VoiceNotFoundError(name, self._voices)
+        return entry
+
+    def is_loaded(self, name: str) -> bool:
+        return name in self._loaded
+
+    def scan(self) -> ScanResult:
+        result = scan_voices(self.voices_dir, base_model=self.base_model, max_lora_rank=self.max_lora_rank)
+        for name, reason in result.skipped.items():
+            if self._reported.get(name) != reason:  # once per folder and reason, not on every reload
+                logger.warning("skipping voice folder %s: %s", self.voices_dir / name, reason)
+        self._reported = dict(result.skipped)
+        return result
+
+    async def reload(self, engine: TokenEngine) -> ReloadReport:
+        """Rescan ``voices_dir`` and bring the engine in step. Engine failures are reported, not raised."""
+        async with self._lock:
+            result = await asyncio.to_thread(self.scan)
+            report = ReloadReport(skipped=dict(result.skipped))
+            old = self._voices
+            new = dict(result.voices)
+            for name in sorted(set(old) - set(new)):
+                report.removed.append(name)
+                await self._unload(engine, name, report)
+            for name, entry in sorted(new.items()):
+                before = old.get(name)
+                if before is None:
+                    report.added.append(name)
+                elif before.fingerprint != entry.fingerprint or before.voice != entry.voice:
+                    report.updated.append(name)
+                    await self._unload(engine, name, report)
+                else:
+                    report.unchanged.append(name)
+                    if name in self._loaded:
+                        continue
+                if not await self._load(engine, entry, report):
+                    del new[name]
+            self._voices = new
+            self.skipped = result.skipped
+            logger.info(
+                "voices: %d served (%s); added %s, removed %s, updated %s, failed %s",
+                len(new),
+                ", ".join(sorted(new)) or "none",
+                report.added,
+                report.removed,
+                report.updated,
+                list(report.failed),
+            )
+            return report
+
+    async def ensure_loaded(self, engine: TokenEngine, entry: VoiceEntry) -> None:
+        """Load a served voice the engine lost (e.g. vLLM restarted after the API). Raises EngineError."""
+        if entry.name in self._loaded:
+            return
+        async with self._lock:
+            if entry.name not in self._loaded:
+                await engine.load_voice(entry.voice)
+                self._loaded.add(entry.name)
+
+    def mark_unloaded(self, name: str) -> None:
+        self._loaded.discard(name)
+
+    async def _load(self, engine: TokenEngine, entry: VoiceEntry, report: ReloadReport) -> bool:
+        try:
+            await engine.load_voice(entry.voice)
+        except EngineError as e:
+            # Kept as served when the engine is merely unreachable: ensure_loaded retries on first use.
+            logger.warning("voice %s: engine did not load it: %s", entry.name, e)
+            report.failed[entry.name] = str(e)
+            return isinstance(e, EngineUnavailableError)
+        self._loaded.add(entry.name)
+        return True
+
+    async def _unload(self, engine: TokenEngine, name: str, report: ReloadReport) -> None:
+        self._loaded.discard(name)
+        try:
+            await engine.unload_voice(name)
+        except EngineError as e:
+            logger.warning("voice %s: engine did not unload it: %s", name, e)
+            report.failed[name] = str(e)

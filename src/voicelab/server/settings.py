@@ -1,0 +1,122 @@
+"""The server's one settings object, read from ``VOICELAB_*`` environment variables.
+
+Nothing else in the server reads the environment: ``create_app(settings)`` gets this object, and tests
+build their own. Unsafe or contradictory values fail here, at start-up, with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from voicelab.engine import base
+from voicelab.voice import VLLM_LORA_RANKS
+
+ENV_PREFIX = "VOICELAB_"
+DEFAULT_BASE_MODEL = "canopylabs/orpheus-tts-0.1-pretrained"
+"""The user guide's base model; adapters record it in ``base_model_name_or_path``."""
+DEFAULT_SNAC_MODEL = "hubertsiuzdak/snac_24khz"
+OPENAI_MAX_INPUT_CHARS = 4096
+"""OpenAI's limit on ``input``; clients written for it never send more."""
+DEFAULT_MAX_LORA_RANK = 64
+"""Largest rank the guide recommends; higher ranks cost vLLM memory for every adapter slot."""
+
+EngineKind = Literal["auto", "vllm", "local"]
+LogLevel = Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"]
+
+
+class Settings(BaseSettings):
+    """Every knob of the TTS server. Environment: ``VOICELAB_<FIELD>`` (e.g. ``VOICELAB_VLLM_URL``)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    voices_dir: Path = Field(
+        Path("voices"), description="Folder scanned for voices/{name}/adapter_config.json"
+    )
+    engine: EngineKind = Field(
+        "auto", description="'vllm', 'local' (embedded transformers), or 'auto': vllm when vllm_url is set"
+    )
+    vllm_url: str | None = Field(None, description="Base URL of the vLLM server, e.g. http://127.0.0.1:8001")
+    vllm_api_key: SecretStr | None = Field(
+        None, description="Sent to vLLM when it was started with --api-key"
+    )
+    vllm_timeout_s: float = Field(30.0, gt=0, description="Connect/read timeout for vLLM, seconds")
+    base_model: str = Field(
+        DEFAULT_BASE_MODEL, description="Hub id or local folder of the Orpheus base model"
+    )
+    device: str = Field("cpu", description="Device of the local engine (cpu, cuda, cuda:1)")
+    snac_model: str = Field(DEFAULT_SNAC_MODEL, description="Hub id or local folder of the SNAC decoder")
+    snac_device: str = Field("cpu", description="Device SNAC decodes on (cpu, cuda)")
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="Comma-separated bearer keys; empty: no authentication"
+    )
+    max_input_chars: int = Field(OPENAI_MAX_INPUT_CHARS, ge=1, description="Longest accepted input text")
+    max_concurrent_requests: int = Field(8, ge=1, description="Speech requests in flight before 429")
+    max_lora_rank: int = Field(
+        DEFAULT_MAX_LORA_RANK, ge=1, description="Voices with a larger LoRA rank are skipped"
+    )
+    model_id: str = Field("orpheus", min_length=1, description="Model id reported by GET /v1/models")
+    temperature: float = Field(base.DEFAULT_TEMPERATURE, gt=0, le=2)
+    top_p: float = Field(base.DEFAULT_TOP_P, gt=0, le=1)
+    repetition_penalty: float = Field(base.DEFAULT_REPETITION_PENALTY, ge=1, le=2)
+    log_level: LogLevel = "INFO"
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value):
+        # One env var holds several keys so they can be rotated: "old-key,new-key".
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value):
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("vllm_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"{ENV_PREFIX}VLLM_URL must start with http:// or https://, got {value!r}")
+        return value
+
+    @field_validator("max_lora_rank")
+    @classmethod
+    def _check_rank(cls, value: int) -> int:
+        if value > VLLM_LORA_RANKS[-1]:
+            raise ValueError(
+                f"{ENV_PREFIX}MAX_LORA_RANK {value} is above vLLM's largest ({VLLM_LORA_RANKS[-1]})"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _check_engine(self) -> Settings:
+        if self.engine == "vllm" and self.vllm_url is None:
+            raise ValueError(
+                f"{ENV_PREFIX}ENGINE=vllm needs {ENV_PREFIX}VLLM_URL (where `make vllm` listens, "
+                "e.g. http://127.0.0.1:8001)"
+            )
+        return self
+
+    @property
+    def engine_kind(self) -> Literal["vllm", "local"]:
+        """The engine actually used: 'auto' picks vLLM when a URL is configured, else the local engine."""
+        if self.engine == "auto":
+            return "vllm" if self.vllm_url else "local"
+        return self.engine
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys)
+
+    def default_sampling(self) -> base.SamplingParams:
+        return base.SamplingParams(
+            temperature=self.temperature, top_p=self.top_p, repetition_penalty=self.repetition_penalty
+        )
