@@ -40,7 +40,17 @@ def format_row(filename: str, text: str) -> str:
 
 
 def _parse(path: Path, content: str) -> list[tuple[str, str]]:
-    reader = csv.reader(io.StringIO(content, newline=""))
+    # strict: an unterminated quote (a row cut short) is an error, not a silently shortened text.
+    reader = csv.reader(io.StringIO(content, newline=""), strict=True)
+    try:
+        return _parse_records(path, reader)
+    except csv.Error as e:
+        raise TranscriptFormatError(
+            f"{path}: line {reader.line_num}: malformed CSV ({e}); check the quotes on that row"
+        ) from e
+
+
+def _parse_records(path: Path, reader) -> list[tuple[str, str]]:
     header = next(reader, None)
     if header is None:
         raise TranscriptFormatError(f"{path}: file is empty; expected a CSV with header 'filename,text'")
