@@ -121,6 +121,11 @@ def open_audio(path: Path | str) -> AudioInfo:
         except FFmpegNotFoundError as e:
             raise FFmpegNotFoundError(f"{path}: {e}") from e
     try:
+        if path.suffix.lower() == ".mp3" and not _looks_like_mp3(path):
+            # libsndfile's mpg123 would print resync noise to stderr before failing on these bytes.
+            raise AudioDecodeError(
+                f"{path}: not a readable audio file: no MP3 header (ID3 tag or frame sync)"
+            )
         return _soundfile_info(path)
     except AudioDecodeError as sf_error:
         if shutil.which("ffmpeg") is None:
@@ -184,6 +189,18 @@ def read_audio(
         audio = resample(audio, rate, sample_rate)
         rate = sample_rate
     return audio, rate
+
+
+MP3_FRAME_SYNC = 0xFFE0  # the 11 set bits every MPEG audio frame header starts with
+
+
+def _looks_like_mp3(path: Path) -> bool:
+    """An ID3v2 tag or an MPEG frame sync at the start: what every MP3 encoder writes first."""
+    with path.open("rb") as f:
+        head = f.read(3)
+    if head.startswith(b"ID3"):
+        return True
+    return len(head) >= 2 and (int.from_bytes(head[:2], "big") & MP3_FRAME_SYNC) == MP3_FRAME_SYNC
 
 
 def _soundfile_error(path: Path, error: Exception) -> AudioDecodeError:

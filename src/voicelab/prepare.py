@@ -1,0 +1,575 @@
+"""Raw recordings -> clean training clips (3-13 s, 16-bit mono WAV) and ``manifest.csv``.
+
+Each source is read twice, never whole in memory:
+
+1. decode block by block, downmix, resample (soxr VHQ, streaming) to the target rate, append the samples
+   to an unlinked scratch file and build the 10 ms RMS envelope (``voicelab.segment``);
+2. plan every cut on the envelope, then read back only the chosen spans, fade their edges, normalise
+   them to the target RMS (with a peak guard) and write them atomically.
+
+The manifest is rewritten atomically after each source, once its clips are on disk, so a crash never
+leaves a manifest row without its clip. Sources already in the manifest are skipped on a rerun.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import re
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from voicelab import segment
+from voicelab.audio import AUDIO_SUFFIXES, AudioDecodeError, AudioError, AudioInfo, is_audio_file
+from voicelab.fileio import write_text_atomic
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.csv"
+PEAK_CEILING_DBFS = -1.0
+"""Highest peak a clip may reach after normalisation: 1 dB under full scale leaves room for int16
+rounding and for inter-sample peaks when the clip is resampled later (SNAC, playback)."""
+INDEX_DIGITS = 3
+"""Clip names are ``{stem}_{index:03d}.wav`` (the guide's naming); indexes past 999 just grow wider."""
+SECONDS_DECIMALS = 3  # manifest times to the millisecond
+DB_DECIMALS = 2
+SCRATCH_DTYPE = np.float32
+
+DATASET_LEVELS = (
+    # (min clips, clips label, ~minutes, quality, notes): the guide's "Dataset Size vs Quality" table.
+    (200, "200+ clips", "~60 min", "Diminishing returns", "more data helps but gains taper off"),
+    (100, "100-200 clips", "~30 min", "Very good", "consistent quality, handles varied text well"),
+    (50, "50-100 clips", "~15 min", "Good", "clear voice identity, natural prosody"),
+    (20, "20-50 clips", "~5 min", "Moderate", "recognisable voice characteristics, some artifacts"),
+    (5, "5-10 clips", "~1 min", "Poor", "model barely adapts, often sounds like the base model"),
+    (0, "under 5 clips", "under 1 min", "Too few", "below the smallest dataset the guide lists"),
+)
+
+
+class PrepareError(Exception):
+    """Nothing can be prepared as asked; the message says why and what to do."""
+
+
+class NoAudioError(PrepareError):
+    """INPUT is missing, or holds no audio file."""
+
+
+class ManifestError(PrepareError):
+    """``manifest.csv`` in OUTPUT exists but cannot be read as one this tool wrote."""
+
+
+@dataclass(frozen=True)
+class PrepareSettings:
+    """The guide's flags, with its defaults."""
+
+    sample_rate: int = 24000
+    min_duration: float = 3.0
+    max_duration: float = 13.0
+    silence_threshold: float = -40.0
+    """dBFS; 10 ms frames under it are silent."""
+    silence_min_len_ms: int = 500
+    target_loudness: float = -20.0
+    """RMS dBFS of every written clip (unless the peak guard lowers it)."""
+
+    def split_params(self) -> segment.SplitParams:
+        hop = segment.frame_hop(self.sample_rate)
+        return segment.SplitParams.from_seconds(
+            threshold_db=self.silence_threshold,
+            min_s=self.min_duration,
+            max_s=self.max_duration,
+            pause_s=self.silence_min_len_ms / 1000,
+            frame_s=hop / self.sample_rate,
+        )
+
+
+@dataclass(frozen=True)
+class ClipRecord:
+    """One manifest row. Times are seconds in the source; levels are dBFS of the written clip."""
+
+    clip: str
+    source: str
+    start_s: float
+    end_s: float
+    duration_s: float
+    rms_dbfs: float
+    peak_dbfs: float
+    gain_db: float
+    peak_limited: bool
+    """True when the gain was lowered so that no sample clips (the clip is quieter than the target)."""
+    start_cut: str
+    end_cut: str
+    """How each edge was cut: ``pause``, ``short-pause``, ``forced`` (inside speech) or ``file-edge``."""
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    def to_row(self) -> dict[str, str]:
+        row = {k: str(v) for k, v in asdict(self).items()}
+        row["peak_limited"] = "yes" if self.peak_limited else "no"
+        return row
+
+    @classmethod
+    def from_row(cls, row: dict[str, str]) -> ClipRecord:
+        return cls(
+            clip=row["clip"],
+            source=row["source"],
+            start_s=float(row["start_s"]),
+            end_s=float(row["end_s"]),
+            duration_s=float(row["duration_s"]),
+            rms_dbfs=float(row["rms_dbfs"]),
+            peak_dbfs=float(row["peak_dbfs"]),
+            gain_db=float(row["gain_db"]),
+            peak_limited=row["peak_limited"] == "yes",
+            start_cut=row["start_cut"],
+            end_cut=row["end_cut"],
+        )
+
+
+@dataclass
+class SourceResult:
+    """What happened to one source file."""
+
+    source: str
+    duration_s: float = 0.0
+    records: list[ClipRecord] = field(default_factory=list)
+    silence_s: float = 0.0
+    short_speech_s: float = 0.0
+    error: str | None = None
+
+    @property
+    def clip_s(self) -> float:
+        return sum(r.duration_s for r in self.records)
+
+
+@dataclass
+class PrepareReport:
+    output: Path
+    settings: PrepareSettings
+    results: list[SourceResult] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    """Sources already in the manifest, left as they were."""
+    dataset: list[ClipRecord] = field(default_factory=list)
+    """Every row of the manifest after this run: earlier runs included."""
+
+    @property
+    def failed(self) -> list[SourceResult]:
+        return [r for r in self.results if r.error is not None]
+
+    @property
+    def done(self) -> list[SourceResult]:
+        return [r for r in self.results if r.error is None]
+
+    @property
+    def new_records(self) -> list[ClipRecord]:
+        return [rec for r in self.done for rec in r.records]
+
+
+# --------------------------------------------------------------------------------------------- inputs
+
+
+def check_paths(input_path: Path, output_dir: Path) -> None:
+    """Refuse an OUTPUT equal to or inside INPUT: a rerun would take the clips for new recordings."""
+    src, dst = input_path.resolve(), output_dir.resolve()
+    if dst == src or src in dst.parents:
+        raise PrepareError(
+            f"OUTPUT {output_dir} is inside INPUT {input_path}: the clips would be read back as recordings; "
+            "choose an output folder outside the input (e.g. prepared/NAME/)"
+        )
+
+
+def find_sources(input_path: Path) -> list[tuple[Path, str]]:
+    """Audio files under ``input_path`` (recursive, sorted) or the file itself, each with its manifest key:
+    the path relative to the input folder, in POSIX form (the file name for a single file)."""
+    if not input_path.exists():
+        raise NoAudioError(f"INPUT {input_path} does not exist")
+    suffixes = " ".join(sorted(AUDIO_SUFFIXES))
+    if input_path.is_file():
+        if input_path.suffix.lower() not in AUDIO_SUFFIXES:
+            raise NoAudioError(f"INPUT {input_path} is not an audio file (supported: {suffixes})")
+        return [(input_path, input_path.name)]
+    found = [
+        (p, p.relative_to(input_path).as_posix())
+        for p in input_path.rglob("*")
+        if is_audio_file(p) and not any(part.startswith(".") for part in p.relative_to(input_path).parts)
+    ]
+    if not found:
+        raise NoAudioError(f"INPUT {input_path} holds no audio files (looked for: {suffixes})")
+    return sorted(found, key=lambda item: item[1])
+
+
+def clip_stem(source_key: str, taken: set[str]) -> str:
+    """A clip-name stem for a source: its file stem, made unique against ``taken`` (other sources' stems).
+
+    ``a/talk.wav`` and ``b/talk.wav`` would both give ``talk_000.wav``; the second becomes ``b_talk``
+    (its folders joined with ``_``), then ``b_talk_wav``, then a number.
+    """
+    path = Path(source_key)
+    candidates = [
+        path.stem,
+        "_".join([*path.parent.parts, path.stem]),
+        "_".join([*path.parts]).replace(".", "_"),
+    ]
+    for stem in candidates:
+        if stem and stem not in taken:
+            return stem
+    n = 2
+    while f"{candidates[-1]}_{n}" in taken:
+        n += 1
+    return f"{candidates[-1]}_{n}"
+
+
+def clip_name(stem: str, index: int) -> str:
+    return f"{stem}_{index:0{INDEX_DIGITS}d}.wav"
+
+
+def _stem_of(clip: str) -> str:
+    return clip.rsplit("_", 1)[0]
+
+
+# ------------------------------------------------------------------------------------------- manifest
+
+
+def read_manifest(path: Path) -> list[ClipRecord]:
+    """Rows of an existing manifest (``[]`` when there is none)."""
+    if not path.exists():
+        return []
+    expected = ClipRecord.field_names()
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames != expected:
+            raise ManifestError(
+                f"{path} has columns {reader.fieldnames}, not {expected}: it was not written by this tool "
+                "(or by another version); move it away or rerun with --overwrite"
+            )
+        try:
+            return [ClipRecord.from_row(row) for row in reader]
+        except (KeyError, TypeError, ValueError) as e:
+            raise ManifestError(
+                f"{path} line {reader.line_num}: unreadable row ({e}); use --overwrite"
+            ) from e
+
+
+def write_manifest(path: Path, records: Iterable[ClipRecord]) -> None:
+    """Write all rows atomically (the old manifest stays intact until the new one is complete)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=ClipRecord.field_names(), lineterminator="\n")
+    writer.writeheader()
+    for record in records:
+        writer.writerow(record.to_row())
+    write_text_atomic(path, buffer.getvalue())
+
+
+# ------------------------------------------------------------------------------------------ clip maths
+
+
+def apply_fades(audio: np.ndarray, fade_samples: int) -> np.ndarray:
+    """Half-cosine fade-in and fade-out over ``fade_samples`` (float32 ``(T,)``); returns a new array."""
+    out = np.array(audio, dtype=np.float32, copy=True)
+    n = min(fade_samples, len(out) // 2)
+    if n > 0:
+        ramp = (0.5 - 0.5 * np.cos(np.pi * (np.arange(n) + 0.5) / n)).astype(np.float32)
+        out[:n] *= ramp
+        out[-n:] *= ramp[::-1]
+    return out
+
+
+def normalise(
+    audio: np.ndarray, target_dbfs: float, ceiling_dbfs: float = PEAK_CEILING_DBFS
+) -> tuple[np.ndarray, float, bool]:
+    """Scale float32 ``(T,)`` audio to ``target_dbfs`` RMS, unless its peak would pass ``ceiling_dbfs``.
+
+    Returns ``(scaled, gain_db, peak_limited)``; when limited, the gain is lowered so that the peak sits
+    exactly at the ceiling, and the RMS is below the target by the difference.
+    """
+    rms = segment.rms_dbfs(audio)
+    peak = segment.peak_dbfs(audio)
+    if peak <= segment.DB_FLOOR:
+        return np.array(audio, dtype=np.float32, copy=True), 0.0, False
+    gain_db = target_dbfs - rms
+    limited = peak + gain_db > ceiling_dbfs
+    if limited:
+        gain_db = ceiling_dbfs - peak
+    scaled = (np.asarray(audio, dtype=np.float64) * 10 ** (gain_db / 20)).astype(np.float32)
+    return scaled, gain_db, limited
+
+
+# ------------------------------------------------------------------------------------------- pipeline
+
+
+def _decode_to_scratch(
+    info: AudioInfo, sample_rate: int, scratch, on_progress: Callable[[float], None]
+) -> tuple[np.ndarray, int]:
+    """Pass 1: stream the source into ``scratch`` (mono float32 at ``sample_rate``) and its envelope."""
+    from voicelab.audio import stream_mono
+
+    envelope = segment.EnvelopeBuilder(segment.frame_hop(sample_rate))
+    for mono, consumed in stream_mono(info, sample_rate):
+        if len(mono):
+            envelope.add(mono)
+            scratch.write(np.ascontiguousarray(mono, dtype=SCRATCH_DTYPE).tobytes())
+        if consumed:
+            on_progress(consumed / info.sample_rate)
+    if envelope.samples == 0:
+        raise AudioDecodeError(f"{info.path}: decodes to no audio samples")
+    return envelope.finish(), envelope.samples
+
+
+def _read_span(scratch, start: int, stop: int) -> np.ndarray:
+    itemsize = np.dtype(SCRATCH_DTYPE).itemsize
+    scratch.seek(start * itemsize)
+    return np.frombuffer(scratch.read((stop - start) * itemsize), dtype=SCRATCH_DTYPE)
+
+
+def prepare_source(
+    info: AudioInfo,
+    source_key: str,
+    stem: str,
+    output_dir: Path,
+    settings: PrepareSettings,
+    on_progress: Callable[[float], None] = lambda _seconds: None,
+) -> SourceResult:
+    """Cut one recording into clips in ``output_dir``; returns its manifest rows and what was left out.
+
+    Raises ``AudioError`` (naming the file) when it cannot be decoded; nothing is written then.
+    """
+    from voicelab.audio import write_wav
+
+    rate = settings.sample_rate
+    hop = segment.frame_hop(rate)
+    fade_samples = round(segment.FADE_SECONDS * rate)
+    params = settings.split_params()
+    with tempfile.TemporaryFile(dir=output_dir, prefix=".prepare-scratch-") as scratch:
+        env_db, n_samples = _decode_to_scratch(info, rate, scratch, on_progress)
+        plan = segment.plan_clips(env_db, params)
+        result = SourceResult(
+            source=source_key,
+            duration_s=n_samples / rate,
+            short_speech_s=plan.dropped_speech_frames * hop / rate,
+        )
+        for index, span in enumerate(plan.clips):
+            start, stop = span.start * hop, span.end * hop
+            audio, gain_db, limited = normalise(
+                apply_fades(_read_span(scratch, start, stop), fade_samples), settings.target_loudness
+            )
+            name = clip_name(stem, index)
+            write_wav(output_dir / name, audio, rate)
+            result.records.append(
+                ClipRecord(
+                    clip=name,
+                    source=source_key,
+                    start_s=round(start / rate, SECONDS_DECIMALS),
+                    end_s=round(stop / rate, SECONDS_DECIMALS),
+                    duration_s=round((stop - start) / rate, SECONDS_DECIMALS),
+                    rms_dbfs=round(segment.rms_dbfs(audio), DB_DECIMALS),
+                    peak_dbfs=round(segment.peak_dbfs(audio), DB_DECIMALS),
+                    gain_db=round(gain_db, DB_DECIMALS),
+                    peak_limited=limited,
+                    start_cut=span.start_cut,
+                    end_cut=span.end_cut,
+                )
+            )
+    result.silence_s = max(0.0, result.duration_s - result.clip_s - result.short_speech_s)
+    return result
+
+
+def _remove_orphans(output_dir: Path, stem: str, keep: set[str]) -> None:
+    """Delete ``{stem}_NNN.wav`` clips that no manifest row lists (left by a crash or an older run)."""
+    pattern = re.compile(re.escape(stem) + rf"_\d{{{INDEX_DIGITS},}}\.wav")
+    for path in output_dir.iterdir():
+        if pattern.fullmatch(path.name) and path.name not in keep:
+            logger.info("removing %s: no manifest row lists it", path)
+            path.unlink()
+
+
+def prepare_dataset(
+    input_path: Path,
+    output_dir: Path,
+    settings: PrepareSettings | None = None,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> PrepareReport:
+    """Prepare every audio file under ``input_path`` into ``output_dir`` (see the module docstring).
+
+    A source that fails is logged (one line naming it and the reason) and recorded in the report; the
+    others go on. Raises ``NoAudioError``, ``PrepareError`` or ``ManifestError`` when nothing can start.
+    """
+    from tqdm import tqdm
+
+    settings = settings or PrepareSettings()
+    check_paths(input_path, output_dir)
+    sources = find_sources(input_path)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    manifest_path = output_dir / MANIFEST_NAME
+    if overwrite:
+        _clear_previous(output_dir, manifest_path)
+    records = read_manifest(manifest_path)
+    done = {r.source for r in records}
+    stems = {r.source: _stem_of(r.clip) for r in records}
+    report = PrepareReport(output=output_dir, settings=settings)
+    todo: list[tuple[str, AudioInfo | AudioError]] = []
+    for path, key in sources:
+        if key in done:
+            report.skipped.append(key)
+            continue
+        todo.append((key, _probe(path)))
+    if report.skipped:
+        logger.info(
+            "%d source(s) already in %s: skipped (use --overwrite to redo)",
+            len(report.skipped),
+            manifest_path,
+        )
+    total_min = sum((i.duration_s or 0.0) / 60 for _, i in todo if isinstance(i, AudioInfo))
+    bar_format = "{l_bar}{bar}| {n:.1f}/{total:.1f} audio min [{elapsed}<{remaining}]"
+    with tqdm(total=total_min, bar_format=bar_format, disable=not progress or not todo) as bar:
+        for key, info in todo:
+            bar.set_postfix_str(key, refresh=False)
+            if isinstance(info, AudioError):
+                logger.error("%s", info)
+                report.results.append(SourceResult(source=key, error=str(info)))
+                continue
+            stem = clip_stem(key, set(stems.values()))
+            _remove_orphans(output_dir, stem, {r.clip for r in records})
+            progress = _SourceProgress(bar, (info.duration_s or 0.0) / 60)
+            try:
+                result = prepare_source(info, key, stem, output_dir, settings, progress.advance)
+            except AudioError as e:
+                logger.error("%s", e)
+                report.results.append(SourceResult(source=key, error=str(e)))
+                continue
+            finally:
+                progress.finish()
+            report.results.append(result)
+            if not result.records:
+                why = "silence only" if result.short_speech_s == 0 else "speech too short for a clip"
+                logger.warning("%s: no clips (%s)", info.path, why)
+                continue
+            stems[key] = stem
+            records.extend(result.records)
+            write_manifest(manifest_path, records)
+    report.dataset = records
+    return report
+
+
+class _SourceProgress:
+    """Moves the bar by one source's audio minutes, however far its header's duration is off."""
+
+    def __init__(self, bar, minutes: float) -> None:
+        self.bar, self.minutes, self.done = bar, minutes, 0.0
+
+    def advance(self, seconds: float) -> None:
+        step = min(seconds / 60, self.minutes - self.done)
+        if step > 0:
+            self.done += step
+            self.bar.update(step)
+
+    def finish(self) -> None:
+        self.advance((self.minutes - self.done) * 60)
+
+
+def _probe(path: Path) -> AudioInfo | AudioError:
+    from voicelab.audio import open_audio
+
+    try:
+        return open_audio(path)
+    except AudioError as e:
+        return e
+
+
+def _clear_previous(output_dir: Path, manifest_path: Path) -> None:
+    """--overwrite: delete the clips the old manifest lists, then the manifest itself."""
+    try:
+        old = read_manifest(manifest_path)
+    except ManifestError as e:
+        logger.warning("%s; it is replaced", e)
+        old = []
+    for record in old:
+        (output_dir / record.clip).unlink(missing_ok=True)
+    manifest_path.unlink(missing_ok=True)
+
+
+# -------------------------------------------------------------------------------------------- summary
+
+
+def dataset_level(n_clips: int) -> tuple[str, str, str, str]:
+    """The row of the guide's "Dataset Size vs Quality" table a dataset of ``n_clips`` falls in."""
+    for minimum, clips, minutes, quality, notes in DATASET_LEVELS:
+        if n_clips >= minimum:
+            return clips, minutes, quality, notes
+    raise AssertionError("DATASET_LEVELS ends with a row for 0 clips")
+
+
+def duration_histogram(durations: list[float], low: float, high: float, width: int = 30) -> list[str]:
+    """Text histogram of clip durations in 1 s bins from ``floor(low)`` to ``ceil(high)``."""
+    edges = list(range(math.floor(low), math.ceil(high) + 1))
+    if len(edges) < 2 or not durations:
+        return []
+    counts, _ = np.histogram(np.clip(durations, edges[0], edges[-1]), bins=edges)
+    biggest = max(int(counts.max()), 1)
+    lines = []
+    for lo, hi, count in zip(edges[:-1], edges[1:], counts, strict=True):
+        bar = "#" * math.ceil(width * int(count) / biggest) if count else ""
+        lines.append(f"  {lo:>3}-{hi:<3} s {bar:<{width}} {int(count)}")
+    return lines
+
+
+def format_summary(report: PrepareReport) -> str:
+    """The end-of-run report a user reads: what was made, what was left out and why, where the dataset stands."""
+    s = report.settings
+    new = report.new_records
+    done, failed = report.done, report.failed
+    input_min = sum(r.duration_s for r in done) / 60
+    lines = [
+        f"Prepared {len(done)} file(s), {len(failed)} failed, {len(report.skipped)} already done (skipped) "
+        f"-> {report.output}",
+        f"  clips written: {len(new)} ({sum(r.duration_s for r in new) / 60:.1f} min) "
+        f"from {input_min:.1f} min of audio",
+    ]
+    if done:
+        silence = sum(r.silence_s for r in done) / 60
+        short = sum(r.short_speech_s for r in done) / 60
+        lines.append(
+            f"  left out: {silence:.1f} min silence and pauses (under {s.silence_threshold:g} dBFS), "
+            f"{short:.1f} min speech too short for a {s.min_duration:g}-{s.max_duration:g} s clip"
+        )
+    limited = sum(r.peak_limited for r in new)
+    if limited:
+        lines.append(
+            f"  {limited} clip(s) peak-limited: quieter than {s.target_loudness:g} dBFS RMS so that no sample "
+            f"clips (peak_limited=yes in {MANIFEST_NAME})"
+        )
+    inside = [r for r in new if segment.CUT_FORCED in (r.start_cut, r.end_cut)]
+    if inside:
+        lines.append(
+            f"  {len(inside)} clip(s) cut inside speech with no pause to cut at (cut=forced in {MANIFEST_NAME}): "
+            "listen to them, or lower --silence-min-len / raise --silence-threshold"
+        )
+    silent = [r.source for r in done if not r.records]
+    if silent:
+        lines.append(f"  no clips from {len(silent)} file(s): {', '.join(silent)}")
+    if failed:
+        lines.append(f"  failed ({len(failed)}), left out:")
+        lines.extend(f"    {r.error}" for r in failed)
+    dataset = report.dataset
+    if dataset:
+        durations = [r.duration_s for r in dataset]
+        lines.append(f"Clip durations, whole dataset ({len(dataset)} clips):")
+        lines.extend(duration_histogram(durations, s.min_duration, s.max_duration))
+    clips, minutes, quality, notes = dataset_level(len(dataset))
+    total_min = sum(r.duration_s for r in dataset) / 60
+    lines.append(
+        f"Dataset: {len(dataset)} clips, {total_min:.1f} min -> guide's Dataset Size vs Quality table: "
+        f"{quality} ({clips}, {minutes}: {notes})"
+    )
+    higher = [lvl for lvl in DATASET_LEVELS if lvl[0] > len(dataset)]
+    if higher:
+        nxt = higher[-1]
+        lines.append(f"  next level: {nxt[3]} from {nxt[0]} clips ({nxt[2]})")
+    return "\n".join(lines)
