@@ -1,0 +1,377 @@
+"""Dataset folder -> voice folder: the whole ``train-lora`` step, as one function.
+
+Layout under ``voices_dir`` (the registry ignores dot-folders):
+  * ``{name}/``                      the finished voice (published by one rename at the very end)
+  * ``.staging-{name}-{pid}/``        the voice being assembled; removed if anything fails
+  * ``.checkpoints-{name}/checkpoint-STEP/``  Trainer checkpoints for ``--resume`` (deleted on success)
+
+Under ``torchrun``/``accelerate launch`` every process runs this; the main process prepares the data and
+broadcasts it (so all ranks train on the same examples), and only the main process writes the voice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from voicelab import __version__, orpheus
+from voicelab.training import dataset as ds
+from voicelab.training import report, snac_codec
+from voicelab.training.trainer import (
+    LoraSettings,
+    TrainSettings,
+    check_device,
+    choose_precision,
+    load_base_model,
+    load_tokenizer,
+    save_adapter,
+    train_lora,
+)
+from voicelab.voice import (
+    LORA_TARGET_MODULES,
+    VOICE_FILE,
+    VoiceMetadata,
+    adapter_problems,
+    default_prompt_prefix,
+    smallest_vllm_rank,
+    validate_voice_name,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BASE_MODEL = "canopylabs/orpheus-tts-0.1-pretrained"
+DEFAULT_SNAC_MODEL = "hubertsiuzdak/snac_24khz"
+CACHE_DIR_NAME = ".snac_cache"
+STAGING_PREFIX = ".staging-"
+CHECKPOINTS_PREFIX = ".checkpoints-"
+MAX_SKIPPED_LOGGED = 20
+
+
+class VoiceExistsError(FileExistsError):
+    """The voice folder exists and ``--overwrite`` was not given."""
+
+
+class CheckpointError(RuntimeError):
+    """``--resume`` without a checkpoint, or stale checkpoints and neither ``--resume`` nor ``--overwrite``."""
+
+
+class NoUsableDataError(ds.DatasetError):
+    """Every row of the dataset was skipped."""
+
+
+class AdapterRejectedError(RuntimeError):
+    """The saved adapter breaks a rule vLLM applies; the voice is not published."""
+
+
+@dataclass
+class TrainRequest:
+    name: str
+    dataset_dir: Path
+    transcript: Path | None = None
+    voices_dir: Path = Path("voices")
+    base_model: str = DEFAULT_BASE_MODEL
+    snac_model: str = DEFAULT_SNAC_MODEL
+    prompt_prefix: str | None = None  # None: default_prompt_prefix(name)
+    drop_duplicate_frames: bool = False
+    max_seq_len: int = 2048
+    snac_device: str = "cpu"
+    use_cache: bool = True
+    cache_dir: Path | None = None  # None: {dataset_dir}/.snac_cache
+    encode_batch_size: int = snac_codec.DEFAULT_ENCODE_BATCH_SIZE
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    resume: bool = False
+    overwrite: bool = False
+    keep_checkpoints: bool = False
+
+    @property
+    def prefix(self) -> str:
+        return default_prompt_prefix(self.name) if self.prompt_prefix is None else self.prompt_prefix
+
+    @property
+    def voice_dir(self) -> Path:
+        return Path(self.voices_dir) / self.name
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return Path(self.voices_dir) / f"{CHECKPOINTS_PREFIX}{self.name}"
+
+
+@dataclass
+class PreparedData:
+    examples: list[orpheus.TrainingExample]
+    skipped: list[ds.Skipped]
+    stats: dict[str, Any]
+
+
+@dataclass
+class TrainResult:
+    voice_dir: Path | None  # None when interrupted (nothing published)
+    checkpoint_dir: Path
+    interrupted: bool
+    global_step: int
+    final_loss: float | None
+    prepared: PreparedData
+    metadata: VoiceMetadata | None
+
+
+# --- data ------------------------------------------------------------------------------------------
+def prepare_examples(req: TrainRequest, tokenizer, *, progress: bool = True) -> PreparedData:
+    """Transcript + WAVs -> training sequences (through the contract), SNAC codes cached per clip."""
+    transcript = req.transcript or Path(req.dataset_dir) / ds.TRANSCRIPT_FILE
+    if not Path(req.dataset_dir).is_dir():
+        raise ds.DatasetError(f"{req.dataset_dir}: dataset folder not found (run `make prepare-audio` first)")
+    rows, skipped = ds.read_transcript(transcript)
+    n_rows = len(rows) + len(skipped)  # skipped so far: empty text, malformed lines
+    clips, missing = ds.resolve_clips(req.dataset_dir, rows)
+    skipped += missing
+
+    snac = snac_codec.load_snac(req.snac_model, req.snac_device)
+    fingerprint = snac_codec.model_fingerprint(req.snac_model, snac)
+    cache = None
+    if req.use_cache:
+        cache = snac_codec.CodeCache(req.cache_dir or Path(req.dataset_dir) / CACHE_DIR_NAME)
+
+    def unreadable(name: str, error: Exception) -> None:
+        skipped.append(ds.Skipped(name, f"unreadable audio: {error}"))
+
+    started = time.perf_counter()
+    frames, enc = snac_codec.encode_clips(
+        [(clip.name, lambda clip=clip: ds.load_clip_audio(clip)) for clip in clips],
+        snac,
+        fingerprint,
+        cache=cache,
+        device=req.snac_device,
+        batch_size=req.encode_batch_size,
+        on_error=unreadable,
+        progress=progress,
+    )
+    encode_seconds = time.perf_counter() - started
+    del snac
+
+    examples, too_long, audio_frames = [], [], 0
+    for clip in clips:
+        if clip.name not in frames:
+            continue
+        clip_frames = frames[clip.name]
+        if req.drop_duplicate_frames:
+            clip_frames = orpheus.remove_duplicate_frames(clip_frames)
+        example = orpheus.training_example(
+            tokenizer, clip.text, orpheus.frames_to_tokens(clip_frames), req.prefix
+        )
+        if len(example) > req.max_seq_len:
+            too_long.append(clip.name)
+            skipped.append(ds.Skipped(clip.name, f"{len(example)} tokens > --max-seq-len {req.max_seq_len}"))
+            continue
+        examples.append(example)
+        audio_frames += len(clip_frames)
+    if too_long:
+        # never truncated: a cut sequence would lose the end-of-speech token the model must learn
+        logger.warning(
+            "%d clips are longer than --max-seq-len %d and are skipped (not truncated): %s",
+            len(too_long),
+            req.max_seq_len,
+            ", ".join(too_long),
+        )
+    _log_skipped(skipped)
+    if not examples:
+        raise NoUsableDataError(
+            f"no usable clip in {req.dataset_dir}: {n_rows} rows, "
+            f"{len(skipped)} skipped (see the messages above)"
+        )
+    stats = {
+        "dataset_dir": str(Path(req.dataset_dir).resolve()),
+        "transcript": str(Path(transcript).resolve()),
+        "rows": n_rows,
+        "clips_used": len(examples),
+        "clips_skipped": len(skipped),
+        "audio_seconds": round(audio_frames * orpheus.SAMPLES_PER_FRAME / orpheus.SAMPLE_RATE, 2),
+        "tokens": sum(len(e) for e in examples),
+        "longest_sequence": max(len(e) for e in examples),
+        "snac_encoded": enc.encoded,
+        "snac_from_cache": enc.from_cache,
+        "snac_encode_seconds": round(encode_seconds, 2),
+    }
+    return PreparedData(examples, skipped, stats)
+
+
+def _log_skipped(skipped: list[ds.Skipped]) -> None:
+    for s in skipped[:MAX_SKIPPED_LOGGED]:
+        logger.warning("skipped %s: %s", s.filename or "(no filename)", s.reason)
+    if len(skipped) > MAX_SKIPPED_LOGGED:
+        logger.warning("... and %d more skipped rows", len(skipped) - MAX_SKIPPED_LOGGED)
+
+
+# --- the step ----------------------------------------------------------------------------------------
+def check_request(req: TrainRequest) -> Path | None:
+    """Cheap checks before anything is loaded; returns the checkpoint to resume from (or None)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    validate_voice_name(req.name)
+    if not Path(req.dataset_dir).is_dir():
+        raise ds.DatasetError(f"{req.dataset_dir}: dataset folder not found (run `make prepare-audio` first)")
+    if req.voice_dir.exists() and not req.overwrite:
+        raise VoiceExistsError(f"{req.voice_dir} already exists: pass --overwrite to replace it")
+    check_device(req.train.device, "--device")
+    check_device(req.snac_device, "--snac-device")
+    last = get_last_checkpoint(str(req.checkpoint_dir)) if req.checkpoint_dir.is_dir() else None
+    if req.resume:
+        if last is None:
+            raise CheckpointError(
+                f"--resume: no checkpoint-STEP folder in {req.checkpoint_dir} to resume from"
+            )
+        return Path(last)
+    if last is not None and not req.overwrite:
+        raise CheckpointError(
+            f"{req.checkpoint_dir} holds checkpoints of an unfinished run: pass --resume to continue it, "
+            "or --overwrite to start again"
+        )
+    return None
+
+
+def _distributed_state(device: str):
+    from accelerate import PartialState
+
+    return PartialState(cpu=device == "cpu")
+
+
+def _share(state, value):
+    """Broadcast the main process' ``value`` (data, or the exception it raised) to every process."""
+    if state.num_processes == 1:
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    box = [value]
+    broadcast_object_list(box, from_process=0)
+    return box[0]
+
+
+def train_voice(req: TrainRequest, *, extra_callbacks=()) -> TrainResult:
+    """Run the whole step. Raises the specific errors above (nothing written to voices/ for bad input)."""
+    resume_from = check_request(req)
+    state = _distributed_state(req.train.device)
+    progress = req.train.progress and state.is_main_process
+    tokenizer = load_tokenizer(req.base_model)
+
+    prepared: PreparedData | Exception
+    if state.is_main_process:
+        try:
+            prepared = prepare_examples(req, tokenizer, progress=progress)
+        except (ds.DatasetError, snac_codec.SnacLoadError, orpheus.ContractError) as e:
+            prepared = e
+    else:
+        prepared = None
+    prepared = _share(state, prepared)
+    if isinstance(prepared, Exception):
+        raise prepared
+    logger.info(
+        "%d clips (%.1f s of audio, %d tokens) ready; %d skipped",
+        prepared.stats["clips_used"],
+        prepared.stats["audio_seconds"],
+        prepared.stats["tokens"],
+        prepared.stats["clips_skipped"],
+    )
+
+    precision = choose_precision(req.train.device)
+    model = load_base_model(req.base_model, precision)
+    if req.overwrite and resume_from is None and state.is_main_process and req.checkpoint_dir.exists():
+        shutil.rmtree(req.checkpoint_dir)
+    state.wait_for_everyone()
+    outcome = train_lora(
+        model,
+        prepared.examples,
+        req.train,
+        req.lora,
+        base_model=req.base_model,
+        precision=precision,
+        checkpoint_dir=req.checkpoint_dir,
+        resume_from=resume_from,
+        extra_callbacks=extra_callbacks,
+    )
+    losses = report.loss_points(outcome.log_history)
+    final_loss = losses[-1].loss if losses else outcome.train_loss
+    if outcome.interrupted:
+        logger.warning("interrupted at step %d; checkpoint in %s", outcome.global_step, req.checkpoint_dir)
+        return TrainResult(None, req.checkpoint_dir, True, outcome.global_step, final_loss, prepared, None)
+
+    metadata = None
+    if state.is_main_process:
+        metadata = _metadata(req, prepared, precision, outcome.global_step, final_loss, resume_from)
+        _publish(req, outcome.model, metadata, losses)
+        if not req.keep_checkpoints:
+            shutil.rmtree(req.checkpoint_dir, ignore_errors=True)
+    state.wait_for_everyone()
+    return TrainResult(
+        req.voice_dir, req.checkpoint_dir, False, outcome.global_step, final_loss, prepared, metadata
+    )
+
+
+def _metadata(req, prepared, precision, steps, final_loss, resume_from) -> VoiceMetadata:
+    training = {
+        **{f"lora_{k}": v for k, v in asdict(req.lora).items()},
+        **{k: v for k, v in asdict(req.train).items() if k != "progress"},
+        "lora_target_modules": list(LORA_TARGET_MODULES),
+        "max_seq_len": req.max_seq_len,
+        "precision": precision,
+        "steps": steps,
+        "resumed_from": str(resume_from) if resume_from else None,
+        "vllm_max_lora_rank": smallest_vllm_rank(req.lora.rank),
+    }
+    return VoiceMetadata(
+        name=req.name,
+        base_model=req.base_model,
+        prompt_prefix=req.prefix,
+        snac_model=req.snac_model,
+        sample_rate=orpheus.SAMPLE_RATE,
+        drop_duplicate_frames=req.drop_duplicate_frames,
+        dataset=prepared.stats,
+        training=training,
+        final_loss=final_loss,
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        voicelab_version=__version__,
+    )
+
+
+def _publish(req: TrainRequest, peft_model, metadata: VoiceMetadata, losses) -> None:
+    """Assemble the voice in a staging dot-folder, check it, then rename it into place."""
+    staging = Path(req.voices_dir) / f"{STAGING_PREFIX}{req.name}-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    try:
+        config = save_adapter(peft_model, staging, req.base_model)
+        problems = adapter_problems(config, base_model=req.base_model)
+        if problems:
+            raise AdapterRejectedError("the trained adapter would not load in vLLM: " + "; ".join(problems))
+        (staging / VOICE_FILE).write_text(metadata.to_json(), encoding="utf-8")
+        report.write_loss_log(staging / report.LOSS_LOG_FILE, losses)
+        report.plot_loss(staging / report.LOSS_PLOT_FILE, losses, f"{req.name}: LoRA training loss")
+        _replace_dir(staging, req.voice_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    logger.info("voice written to %s", req.voice_dir)
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Move ``new`` to ``target``; an existing ``target`` is set aside first and deleted only afterwards."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".replaced-{target.name}-{os.getpid()}")
+        os.replace(target, old)
+    try:
+        os.replace(new, target)
+    except OSError:
+        if old is not None:
+            os.replace(old, target)
+        raise
+    if old is not None:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(old)

@@ -1,0 +1,233 @@
+"""SNAC encoding for training: load the codec, encode clips in batches, cache codes per clip.
+
+Codes are kept as Orpheus frames ``(N, 7)`` (see ``voicelab.orpheus``), N = ceil(samples / 2048).
+
+Batching pads clips to a common length, and padding changes what a convolution sees near a clip's end.
+So every clip, alone or in a batch, is encoded followed by at least ``ENCODE_TAIL_SAMPLES`` of silence,
+more than the encoder's right receptive field: its codes then do not depend on which batch it was in,
+and a cache entry is the same whichever way it was computed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from voicelab import orpheus
+from voicelab.fileio import atomic_output
+
+logger = logging.getLogger(__name__)
+
+ENCODER_RIGHT_CONTEXT_SAMPLES = 5268
+"""How far right of a sample the snac_24khz encoder looks: residual units (kernel 7, dilations 1+3+9)
+reach 3 * 13 = 39 steps at strides 1, 2, 8, 64 (2925 samples), the downsampling convolutions 804, the first
+convolution 3 and the last (kernel 7 at stride 512) 1536."""
+ENCODE_TAIL_SAMPLES = (
+    -(-ENCODER_RIGHT_CONTEXT_SAMPLES // orpheus.SAMPLES_PER_FRAME) * orpheus.SAMPLES_PER_FRAME
+)
+"""Silence appended after every clip (3 frames, 6144 samples): covers the right receptive field."""
+DEFAULT_ENCODE_BATCH_SIZE = 8
+CACHE_FORMAT_VERSION = 1
+"""Bump when the cached content changes meaning; old entries then simply miss."""
+
+
+class SnacLoadError(RuntimeError):
+    """The SNAC model cannot be loaded (offline without a local copy, bad folder)."""
+
+
+class CacheEntryError(ValueError):
+    """A cache file that is unreadable or does not hold valid frames."""
+
+
+def load_snac(model_id: str, device: str = "cpu"):
+    """``SNAC.from_pretrained(model_id)`` on ``device``, in eval mode, weight norm folded for speed.
+
+    ``model_id`` is a hub id or a local folder with ``config.json`` + ``pytorch_model.bin``.
+    """
+    import torch
+    from snac import SNAC
+
+    try:
+        model = SNAC.from_pretrained(model_id)
+    except Exception as e:  # hub errors, missing files, bad state dicts: all mean "cannot load"
+        raise SnacLoadError(
+            f"cannot load the SNAC model {model_id!r} ({type(e).__name__}: {e}); offline, pass a local folder "
+            "holding config.json and pytorch_model.bin with --snac-model (download it once with "
+            f"`huggingface-cli download {model_id} --local-dir DIR` on a machine with network)"
+        ) from e
+    _fold_weight_norm(model)
+    model = model.to(torch.device(device)).eval()
+    model.requires_grad_(False)
+    return model
+
+
+def _fold_weight_norm(model) -> None:
+    """Replace weight-norm parametrizations by plain weights: same outputs, no recomputation per call."""
+    from torch.nn.utils import parametrize
+
+    for module in model.modules():
+        if parametrize.is_parametrized(module, "weight"):
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+
+
+def model_fingerprint(model_id: str, model) -> str:
+    """sha256 over the model id and its weights: any change of codec gives a different cache key."""
+    digest = hashlib.sha256(f"snac:{model_id}:v{CACHE_FORMAT_VERSION}\n".encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def cache_key(audio: np.ndarray, fingerprint: str) -> str:
+    """Content address of one clip's codes: its float32 24 kHz samples and the codec fingerprint."""
+    digest = hashlib.sha256(fingerprint.encode())
+    digest.update(np.ascontiguousarray(audio, dtype=np.float32).tobytes())
+    return digest.hexdigest()
+
+
+def frames_for(n_samples: int) -> int:
+    """SNAC frames a clip of ``n_samples`` encodes to (SNAC pads up to whole frames)."""
+    return -(-n_samples // orpheus.SAMPLES_PER_FRAME)
+
+
+def encode_batch(model, clips: Sequence[np.ndarray], device: str = "cpu") -> list[np.ndarray]:
+    """Encode float32 24 kHz clips ``(T_i,)`` in one call; returns frames ``(N_i, 7)`` per clip.
+
+    Each clip is zero-padded to its whole frames plus ``ENCODE_TAIL_SAMPLES``, then to the batch's longest.
+    """
+    import torch
+
+    if not clips:
+        return []
+    n_frames = [frames_for(len(c)) for c in clips]
+    width = max(n_frames) * orpheus.SAMPLES_PER_FRAME + ENCODE_TAIL_SAMPLES
+    batch = np.zeros((len(clips), 1, width), dtype=np.float32)
+    for row, clip in enumerate(clips):
+        batch[row, 0, : len(clip)] = clip
+    with torch.inference_mode():
+        codes = model.encode(torch.from_numpy(batch).to(torch.device(device)))
+    levels = [level.cpu().numpy() for level in codes]
+    frames = []
+    for row, n in enumerate(n_frames):
+        per_clip = [
+            level[row, : n * per_frame]
+            for level, per_frame in zip(levels, orpheus.CODES_PER_LEVEL_PER_FRAME, strict=True)
+        ]
+        frames.append(orpheus.codes_to_frames(per_clip))
+    return frames
+
+
+class CodeCache:
+    """Per-clip frames on disk, ``{root}/{key[:2]}/{key}.npz``; written atomically, damaged entries dropped."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.npz"
+
+    def get(self, key: str, expected_frames: int) -> np.ndarray | None:
+        """The cached frames, or None when absent or damaged (a damaged file is deleted, to be recomputed)."""
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        try:
+            frames = _read_entry(path)
+            if len(frames) != expected_frames:
+                raise CacheEntryError(f"{len(frames)} frames, expected {expected_frames}")
+        except CacheEntryError as e:
+            logger.warning("damaged SNAC cache entry %s (%s): recomputing it", path, e)
+            path.unlink(missing_ok=True)
+            return None
+        return frames
+
+    def put(self, key: str, frames: np.ndarray) -> None:
+        path = self.path(key)
+        with atomic_output(path) as tmp, tmp.open("wb") as f:
+            np.savez(f, frames=np.asarray(frames, dtype=np.int16))  # codes < 4096 fit in int16
+
+
+def _read_entry(path: Path) -> np.ndarray:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            frames = np.asarray(data["frames"], dtype=np.int64)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise CacheEntryError(f"unreadable: {e}") from e
+    try:
+        orpheus.frames_to_codes(frames)  # validates the shape (N, 7) and the code range
+    except orpheus.ContractError as e:
+        raise CacheEntryError(str(e)) from e
+    return frames
+
+
+@dataclass
+class EncodeStats:
+    encoded: int = 0
+    from_cache: int = 0
+    failed: int = 0
+
+
+def encode_clips(
+    items: Sequence[tuple[str, Callable[[], np.ndarray]]],
+    model,
+    fingerprint: str,
+    *,
+    cache: CodeCache | None,
+    device: str = "cpu",
+    batch_size: int = DEFAULT_ENCODE_BATCH_SIZE,
+    window: int = 256,
+    on_error: Callable[[str, Exception], None] | None = None,
+    progress: bool = True,
+) -> tuple[dict[str, np.ndarray], EncodeStats]:
+    """Frames for each ``(name, load_audio)`` item, reading and writing ``cache`` unless it is None.
+
+    Audio is loaded ``window`` clips at a time (bounded memory); cache misses in a window are sorted by
+    length and encoded ``batch_size`` at a time so little padding is computed. ``load_audio`` may raise
+    ``AudioError``: the item is then reported through ``on_error`` and left out.
+    """
+    from tqdm.auto import tqdm
+
+    from voicelab.audio import AudioError
+
+    result: dict[str, np.ndarray] = {}
+    stats = EncodeStats()
+    bar = tqdm(total=len(items), desc="SNAC encoding", unit="clip", disable=not progress)
+    for start in range(0, len(items), window):
+        pending: list[tuple[str, str, np.ndarray]] = []
+        for name, load in items[start : start + window]:
+            try:
+                audio = load()
+            except AudioError as e:
+                stats.failed += 1
+                if on_error is not None:
+                    on_error(name, e)
+                bar.update(1)
+                continue
+            key = cache_key(audio, fingerprint)
+            frames = cache.get(key, frames_for(len(audio))) if cache is not None else None
+            if frames is not None:
+                result[name] = frames
+                stats.from_cache += 1
+                bar.update(1)
+            else:
+                pending.append((name, key, audio))
+        pending.sort(key=lambda item: len(item[2]))
+        for b in range(0, len(pending), batch_size):
+            chunk = pending[b : b + batch_size]
+            for (name, key, _), frames in zip(
+                chunk, encode_batch(model, [audio for _, _, audio in chunk], device), strict=True
+            ):
+                result[name] = frames
+                if cache is not None:
+                    cache.put(key, frames)
+                stats.encoded += 1
+            bar.update(len(chunk))
+    bar.close()
+    return result, stats

@@ -1,0 +1,329 @@
+"""LoRA training of an Orpheus checkpoint with peft and the Hugging Face Trainer.
+
+The adapter is built so vLLM serves it (see ``voice.adapter_problems``): LoRA on the seven Llama
+projections, no ``modules_to_save``, no DoRA, bias "none", vocabulary untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from voicelab import orpheus
+from voicelab.voice import LORA_TARGET_MODULES
+
+logger = logging.getLogger(__name__)
+
+LORA_DROPOUT = 0.0
+"""No dropout: voice datasets are small and the adapter must reproduce them closely (as public Orpheus
+LoRA recipes do)."""
+CHECKPOINTS_KEPT = 2
+"""Older checkpoints are deleted as new ones are written (each holds adapter + optimizer state)."""
+INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+"""Ctrl-C, and what torchrun/accelerate send their workers when they are interrupted."""
+CONTRACT_TOKENS = {
+    "<|begin_of_text|>": orpheus.BEGIN_OF_TEXT,
+    "<|eot_id|>": orpheus.END_OF_TEXT,
+    "<custom_token_3>": orpheus.START_OF_HUMAN,
+    "<custom_token_10>": orpheus.AUDIO_TOKEN_BASE,
+}
+"""Spellings a real Orpheus tokenizer maps to the contract's ids (checked before training)."""
+
+
+class DeviceError(RuntimeError):
+    """The requested device is not available."""
+
+
+class BaseModelLoadError(RuntimeError):
+    """The base model or its tokenizer cannot be loaded, or is not an Orpheus checkpoint."""
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    rank: int = 32
+    alpha: int = 64
+    dropout: float = LORA_DROPOUT
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    epochs: float = 1.0
+    batch_size: int = 1
+    learning_rate: float = 5e-5
+    gradient_accumulation_steps: int = 1
+    gradient_checkpointing: bool = False
+    save_steps: int = 500
+    logging_steps: int = 10
+    lr_scheduler: str = "linear"
+    max_steps: int | None = None
+    seed: int = 42
+    device: str = "cuda"
+    progress: bool = True
+
+
+def check_device(device: str, flag: str = "--device") -> None:
+    """Raise ``DeviceError`` when ``device`` is CUDA and there is none."""
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise DeviceError(
+            f"{flag} {device}: CUDA is not available on this machine (torch {torch.__version__}); "
+            f"pass {flag} cpu (slow for the real 3B model) or install a CUDA build of torch"
+        )
+
+
+def choose_precision(device: str) -> str:
+    """ "bf16" on GPUs that have it (compute capability >= 8.0), "fp16" on older GPUs, "fp32" on CPU."""
+    import torch
+
+    if device.startswith("cuda"):
+        if torch.cuda.is_bf16_supported():
+            logger.info("training in bf16 (as Orpheus was trained)")
+            return "bf16"
+        logger.warning(
+            "this GPU has no bf16 support (compute capability < 8.0): training in fp16 with loss scaling; "
+            "watch the loss for overflow (nan)"
+        )
+        return "fp16"
+    logger.info("training on %s in fp32", device)
+    return "fp32"
+
+
+def load_tokenizer(base_model: str):
+    """The base model's tokenizer; checks it spells the contract's special tokens at their ids."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(base_model)
+    except (OSError, ValueError) as e:
+        raise BaseModelLoadError(_load_hint(base_model, e)) from e
+    wrong = {
+        spelling: tokenizer.convert_tokens_to_ids(spelling)
+        for spelling, expected in CONTRACT_TOKENS.items()
+        if tokenizer.convert_tokens_to_ids(spelling) != expected
+    }
+    if wrong:
+        raise BaseModelLoadError(
+            f"{base_model!r} has a tokenizer that is not Orpheus' ({wrong} differ from the Orpheus ids): "
+            "pass an Orpheus checkpoint with --base-model"
+        )
+    return tokenizer
+
+
+def load_base_model(base_model: str, precision: str = "fp32"):
+    """``AutoModelForCausalLM.from_pretrained(base_model)`` in the dtype that fits ``precision``."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    # fp16 training keeps fp16 base weights (memory) while peft keeps the adapter in fp32 for the scaler.
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+    try:
+        model = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype)
+    except (OSError, ValueError) as e:
+        raise BaseModelLoadError(_load_hint(base_model, e)) from e
+    vocab = model.get_input_embeddings().num_embeddings
+    if vocab != orpheus.VOCAB_SIZE:
+        raise BaseModelLoadError(
+            f"{base_model!r} has a vocabulary of {vocab} tokens, not Orpheus' {orpheus.VOCAB_SIZE}: "
+            "pass an Orpheus checkpoint with --base-model (the vocabulary is never resized: vLLM would refuse it)"
+        )
+    return model
+
+
+def _load_hint(base_model: str, error: Exception) -> str:
+    return (
+        f"cannot load the base model {base_model!r} ({type(error).__name__}: {error}); offline, pass a local "
+        "folder holding the Orpheus checkpoint and tokenizer with --base-model (download it once with "
+        f"`huggingface-cli download {base_model} --local-dir DIR` on a machine with network)"
+    )
+
+
+def lora_config(settings: LoraSettings, base_model: str):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=settings.rank,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=list(LORA_TARGET_MODULES),
+        bias="none",
+        use_dora=False,
+        modules_to_save=None,
+        task_type="CAUSAL_LM",
+        base_model_name_or_path=base_model,
+    )
+
+
+class TokenDataset:
+    """Training examples as the dicts the Trainer and its length-grouping sampler read."""
+
+    def __init__(self, examples: Sequence[orpheus.TrainingExample]):
+        self.examples = list(examples)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> dict[str, list[int]]:
+        e = self.examples[i]
+        return {"input_ids": e.input_ids, "labels": e.labels}
+
+
+def collate(features: Sequence[dict[str, list[int]]]) -> dict[str, Any]:
+    """Right-pad through the contract (pad id, label -100, mask 0) -> LongTensors (B, T)."""
+    import torch
+
+    batch = orpheus.pad_batch([orpheus.TrainingExample(f["input_ids"], f["labels"]) for f in features])
+    return {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}
+
+
+def make_interrupt_callback():
+    """A Trainer callback: on Ctrl-C/SIGTERM, finish the step, save a checkpoint, stop (a second Ctrl-C aborts)."""
+    import torch
+    from transformers import TrainerCallback
+
+    class InterruptCallback(TrainerCallback):
+        def __init__(self) -> None:
+            self.requested = False
+            self.interrupted = False
+            self._previous: dict[int, Any] = {}
+
+        def _handle(self, signum, frame) -> None:
+            if self.requested:  # second signal: the user really wants out now
+                raise KeyboardInterrupt
+            self.requested = True
+            logger.warning("interrupt received: saving a checkpoint after this step (press again to abort)")
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            for sig in INTERRUPT_SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            for sig, handler in self._previous.items():
+                signal.signal(sig, handler)
+            self._previous.clear()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            stop = self.requested
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                # any rank interrupted stops all of them at the same step (else the others wait forever)
+                flag = torch.tensor([float(stop)], device=args.device)
+                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+                stop = bool(flag.item())
+            if stop:
+                self.interrupted = True
+                control.should_save = True
+                control.should_training_stop = True
+            return control
+
+    return InterruptCallback()
+
+
+@dataclass
+class TrainOutcome:
+    model: Any  # the unwrapped PeftModel
+    log_history: list[dict]
+    global_step: int
+    interrupted: bool
+    train_loss: float | None
+    is_main_process: bool
+
+
+def train_lora(
+    model,
+    examples: Sequence[orpheus.TrainingExample],
+    settings: TrainSettings,
+    lora: LoraSettings,
+    *,
+    base_model: str,
+    precision: str,
+    checkpoint_dir: Path,
+    resume_from: Path | None = None,
+    extra_callbacks: Sequence[Any] = (),
+) -> TrainOutcome:
+    """Wrap ``model`` with a fresh LoRA adapter and train it on ``examples``.
+
+    Checkpoints go to ``checkpoint_dir/checkpoint-STEP`` every ``save_steps`` (and on interrupt);
+    ``resume_from`` continues from one of them (weights, optimizer, scheduler, data position).
+    """
+    from peft import get_peft_model
+    from transformers import Trainer, TrainingArguments
+
+    model.config.use_cache = False  # the KV cache is useless in training and clashes with checkpointing
+    peft_model = get_peft_model(model, lora_config(lora, base_model))
+    n_trainable, n_total = peft_model.get_nb_trainable_parameters()
+    logger.info(
+        "LoRA r=%d alpha=%d: %d trainable of %d parameters", lora.rank, lora.alpha, n_trainable, n_total
+    )
+
+    grouped = settings.batch_size > 1
+    args = TrainingArguments(
+        output_dir=str(checkpoint_dir),
+        num_train_epochs=settings.epochs,
+        max_steps=settings.max_steps if settings.max_steps else -1,
+        per_device_train_batch_size=settings.batch_size,
+        gradient_accumulation_steps=settings.gradient_accumulation_steps,
+        learning_rate=settings.learning_rate,
+        lr_scheduler_type=settings.lr_scheduler,
+        weight_decay=0.0,
+        logging_steps=settings.logging_steps,
+        save_strategy="steps",
+        save_steps=settings.save_steps,
+        save_total_limit=CHECKPOINTS_KEPT,
+        seed=settings.seed,
+        use_cpu=settings.device == "cpu",
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        **_checkpointing_args(settings.gradient_checkpointing),
+        # similar lengths in a batch: little compute wasted on padding
+        train_sampling_strategy="group_by_length" if grouped else "random",
+        remove_unused_columns=False,
+        dataloader_pin_memory=settings.device != "cpu",
+        ddp_find_unused_parameters=False,  # every LoRA matrix is used in every step
+        report_to="none",
+        disable_tqdm=not settings.progress,
+    )
+    interrupt = make_interrupt_callback()
+    trainer = Trainer(
+        model=peft_model,
+        args=args,
+        train_dataset=TokenDataset(examples),
+        data_collator=collate,
+        callbacks=[interrupt, *extra_callbacks],
+    )
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    unwrapped = trainer.accelerator.unwrap_model(trainer.model)
+    return TrainOutcome(
+        model=unwrapped,
+        log_history=list(trainer.state.log_history),
+        global_step=int(trainer.state.global_step),
+        interrupted=interrupt.interrupted,
+        train_loss=float(result.training_loss) if result.training_loss is not None else None,
+        is_main_process=trainer.is_world_process_zero(),
+    )
+
+
+def _checkpointing_args(enabled: bool) -> dict[str, Any]:
+    """Activation checkpointing under whichever name the installed transformers uses (renamed in v5)."""
+    from transformers import TrainingArguments
+
+    if not enabled:
+        return {}
+    # non-reentrant checkpointing works with frozen embeddings (no enable_input_require_grads needed)
+    kwargs = {"use_reentrant": False}
+    if "activation_checkpointing" in TrainingArguments.__dataclass_fields__:
+        return {"activation_checkpointing": True, "activation_checkpointing_kwargs": kwargs}
+    return {"gradient_checkpointing": True, "gradient_checkpointing_kwargs": kwargs}
+
+
+def save_adapter(peft_model, out_dir: Path, base_model: str) -> dict:
+    """Write ``adapter_config.json`` + ``adapter_model.safetensors``; returns the config as written."""
+    import json
+
+    peft_model.peft_config["default"].base_model_name_or_path = base_model
+    # the vocabulary is never changed, so never save embedding layers (peft's "auto" may probe the hub)
+    peft_model.save_pretrained(str(out_dir), safe_serialization=True, save_embedding_layers=False)
+    return json.loads((Path(out_dir) / "adapter_config.json").read_text(encoding="utf-8"))
