@@ -1,4 +1,4 @@
-"""The speech backend the server drives: a token engine, a synthesizer on top of it, and the tokenizer.
+"""The speech backend the server drives: a token engine and a synthesizer on top of it.
 
 ``build_backend(settings)`` picks the engine (vLLM over HTTP, or the embedded local engine) and loads
 the tokenizer and the SNAC decoder once. It runs in the app's lifespan, never at import time; tests pass
@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from voicelab.engine.base import SamplingParams, TokenEngine, Voice
-from voicelab.orpheus import TextTokenizer
+from voicelab.engine.speech import Usage
 from voicelab.server.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -24,9 +24,10 @@ logger = logging.getLogger(__name__)
 
 class SpeechSynthesizer(Protocol):
     def stream(
-        self, voice: Voice, text: str, params: SamplingParams | None = None
+        self, voice: Voice, text: str, params: SamplingParams | None = None, *, usage: Usage | None = None
     ) -> AsyncIterator[np.ndarray]:
-        """float32 mono chunks at 24 kHz; closing the iterator cancels generation upstream."""
+        """float32 mono chunks at 24 kHz; closing the iterator cancels generation upstream.
+        ``usage`` is filled with the prompt and generated token counts as it runs."""
         ...
 
 
@@ -36,7 +37,6 @@ class Backend:
     """'vllm' or 'local' (or a test's own name)."""
     engine: TokenEngine
     synthesizer: SpeechSynthesizer
-    tokenizer: TextTokenizer
     extra_closers: tuple[Any, ...] = ()
     """Other objects with ``aclose()``/``close()`` to release at shutdown (e.g. the decoder)."""
 
@@ -80,6 +80,4 @@ async def build_backend(settings: Settings) -> Backend:
         engine = await asyncio.to_thread(LocalEngine, settings.base_model, device=settings.device)
         logger.info("engine: local %s on %s", settings.base_model, settings.device)
     synthesizer = Synthesizer(engine, tokenizer, decoder)
-    return Backend(
-        kind=kind, engine=engine, synthesizer=synthesizer, tokenizer=tokenizer, extra_closers=(decoder,)
-    )
+    return Backend(kind=kind, engine=engine, synthesizer=synthesizer, extra_closers=(decoder,))

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from voicelab.engine.base import EngineError, EngineUnavailableError, TokenEngine, Voice
+from voicelab.engine.base import EngineError, EngineUnavailableError, TokenEngine, UnknownVoiceError, Voice
 from voicelab.voice import (
     ADAPTER_CONFIG_FILE,
     ADAPTER_WEIGHTS_FILE,
@@ -323,6 +323,8 @@ class VoiceRegistry:
         self._loaded.discard(name)
         try:
             await engine.unload_voice(name)
+        except UnknownVoiceError:
+            pass  # the engine never had it (e.g. it was restarted): already in the wanted state
         except EngineError as e:
             logger.warning("voice %s: engine did not unload it: %s", name, e)
             report.failed[name] = str(e)

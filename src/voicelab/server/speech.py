@@ -22,8 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from voicelab import orpheus
 from voicelab.engine.base import SamplingParams, UnknownVoiceError
+from voicelab.engine.speech import Usage
 from voicelab.server.backend import Backend
-from voicelab.server.encoding import AudioEncoder, time_stretch
+from voicelab.server.encoding import AudioEncoder, encode_whole, time_stretch
 from voicelab.server.errors import RATE_LIMIT, RETRY_AFTER_S, ApiError, to_api_error
 from voicelab.server.metrics import UNKNOWN_VOICE_LABEL, ServerMetrics
 from voicelab.server.registry import VoiceEntry, VoiceRegistry
@@ -134,7 +135,7 @@ class SpeechJob:
     encoder: AudioEncoder
     chunks: AsyncIterator[np.ndarray]
     first: np.ndarray | None
-    prompt_tokens: int
+    tokens: Usage
     samples: int = 0
     _closed: bool = field(default=False, repr=False)
 
@@ -166,28 +167,26 @@ class SpeechJob:
                 elif is_disconnected is not None and await is_disconnected():
                     # Buffered formats send nothing until the end, so a hang-up is only seen by asking.
                     raise ClientGoneError
-        else:
-            collected = []
-            async for chunk in self.audio():
-                collected.append(chunk)
-                if is_disconnected is not None and await is_disconnected():
-                    raise ClientGoneError
-            audio = np.concatenate(collected) if collected else np.zeros(0, dtype=np.float32)
-            stretched = await asyncio.to_thread(time_stretch, audio, self.request.speed)
-            data = self.encoder.feed(stretched)
-            if data:
-                yield data
-        tail = await asyncio.to_thread(self.encoder.finish)
-        if tail:
-            yield tail
+            tail = await asyncio.to_thread(self.encoder.finish)
+            if tail:
+                yield tail
+            return
+        # A time stretch needs the whole utterance; the result is one complete file (exact WAV sizes).
+        collected = []
+        async for chunk in self.audio():
+            collected.append(chunk)
+            if is_disconnected is not None and await is_disconnected():
+                raise ClientGoneError
+        audio = np.concatenate(collected) if collected else np.zeros(0, dtype=np.float32)
+        stretched = await asyncio.to_thread(time_stretch, audio, self.request.speed)
+        yield await asyncio.to_thread(encode_whole, stretched, self.encoder.format, self.encoder.sample_rate)
 
     def usage(self) -> dict[str, int]:
-        """Token counts for the SSE done event: prompt ids in, audio tokens generated (7 per 2048 samples)."""
-        output = self.samples // orpheus.SAMPLES_PER_FRAME * orpheus.CODES_PER_FRAME
+        """OpenAI's usage for the SSE done event: prompt token ids in, generated tokens out."""
         return {
-            "input_tokens": self.prompt_tokens,
-            "output_tokens": output,
-            "total_tokens": self.prompt_tokens + output,
+            "input_tokens": self.tokens.prompt_tokens,
+            "output_tokens": self.tokens.generated_tokens,
+            "total_tokens": self.tokens.total_tokens,
         }
 
     async def close(self) -> None:
@@ -229,26 +228,24 @@ async def open_speech(services: SpeechServices, request: SpeechRequest, started:
     params = sampling_for(request, services.settings)
     if request.instructions:
         logger.debug("ignoring instructions for voice %s: Orpheus has no instruction input", entry.name)
+    tokens = Usage()
     try:
-        chunks, first = await _start(services, entry, text, params)
+        chunks, first = await _start(services, entry, text, params, tokens)
     except BaseException:
         services.limiter.release()
         services.metrics.in_flight.dec()
         raise
     services.metrics.time_to_first_audio.labels(entry.name).observe(time.perf_counter() - started)
-    prompt_tokens = len(
-        orpheus.inference_prompt_ids(services.backend.tokenizer, text, entry.voice.prompt_prefix)
-    )
-    return SpeechJob(services, entry, request, encoder, chunks, first, prompt_tokens)
+    return SpeechJob(services, entry, request, encoder, chunks, first, tokens)
 
 
 async def _start(
-    services: SpeechServices, entry: VoiceEntry, text: str, params: SamplingParams
+    services: SpeechServices, entry: VoiceEntry, text: str, params: SamplingParams, tokens: Usage
 ) -> tuple[AsyncIterator[np.ndarray], np.ndarray | None]:
     engine = services.backend.engine
     for attempt in (1, 2):
         await services.registry.ensure_loaded(engine, entry)
-        chunks = services.backend.synthesizer.stream(entry.voice, text, params)
+        chunks = services.backend.synthesizer.stream(entry.voice, text, params, usage=tokens)
         try:
             return chunks, await anext(chunks)
         except StopAsyncIteration:

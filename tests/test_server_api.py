@@ -1,0 +1,466 @@
+"""The HTTP API with a scripted in-test synthesizer: formats, errors, auth, limits, reload, metrics.
+
+The synthesizer here is a stand-in for the engine stack so each HTTP behaviour can be provoked on
+demand (its text picks a scripted fault); the real engines are exercised in test_server_local.py and
+test_server_vllm.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import shutil
+import struct
+import threading
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+from fastapi.testclient import TestClient
+
+from voicelab import orpheus
+from voicelab.engine.base import (
+    EngineRequestError,
+    EngineUnavailableError,
+    IncompleteGenerationError,
+    UnknownVoiceError,
+)
+from voicelab.server.app import create_app
+from voicelab.server.backend import Backend
+from voicelab.server.encoding import WAV_UNKNOWN_SIZE, aac_available
+from voicelab.server.settings import Settings
+from voicelab.testing.server import ServerThread
+from voicelab.testing.voices import write_voice_folder
+
+BASE = "org/orpheus-base"
+FRAMES_PER_CHUNK = 2
+N_CHUNKS = 3
+N_FRAMES = FRAMES_PER_CHUNK * N_CHUNKS
+N_SAMPLES = N_FRAMES * orpheus.SAMPLES_PER_FRAME
+TONE_HZ = 440.0
+KEY = "test-key-123"
+
+
+def tone(n: int, start: int = 0) -> np.ndarray:
+    t = (np.arange(n) + start) / orpheus.SAMPLE_RATE
+    return (0.5 * np.sin(2 * np.pi * TONE_HZ * t)).astype(np.float32)
+
+
+class FakeEngine:
+    def __init__(self):
+        self.healthy = True
+        self.loaded: list[str] = []
+        self.unloaded: list[str] = []
+
+    async def health(self) -> bool:
+        return self.healthy
+
+    async def load_voice(self, voice) -> None:
+        self.loaded.append(voice.name)
+
+    async def unload_voice(self, name: str) -> None:
+        self.unloaded.append(name)
+
+    async def aclose(self) -> None:
+        pass
+
+
+class ScriptedSynthesizer:
+    """Speaks N_FRAMES of a 440 Hz tone; a bracketed word in the text scripts a fault instead."""
+
+    def __init__(self):
+        self.calls = []
+        self.finished = 0
+        self.cancelled = threading.Event()
+        self.unknown_once_seen = False
+
+    async def stream(self, voice, text, params=None, *, usage=None):
+        self.calls.append((voice, text, params))
+        try:
+            if "[unavailable]" in text:
+                raise EngineUnavailableError("cannot reach vLLM at http://127.0.0.1:1")
+            if "[engine400]" in text:
+                raise EngineRequestError("prompt is longer than the context", status_code=400)
+            if "[engine500]" in text:
+                raise EngineRequestError("CUDA out of memory", status_code=500)
+            if "[contract]" in text:
+                raise orpheus.InvalidAudioTokenError("token id 9906 is not an audio token")
+            if "[unknown-once]" in text and not self.unknown_once_seen:
+                self.unknown_once_seen = True
+                raise UnknownVoiceError(f"vLLM has no adapter named {voice.name!r}")
+            if "[silent]" in text:
+                return
+            endless = "[endless]" in text
+            i = 0
+            while endless or i < N_CHUNKS:
+                await asyncio.sleep(0.01 if endless else 0)
+                if usage is not None:
+                    usage.prompt_tokens = len(text)
+                    usage.generated_tokens += FRAMES_PER_CHUNK * orpheus.CODES_PER_FRAME
+                n = FRAMES_PER_CHUNK * orpheus.SAMPLES_PER_FRAME
+                yield tone(n, i * n)
+                i += 1
+                if "[midstream]" in text:
+                    raise IncompleteGenerationError("the stream ended without end of speech")
+            self.finished += 1
+        except (asyncio.CancelledError, GeneratorExit):
+            self.cancelled.set()
+            raise
+
+
+@pytest.fixture(scope="module")
+def voices_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("voices")
+    write_voice_folder(root, "alice", base_model=BASE, prompt_prefix="Alice: ")
+    write_voice_folder(root, "bob", base_model=BASE)
+    write_voice_folder(root, "dora_voice", base_model=BASE, use_dora=True)
+    return root
+
+
+def make_app(voices_dir, **settings):
+    engine, synth = FakeEngine(), ScriptedSynthesizer()
+
+    async def factory(_settings):
+        return Backend(kind="fake", engine=engine, synthesizer=synth)
+
+    app = create_app(Settings(voices_dir=voices_dir, base_model=BASE, **settings), backend_factory=factory)
+    return app, engine, synth
+
+
+@pytest.fixture(scope="module")
+def api(voices_dir):
+    app, engine, synth = make_app(voices_dir, max_concurrent_requests=4)
+    with TestClient(app) as client:
+        client.engine, client.synth = engine, synth
+        yield client
+
+
+def speak(client, **body):
+    payload = {
+        "model": "orpheus",
+        "voice": "alice",
+        "input": "Hello there.",
+        "response_format": "wav",
+        **body,
+    }
+    return client.post("/v1/audio/speech", json=payload)
+
+
+def assert_openai_error(response, status: int, code: str | None = None, param: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["message"]
+    if code is not None:
+        assert error["code"] == code
+    if param is not None:
+        assert error["param"] == param
+    return error
+
+
+def parse_wav(data: bytes) -> tuple[dict, bytes]:
+    assert data[:4] == b"RIFF" and data[8:16] == b"WAVEfmt "
+    fmt_tag, channels, rate, _byte_rate, _align, bits = struct.unpack("<HHIIHH", data[20:36])
+    assert data[36:40] == b"data"
+    (data_size,) = struct.unpack("<I", data[40:44])
+    return {
+        "format": fmt_tag,
+        "channels": channels,
+        "rate": rate,
+        "bits": bits,
+        "data_size": data_size,
+    }, data[44:]
+
+
+# --- audio formats ---------------------------------------------------------------------------------
+def test_wav_streams_with_a_valid_header_and_every_frame(api):
+    response = speak(api)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "audio/wav"
+    header, pcm = parse_wav(response.content)
+    assert header == {"format": 1, "channels": 1, "rate": 24000, "bits": 16, "data_size": WAV_UNKNOWN_SIZE}
+    assert len(pcm) == N_SAMPLES * 2
+    audio, rate = sf.read(io.BytesIO(response.content), dtype="float32")
+    assert rate == 24000 and len(audio) == N_SAMPLES
+    np.testing.assert_allclose(audio, tone(N_SAMPLES), atol=1e-3)
+
+
+def test_voice_prompt_prefix_and_sampling_fields_reach_the_synthesizer(api):
+    response = speak(
+        api, input="Sampling.", temperature=0.3, top_p=0.8, repetition_penalty=1.3, max_tokens=500
+    )
+    assert response.status_code == 200
+    voice, text, params = api.synth.calls[-1]
+    assert voice.name == "alice" and voice.prompt_prefix == "Alice: " and text == "Sampling."
+    assert (params.temperature, params.top_p, params.repetition_penalty, params.max_tokens) == (
+        0.3,
+        0.8,
+        1.3,
+        500,
+    )
+    speak(api, input="Defaults.")
+    params = api.synth.calls[-1][2]
+    assert (params.temperature, params.repetition_penalty, params.max_tokens) == (0.6, 1.1, None)
+
+
+def test_pcm_is_raw_16_bit_little_endian(api):
+    response = speak(api, response_format="pcm")
+    assert response.status_code == 200 and response.headers["content-type"] == "audio/pcm"
+    samples = np.frombuffer(response.content, dtype="<i2")
+    assert len(samples) == N_SAMPLES
+    np.testing.assert_allclose(samples / 32767, tone(N_SAMPLES), atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "media", "magic"), [("flac", "audio/flac", b"fLaC"), ("opus", "audio/ogg", b"OggS")]
+)
+def test_compressed_formats_decode_back_to_the_same_length(api, fmt, media, magic):
+    response = speak(api, response_format=fmt)
+    assert response.status_code == 200 and response.headers["content-type"] == media
+    assert response.content[:4] == magic
+    audio, rate = sf.read(io.BytesIO(response.content), dtype="float32")
+    assert rate == 24000 and len(audio) == N_SAMPLES
+
+
+def test_mp3_is_the_openai_default_and_decodes(api):
+    response = api.post(
+        "/v1/audio/speech", json={"model": "tts-1", "voice": "bob", "input": "Default format."}
+    )
+    assert response.status_code == 200 and response.headers["content-type"] == "audio/mpeg"
+    audio, rate = sf.read(io.BytesIO(response.content), dtype="float32")
+    assert rate == 24000
+    assert abs(len(audio) - N_SAMPLES) < 2 * 1152  # MP3 pads to whole 1152-sample frames
+    assert np.sqrt(np.mean(audio**2)) > 0.2  # the tone, not silence
+
+
+@pytest.mark.skipif(not aac_available(), reason="PyAV is not installed")
+def test_aac_is_adts(api):
+    response = speak(api, response_format="aac")
+    assert response.status_code == 200 and response.headers["content-type"] == "audio/aac"
+    assert response.content[0] == 0xFF and response.content[1] & 0xF0 == 0xF0  # ADTS sync word
+
+
+def test_speed_changes_duration_not_sample_rate(api):
+    fast = speak(api, speed=2.0)
+    assert fast.status_code == 200
+    header, pcm = parse_wav(fast.content)
+    assert header["rate"] == 24000 and header["data_size"] == len(pcm)  # complete file: exact sizes
+    assert abs(len(pcm) // 2 - N_SAMPLES / 2) <= orpheus.SAMPLES_PER_FRAME
+    slow = speak(api, speed=0.5, response_format="pcm")
+    assert abs(len(slow.content) // 2 - N_SAMPLES * 2) <= orpheus.SAMPLES_PER_FRAME
+
+
+def test_sse_sends_base64_deltas_then_done_with_usage(api):
+    response = speak(api, stream_format="sse", response_format="pcm")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = [
+        json.loads(line[len("data: ") :]) for line in response.text.splitlines() if line.startswith("data: ")
+    ]
+    deltas = [e for e in events if e["type"] == "speech.audio.delta"]
+    assert len(deltas) == N_CHUNKS
+    pcm = b"".join(base64.b64decode(e["audio"]) for e in deltas)
+    assert len(pcm) == N_SAMPLES * 2
+    done = events[-1]
+    assert done["type"] == "speech.audio.done"
+    assert done["usage"]["output_tokens"] == N_FRAMES * orpheus.CODES_PER_FRAME
+    assert done["usage"]["total_tokens"] == done["usage"]["input_tokens"] + done["usage"]["output_tokens"]
+
+
+def test_sse_failure_after_audio_becomes_an_error_event(api):
+    response = speak(api, stream_format="sse", input="Cut short [midstream]")
+    events = [json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: ")]
+    assert events[0]["type"] == "speech.audio.delta"
+    assert events[-1]["type"] == "error" and events[-1]["error"]["code"] == "incomplete_generation"
+
+
+def test_voice_as_custom_voice_object(api):
+    response = speak(api, voice={"id": "bob"})
+    assert response.status_code == 200
+    assert api.synth.calls[-1][0].name == "bob"
+
+
+def test_no_audio_at_all_is_still_a_valid_empty_wav(api):
+    response = speak(api, input="[silent]")
+    header, pcm = parse_wav(response.content)
+    assert response.status_code == 200 and pcm == b"" and header["data_size"] == 0
+
+
+# --- errors ----------------------------------------------------------------------------------------
+def test_unknown_voice_is_404_listing_the_voices(api):
+    error = assert_openai_error(speak(api, voice="nobody"), 404, "voice_not_found", "voice")
+    assert "alice" in error["message"] and "bob" in error["message"]
+    assert "dora_voice" not in error["message"]  # skipped voices are not offered
+
+
+@pytest.mark.parametrize("name", ["../alice", "alice/../bob", "/etc/passwd", "dora_voice"])
+def test_voice_names_cannot_reach_outside_the_registry(api, name):
+    assert_openai_error(speak(api, voice=name), 404, "voice_not_found")
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "param"),
+    [
+        ({"input": ""}, "empty_input", "input"),
+        ({"input": "   \n"}, "empty_input", "input"),
+        ({"input": "x" * 4097}, "input_too_long", "input"),
+        ({"response_format": "ogg"}, "invalid_value", "response_format"),
+        ({"speed": 4.5}, "invalid_value", "speed"),
+        ({"speed": 0.1}, "invalid_value", "speed"),
+        ({"stream_format": "chunks"}, "invalid_value", "stream_format"),
+        ({"temperature": 0}, "invalid_value", "temperature"),
+        ({"repetition_penalty": 0.9}, "invalid_value", "repetition_penalty"),
+        ({"max_tokens": 3}, "invalid_value", "max_tokens"),
+        ({"repeat_penalty": 1.2}, "invalid_value", "repeat_penalty"),
+    ],
+)
+def test_bad_requests_are_400_in_openai_shape(api, body, code, param):
+    assert_openai_error(speak(api, **body), 400, code, param)
+
+
+def test_missing_fields_and_non_json_are_400(api):
+    assert_openai_error(api.post("/v1/audio/speech", json={"voice": "alice"}), 400, "invalid_value", "input")
+    response = api.post("/v1/audio/speech", content=b"not json", headers={"content-type": "application/json"})
+    assert_openai_error(response, 400, "invalid_value")
+
+
+@pytest.mark.parametrize(
+    ("text", "status", "code"),
+    [
+        ("[unavailable]", 503, "engine_unavailable"),
+        ("[engine400]", 400, "engine_rejected_request"),
+        ("[engine500]", 502, "engine_error"),
+        ("[contract]", 502, "invalid_audio_tokens"),
+    ],
+)
+def test_engine_failures_before_audio_map_to_statuses(api, text, status, code):
+    error = assert_openai_error(speak(api, input=text), status, code)
+    assert error["type"] == ("invalid_request_error" if status == 400 else "server_error")
+
+
+def test_unavailable_engine_says_when_to_retry(api):
+    response = speak(api, input="[unavailable]")
+    assert response.headers["retry-after"] == "1"
+
+
+def test_engine_that_lost_a_voice_gets_it_loaded_again(api):
+    before = api.engine.loaded.count("alice")
+    response = speak(api, input="[unknown-once] hello")
+    assert response.status_code == 200
+    assert api.engine.loaded.count("alice") == before + 1
+
+
+def test_unknown_routes_are_openai_shaped_404(api):
+    assert_openai_error(api.get("/v1/nothing"), 404, "not_found")
+
+
+# --- listing, health, reload, metrics ----------------------------------------------------------------
+def test_voices_and_models_list_the_served_voices(api):
+    voices = api.get("/v1/audio/voices").json()["voices"]
+    assert [v["id"] for v in voices] == ["alice", "bob"]
+    assert voices[0]["prompt_prefix"] == "Alice: " and voices[0]["lora_rank"] == 8
+    models = api.get("/v1/models").json()
+    assert models["object"] == "list"
+    assert [m["id"] for m in models["data"]] == ["orpheus", "alice", "bob"]
+    assert models["data"][1]["parent"] == "orpheus"
+
+
+def test_health_reports_engine_and_voices(api):
+    body = api.get("/health").json()
+    assert body["status"] == "ok" and body["voices"] == ["alice", "bob"]
+    assert "DoRA" in body["voices_skipped"]["dora_voice"]
+    api.engine.healthy = False
+    try:
+        response = api.get("/health")
+        assert response.status_code == 503 and response.json()["engine_reachable"] is False
+    finally:
+        api.engine.healthy = True
+
+
+def test_metrics_count_requests_errors_latency_and_audio(api):
+    speak(api)
+    speak(api, voice="nobody-at-all")
+    text = api.get("/metrics").text
+    assert 'voicelab_speech_requests_total{format="wav",status="200",voice="alice"}' in text
+    assert 'voicelab_speech_requests_total{format="wav",status="404",voice="unknown"}' in text
+    assert "nobody-at-all" not in text
+    assert 'voicelab_time_to_first_audio_seconds_count{voice="alice"}' in text
+    line = next(x for x in text.splitlines() if x.startswith('voicelab_audio_seconds_total{voice="alice"}'))
+    assert float(line.split()[-1]) >= N_SAMPLES / orpheus.SAMPLE_RATE
+    assert "voicelab_voices_served 2.0" in text
+
+
+def test_reload_adds_and_removes_voices_without_restart(voices_dir, tmp_path):
+    root = tmp_path / "voices"
+    shutil.copytree(voices_dir, root)
+    app, engine, _ = make_app(root)
+    with TestClient(app) as client:
+        write_voice_folder(root, "carol", base_model=BASE)
+        shutil.rmtree(root / "bob")
+        report = client.post("/v1/voices/reload").json()
+        assert (
+            report["added"] == ["carol"] and report["removed"] == ["bob"] and report["unchanged"] == ["alice"]
+        )
+        assert "dora_voice" in report["skipped"]
+        assert report["voices"] == ["alice", "carol"]
+        assert engine.loaded.count("carol") == 1 and engine.unloaded == ["bob"]
+        assert speak(client, voice="carol").status_code == 200
+        assert_openai_error(speak(client, voice="bob"), 404, "voice_not_found")
+
+
+# --- auth ------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def secured(voices_dir):
+    app, _, _ = make_app(voices_dir, api_keys=f"old-key,{KEY}")
+    with TestClient(app) as client:
+        yield client
+
+
+def test_api_keys_guard_every_v1_route(secured):
+    assert_openai_error(speak(secured), 401, "missing_api_key")
+    assert_openai_error(secured.post("/v1/voices/reload"), 401, "missing_api_key")
+    assert_openai_error(
+        secured.get("/v1/models", headers={"Authorization": "Bearer wrong"}), 401, "invalid_api_key"
+    )
+    assert_openai_error(secured.get("/v1/models", headers={"Authorization": f"Basic {KEY}"}), 401)
+    ok = secured.post(
+        "/v1/audio/speech",
+        json={"voice": "alice", "input": "hi", "response_format": "pcm"},
+        headers={"Authorization": f"Bearer {KEY}"},
+    )
+    assert ok.status_code == 200
+    assert secured.get("/v1/audio/voices", headers={"Authorization": "Bearer old-key"}).status_code == 200
+    assert secured.get("/health").status_code == 200  # probes need no key
+
+
+# --- real HTTP: concurrency limit and hang-ups -------------------------------------------------------
+@pytest.fixture(scope="module")
+def live(voices_dir):
+    app, _engine, synth = make_app(voices_dir, max_concurrent_requests=1)
+    with ServerThread(app) as server:
+        server.synth = synth
+        server.app = app
+        yield server
+
+
+def test_client_hang_up_stops_generation_and_frees_the_slot(live):
+    body = {"voice": "alice", "input": "[endless] talk forever", "response_format": "pcm"}
+    live.synth.cancelled.clear()
+    with httpx.Client(base_url=live.url) as client:
+        with client.stream("POST", "/v1/audio/speech", json=body) as response:
+            assert response.status_code == 200
+            pieces = response.iter_bytes()  # kept referenced: dropping it would close the stream
+            assert len(next(pieces)) > 0
+            busy = client.post("/v1/audio/speech", json={**body, "input": "second"})
+            error = assert_openai_error(busy, 429, "too_many_concurrent_requests")
+            assert error["type"] == "rate_limit_error"
+        # Leaving the block closes the connection mid-stream.
+        assert live.synth.cancelled.wait(timeout=10), "generation kept running after the client left"
+        for _ in range(100):
+            if live.app.state.limiter.active == 0:
+                break
+            threading.Event().wait(0.05)
+        assert client.post("/v1/audio/speech", json={**body, "input": "fits again"}).status_code == 200
