@@ -81,7 +81,9 @@ class TokenChunk:
 class TokenEngine(Protocol):
     """Generates Orpheus tokens for a voice. Cancelling the consumer must cancel the generation."""
 
-    def generate(self, voice: Voice, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[TokenChunk]: ...
+    def generate(
+        self, voice: Voice, prompt_ids: list[int], params: SamplingParams
+    ) -> AsyncIterator[TokenChunk]: ...
 
     async def health(self) -> bool:
         """True when the engine can serve requests now."""
