@@ -329,7 +329,13 @@ def plan_clips(env_db: np.ndarray, params: SplitParams) -> Plan:
     groups, dropped = pack(pieces, params)
     clips = []
     for first, last in groups:
-        end_cut = pieces[last + 1].before if last + 1 < len(pieces) else CUT_FILE_EDGE
         start_cut = pieces[first].before
+        end_cut = pieces[last + 1].before if last + 1 < len(pieces) else CUT_PAUSE
+        # "file-edge" only where the clip really begins or ends with the recording (maybe mid-sound);
+        # the first and last clips otherwise start and end in trimmed silence, like any pause.
+        if start_cut == CUT_FILE_EDGE and pieces[first].start > 0:
+            start_cut = CUT_PAUSE
+        if pieces[last].end == len(env_db):
+            end_cut = CUT_FILE_EDGE
         clips.append(Span(pieces[first].start, pieces[last].end, start_cut, end_cut))
     return Plan(clips=clips, total_frames=len(env_db), dropped_speech_frames=dropped, pieces=pieces)
