@@ -73,7 +73,11 @@ def to_mono(audio: np.ndarray) -> np.ndarray:
     """``(T,)`` or ``(T, C)`` -> ``(T,)`` float32, by averaging channels."""
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim == 2:
-        return audio.mean(axis=1, dtype=np.float32) if audio.shape[1] > 1 else audio[:, 0]
+        channels = audio.shape[1]
+        if channels == 1:
+            return audio[:, 0]
+        # A matrix-vector product, not .mean(axis=1): numpy reduces a short inner axis ~40x slower.
+        return audio @ np.full(channels, 1.0 / channels, dtype=np.float32)
     return audio
 
 
