@@ -31,6 +31,7 @@ from voicelab.engine.base import (
 from voicelab.server.app import create_app
 from voicelab.server.backend import Backend
 from voicelab.server.encoding import WAV_UNKNOWN_SIZE, aac_available
+from voicelab.server.errors import StreamAbortedError
 from voicelab.server.settings import Settings
 from voicelab.testing.server import ServerThread
 from voicelab.testing.voices import write_voice_folder
@@ -275,6 +276,18 @@ def test_sse_failure_after_audio_becomes_an_error_event(api):
     events = [json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: ")]
     assert events[0]["type"] == "speech.audio.delta"
     assert events[-1]["type"] == "error" and events[-1]["error"]["code"] == "incomplete_generation"
+
+
+def test_running_out_of_a_client_set_max_tokens_ends_the_audio_normally(api):
+    response = speak(api, input="Cut short [midstream]", response_format="pcm", max_tokens=100)
+    assert response.status_code == 200
+    assert len(response.content) == FRAMES_PER_CHUNK * orpheus.SAMPLES_PER_FRAME * 2
+
+
+def test_generation_cut_short_mid_stream_aborts_the_transfer(api):
+    # The status is already 200 when it happens: a broken transfer is the only honest signal left.
+    with pytest.raises(StreamAbortedError, match="without end of speech"):
+        speak(api, input="Cut short [midstream]", response_format="pcm")
 
 
 def test_voice_as_custom_voice_object(api):

@@ -35,6 +35,10 @@ SERVER_ERROR = "server_error"
 RETRY_AFTER_S = 1
 
 
+class StreamAbortedError(RuntimeError):
+    """Generation failed after the 200 header went out; raised to make the server cut the transfer."""
+
+
 class ApiError(Exception):
     """An error response: HTTP status plus OpenAI's error fields."""
 
@@ -138,5 +142,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, StreamAbortedError):  # already logged where it happened; headers are gone
+            return to_api_error(exc).response()
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         return to_api_error(exc).response()

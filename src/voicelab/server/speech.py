@@ -21,11 +21,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from voicelab import orpheus
-from voicelab.engine.base import SamplingParams, UnknownVoiceError
+from voicelab.engine.base import IncompleteGenerationError, SamplingParams, UnknownVoiceError
 from voicelab.engine.speech import Usage
 from voicelab.server.backend import Backend
 from voicelab.server.encoding import AudioEncoder, encode_whole, time_stretch
-from voicelab.server.errors import RATE_LIMIT, RETRY_AFTER_S, ApiError, to_api_error
+from voicelab.server.errors import RATE_LIMIT, RETRY_AFTER_S, ApiError, StreamAbortedError, to_api_error
 from voicelab.server.metrics import UNKNOWN_VOICE_LABEL, ServerMetrics
 from voicelab.server.registry import VoiceEntry, VoiceRegistry
 from voicelab.server.settings import Settings
@@ -144,11 +144,24 @@ class SpeechJob:
         return self.entry.name
 
     async def audio(self) -> AsyncIterator[np.ndarray]:
-        """Every chunk, the first included, counted into the metrics as it passes."""
-        if self.first is not None:
-            yield self._count(self.first)
+        """Every chunk, the first included, counted into the metrics as it passes.
+
+        A client that set ``max_tokens`` asked for at most that much audio: reaching it ends the audio
+        normally (as OpenAI completions end with finish_reason "length"), with everything generated so far.
+        Without it, the budget is derived from the text, so running out means the model rambled: an error.
+        """
+        if self.first is None:
+            return
+        yield self._count(self.first)
+        try:
             async for chunk in self.chunks:
                 yield self._count(chunk)
+        except IncompleteGenerationError as e:
+            if self.request.max_tokens is None:
+                raise
+            logger.info(
+                "voice %s: ended at the requested max_tokens=%d: %s", self.voice, self.request.max_tokens, e
+            )
 
     def _count(self, chunk: np.ndarray) -> np.ndarray:
         self.samples += len(chunk)
@@ -299,7 +312,9 @@ async def audio_body(job: SpeechJob, is_disconnected=None) -> AsyncIterator[byte
         logger.info("client hung up during voice %s; generation stopped", job.voice)
     except Exception as e:
         record_stream_failure(job, to_api_error(e), e)
-        raise
+        raise StreamAbortedError(
+            f"voice {job.voice}: audio stream aborted after {job.samples} samples: {e}"
+        ) from e
     finally:
         await job.close()
 
