@@ -454,6 +454,13 @@ def prepare_dataset(
             stems[key] = stem
             records.extend(result.records)
             write_manifest(manifest_path, records)
+            logger.info(
+                "%s: %.1f s -> %d clip(s), %.1f s kept",
+                key,
+                result.duration_s,
+                len(result.records),
+                result.clip_s,
+            )
     report.dataset = records
     return report
 
@@ -549,7 +556,7 @@ def format_summary(report: PrepareReport) -> str:
     if inside:
         lines.append(
             f"  {len(inside)} clip(s) cut inside speech with no pause to cut at (cut=forced in {MANIFEST_NAME}): "
-            "listen to them, or lower --silence-min-len / raise --silence-threshold"
+            "listen to them, or raise --silence-threshold (e.g. -35) so the gaps between words count as silence"
         )
     silent = [r.source for r in done if not r.records]
     if silent:
