@@ -1,0 +1,349 @@
+"""train-lora end to end on tiny models: the voice folder, vLLM's rules, cache reuse, resume, bad inputs,
+and training/serving agreement token for token."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from voicelab import orpheus, testing
+from voicelab.audio import write_wav
+from voicelab.training import build, snac_codec
+from voicelab.training import dataset as ds
+from voicelab.training.report import LOSS_LOG_FILE, LOSS_PLOT_FILE, read_loss_log
+from voicelab.voice import (
+    ADAPTER_CONFIG_FILE,
+    ADAPTER_WEIGHTS_FILE,
+    VOICE_FILE,
+    VoiceMetadata,
+    adapter_problems,
+)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import train_lora
+
+SR = orpheus.SAMPLE_RATE
+
+
+def write_transcript(folder: Path, rows) -> Path:
+    path = folder / "transcript.csv"
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(ds.TRANSCRIPT_HEADER)
+        writer.writerows(rows)
+    return path
+
+
+def make_dataset(folder: Path) -> Path:
+    """3 usable clips (one of them 44.1 kHz stereo), plus a missing WAV, an empty text and a corrupt WAV."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, seconds in enumerate([0.6, 0.9]):
+        write_wav(folder / f"clip{i}.wav", testing.speech_like_noise([(seconds, 0.1)], SR, seed=i)[:, 0], SR)
+    sf.write(
+        folder / "stereo.wav", testing.speech_like_noise([(0.7, 0.1)], 44_100, channels=2, seed=5), 44_100
+    )
+    (folder / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    write_transcript(
+        folder,
+        [
+            ("clip0", "Hello there."),
+            ("clip1", "How are you today?"),
+            ("stereo", "A stereo recording."),
+            ("missing", "This file does not exist."),
+            ("clip0b", ""),
+            ("corrupt", "Broken audio."),
+        ],
+    )
+    return folder
+
+
+def common_args(voices: Path, orpheus_dir: Path, snac_dir: Path, rank: int = 8) -> list[str]:
+    return [
+        "--voices-dir",
+        str(voices),
+        "--base-model",
+        str(orpheus_dir),
+        "--snac-model",
+        str(snac_dir),
+        "--device",
+        "cpu",
+        "--lora-rank",
+        str(rank),
+        "--lora-alpha",
+        str(2 * rank),
+        "--no-progress",
+    ]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_orpheus_dir, tiny_snac_dir):
+    """One voice trained through the script, shared by the tests below."""
+    root = tmp_path_factory.mktemp("train")
+    data = make_dataset(root / "prepared" / "alice")
+    voices = root / "voices"
+    args = common_args(voices, tiny_orpheus_dir, tiny_snac_dir)
+    rc = train_lora.main(
+        ["alice", str(data), *args, "--batch-size", "2", "--max-steps", "3", "--logging-steps", "1"]
+    )
+    return {"rc": rc, "data": data, "voices": voices, "voice": voices / "alice", "args": args}
+
+
+def test_voice_folder_has_everything(trained):
+    assert trained["rc"] == 0
+    voice = trained["voice"]
+    for name in (ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, VOICE_FILE, LOSS_LOG_FILE, LOSS_PLOT_FILE):
+        assert (voice / name).is_file(), name
+    assert (voice / LOSS_PLOT_FILE).read_bytes().startswith(b"\x89PNG")
+    assert [p.step for p in read_loss_log(voice / LOSS_LOG_FILE)] == [1, 2, 3]
+    leftovers = [p.name for p in trained["voices"].iterdir() if p.name != "alice"]
+    assert leftovers == [], "no staging or checkpoint folder remains after success"
+
+
+def test_voice_json_records_what_serving_needs(trained, tiny_orpheus_dir, tiny_snac_dir):
+    meta = VoiceMetadata.read(trained["voice"])
+    assert meta.name == "alice" and meta.engine == "orpheus"
+    assert meta.prompt_prefix == "alice: "
+    assert meta.base_model == str(tiny_orpheus_dir) and meta.snac_model == str(tiny_snac_dir)
+    assert meta.sample_rate == SR and meta.drop_duplicate_frames is False
+    assert meta.dataset["clips_used"] == 3 and meta.dataset["clips_skipped"] == 3
+    assert meta.dataset["rows"] == 6
+    assert meta.training["lora_rank"] == 8 and meta.training["steps"] == 3
+    assert meta.training["vllm_max_lora_rank"] == 8
+    assert np.isfinite(meta.final_loss) and meta.created_at
+
+
+def test_adapter_is_one_vllm_loads(trained, tiny_orpheus_dir):
+    config = json.loads((trained["voice"] / ADAPTER_CONFIG_FILE).read_text())
+    assert adapter_problems(config, base_model=str(tiny_orpheus_dir), max_lora_rank=8) == []
+    assert sorted(config["target_modules"]) == sorted(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    assert config["base_model_name_or_path"] == str(tiny_orpheus_dir)
+
+
+def test_adapter_weights_changed_and_base_untouched(trained, tiny_orpheus_dir):
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    weights = load_file(trained["voice"] / ADAPTER_WEIGHTS_FILE)
+    lora_b = [t for name, t in weights.items() if "lora_B" in name]
+    assert lora_b and all(t.abs().sum() > 0 for t in lora_b), "lora_B starts at zero; training must move it"
+    assert not any("embed" in name or "lm_head" in name for name in weights), "vocabulary layers never saved"
+
+    fresh = AutoModelForCausalLM.from_pretrained(tiny_orpheus_dir).state_dict()
+    voice = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny_orpheus_dir), trained["voice"]
+    )
+    base = {
+        name.replace(".base_layer", ""): tensor
+        for name, tensor in voice.get_base_model().state_dict().items()
+        if "lora_" not in name
+    }
+    assert base.keys() == fresh.keys()
+    for name, tensor in fresh.items():
+        torch.testing.assert_close(base[name], tensor, rtol=0, atol=0)
+
+
+def test_rerun_takes_codes_from_cache(trained, tiny_orpheus_dir, tiny_snac_dir, monkeypatch, capsys):
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("the SNAC encoder ran although every clip is cached")
+
+    monkeypatch.setattr(snac_codec, "encode_batch", no_encoding)
+    rc = train_lora.main(
+        ["alice", str(trained["data"]), *trained["args"], "--max-steps", "1", "--epochs", "3", "--overwrite"]
+    )
+    assert rc == 0
+    assert "0 encoded, 3 from cache" in capsys.readouterr().out
+    assert VoiceMetadata.read(trained["voice"]).dataset["snac_from_cache"] == 3
+
+
+def test_existing_voice_is_refused_without_overwrite(trained, capsys):
+    before = (trained["voice"] / ADAPTER_WEIGHTS_FILE).read_bytes()
+    rc = train_lora.main(["alice", str(trained["data"]), *trained["args"], "--max-steps", "1"])
+    assert rc == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (trained["voice"] / ADAPTER_WEIGHTS_FILE).read_bytes() == before
+
+
+def test_prepare_skips_too_long_clips_without_truncating(trained, tiny_tokenizer, tiny_snac_dir, caplog):
+    req = build.TrainRequest(
+        name="alice", dataset_dir=trained["data"], snac_model=str(tiny_snac_dir), max_seq_len=100
+    )
+    prepared = build.prepare_examples(req, tiny_tokenizer, progress=False)
+    assert all(len(e) <= 100 for e in prepared.examples)
+    assert all(e.input_ids[-2:] == [orpheus.END_OF_SPEECH, orpheus.END_OF_AI] for e in prepared.examples)
+    too_long = [s.filename for s in prepared.skipped if "--max-seq-len" in s.reason]
+    assert too_long and all(name in caplog.text for name in too_long)
+    assert len(prepared.examples) + len(too_long) == 3
+
+
+def test_drop_duplicate_frames_is_applied_and_prefix_configurable(trained, tiny_tokenizer, tiny_snac_dir):
+    base = {"name": "alice", "dataset_dir": trained["data"], "snac_model": str(tiny_snac_dir)}
+    keep = build.prepare_examples(build.TrainRequest(**base), tiny_tokenizer, progress=False)
+    drop = build.prepare_examples(
+        build.TrainRequest(**base, drop_duplicate_frames=True, prompt_prefix="[A] "),
+        tiny_tokenizer,
+        progress=False,
+    )
+    assert sum(map(len, drop.examples)) <= sum(map(len, keep.examples))
+    text_ids = orpheus.text_prompt_ids(tiny_tokenizer, "Hello there.", "[A] ")
+    assert drop.examples[0].input_ids[: len(text_ids)] == text_ids
+
+
+# --- bad inputs: a clear message, exit 2, nothing in voices/ -------------------------------------------
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("bad-name", "invalid voice name"),
+        ("no-dataset", "dataset folder not found"),
+        ("no-header", "expected 'filename,text'"),
+        ("duplicates", "duplicate filenames"),
+        ("nothing-usable", "no usable clip"),
+        ("bad-base-model", "--base-model"),
+        ("bad-snac-model", "--snac-model"),
+    ],
+)
+def test_bad_input_is_refused(case, message, tmp_path, tiny_orpheus_dir, tiny_snac_dir, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    write_wav(data / "a.wav", testing.speech_like_noise([(0.3, 0.05)], SR)[:, 0], SR)
+    write_transcript(data, [("a", "Hello.")])
+    voices = tmp_path / "voices"
+    args = common_args(voices, tiny_orpheus_dir, tiny_snac_dir)
+    name = "bob"
+    if case == "bad-name":
+        name = "bob smith/../x"
+    elif case == "no-dataset":
+        data = tmp_path / "absent"
+    elif case == "no-header":
+        (data / "transcript.csv").write_text("a,Hello.\n")
+    elif case == "duplicates":
+        write_transcript(data, [("a", "Hello."), ("a", "Again.")])
+    elif case == "nothing-usable":
+        write_transcript(data, [("a", ""), ("zzz", "missing file")])
+    elif case == "bad-base-model":
+        args[args.index("--base-model") + 1] = str(tmp_path / "no-such-model")
+    elif case == "bad-snac-model":
+        args[args.index("--snac-model") + 1] = str(tmp_path / "no-such-snac")
+    rc = train_lora.main([name, str(data), *args, "--max-steps", "1"])
+    assert rc == 2
+    assert message in capsys.readouterr().err
+    assert not voices.exists() or list(voices.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--lora-rank", "0"],
+        ["--lora-rank", "1024"],
+        ["--lora-alpha", "0"],
+        ["--learning-rate", "0"],
+        ["--learning-rate", "1"],
+        ["--max-seq-len", "8"],
+        ["--resume", "--overwrite"],
+    ],
+)
+def test_out_of_range_flags_are_usage_errors(flags, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train_lora.main(["bob", str(tmp_path), *flags])
+    assert exit_info.value.code == 2
+    assert flags[0] in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda_suggests_cpu(tmp_path, capsys):
+    rc = train_lora.main(["bob", str(tmp_path), "--device", "cuda", "--voices-dir", str(tmp_path / "v")])
+    assert rc == 2
+    assert "--device cpu" in capsys.readouterr().err
+
+
+# --- Ctrl-C and --resume ------------------------------------------------------------------------------
+def test_interrupt_saves_checkpoint_and_resume_finishes(tmp_path, tiny_orpheus_dir, tiny_snac_dir, capsys):
+    from transformers import TrainerCallback
+
+    data = make_dataset(tmp_path / "data")
+    voices = tmp_path / "voices"
+    args = common_args(voices, tiny_orpheus_dir, tiny_snac_dir)
+
+    class CtrlCAtStep2(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 2:
+                os.kill(os.getpid(), signal.SIGINT)  # what the terminal sends on Ctrl-C
+
+    request = build.TrainRequest(
+        name="carol",
+        dataset_dir=data,
+        voices_dir=voices,
+        base_model=str(tiny_orpheus_dir),
+        snac_model=str(tiny_snac_dir),
+        lora=build.LoraSettings(rank=8, alpha=16),
+        train=build.TrainSettings(device="cpu", max_steps=5, logging_steps=1, progress=False),
+    )
+    result = build.train_voice(request, extra_callbacks=[CtrlCAtStep2()])
+    assert result.interrupted and result.voice_dir is None
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "Ctrl-C handler restored"
+    checkpoints = sorted(p.name for p in request.checkpoint_dir.iterdir())
+    assert checkpoints == [f"checkpoint-{result.global_step}"] and result.global_step in (2, 3)
+    assert not (voices / "carol").exists(), "an interrupted run publishes no voice"
+
+    assert train_lora.main(["carol", str(data), *args, "--max-steps", "5"]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+    assert (
+        train_lora.main(["carol", str(data), *args, "--max-steps", "5", "--logging-steps", "1", "--resume"])
+        == 0
+    )
+    meta = VoiceMetadata.read(voices / "carol")
+    assert meta.training["steps"] == 5
+    assert meta.training["resumed_from"].endswith(checkpoints[0])
+    assert [p.step for p in read_loss_log(voices / "carol" / LOSS_LOG_FILE)] == [1, 2, 3, 4, 5]
+    assert not request.checkpoint_dir.exists()
+
+
+def test_resume_without_checkpoint_is_an_error(tmp_path, tiny_orpheus_dir, tiny_snac_dir, capsys):
+    data = make_dataset(tmp_path / "data")
+    args = common_args(tmp_path / "voices", tiny_orpheus_dir, tiny_snac_dir)
+    assert train_lora.main(["dave", str(data), *args, "--resume"]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+
+
+# --- training and serving agree token for token --------------------------------------------------------
+MEMORISE_SECONDS = 0.25  # 3 SNAC frames = 21 audio tokens: memorised in a few dozen steps
+MEMORISE_STEPS = "40"
+MEMORISE_LR = "1e-2"  # far above real fine-tuning rates: the point is to overfit one clip
+
+
+def test_greedy_generation_reproduces_the_training_clip(tmp_path, tiny_orpheus_dir, tiny_snac_dir):
+    from voicelab.training.local_inference import generate_audio_tokens, load_voice_model
+
+    data = tmp_path / "one"
+    data.mkdir()
+    write_wav(data / "one.wav", testing.speech_like_noise([(MEMORISE_SECONDS, 0.0)], SR, seed=3)[:, 0], SR)
+    write_transcript(data, [("one", "Hi.")])
+    voices = tmp_path / "voices"
+    args = common_args(voices, tiny_orpheus_dir, tiny_snac_dir, rank=16)
+    schedule = ["--max-steps", MEMORISE_STEPS, "--learning-rate", MEMORISE_LR, "--lr-scheduler", "constant"]
+    rc = train_lora.main(["erin", str(data), *args, *schedule])
+    assert rc == 0
+
+    snac = snac_codec.load_snac(str(tiny_snac_dir))
+    audio = ds.load_clip_audio(ds.Clip("one", data / "one.wav", "Hi."))
+    expected = orpheus.frames_to_tokens(snac_codec.encode_batch(snac, [audio])[0]).tolist()
+
+    voice = load_voice_model(voices / "erin")
+    generated = generate_audio_tokens(voice, "Hi.", max_new_tokens=len(expected) + 5)
+    assert generated == [*expected, orpheus.END_OF_SPEECH]
+    # the parser serving uses reads the same frames back
+    parser = orpheus.AudioTokenParser()
+    frames = parser.feed_ids(generated)
+    assert parser.ended and np.array_equal(frames, orpheus.tokens_to_frames(expected))
