@@ -427,7 +427,7 @@ def prepare_dataset(
             manifest_path,
         )
     total_min = sum((i.duration_s or 0.0) / 60 for _, i in todo if isinstance(i, AudioInfo))
-    bar_format = "{l_bar}{bar}| {n:.1f}/{total:.1f} audio min [{elapsed}<{remaining}]"
+    bar_format = "{l_bar}{bar}| {n:.1f}/{total:.1f} audio min [{elapsed}<{remaining}] {postfix}"
     with tqdm(total=total_min, bar_format=bar_format, disable=not progress or not todo) as bar:
         for key, info in todo:
             bar.set_postfix_str(key, refresh=False)
@@ -437,15 +437,15 @@ def prepare_dataset(
                 continue
             stem = clip_stem(key, set(stems.values()))
             _remove_orphans(output_dir, stem, {r.clip for r in records})
-            progress = _SourceProgress(bar, (info.duration_s or 0.0) / 60)
+            tracker = _SourceProgress(bar, (info.duration_s or 0.0) / 60)
             try:
-                result = prepare_source(info, key, stem, output_dir, settings, progress.advance)
+                result = prepare_source(info, key, stem, output_dir, settings, tracker.advance)
             except AudioError as e:
                 logger.error("%s", e)
                 report.results.append(SourceResult(source=key, error=str(e)))
                 continue
             finally:
-                progress.finish()
+                tracker.finish()
             report.results.append(result)
             if not result.records:
                 why = "silence only" if result.short_speech_s == 0 else "speech too short for a clip"
