@@ -28,8 +28,7 @@ def _silence_noise(decoder: StreamingSnacDecoder) -> StreamingSnacDecoder:
     with torch.no_grad():
         for module in decoder.model.modules():
             if isinstance(module, NoiseBlock):
-                # weight-normed conv: zero the magnitude g (zeroing the direction too would give 0/0)
-                module.linear.parametrizations.weight.original0.zero_()
+                module.linear.weight.zero_()
     return decoder
 
 

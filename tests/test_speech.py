@@ -40,7 +40,7 @@ def decoder(tiny_snac_dir):
     with torch.no_grad():  # SNAC adds fresh noise per decode; silence it to compare decodes exactly
         for module in dec.model.modules():
             if isinstance(module, NoiseBlock):
-                module.linear.parametrizations.weight.original0.zero_()
+                module.linear.weight.zero_()
     return dec
 
 
