@@ -74,7 +74,11 @@ async def test_text_to_audio_through_vllm(decoder, tiny_tokenizer, voice, token_
         synth = Synthesizer(VLLMEngine(server.url), tiny_tokenizer, decoder)
         usage = Usage()
         chunks = await _speak(synth, voice, text, usage=usage)
-        body = server.completions[0].body
+        record = server.completions[0]
+        assert await anyio.to_thread.run_sync(record.done.wait, 5)
+        body = record.body
+    # the stream was read to [DONE], so the pooled connection stays reusable
+    assert record.finished and not record.disconnected
     frames = _expected_frames(tiny_tokenizer, voice, text, server)
     audio = np.concatenate(chunks)
     assert len(audio) == len(frames) * SPF  # every frame, first and last included
@@ -157,6 +161,22 @@ async def test_malformed_ids_raise_contract_error(decoder, tiny_tokenizer, voice
             synth = Synthesizer(VLLMEngine(server.url), tiny_tokenizer, decoder)
             with pytest.raises(orpheus.ContractError):
                 await _speak(synth, voice, "Hello there.")
+
+
+async def test_a_bad_window_fails_only_its_own_stream(decoder):
+    good, bad = decoder.open_stream(), decoder.open_stream()
+    frames = np.random.default_rng(5).integers(0, 4096, (6, 7))
+    broken = frames.copy()
+    broken[4, 3] = orpheus.CODEBOOK_SIZE
+
+    async def push_bad():
+        with pytest.raises(orpheus.ContractError):
+            await bad.push(broken)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(push_bad)
+        chunks = await good.push(frames)
+    assert sum(len(c) for c in chunks) == 4 * SPF
 
 
 async def test_unknown_voice(decoder, tiny_tokenizer, voice):

@@ -218,10 +218,11 @@ class StreamingSnacDecoder:
 
     async def decode_window(self, window: DecodeWindow) -> np.ndarray:
         """Decode one window (batched with whatever else is waiting) and return its kept samples."""
+        orpheus.frames_to_codes(window.frames)  # a bad window fails its own stream, not the whole batch
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._pending.append((window, future))
-        if self._worker is None or self._worker.done():
+        if self._worker is None or self._worker.done() or self._worker.get_loop() is not loop:
             self._worker = loop.create_task(self._run_batches())
         return await future
 

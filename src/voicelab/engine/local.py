@@ -148,7 +148,10 @@ class LocalEngine:
         cancel = threading.Event()
 
         def emit(item) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the event loop is gone (shutdown): nobody is listening any more
+                cancel.set()
 
         def work() -> None:
             try:

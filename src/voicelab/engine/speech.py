@@ -246,7 +246,7 @@ class Synthesizer:
                 for audio in await stream.push(frames):
                     yield audio
                 finish_reason = chunk.finish_reason or finish_reason
-                if parser.ended or finish_reason is not None:
+                if parser.ended:  # an engine that returns the end token itself; ignore what follows
                     break
         finally:
             # On a consumer hang-up this is what cancels the upstream generation.
