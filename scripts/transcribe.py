@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="faster-whisper weights precision; auto = float16 on CUDA, float32 on CPU",
     )
     parser.add_argument(
+        "--threads", type=int, default=0, help="CPU threads for decoding (0 = the library's default)"
+    )
+    parser.add_argument(
         "--beam-size", type=int, default=tr.DEFAULT_BEAM_SIZE, help="beam search width (1 = greedy)"
     )
     parser.add_argument("--temperature", type=float, default=0.0, help="first decoding temperature")
@@ -82,13 +85,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--batch-size and --compute-type apply to --backend faster-whisper only")
     if args.batch_size is not None and args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
+    if args.threads < 0:
+        parser.error("--threads must be 0 (library default) or more")
     if args.beam_size < 1:
         parser.error("--beam-size must be at least 1")
     if not 0.0 <= args.temperature <= 1.0 or args.temperature_increment_on_fallback < 0:
         parser.error("--temperature must be in [0, 1] and --temperature-increment-on-fallback >= 0")
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s"
-    )
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    if args.verbose:  # our own detail only; third-party debug logs would drown it
+        logging.getLogger("voicelab").setLevel(logging.DEBUG)
 
     output = args.output or args.input_dir / tr.DEFAULT_OUTPUT_NAME
     try:
@@ -115,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                 options=options,
                 compute_type=args.compute_type,
                 batch_size=args.batch_size or tr.DEFAULT_BATCH_SIZE,
+                threads=args.threads,
             )
         except tr.TranscribeError as e:
             print(f"error: {e}", file=sys.stderr)
@@ -122,9 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         transcriber = None  # nothing new: no need to load a model just to rebuild the review
 
-    summary = tr.transcribe_clips(clips, output, transcriber, plan, progress=not args.no_progress)
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    with logging_redirect_tqdm():  # log lines above the progress bar, not through it
+        summary = tr.transcribe_clips(clips, output, transcriber, plan, progress=not args.no_progress)
     print(
-        f"{output}: {summary.transcribed} new rows from {summary.audio_s / 60:.1f} min of audio, "
+        f"{output}: {summary.rows} rows; {summary.transcribed} new from {summary.audio_s / 60:.1f} min of audio, "
         f"{summary.kept} clips kept from before, {summary.empty} empty (skipped), "
         f"{len(summary.failed)} unreadable, of {summary.clips} clips"
     )

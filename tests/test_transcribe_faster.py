@@ -19,7 +19,9 @@ from voicelab.testing.whisper_ct2 import build_tiny_faster_whisper
 from voicelab.transcript import read_transcript
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "transcribe.py"
-FAST = ["--temperature-increment-on-fallback", "0", "--beam-size", "1", "--no-progress"]
+# Greedy, no fallback, one thread: the tiny model decodes fast, and on a loaded 2-core machine extra
+# threads only spin (a 20x slowdown measured here).
+FAST = ["--temperature-increment-on-fallback", "0", "--beam-size", "1", "--no-progress", "--threads", "1"]
 
 
 def _load_script():
@@ -30,6 +32,16 @@ def _load_script():
 
 
 script = _load_script()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _restore_torch_threads():
+    """``--threads`` sets torch's process-wide thread count; put it back for the rest of the session."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +61,7 @@ def fw_clips(speech_dir):
 def transcriber(tiny_ct2_dir):
     options = tr.DecodeOptions(language="en", beam_size=1, temperatures=(0.0,))
     return tr.load_transcriber(
-        "faster-whisper", str(tiny_ct2_dir), device="cpu", options=options, batch_size=3
+        "faster-whisper", str(tiny_ct2_dir), device="cpu", options=options, batch_size=3, threads=1
     )
 
 
@@ -104,7 +116,7 @@ def test_cuda_fallback_and_unknown_model(monkeypatch, tiny_ct2_dir, caplog, tmp_
 
     monkeypatch.setattr(ctranslate2, "get_cuda_device_count", lambda: 0)
     options = tr.DecodeOptions()
-    t = tr.load_transcriber("faster-whisper", str(tiny_ct2_dir), device="cuda", options=options)
+    t = tr.load_transcriber("faster-whisper", str(tiny_ct2_dir), device="cuda", options=options, threads=1)
     assert t.model.model.device == "cpu"
     assert "CUDA is not available" in caplog.text
     with pytest.raises(tr.ModelNotFoundError, match=r"distil-large-v3.*CTranslate2 model folder"):

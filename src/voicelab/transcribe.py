@@ -188,7 +188,7 @@ def load_openai_whisper(name: str, device: str):
         raise ModelLoadError(f"{path}: not a loadable Whisper checkpoint ({e})") from e
 
 
-def load_faster_whisper(name: str, device: str, compute_type: str):
+def load_faster_whisper(name: str, device: str, compute_type: str, threads: int = 0):
     """faster-whisper ``WhisperModel`` from a size name, a Hugging Face repo id or a local CTranslate2 folder."""
     try:
         from faster_whisper import WhisperModel, available_models
@@ -208,7 +208,11 @@ def load_faster_whisper(name: str, device: str, compute_type: str):
     device_name, _, index = device.partition(":")
     try:
         return WhisperModel(
-            source, device=device_name, device_index=int(index or 0), compute_type=compute_type
+            source,
+            device=device_name,
+            device_index=int(index or 0),
+            compute_type=compute_type,
+            cpu_threads=threads,
         )
     except OSError as e:  # huggingface_hub's offline and HTTP errors are OSErrors
         raise ModelDownloadError(
@@ -391,11 +395,18 @@ def load_transcriber(
     options: DecodeOptions,
     compute_type: str = "auto",
     batch_size: int = DEFAULT_BATCH_SIZE,
+    threads: int = 0,
 ) -> Transcriber:
-    """Load the model once and wrap it; ``device`` falls back to CPU (with a warning) when CUDA is absent."""
+    """Load the model once and wrap it; ``device`` falls back to CPU (with a warning) when CUDA is absent.
+
+    ``threads`` > 0 caps CPU threads (torch's, process-wide, for openai-whisper; CTranslate2's for
+    faster-whisper): more threads than free cores makes CPU decoding many times slower, not faster.
+    """
     if backend == "openai-whisper":
         import torch
 
+        if threads > 0:
+            torch.set_num_threads(threads)
         device = resolve_device(device, torch.cuda.is_available())
         return OpenAIWhisperTranscriber(load_openai_whisper(model, device), device, options)
     if backend == "faster-whisper":
@@ -406,7 +417,9 @@ def load_transcriber(
                 "--backend faster-whisper needs the optional extra: pip install -e '.[faster-whisper]'"
             ) from e
         device = resolve_device(device, ctranslate2.get_cuda_device_count() > 0)
-        return FasterWhisperTranscriber(load_faster_whisper(model, device, compute_type), options, batch_size)
+        return FasterWhisperTranscriber(
+            load_faster_whisper(model, device, compute_type, threads), options, batch_size
+        )
     raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
 
 
@@ -485,6 +498,7 @@ class TranscribeSummary:
     failed: list[str] = field(default_factory=list)  # "name: reason" of unreadable clips
     audio_s: float = 0.0  # audio transcribed this run
     flagged: int = 0  # clips listed in the review
+    rows: int = 0  # rows in the output now
 
 
 def transcribe_clips(
@@ -539,6 +553,7 @@ def transcribe_clips(
             results = transcriber.transcribe_batch(audios) if audios else []  # type: ignore[union-attr]
             for clip, audio, result in zip(ok, audios, results, strict=True):
                 duration = len(audio) / WHISPER_SAMPLE_RATE
+                logger.debug("%s (%.1f s): %r", clip.name, duration, result.text)
                 if result.text:
                     rows_out.append(clip.stem, result.text)  # the row first: it is what matters
                     rows[clip.stem] = result.text
@@ -560,6 +575,7 @@ def transcribe_clips(
             write_transcript(output, rows.items())
             write_signals(signals_path, signals)
 
+    summary.rows = len(rows)
     items = review(review_inputs(rows, signals, clips))
     write_review(summary.review_path, items)
     summary.flagged = len(items)
