@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         clips = tr.find_clips(args.input_dir)
         language = tr.normalize_language(args.language)
+        tr.check_model(args.backend, args.model)
         plan = tr.plan_resume(clips, output, overwrite=args.overwrite)
     except (tr.TranscribeError, TranscriptFormatError) as e:
         if isinstance(e, TranscriptFormatError):

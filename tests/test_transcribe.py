@@ -194,6 +194,17 @@ def test_offline_download_failure_explains_local_file(clips, tmp_path, monkeypat
     assert "Traceback" not in err
 
 
+def test_model_typo_is_caught_even_when_nothing_is_left_to_do(clips, capsys):
+    write_transcript(clips / "transcript.csv", [("clip_000", "a"), ("clip_001", "b")])
+    assert script.main([str(clips), "--model", "medum"]) == 2
+    assert "unknown Whisper model 'medum'" in capsys.readouterr().err
+
+
+def test_folder_given_to_openai_whisper_points_at_the_other_backend(clips, tmp_path, capsys):
+    assert script.main([str(clips), "--model", str(tmp_path)]) == 2
+    assert "--backend faster-whisper" in capsys.readouterr().err
+
+
 def test_corrupt_checkpoint_file_is_named(clips, tmp_path, capsys):
     bad = tmp_path / "model.pt"
     bad.write_bytes(b"not a checkpoint")

@@ -159,6 +159,33 @@ def _unknown_model(name: str, names: Sequence[str], local_kind: str) -> ModelNot
     )
 
 
+def check_model(backend: str, name: str) -> None:
+    """Raise ``ModelNotFoundError`` (listing valid names) unless ``name`` can name a model for ``backend``.
+
+    Cheap (no loading, no network): run before anything else so a typo fails at once, even on a resume
+    that has nothing left to transcribe.
+    """
+    path = Path(name).expanduser()
+    if backend == "openai-whisper":
+        if name in openai_model_names() or path.is_file():
+            return
+        if path.is_dir():
+            raise ModelNotFoundError(
+                f"{path}: is a folder; openai-whisper needs a checkpoint file (.pt). "
+                "A CTranslate2 model folder works with --backend faster-whisper"
+            )
+        raise _unknown_model(name, openai_model_names(), "local checkpoint file")
+    try:
+        from faster_whisper import available_models
+    except ImportError as e:
+        raise BackendUnavailableError(
+            "--backend faster-whisper needs the optional extra: pip install -e '.[faster-whisper]'"
+        ) from e
+    if path.is_dir() or name in available_models() or ("/" in name and not path.exists()):
+        return
+    raise _unknown_model(name, available_models(), "local CTranslate2 model folder")
+
+
 def load_openai_whisper(name: str, device: str):
     """``whisper.load_model`` on a model name (downloaded on first use) or a local checkpoint file."""
     import whisper
@@ -174,14 +201,8 @@ def load_openai_whisper(name: str, device: str):
                 f"On a machine with network run this once to cache it, or copy the checkpoint file "
                 f"(e.g. {name}.pt) here and pass --model /path/to/{name}.pt"
             ) from e
+    check_model("openai-whisper", name)
     path = Path(name).expanduser()
-    if path.is_dir():
-        raise ModelNotFoundError(
-            f"{path}: is a folder; openai-whisper needs a checkpoint file (.pt). "
-            "A CTranslate2 model folder works with --backend faster-whisper"
-        )
-    if not path.is_file():
-        raise _unknown_model(name, names, "local checkpoint file")
     try:
         return whisper.load_model(str(path), device=device)
     except (RuntimeError, KeyError, TypeError, EOFError, OSError, pickle.UnpicklingError) as e:
@@ -191,18 +212,14 @@ def load_openai_whisper(name: str, device: str):
 def load_faster_whisper(name: str, device: str, compute_type: str, threads: int = 0):
     """faster-whisper ``WhisperModel`` from a size name, a Hugging Face repo id or a local CTranslate2 folder."""
     try:
-        from faster_whisper import WhisperModel, available_models
+        from faster_whisper import WhisperModel
     except ImportError as e:
         raise BackendUnavailableError(
             "--backend faster-whisper needs the optional extra: pip install -e '.[faster-whisper]'"
         ) from e
+    check_model("faster-whisper", name)
     path = Path(name).expanduser()
-    if path.is_dir():
-        source = str(path)
-    elif name in available_models() or ("/" in name and not path.exists()):
-        source = name
-    else:
-        raise _unknown_model(name, available_models(), "local CTranslate2 model folder")
+    source = str(path) if path.is_dir() else name
     if compute_type == "auto":
         compute_type = "float16" if device.startswith("cuda") else "float32"
     device_name, _, index = device.partition(":")
@@ -549,7 +566,7 @@ def transcribe_clips(
                     ok.append(clip)
                 except AudioError as e:
                     logger.error("skipped: %s", e)
-                    summary.failed.append(f"{clip.name}: {e}")
+                    summary.failed.append(str(e))  # AudioError messages start with the path
             results = transcriber.transcribe_batch(audios) if audios else []  # type: ignore[union-attr]
             for clip, audio, result in zip(ok, audios, results, strict=True):
                 duration = len(audio) / WHISPER_SAMPLE_RATE
