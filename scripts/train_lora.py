@@ -67,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--logging-steps", type=int, default=10, help="log the loss every N optimizer steps")
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="training device")
     p.add_argument("--snac-device", choices=["cpu", "cuda"], default="cpu", help="SNAC encoder device")
-    p.add_argument("--snac-batch-size", type=int, default=8, help="clips per SNAC encoder call")
+    p.add_argument(
+        "--snac-batch-size", type=int, help="clips per SNAC encoder call (default: 8 on cuda, 1 on cpu)"
+    )
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the SNAC code cache")
     p.add_argument("--cache-dir", type=Path, help="SNAC code cache (default: DATASET_DIR/.snac_cache)")
     p.add_argument(
@@ -112,8 +114,9 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         "logging_steps",
         "snac_batch_size",
     ):
-        if getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be >= 1")
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            parser.error(f"--{flag.replace('_', '-')} {value}: must be >= 1")
     if args.max_seq_len < MIN_SEQ_LEN:
         parser.error(f"--max-seq-len {args.max_seq_len}: must be >= {MIN_SEQ_LEN}")
     if args.resume and args.overwrite:

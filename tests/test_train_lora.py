@@ -250,6 +250,7 @@ def test_bad_input_is_refused(case, message, tmp_path, tiny_orpheus_dir, tiny_sn
         ["--learning-rate", "0"],
         ["--learning-rate", "1"],
         ["--max-seq-len", "8"],
+        ["--snac-batch-size", "0"],
         ["--resume", "--overwrite"],
     ],
 )

@@ -84,7 +84,7 @@ class TrainRequest:
     snac_device: str = "cpu"
     use_cache: bool = True
     cache_dir: Path | None = None  # None: {dataset_dir}/.snac_cache
-    encode_batch_size: int = snac_codec.DEFAULT_ENCODE_BATCH_SIZE
+    encode_batch_size: int | None = None  # None: snac_codec.auto_batch_size(snac_device)
     lora: LoraSettings = field(default_factory=LoraSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
     resume: bool = False
@@ -149,7 +149,7 @@ def prepare_examples(req: TrainRequest, tokenizer, *, progress: bool = True) -> 
         fingerprint,
         cache=cache,
         device=req.snac_device,
-        batch_size=req.encode_batch_size,
+        batch_size=req.encode_batch_size or snac_codec.auto_batch_size(req.snac_device),
         on_error=unreadable,
         progress=progress,
     )

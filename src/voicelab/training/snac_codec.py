@@ -33,6 +33,14 @@ ENCODE_TAIL_SAMPLES = (
 )
 """Silence appended after every clip (3 frames, 6144 samples): covers the right receptive field."""
 DEFAULT_ENCODE_BATCH_SIZE = 8
+CPU_ENCODE_BATCH_SIZE = 1
+"""On CPU a batch only adds padding work (benchmarks/bench_train.py measured no gain); GPUs gain from 8."""
+
+
+def auto_batch_size(device: str) -> int:
+    return DEFAULT_ENCODE_BATCH_SIZE if device.startswith("cuda") else CPU_ENCODE_BATCH_SIZE
+
+
 CACHE_FORMAT_VERSION = 1
 """Bump when the cached content changes meaning; old entries then simply miss."""
 

@@ -60,6 +60,7 @@ class TrainSettings:
     logging_steps: int = 10
     lr_scheduler: str = "linear"
     max_steps: int | None = None
+    group_by_length: bool = True  # batches of similar lengths (only matters for batch size > 1)
     seed: int = 42
     device: str = "cuda"
     progress: bool = True
@@ -259,7 +260,7 @@ def train_lora(
         "LoRA r=%d alpha=%d: %d trainable of %d parameters", lora.rank, lora.alpha, n_trainable, n_total
     )
 
-    grouped = settings.batch_size > 1
+    grouped = settings.group_by_length and settings.batch_size * settings.gradient_accumulation_steps > 1
     args = TrainingArguments(
         output_dir=str(checkpoint_dir),
         num_train_epochs=settings.epochs,
