@@ -290,6 +290,11 @@ def test_generation_cut_short_mid_stream_aborts_the_transfer(api):
         speak(api, input="Cut short [midstream]", response_format="pcm")
 
 
+@pytest.mark.parametrize("body", [{"response_format": "flac"}, {"response_format": "wav", "speed": 1.5}])
+def test_failure_while_buffering_a_whole_file_is_a_proper_error_status(api, body):
+    assert_openai_error(speak(api, input="Cut short [midstream]", **body), 502, "incomplete_generation")
+
+
 def test_voice_as_custom_voice_object(api):
     response = speak(api, voice={"id": "bob"})
     assert response.status_code == 200
@@ -471,9 +476,19 @@ def test_client_hang_up_stops_generation_and_frees_the_slot(live):
             error = assert_openai_error(busy, 429, "too_many_concurrent_requests")
             assert error["type"] == "rate_limit_error"
         # Leaving the block closes the connection mid-stream.
-        assert live.synth.cancelled.wait(timeout=10), "generation kept running after the client left"
+        assert live.synth.cancelled.wait(timeout=60), "generation kept running after the client left"
         for _ in range(100):
             if live.app.state.limiter.active == 0:
                 break
             threading.Event().wait(0.05)
         assert client.post("/v1/audio/speech", json={**body, "input": "fits again"}).status_code == 200
+
+
+def test_client_hang_up_during_a_buffered_format_stops_generation(live):
+    live.synth.cancelled.clear()
+    body = {"voice": "alice", "input": "[endless] never done", "response_format": "mp3"}
+    # The client gives up waiting (mp3 cannot start before the end) and closes the connection.
+    impatient = httpx.Timeout(5.0, read=0.5)
+    with httpx.Client(base_url=live.url, timeout=impatient) as client, pytest.raises(httpx.ReadTimeout):
+        client.post("/v1/audio/speech", json=body)
+    assert live.synth.cancelled.wait(timeout=60), "generation kept running after the client left"

@@ -1,4 +1,4 @@
-"""vLLM mode: the production backend (build_backend) against the stand-in vLLM server, OpenAI SDK as client."""
+"""vLLM mode: the production backend against the stand-in vLLM server, with the OpenAI SDK as client."""
 
 from __future__ import annotations
 
@@ -200,7 +200,7 @@ def test_client_hang_up_cancels_the_vllm_request(api, vllm):
             pieces = r.iter_bytes()
             assert len(next(pieces)) > 0
         record = vllm.completions[-1]
-        assert record.done.wait(timeout=30)
+        assert record.done.wait(timeout=60)
         assert record.disconnected and not record.finished
     finally:
         vllm.token_delay = 0.0

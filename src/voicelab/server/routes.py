@@ -15,6 +15,7 @@ from voicelab.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 logger = logging.getLogger(__name__)
 
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away first"; nobody receives it
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # proxies must not buffer audio
 
 
@@ -63,8 +64,12 @@ async def create_speech(body: speech.SpeechRequest, request: Request) -> Respons
             )
         else:
             # Nothing can be sent before generation ends, so wait for it: a failure is still a proper status.
-            pieces = [piece async for piece in speech.audio_body(job, request.is_disconnected)]
-            response = Response(b"".join(pieces), media_type=job.encoder.media_type)
+            body_bytes = await speech.buffered_body(job, request.is_disconnected)
+            response = Response(body_bytes, media_type=job.encoder.media_type)
+    except speech.ClientGoneError:
+        logger.info("client hung up while voice %s was generating; stopped", body.voice_name)
+        services.metrics.requests.labels(label, body.response_format, str(CLIENT_CLOSED_REQUEST)).inc()
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
     except Exception as e:
         api = to_api_error(e)
         services.metrics.requests.labels(label, body.response_format, str(api.status)).inc()

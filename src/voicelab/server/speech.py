@@ -302,19 +302,27 @@ async def sse_body(job: SpeechJob) -> AsyncIterator[bytes]:
         await job.close()
 
 
-async def audio_body(job: SpeechJob, is_disconnected=None) -> AsyncIterator[bytes]:
-    """Raw audio bytes. A failure mid-stream aborts the response, so the client sees a broken transfer
-    instead of a short file that looks complete."""
+async def audio_body(job: SpeechJob) -> AsyncIterator[bytes]:
+    """Streamed audio bytes (wav/pcm). A failure mid-stream aborts the response, so the client sees a
+    broken transfer instead of a short file that looks complete."""
     try:
-        async for data in job.encoded(is_disconnected):
+        async for data in job.encoded():
             yield data
-    except ClientGoneError:
-        logger.info("client hung up during voice %s; generation stopped", job.voice)
     except Exception as e:
         record_stream_failure(job, to_api_error(e), e)
         raise StreamAbortedError(
             f"voice {job.voice}: audio stream aborted after {job.samples} samples: {e}"
         ) from e
+    finally:
+        await job.close()
+
+
+async def buffered_body(job: SpeechJob, is_disconnected: Callable[[], Awaitable[bool]]) -> bytes:
+    """The whole body, for responses that cannot start before generation ends (mp3/flac/opus/aac, or a
+    speed change). Nothing has been sent yet, so errors propagate unchanged and become proper statuses;
+    ``ClientGoneError`` when the client hangs up meanwhile (generation is stopped)."""
+    try:
+        return b"".join([piece async for piece in job.encoded(is_disconnected)])
     finally:
         await job.close()
 
