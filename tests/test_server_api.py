@@ -492,3 +492,39 @@ def test_client_hang_up_during_a_buffered_format_stops_generation(live):
     with httpx.Client(base_url=live.url, timeout=impatient) as client, pytest.raises(httpx.ReadTimeout):
         client.post("/v1/audio/speech", json=body)
     assert live.synth.cancelled.wait(timeout=60), "generation kept running after the client left"
+
+
+def test_a_response_never_sent_still_frees_its_slot(voices_dir):
+    """The client can leave between the first chunk and the response start: the body never runs."""
+    import anyio
+    from starlette.requests import ClientDisconnect
+
+    from voicelab.server.routes import SpeechStreamingResponse
+    from voicelab.server.speech import SpeechRequest, SpeechServices, audio_body, open_speech
+
+    app, _, synth = make_app(voices_dir, max_concurrent_requests=1)
+
+    async def scenario():
+        async with app.router.lifespan_context(app):
+            state = app.state
+            services = SpeechServices(
+                state.settings, state.registry, state.backend, state.limiter, state.metrics
+            )
+            request = SpeechRequest(voice="alice", input="[endless] hi", response_format="pcm")
+            job = await open_speech(services, request, 0.0)
+            assert state.limiter.active == 1
+            response = SpeechStreamingResponse(audio_body(job), job, media_type="audio/pcm")
+
+            async def receive():
+                return {"type": "http.disconnect"}
+
+            async def send(message):
+                raise OSError("client gone")
+
+            scope = {"type": "http", "asgi": {"spec_version": "2.4"}}
+            with pytest.raises(ClientDisconnect):
+                await response(scope, receive, send)
+            assert state.limiter.active == 0
+            assert synth.cancelled.is_set()
+
+    anyio.run(scenario)

@@ -19,6 +19,22 @@ CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away first"; 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # proxies must not buffer audio
 
 
+class SpeechStreamingResponse(StreamingResponse):
+    """A streaming response that always ends its speech job, even when the client left before the first
+    byte (the body generator then never starts, so its own ``finally`` would never free the slot)."""
+
+    def __init__(self, content, job: speech.SpeechJob, **kwargs):
+        super().__init__(content, **kwargs)
+        self.job = job
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.body_iterator.aclose()
+            await self.job.close()
+
+
 def require_api_key(request: Request) -> None:
     """Bearer key check for /v1 routes; a no-op when no keys are configured."""
     keys = request.app.state.settings.api_keys
@@ -55,12 +71,12 @@ async def create_speech(body: speech.SpeechRequest, request: Request) -> Respons
     try:
         job = await speech.open_speech(services, body, started)
         if body.stream_format == "sse":
-            response: Response = StreamingResponse(
-                speech.sse_body(job), media_type=speech.SSE_MEDIA_TYPE, headers=STREAM_HEADERS
+            response: Response = SpeechStreamingResponse(
+                speech.sse_body(job), job, media_type=speech.SSE_MEDIA_TYPE, headers=STREAM_HEADERS
             )
         elif job.encoder.info.streams and body.speed == 1.0:
-            response = StreamingResponse(
-                speech.audio_body(job), media_type=job.encoder.media_type, headers=STREAM_HEADERS
+            response = SpeechStreamingResponse(
+                speech.audio_body(job), job, media_type=job.encoder.media_type, headers=STREAM_HEADERS
             )
         else:
             # Nothing can be sent before generation ends, so wait for it: a failure is still a proper status.
