@@ -15,12 +15,10 @@ import logging
 import sys
 from pathlib import Path
 
+from voicelab.cli import HelpFormatter
+
 EXIT_OK, EXIT_SOME_FAILED, EXIT_BAD_INVOCATION = 0, 1, 2
 MIN_SAMPLE_RATE = 8000  # telephone audio; below it speech loses the consonants a voice is made of
-
-
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keep the description's line breaks and show every default."""
 
 
 def _positive(kind):
@@ -45,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="prepare_audio.py",
         description=__doc__,
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("input", type=Path, metavar="INPUT", help="folder of recordings, or one audio file")
     parser.add_argument("output", type=Path, metavar="OUTPUT", help="folder for the clips and manifest.csv")

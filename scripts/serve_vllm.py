@@ -19,13 +19,13 @@ import shutil
 import sys
 from pathlib import Path
 
+from voicelab.cli import HelpFormatter
+
 
 def build_parser(defaults) -> argparse.ArgumentParser:
     from voicelab.server import vllm_command as vc
 
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--vllm", default="vllm", help="vllm executable (make vllm: .venv-vllm/bin/vllm)")
     parser.add_argument("--dry-run", action="store_true", help="print the command and exit")
     parser.add_argument("--voices-dir", type=Path, default=defaults.voices_dir, help="folder of voices")

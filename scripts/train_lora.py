@@ -17,6 +17,8 @@ import logging
 import sys
 from pathlib import Path
 
+from voicelab.cli import HelpFormatter
+
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell convention
@@ -33,9 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="train_lora.py",
         description=__doc__,
-        formatter_class=type(
-            "Fmt", (argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter), {}
-        ),
+        formatter_class=HelpFormatter,
     )
     p.add_argument(
         "character", help="voice name: letters, digits, '_' and '-' (folder and vLLM adapter name)"

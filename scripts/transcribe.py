@@ -16,6 +16,7 @@ from pathlib import Path
 
 # voicelab.transcribe imports only numpy at module level (whisper/torch load inside functions).
 from voicelab import transcribe as tr
+from voicelab.cli import HelpFormatter
 from voicelab.transcript import TranscriptFormatError
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -25,9 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="transcribe.py",
         description=__doc__,
-        formatter_class=type(
-            "Formatter", (argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter), {}
-        ),
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("input_dir", type=Path, help="folder of .wav clips (what prepare-audio wrote)")
     parser.add_argument(

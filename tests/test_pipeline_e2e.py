@@ -2,7 +2,7 @@
 
     make prepare-audio -> make transcribe -> make train-lora -> make dev (local engine) -> OpenAI SDK -> WAV
 
-Slow (a minute or more on two CPU cores): run with ``pytest -m slow tests/test_pipeline_e2e.py``.
+About 30 s on two CPU cores; part of ``make test``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from pathlib import Path
 
 import httpx
 import openai
-import pytest
 import soundfile as sf
 
 from voicelab import orpheus, testing
@@ -26,8 +25,6 @@ REPO = Path(__file__).resolve().parents[1]
 CHARACTER = "narrator"
 MAX_FRAMES = 8
 HEALTH_POLL_S = 0.5
-
-pytestmark = pytest.mark.slow
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog near the river bank today.",

@@ -16,7 +16,6 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_lora.py"
 WORLD_SIZE = 2
 
 
-@pytest.mark.slow
 def test_two_process_run_writes_one_voice(tmp_path, tiny_orpheus_dir, tiny_snac_dir):
     data = make_dataset(tmp_path / "data")  # 3 usable clips
     voices = tmp_path / "voices"
