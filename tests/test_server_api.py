@@ -106,6 +106,8 @@ class ScriptedSynthesizer:
                 i += 1
                 if "[midstream]" in text:
                     raise IncompleteGenerationError("the stream ended without end of speech")
+                if "[max-tokens]" in text:
+                    raise IncompleteGenerationError("hit max_tokens", reason=IncompleteGenerationError.LENGTH)
             self.finished += 1
         except (asyncio.CancelledError, GeneratorExit):
             self.cancelled.set()
@@ -279,15 +281,22 @@ def test_sse_failure_after_audio_becomes_an_error_event(api):
 
 
 def test_running_out_of_a_client_set_max_tokens_ends_the_audio_normally(api):
-    response = speak(api, input="Cut short [midstream]", response_format="pcm", max_tokens=100)
+    response = speak(api, input="Budget [max-tokens]", response_format="pcm", max_tokens=100)
     assert response.status_code == 200
     assert len(response.content) == FRAMES_PER_CHUNK * orpheus.SAMPLES_PER_FRAME * 2
 
 
-def test_generation_cut_short_mid_stream_aborts_the_transfer(api):
+def test_running_out_of_the_derived_budget_is_an_error(api):
+    with pytest.raises(StreamAbortedError, match="max_tokens"):
+        speak(api, input="Budget [max-tokens]", response_format="pcm")
+
+
+@pytest.mark.parametrize("body", [{}, {"max_tokens": 100}])
+def test_generation_cut_short_mid_stream_aborts_the_transfer(api, body):
     # The status is already 200 when it happens: a broken transfer is the only honest signal left.
+    # A client's max_tokens does not excuse a stream that broke off before reaching it.
     with pytest.raises(StreamAbortedError, match="without end of speech"):
-        speak(api, input="Cut short [midstream]", response_format="pcm")
+        speak(api, input="Cut short [midstream]", response_format="pcm", **body)
 
 
 @pytest.mark.parametrize("body", [{"response_format": "flac"}, {"response_format": "wav", "speed": 1.5}])
@@ -342,7 +351,8 @@ def test_bad_requests_are_400_in_openai_shape(api, body, code, param):
 def test_missing_fields_and_non_json_are_400(api):
     assert_openai_error(api.post("/v1/audio/speech", json={"voice": "alice"}), 400, "invalid_value", "input")
     response = api.post("/v1/audio/speech", content=b"not json", headers={"content-type": "application/json"})
-    assert_openai_error(response, 400, "invalid_value")
+    error = assert_openai_error(response, 400, "invalid_json")
+    assert error["param"] is None and "not valid JSON" in error["message"]
 
 
 @pytest.mark.parametrize(

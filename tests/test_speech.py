@@ -141,17 +141,19 @@ async def test_cut_stream_yields_audio_then_incomplete_error(decoder, tiny_token
         server.faults.append(Fault(cut_after=5 * orpheus.CODES_PER_FRAME + 3))
         synth = Synthesizer(VLLMEngine(server.url), tiny_tokenizer, decoder)
         chunks = []
-        with pytest.raises(IncompleteGenerationError, match="without end of speech"):
+        with pytest.raises(IncompleteGenerationError, match="without end of speech") as error:
             async for chunk in synth.stream(voice, "Hello there."):
                 chunks.append(chunk)
     assert sum(len(c) for c in chunks) == 5 * SPF  # the partial 6th frame is dropped
+    assert error.value.reason == IncompleteGenerationError.CUT  # not a budget the client chose
 
 
 async def test_max_tokens_hit_is_incomplete(decoder, tiny_tokenizer, voice):
     with _server(voice) as server:
         synth = Synthesizer(VLLMEngine(server.url), tiny_tokenizer, decoder)
-        with pytest.raises(IncompleteGenerationError, match="max_tokens=21"):
+        with pytest.raises(IncompleteGenerationError, match="max_tokens=21") as error:
             await _speak(synth, voice, "Hello there.", SamplingParams(max_tokens=21))
+    assert error.value.reason == IncompleteGenerationError.LENGTH
 
 
 async def test_malformed_ids_raise_contract_error(decoder, tiny_tokenizer, voice):

@@ -40,7 +40,19 @@ class UnknownVoiceError(EngineError):
 
 
 class IncompleteGenerationError(EngineError):
-    """The stream ended without the end-of-speech token (cut short, or hit max_tokens)."""
+    """The stream ended without the end-of-speech token: it hit max_tokens, or it was cut short.
+
+    ``reason`` tells the two apart: ``LENGTH`` (the token budget ran out, finish_reason "length") or
+    ``CUT`` (the engine stopped or the stream broke without saying why). A client that set max_tokens
+    asked for the first; the second is a failure whatever the client asked.
+    """
+
+    LENGTH = "length"
+    CUT = "cut"
+
+    def __init__(self, message: str, reason: str = CUT):
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)

@@ -257,13 +257,15 @@ class Synthesizer:
         for audio in await stream.finish():
             yield audio
         if not (parser.ended or finish_reason == "stop"):
+            hit_limit = finish_reason == "length"
             why = (
                 f"hit max_tokens={params.max_tokens}"
-                if finish_reason == "length"
-                else "the stream ended without end of speech"
+                if hit_limit
+                else f"the stream ended without end of speech (finish_reason {finish_reason!r})"
             )
             raise IncompleteGenerationError(
                 f"voice {voice.name!r}: generation stopped early ({why}) after {parser.frames_emitted} frames "
                 f"({orpheus.frames_to_samples(parser.frames_emitted) / orpheus.SAMPLE_RATE:.2f} s) of "
-                f"the piece {piece[:60]!r}; retry, or raise max_tokens"
+                f"the piece {piece[:60]!r}; retry, or raise max_tokens",
+                reason=IncompleteGenerationError.LENGTH if hit_limit else IncompleteGenerationError.CUT,
             )

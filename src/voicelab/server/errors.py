@@ -108,6 +108,12 @@ def to_api_error(exc: Exception) -> ApiError:
 
 def _validation_error(exc: RequestValidationError) -> ApiError:
     first = exc.errors()[0] if exc.errors() else {}
+    if first.get("type") == "json_invalid":  # its loc is a character offset, not a parameter
+        return ApiError(
+            400,
+            f"the request body is not valid JSON: {first.get('ctx', {}).get('error', first.get('msg'))}",
+            code="invalid_json",
+        )
     loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
     param = ".".join(loc) or None
     message = first.get("msg", "invalid request")

@@ -149,6 +149,7 @@ class SpeechJob:
         A client that set ``max_tokens`` asked for at most that much audio: reaching it ends the audio
         normally (as OpenAI completions end with finish_reason "length"), with everything generated so far.
         Without it, the budget is derived from the text, so running out means the model rambled: an error.
+        A stream cut short for any other reason is an error either way.
         """
         if self.first is None:
             return
@@ -157,7 +158,7 @@ class SpeechJob:
             async for chunk in self.chunks:
                 yield self._count(chunk)
         except IncompleteGenerationError as e:
-            if self.request.max_tokens is None:
+            if self.request.max_tokens is None or e.reason != IncompleteGenerationError.LENGTH:
                 raise
             logger.info(
                 "voice %s: ended at the requested max_tokens=%d: %s", self.voice, self.request.max_tokens, e
