@@ -19,7 +19,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from voicelab.cli import HelpFormatter
+from voicelab.cli import EXIT_OK, EXIT_USAGE, HelpFormatter, positive_int
 
 
 def build_parser(defaults) -> argparse.ArgumentParser:
@@ -33,8 +33,12 @@ def build_parser(defaults) -> argparse.ArgumentParser:
         "--base-model", default=defaults.base_model, help="hub id or folder of the base model"
     )
     parser.add_argument("--host", default=vc.DEFAULT_HOST, help="interface vLLM binds (keep it private)")
-    parser.add_argument("--port", type=int, default=vc.DEFAULT_PORT, help="vLLM port (make dev uses 8000)")
-    parser.add_argument("--max-model-len", type=int, default=vc.DEFAULT_MAX_MODEL_LEN, help="context length")
+    parser.add_argument(
+        "--port", type=positive_int, default=vc.DEFAULT_PORT, help="vLLM port (make dev uses 8000)"
+    )
+    parser.add_argument(
+        "--max-model-len", type=positive_int, default=vc.DEFAULT_MAX_MODEL_LEN, help="context length"
+    )
     parser.add_argument("--dtype", default=vc.DEFAULT_DTYPE, help="weights dtype (bfloat16 needs sm80+)")
     parser.add_argument(
         "--gpu-memory-utilization", type=float, default=vc.DEFAULT_GPU_MEMORY_UTILIZATION, help="GPU share"
@@ -49,7 +53,10 @@ def build_parser(defaults) -> argparse.ArgumentParser:
         help="voices with a larger rank are left out (VOICELAB_MAX_LORA_RANK)",
     )
     parser.add_argument(
-        "--max-loras", type=int, default=None, help="adapters per batch (default: one per voice, <= 8)"
+        "--max-loras",
+        type=positive_int,
+        default=None,
+        help="adapters per batch (default: one per voice, <= 8)",
     )
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="after --: more vllm serve arguments")
     return parser
@@ -81,14 +88,14 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [*vc.build_vllm_command(args.vllm, adapters, options), *extra]
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     env = vc.vllm_environment(os.environ)
     names = ", ".join(a.name for a in adapters) or "none yet"
     print(f"voices: {names}")
     print(" ".join(f"{k}={v}" for k, v in vc.RUNTIME_LORA_ENV.items()) + " " + shlex.join(cmd))
     print(f"point the API at it: VOICELAB_VLLM_URL=http://{args.host}:{args.port} make dev")
     if args.dry_run:
-        return 0
+        return EXIT_OK
     exe = shutil.which(args.vllm)
     if exe is None:
         print(
@@ -96,10 +103,10 @@ def main(argv: list[str] | None = None) -> int:
             "(it creates .venv-vllm, apart from the project's .venv)",
             file=sys.stderr,
         )
-        return 2
+        return EXIT_USAGE
     sys.stdout.flush()
     os.execve(exe, [exe, *cmd[1:]], env)
-    return 0  # not reached: execve replaces this process
+    return EXIT_OK  # not reached: execve replaces this process
 
 
 if __name__ == "__main__":

@@ -17,11 +17,8 @@ import logging
 import sys
 from pathlib import Path
 
-from voicelab.cli import HelpFormatter
+from voicelab.cli import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, HelpFormatter, positive_int
 
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell convention
 MAX_LEARNING_RATE = 0.1  # above this LoRA training diverges; typical values are 1e-5 .. 1e-3
 MAX_LORA_RANK = 512  # vLLM's largest --max-lora-rank
 MIN_SEQ_LEN = 64  # the prompt scaffolding alone is ~10 tokens; anything shorter cannot hold a clip
@@ -30,7 +27,7 @@ logger = logging.getLogger("train_lora")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from voicelab.training.build import DEFAULT_BASE_MODEL, DEFAULT_SNAC_MODEL
+    from voicelab.voice import DEFAULT_BASE_MODEL, DEFAULT_SNAC_MODEL
 
     p = argparse.ArgumentParser(
         prog="train_lora.py",
@@ -50,9 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--snac-model", default=DEFAULT_SNAC_MODEL, help="SNAC 24 kHz codec: hub id or local folder"
     )
     p.add_argument("--epochs", type=float, default=1.0, help="training epochs (fractions allowed)")
-    p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (overrides --epochs)")
-    p.add_argument("--batch-size", type=int, default=1, help="clips per device per step")
-    p.add_argument("--gradient-accumulation-steps", type=int, default=1, help="batches per optimizer step")
+    p.add_argument(
+        "--max-steps", type=positive_int, help="stop after this many optimizer steps (overrides --epochs)"
+    )
+    p.add_argument("--batch-size", type=positive_int, default=1, help="clips per device per step")
+    p.add_argument(
+        "--gradient-accumulation-steps", type=positive_int, default=1, help="batches per optimizer step"
+    )
     p.add_argument("--learning-rate", type=float, default=5e-5, help="peak learning rate")
     p.add_argument(
         "--lr-scheduler",
@@ -63,12 +64,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lora-rank", type=int, default=32, help="LoRA rank (serve with --max-lora-rank >= it)")
     p.add_argument("--lora-alpha", type=int, default=64, help="LoRA alpha (scale = alpha / rank)")
     p.add_argument("--max-seq-len", type=int, default=2048, help="longer clips are skipped, never truncated")
-    p.add_argument("--save-steps", type=int, default=500, help="checkpoint every N optimizer steps")
-    p.add_argument("--logging-steps", type=int, default=10, help="log the loss every N optimizer steps")
+    p.add_argument("--save-steps", type=positive_int, default=500, help="checkpoint every N optimizer steps")
+    p.add_argument(
+        "--logging-steps", type=positive_int, default=10, help="log the loss every N optimizer steps"
+    )
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="training device")
     p.add_argument("--snac-device", choices=["cpu", "cuda"], default="cpu", help="SNAC encoder device")
     p.add_argument(
-        "--snac-batch-size", type=int, help="clips per SNAC encoder call (default: 8 on cuda, 1 on cpu)"
+        "--snac-batch-size",
+        type=positive_int,
+        help="clips per SNAC encoder call (default: 8 on cuda, 1 on cpu)",
     )
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the SNAC code cache")
     p.add_argument("--cache-dir", type=Path, help="SNAC code cache (default: DATASET_DIR/.snac_cache)")
@@ -105,18 +110,6 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(f"--learning-rate {args.learning_rate}: must be > 0 and <= {MAX_LEARNING_RATE}")
     if args.epochs <= 0:
         parser.error(f"--epochs {args.epochs}: must be > 0")
-    if args.max_steps is not None and args.max_steps < 1:
-        parser.error(f"--max-steps {args.max_steps}: must be >= 1")
-    for flag in (
-        "batch_size",
-        "gradient_accumulation_steps",
-        "save_steps",
-        "logging_steps",
-        "snac_batch_size",
-    ):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            parser.error(f"--{flag.replace('_', '-')} {value}: must be >= 1")
     if args.max_seq_len < MIN_SEQ_LEN:
         parser.error(f"--max-seq-len {args.max_seq_len}: must be >= {MIN_SEQ_LEN}")
     if args.resume and args.overwrite:
@@ -202,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return EXIT_INTERRUPTED
     if result.metadata is None:  # a non-main process of a multi-process run: rank 0 reports
-        return 0
+        return EXIT_OK
     loss = f"{result.final_loss:.4f}" if result.final_loss is not None else "n/a"
     print(
         f"voice {request.name!r} written to {result.voice_dir}\n"
@@ -213,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         f"  prompt prefix: {result.metadata.prompt_prefix!r}; "
         f"serve with --max-lora-rank >= {result.metadata.training['vllm_max_lora_rank']}"
     )
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

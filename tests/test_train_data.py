@@ -21,7 +21,7 @@ def test_transcript_rows_and_skips(tmp_path):
     path = write_csv(
         tmp_path / "t.csv",
         'filename,text\nclip1,Hello there.\nclip2,"Commas, quoted, are fine."\n'
-        "clip3,   \nclip4,too,many\n\nclip5.wav,With suffix.\n",
+        "clip3,   \n\nclip5.wav,With suffix.\n",
     )
     rows, skipped = ds.read_transcript(path)
     assert [(r.filename, r.text) for r in rows] == [
@@ -29,10 +29,17 @@ def test_transcript_rows_and_skips(tmp_path):
         ("clip2", "Commas, quoted, are fine."),
         ("clip5", "With suffix."),
     ]
-    assert {s.filename: s.reason for s in skipped} == {
-        "clip3": "line 4: empty text",
-        "clip4": "line 5: 3 fields, expected 2",
-    }
+    assert {s.filename: s.reason for s in skipped} == {"clip3": "empty text"}
+
+
+def test_transcript_reads_what_transcribe_writes(tmp_path):
+    """One CSV format for both steps: quotes, commas and newlines written by transcribe come back intact."""
+    from voicelab.transcript import write_transcript
+
+    path = write_transcript(tmp_path / "t.csv", [("b", 'Say "hi", then\nstop.'), ("a", "Plain.")])
+    rows, skipped = ds.read_transcript(path)
+    assert [(r.filename, r.text) for r in rows] == [("a", "Plain."), ("b", 'Say "hi", then\nstop.')]
+    assert skipped == []
 
 
 @pytest.mark.parametrize(
@@ -40,7 +47,8 @@ def test_transcript_rows_and_skips(tmp_path):
     [
         ("name,transcript\nclip1,Hi\n", "expected 'filename,text'"),
         ("clip1,Hi\n", "expected 'filename,text'"),
-        ("", "empty file"),
+        ("", "empty"),
+        ("filename,text\nclip1,too,many\n", "line 2 has 3 fields, expected 2"),
         ("filename,text\na,One\nb,Two\na,Again\nb.wav,Also b\n", "duplicate filenames ['a', 'b']"),
     ],
 )
@@ -56,7 +64,7 @@ def test_transcript_missing_file_says_what_to_run(tmp_path):
 
 def test_resolve_clips_skips_missing_and_escaping_names(tmp_path):
     (tmp_path / "here.wav").write_bytes(b"x")
-    rows = [ds.TranscriptRow(n, "text", i) for i, n in enumerate(["here", "gone", "../here", ".hidden"], 2)]
+    rows = [ds.TranscriptRow(n, "text") for n in ["here", "gone", "../here", ".hidden"]]
     clips, skipped = ds.resolve_clips(tmp_path, rows)
     assert [c.path for c in clips] == [tmp_path / "here.wav"]
     assert [s.filename for s in skipped] == ["gone", "../here", ".hidden"]

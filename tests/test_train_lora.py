@@ -251,6 +251,8 @@ def test_bad_input_is_refused(case, message, tmp_path, tiny_orpheus_dir, tiny_sn
         ["--learning-rate", "1"],
         ["--max-seq-len", "8"],
         ["--snac-batch-size", "0"],
+        ["--batch-size", "0"],
+        ["--max-steps", "two"],
         ["--resume", "--overwrite"],
     ],
 )
@@ -324,8 +326,15 @@ MEMORISE_STEPS = "40"
 MEMORISE_LR = "1e-2"  # far above real fine-tuning rates: the point is to overfit one clip
 
 
-def test_greedy_generation_reproduces_the_training_clip(tmp_path, tiny_orpheus_dir, tiny_snac_dir):
-    from voicelab.training.local_inference import generate_audio_tokens, load_voice_model
+def test_greedy_generation_reproduces_the_training_clip(
+    tmp_path, tiny_orpheus_dir, tiny_snac_dir, tiny_tokenizer
+):
+    """Train, then speak through what the server uses: the registry reads the voice folder (prompt prefix
+    from voice.json), the contract builds the inference prompt, the local engine generates greedily."""
+    import asyncio
+
+    from voicelab.engine import LocalEngine, SamplingParams
+    from voicelab.server.registry import scan_voices
 
     data = tmp_path / "one"
     data.mkdir()
@@ -341,10 +350,23 @@ def test_greedy_generation_reproduces_the_training_clip(tmp_path, tiny_orpheus_d
     audio = ds.load_clip_audio(ds.Clip("one", data / "one.wav", "Hi."))
     expected = orpheus.frames_to_tokens(snac_codec.encode_batch(snac, [audio])[0]).tolist()
 
-    voice = load_voice_model(voices / "erin")
-    generated = generate_audio_tokens(voice, "Hi.", max_new_tokens=len(expected) + 5)
-    assert generated == [*expected, orpheus.END_OF_SPEECH]
+    scan = scan_voices(voices, base_model=str(tiny_orpheus_dir))
+    assert scan.skipped == {}
+    voice = scan.voices["erin"].voice
+    assert voice.prompt_prefix == "erin: "
+    prompt = orpheus.inference_prompt_ids(tiny_tokenizer, "Hi.", voice.prompt_prefix)
+    greedy = SamplingParams(temperature=0.0, repetition_penalty=1.0, max_tokens=len(expected) + 5)
+
+    async def speak():
+        engine = LocalEngine(str(tiny_orpheus_dir))
+        await engine.load_voice(voice)
+        return [chunk async for chunk in engine.generate(voice, prompt, greedy)]
+
+    chunks = asyncio.run(speak())
+    generated = [t for chunk in chunks for t in chunk.ids]
+    assert chunks[-1].finish_reason == "stop", "generation ends on END_OF_SPEECH, as trained"
+    assert generated == expected
     # the parser serving uses reads the same frames back
     parser = orpheus.AudioTokenParser()
-    frames = parser.feed_ids(generated)
+    frames = parser.feed_ids([*generated, orpheus.END_OF_SPEECH])
     assert parser.ended and np.array_equal(frames, orpheus.tokens_to_frames(expected))

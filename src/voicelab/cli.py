@@ -1,8 +1,47 @@
-"""Small helpers shared by the command-line scripts in scripts/."""
+"""Small helpers shared by the command-line scripts in scripts/: exit codes, argparse types, help format."""
 
 from __future__ import annotations
 
 import argparse
+import math
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+"""The work itself failed (or some items did)."""
+EXIT_USAGE = 2
+"""Bad invocation or unusable input (argparse's own code for usage errors)."""
+EXIT_INTERRUPTED = 130
+"""Ctrl-C: 128 + SIGINT, the shell convention."""
+
+
+def positive_int(text: str) -> int:
+    """argparse ``type=`` for counts and sizes: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse ``type=`` for durations and other amounts: a finite number > 0 (``nan``/``inf`` refused)."""
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """argparse ``type=`` for a float that must be a real number: ``float()`` alone accepts nan and inf."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):

@@ -19,6 +19,9 @@ ADAPTER_CONFIG_FILE = "adapter_config.json"
 ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
 VOICE_FILE = "voice.json"
 ENGINE_NAME = "orpheus"
+DEFAULT_BASE_MODEL = "canopylabs/orpheus-tts-0.1-pretrained"
+"""The user guide's base model; an adapter records the base it was trained on in ``base_model_name_or_path``."""
+DEFAULT_SNAC_MODEL = "hubertsiuzdak/snac_24khz"
 
 VOICE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 """A voice name is a folder name and a vLLM adapter name: letters, digits, '_' and '-' only."""
@@ -56,7 +59,7 @@ class VoiceMetadata:
     base_model: str
     prompt_prefix: str
     engine: str = ENGINE_NAME
-    snac_model: str = "hubertsiuzdak/snac_24khz"
+    snac_model: str = DEFAULT_SNAC_MODEL
     sample_rate: int = orpheus.SAMPLE_RATE
     drop_duplicate_frames: bool = False
     dataset: dict[str, Any] = field(default_factory=dict)

@@ -13,12 +13,9 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from voicelab.engine import base
-from voicelab.voice import VLLM_LORA_RANKS
+from voicelab.voice import DEFAULT_BASE_MODEL, DEFAULT_SNAC_MODEL, VLLM_LORA_RANKS
 
 ENV_PREFIX = "VOICELAB_"
-DEFAULT_BASE_MODEL = "canopylabs/orpheus-tts-0.1-pretrained"
-"""The user guide's base model; adapters record it in ``base_model_name_or_path``."""
-DEFAULT_SNAC_MODEL = "hubertsiuzdak/snac_24khz"
 OPENAI_MAX_INPUT_CHARS = 4096
 """OpenAI's limit on ``input``; clients written for it never send more."""
 DEFAULT_MAX_LORA_RANK = 64

@@ -1,5 +1,5 @@
 """The train-lora step: prepared dataset -> SNAC codes (cached) -> Orpheus LoRA voice in voices/NAME/.
 
 ``build.train_voice`` runs the whole step; ``dataset``, ``snac_codec``, ``trainer`` and ``report`` are
-its parts, ``local_inference`` loads a finished voice for in-process generation.
+its parts. To speak with a finished voice in process, use the serving engine ``voicelab.engine.LocalEngine``.
 """

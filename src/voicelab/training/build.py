@@ -35,6 +35,8 @@ from voicelab.training.trainer import (
     train_lora,
 )
 from voicelab.voice import (
+    DEFAULT_BASE_MODEL,
+    DEFAULT_SNAC_MODEL,
     LORA_TARGET_MODULES,
     VOICE_FILE,
     VoiceMetadata,
@@ -46,8 +48,6 @@ from voicelab.voice import (
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_BASE_MODEL = "canopylabs/orpheus-tts-0.1-pretrained"
-DEFAULT_SNAC_MODEL = "hubertsiuzdak/snac_24khz"
 CACHE_DIR_NAME = ".snac_cache"
 STAGING_PREFIX = ".staging-"
 CHECKPOINTS_PREFIX = ".checkpoints-"

@@ -1,14 +1,14 @@
-"""The training side of a prepared dataset: a strict ``transcript.csv`` reader and the clip checks.
+"""The training side of a prepared dataset: the transcript's rows checked for training, and the clips.
 
 A dataset folder holds 24 kHz mono WAV clips and ``transcript.csv`` (header ``filename,text``; filename is
-the clip's stem, without ``.wav``). Rows that cannot be used (missing WAV, empty text, unreadable audio)
-are skipped, listed and counted; problems with the file itself (no such file, wrong header, duplicate
-filenames) raise, because they mean the wrong file was passed.
+the clip's stem, without ``.wav``), read by ``voicelab.transcript.read_transcript``, the one reader of
+that format. Rows that cannot be used (missing WAV, empty text, unreadable audio) are skipped, listed and
+counted; problems with the file itself (no such file, not a ``filename,text`` CSV, duplicate filenames)
+raise, because they mean the wrong file was passed.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from voicelab import orpheus
+from voicelab import orpheus, transcript
 from voicelab.audio import AudioError, read_audio
 
 logger = logging.getLogger(__name__)
 
-TRANSCRIPT_HEADER = ("filename", "text")
+TRANSCRIPT_HEADER = transcript.HEADER
 TRANSCRIPT_FILE = "transcript.csv"
 CLIP_SUFFIX = ".wav"
 
@@ -38,7 +38,6 @@ class TranscriptError(DatasetError):
 class TranscriptRow:
     filename: str
     text: str
-    line: int  # 1-based line in the CSV, for messages
 
 
 @dataclass(frozen=True)
@@ -59,10 +58,10 @@ class Clip:
 
 
 def read_transcript(path: Path) -> tuple[list[TranscriptRow], list[Skipped]]:
-    """Read ``filename,text`` rows strictly.
+    """The transcript's rows for training: (rows, skipped).
 
-    Returns (rows, skipped). Rows with empty text or the wrong number of fields are skipped; a missing
-    file, a wrong header or duplicate filenames raise ``TranscriptError``.
+    Rows with empty text are skipped; a missing file, a malformed CSV (wrong header, a row without exactly
+    two fields) or duplicate filenames raise ``TranscriptError``.
     """
     path = Path(path)
     if not path.is_file():
@@ -70,31 +69,17 @@ def read_transcript(path: Path) -> tuple[list[TranscriptRow], list[Skipped]]:
             f"{path}: transcript not found (run `make transcribe` first, or pass --transcript PATH)"
         )
     try:
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            records = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise TranscriptError(f"{path}: cannot read the transcript CSV ({e})") from e
-    if not records:
-        raise TranscriptError(f"{path}: empty file, expected a '{','.join(TRANSCRIPT_HEADER)}' header")
-    header = tuple(field.strip().lower() for field in records[0])
-    if header != TRANSCRIPT_HEADER:
-        raise TranscriptError(
-            f"{path}: header is {','.join(records[0])!r}, expected {','.join(TRANSCRIPT_HEADER)!r} "
-            "(one row per clip: the WAV name without .wav, then its text)"
-        )
+        records = transcript.read_transcript(path)
+    except (OSError, transcript.TranscriptFormatError) as e:
+        raise TranscriptError(str(e)) from e
     rows: list[TranscriptRow] = []
     skipped: list[Skipped] = []
-    for line, record in enumerate(records[1:], start=2):
-        if not record or not any(field.strip() for field in record):
-            continue  # blank line
-        if len(record) != len(TRANSCRIPT_HEADER):
-            skipped.append(Skipped(record[0].strip(), f"line {line}: {len(record)} fields, expected 2"))
-            continue
-        filename, text = _clip_stem(record[0].strip()), record[1].strip()
+    for raw_name, raw_text in records:
+        filename, text = _clip_stem(raw_name), raw_text.strip()
         if not text:
-            skipped.append(Skipped(filename, f"line {line}: empty text"))
+            skipped.append(Skipped(filename, "empty text"))
             continue
-        rows.append(TranscriptRow(filename, text, line))
+        rows.append(TranscriptRow(filename, text))
     counts = Counter(row.filename for row in rows)
     duplicates = sorted(name for name, n in counts.items() if n > 1)
     if duplicates:
@@ -127,11 +112,9 @@ def resolve_clips(dataset_dir: Path, rows: list[TranscriptRow]) -> tuple[list[Cl
     for row in rows:
         path = clip_path(dataset_dir, row.filename)
         if path is None:
-            skipped.append(
-                Skipped(row.filename, f"line {row.line}: not a clip name inside the dataset folder")
-            )
+            skipped.append(Skipped(row.filename, "not a clip name inside the dataset folder"))
         elif not path.is_file():
-            skipped.append(Skipped(row.filename, f"line {row.line}: {path.name} not found in {dataset_dir}"))
+            skipped.append(Skipped(row.filename, f"{path.name} not found in {dataset_dir}"))
         else:
             clips.append(Clip(row.filename, path, row.text))
     return clips, skipped
