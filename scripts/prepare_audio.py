@@ -11,29 +11,25 @@ example: make prepare-audio ARGS="raw_audio/$CHARACTER/ prepared/$CHARACTER/"
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
-from voicelab.cli import HelpFormatter
+from voicelab.cli import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    HelpFormatter,
+    finite_float,
+    positive_float,
+    positive_int,
+    setup_logging,
+)
 
-EXIT_OK, EXIT_SOME_FAILED, EXIT_BAD_INVOCATION = 0, 1, 2
 MIN_SAMPLE_RATE = 8000  # telephone audio; below it speech loses the consonants a voice is made of
 
 
-def _positive(kind):
-    def parse(text: str):
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-        return value
-
-    parse.__name__ = kind.__name__  # argparse names the type in its error messages
-    return parse
-
-
 def _not_positive_db(text: str) -> float:
-    value = float(text)
+    value = finite_float(text)
     if value > 0:
         raise argparse.ArgumentTypeError(f"dBFS levels are 0 or below (0 = full scale), got {text}")
     return value
@@ -49,16 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("output", type=Path, metavar="OUTPUT", help="folder for the clips and manifest.csv")
     parser.add_argument(
         "--sample-rate",
-        type=_positive(int),
+        type=positive_int,
         default=24000,
-        help="target sample rate in Hz (Orpheus/SNAC: 24000)",
+        help=f"target sample rate in Hz, at least {MIN_SAMPLE_RATE} (Orpheus/SNAC: 24000)",
     )
-    parser.add_argument(
-        "--min-duration", type=_positive(float), default=3.0, help="minimum clip duration (s)"
-    )
-    parser.add_argument(
-        "--max-duration", type=_positive(float), default=13.0, help="maximum clip duration (s)"
-    )
+    parser.add_argument("--min-duration", type=positive_float, default=3.0, help="minimum clip duration (s)")
+    parser.add_argument("--max-duration", type=positive_float, default=13.0, help="maximum clip duration (s)")
     parser.add_argument(
         "--silence-threshold",
         type=_not_positive_db,
@@ -67,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--silence-min-len",
-        type=_positive(int),
+        type=positive_int,
         default=500,
         help="a pause is at least this long (ms); clips are cut only inside pauses",
     )
@@ -80,20 +72,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--overwrite", action="store_true", help="redo every source (deletes the clips the manifest lists)"
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log each step (INFO level)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each step (voicelab detail only)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.sample_rate < MIN_SAMPLE_RATE:
+        parser.error(f"--sample-rate must be at least {MIN_SAMPLE_RATE} Hz, got {args.sample_rate}")
     if args.min_duration >= args.max_duration:
         parser.error(
             f"--min-duration ({args.min_duration}) must be below --max-duration ({args.max_duration})"
         )
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
-    )
+    setup_logging(args.verbose)
 
     from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -112,9 +104,9 @@ def main(argv: list[str] | None = None) -> int:
             report = prepare_dataset(args.input, args.output, settings, overwrite=args.overwrite)
     except PrepareError as e:
         print(f"error: {e}", file=sys.stderr)
-        return EXIT_BAD_INVOCATION
+        return EXIT_USAGE
     print(format_summary(report))
-    return EXIT_SOME_FAILED if report.failed else EXIT_OK
+    return EXIT_FAILURE if report.failed else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -240,6 +240,11 @@ def test_help_is_instant_and_shows_defaults():
         ["--max-duration", "-1"],
         ["--silence-min-len", "0"],
         ["--silence-threshold", "10"],
+        ["--sample-rate", "100"],  # positive but below any speech rate
+        ["--min-duration", "nan"],  # float() takes nan/inf: they used to end in a traceback
+        ["--max-duration", "inf"],
+        ["--silence-threshold", "nan"],  # used to pass and silently make nothing count as silence
+        ["--target-loudness", "-inf"],
     ],
 )
 def test_bad_flags_are_argparse_errors(good_wav, tmp_path, flags, capsys):
@@ -380,3 +385,13 @@ def test_dataset_levels_follow_the_guide_table():
     assert prepare.dataset_level(99)[2] == "Good"
     assert prepare.dataset_level(150)[2] == "Very good"
     assert prepare.dataset_level(200)[2] == "Diminishing returns"
+
+
+def test_duration_histogram_reads_as_aligned_one_second_bins():
+    lines = prepare.duration_histogram([3.2, 4.5, 4.6, 9.9, 12.0, 13.0], 3.0, 13.0, width=10)
+    assert len(lines) == 10  # 3-4 s ... 12-13 s
+    assert lines[0] == "    3-4 s | #####      1"
+    assert lines[1] == "    4-5 s | ########## 2"
+    assert lines[-1] == "  12-13 s | ########## 2"  # a clip of exactly --max-duration lands in the last bin
+    assert len({line.index("|") for line in lines}) == 1  # bars start in one column
+    assert sum(int(line.split()[-1]) for line in lines) == 6

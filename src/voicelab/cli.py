@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 
 EXIT_OK = 0
@@ -42,6 +43,14 @@ def finite_float(text: str) -> float:
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
     return value
+
+
+def setup_logging(verbose: bool) -> None:
+    """Warnings and errors as ``LEVEL: message``; ``-v`` adds voicelab's own INFO/DEBUG detail only
+    (third-party debug logs would drown it)."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    if verbose:
+        logging.getLogger("voicelab").setLevel(logging.DEBUG)
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):

@@ -520,10 +520,12 @@ def duration_histogram(durations: list[float], low: float, high: float, width: i
         return []
     counts, _ = np.histogram(np.clip(durations, edges[0], edges[-1]), bins=edges)
     biggest = max(int(counts.max()), 1)
+    labels = [f"{lo}-{lo + 1} s" for lo in edges[:-1]]
+    label_width = max(len(label) for label in labels)
     lines = []
-    for lo, hi, count in zip(edges[:-1], edges[1:], counts, strict=True):
+    for label, count in zip(labels, counts, strict=True):
         bar = "#" * math.ceil(width * int(count) / biggest) if count else ""
-        lines.append(f"  {lo:>3}-{hi:<3} s {bar:<{width}} {int(count)}")
+        lines.append(f"  {label:>{label_width}} | {bar:<{width}} {int(count)}")
     return lines
 
 
