@@ -10,16 +10,21 @@ clips worth a listen, riskiest first, with the reasons. Example:
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
 # voicelab.transcribe imports only numpy at module level (whisper/torch load inside functions).
 from voicelab import transcribe as tr
-from voicelab.cli import HelpFormatter
+from voicelab.cli import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    HelpFormatter,
+    finite_float,
+    positive_int,
+    setup_logging,
+)
 from voicelab.transcript import TranscriptFormatError
-
-EXIT_OK, EXIT_SOME_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--batch-size",
-        type=int,
+        type=positive_int,
         default=None,
         help=f"clips decoded together (faster-whisper only; default {tr.DEFAULT_BATCH_SIZE})",
     )
@@ -59,12 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads", type=int, default=0, help="CPU threads for decoding (0 = the library's default)"
     )
     parser.add_argument(
-        "--beam-size", type=int, default=tr.DEFAULT_BEAM_SIZE, help="beam search width (1 = greedy)"
+        "--beam-size", type=positive_int, default=tr.DEFAULT_BEAM_SIZE, help="beam search width (1 = greedy)"
     )
-    parser.add_argument("--temperature", type=float, default=0.0, help="first decoding temperature")
+    parser.add_argument("--temperature", type=finite_float, default=0.0, help="first decoding temperature")
     parser.add_argument(
         "--temperature-increment-on-fallback",
-        type=float,
+        type=finite_float,
         default=0.2,
         help="raise the temperature by this when a decode looks failed, up to 1.0 (0 = never retry; "
         "faster-whisper batches use the first temperature only)",
@@ -82,17 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.backend != "faster-whisper" and (args.batch_size is not None or args.compute_type != "auto"):
         parser.error("--batch-size and --compute-type apply to --backend faster-whisper only")
-    if args.batch_size is not None and args.batch_size < 1:
-        parser.error("--batch-size must be at least 1")
     if args.threads < 0:
         parser.error("--threads must be 0 (library default) or more")
-    if args.beam_size < 1:
-        parser.error("--beam-size must be at least 1")
     if not 0.0 <= args.temperature <= 1.0 or args.temperature_increment_on_fallback < 0:
         parser.error("--temperature must be in [0, 1] and --temperature-increment-on-fallback >= 0")
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    if args.verbose:  # our own detail only; third-party debug logs would drown it
-        logging.getLogger("voicelab").setLevel(logging.DEBUG)
+    setup_logging(args.verbose)
 
     output = args.output or args.input_dir / tr.DEFAULT_OUTPUT_NAME
     try:
@@ -104,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e, TranscriptFormatError):
             e = f"{e}\nrefusing to overwrite it: pass another --output, or fix or move that file"
         print(f"error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return EXIT_USAGE
 
     options = tr.DecodeOptions(
         language=language,
@@ -124,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         except tr.TranscribeError as e:
             print(f"error: {e}", file=sys.stderr)
-            return EXIT_BAD_INPUT
+            return EXIT_USAGE
     else:
         transcriber = None  # nothing new: no need to load a model just to rebuild the review
 
@@ -137,13 +136,20 @@ def main(argv: list[str] | None = None) -> int:
         f"{summary.kept} clips kept from before, {summary.empty} empty (skipped), "
         f"{len(summary.failed)} unreadable, of {summary.clips} clips"
     )
+    if summary.changed:
+        print(f"{len(summary.changed)} clips had new audio under an old name: transcribed again")
+    if summary.missing:
+        print(
+            f"{len(summary.missing)} rows name clips not in {args.input_dir} (kept; training skips them): "
+            + tr.list_some(summary.missing)
+        )
     if summary.flagged:
         print(f"{summary.flagged} clips flagged for a listen, riskiest first: {summary.review_path}")
     else:
         print(f"no clip flagged for review ({summary.review_path})")
     if summary.failed:
         print("unreadable clips (skipped):\n  " + "\n  ".join(summary.failed), file=sys.stderr)
-        return EXIT_SOME_FAILED
+        return EXIT_FAILURE
     return EXIT_OK
 
 

@@ -373,6 +373,34 @@ def test_rows_are_kept_and_user_edits_survive_a_resume(synthetic_clips):
     assert "clip_001" not in review
 
 
+def test_a_clip_replaced_under_its_old_name_is_transcribed_again(synthetic_clips, caplog):
+    # prepare-audio --overwrite with other settings reuses names (talk_000.wav...) for new audio: the old
+    # text must not be kept for it, or training learns the wrong words for that clip.
+    folder, texts = synthetic_clips
+    run(folder, FakeTranscriber(texts))
+    n = tr.WHISPER_SAMPLE_RATE * 7 // 2  # 3.5 s: a length no other clip has
+    sf.write(folder / "clip_001.wav", np.zeros(n, np.float32), tr.WHISPER_SAMPLE_RATE)
+    again = FakeTranscriber({**texts, n: "the new words"})
+    with caplog.at_level(logging.WARNING):
+        summary = run(folder, again)
+    assert again.calls == 1 and summary.changed == ["clip_001"] and summary.kept == 4
+    assert dict(read_transcript(folder / "transcript.csv"))["clip_001"] == "the new words"
+    assert "clip_001" in caplog.text and "changed" in caplog.text
+
+
+def test_rows_of_clips_no_longer_there_are_kept_and_reported(synthetic_clips, capsys, caplog):
+    folder, texts = synthetic_clips
+    run(folder, FakeTranscriber(texts))
+    (folder / "clip_003.wav").unlink()  # the user deleted a bad clip, or re-prepared with fewer clips
+    # Nothing left to transcribe: no model is loaded, the name is only checked.
+    with caplog.at_level(logging.WARNING):
+        assert script.main([str(folder), "--model", "tiny", "--no-progress"]) == 0
+    assert "clip_003" in dict(read_transcript(folder / "transcript.csv"))  # a hand-fixed row is not lost
+    out = capsys.readouterr().out
+    assert f"1 rows name clips not in {folder}" in out and "clip_003" in out
+    assert "1 row(s) name clips that are not in" in caplog.text
+
+
 def test_overwrite_transcribes_everything_again(synthetic_clips):
     folder, texts = synthetic_clips
     run(folder, FakeTranscriber(texts))

@@ -42,3 +42,29 @@ def atomic_output(path: Path | str) -> Iterator[Path]:
 def write_text_atomic(path: Path | str, text: str, encoding: str = "utf-8") -> None:
     with atomic_output(path) as tmp:
         tmp.write_text(text, encoding=encoding)
+
+
+class DurableAppender:
+    """Appends text to a file, each piece flushed and fsynced before ``write`` returns.
+
+    Give ``write`` one whole record at a time: a crash then loses at most the record being written, and
+    only the file's last record can be incomplete.
+    """
+
+    def __init__(self, path: Path | str, encoding: str = "utf-8") -> None:
+        self.path = Path(path)
+        self._file = self.path.open("a", encoding=encoding, newline="")
+
+    def write(self, text: str) -> None:
+        self._file.write(text)
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -28,7 +28,7 @@ from typing import Protocol
 import numpy as np
 
 from voicelab.audio import AudioError, read_audio
-from voicelab.fileio import atomic_output
+from voicelab.fileio import DurableAppender, atomic_output
 from voicelab.review import ClipSignals, review, write_review
 from voicelab.transcript import (
     TranscriptAppender,
@@ -48,6 +48,9 @@ COMPUTE_TYPES = ("auto", "float32", "float16", "int8", "int8_float16")
 DEFAULT_BEAM_SIZE = 5  # whisper's CLI default (whisper.transcribe itself decodes greedily)
 DEFAULT_BEST_OF = 5  # whisper's CLI default: candidates sampled at each fallback temperature
 DEFAULT_BATCH_SIZE = 8  # faster-whisper README's batched benchmark setting
+FASTER_WHISPER_MISSING = (
+    "--backend faster-whisper needs the optional extra: pip install -e '.[faster-whisper]'"
+)
 
 
 class TranscribeError(Exception):
@@ -178,9 +181,7 @@ def check_model(backend: str, name: str) -> None:
     try:
         from faster_whisper import available_models
     except ImportError as e:
-        raise BackendUnavailableError(
-            "--backend faster-whisper needs the optional extra: pip install -e '.[faster-whisper]'"
-        ) from e
+        raise BackendUnavailableError(FASTER_WHISPER_MISSING) from e
     if path.is_dir() or name in available_models() or ("/" in name and not path.exists()):
         return
     raise _unknown_model(name, available_models(), "local CTranslate2 model folder")
@@ -214,9 +215,7 @@ def load_faster_whisper(name: str, device: str, compute_type: str, threads: int 
     try:
         from faster_whisper import WhisperModel
     except ImportError as e:
-        raise BackendUnavailableError(
-            "--backend faster-whisper needs the optional extra: pip install -e '.[faster-whisper]'"
-        ) from e
+        raise BackendUnavailableError(FASTER_WHISPER_MISSING) from e
     check_model("faster-whisper", name)
     path = Path(name).expanduser()
     source = str(path) if path.is_dir() else name
@@ -430,9 +429,7 @@ def load_transcriber(
         try:
             import ctranslate2
         except ImportError as e:
-            raise BackendUnavailableError(
-                "--backend faster-whisper needs the optional extra: pip install -e '.[faster-whisper]'"
-            ) from e
+            raise BackendUnavailableError(FASTER_WHISPER_MISSING) from e
         device = resolve_device(device, ctranslate2.get_cuda_device_count() > 0)
         return FasterWhisperTranscriber(
             load_faster_whisper(model, device, compute_type, threads), options, batch_size
@@ -467,17 +464,15 @@ def write_signals(path: Path, signals: dict[str, ClipSignals]) -> None:
             f.write(json.dumps(asdict(signals[name]), ensure_ascii=False) + "\n")
 
 
-class _SignalsAppender:
-    def __init__(self, path: Path):
-        self._file = path.open("a", encoding="utf-8")
-
+class _SignalsAppender(DurableAppender):
     def append(self, rec: ClipSignals) -> None:
-        self._file.write(json.dumps(asdict(rec), ensure_ascii=False) + "\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        self.write(json.dumps(asdict(rec), ensure_ascii=False) + "\n")
 
-    def close(self) -> None:
-        self._file.close()
+
+CHANGED_CLIP_TOLERANCE_S = 0.01
+"""A clip whose length differs from the one Whisper saw by more than this (one 10 ms frame; resampling to
+16 kHz moves it by under a sample) is a new clip under an old name, e.g. after prepare-audio --overwrite."""
+NAMES_SHOWN = 5  # how many clip names a warning lists before "..."
 
 
 @dataclass
@@ -485,10 +480,24 @@ class ResumePlan:
     rows: dict[str, str]  # kept transcript rows, filename -> text
     signals: dict[str, ClipSignals]  # kept Whisper records
     todo: list[Path]  # clips still to transcribe, sorted
+    missing: list[str] = field(default_factory=list)
+    """Kept rows whose clip is not in the folder (deleted or renamed): training skips them."""
+    changed: list[str] = field(default_factory=list)
+    """Clips whose audio changed since they were transcribed: their old rows are dropped and redone."""
+
+
+def list_some(names: Sequence[str]) -> str:
+    """The first ``NAMES_SHOWN`` names, comma-separated, and how many there are in all when more."""
+    shown = ", ".join(names[:NAMES_SHOWN])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > NAMES_SHOWN else "")
 
 
 def plan_resume(clips: Sequence[Path], output: Path, *, overwrite: bool) -> ResumePlan:
     """What an earlier run left: its rows are kept and their clips skipped, unless ``overwrite``.
+
+    A clip whose length no longer matches what Whisper saw was replaced (same name, new audio): it is
+    transcribed again and its old row dropped, with a warning. Rows naming clips that are gone are kept
+    (a hand-corrected row is never deleted behind the user's back) and reported.
 
     Raises ``TranscriptFormatError`` when ``output`` exists but is not a ``filename,text`` CSV, so a
     wrong file is never overwritten by accident.
@@ -497,8 +506,37 @@ def plan_resume(clips: Sequence[Path], output: Path, *, overwrite: bool) -> Resu
         return ResumePlan({}, {}, list(clips))
     rows = dict(read_transcript_for_resume(output)) if output.exists() else {}
     signals = read_signals(signals_path_for(output))
+    present = {c.stem for c in clips}
+    changed = []
+    for clip in clips:
+        rec = signals.get(clip.stem)
+        if rec is None or rec.duration_s is None:
+            continue
+        now = clip_duration_s(clip)
+        if now is not None and abs(now - rec.duration_s) > CHANGED_CLIP_TOLERANCE_S:
+            changed.append(clip.stem)
+            del signals[clip.stem]
+            rows.pop(clip.stem, None)
+    if changed:
+        logger.warning(
+            "%d clip(s) changed since %s was written (new audio under the same name): transcribing them "
+            "again, their old rows are replaced: %s",
+            len(changed),
+            output,
+            list_some(changed),
+        )
+    missing = sorted(set(rows) - present)
+    if missing:
+        logger.warning(
+            "%s: %d row(s) name clips that are not in %s (kept; training skips them; delete the rows "
+            "or restore the clips): %s",
+            output,
+            len(missing),
+            clips[0].parent if clips else output.parent,
+            list_some(missing),
+        )
     done = set(rows) | set(signals)
-    return ResumePlan(rows, signals, [c for c in clips if c.stem not in done])
+    return ResumePlan(rows, signals, [c for c in clips if c.stem not in done], missing, changed)
 
 
 # ------------------------------------------------------------------------------------------------- run
@@ -516,6 +554,8 @@ class TranscribeSummary:
     audio_s: float = 0.0  # audio transcribed this run
     flagged: int = 0  # clips listed in the review
     rows: int = 0  # rows in the output now
+    missing: list[str] = field(default_factory=list)  # rows kept whose clip is gone (ResumePlan.missing)
+    changed: list[str] = field(default_factory=list)  # clips redone because their audio changed
 
 
 def transcribe_clips(
@@ -540,6 +580,7 @@ def transcribe_clips(
     read = read or (lambda p: read_audio(p, WHISPER_SAMPLE_RATE)[0])
     summary = TranscribeSummary(output=output, review_path=review_path_for(output), clips=len(clips))
     summary.kept = len(clips) - len(plan.todo)
+    summary.missing, summary.changed = list(plan.missing), list(plan.changed)
     rows, signals = dict(plan.rows), dict(plan.signals)
     signals_path = signals_path_for(output)
     write_transcript(output, rows.items())

@@ -9,12 +9,11 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from voicelab.fileio import atomic_output
+from voicelab.fileio import DurableAppender, atomic_output
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +71,13 @@ def _parse_records(path: Path, reader) -> list[tuple[str, str]]:
     return rows
 
 
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding=ENCODING)
+    except UnicodeDecodeError as e:
+        raise TranscriptFormatError(f"{path}: not UTF-8 text ({e}); save it as UTF-8") from e
+
+
 def read_transcript(path: Path | str) -> list[tuple[str, str]]:
     """Rows ``(filename, text)`` of a transcript CSV, in file order.
 
@@ -79,11 +85,7 @@ def read_transcript(path: Path | str) -> list[tuple[str, str]]:
     header, a row without exactly two fields, or bytes that are not UTF-8.
     """
     path = Path(path)
-    try:
-        content = path.read_text(encoding=ENCODING)
-    except UnicodeDecodeError as e:
-        raise TranscriptFormatError(f"{path}: not UTF-8 text ({e}); save it as UTF-8") from e
-    return _parse(path, content)
+    return _parse(path, _read_text(path))
 
 
 def read_transcript_for_resume(path: Path | str) -> list[tuple[str, str]]:
@@ -93,10 +95,7 @@ def read_transcript_for_resume(path: Path | str) -> list[tuple[str, str]]:
     clip is then simply transcribed again.
     """
     path = Path(path)
-    try:
-        content = path.read_text(encoding=ENCODING)
-    except UnicodeDecodeError as e:
-        raise TranscriptFormatError(f"{path}: not UTF-8 text ({e}); save it as UTF-8") from e
+    content = _read_text(path)
     if content and not content.endswith("\n"):
         cut = content.rfind("\n")
         if cut < 0:
@@ -117,27 +116,15 @@ def write_transcript(path: Path | str, rows: Iterable[tuple[str, str]]) -> Path:
     return path
 
 
-class TranscriptAppender:
+class TranscriptAppender(DurableAppender):
     """Appends rows to an existing transcript, each one durable (flush + fsync) before the next.
 
     The file is a valid CSV after every row, so a crash loses at most the row being written.
     """
 
     def __init__(self, path: Path | str):
-        self.path = Path(path)
-        self._file = self.path.open("a", encoding=ENCODING, newline="")
+        super().__init__(path, encoding=ENCODING)
 
     def append(self, filename: str, text: str) -> None:
-        # One write() per record: a partial record can only be the last one (see read_transcript_for_resume).
-        self._file.write(format_row(filename, text))
-        self._file.flush()
-        os.fsync(self._file.fileno())
-
-    def close(self) -> None:
-        self._file.close()
-
-    def __enter__(self) -> TranscriptAppender:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+        # One write per record: a partial record can only be the last one (see read_transcript_for_resume).
+        self.write(format_row(filename, text))
