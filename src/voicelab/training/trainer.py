@@ -218,6 +218,9 @@ def make_interrupt_callback():
                 self.interrupted = True
                 control.should_save = True
                 control.should_training_stop = True
+            if stop or state.global_step >= state.max_steps:
+                # the loss log always ends with the last step, even on runs shorter than --logging-steps
+                control.should_log = True
             return control
 
     return InterruptCallback()
