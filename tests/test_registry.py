@@ -219,3 +219,17 @@ def test_voice_json_name_mismatch_serves_the_folder_name(tmp_path):
     (folder / VOICE_FILE).write_text(json.dumps(meta))
     scan = scan_voices(tmp_path, base_model=BASE)
     assert scan.voices["erin"].voice.name == "erin"
+
+
+def test_a_voice_trained_with_another_snac_is_served_with_one_warning(tmp_path, caplog):
+    write_voice_folder(tmp_path, "alice", base_model=BASE)  # voice.json records the default SNAC id
+    same = VoiceRegistry(tmp_path, base_model=BASE, max_lora_rank=64, snac_model="hubertsiuzdak/snac_24khz")
+    other = VoiceRegistry(tmp_path, base_model=BASE, max_lora_rank=64, snac_model="/models/another-snac")
+    with caplog.at_level(logging.WARNING, logger="voicelab.server.registry"):
+        assert list(same.scan().voices) == ["alice"]
+        assert "SNAC" not in caplog.text
+        assert list(other.scan().voices) == ["alice"]
+        other.scan()
+    warnings = [r.getMessage() for r in caplog.records if "SNAC" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "alice" in warnings[0] and "VOICELAB_SNAC_MODEL" in warnings[0]

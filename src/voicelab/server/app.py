@@ -70,7 +70,10 @@ def create_app(settings: Settings | None = None, *, backend_factory: BackendFact
     app.state.settings = settings
     app.state.backend_factory = backend_factory or build_backend
     app.state.registry = VoiceRegistry(
-        settings.voices_dir, base_model=settings.base_model, max_lora_rank=settings.max_lora_rank
+        settings.voices_dir,
+        base_model=settings.base_model,
+        max_lora_rank=settings.max_lora_rank,
+        snac_model=settings.snac_model,
     )
     app.state.limiter = ConcurrencyLimiter(settings.max_concurrent_requests)
     app.state.metrics = ServerMetrics()

@@ -114,7 +114,7 @@ def _fingerprint(folder: Path) -> tuple:
     return tuple(parts)
 
 
-def _same_base_model(recorded: Any, served: str) -> bool:
+def _same_model(recorded: Any, served: str) -> bool:
     """Equal ids, or two spellings of the same local folder (relative vs absolute, trailing slash)."""
     if not isinstance(recorded, str):
         return False
@@ -156,11 +156,7 @@ def inspect_voice_folder(
     if any(not w.resolve().is_relative_to(root) for w in weights):
         return "adapter weights point outside the voices folder"
     problems = adapter_problems(config, max_lora_rank=max_lora_rank, base_model=base_model)
-    if (
-        base_model is not None
-        and problems
-        and _same_base_model(config.get("base_model_name_or_path"), base_model)
-    ):
+    if base_model is not None and problems and _same_model(config.get("base_model_name_or_path"), base_model):
         # adapter_problems compares strings; a relative and an absolute path to one folder are the same model.
         problems = adapter_problems(config, max_lora_rank=max_lora_rank, base_model=None)
     if problems:
@@ -225,10 +221,20 @@ class VoiceRegistry:
     serialised by a lock; lookups read an immutable snapshot, so requests never see a half-applied reload.
     """
 
-    def __init__(self, voices_dir: Path | str, *, base_model: str | None, max_lora_rank: int | None):
+    def __init__(
+        self,
+        voices_dir: Path | str,
+        *,
+        base_model: str | None,
+        max_lora_rank: int | None,
+        snac_model: str | None = None,
+    ):
         self.voices_dir = Path(voices_dir)
         self.base_model = base_model
         self.max_lora_rank = max_lora_rank
+        self.snac_model = snac_model
+        """The codec the server decodes with; a voice trained on another one is served with a warning."""
+        self._codec_warned: set[str] = set()
         self._voices: Mapping[str, VoiceEntry] = {}
         self.skipped: dict[str, str] = {}
         self._reported: dict[str, str] = {}
@@ -258,7 +264,26 @@ class VoiceRegistry:
             if self._reported.get(name) != reason:  # once per folder and reason, not on every reload
                 logger.warning("skipping voice folder %s: %s", self.voices_dir / name, reason)
         self._reported = dict(result.skipped)
+        self._warn_codec_mismatch(result)
         return result
+
+    def _warn_codec_mismatch(self, result: ScanResult) -> None:
+        # Codes from another SNAC decode to noise without any error. The same codec may be spelt as a hub id
+        # in one place and a local folder in the other, so this warns rather than refusing the voice.
+        if self.snac_model is None:
+            return
+        for name, entry in result.voices.items():
+            trained = entry.metadata.snac_model if entry.metadata else None
+            if trained is None or _same_model(trained, self.snac_model) or name in self._codec_warned:
+                continue
+            self._codec_warned.add(name)
+            logger.warning(
+                "voice %s was trained with SNAC %r but the server decodes with %r: if it sounds like noise, "
+                "set VOICELAB_SNAC_MODEL to the codec used in training",
+                name,
+                trained,
+                self.snac_model,
+            )
 
     async def reload(self, engine: TokenEngine) -> ReloadReport:
         """Rescan ``voices_dir`` and bring the engine in step. Engine failures are reported, not raised."""
