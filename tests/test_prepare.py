@@ -381,6 +381,8 @@ def test_same_file_names_in_different_folders_get_distinct_clip_names(tmp_path):
 def test_dataset_levels_follow_the_guide_table():
     assert prepare.dataset_level(3)[2] == "Too few"
     assert prepare.dataset_level(7)[2] == "Poor"
+    assert prepare.dataset_level(10)[2] == "Poor"
+    assert prepare.dataset_level(15)[2] == "Poor to moderate"  # the gap in the guide's table
     assert prepare.dataset_level(20)[2] == "Moderate"
     assert prepare.dataset_level(99)[2] == "Good"
     assert prepare.dataset_level(150)[2] == "Very good"

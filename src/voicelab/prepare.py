@@ -47,6 +47,8 @@ DATASET_LEVELS = (
     (100, "100-200 clips", "~30 min", "Very good", "consistent quality, handles varied text well"),
     (50, "50-100 clips", "~15 min", "Good", "clear voice identity, natural prosody"),
     (20, "20-50 clips", "~5 min", "Moderate", "recognisable voice characteristics, some artifacts"),
+    # the guide's table jumps from 10 to 20 clips; say so rather than call 11-19 clips "5-10"
+    (11, "11-19 clips", "~2-4 min", "Poor to moderate", "between the guide's Poor and Moderate rows"),
     (5, "5-10 clips", "~1 min", "Poor", "model barely adapts, often sounds like the base model"),
     (0, "under 5 clips", "under 1 min", "Too few", "below the smallest dataset the guide lists"),
 )
