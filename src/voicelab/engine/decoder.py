@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from voicelab import orpheus
+from voicelab.snac_inference import prepare_for_inference
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ class StreamingSnacDecoder:
                 f"SNAC model {snac_model!r} runs at {self.model.sampling_rate} Hz; Orpheus needs the "
                 f"{orpheus.SAMPLE_RATE} Hz model (hubertsiuzdak/snac_24khz)"
             )
-        _bake_weight_norm(self.model)
+        prepare_for_inference(self.model)  # exact: baked weight norm, in-place Snake
         self.snac_model = str(snac_model)
         self._planner_args = {
             "context_frames": context_frames,
@@ -272,22 +273,6 @@ class StreamingSnacDecoder:
     async def aclose(self) -> None:
         if self._worker is not None and not self._worker.done():
             self._worker.cancel()
-
-
-def _bake_weight_norm(model) -> int:
-    """Replace SNAC's weight-norm parametrizations by the weights they compute; returns how many.
-
-    Weight norm only matters for training; left in place it recomputes every conv weight on every forward
-    pass (~10% of a decode on CPU, and a fixed cost that dominates small streaming windows).
-    """
-    from torch.nn.utils import parametrize
-
-    baked = 0
-    for module in model.modules():
-        if parametrize.is_parametrized(module, "weight"):
-            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
-            baked += 1
-    return baked
 
 
 class DecodeStream:

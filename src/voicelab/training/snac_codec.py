@@ -21,6 +21,7 @@ import numpy as np
 
 from voicelab import orpheus
 from voicelab.fileio import atomic_output
+from voicelab.snac_inference import prepare_for_inference
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class CacheEntryError(ValueError):
 
 
 def load_snac(model_id: str, device: str = "cpu"):
-    """``SNAC.from_pretrained(model_id)`` on ``device``, in eval mode, weight norm folded for speed.
+    """``SNAC.from_pretrained(model_id)`` on ``device``, in eval mode, prepared for inference (exact).
 
     ``model_id`` is a hub id or a local folder with ``config.json`` + ``pytorch_model.bin``.
     """
@@ -69,19 +70,9 @@ def load_snac(model_id: str, device: str = "cpu"):
             "holding config.json and pytorch_model.bin with --snac-model (download it once with "
             f"`huggingface-cli download {model_id} --local-dir DIR` on a machine with network)"
         ) from e
-    _fold_weight_norm(model)
-    model = model.to(torch.device(device)).eval()
+    model = prepare_for_inference(model.to(torch.device(device)).eval())
     model.requires_grad_(False)
     return model
-
-
-def _fold_weight_norm(model) -> None:
-    """Replace weight-norm parametrizations by plain weights: same outputs, no recomputation per call."""
-    from torch.nn.utils import parametrize
-
-    for module in model.modules():
-        if parametrize.is_parametrized(module, "weight"):
-            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
 
 
 def model_fingerprint(model_id: str, model) -> str:
