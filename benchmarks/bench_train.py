@@ -25,6 +25,7 @@ from voicelab.training import snac_codec
 
 BATCH_SIZE = 8
 CLIP_SECONDS = (2.0, 4.0)  # prepared clips are 3-13 s; shorter here so the run stays a few minutes on CPU
+REPEATS = 3  # best-of for the short bound measurements
 EXAMPLE_SECONDS = (1.0, 4.0)  # training sequences of ~100-350 tokens on the tiny model
 
 
@@ -62,6 +63,7 @@ def bench_snac(work: Path, n_clips: int, rng) -> None:
     print(f"    one clip per call : {t_single:7.2f} s  ({audio_s / t_single:6.1f} x real time)")
     print(f"    batched ({BATCH_SIZE}/call)   : {t_batch:7.2f} s  ({audio_s / t_batch:6.1f} x real time)")
     print(f"    speed-up          : {t_single / t_batch:7.2f} x   (identical codes: {same})")
+    bench_snac_bound(snac, clips)
 
     data = work / "data"
     for i, clip in enumerate(clips):
@@ -134,6 +136,24 @@ def bench_grouping(work: Path, n_examples: int, rng) -> None:
         results[label] = t
         print(f"    {label:15s}   : {t:7.2f} s  ({real_tokens / t:8.0f} real tokens/s)")
     print(f"    speed-up          : {results['random batches'] / results['length-grouped']:7.2f} x")
+
+
+def bench_snac_bound(snac, clips) -> None:
+    """What batching could save at most: the fixed cost per call, and a batch with no padding at all."""
+    tiny = [np.zeros(orpheus.SAMPLES_PER_FRAME, dtype=np.float32)]
+    same_length = [clips[0]] * BATCH_SIZE  # equal lengths: the batch computes no padding
+    audio_s = len(clips[0]) / orpheus.SAMPLE_RATE
+    t_tiny = min(timed(lambda: snac_codec.encode_batch(snac, tiny))[0] for _ in range(REPEATS))
+    t_one = t_eight = float("inf")
+    for _ in range(REPEATS):  # interleaved, best of each: the machine is shared
+        t_one = min(t_one, timed(lambda: snac_codec.encode_batch(snac, same_length[:1]))[0])
+        t_eight = min(t_eight, timed(lambda: snac_codec.encode_batch(snac, same_length))[0])
+    print(f"    bound: one call on 1 frame (fixed cost + tail) : {t_tiny * 1000:7.1f} ms")
+    print(f"    bound: one call on one {audio_s:.2f} s clip          : {t_one * 1000:7.1f} ms")
+    print(
+        f"    bound: {BATCH_SIZE} equal clips, 1 call vs {BATCH_SIZE} calls     : {t_eight:7.2f} s vs "
+        f"{BATCH_SIZE * t_one:5.2f} s = {BATCH_SIZE * t_one / t_eight:4.2f} x (no padding at all)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,3 +50,16 @@ def test_prepared_model_encodes_and_decodes_identically(tiny_snac_dir):
         audio_fast = fast.decode(codes_fast)
     # Baking weight norm recomputes the weights once in a different order: last-bit differences at most.
     assert torch.allclose(audio_stock, audio_fast, atol=1e-5)
+
+
+def test_plan_passes_caps_batch_size_and_samples():
+    from voicelab.training.snac_codec import encoded_width, plan_passes
+
+    spf = orpheus.SAMPLES_PER_FRAME
+    lengths = [spf, spf, spf, 2 * spf, 40 * spf]
+    # No cap: batch size alone.
+    assert plan_passes(lengths, 2, None) == [[0, 1], [2, 3], [4]]
+    # Cap of three short clips' width: the 2-frame clip widens the pass past it, the long one goes alone.
+    cap = 3 * encoded_width(spf)
+    assert plan_passes(lengths, 8, cap) == [[0, 1, 2], [3], [4]]
+    assert plan_passes([], 8, cap) == []

@@ -41,10 +41,12 @@ MAX_CHUNK_FRAMES = 32
 """Largest span decoded at once: 32 frames = 2.7 s of audio; bounds latency and memory per window."""
 MAX_BATCH = 16
 """Most windows decoded in one forward pass."""
-MAX_BATCH_FRAMES = {"cpu": 48, "cuda": 1024}
+MAX_BATCH_FRAMES = {"cpu": 32, "cuda": 1024}
 """Most frames (windows x window length) in one forward pass, per device type. On CPU SNAC is compute-
-and memory-bound: batching helps small windows (measured 4-frame windows: ~2.7x the audio per second at
-batch 16) but a batch of 16 long windows ran slower than decoding them one by one, so big windows go alone."""
+and memory-bound: decode speed per frame is flat from 4 to ~32 frames per pass (6.4-7.9 audio s/s on the
+2-core VM, benchmarks/bench_decode.py notes) and halves past ~40 frames, where the 64- and 128-channel
+activations of the last blocks (64 x 2048 floats per frame, 512 KiB) outgrow the 32 MiB L3 cache (measured:
+2 x 36 frames 3.6 audio s/s vs 1 x 36 frames 6.7). Batching small windows amortises the per-call cost."""
 
 
 @dataclass(frozen=True)

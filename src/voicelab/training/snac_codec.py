@@ -38,8 +38,46 @@ CPU_ENCODE_BATCH_SIZE = 1
 """On CPU a batch only adds padding work (benchmarks/bench_train.py measured no gain); GPUs gain from 8."""
 
 
+CPU_MAX_PASS_SAMPLES = 2**16
+"""On CPU, most samples (rows x padded width) in one encoder pass; longer clips still go alone. Three live
+48-channel float32 activations of 65 536 samples (3 x 48 x 4 B x 65 536 = 36 MiB) about fill the 32 MiB
+L3 cache; past that the per-sample cost doubles (benchmarks/bench_train.py: 8 equal 3.3 s clips in one pass
+took 2.1x as long as 8 passes of one clip). So a ``--snac-batch-size`` above 1 on CPU only groups short clips."""
+
+
 def auto_batch_size(device: str) -> int:
     return DEFAULT_ENCODE_BATCH_SIZE if device.startswith("cuda") else CPU_ENCODE_BATCH_SIZE
+
+
+def max_pass_samples(device: str) -> int | None:
+    """The per-pass sample cap for ``device`` (None: no cap, batches are bounded by the batch size only)."""
+    return None if device.startswith("cuda") else CPU_MAX_PASS_SAMPLES
+
+
+def encoded_width(n_samples: int) -> int:
+    """Samples one clip occupies in an encoder pass: whole frames plus the silent tail."""
+    return frames_for(n_samples) * orpheus.SAMPLES_PER_FRAME + ENCODE_TAIL_SAMPLES
+
+
+def plan_passes(lengths: Sequence[int], batch_size: int, max_samples: int | None) -> list[list[int]]:
+    """Group clip indices, in the given order, into passes of at most ``batch_size`` clips and (when set)
+    ``max_samples`` rows x padded width; a clip too long for the cap gets a pass of its own."""
+    passes: list[list[int]] = []
+    width = 0
+    for i, n in enumerate(lengths):
+        w = max(width, encoded_width(n))
+        current = passes[-1] if passes else None
+        if (
+            current is not None
+            and len(current) < batch_size
+            and (max_samples is None or w * (len(current) + 1) <= max_samples)
+        ):
+            current.append(i)
+            width = w
+        else:
+            passes.append([i])
+            width = encoded_width(n)
+    return passes
 
 
 CACHE_FORMAT_VERSION = 1
@@ -106,7 +144,7 @@ def encode_batch(model, clips: Sequence[np.ndarray], device: str = "cpu") -> lis
     if not clips:
         return []
     n_frames = [frames_for(len(c)) for c in clips]
-    width = max(n_frames) * orpheus.SAMPLES_PER_FRAME + ENCODE_TAIL_SAMPLES
+    width = max(encoded_width(len(c)) for c in clips)
     batch = np.zeros((len(clips), 1, width), dtype=np.float32)
     for row, clip in enumerate(clips):
         batch[row, 0, : len(clip)] = clip
@@ -181,6 +219,7 @@ def encode_clips(
     cache: CodeCache | None,
     device: str = "cpu",
     batch_size: int = DEFAULT_ENCODE_BATCH_SIZE,
+    max_samples: int | str | None = "auto",
     window: int = 256,
     on_error: Callable[[str, Exception], None] | None = None,
     progress: bool = True,
@@ -188,13 +227,16 @@ def encode_clips(
     """Frames for each ``(name, load_audio)`` item, reading and writing ``cache`` unless it is None.
 
     Audio is loaded ``window`` clips at a time (bounded memory); cache misses in a window are sorted by
-    length and encoded ``batch_size`` at a time so little padding is computed. ``load_audio`` may raise
+    length and encoded ``batch_size`` at a time so little padding is computed, each pass holding at most
+    ``max_samples`` samples (``"auto"``: ``max_pass_samples(device)``). ``load_audio`` may raise
     ``AudioError``: the item is then reported through ``on_error`` and left out.
     """
     from tqdm.auto import tqdm
 
     from voicelab.audio import AudioError
 
+    if max_samples == "auto":
+        max_samples = max_pass_samples(device)
     result: dict[str, np.ndarray] = {}
     stats = EncodeStats()
     bar = tqdm(total=len(items), desc="SNAC encoding", unit="clip", disable=not progress)
@@ -218,8 +260,8 @@ def encode_clips(
             else:
                 pending.append((name, key, audio))
         pending.sort(key=lambda item: len(item[2]))
-        for b in range(0, len(pending), batch_size):
-            chunk = pending[b : b + batch_size]
+        for indices in plan_passes([len(audio) for _, _, audio in pending], batch_size, max_samples):
+            chunk = [pending[i] for i in indices]
             for (name, key, _), frames in zip(
                 chunk, encode_batch(model, [audio for _, _, audio in chunk], device), strict=True
             ):
