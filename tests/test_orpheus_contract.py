@@ -209,6 +209,33 @@ def test_max_new_tokens_grows_with_text_and_passes_the_14_second_cap():
     assert (short - 1) % orpheus.CODES_PER_FRAME == 0
     assert long > 1200  # 500 characters of text need more than 14 s of audio
     assert orpheus.max_new_tokens_for_text("word " * 100, cap=2000) == 2000
+    # "Hi.": 3 chars / 5 chars/s + 3 s headroom = 3.6 s = 42.2 frames -> 43 frames x 7 tokens + end of speech
+    assert short == 43 * 7 + 1
+
+
+def test_budget_for_a_prompt_counts_each_id_as_the_longest_text_token():
+    # 10 ids x 8 chars = 80 chars: 16 s + 3 s headroom = 19 s = 222.7 frames -> 223 frames x 7 + 1
+    assert orpheus.max_new_tokens_for_prompt(list(range(10))) == 223 * 7 + 1
+
+
+def test_added_tokens_are_spelled_custom_token_n():
+    assert orpheus.token_spelling(128266) == "<custom_token_10>"
+    assert orpheus.token_spelling(orpheus.PAD) == "<custom_token_7>"
+    assert orpheus.token_spelling(orpheus.TEXT_VOCAB_SIZE) == "<custom_token_0>"
+    for not_added in (orpheus.END_OF_TEXT, orpheus.VOCAB_SIZE):
+        with pytest.raises(ValueError, match=str(not_added)):
+            orpheus.token_spelling(not_added)
+    assert orpheus.count_token_spellings("<custom_token_10> <custom_token_4106><custom_token_1") == 2
+    assert orpheus.count_token_spellings("custom_token_3 <custom_token_> hello") == 0
+
+
+def test_audio_token_range_per_frame_position():
+    assert orpheus.audio_token_range(0) == range(128266, 132362)
+    assert orpheus.audio_token_range(6) == range(152842, 156938)
+    assert orpheus.audio_token_range(6).stop == orpheus.AUDIO_TOKEN_END
+    for bad in (-1, 7):
+        with pytest.raises(ValueError, match="frame position"):
+            orpheus.audio_token_range(bad)
 
 
 class TestStreamingParser:

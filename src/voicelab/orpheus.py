@@ -24,6 +24,8 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 # --- vocabulary -------------------------------------------------------------------------------------
+_CUSTOM_TOKEN_SPELLING = "<custom_token_"
+_CUSTOM_TOKEN_RE = re.compile(r"<custom_token_(\d+)>")
 TEXT_VOCAB_SIZE = 128_256
 """Llama-3 text vocabulary; Orpheus' added tokens start right after it."""
 VOCAB_SIZE = 156_940
@@ -33,6 +35,19 @@ VOCAB_SIZE = 156_940
 def custom_token_id(n: int) -> int:
     """Id of the added token spelled ``<custom_token_{n}>``."""
     return TEXT_VOCAB_SIZE + n
+
+
+def token_spelling(token_id: int) -> str:
+    """How an Orpheus tokenizer spells the added token ``token_id``: ``<custom_token_{n}>``."""
+    n = token_id - TEXT_VOCAB_SIZE
+    if not 0 <= n < VOCAB_SIZE - TEXT_VOCAB_SIZE:
+        raise ValueError(f"token id {token_id} is not an added Orpheus token (>= {TEXT_VOCAB_SIZE})")
+    return f"{_CUSTOM_TOKEN_SPELLING}{n}>"
+
+
+def count_token_spellings(text: str) -> int:
+    """How many ``<custom_token_N>`` spellings ``text`` holds (generated text from a detokenising engine)."""
+    return len(_CUSTOM_TOKEN_RE.findall(text))
 
 
 BEGIN_OF_TEXT = 128_000  # <|begin_of_text|>, the Llama-3 BOS
@@ -66,9 +81,6 @@ TOKENS_PER_SECOND = CODES_PER_FRAME * SAMPLE_RATE / SAMPLES_PER_FRAME  # 82.03 t
 
 assert len(FRAME_LAYOUT) == CODES_PER_FRAME
 assert AUDIO_TOKEN_END <= VOCAB_SIZE
-
-_CUSTOM_TOKEN_RE = re.compile(r"<custom_token_(\d+)>")
-_CUSTOM_TOKEN_SPELLING = "<custom_token_"
 
 
 class ContractError(ValueError):
@@ -212,12 +224,20 @@ def _check_code_range(arr: np.ndarray, name: str) -> None:
         )
 
 
+def audio_token_range(position: int) -> range:
+    """The ids an audio token may take at frame ``position`` (0-6): ``CODEBOOK_SIZE`` consecutive ids."""
+    if not 0 <= position < CODES_PER_FRAME:
+        raise ValueError(f"frame position must be in [0, {CODES_PER_FRAME}), got {position}")
+    low = AUDIO_TOKEN_BASE + position * CODEBOOK_SIZE
+    return range(low, low + CODEBOOK_SIZE)
+
+
 def _describe_bad_token(token_id: int, index: int) -> str:
     position = index % CODES_PER_FRAME
-    low = AUDIO_TOKEN_BASE + position * CODEBOOK_SIZE
+    allowed = audio_token_range(position)
     return (
         f"token id {token_id} at audio-token index {index} (frame position {position}) is not an audio "
-        f"token for that position: expected {low} <= id < {low + CODEBOOK_SIZE}"
+        f"token for that position: expected {allowed.start} <= id < {allowed.stop}"
     )
 
 
@@ -287,20 +307,46 @@ def pad_batch(examples: Sequence[TrainingExample], pad_to_multiple_of: int | Non
     return batch
 
 
+BUDGET_CHARS_PER_SECOND = 5.0
+"""Slowest speaking rate a generation budget allows for: fluent speech runs 12-18 characters per second."""
+BUDGET_HEADROOM_SECONDS = 3.0
+"""Audio a generation budget allows beyond the text's slowest reading (pauses, breaths, a slow start)."""
+
+
 def max_new_tokens_for_text(
     text: str,
     *,
-    max_chars_per_second: float = 5.0,
-    headroom_seconds: float = 3.0,
+    max_chars_per_second: float = BUDGET_CHARS_PER_SECOND,
+    headroom_seconds: float = BUDGET_HEADROOM_SECONDS,
     cap: int | None = None,
 ) -> int:
     """A generation budget derived from the text: enough audio for slow speech plus headroom.
 
-    Fluent speech runs 12-18 characters per second; 5 chars/s is a generous lower bound on speaking
-    rate, so the budget never cuts real speech (the famous fixed 1200-token cap stops audio at ~14 s).
+    ``BUDGET_CHARS_PER_SECOND`` is a generous lower bound on speaking rate, so the budget never cuts
+    real speech (the famous fixed 1200-token cap stops audio at ~14 s).
     Rounded up to whole frames.
     """
-    seconds = len(text) / max_chars_per_second + headroom_seconds
+    return _max_new_tokens_for_chars(len(text), max_chars_per_second, headroom_seconds, cap)
+
+
+MAX_CHARS_PER_TEXT_TOKEN = 8
+"""Upper bound on characters per Llama-3 BPE text token (long English words are one or two tokens)."""
+
+
+def max_new_tokens_for_prompt(prompt_ids: Sequence[int]) -> int:
+    """A generation budget for a prompt whose text is not at hand (an engine given only ids).
+
+    Every prompt id is counted as ``MAX_CHARS_PER_TEXT_TOKEN`` characters, so the budget is at least
+    what ``max_new_tokens_for_text`` gives the text itself.
+    """
+    n_chars = len(prompt_ids) * MAX_CHARS_PER_TEXT_TOKEN
+    return _max_new_tokens_for_chars(n_chars, BUDGET_CHARS_PER_SECOND, BUDGET_HEADROOM_SECONDS, None)
+
+
+def _max_new_tokens_for_chars(
+    n_chars: int, max_chars_per_second: float, headroom_seconds: float, cap: int | None
+) -> int:
+    seconds = n_chars / max_chars_per_second + headroom_seconds
     frames = int(np.ceil(seconds * SAMPLE_RATE / SAMPLES_PER_FRAME))
     tokens = frames * CODES_PER_FRAME + 1  # + END_OF_SPEECH
     if cap is not None:

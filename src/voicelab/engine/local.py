@@ -182,7 +182,7 @@ class LocalEngine:
         import torch
         from transformers import DynamicCache
 
-        max_tokens = params.max_tokens or orpheus.max_new_tokens_for_text("x" * (4 * len(prompt_ids)))
+        max_tokens = params.max_tokens or orpheus.max_new_tokens_for_prompt(prompt_ids)
         stop_ids = set(params.stop_token_ids)
         with self._lock, torch.inference_mode(), self._voice_context(voice) as model:
             generator = torch.Generator(device=self.device)
@@ -220,8 +220,8 @@ class LocalEngine:
             # Sample among the ids allowed at this frame position only: same distribution as masking the
             # rest to -inf, and ~40x less work than sorting the whole 156,940-wide vocabulary.
             position = step % orpheus.CODES_PER_FRAME
-            low = orpheus.AUDIO_TOKEN_BASE + position * orpheus.CODEBOOK_SIZE
-            candidates = torch.arange(low, low + orpheus.CODEBOOK_SIZE, device=logits.device)
+            allowed = orpheus.audio_token_range(position)
+            candidates = torch.arange(allowed.start, allowed.stop, device=logits.device)
             if position == 0 and stop_ids:
                 candidates = torch.cat([candidates, torch.tensor(sorted(stop_ids), device=logits.device)])
         else:

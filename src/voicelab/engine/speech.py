@@ -36,7 +36,6 @@ CROSSFADE_SAMPLES = round(CROSSFADE_SECONDS * orpheus.SAMPLE_RATE)  # 1200 sampl
 
 _SENTENCE_END = re.compile(r"(?<=[.!?…;:])[\"')\]]*\s+")
 _CLAUSE_END = re.compile(r"(?<=[,;:—–-])\s+")
-_CUSTOM_TOKEN = re.compile(r"<custom_token_\d+>")
 
 
 @dataclass
@@ -141,7 +140,7 @@ class CrossfadeJoiner:
 def _count_generated(chunk) -> int:
     if chunk.ids is not None:
         return len(chunk.ids)
-    return len(_CUSTOM_TOKEN.findall(chunk.text or ""))
+    return orpheus.count_token_spellings(chunk.text or "")
 
 
 class Synthesizer:

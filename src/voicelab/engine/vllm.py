@@ -35,12 +35,12 @@ def completion_body(model: str, prompt_ids: list[int], params: SamplingParams) -
     """The ``/v1/completions`` request body for one generation (pure; the tests pin its fields).
 
     ``max_tokens`` falls back to a generous budget when the caller gave none: the prompt's text cannot be
-    recovered from ids here, so the budget is derived from the prompt length (a text token is at most a
-    few characters), never vLLM's default 16.
+    recovered from ids here, so the budget is derived from the prompt length
+    (``orpheus.max_new_tokens_for_prompt``), never vLLM's default 16.
     """
     max_tokens = params.max_tokens
     if max_tokens is None:
-        max_tokens = orpheus.max_new_tokens_for_text("x" * (len(prompt_ids) * _MAX_CHARS_PER_TEXT_TOKEN))
+        max_tokens = orpheus.max_new_tokens_for_prompt(prompt_ids)
     body: dict[str, Any] = {
         "model": model,
         "prompt": list(prompt_ids),
@@ -57,10 +57,6 @@ def completion_body(model: str, prompt_ids: list[int], params: SamplingParams) -
     if params.seed is not None:
         body["seed"] = params.seed
     return body
-
-
-_MAX_CHARS_PER_TEXT_TOKEN = 8
-"""Upper bound on characters per BPE text token, used only when no max_tokens was given."""
 
 
 def _error_message(response_body: bytes | str | dict) -> str:

@@ -98,10 +98,6 @@ def audio_tokens_for_prompt(prompt: list[int], n_frames: int) -> list[int]:
     return orpheus.frames_to_tokens(frames).tolist()
 
 
-def _custom_text(token: int) -> str:
-    return f"<custom_token_{token - orpheus.TEXT_VOCAB_SIZE}>"
-
-
 def _error_body(message: str, err_type: str, code: int) -> dict:
     return {"error": {"message": message, "type": err_type, "param": None, "code": code}}
 
@@ -296,7 +292,7 @@ class FakeVLLMServer:
         def chunk(tokens: list[int], finish_reason: str | None, text: str | None = None) -> str:
             choice: dict[str, Any] = {
                 "index": 0,
-                "text": "".join(_custom_text(t) for t in tokens) if text is None else text,
+                "text": "".join(orpheus.token_spelling(t) for t in tokens) if text is None else text,
                 "logprobs": None,
                 "finish_reason": finish_reason,
             }

@@ -71,7 +71,7 @@ def build_tiny_tokenizer(out_dir: Path | str):
     specials = dict(_LLAMA3_SPECIALS)
     n_custom = orpheus.VOCAB_SIZE - orpheus.TEXT_VOCAB_SIZE
     for n in range(n_custom):
-        specials[f"<custom_token_{n}>"] = orpheus.custom_token_id(n)
+        specials[orpheus.token_spelling(orpheus.custom_token_id(n))] = orpheus.custom_token_id(n)
     vocab.update(specials)
 
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
@@ -88,7 +88,7 @@ def build_tiny_tokenizer(out_dir: Path | str):
         tokenizer_object=tok,
         bos_token=bos,
         eos_token="<|eot_id|>",
-        pad_token=f"<custom_token_{orpheus.PAD - orpheus.TEXT_VOCAB_SIZE}>",
+        pad_token=orpheus.token_spelling(orpheus.PAD),
     )
     for name, expected in (("<|begin_of_text|>", orpheus.BEGIN_OF_TEXT), ("<|eot_id|>", orpheus.END_OF_TEXT)):
         got = fast.convert_tokens_to_ids(name)

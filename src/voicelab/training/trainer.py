@@ -28,8 +28,8 @@ INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 CONTRACT_TOKENS = {
     "<|begin_of_text|>": orpheus.BEGIN_OF_TEXT,
     "<|eot_id|>": orpheus.END_OF_TEXT,
-    "<custom_token_3>": orpheus.START_OF_HUMAN,
-    "<custom_token_10>": orpheus.AUDIO_TOKEN_BASE,
+    orpheus.token_spelling(orpheus.START_OF_HUMAN): orpheus.START_OF_HUMAN,
+    orpheus.token_spelling(orpheus.AUDIO_TOKEN_BASE): orpheus.AUDIO_TOKEN_BASE,
 }
 """Spellings a real Orpheus tokenizer maps to the contract's ids (checked before training)."""
 
