@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import shutil
 import subprocess
@@ -23,29 +22,7 @@ SENTENCES = [
     "Hello there, how are you doing today?",
     "The quick brown fox jumps over the lazy dog, quite quickly.",
 ]
-# Greedy, no fallback, one thread: the tiny model decodes fast, and on a loaded 2-core machine extra
-# threads only spin (a 20x slowdown measured here).
-FAST = ["--temperature-increment-on-fallback", "0", "--beam-size", "1", "--no-progress", "--threads", "1"]
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("transcribe_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-script = _load_script()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _restore_torch_threads():
-    """``--threads`` sets torch's process-wide thread count; put it back for the rest of the session."""
-    import torch
-
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("restore_torch_threads")
 
 
 @pytest.fixture(scope="module")
@@ -83,14 +60,18 @@ def load_model_calls(monkeypatch):
 # --------------------------------------------------------------------------------- the real thing
 
 
-def test_end_to_end_on_tiny_whisper(clips, tiny_whisper_path, load_model_calls, capsys, monkeypatch):
+def test_end_to_end_on_tiny_whisper(
+    clips, tiny_whisper_path, load_model_calls, capsys, monkeypatch, transcribe_script, fast_transcribe_flags
+):
     import torch
 
     (clips / "broken.wav").write_bytes(b"RIFF not really a wav")
     (clips / "notes.txt").write_text("not audio")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
 
-    rc = script.main([str(clips), "--model", str(tiny_whisper_path), "--device", "cuda", *FAST])
+    rc = transcribe_script.main(
+        [str(clips), "--model", str(tiny_whisper_path), "--device", "cuda", *fast_transcribe_flags]
+    )
 
     assert rc == 1  # one unreadable clip: named, skipped, non-zero at the end
     out, err = capsys.readouterr()
@@ -117,7 +98,9 @@ def test_end_to_end_on_tiny_whisper(clips, tiny_whisper_path, load_model_calls, 
     )
 
 
-def test_resume_transcribes_only_new_clips_with_the_real_model(clips, tiny_whisper_path, monkeypatch):
+def test_resume_transcribes_only_new_clips_with_the_real_model(
+    clips, tiny_whisper_path, monkeypatch, transcribe_script, fast_transcribe_flags
+):
     import whisper
 
     out = clips / "transcript.csv"
@@ -132,7 +115,12 @@ def test_resume_transcribes_only_new_clips_with_the_real_model(clips, tiny_whisp
         return real(model, audio, **kwargs)
 
     monkeypatch.setattr(whisper, "transcribe", counting)
-    assert script.main([str(clips), "--model", str(tiny_whisper_path), "--device", "cpu", *FAST]) == 0
+    assert (
+        transcribe_script.main(
+            [str(clips), "--model", str(tiny_whisper_path), "--device", "cpu", *fast_transcribe_flags]
+        )
+        == 0
+    )
     new_clip_samples = round(sf.info(clips / "clip_001.wav").duration * tr.WHISPER_SAMPLE_RATE)
     assert seen == [(new_clip_samples,)]  # only the clip without a row
     rows = read_transcript(out)
@@ -157,27 +145,29 @@ def test_device_fallback_warns_once_and_runs_fp32(tiny_whisper_path, monkeypatch
 # ------------------------------------------------------------------------------------ bad input
 
 
-def test_no_wav_files_exits_2(tmp_path, capsys):
+def test_no_wav_files_exits_2(tmp_path, capsys, transcribe_script):
     (tmp_path / "song.mp3").write_bytes(b"")
-    assert script.main([str(tmp_path), "--model", "tiny"]) == 2
+    assert transcribe_script.main([str(tmp_path), "--model", "tiny"]) == 2
     err = capsys.readouterr().err
     assert str(tmp_path) in err and "no .wav clips" in err and "prepare-audio" in err
 
 
-def test_missing_folder_exits_2(tmp_path, capsys):
-    assert script.main([str(tmp_path / "nope")]) == 2
+def test_missing_folder_exits_2(tmp_path, capsys, transcribe_script):
+    assert transcribe_script.main([str(tmp_path / "nope")]) == 2
     assert "not a folder" in capsys.readouterr().err
 
 
-def test_unknown_model_lists_names_and_local_paths(clips, capsys):
-    assert script.main([str(clips), "--model", "enormous", "--device", "cpu"]) == 2
+def test_unknown_model_lists_names_and_local_paths(clips, capsys, transcribe_script):
+    assert transcribe_script.main([str(clips), "--model", "enormous", "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "'enormous'" in err and "tiny" in err and "large-v3" in err and "turbo" in err
     assert "path to a local checkpoint file" in err
     assert not (clips / "transcript.csv").exists() or read_transcript(clips / "transcript.csv") == []
 
 
-def test_offline_download_failure_explains_local_file(clips, tmp_path, monkeypatch, capsys):
+def test_offline_download_failure_explains_local_file(
+    clips, tmp_path, monkeypatch, capsys, transcribe_script
+):
     import urllib.error
     import urllib.request
 
@@ -187,42 +177,44 @@ def test_offline_download_failure_explains_local_file(clips, tmp_path, monkeypat
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
     monkeypatch.setattr(urllib.request, "urlopen", offline)
-    assert script.main([str(clips), "--model", "base", "--device", "cpu"]) == 2
+    assert transcribe_script.main([str(clips), "--model", "base", "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "cannot be downloaded" in err and "--model /path/to/base.pt" in err
     assert str(tmp_path / "empty-cache" / "whisper") in err
     assert "Traceback" not in err
 
 
-def test_model_typo_is_caught_even_when_nothing_is_left_to_do(clips, capsys):
+def test_model_typo_is_caught_even_when_nothing_is_left_to_do(clips, capsys, transcribe_script):
     write_transcript(clips / "transcript.csv", [("clip_000", "a"), ("clip_001", "b")])
-    assert script.main([str(clips), "--model", "medum"]) == 2
+    assert transcribe_script.main([str(clips), "--model", "medum"]) == 2
     assert "unknown Whisper model 'medum'" in capsys.readouterr().err
 
 
-def test_folder_given_to_openai_whisper_points_at_the_other_backend(clips, tmp_path, capsys):
-    assert script.main([str(clips), "--model", str(tmp_path)]) == 2
+def test_folder_given_to_openai_whisper_points_at_the_other_backend(
+    clips, tmp_path, capsys, transcribe_script
+):
+    assert transcribe_script.main([str(clips), "--model", str(tmp_path)]) == 2
     assert "--backend faster-whisper" in capsys.readouterr().err
 
 
-def test_corrupt_checkpoint_file_is_named(clips, tmp_path, capsys):
+def test_corrupt_checkpoint_file_is_named(clips, tmp_path, capsys, transcribe_script):
     bad = tmp_path / "model.pt"
     bad.write_bytes(b"not a checkpoint")
-    assert script.main([str(clips), "--model", str(bad), "--device", "cpu"]) == 2
+    assert transcribe_script.main([str(clips), "--model", str(bad), "--device", "cpu"]) == 2
     assert f"{bad}: not a loadable Whisper checkpoint" in capsys.readouterr().err
 
 
-def test_existing_output_with_wrong_header_is_not_overwritten(clips, capsys):
+def test_existing_output_with_wrong_header_is_not_overwritten(clips, capsys, transcribe_script):
     out = clips / "transcript.csv"
     out.write_text("file,words\nclip_000,hello\n", encoding="utf-8")
-    assert script.main([str(clips), "--model", "tiny"]) == 2
+    assert transcribe_script.main([str(clips), "--model", "tiny"]) == 2
     err = capsys.readouterr().err
     assert str(out) in err and "header" in err and "refusing to overwrite" in err
     assert out.read_text(encoding="utf-8") == "file,words\nclip_000,hello\n"
 
 
-def test_unknown_language_exits_2(clips, capsys):
-    assert script.main([str(clips), "--language", "klingon"]) == 2
+def test_unknown_language_exits_2(clips, capsys, transcribe_script):
+    assert transcribe_script.main([str(clips), "--language", "klingon"]) == 2
     assert "unknown language 'klingon'" in capsys.readouterr().err
 
 
@@ -236,9 +228,9 @@ def test_unknown_language_exits_2(clips, capsys):
         ["--threads", "-1"],
     ],
 )
-def test_bad_flag_combinations_are_usage_errors(clips, extra):
+def test_bad_flag_combinations_are_usage_errors(clips, extra, transcribe_script):
     with pytest.raises(SystemExit) as exit_info:
-        script.main([str(clips), *extra])
+        transcribe_script.main([str(clips), *extra])
     assert exit_info.value.code == 2
 
 
@@ -388,13 +380,15 @@ def test_a_clip_replaced_under_its_old_name_is_transcribed_again(synthetic_clips
     assert "clip_001" in caplog.text and "changed" in caplog.text
 
 
-def test_rows_of_clips_no_longer_there_are_kept_and_reported(synthetic_clips, capsys, caplog):
+def test_rows_of_clips_no_longer_there_are_kept_and_reported(
+    synthetic_clips, capsys, caplog, transcribe_script
+):
     folder, texts = synthetic_clips
     run(folder, FakeTranscriber(texts))
     (folder / "clip_003.wav").unlink()  # the user deleted a bad clip, or re-prepared with fewer clips
     # Nothing left to transcribe: no model is loaded, the name is only checked.
     with caplog.at_level(logging.WARNING):
-        assert script.main([str(folder), "--model", "tiny", "--no-progress"]) == 0
+        assert transcribe_script.main([str(folder), "--model", "tiny", "--no-progress"]) == 0
     assert "clip_003" in dict(read_transcript(folder / "transcript.csv"))  # a hand-fixed row is not lost
     out = capsys.readouterr().out
     assert f"1 rows name clips not in {folder}" in out and "clip_003" in out

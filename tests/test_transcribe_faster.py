@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,30 +16,7 @@ from voicelab.audio import read_audio
 from voicelab.testing.whisper_ct2 import build_tiny_faster_whisper
 from voicelab.transcript import read_transcript
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "transcribe.py"
-# Greedy, no fallback, one thread: the tiny model decodes fast, and on a loaded 2-core machine extra
-# threads only spin (a 20x slowdown measured here).
-FAST = ["--temperature-increment-on-fallback", "0", "--beam-size", "1", "--no-progress", "--threads", "1"]
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("transcribe_script_fw", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-script = _load_script()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _restore_torch_threads():
-    """``--threads`` sets torch's process-wide thread count; put it back for the rest of the session."""
-    import torch
-
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("restore_torch_threads")
 
 
 @pytest.fixture(scope="module")
@@ -89,18 +64,37 @@ def test_a_batch_gives_each_clip_its_own_transcript(fw_clips, transcriber, monke
     assert all(r.text and r.avg_logprob is not None for r in batched)
 
 
-def test_clip_longer_than_a_whisper_window_is_not_cut(transcriber):
+def test_clip_longer_than_a_whisper_window_is_not_cut(transcriber, monkeypatch):
     long_clip = np.zeros(int((tr.WHISPER_WINDOW_S + 2) * tr.WHISPER_SAMPLE_RATE), np.float32)
     short_clip = np.zeros(tr.WHISPER_SAMPLE_RATE, np.float32)
+    long_form, batched = [], []
+    real_long_form, real_batched = transcriber.model.transcribe, transcriber.pipeline.transcribe
+
+    def long_form_spy(audio, **kwargs):
+        long_form.append(len(audio))
+        return real_long_form(audio, **kwargs)
+
+    def batched_spy(audio, **kwargs):
+        batched.append((len(audio), kwargs["clip_timestamps"]))
+        return real_batched(audio, **kwargs)
+
+    monkeypatch.setattr(transcriber.model, "transcribe", long_form_spy)
+    monkeypatch.setattr(transcriber.pipeline, "transcribe", batched_spy)
     results = transcriber.transcribe_batch([short_clip, long_clip])
-    assert len(results) == 2 and all(isinstance(r, tr.ClipResult) for r in results)
+    # The long clip went whole to the long-form decoder; the batch (cut at 30 s per chunk) got only the
+    # short one, and each clip still has its own result, in order.
+    assert long_form == [len(long_clip)]
+    assert batched == [(len(short_clip), [{"start": 0.0, "end": 1.0}])]
+    assert len(results) == 2 and all(r.text for r in results)
 
 
-def test_same_files_as_the_default_backend(tmp_path, fw_clips, tiny_ct2_dir, capsys):
+def test_same_files_as_the_default_backend(
+    tmp_path, fw_clips, tiny_ct2_dir, capsys, transcribe_script, fast_transcribe_flags
+):
     folder = tmp_path / "prepared"
     shutil.copytree(fw_clips, folder)
     args = [str(folder), "--backend", "faster-whisper", "--model", str(tiny_ct2_dir), "--batch-size", "2"]
-    assert script.main([*args, "--device", "cpu", *FAST]) == 0
+    assert transcribe_script.main([*args, "--device", "cpu", *fast_transcribe_flags]) == 0
     rows = read_transcript(folder / "transcript.csv")
     signals = tr.read_signals(folder / "transcript_signals.jsonl")
     assert set(signals) == {"clip_000", "clip_001", "clip_002"}
@@ -127,7 +121,7 @@ def test_cuda_fallback_and_unknown_model(monkeypatch, tiny_ct2_dir, caplog, tmp_
         tr.load_transcriber("faster-whisper", str(checkpoint_file), device="cpu", options=options)
 
 
-def test_offline_download_failure_is_explained(monkeypatch, tmp_path, capsys, fw_clips):
+def test_offline_download_failure_is_explained(monkeypatch, tmp_path, capsys, fw_clips, transcribe_script):
     import huggingface_hub
     from huggingface_hub.errors import LocalEntryNotFoundError
 
@@ -138,7 +132,10 @@ def test_offline_download_failure_is_explained(monkeypatch, tmp_path, capsys, fw
     folder = tmp_path / "prepared"
     shutil.copytree(fw_clips, folder)
     assert (
-        script.main([str(folder), "--backend", "faster-whisper", "--model", "small", "--device", "cpu"]) == 2
+        transcribe_script.main(
+            [str(folder), "--backend", "faster-whisper", "--model", "small", "--device", "cpu"]
+        )
+        == 2
     )
     err = capsys.readouterr().err
     assert "cannot be downloaded" in err and "--model /path/to/ctranslate2-model-folder" in err

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shlex
 import sys
 from pathlib import Path
@@ -83,11 +82,8 @@ def test_environment_enables_runtime_adapter_loading_and_keeps_the_callers():
 
 
 @pytest.fixture(scope="module")
-def serve_vllm():
-    spec = importlib.util.spec_from_file_location("serve_vllm", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def serve_vllm(load_script):
+    return load_script("serve_vllm")
 
 
 def test_dry_run_prints_the_command_with_valid_voices_only(serve_vllm, tmp_path, capsys):
