@@ -29,10 +29,17 @@ def test_inplace_snake_is_bit_identical(shape):
 
 def test_inplace_snake_keeps_autograd():
     import torch
+    from snac.layers import snake
 
-    x = torch.randn(1, 4, 32, requires_grad=True)
-    inplace_snake(x, torch.ones(1, 4, 1)).sum().backward()
-    assert x.grad is not None
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 4, 32, generator=gen, requires_grad=True)
+    alpha = (torch.rand(1, 4, 1, generator=gen) + 0.1).requires_grad_()
+    inplace_snake(x, alpha).sum().backward()
+    grads = x.grad.clone(), alpha.grad.clone()
+    x.grad = alpha.grad = None
+    snake(x, alpha).sum().backward()
+    assert torch.allclose(grads[0], x.grad) and torch.allclose(grads[1], alpha.grad)
+    assert grads[0].abs().sum() > 0 and grads[1].abs().sum() > 0
 
 
 def test_prepared_model_encodes_and_decodes_identically(tiny_snac_dir):
