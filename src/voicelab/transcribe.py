@@ -14,7 +14,6 @@ time) and faster-whisper (optional extra, CTranslate2, clips decoded in batches)
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -600,14 +599,7 @@ def transcribe_clips(
         step = transcriber.batch_size if transcriber is not None else 1
         for start in range(0, len(plan.todo), step):
             batch = plan.todo[start : start + step]
-            audios, ok = [], []
-            for clip in batch:
-                try:
-                    audios.append(read(clip))
-                    ok.append(clip)
-                except AudioError as e:
-                    logger.error("skipped: %s", e)
-                    summary.failed.append(str(e))  # AudioError messages start with the path
+            ok, audios = _read_clips(batch, read, summary.failed)
             results = transcriber.transcribe_batch(audios) if audios else []  # type: ignore[union-attr]
             for clip, audio, result in zip(ok, audios, results, strict=True):
                 duration = len(audio) / WHISPER_SAMPLE_RATE
@@ -629,15 +621,32 @@ def transcribe_clips(
         bar.close()
         rows_out.close()
         signals_out.close()
-        with contextlib.suppress(OSError):  # the appended file is already valid; sorting is a nicety
+        try:
             write_transcript(output, rows.items())
             write_signals(signals_path, signals)
+        except OSError as e:  # the appended file is already valid; sorting is a nicety
+            logger.warning("%s left in transcription order, not sorted: %s", output, e)
 
     summary.rows = len(rows)
     items = review(review_inputs(rows, signals, clips))
     write_review(summary.review_path, items)
     summary.flagged = len(items)
     return summary
+
+
+def _read_clips(
+    batch: Sequence[Path], read: Callable[[Path], np.ndarray], failed: list[str]
+) -> tuple[list[Path], list[np.ndarray]]:
+    """The clips of ``batch`` that read, and their audio; each unreadable one is logged and added to ``failed``."""
+    ok, audios = [], []
+    for clip in batch:
+        try:
+            audios.append(read(clip))
+            ok.append(clip)
+        except AudioError as e:
+            logger.error("skipped: %s", e)
+            failed.append(str(e))  # AudioError messages start with the path
+    return ok, audios
 
 
 def _numbers(result: ClipResult) -> tuple[float | None, float | None, float | None]:

@@ -22,6 +22,10 @@ PCM_SAMPLE_WIDTH = 2  # bytes per 16-bit sample
 CHANNELS = 1
 WAV_UNKNOWN_SIZE = 0xFFFFFFFF
 """RIFF/data size for a stream whose length is not known yet; players read to the end of the data."""
+WAV_FORMAT_PCM = 1  # WAVE_FORMAT_PCM, the fmt chunk's format tag for integer PCM
+WAV_FMT_BODY = struct.Struct("<HHIIHH")  # format tag, channels, rate, byte rate, block align, bits: 16 bytes
+WAV_HEADER_BYTES = 44  # "RIFF" + size + "WAVE" + "fmt " + size + fmt body + "data" + size
+WAV_RIFF_OVERHEAD = 8  # the RIFF size counts everything after "RIFF" and the size field itself
 AAC_BITRATE = 96_000
 OPENAI_FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm")
 
@@ -67,13 +71,17 @@ def wav_header(sample_rate: int = SAMPLE_RATE, data_bytes: int | None = None) ->
         riff_size = data_size = WAV_UNKNOWN_SIZE
     else:
         data_size = data_bytes
-        riff_size = 36 + data_bytes
-    byte_rate = sample_rate * CHANNELS * PCM_SAMPLE_WIDTH
+        riff_size = WAV_HEADER_BYTES - WAV_RIFF_OVERHEAD + data_bytes
+    block_align = CHANNELS * PCM_SAMPLE_WIDTH
+    fmt_body = WAV_FMT_BODY.pack(
+        WAV_FORMAT_PCM, CHANNELS, sample_rate, sample_rate * block_align, block_align, 8 * PCM_SAMPLE_WIDTH
+    )
     return (
         b"RIFF"
         + struct.pack("<I", riff_size)
         + b"WAVEfmt "
-        + struct.pack("<IHHIIHH", 16, 1, CHANNELS, sample_rate, byte_rate, CHANNELS * PCM_SAMPLE_WIDTH, 16)
+        + struct.pack("<I", WAV_FMT_BODY.size)
+        + fmt_body
         + b"data"
         + struct.pack("<I", data_size)
     )

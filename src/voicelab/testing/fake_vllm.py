@@ -47,6 +47,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
 
 from voicelab import orpheus
 
@@ -171,109 +175,100 @@ class FakeVLLMServer:
             return self.frames_per_prompt
         return 4 + len(prompt) // 2
 
-    def _app(self):
-        from starlette.applications import Starlette
-        from starlette.requests import Request
-        from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-        from starlette.routing import Route
-
-        async def record(request: Request) -> Any:
-            raw = await request.body()
-            try:
-                body = json.loads(raw) if raw else None
-            except json.JSONDecodeError:
-                body = raw.decode(errors="replace")
-            self.requests.append(
-                RecordedRequest(request.method, request.url.path, body, dict(request.headers))
-            )
-            return body
-
-        def unauthorized(request: Request) -> Response | None:
-            if self.api_key and request.headers.get("authorization") != f"Bearer {self.api_key}":
-                return JSONResponse(_error_body("Unauthorized", "Unauthorized", 401), status_code=401)
-            return None
-
-        async def health(request: Request) -> Response:
-            await record(request)
-            return Response(status_code=200 if self.healthy else 503)
-
-        async def models(request: Request) -> Response:
-            await record(request)
-            if denied := unauthorized(request):
-                return denied
-            data = [{"id": self.base_model, "object": "model", "root": self.base_model, "parent": None}]
-            data += [
-                {"id": name, "object": "model", "root": path, "parent": self.base_model}
-                for name, path in self.adapters.items()
-            ]
-            return JSONResponse({"object": "list", "data": data})
-
-        async def load_adapter(request: Request) -> Response:
-            body = await record(request)
-            if denied := unauthorized(request):
-                return denied
-            name, path = (body or {}).get("lora_name"), (body or {}).get("lora_path")
-            if not name or not path:
-                return JSONResponse(
-                    _error_body("lora_name and lora_path are required", "BadRequestError", 400), 400
-                )
-            if name in self.adapters:
-                msg = f"The lora adapter '{name}' has already been loaded."
-                return JSONResponse(_error_body(msg, "InvalidUserInput", 400), 400)
-            if not Path(path).exists():
-                msg = f"Loading lora {name} failed: No adapter found for {path}"
-                return JSONResponse(_error_body(msg, "NotFoundError", 404), 404)
-            if not (Path(path) / "adapter_config.json").is_file():
-                msg = f"Loading lora {name} failed: invalid adapter at {path} (no adapter_config.json)"
-                return JSONResponse(_error_body(msg, "BadRequestError", 400), 400)
-            self.adapters[name] = str(path)
-            return PlainTextResponse(f"Success: LoRA adapter '{name}' added successfully.")
-
-        async def unload_adapter(request: Request) -> Response:
-            body = await record(request)
-            if denied := unauthorized(request):
-                return denied
-            name = (body or {}).get("lora_name")
-            if name not in self.adapters:
-                msg = f"The lora adapter '{name}' cannot be found."
-                return JSONResponse(_error_body(msg, "NotFoundError", 404), 404)
-            del self.adapters[name]
-            return PlainTextResponse(f"Success: LoRA adapter '{name}' removed successfully.")
-
-        async def completions(request: Request) -> Response:
-            body = await record(request)
-            if denied := unauthorized(request):
-                return denied
-            fault = self.faults.popleft() if self.faults else Fault()
-            if fault.http_status is not None:
-                return JSONResponse(
-                    _error_body(fault.message, "InternalServerError", fault.http_status), fault.http_status
-                )
-            if not isinstance(body, dict):
-                return JSONResponse(_error_body("body must be a JSON object", "BadRequestError", 400), 400)
-            model = body.get("model")
-            if model != self.base_model and model not in self.adapters:
-                msg = f"The model `{model}` does not exist."
-                return JSONResponse(_error_body(msg, "NotFoundError", 404), 404)
-            prompt = body.get("prompt")
-            if not (isinstance(prompt, list) and all(isinstance(t, int) for t in prompt)):
-                msg = "this fake expects prompt as a list of token ids"
-                return JSONResponse(_error_body(msg, "BadRequestError", 400), 400)
-            record_ = CompletionRecord(body=body)
-            self.completions.append(record_)
-            return StreamingResponse(
-                self._events(body, prompt, fault, record_), media_type="text/event-stream"
-            )
-
+    def _app(self) -> Starlette:
         return Starlette(
             routes=[
-                Route("/health", health, methods=["GET"]),
-                Route("/v1/models", models, methods=["GET"]),
-                Route("/v1/load_lora_adapter", load_adapter, methods=["POST"]),
-                Route("/v1/unload_lora_adapter", unload_adapter, methods=["POST"]),
-                Route("/v1/completions", completions, methods=["POST"]),
+                Route("/health", self._health, methods=["GET"]),
+                Route("/v1/models", self._models, methods=["GET"]),
+                Route("/v1/load_lora_adapter", self._load_adapter, methods=["POST"]),
+                Route("/v1/unload_lora_adapter", self._unload_adapter, methods=["POST"]),
+                Route("/v1/completions", self._completions, methods=["POST"]),
             ]
         )
+
+    async def _record(self, request: Request) -> Any:
+        raw = await request.body()
+        try:
+            body = json.loads(raw) if raw else None
+        except json.JSONDecodeError:
+            body = raw.decode(errors="replace")
+        self.requests.append(RecordedRequest(request.method, request.url.path, body, dict(request.headers)))
+        return body
+
+    def _unauthorized(self, request: Request) -> Response | None:
+        if self.api_key and request.headers.get("authorization") != f"Bearer {self.api_key}":
+            return JSONResponse(_error_body("Unauthorized", "Unauthorized", 401), status_code=401)
+        return None
+
+    async def _health(self, request: Request) -> Response:
+        await self._record(request)
+        return Response(status_code=200 if self.healthy else 503)
+
+    async def _models(self, request: Request) -> Response:
+        await self._record(request)
+        if denied := self._unauthorized(request):
+            return denied
+        data = [{"id": self.base_model, "object": "model", "root": self.base_model, "parent": None}]
+        data += [
+            {"id": name, "object": "model", "root": path, "parent": self.base_model}
+            for name, path in self.adapters.items()
+        ]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def _load_adapter(self, request: Request) -> Response:
+        body = await self._record(request)
+        if denied := self._unauthorized(request):
+            return denied
+        name, path = (body or {}).get("lora_name"), (body or {}).get("lora_path")
+        if not name or not path:
+            return JSONResponse(
+                _error_body("lora_name and lora_path are required", "BadRequestError", 400), 400
+            )
+        if name in self.adapters:
+            msg = f"The lora adapter '{name}' has already been loaded."
+            return JSONResponse(_error_body(msg, "InvalidUserInput", 400), 400)
+        if not Path(path).exists():
+            msg = f"Loading lora {name} failed: No adapter found for {path}"
+            return JSONResponse(_error_body(msg, "NotFoundError", 404), 404)
+        if not (Path(path) / "adapter_config.json").is_file():
+            msg = f"Loading lora {name} failed: invalid adapter at {path} (no adapter_config.json)"
+            return JSONResponse(_error_body(msg, "BadRequestError", 400), 400)
+        self.adapters[name] = str(path)
+        return PlainTextResponse(f"Success: LoRA adapter '{name}' added successfully.")
+
+    async def _unload_adapter(self, request: Request) -> Response:
+        body = await self._record(request)
+        if denied := self._unauthorized(request):
+            return denied
+        name = (body or {}).get("lora_name")
+        if name not in self.adapters:
+            msg = f"The lora adapter '{name}' cannot be found."
+            return JSONResponse(_error_body(msg, "NotFoundError", 404), 404)
+        del self.adapters[name]
+        return PlainTextResponse(f"Success: LoRA adapter '{name}' removed successfully.")
+
+    async def _completions(self, request: Request) -> Response:
+        body = await self._record(request)
+        if denied := self._unauthorized(request):
+            return denied
+        fault = self.faults.popleft() if self.faults else Fault()
+        if fault.http_status is not None:
+            return JSONResponse(
+                _error_body(fault.message, "InternalServerError", fault.http_status), fault.http_status
+            )
+        if not isinstance(body, dict):
+            return JSONResponse(_error_body("body must be a JSON object", "BadRequestError", 400), 400)
+        model = body.get("model")
+        if model != self.base_model and model not in self.adapters:
+            msg = f"The model `{model}` does not exist."
+            return JSONResponse(_error_body(msg, "NotFoundError", 404), 404)
+        prompt = body.get("prompt")
+        if not (isinstance(prompt, list) and all(isinstance(t, int) for t in prompt)):
+            msg = "this fake expects prompt as a list of token ids"
+            return JSONResponse(_error_body(msg, "BadRequestError", 400), 400)
+        record_ = CompletionRecord(body=body)
+        self.completions.append(record_)
+        return StreamingResponse(self._events(body, prompt, fault, record_), media_type="text/event-stream")
 
     async def _events(self, body: dict, prompt: list[int], fault: Fault, record: CompletionRecord):
         audio = audio_tokens_for_prompt(prompt, self.n_frames_for(prompt))
