@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voicelab import segment
+from voicelab import orpheus, segment
 from voicelab.audio import AUDIO_SUFFIXES, AudioDecodeError, AudioError, AudioInfo, is_audio_file
 from voicelab.fileio import write_text_atomic
 
@@ -70,7 +70,7 @@ class ManifestError(PrepareError):
 class PrepareSettings:
     """The guide's flags, with its defaults."""
 
-    sample_rate: int = 24000
+    sample_rate: int = orpheus.SAMPLE_RATE  # the rate Orpheus' SNAC codec works at
     min_duration: float = 3.0
     max_duration: float = 13.0
     silence_threshold: float = -40.0
