@@ -67,8 +67,30 @@ def main(argv: list[str] | None = None) -> int:
     from voicelab.server.registry import scan_voices
     from voicelab.server.settings import Settings
 
-    args = build_parser(Settings()).parse_args(argv)
+    parser = build_parser(Settings())
+    args = parser.parse_args(argv)
     extra = args.extra[1:] if args.extra[:1] == ["--"] else args.extra
+    if not 0 < args.gpu_memory_utilization <= 1:
+        parser.error(
+            f"--gpu-memory-utilization is a share of GPU memory in (0, 1], got {args.gpu_memory_utilization}"
+        )
+    exe = None
+    if not args.dry_run:
+        exe = shutil.which(args.vllm)
+        if exe is None:
+            print(
+                f"error: vLLM executable {args.vllm!r} not found; on a GPU machine run `make install-vllm` "
+                "once (it creates .venv-vllm, apart from the project's .venv), or pass --vllm PATH; "
+                '`make vllm ARGS="--dry-run"` only prints the command',
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+    if not args.voices_dir.is_dir():
+        print(
+            f"warning: voices folder {args.voices_dir} does not exist: serving no voice yet "
+            "(train one with `make train-lora`, or pass --voices-dir)",
+            file=sys.stderr,
+        )
 
     scan = scan_voices(args.voices_dir, base_model=args.base_model, max_lora_rank=args.skip_rank_above)
     for name, reason in scan.skipped.items():
@@ -94,16 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"voices: {names}")
     print(" ".join(f"{k}={v}" for k, v in vc.RUNTIME_LORA_ENV.items()) + " " + shlex.join(cmd))
     print(f"point the API at it: VOICELAB_VLLM_URL=http://{args.host}:{args.port} make dev")
-    if args.dry_run:
+    if exe is None:  # --dry-run
         return EXIT_OK
-    exe = shutil.which(args.vllm)
-    if exe is None:
-        print(
-            f"error: vLLM executable {args.vllm!r} not found; on a GPU machine run `make install-vllm` "
-            "(it creates .venv-vllm, apart from the project's .venv)",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
     sys.stdout.flush()
     os.execve(exe, [exe, *cmd[1:]], env)
     return EXIT_OK  # not reached: execve replaces this process

@@ -118,10 +118,22 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error("--cache-dir has no effect with --no-cache")
 
 
+def _looks_like_path(value: str) -> bool:
+    """A local path rather than a hub id (``owner/name``): hub errors about such a value only confuse."""
+    return value.startswith(("/", ".", "~")) or value.count("/") > 1 or "\\" in value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_args(parser, args)
+    for flag, value in (("--base-model", args.base_model), ("--snac-model", args.snac_model)):
+        if _looks_like_path(value) and not Path(value).expanduser().is_dir():
+            print(
+                f"error: {flag} {value}: no such folder (pass a local model folder, or a hub id like owner/name)",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )

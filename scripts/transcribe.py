@@ -93,6 +93,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--temperature must be in [0, 1] and --temperature-increment-on-fallback >= 0")
     setup_logging(args.verbose)
 
+    model_path = Path(args.model).expanduser()
+    if (args.model.endswith(".pt") or args.model.startswith(("/", ".", "~"))) and not model_path.exists():
+        print(
+            f"error: --model {args.model}: not found (pass a local Whisper checkpoint or model folder, or a model name such as large-v3)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     output = args.output or args.input_dir / tr.DEFAULT_OUTPUT_NAME
     try:
         clips = tr.find_clips(args.input_dir)

@@ -55,10 +55,10 @@ def setup_logging(verbose: bool) -> None:
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """Keeps the description's line breaks and shows each flag's default, unless the help text already
-    explains it or there is none to show."""
+    explains it or there is none to show (a switch's ``False`` says nothing)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if action.default is None or "default" in text or action.default is argparse.SUPPRESS:
+        if action.default in (None, argparse.SUPPRESS) or action.default is False or "default" in text:
             return text
         return super()._get_help_string(action)

@@ -475,6 +475,8 @@ class _SourceProgress:
 
     def advance(self, seconds: float) -> None:
         step = min(seconds / 60, self.minutes - self.done)
+        if self.bar.total is not None:  # float sums may pass the total by an ulp: tqdm warns, shows -00:00
+            step = min(step, self.bar.total - self.bar.n)
         if step > 0:
             self.done += step
             self.bar.update(step)

@@ -60,7 +60,7 @@ def lora_rank_for(adapters: Sequence[AdapterSpec], requested: int | None = None)
         return smallest_vllm_rank(largest)
     if requested not in VLLM_LORA_RANKS:
         raise ValueError(f"--max-lora-rank {requested} is not one vLLM accepts: {list(VLLM_LORA_RANKS)}")
-    if requested < largest:
+    if adapters and requested < largest:  # with no voice yet, any rank vLLM accepts will do
         too_big = sorted(a.name for a in adapters if a.rank > requested)
         raise ValueError(f"--max-lora-rank {requested} is below the rank of voices {too_big} ({largest})")
     return requested
