@@ -138,6 +138,11 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
 
+    if args.no_progress:  # transformers' own bars too ("Loading weights")
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
     from voicelab.audio import AudioError
     from voicelab.orpheus import ContractError
     from voicelab.training import build
