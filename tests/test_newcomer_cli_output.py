@@ -9,6 +9,7 @@ import subprocess
 import sys
 import warnings
 
+import pytest
 from tqdm import tqdm
 
 from voicelab.cli import HelpFormatter
@@ -56,3 +57,14 @@ def test_wrapping_the_model_in_lora_prints_no_library_deprecation(tiny_orpheus_d
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_model_load_hints_name_the_installed_hub_cli(tmp_path):
+    # huggingface_hub >= 1.0 ships `hf`; `huggingface-cli` is gone from the venv
+    from voicelab.training import snac_codec
+    from voicelab.training.trainer import _load_hint
+
+    assert "hf download owner/model --local-dir" in _load_hint("owner/model", OSError("offline"))
+    with pytest.raises(snac_codec.SnacLoadError, match=r"hf download .* --local-dir") as info:
+        snac_codec.load_snac(str(tmp_path / "no-such-snac"))
+    assert "huggingface-cli" not in str(info.value)

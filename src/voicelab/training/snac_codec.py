@@ -106,7 +106,7 @@ def load_snac(model_id: str, device: str = "cpu"):
         raise SnacLoadError(
             f"cannot load the SNAC model {model_id!r} ({type(e).__name__}: {e}); offline, pass a local folder "
             "holding config.json and pytorch_model.bin with --snac-model (download it once with "
-            f"`huggingface-cli download {model_id} --local-dir DIR` on a machine with network)"
+            f"`.venv/bin/hf download {model_id} --local-dir DIR` on a machine with network)"
         ) from e
     model = prepare_for_inference(model.to(torch.device(device)).eval())
     model.requires_grad_(False)

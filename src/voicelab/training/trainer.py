@@ -139,7 +139,7 @@ def _load_hint(base_model: str, error: Exception) -> str:
     return (
         f"cannot load the base model {base_model!r} ({type(error).__name__}: {error}); offline, pass a local "
         "folder holding the Orpheus checkpoint and tokenizer with --base-model (download it once with "
-        f"`huggingface-cli download {base_model} --local-dir DIR` on a machine with network)"
+        f"`.venv/bin/hf download {base_model} --local-dir DIR` on a machine with network)"
     )
 
 
