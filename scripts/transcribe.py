@@ -140,9 +140,15 @@ def main(argv: list[str] | None = None) -> int:
         summary = tr.transcribe_clips(clips, output, transcriber, plan, progress=not args.no_progress)
     print(
         f"{output}: {summary.rows} rows; {summary.transcribed} new from {summary.audio_s / 60:.1f} min of audio, "
-        f"{summary.kept} clips kept from before, {summary.empty} empty (skipped), "
+        f"{summary.kept} clips done by an earlier run, {summary.empty} empty (skipped), "
         f"{len(summary.failed)} unreadable, of {summary.clips} clips"
     )
+    rowless = summary.kept - (summary.rows - summary.transcribed - len(summary.missing))
+    if rowless > 0:
+        print(
+            f"{rowless} clips done earlier have no row (deleted by hand, or no speech found): "
+            "not transcribed again (--overwrite redoes every clip)"
+        )
     if summary.changed:
         print(f"{len(summary.changed)} clips had new audio under an old name: transcribed again")
     if summary.missing:
