@@ -24,7 +24,7 @@ test: ## Run the offline test suite (CPU, tiny models; no downloads)
 	$(PY) -m pytest
 
 test-all: ## Run every test, the slow ones included (gpu tests skip without CUDA)
-	$(PY) -m pytest -m "" 
+	$(PY) -m pytest -m ""
 
 lint: ## ruff check and format check
 	$(PY) -m ruff check .
@@ -51,11 +51,11 @@ install-vllm: ## Create .venv-vllm with vLLM (GPU machines only; kept apart from
 	$(VLLM_VENV)/bin/python -m pip install --upgrade pip
 	$(VLLM_VENV)/bin/python -m pip install "vllm==$(VLLM_VERSION)"
 
-vllm: ## Serve the base model + every voice in voices/ as a LoRA adapter (vLLM)
+vllm: ## vLLM on 127.0.0.1:8001 with every voice as a LoRA adapter (after install-vllm; ARGS="--dry-run" prints it)
 	$(PY) scripts/serve_vllm.py --vllm $(VLLM_VENV)/bin/vllm $(ARGS)
 
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-dev: ## Run the TTS API with reload on HOST:PORT (default 127.0.0.1:8000)
+dev: ## The TTS API on HOST:PORT (127.0.0.1:8000), reloading on src/ edits; settings: VOICELAB_* (README)
 	$(PY) -m uvicorn voicelab.server.app:create_app --factory --reload --reload-dir src --host $(HOST) --port $(PORT) $(ARGS)
