@@ -538,3 +538,21 @@ def test_a_response_never_sent_still_frees_its_slot(voices_dir):
             assert synth.cancelled.is_set()
 
     anyio.run(scenario)
+
+
+def test_bad_settings_stop_start_up_with_one_line_naming_each_variable(monkeypatch):
+    monkeypatch.setenv("VOICELAB_ENGINE", "bogus")
+    monkeypatch.setenv("VOICELAB_MAX_CONCURRENT_REQUESTS", "0")
+    with pytest.raises(SystemExit) as stop:
+        create_app()
+    message = str(stop.value)
+    assert "\n" not in message
+    assert "VOICELAB_ENGINE" in message and "'bogus'" in message
+    assert "VOICELAB_MAX_CONCURRENT_REQUESTS" in message
+
+
+def test_engine_vllm_without_url_names_what_to_set(monkeypatch):
+    monkeypatch.setenv("VOICELAB_ENGINE", "vllm")
+    monkeypatch.delenv("VOICELAB_VLLM_URL", raising=False)
+    with pytest.raises(SystemExit, match="VOICELAB_VLLM_URL"):
+        create_app()

@@ -21,7 +21,7 @@ from voicelab.server.errors import install_error_handlers
 from voicelab.server.metrics import ServerMetrics
 from voicelab.server.registry import VoiceRegistry
 from voicelab.server.routes import public, v1
-from voicelab.server.settings import Settings
+from voicelab.server.settings import Settings, SettingsError, load_settings
 from voicelab.server.speech import ConcurrencyLimiter
 
 logger = logging.getLogger(__name__)
@@ -64,7 +64,12 @@ def create_app(settings: Settings | None = None, *, backend_factory: BackendFact
 
     ``backend_factory`` replaces the engine/synthesizer built at start-up (tests pass fakes or tiny models).
     """
-    settings = settings or Settings()
+    if settings is None:
+        try:
+            settings = load_settings()
+        except SettingsError as e:
+            # uvicorn --factory would print a pydantic traceback; the variable and the fix are what matter
+            raise SystemExit(f"voicelab: bad server settings: {e}") from e
     configure_logging(settings.log_level)
     app = FastAPI(title="voicelab TTS", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from voicelab.engine import base
@@ -117,3 +117,23 @@ class Settings(BaseSettings):
         return base.SamplingParams(
             temperature=self.temperature, top_p=self.top_p, repetition_penalty=self.repetition_penalty
         )
+
+
+class SettingsError(ValueError):
+    """``VOICELAB_*`` values that cannot be used; the message names each variable and what is wrong."""
+
+
+def load_settings() -> Settings:
+    """``Settings()`` from the environment, with validation errors rewritten per ``VOICELAB_*`` variable."""
+    try:
+        return Settings()
+    except ValidationError as e:
+        problems = []
+        for error in e.errors():
+            field = "_".join(str(part) for part in error["loc"]).upper()
+            message = error["msg"].removeprefix("Value error, ")  # our validators already name the variable
+            given = error.get("input")
+            if field and isinstance(given, str | int | float) and repr(given) not in message:
+                message = f"{message} (got {given!r})"
+            problems.append(f"{ENV_PREFIX}{field}: {message}" if field else message)
+        raise SettingsError("; ".join(problems)) from e
