@@ -103,6 +103,7 @@ def test_voice_folder_has_everything(trained):
     for name in (ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, VOICE_FILE, LOSS_LOG_FILE, LOSS_PLOT_FILE):
         assert (voice / name).is_file(), name
     assert (voice / LOSS_PLOT_FILE).read_bytes().startswith(b"\x89PNG")
+    assert not (voice / "README.md").exists(), "no placeholder model card from peft"
     # every --logging-steps, and always the last step (3 is not a multiple of 2)
     assert [p.step for p in read_loss_log(voice / LOSS_LOG_FILE)] == [2, 3]
     leftovers = [p.name for p in trained["voices"].iterdir() if p.name != "alice"]

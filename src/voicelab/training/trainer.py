@@ -18,6 +18,9 @@ from voicelab.voice import LORA_TARGET_MODULES
 
 logger = logging.getLogger(__name__)
 
+PEFT_MODEL_CARD = "README.md"
+"""Written by peft's save_pretrained beside every adapter."""
+
 LORA_DROPOUT = 0.0
 """No dropout: voice datasets are small and the adapter must reproduce them closely (as public Orpheus
 LoRA recipes do)."""
@@ -330,4 +333,6 @@ def save_adapter(peft_model, out_dir: Path, base_model: str) -> dict:
     peft_model.peft_config["default"].base_model_name_or_path = base_model
     # the vocabulary is never changed, so never save embedding layers (peft's "auto" may probe the hub)
     peft_model.save_pretrained(str(out_dir), safe_serialization=True, save_embedding_layers=False)
+    # peft also writes a placeholder model card ("More Information Needed"); voice.json describes the voice
+    (Path(out_dir) / PEFT_MODEL_CARD).unlink(missing_ok=True)
     return json.loads((Path(out_dir) / "adapter_config.json").read_text(encoding="utf-8"))
