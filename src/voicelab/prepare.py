@@ -430,7 +430,8 @@ def prepare_dataset(
         )
     total_min = sum((i.duration_s or 0.0) / 60 for _, i in todo if isinstance(i, AudioInfo))
     bar_format = "{l_bar}{bar}| {n:.1f}/{total:.1f} audio min [{elapsed}<{remaining}] {postfix}"
-    with tqdm(total=total_min, bar_format=bar_format, disable=not progress or not todo) as bar:
+    # disable=None: tqdm stays quiet when stderr is not a terminal, so logs hold no bar redraws
+    with tqdm(total=total_min, bar_format=bar_format, disable=None if progress and todo else True) as bar:
         for key, info in todo:
             bar.set_postfix_str(key, refresh=False)
             if isinstance(info, AudioError):

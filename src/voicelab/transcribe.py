@@ -586,12 +586,13 @@ def transcribe_clips(
     write_signals(signals_path, signals)
 
     durations = {c: clip_duration_s(c) or 0.0 for c in plan.todo}
+    # disable=None: tqdm stays quiet when stderr is not a terminal, so logs hold no bar redraws
     bar = tqdm(
         total=sum(durations.values()) / 60,
         unit="min",
         desc="transcribing (audio min)",
         bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} min [{elapsed}<{remaining}]{postfix}",
-        disable=not progress or not plan.todo,
+        disable=None if progress and plan.todo else True,
     )
     rows_out = TranscriptAppender(output)
     signals_out = _SignalsAppender(signals_path)

@@ -239,7 +239,8 @@ def encode_clips(
         max_samples = max_pass_samples(device)
     result: dict[str, np.ndarray] = {}
     stats = EncodeStats()
-    bar = tqdm(total=len(items), desc="SNAC encoding", unit="clip", disable=not progress)
+    # disable=None: tqdm stays quiet when stderr is not a terminal, so logs hold no bar redraws
+    bar = tqdm(total=len(items), desc="SNAC encoding", unit="clip", disable=None if progress else True)
     for start in range(0, len(items), window):
         pending: list[tuple[str, str, np.ndarray]] = []
         for name, load in items[start : start + window]:
