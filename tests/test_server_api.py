@@ -11,6 +11,7 @@ import asyncio
 import base64
 import io
 import json
+import logging
 import shutil
 import struct
 import threading
@@ -31,7 +32,6 @@ from voicelab.engine.base import (
 from voicelab.server.app import create_app
 from voicelab.server.backend import Backend
 from voicelab.server.encoding import WAV_UNKNOWN_SIZE, aac_available
-from voicelab.server.errors import StreamAbortedError
 from voicelab.server.settings import Settings
 from voicelab.testing.server import ServerThread
 from voicelab.testing.voices import write_voice_folder
@@ -286,17 +286,26 @@ def test_running_out_of_a_client_set_max_tokens_ends_the_audio_normally(api):
     assert len(response.content) == FRAMES_PER_CHUNK * orpheus.SAMPLES_PER_FRAME * 2
 
 
-def test_running_out_of_the_derived_budget_is_an_error(api):
-    with pytest.raises(StreamAbortedError, match="max_tokens"):
-        speak(api, input="Budget [max-tokens]", response_format="pcm")
+ONE_CHUNK_PCM_BYTES = FRAMES_PER_CHUNK * orpheus.SAMPLES_PER_FRAME * 2
+
+
+def test_running_out_of_the_derived_budget_is_an_error(api, caplog):
+    with caplog.at_level(logging.ERROR, logger="voicelab.server.speech"):
+        response = speak(api, input="Budget [max-tokens]", response_format="pcm")
+    # the header was already out: the transfer stops after the audio sent so far (a real HTTP client sees
+    # the connection drop, see test_server_vllm) and the cause is logged once
+    assert response.status_code == 200 and len(response.content) == ONE_CHUNK_PCM_BYTES
+    assert "speech failed after" in caplog.text and "max_tokens" in caplog.text
 
 
 @pytest.mark.parametrize("body", [{}, {"max_tokens": 100}])
-def test_generation_cut_short_mid_stream_aborts_the_transfer(api, body):
+def test_generation_cut_short_mid_stream_aborts_the_transfer(api, body, caplog):
     # The status is already 200 when it happens: a broken transfer is the only honest signal left.
     # A client's max_tokens does not excuse a stream that broke off before reaching it.
-    with pytest.raises(StreamAbortedError, match="without end of speech"):
-        speak(api, input="Cut short [midstream]", response_format="pcm", **body)
+    with caplog.at_level(logging.ERROR, logger="voicelab.server.speech"):
+        response = speak(api, input="Cut short [midstream]", response_format="pcm", **body)
+    assert len(response.content) == ONE_CHUNK_PCM_BYTES
+    assert "without end of speech" in caplog.text
 
 
 @pytest.mark.parametrize("body", [{"response_format": "flac"}, {"response_format": "wav", "speed": 1.5}])

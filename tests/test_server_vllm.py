@@ -204,3 +204,34 @@ def test_client_hang_up_cancels_the_vllm_request(api, vllm):
         assert record.disconnected and not record.finished
     finally:
         vllm.token_delay = 0.0
+
+
+def test_failure_after_audio_started_drops_the_connection_without_a_traceback(api, vllm):
+    """Over real HTTP: the client gets the audio sent so far, then a broken transfer (never a short file
+    that looks complete); the server logs the cause once, not an ASGI traceback."""
+    import logging
+
+    import httpx
+
+    records: list[logging.LogRecord] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    handler = Collect()
+    server_log = logging.getLogger("uvicorn.error")  # where uvicorn reports exceptions from the app
+    server_log.addHandler(handler)
+    vllm.faults.append(Fault(error_after=10 * orpheus.CODES_PER_FRAME, message="CUDA error mid-stream"))
+    body = {"model": "orpheus", "voice": "alice", "input": "This one breaks.", "response_format": "pcm"}
+    received = b""
+    try:
+        with httpx.stream("POST", f"{api.url}/v1/audio/speech", json=body) as response:
+            assert response.status_code == 200
+            with pytest.raises(httpx.RemoteProtocolError):
+                for chunk in response.iter_bytes():
+                    received += chunk
+    finally:
+        server_log.removeHandler(handler)
+    assert len(received) > 0  # the first chunks were delivered before the failure
+    assert not any(r.exc_info for r in records), "no traceback for a failure already logged with its cause"

@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from voicelab.server.backend import BackendFactory, build_backend
-from voicelab.server.errors import install_error_handlers
+from voicelab.server.errors import StreamAbortedError, install_error_handlers
 from voicelab.server.metrics import ServerMetrics
 from voicelab.server.registry import VoiceRegistry
 from voicelab.server.routes import public, v1
@@ -37,6 +37,24 @@ def configure_logging(level: str) -> None:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
         package_logger.addHandler(handler)
+
+
+class CutAbortedStreams:
+    """ASGI middleware for a stream that fails after its 200 header went out (``StreamAbortedError``).
+
+    The failure is already logged with its cause where it happened. Returning without the final body
+    message makes the HTTP server drop the connection, so the client sees a broken transfer (not a short
+    file that looks complete), and the log gets one line from the server instead of a second traceback.
+    """
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except StreamAbortedError:
+            return
 
 
 @asynccontextmanager
@@ -84,6 +102,7 @@ def create_app(settings: Settings | None = None, *, backend_factory: BackendFact
     app.state.metrics = ServerMetrics()
     app.state.started_at = time.time()
     install_error_handlers(app)
+    app.add_middleware(CutAbortedStreams)
     app.include_router(v1)
     app.include_router(public)
     return app

@@ -148,7 +148,5 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        if isinstance(exc, StreamAbortedError):  # already logged where it happened; headers are gone
-            return to_api_error(exc).response()
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         return to_api_error(exc).response()
