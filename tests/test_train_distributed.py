@@ -1,4 +1,8 @@
-"""train-lora under torchrun: 2 CPU processes (gloo), the same script unchanged; only rank 0 writes."""
+"""train-lora under torchrun and `accelerate launch`: 2 CPU processes (gloo), the same script unchanged.
+
+Only rank 0 writes. `accelerate launch --multi_gpu` starts the processes through torch's elastic launcher
+(as on a GPU machine); `--cpu` would start a single process, so it proves nothing here.
+"""
 
 from __future__ import annotations
 
@@ -16,15 +20,31 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_lora.py"
 WORLD_SIZE = 2
 
 
-def test_two_process_run_writes_one_voice(tmp_path, tiny_orpheus_dir, tiny_snac_dir):
+LAUNCHERS = {
+    "torchrun": ["-m", "torch.distributed.run", "--nproc_per_node", str(WORLD_SIZE)],
+    "accelerate": [
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        str(WORLD_SIZE),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+    ],
+}
+
+
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_two_process_run_writes_one_voice(launcher, tmp_path, tiny_orpheus_dir, tiny_snac_dir):
     data = make_dataset(tmp_path / "data")  # 3 usable clips
     voices = tmp_path / "voices"
     cmd = [
         sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        str(WORLD_SIZE),
+        *LAUNCHERS[launcher],
         str(SCRIPT),
         "frank",
         str(data),
