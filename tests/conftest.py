@@ -13,10 +13,24 @@ from voicelab import testing
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--gpu-device",
+        default="cuda",
+        help="device the `gpu` tests run on; `--gpu-device cpu -m gpu` rehearses them without a GPU",
+    )
+
+
+@pytest.fixture(scope="session")
+def gpu_device(pytestconfig) -> str:
+    """The torch device of the `gpu` tests (``--gpu-device``, default cuda)."""
+    return pytestconfig.getoption("--gpu-device")
+
+
 def pytest_collection_modifyitems(config, items):
     import torch
 
-    if torch.cuda.is_available():
+    if not config.getoption("--gpu-device").startswith("cuda") or torch.cuda.is_available():
         return
     skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
     for item in items:
