@@ -257,9 +257,12 @@ def train_lora(
     ``resume_from`` continues from one of them (weights, optimizer, scheduler, data position).
     """
     from peft import get_peft_model
-    from transformers import Trainer, TrainingArguments
+    from transformers import Trainer, TrainingArguments, set_seed
 
     model.config.use_cache = False  # the KV cache is useless in training and clashes with checkpointing
+    # The Trainer seeds only when it is built, after the LoRA matrices are drawn: seed their init here too,
+    # so --seed makes a run reproducible whatever used the global RNG before.
+    set_seed(settings.seed)
     peft_model = get_peft_model(model, lora_config(lora, base_model))
     n_trainable, n_total = peft_model.get_nb_trainable_parameters()
     logger.info(
