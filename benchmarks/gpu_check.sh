@@ -64,7 +64,7 @@ else
     clips=(--clips 64 --clip-seconds 3 13)
     seconds=4
 fi
-step test_gpu $python -m pytest -m gpu --gpu-device "$device" tests/test_gpu.py -v -p no:cacheprovider
+step test_gpu $python -m pytest -m gpu --gpu-device "$device" tests/test_gpu.py -v -rP -p no:cacheprovider
 step bench_train_snac $python benchmarks/bench_train.py --only snac --device "$device" "${clips[@]}"
 step bench_decode $python benchmarks/bench_decode.py --device "$device" --seconds "$seconds"
 

@@ -353,6 +353,9 @@ def test_snac_codes_on_device_match_cpu_codes(device_codes, real_size_snac_dir, 
     fraction, agreement = _agreement(cpu, device_codes["single"])
     measured = _report("snac-cpu", f"{_device_note(gpu_device)} vs CPU: {agreement}")
     assert fraction >= CPU_AGREEMENT, measured
+    # one code cache serves both: its key is the checkpoint's, not the weights baked on each device
+    key = snac_codec.model_fingerprint("snac", model)
+    assert snac_codec.model_fingerprint("snac", device_codes["model"]) == key
 
 
 # --- streaming decode on the device -----------------------------------------------------------------------

@@ -113,6 +113,25 @@ def test_fingerprint_depends_on_model_and_weights(snac, tiny_snac_dir, tmp_path)
     assert a != snac_codec.model_fingerprint("m", other)
 
 
+def test_fingerprint_is_of_the_checkpoint_not_the_device_weights(snac, tiny_snac_dir):
+    """Baking weight norm on another device may change last bits: the cache key must not follow them."""
+    import torch
+    from snac import SNAC
+
+    as_stored = snac_codec.weights_digest(SNAC.from_pretrained(str(tiny_snac_dir)))
+    assert getattr(snac, snac_codec.CHECKPOINT_DIGEST_ATTR) == as_stored
+    before = snac_codec.model_fingerprint("m", snac)
+    with torch.no_grad():  # what a GPU's baking could do: one weight a last bit off
+        weight = next(p for p in snac.parameters() if p.dim() == 3)
+        weight.view(-1)[0] = torch.nextafter(weight.view(-1)[0], torch.tensor(1.0))
+    try:
+        assert snac_codec.model_fingerprint("m", snac) == before
+        assert snac_codec.weights_digest(snac) != as_stored
+    finally:
+        with torch.no_grad():
+            weight.view(-1)[0] = torch.nextafter(weight.view(-1)[0], torch.tensor(-1.0))
+
+
 def test_cache_round_trip_and_damaged_entries(tmp_path):
     cache = snac_codec.CodeCache(tmp_path / "cache")
     frames = np.arange(3 * 7).reshape(3, 7) * 190 % orpheus.CODEBOOK_SIZE

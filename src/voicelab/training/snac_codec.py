@@ -108,18 +108,35 @@ def load_snac(model_id: str, device: str = "cpu"):
             "holding config.json and pytorch_model.bin with --snac-model (download it once with "
             f"`.venv/bin/hf download {model_id} --local-dir DIR` on a machine with network)"
         ) from e
+    checkpoint_digest = weights_digest(model)  # as stored, before the device and baking touch them
     model = prepare_for_inference(model.to(torch.device(device)).eval())
     model.requires_grad_(False)
+    setattr(model, CHECKPOINT_DIGEST_ATTR, checkpoint_digest)
     return model
 
 
-def model_fingerprint(model_id: str, model) -> str:
-    """sha256 over the model id and its weights: any change of codec gives a different cache key."""
-    digest = hashlib.sha256(f"snac:{model_id}:v{CACHE_FORMAT_VERSION}\n".encode())
+CHECKPOINT_DIGEST_ATTR = "voicelab_checkpoint_digest"
+"""Set by :func:`load_snac`: :func:`weights_digest` of the model as loaded from its checkpoint."""
+
+
+def weights_digest(model) -> str:
+    """sha256 over a model's state dict (names and bytes)."""
+    digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def model_fingerprint(model_id: str, model) -> str:
+    """sha256 over the model id and its checkpoint's weights: any change of codec gives a new cache key.
+
+    For a model from :func:`load_snac` the weights are taken as stored, before weight norm is baked on
+    ``--snac-device``: baking on a GPU and on the CPU can differ in the last bit, and a cache filled with
+    ``--snac-device cpu`` must still serve a run with ``--snac-device cuda`` (both encode the same codec).
+    """
+    weights = getattr(model, CHECKPOINT_DIGEST_ATTR, None) or weights_digest(model)
+    return hashlib.sha256(f"snac:{model_id}:v{CACHE_FORMAT_VERSION}\n{weights}".encode()).hexdigest()
 
 
 def cache_key(audio: np.ndarray, fingerprint: str) -> str:
