@@ -372,3 +372,13 @@ def test_greedy_generation_reproduces_the_training_clip(
     parser = orpheus.AudioTokenParser()
     frames = parser.feed_ids([*generated, orpheus.END_OF_SPEECH])
     assert parser.ended and np.array_equal(frames, orpheus.tokens_to_frames(expected))
+
+
+def test_multi_gpu_hint_only_for_one_process_on_several_gpus():
+    from voicelab.training.trainer import multi_gpu_hint
+
+    assert multi_gpu_hint("cuda", processes=1, gpus=1) is None
+    assert multi_gpu_hint("cuda", processes=4, gpus=4) is None  # torchrun: one process per GPU
+    assert multi_gpu_hint("cpu", processes=1, gpus=4) is None
+    hint = multi_gpu_hint("cuda", processes=1, gpus=4)
+    assert "DataParallel" in hint and "torchrun --nproc_per_node 4" in hint and "CUDA_VISIBLE_DEVICES" in hint

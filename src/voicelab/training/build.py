@@ -31,6 +31,7 @@ from voicelab.training.trainer import (
     choose_precision,
     load_base_model,
     load_tokenizer,
+    multi_gpu_hint,
     save_adapter,
     train_lora,
 )
@@ -258,6 +259,12 @@ def train_voice(req: TrainRequest, *, extra_callbacks=()) -> TrainResult:
     resume_from = check_request(req)
     state = _distributed_state(req.train.device)
     progress = req.train.progress and state.is_main_process
+    if req.train.device.startswith("cuda"):
+        import torch
+
+        hint = multi_gpu_hint(req.train.device, state.num_processes, torch.cuda.device_count())
+        if hint:
+            logger.warning(hint)
     tokenizer = load_tokenizer(req.base_model)
 
     prepared: PreparedData | Exception

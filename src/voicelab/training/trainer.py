@@ -80,6 +80,18 @@ def check_device(device: str, flag: str = "--device") -> None:
         )
 
 
+def multi_gpu_hint(device: str, processes: int, gpus: int) -> str | None:
+    """A warning when one process sees several GPUs: the HF Trainer then wraps the model in
+    ``DataParallel`` (one process driving every GPU, slower than one process per GPU), else None."""
+    if not device.startswith("cuda") or processes > 1 or gpus < 2:
+        return None
+    return (
+        f"{gpus} GPUs visible to one process: the Trainer would spread each batch over them with "
+        f"DataParallel, which is slow; start one process per GPU with `torchrun --nproc_per_node {gpus} "
+        "scripts/train_lora.py ...` (README, Train), or set CUDA_VISIBLE_DEVICES to one GPU"
+    )
+
+
 def choose_precision(device: str) -> str:
     """ "bf16" on GPUs that have it (compute capability >= 8.0), "fp16" on older GPUs, "fp32" on CPU."""
     import torch
