@@ -57,6 +57,7 @@ def test_two_process_run_writes_one_voice(launcher, tmp_path, tiny_orpheus_dir, 
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("written to") == 1, "only rank 0 reports and writes"
+    assert proc.stderr.count(") ready;") == 1, "progress lines are logged once, not once per process"
     assert sorted(p.name for p in voices.iterdir()) == ["frank"]
     meta = VoiceMetadata.read(voices / "frank")
     assert meta.training["steps"] == 2

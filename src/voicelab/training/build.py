@@ -259,6 +259,8 @@ def train_voice(req: TrainRequest, *, extra_callbacks=()) -> TrainResult:
     resume_from = check_request(req)
     state = _distributed_state(req.train.device)
     progress = req.train.progress and state.is_main_process
+    if not state.is_main_process:  # one copy of each progress line, not one per process
+        logging.getLogger("voicelab").setLevel(max(logging.WARNING, logging.getLogger("voicelab").level))
     if req.train.device.startswith("cuda"):
         import torch
 
