@@ -382,3 +382,30 @@ def test_multi_gpu_hint_only_for_one_process_on_several_gpus():
     assert multi_gpu_hint("cpu", processes=1, gpus=4) is None
     hint = multi_gpu_hint("cuda", processes=1, gpus=4)
     assert "DataParallel" in hint and "torchrun --nproc_per_node 4" in hint and "CUDA_VISIBLE_DEVICES" in hint
+
+
+def test_same_seed_same_adapter_whatever_ran_before(tmp_path, tiny_orpheus_dir, tiny_tokenizer):
+    """--seed fixes the LoRA initialisation too (it is drawn before the Trainer seeds itself)."""
+    from transformers import AutoModelForCausalLM
+
+    from voicelab.training.trainer import LoraSettings, TrainSettings, train_lora
+
+    frames = np.random.default_rng(0).integers(0, orpheus.CODEBOOK_SIZE, (4, orpheus.CODES_PER_FRAME))
+    examples = [orpheus.training_example(tiny_tokenizer, "Hi.", orpheus.frames_to_tokens(frames))]
+    adapters = []
+    for run in range(2):
+        torch.manual_seed(100 + run)  # other code used the global RNG differently before each run
+        torch.rand(run + 1)
+        settings = TrainSettings(max_steps=1, save_steps=1000, device="cpu", progress=False, seed=7)
+        outcome = train_lora(
+            AutoModelForCausalLM.from_pretrained(tiny_orpheus_dir, dtype=torch.float32),
+            examples,
+            settings,
+            LoraSettings(rank=4, alpha=8),
+            base_model=str(tiny_orpheus_dir),
+            precision="fp32",
+            checkpoint_dir=tmp_path / f"ckpt{run}",
+        )
+        adapters.append({k: v.clone() for k, v in outcome.model.state_dict().items() if "lora_" in k})
+    assert adapters[0].keys() == adapters[1].keys() and adapters[0]
+    assert all(torch.equal(adapters[0][k], adapters[1][k]) for k in adapters[0])
