@@ -22,14 +22,14 @@ while [[ $# -gt 0 ]]; do
     case $1 in
         --device) device=$2; shift 2 ;;
         --quick) quick=1; shift ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
         -*) echo "gpu_check.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
         *) out=$1; shift ;;
     esac
 done
+mkdir -p "$out" && out=$(cd "$out" && pwd) || exit 2  # absolute: the script moves to the repo root
 cd "$(dirname "$0")/.." || exit 2
 python=${PYTHON:-python3}
-mkdir -p "$out"
 
 if compgen -G ".whl/*.whl" > /dev/null; then
     site=${TMPDIR:-/tmp}/voicelab-gpu-site
