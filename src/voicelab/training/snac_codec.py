@@ -151,10 +151,16 @@ def frames_for(n_samples: int) -> int:
     return -(-n_samples // orpheus.SAMPLES_PER_FRAME)
 
 
-def encode_batch(model, clips: Sequence[np.ndarray], device: str = "cpu") -> list[np.ndarray]:
+def model_device(model) -> str:
+    """The device ``model``'s weights are on, e.g. ``"cpu"`` or ``"cuda:0"``."""
+    return str(next(model.parameters()).device)
+
+
+def encode_batch(model, clips: Sequence[np.ndarray], device: str | None = None) -> list[np.ndarray]:
     """Encode float32 24 kHz clips ``(T_i,)`` in one call; returns frames ``(N_i, 7)`` per clip.
 
     Each clip is zero-padded to its whole frames plus ``ENCODE_TAIL_SAMPLES``, then to the batch's longest.
+    ``device``: where the batch goes; by default the model's own device.
     """
     import torch
 
@@ -166,7 +172,7 @@ def encode_batch(model, clips: Sequence[np.ndarray], device: str = "cpu") -> lis
     for row, clip in enumerate(clips):
         batch[row, 0, : len(clip)] = clip
     with torch.inference_mode():
-        codes = model.encode(torch.from_numpy(batch).to(torch.device(device)))
+        codes = model.encode(torch.from_numpy(batch).to(torch.device(device or model_device(model))))
     levels = [level.cpu().numpy() for level in codes]
     frames = []
     for row, n in enumerate(n_frames):
@@ -234,7 +240,7 @@ def encode_clips(
     fingerprint: str,
     *,
     cache: CodeCache | None,
-    device: str = "cpu",
+    device: str | None = None,
     batch_size: int = DEFAULT_ENCODE_BATCH_SIZE,
     max_samples: int | str | None = "auto",
     window: int = 256,
@@ -252,6 +258,7 @@ def encode_clips(
 
     from voicelab.audio import AudioError
 
+    device = device or model_device(model)
     if max_samples == "auto":
         max_samples = max_pass_samples(device)
     result: dict[str, np.ndarray] = {}
