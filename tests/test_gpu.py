@@ -22,9 +22,15 @@ import numpy as np
 import pytest
 import torch
 
-from test_train_lora import make_dataset, write_transcript
+from test_decoder import STREAM_TOLERANCE, _random_frames, _silence_noise
+from test_train_lora import (
+    MEMORISE_TEXT,
+    common_args,
+    make_dataset,
+    speak_greedily,
+    train_memoriser,
+)
 from voicelab import orpheus, testing
-from voicelab.audio import write_wav
 from voicelab.training import build, snac_codec
 from voicelab.training import dataset as ds
 from voicelab.training.report import LOSS_LOG_FILE, read_loss_log
@@ -53,8 +59,6 @@ windows. cuDNN convolutions run in TF32 by default: emulating TF32 rounding on C
 output by 4.9e-4 (peak 0.38); 2e-3 (-54 dBFS) is also the accepted stream-vs-whole bound
 (tests/test_decoder.py STREAM_TOLERANCE). A broken device path (wrong windows, mixed-up streams) differs by
 ~0.1 or more."""
-STREAM_TOLERANCE = 2e-3
-"""Streamed chunks vs one whole decode on the same device (tests/test_decoder.py)."""
 BATCH_AGREEMENT = 0.999
 """Fraction of codes equal between one-clip and 8-clip encoder passes on the device (the silent tail makes
 codes independent of the batch; only a different kernel's summation order can flip a near tie)."""
@@ -102,27 +106,6 @@ def _tree_hashes(folder: Path) -> dict[str, str]:
     }
 
 
-def _train_args(voices: Path, orpheus_dir: Path, snac_dir: Path, gpu_device: str, rank: int) -> list[str]:
-    device = _script_device(gpu_device)
-    return [
-        "--voices-dir",
-        str(voices),
-        "--base-model",
-        str(orpheus_dir),
-        "--snac-model",
-        str(snac_dir),
-        "--device",
-        device,
-        "--snac-device",
-        device,
-        "--lora-rank",
-        str(rank),
-        "--lora-alpha",
-        str(2 * rank),
-        "--no-progress",
-    ]
-
-
 # --- train-lora on the device ---------------------------------------------------------------------------
 # batch 4 > the 3 usable clips of make_dataset: every step sees the whole dataset, so the first logged loss
 # is the base model's loss on it (LoRA B starts at zero) whatever the data order.
@@ -146,7 +129,7 @@ def device_run(tmp_path_factory, tiny_orpheus_dir, tiny_snac_dir, gpu_device, lo
     root = tmp_path_factory.mktemp("gpu_train")
     data = make_dataset(root / "prepared" / "gina")
     voices = root / "voices"
-    args = _train_args(voices, tiny_orpheus_dir, tiny_snac_dir, gpu_device, rank=8)
+    args = common_args(voices, tiny_orpheus_dir, tiny_snac_dir, device=_script_device(gpu_device))
     base_before = _tree_hashes(tiny_orpheus_dir)
     rc = load_script("train_lora").main(["gina", str(data), *args, *TRAIN_SCHEDULE])
     return {
@@ -261,7 +244,7 @@ def test_gradient_checkpointing_on_device_trains_the_same(
     seed, same data: checkpointing recomputes the same forward)."""
     assert device_run["rc"] == 0
     voices = tmp_path / "voices"
-    args = _train_args(voices, tiny_orpheus_dir, tiny_snac_dir, gpu_device, rank=8)
+    args = common_args(voices, tiny_orpheus_dir, tiny_snac_dir, device=_script_device(gpu_device))
     rc = load_script("train_lora").main(
         ["gina", str(device_run["data"]), *args, *TRAIN_SCHEDULE, "--gradient-checkpointing"]
     )
@@ -359,21 +342,6 @@ def test_snac_codes_on_device_match_cpu_codes(device_codes, real_size_snac_dir, 
 
 
 # --- streaming decode on the device -----------------------------------------------------------------------
-def _silence_noise(decoder):
-    """Zero the NoiseBlocks' gain (they add fresh noise on every decode) so decodes compare sample by sample."""
-    from snac.layers import NoiseBlock
-
-    with torch.no_grad():
-        for module in decoder.model.modules():
-            if isinstance(module, NoiseBlock):
-                module.linear.weight.zero_()  # weight norm is baked by prepare_for_inference
-    return decoder
-
-
-def _random_frames(n: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, orpheus.CODEBOOK_SIZE, (n, orpheus.CODES_PER_FRAME))
-
-
 async def _stream_frame_by_frame(decoder, frames: np.ndarray) -> list[np.ndarray]:
     stream = decoder.open_stream()
     chunks = []
@@ -462,12 +430,10 @@ def test_concurrent_streams_on_device_each_get_their_own_audio(decoders, gpu_dev
 
 
 # --- training and serving agree token for token on the device ------------------------------------------
-MEMORISE_SECONDS = 0.25  # 3 SNAC frames = 21 audio tokens
-MEMORISE_STEPS = "80"
+DEVICE_MEMORISE_STEPS = "80"
 """Twice the CPU test's 40: the tiny model's frozen tied embeddings cap its logits near 1, so memorising
 gives margins of only ~0.2 logits (teacher-forced, measured on CPU: 0.17-0.19 after 40 steps, 0.23-0.24
 after 80, in fp32 and in bf16 training alike); bf16 serving moved them by ~0.002."""
-MEMORISE_LR = "1e-2"
 
 
 def _teacher_forced_margins(model, prompt: list[int], expected: list[int], device) -> list[float]:
@@ -489,7 +455,7 @@ def _teacher_forced_margins(model, prompt: list[int], expected: list[int], devic
 
 
 def test_greedy_generation_on_device_reproduces_the_training_clip(
-    tmp_path, tiny_orpheus_dir, tiny_snac_dir, tiny_tokenizer, gpu_device, load_script
+    tmp_path, tiny_orpheus_dir, tiny_snac_dir, tiny_tokenizer, gpu_device
 ):
     """Train on the device, then speak through what the server uses (registry, contract, LocalEngine on the
     device in its default dtype, bf16 on Ampere+): greedy generation gives the clip's audio tokens, then
@@ -497,24 +463,22 @@ def test_greedy_generation_on_device_reproduces_the_training_clip(
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from voicelab.engine import LocalEngine, SamplingParams
-    from voicelab.server.registry import scan_voices
+    from voicelab.engine import LocalEngine
 
-    data = tmp_path / "one"
-    data.mkdir()
-    write_wav(data / "one.wav", testing.speech_like_noise([(MEMORISE_SECONDS, 0.0)], SR, seed=3)[:, 0], SR)
-    write_transcript(data, [("one", "Hi.")])
-    voices = tmp_path / "voices"
-    args = _train_args(voices, tiny_orpheus_dir, tiny_snac_dir, gpu_device, rank=16)
-    schedule = ["--max-steps", MEMORISE_STEPS, "--learning-rate", MEMORISE_LR, "--lr-scheduler", "constant"]
-    rc = load_script("train_lora").main(["erin", str(data), *args, *schedule, "--logging-steps", "20"])
+    rc, data, voices = train_memoriser(
+        tmp_path,
+        tiny_orpheus_dir,
+        tiny_snac_dir,
+        steps=DEVICE_MEMORISE_STEPS,
+        device=_script_device(gpu_device),
+    )
     note = _device_note(gpu_device)
     assert rc == 0, f"train_lora.py exited {rc} on {note}"
     meta = VoiceMetadata.read(voices / "erin")
 
     # the codes training used: the cache entry its SNAC pass (on the device) wrote
     snac = snac_codec.load_snac(str(tiny_snac_dir), gpu_device)
-    audio = ds.load_clip_audio(ds.Clip("one", data / "one.wav", "Hi."))
+    audio = ds.load_clip_audio(ds.Clip("one", data / "one.wav", MEMORISE_TEXT))
     key = snac_codec.cache_key(audio, snac_codec.model_fingerprint(str(tiny_snac_dir), snac))
     trained_frames = snac_codec.CodeCache(data / build.CACHE_DIR_NAME).get(
         key, snac_codec.frames_for(len(audio))
@@ -522,22 +486,11 @@ def test_greedy_generation_on_device_reproduces_the_training_clip(
     assert trained_frames is not None, "training left no cache entry for the clip"
     expected = orpheus.frames_to_tokens(trained_frames).tolist()
 
-    scan = scan_voices(voices, base_model=str(tiny_orpheus_dir))
-    assert scan.skipped == {}
-    voice = scan.voices["erin"].voice
-    assert voice.prompt_prefix == "erin: "
-    prompt = orpheus.inference_prompt_ids(tiny_tokenizer, "Hi.", voice.prompt_prefix)
-    greedy = SamplingParams(temperature=0.0, repetition_penalty=1.0, max_tokens=len(expected) + 5)
-
     engine = LocalEngine(str(tiny_orpheus_dir), device=gpu_device)
     serving_dtype = engine.model.dtype
-
-    async def speak():
-        await engine.load_voice(voice)
-        return [chunk async for chunk in engine.generate(voice, prompt, greedy)]
-
-    chunks = asyncio.run(speak())
-    generated = [t for chunk in chunks for t in chunk.ids]
+    prompt, generated, chunks = speak_greedily(
+        engine, voices, tiny_orpheus_dir, tiny_tokenizer, len(expected) + 5
+    )
 
     check = PeftModel.from_pretrained(
         AutoModelForCausalLM.from_pretrained(tiny_orpheus_dir, dtype=serving_dtype).to(gpu_device),

@@ -66,7 +66,10 @@ def make_dataset(folder: Path) -> Path:
     return folder
 
 
-def common_args(voices: Path, orpheus_dir: Path, snac_dir: Path, rank: int = 8) -> list[str]:
+def common_args(
+    voices: Path, orpheus_dir: Path, snac_dir: Path, rank: int = 8, device: str = "cpu"
+) -> list[str]:
+    """Flags for a tiny run; ``device`` (``cpu`` or ``cuda``) is used for training and SNAC alike."""
     return [
         "--voices-dir",
         str(voices),
@@ -75,7 +78,9 @@ def common_args(voices: Path, orpheus_dir: Path, snac_dir: Path, rank: int = 8) 
         "--snac-model",
         str(snac_dir),
         "--device",
-        "cpu",
+        device,
+        "--snac-device",
+        device,
         "--lora-rank",
         str(rank),
         "--lora-alpha",
@@ -326,46 +331,61 @@ def test_resume_without_checkpoint_is_an_error(tmp_path, tiny_orpheus_dir, tiny_
 MEMORISE_SECONDS = 0.25  # 3 SNAC frames = 21 audio tokens: memorised in a few dozen steps
 MEMORISE_STEPS = "40"
 MEMORISE_LR = "1e-2"  # far above real fine-tuning rates: the point is to overfit one clip
+MEMORISE_TEXT = "Hi."
+
+
+def train_memoriser(root: Path, orpheus_dir: Path, snac_dir: Path, *, steps: str, device: str = "cpu"):
+    """Train voice "erin" on one short clip until it memorises it; returns (exit code, dataset, voices)."""
+    data = root / "one"
+    data.mkdir()
+    write_wav(data / "one.wav", testing.speech_like_noise([(MEMORISE_SECONDS, 0.0)], SR, seed=3)[:, 0], SR)
+    write_transcript(data, [("one", MEMORISE_TEXT)])
+    voices = root / "voices"
+    args = common_args(voices, orpheus_dir, snac_dir, rank=16, device=device)
+    schedule = ["--max-steps", steps, "--learning-rate", MEMORISE_LR, "--lr-scheduler", "constant"]
+    rc = train_lora.main(["erin", str(data), *args, *schedule, "--logging-steps", "20"])
+    return rc, data, voices
+
+
+def speak_greedily(engine, voices: Path, orpheus_dir: Path, tokenizer, max_tokens: int):
+    """Speak MEMORISE_TEXT as the server does: the registry reads the voice folder (prompt prefix from
+    voice.json), the contract builds the inference prompt, ``engine`` generates greedily.
+    Returns (prompt ids, generated ids, chunks)."""
+    import asyncio
+
+    from voicelab.engine import SamplingParams
+    from voicelab.server.registry import scan_voices
+
+    scan = scan_voices(voices, base_model=str(orpheus_dir))
+    assert scan.skipped == {}
+    voice = scan.voices["erin"].voice
+    assert voice.prompt_prefix == "erin: "
+    prompt = orpheus.inference_prompt_ids(tokenizer, MEMORISE_TEXT, voice.prompt_prefix)
+    greedy = SamplingParams(temperature=0.0, repetition_penalty=1.0, max_tokens=max_tokens)
+
+    async def speak():
+        await engine.load_voice(voice)
+        return [chunk async for chunk in engine.generate(voice, prompt, greedy)]
+
+    chunks = asyncio.run(speak())
+    return prompt, [t for chunk in chunks for t in chunk.ids], chunks
 
 
 def test_greedy_generation_reproduces_the_training_clip(
     tmp_path, tiny_orpheus_dir, tiny_snac_dir, tiny_tokenizer
 ):
-    """Train, then speak through what the server uses: the registry reads the voice folder (prompt prefix
-    from voice.json), the contract builds the inference prompt, the local engine generates greedily."""
-    import asyncio
+    """Train, then speak through what the server uses (registry, contract, local engine)."""
+    from voicelab.engine import LocalEngine
 
-    from voicelab.engine import LocalEngine, SamplingParams
-    from voicelab.server.registry import scan_voices
-
-    data = tmp_path / "one"
-    data.mkdir()
-    write_wav(data / "one.wav", testing.speech_like_noise([(MEMORISE_SECONDS, 0.0)], SR, seed=3)[:, 0], SR)
-    write_transcript(data, [("one", "Hi.")])
-    voices = tmp_path / "voices"
-    args = common_args(voices, tiny_orpheus_dir, tiny_snac_dir, rank=16)
-    schedule = ["--max-steps", MEMORISE_STEPS, "--learning-rate", MEMORISE_LR, "--lr-scheduler", "constant"]
-    rc = train_lora.main(["erin", str(data), *args, *schedule])
+    rc, data, voices = train_memoriser(tmp_path, tiny_orpheus_dir, tiny_snac_dir, steps=MEMORISE_STEPS)
     assert rc == 0
 
     snac = snac_codec.load_snac(str(tiny_snac_dir))
-    audio = ds.load_clip_audio(ds.Clip("one", data / "one.wav", "Hi."))
+    audio = ds.load_clip_audio(ds.Clip("one", data / "one.wav", MEMORISE_TEXT))
     expected = orpheus.frames_to_tokens(snac_codec.encode_batch(snac, [audio])[0]).tolist()
 
-    scan = scan_voices(voices, base_model=str(tiny_orpheus_dir))
-    assert scan.skipped == {}
-    voice = scan.voices["erin"].voice
-    assert voice.prompt_prefix == "erin: "
-    prompt = orpheus.inference_prompt_ids(tiny_tokenizer, "Hi.", voice.prompt_prefix)
-    greedy = SamplingParams(temperature=0.0, repetition_penalty=1.0, max_tokens=len(expected) + 5)
-
-    async def speak():
-        engine = LocalEngine(str(tiny_orpheus_dir))
-        await engine.load_voice(voice)
-        return [chunk async for chunk in engine.generate(voice, prompt, greedy)]
-
-    chunks = asyncio.run(speak())
-    generated = [t for chunk in chunks for t in chunk.ids]
+    engine = LocalEngine(str(tiny_orpheus_dir))
+    _, generated, chunks = speak_greedily(engine, voices, tiny_orpheus_dir, tiny_tokenizer, len(expected) + 5)
     assert chunks[-1].finish_reason == "stop", "generation ends on END_OF_SPEECH, as trained"
     assert generated == expected
     # the parser serving uses reads the same frames back

@@ -261,12 +261,10 @@ def train_voice(req: TrainRequest, *, extra_callbacks=()) -> TrainResult:
     progress = req.train.progress and state.is_main_process
     if not state.is_main_process:  # one copy of each progress line, not one per process
         logging.getLogger("voicelab").setLevel(max(logging.WARNING, logging.getLogger("voicelab").level))
-    if req.train.device.startswith("cuda"):
-        import torch
+    import torch
 
-        hint = multi_gpu_hint(req.train.device, state.num_processes, torch.cuda.device_count())
-        if hint:
-            logger.warning(hint)
+    if hint := multi_gpu_hint(req.train.device, state.num_processes, torch.cuda.device_count()):
+        logger.warning(hint)
     tokenizer = load_tokenizer(req.base_model)
 
     prepared: PreparedData | Exception
