@@ -25,6 +25,7 @@ import numpy as np
 
 from voicelab import orpheus, testing
 from voicelab.audio import write_wav
+from voicelab.cli import HelpFormatter
 from voicelab.training import dataset as ds
 from voicelab.training import snac_codec
 
@@ -176,9 +177,7 @@ def bench_snac_bound(snac, clips, device: str, batch_size: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--clips", type=int, default=8, help="clips for the SNAC benchmarks")
     parser.add_argument(
         "--examples", type=int, default=64, help="training sequences for the grouping benchmark"
