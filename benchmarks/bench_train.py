@@ -25,7 +25,7 @@ import numpy as np
 
 from voicelab import orpheus, testing
 from voicelab.audio import write_wav
-from voicelab.cli import HelpFormatter
+from voicelab.cli.common import HelpFormatter
 from voicelab.training import dataset as ds
 from voicelab.training import snac_codec
 

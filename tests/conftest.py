@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import functools
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from voicelab import testing
-
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
 def pytest_addoption(parser):
@@ -75,26 +69,6 @@ def speech_dir(tmp_path_factory):
     if not testing.espeak_available():
         pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
     return tmp_path_factory.mktemp("speech")
-
-
-@functools.cache
-def _load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"voicelab_script_{name}", SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="session")
-def load_script():
-    """``load_script("serve_vllm")``: ``scripts/serve_vllm.py`` imported once, so tests call ``main(argv)``."""
-    return _load_script
-
-
-@pytest.fixture(scope="session")
-def transcribe_script():
-    """``scripts/transcribe.py`` as a module (both Whisper backends' tests call its ``main(argv)``)."""
-    return _load_script("transcribe")
 
 
 @pytest.fixture(scope="session")

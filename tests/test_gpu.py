@@ -31,6 +31,7 @@ from test_train_lora import (
     train_memoriser,
 )
 from voicelab import orpheus, testing
+from voicelab.cli import train_lora
 from voicelab.training import build, snac_codec
 from voicelab.training import dataset as ds
 from voicelab.training.report import LOSS_LOG_FILE, read_loss_log
@@ -124,14 +125,14 @@ TRAIN_SCHEDULE = [
 
 
 @pytest.fixture(scope="module")
-def device_run(tmp_path_factory, tiny_orpheus_dir, tiny_snac_dir, gpu_device, load_script):
+def device_run(tmp_path_factory, tiny_orpheus_dir, tiny_snac_dir, gpu_device):
     """One voice trained through the script on the device, without gradient checkpointing."""
     root = tmp_path_factory.mktemp("gpu_train")
     data = make_dataset(root / "prepared" / "gina")
     voices = root / "voices"
     args = common_args(voices, tiny_orpheus_dir, tiny_snac_dir, device=_script_device(gpu_device))
     base_before = _tree_hashes(tiny_orpheus_dir)
-    rc = load_script("train_lora").main(["gina", str(data), *args, *TRAIN_SCHEDULE])
+    rc = train_lora.main(["gina", str(data), *args, *TRAIN_SCHEDULE])
     return {
         "rc": rc,
         "data": data,
@@ -238,14 +239,14 @@ def test_first_device_loss_matches_fp32_cpu_loss(
 
 
 def test_gradient_checkpointing_on_device_trains_the_same(
-    device_run, tmp_path, tiny_orpheus_dir, tiny_snac_dir, gpu_device, load_script
+    device_run, tmp_path, tiny_orpheus_dir, tiny_snac_dir, gpu_device
 ):
     """--gradient-checkpointing: exit 0, finite losses, and the same losses as the run without it (same
     seed, same data: checkpointing recomputes the same forward)."""
     assert device_run["rc"] == 0
     voices = tmp_path / "voices"
     args = common_args(voices, tiny_orpheus_dir, tiny_snac_dir, device=_script_device(gpu_device))
-    rc = load_script("train_lora").main(
+    rc = train_lora.main(
         ["gina", str(device_run["data"]), *args, *TRAIN_SCHEDULE, "--gradient-checkpointing"]
     )
     note = _device_note(gpu_device)

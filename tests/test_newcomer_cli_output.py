@@ -12,7 +12,7 @@ import warnings
 import pytest
 from tqdm import tqdm
 
-from voicelab.cli import HelpFormatter
+from voicelab.cli.common import HelpFormatter
 from voicelab.prepare import _SourceProgress
 from voicelab.server.vllm_command import lora_rank_for
 

@@ -13,12 +13,11 @@ import pytest
 import soundfile as sf
 
 from voicelab import audio, prepare
+from voicelab.cli import prepare_audio
 from voicelab.prepare import PrepareSettings, prepare_dataset
 from voicelab.testing import speak, speech_like_noise
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
-import prepare_audio  # noqa: E402  (the script, imported to call main(argv) in process)
 
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
 

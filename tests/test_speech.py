@@ -19,7 +19,7 @@ from voicelab.engine import (
     Voice,
     split_text,
 )
-from voicelab.engine.speech import CROSSFADE_SAMPLES, CrossfadeJoiner
+from voicelab.engine.synthesizer import CROSSFADE_SAMPLES, CrossfadeJoiner
 from voicelab.testing.fake_vllm import FakeVLLMServer, Fault, audio_tokens_for_prompt
 
 pytestmark = pytest.mark.anyio

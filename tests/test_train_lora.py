@@ -7,7 +7,6 @@ import csv
 import json
 import os
 import signal
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ import torch
 
 from voicelab import orpheus, testing
 from voicelab.audio import write_wav
+from voicelab.cli import train_lora
 from voicelab.training import build, snac_codec
 from voicelab.training import dataset as ds
 from voicelab.training.report import LOSS_LOG_FILE, LOSS_PLOT_FILE, read_loss_log
@@ -27,9 +27,6 @@ from voicelab.voice import (
     VoiceMetadata,
     adapter_problems,
 )
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import train_lora
 
 SR = orpheus.SAMPLE_RATE
 

@@ -14,6 +14,7 @@ import soundfile as sf
 
 from voicelab import testing
 from voicelab import transcribe as tr
+from voicelab.cli import transcribe as transcribe_cli
 from voicelab.transcript import read_transcript, write_transcript
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,7 +62,7 @@ def load_model_calls(monkeypatch):
 
 
 def test_end_to_end_on_tiny_whisper(
-    clips, tiny_whisper_path, load_model_calls, capsys, monkeypatch, transcribe_script, fast_transcribe_flags
+    clips, tiny_whisper_path, load_model_calls, capsys, monkeypatch, fast_transcribe_flags
 ):
     import torch
 
@@ -69,7 +70,7 @@ def test_end_to_end_on_tiny_whisper(
     (clips / "notes.txt").write_text("not audio")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
 
-    rc = transcribe_script.main(
+    rc = transcribe_cli.main(
         [str(clips), "--model", str(tiny_whisper_path), "--device", "cuda", *fast_transcribe_flags]
     )
 
@@ -99,7 +100,7 @@ def test_end_to_end_on_tiny_whisper(
 
 
 def test_resume_transcribes_only_new_clips_with_the_real_model(
-    clips, tiny_whisper_path, monkeypatch, transcribe_script, fast_transcribe_flags
+    clips, tiny_whisper_path, monkeypatch, fast_transcribe_flags
 ):
     import whisper
 
@@ -116,7 +117,7 @@ def test_resume_transcribes_only_new_clips_with_the_real_model(
 
     monkeypatch.setattr(whisper, "transcribe", counting)
     assert (
-        transcribe_script.main(
+        transcribe_cli.main(
             [str(clips), "--model", str(tiny_whisper_path), "--device", "cpu", *fast_transcribe_flags]
         )
         == 0
@@ -145,29 +146,27 @@ def test_device_fallback_warns_once_and_runs_fp32(tiny_whisper_path, monkeypatch
 # ------------------------------------------------------------------------------------ bad input
 
 
-def test_no_wav_files_exits_2(tmp_path, capsys, transcribe_script):
+def test_no_wav_files_exits_2(tmp_path, capsys):
     (tmp_path / "song.mp3").write_bytes(b"")
-    assert transcribe_script.main([str(tmp_path), "--model", "tiny"]) == 2
+    assert transcribe_cli.main([str(tmp_path), "--model", "tiny"]) == 2
     err = capsys.readouterr().err
     assert str(tmp_path) in err and "no .wav clips" in err and "prepare-audio" in err
 
 
-def test_missing_folder_exits_2(tmp_path, capsys, transcribe_script):
-    assert transcribe_script.main([str(tmp_path / "nope")]) == 2
+def test_missing_folder_exits_2(tmp_path, capsys):
+    assert transcribe_cli.main([str(tmp_path / "nope")]) == 2
     assert "not a folder" in capsys.readouterr().err
 
 
-def test_unknown_model_lists_names_and_local_paths(clips, capsys, transcribe_script):
-    assert transcribe_script.main([str(clips), "--model", "enormous", "--device", "cpu"]) == 2
+def test_unknown_model_lists_names_and_local_paths(clips, capsys):
+    assert transcribe_cli.main([str(clips), "--model", "enormous", "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "'enormous'" in err and "tiny" in err and "large-v3" in err and "turbo" in err
     assert "path to a local checkpoint file" in err
     assert not (clips / "transcript.csv").exists() or read_transcript(clips / "transcript.csv") == []
 
 
-def test_offline_download_failure_explains_local_file(
-    clips, tmp_path, monkeypatch, capsys, transcribe_script
-):
+def test_offline_download_failure_explains_local_file(clips, tmp_path, monkeypatch, capsys):
     import urllib.error
     import urllib.request
 
@@ -177,44 +176,42 @@ def test_offline_download_failure_explains_local_file(
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
     monkeypatch.setattr(urllib.request, "urlopen", offline)
-    assert transcribe_script.main([str(clips), "--model", "base", "--device", "cpu"]) == 2
+    assert transcribe_cli.main([str(clips), "--model", "base", "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "cannot be downloaded" in err and "--model /path/to/base.pt" in err
     assert str(tmp_path / "empty-cache" / "whisper") in err
     assert "Traceback" not in err
 
 
-def test_model_typo_is_caught_even_when_nothing_is_left_to_do(clips, capsys, transcribe_script):
+def test_model_typo_is_caught_even_when_nothing_is_left_to_do(clips, capsys):
     write_transcript(clips / "transcript.csv", [("clip_000", "a"), ("clip_001", "b")])
-    assert transcribe_script.main([str(clips), "--model", "medum"]) == 2
+    assert transcribe_cli.main([str(clips), "--model", "medum"]) == 2
     assert "unknown Whisper model 'medum'" in capsys.readouterr().err
 
 
-def test_folder_given_to_openai_whisper_points_at_the_other_backend(
-    clips, tmp_path, capsys, transcribe_script
-):
-    assert transcribe_script.main([str(clips), "--model", str(tmp_path)]) == 2
+def test_folder_given_to_openai_whisper_points_at_the_other_backend(clips, tmp_path, capsys):
+    assert transcribe_cli.main([str(clips), "--model", str(tmp_path)]) == 2
     assert "--backend faster-whisper" in capsys.readouterr().err
 
 
-def test_corrupt_checkpoint_file_is_named(clips, tmp_path, capsys, transcribe_script):
+def test_corrupt_checkpoint_file_is_named(clips, tmp_path, capsys):
     bad = tmp_path / "model.pt"
     bad.write_bytes(b"not a checkpoint")
-    assert transcribe_script.main([str(clips), "--model", str(bad), "--device", "cpu"]) == 2
+    assert transcribe_cli.main([str(clips), "--model", str(bad), "--device", "cpu"]) == 2
     assert f"{bad}: not a loadable Whisper checkpoint" in capsys.readouterr().err
 
 
-def test_existing_output_with_wrong_header_is_not_overwritten(clips, capsys, transcribe_script):
+def test_existing_output_with_wrong_header_is_not_overwritten(clips, capsys):
     out = clips / "transcript.csv"
     out.write_text("file,words\nclip_000,hello\n", encoding="utf-8")
-    assert transcribe_script.main([str(clips), "--model", "tiny"]) == 2
+    assert transcribe_cli.main([str(clips), "--model", "tiny"]) == 2
     err = capsys.readouterr().err
     assert str(out) in err and "header" in err and "refusing to overwrite" in err
     assert out.read_text(encoding="utf-8") == "file,words\nclip_000,hello\n"
 
 
-def test_unknown_language_exits_2(clips, capsys, transcribe_script):
-    assert transcribe_script.main([str(clips), "--language", "klingon"]) == 2
+def test_unknown_language_exits_2(clips, capsys):
+    assert transcribe_cli.main([str(clips), "--language", "klingon"]) == 2
     assert "unknown language 'klingon'" in capsys.readouterr().err
 
 
@@ -228,9 +225,9 @@ def test_unknown_language_exits_2(clips, capsys, transcribe_script):
         ["--threads", "-1"],
     ],
 )
-def test_bad_flag_combinations_are_usage_errors(clips, extra, transcribe_script):
+def test_bad_flag_combinations_are_usage_errors(clips, extra):
     with pytest.raises(SystemExit) as exit_info:
-        transcribe_script.main([str(clips), *extra])
+        transcribe_cli.main([str(clips), *extra])
     assert exit_info.value.code == 2
 
 
@@ -380,15 +377,13 @@ def test_a_clip_replaced_under_its_old_name_is_transcribed_again(synthetic_clips
     assert "clip_001" in caplog.text and "changed" in caplog.text
 
 
-def test_rows_of_clips_no_longer_there_are_kept_and_reported(
-    synthetic_clips, capsys, caplog, transcribe_script
-):
+def test_rows_of_clips_no_longer_there_are_kept_and_reported(synthetic_clips, capsys, caplog):
     folder, texts = synthetic_clips
     run(folder, FakeTranscriber(texts))
     (folder / "clip_003.wav").unlink()  # the user deleted a bad clip, or re-prepared with fewer clips
     # Nothing left to transcribe: no model is loaded, the name is only checked.
     with caplog.at_level(logging.WARNING):
-        assert transcribe_script.main([str(folder), "--model", "tiny", "--no-progress"]) == 0
+        assert transcribe_cli.main([str(folder), "--model", "tiny", "--no-progress"]) == 0
     assert "clip_003" in dict(read_transcript(folder / "transcript.csv"))  # a hand-fixed row is not lost
     out = capsys.readouterr().out
     assert f"1 rows name clips not in {folder}" in out and "clip_003" in out

@@ -13,6 +13,7 @@ pytest.importorskip("faster_whisper")
 from voicelab import testing
 from voicelab import transcribe as tr
 from voicelab.audio import read_audio
+from voicelab.cli import transcribe as transcribe_cli
 from voicelab.testing.whisper_ct2 import build_tiny_faster_whisper
 from voicelab.transcript import read_transcript
 
@@ -88,13 +89,11 @@ def test_clip_longer_than_a_whisper_window_is_not_cut(transcriber, monkeypatch):
     assert len(results) == 2 and all(r.text for r in results)
 
 
-def test_same_files_as_the_default_backend(
-    tmp_path, fw_clips, tiny_ct2_dir, capsys, transcribe_script, fast_transcribe_flags
-):
+def test_same_files_as_the_default_backend(tmp_path, fw_clips, tiny_ct2_dir, capsys, fast_transcribe_flags):
     folder = tmp_path / "prepared"
     shutil.copytree(fw_clips, folder)
     args = [str(folder), "--backend", "faster-whisper", "--model", str(tiny_ct2_dir), "--batch-size", "2"]
-    assert transcribe_script.main([*args, "--device", "cpu", *fast_transcribe_flags]) == 0
+    assert transcribe_cli.main([*args, "--device", "cpu", *fast_transcribe_flags]) == 0
     rows = read_transcript(folder / "transcript.csv")
     signals = tr.read_signals(folder / "transcript_signals.jsonl")
     assert set(signals) == {"clip_000", "clip_001", "clip_002"}
@@ -121,7 +120,7 @@ def test_cuda_fallback_and_unknown_model(monkeypatch, tiny_ct2_dir, caplog, tmp_
         tr.load_transcriber("faster-whisper", str(checkpoint_file), device="cpu", options=options)
 
 
-def test_offline_download_failure_is_explained(monkeypatch, tmp_path, capsys, fw_clips, transcribe_script):
+def test_offline_download_failure_is_explained(monkeypatch, tmp_path, capsys, fw_clips):
     import huggingface_hub
     from huggingface_hub.errors import LocalEntryNotFoundError
 
@@ -132,7 +131,7 @@ def test_offline_download_failure_is_explained(monkeypatch, tmp_path, capsys, fw
     folder = tmp_path / "prepared"
     shutil.copytree(fw_clips, folder)
     assert (
-        transcribe_script.main(
+        transcribe_cli.main(
             [str(folder), "--backend", "faster-whisper", "--model", "small", "--device", "cpu"]
         )
         == 2

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from voicelab.cli import serve_vllm
 from voicelab.server.vllm_command import (
     CPU_LORA_HEADROOM,
     MAX_LORAS_CAP,
@@ -81,12 +82,7 @@ def test_environment_enables_runtime_adapter_loading_and_keeps_the_callers():
     assert env == {"PATH": "/bin", "CUDA_VISIBLE_DEVICES": "1", "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
 
 
-@pytest.fixture(scope="module")
-def serve_vllm(load_script):
-    return load_script("serve_vllm")
-
-
-def test_dry_run_prints_the_command_with_valid_voices_only(serve_vllm, tmp_path, capsys):
+def test_dry_run_prints_the_command_with_valid_voices_only(tmp_path, capsys):
     write_voice_folder(tmp_path, "alice", base_model=BASE, rank=32)
     write_voice_folder(tmp_path, "bob", base_model=BASE, rank=8)
     write_voice_folder(tmp_path, "official", base_model=BASE, modules_to_save=["lm_head"])
@@ -104,7 +100,7 @@ def test_dry_run_prints_the_command_with_valid_voices_only(serve_vllm, tmp_path,
     assert "VOICELAB_VLLM_URL=http://127.0.0.1:8001" in out
 
 
-def test_extra_arguments_after_double_dash_are_passed_through(serve_vllm, tmp_path, capsys):
+def test_extra_arguments_after_double_dash_are_passed_through(tmp_path, capsys):
     code = serve_vllm.main(
         ["--dry-run", "--voices-dir", str(tmp_path), "--port", "9000", "--", "--seed", "1"]
     )
@@ -113,13 +109,13 @@ def test_extra_arguments_after_double_dash_are_passed_through(serve_vllm, tmp_pa
     assert code == 0 and cmd[-2:] == ["--seed", "1"] and flag(cmd, "--port") == "9000"
 
 
-def test_missing_vllm_executable_explains_install_vllm(serve_vllm, tmp_path, capsys):
+def test_missing_vllm_executable_explains_install_vllm(tmp_path, capsys):
     code = serve_vllm.main(["--vllm", str(tmp_path / "no-vllm"), "--voices-dir", str(tmp_path)])
     assert code == 2
     assert "make install-vllm" in capsys.readouterr().err
 
 
-def test_bad_rank_request_is_an_error_not_a_crash(serve_vllm, tmp_path, capsys):
+def test_bad_rank_request_is_an_error_not_a_crash(tmp_path, capsys):
     write_voice_folder(tmp_path, "alice", base_model=BASE, rank=32)
     code = serve_vllm.main(["--dry-run", "--voices-dir", str(tmp_path), "--max-lora-rank", "16"])
     assert code == 2 and "below the rank" in capsys.readouterr().err

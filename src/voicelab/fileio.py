@@ -8,6 +8,8 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from voicelab.errors import UsageError
+
 
 def temp_path_for(path: Path) -> Path:
     """A hidden temporary name in the same folder (same filesystem, so the rename is atomic).
@@ -68,3 +70,24 @@ class DurableAppender:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class UnsafePathError(UsageError):
+    """A name that would reach outside its folder (``..``, an absolute path, a symlink pointing out)."""
+
+
+def resolve_inside(root: Path | str, relative: Path | str) -> Path:
+    """``root / relative`` with every symlink resolved, refusing anything that lands outside ``root``.
+
+    The one check for every file a feature reads or writes on a client's behalf (voice files, evaluation
+    files, dataset clips): ``..`` parts, absolute paths, empty names and symlinks that point out of ``root``
+    raise ``UnsafePathError``. Whether the file exists is not checked.
+    """
+    base = Path(root).resolve()
+    rel = Path(relative)
+    if not str(relative).strip() or rel.is_absolute() or ".." in rel.parts:
+        raise UnsafePathError(f"{str(relative)!r} is not a name inside {root}")
+    target = (base / rel).resolve()
+    if target == base or not target.is_relative_to(base):
+        raise UnsafePathError(f"{root}/{relative} resolves to {target}, outside {root}")
+    return target

@@ -20,7 +20,7 @@ from voicelab.engine.base import (
 )
 from voicelab.engine.decoder import StreamingSnacDecoder
 from voicelab.engine.local import LocalEngine
-from voicelab.engine.speech import Synthesizer, Usage, split_text
+from voicelab.engine.synthesizer import Synthesizer, Usage, split_text
 from voicelab.engine.vllm import VLLMEngine
 
 

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from voicelab.engine.base import SamplingParams, TokenEngine, Voice
-from voicelab.engine.speech import Usage
+from voicelab.engine.synthesizer import Usage
 from voicelab.server.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ async def build_backend(settings: Settings) -> Backend:
     """The production backend for ``settings`` (heavy: loads the tokenizer, SNAC and maybe the model)."""
     from voicelab.engine import load_tokenizer
     from voicelab.engine.decoder import StreamingSnacDecoder
-    from voicelab.engine.speech import Synthesizer
+    from voicelab.engine.synthesizer import Synthesizer
 
     kind = settings.engine_kind
     tokenizer = await asyncio.to_thread(load_tokenizer, settings.base_model)

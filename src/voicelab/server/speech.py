@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from voicelab import orpheus
 from voicelab.engine.base import IncompleteGenerationError, SamplingParams, UnknownVoiceError
-from voicelab.engine.speech import Usage
+from voicelab.engine.synthesizer import Usage
 from voicelab.server.backend import Backend
 from voicelab.server.encoding import AudioEncoder, encode_whole, time_stretch
 from voicelab.server.errors import RATE_LIMIT, RETRY_AFTER_S, ApiError, StreamAbortedError, to_api_error

@@ -5,6 +5,7 @@ public call users make with real weights: ``AutoModelForCausalLM.from_pretrained
 ``AutoTokenizer.from_pretrained(dir)``, ``SNAC.from_pretrained(dir)``, ``whisper.load_model(file)``.
 """
 
+from voicelab.testing.espeak import espeak_available, speak, speech_like_noise
 from voicelab.testing.models import (
     REAL_SNAC_CONFIG,
     TINY_SNAC_CONFIG,
@@ -13,7 +14,6 @@ from voicelab.testing.models import (
     build_tiny_tokenizer,
     build_tiny_whisper,
 )
-from voicelab.testing.speech import espeak_available, speak, speech_like_noise
 
 __all__ = [
     "REAL_SNAC_CONFIG",

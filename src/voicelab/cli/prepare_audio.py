@@ -1,0 +1,112 @@
+"""Split raw recordings into 3-13 s training clips with normalised loudness.
+
+INPUT is a folder of recordings (searched recursively: WAV, MP3, FLAC, OGG, M4A, OPUS, WEBM, ...) or one
+file; OUTPUT receives 16-bit mono WAV clips named {stem}_{index:03d}.wav and manifest.csv. Clips are cut
+only inside pauses, trimmed to a short natural pad and normalised to the target RMS. A rerun skips
+sources already in the manifest (add recordings later and rerun); --overwrite redoes everything.
+
+example: make prepare-audio ARGS="raw_audio/$CHARACTER/ prepared/$CHARACTER/"
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from voicelab.cli.common import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    HelpFormatter,
+    finite_float,
+    positive_float,
+    positive_int,
+    setup_logging,
+)
+
+MIN_SAMPLE_RATE = 8000  # telephone audio; below it speech loses the consonants a voice is made of
+
+
+def _not_positive_db(text: str) -> float:
+    value = finite_float(text)
+    if value > 0:
+        raise argparse.ArgumentTypeError(f"dBFS levels are 0 or below (0 = full scale), got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("input", type=Path, metavar="INPUT", help="folder of recordings, or one audio file")
+    parser.add_argument("output", type=Path, metavar="OUTPUT", help="folder for the clips and manifest.csv")
+    parser.add_argument(
+        "--sample-rate",
+        type=positive_int,
+        default=24000,
+        help=f"target sample rate in Hz, at least {MIN_SAMPLE_RATE} (Orpheus/SNAC: 24000)",
+    )
+    parser.add_argument("--min-duration", type=positive_float, default=3.0, help="minimum clip duration (s)")
+    parser.add_argument("--max-duration", type=positive_float, default=13.0, help="maximum clip duration (s)")
+    parser.add_argument(
+        "--silence-threshold",
+        type=_not_positive_db,
+        default=-40.0,
+        help="10 ms frames quieter than this (dBFS RMS) are silence",
+    )
+    parser.add_argument(
+        "--silence-min-len",
+        type=positive_int,
+        default=500,
+        help="a pause is at least this long (ms); clips are cut only inside pauses",
+    )
+    parser.add_argument(
+        "--target-loudness",
+        type=_not_positive_db,
+        default=-20.0,
+        help="RMS loudness of every clip (dBFS); lowered per clip where needed so that no sample clips",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="redo every source (deletes the clips the manifest lists)"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each step (voicelab detail only)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.sample_rate < MIN_SAMPLE_RATE:
+        parser.error(f"--sample-rate must be at least {MIN_SAMPLE_RATE} Hz, got {args.sample_rate}")
+    if args.min_duration >= args.max_duration:
+        parser.error(
+            f"--min-duration ({args.min_duration}) must be below --max-duration ({args.max_duration})"
+        )
+    setup_logging(args.verbose)
+
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from voicelab.prepare import PrepareError, PrepareSettings, format_summary, prepare_dataset
+
+    settings = PrepareSettings(
+        sample_rate=args.sample_rate,
+        min_duration=args.min_duration,
+        max_duration=args.max_duration,
+        silence_threshold=args.silence_threshold,
+        silence_min_len_ms=args.silence_min_len,
+        target_loudness=args.target_loudness,
+    )
+    try:
+        with logging_redirect_tqdm():
+            report = prepare_dataset(args.input, args.output, settings, overwrite=args.overwrite)
+    except PrepareError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    print(format_summary(report))
+    return EXIT_FAILURE if report.failed else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""Transcribe a folder of WAV clips with Whisper into transcript.csv (filename,text).
+
+Resumable: clips already in the output (or seen by an earlier run) are not transcribed again, so adding
+clips later costs only the new ones; --overwrite starts over. Also writes transcript_review.csv: the
+clips worth a listen, riskiest first, with the reasons. Example:
+
+    python scripts/transcribe.py prepared/NAME/ --model large
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+# voicelab.transcribe imports only numpy at module level (whisper/torch load inside functions).
+from voicelab import transcribe as tr
+from voicelab.cli.common import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    HelpFormatter,
+    finite_float,
+    positive_int,
+    setup_logging,
+)
+from voicelab.transcript import TranscriptFormatError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("input_dir", type=Path, help="folder of .wav clips (what prepare-audio wrote)")
+    parser.add_argument(
+        "--output", type=Path, default=None, help="output CSV path (default: {input_dir}/transcript.csv)"
+    )
+    parser.add_argument(
+        "--model",
+        default="medium",
+        help="Whisper model: tiny, base, small, medium, large (or any name Whisper knows, e.g. large-v3, "
+        "turbo), or a path to a local checkpoint file (.pt; a CTranslate2 folder for faster-whisper)",
+    )
+    parser.add_argument("--language", default="en", help="language code (or English name) of the speech")
+    parser.add_argument("--device", default="cuda", help="torch device; falls back to the CPU without CUDA")
+    parser.add_argument(
+        "--backend", choices=tr.BACKENDS, default=tr.BACKENDS[0], help="Whisper implementation"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=None,
+        help=f"clips decoded together (faster-whisper only; default {tr.DEFAULT_BATCH_SIZE})",
+    )
+    parser.add_argument(
+        "--compute-type",
+        choices=tr.COMPUTE_TYPES,
+        default="auto",
+        help="faster-whisper weights precision; auto = float16 on CUDA, float32 on CPU",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=0, help="CPU threads for decoding (0 = the library's default)"
+    )
+    parser.add_argument(
+        "--beam-size", type=positive_int, default=tr.DEFAULT_BEAM_SIZE, help="beam search width (1 = greedy)"
+    )
+    parser.add_argument("--temperature", type=finite_float, default=0.0, help="first decoding temperature")
+    parser.add_argument(
+        "--temperature-increment-on-fallback",
+        type=finite_float,
+        default=0.2,
+        help="raise the temperature by this when a decode looks failed, up to 1.0 (0 = never retry; "
+        "faster-whisper batches use the first temperature only)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="transcribe every clip again instead of resuming"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every clip (debug detail)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.backend != "faster-whisper" and (args.batch_size is not None or args.compute_type != "auto"):
+        parser.error("--batch-size and --compute-type apply to --backend faster-whisper only")
+    if args.threads < 0:
+        parser.error("--threads must be 0 (library default) or more")
+    if not 0.0 <= args.temperature <= 1.0 or args.temperature_increment_on_fallback < 0:
+        parser.error("--temperature must be in [0, 1] and --temperature-increment-on-fallback >= 0")
+    setup_logging(args.verbose)
+
+    model_path = Path(args.model).expanduser()
+    if (args.model.endswith(".pt") or args.model.startswith(("/", ".", "~"))) and not model_path.exists():
+        print(
+            f"error: --model {args.model}: not found (pass a local Whisper checkpoint or model folder, or a model name such as large-v3)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    output = args.output or args.input_dir / tr.DEFAULT_OUTPUT_NAME
+    try:
+        clips = tr.find_clips(args.input_dir)
+        language = tr.normalize_language(args.language)
+        tr.check_model(args.backend, args.model)
+        plan = tr.plan_resume(clips, output, overwrite=args.overwrite)
+    except (tr.TranscribeError, TranscriptFormatError) as e:
+        if isinstance(e, TranscriptFormatError):
+            e = f"{e}\nrefusing to overwrite it: pass another --output, or fix or move that file"
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+    options = tr.DecodeOptions(
+        language=language,
+        beam_size=args.beam_size,
+        temperatures=tr.temperature_schedule(args.temperature, args.temperature_increment_on_fallback),
+    )
+    if plan.todo:
+        try:
+            transcriber = tr.load_transcriber(
+                args.backend,
+                args.model,
+                device=args.device,
+                options=options,
+                compute_type=args.compute_type,
+                batch_size=args.batch_size or tr.DEFAULT_BATCH_SIZE,
+                threads=args.threads,
+            )
+        except tr.TranscribeError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_USAGE
+    else:
+        transcriber = None  # nothing new: no need to load a model just to rebuild the review
+
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    with logging_redirect_tqdm():  # log lines above the progress bar, not through it
+        summary = tr.transcribe_clips(clips, output, transcriber, plan, progress=not args.no_progress)
+    print(
+        f"{output}: {summary.rows} rows; {summary.transcribed} new from {summary.audio_s / 60:.1f} min of audio, "
+        f"{summary.kept} clips done by an earlier run, {summary.empty} empty (skipped), "
+        f"{len(summary.failed)} unreadable, of {summary.clips} clips"
+    )
+    rowless = summary.kept - (summary.rows - summary.transcribed - len(summary.missing))
+    if rowless > 0:
+        print(
+            f"{rowless} clips done earlier have no row (deleted by hand, or no speech found): "
+            "not transcribed again (--overwrite redoes every clip)"
+        )
+    if summary.changed:
+        print(f"{len(summary.changed)} clips had new audio under an old name: transcribed again")
+    if summary.missing:
+        print(
+            f"{len(summary.missing)} rows name clips not in {args.input_dir} (kept; training skips them): "
+            + tr.list_some(summary.missing)
+        )
+    if summary.flagged:
+        print(f"{summary.flagged} clips flagged for a listen, riskiest first: {summary.review_path}")
+    else:
+        print(f"no clip flagged for review ({summary.review_path})")
+    if summary.failed:
+        print("unreadable clips (skipped):\n  " + "\n  ".join(summary.failed), file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
