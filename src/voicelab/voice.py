@@ -65,6 +65,9 @@ class VoiceMetadata:
     dataset: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     final_loss: float | None = None
+    final_eval_loss: float | None = None
+    eval_clips: list[str] = field(default_factory=list)
+    """Clips held out of training (``make evaluate`` uses them as the speaker reference)."""
     created_at: str | None = None
     voicelab_version: str | None = None
 

@@ -23,6 +23,7 @@ from voicelab.cli.common import (
     EXIT_OK,
     EXIT_USAGE,
     HelpFormatter,
+    non_negative_int,
     positive_int,
 )
 
@@ -95,7 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--gradient-checkpointing", action="store_true", help="trade compute for activation memory"
     )
-    p.add_argument("--seed", type=int, default=42, help="random seed (LoRA init, data order)")
+    p.add_argument(
+        "--eval-clips",
+        type=non_negative_int,
+        help="clips held out of training for the eval loss and `make evaluate` (default: 5%%, at least 2, "
+        "from 20 clips up; none below); whole source recordings when the manifest names them; 0: train on all",
+    )
+    p.add_argument("--seed", type=int, default=42, help="random seed (LoRA init, data order, held-out clips)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint of this voice")
     p.add_argument(
         "--overwrite", action="store_true", help="replace an existing voice / discard old checkpoints"
@@ -171,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         use_cache=not args.no_cache,
         cache_dir=args.cache_dir,
         encode_batch_size=args.snac_batch_size,
+        eval_clips=args.eval_clips,
         lora=LoraSettings(rank=args.lora_rank, alpha=args.lora_alpha),
         train=TrainSettings(
             epochs=args.epochs,
@@ -220,9 +228,14 @@ def main(argv: list[str] | None = None) -> int:
     if result.metadata is None:  # a non-main process of a multi-process run: rank 0 reports
         return EXIT_OK
     loss = f"{result.final_loss:.4f}" if result.final_loss is not None else "n/a"
+    if result.metadata.final_eval_loss is not None:
+        loss += (
+            f", eval loss {result.metadata.final_eval_loss:.4f} on {stats['clips_held_out']} held-out clips"
+        )
     print(
         f"voice {request.name!r} written to {result.voice_dir}\n"
-        f"  clips: {stats['clips_used']} used, {stats['clips_skipped']} skipped; "
+        f"  clips: {stats['clips_used']} used, {stats['clips_held_out']} held out, "
+        f"{stats['clips_skipped']} skipped; "
         f"{stats['audio_seconds']:.1f} s of audio, {stats['tokens']} tokens "
         f"(SNAC: {stats['snac_encoded']} encoded, {stats['snac_from_cache']} from cache)\n"
         f"  steps: {result.global_step}, final loss {loss}\n"

@@ -23,7 +23,7 @@ from typing import Any
 
 from voicelab import __version__, orpheus
 from voicelab.training import dataset as ds
-from voicelab.training import report, snac_codec
+from voicelab.training import holdout, report, snac_codec
 from voicelab.training.trainer import (
     LoraSettings,
     TrainSettings,
@@ -86,6 +86,7 @@ class TrainRequest:
     use_cache: bool = True
     cache_dir: Path | None = None  # None: {dataset_dir}/.snac_cache
     encode_batch_size: int | None = None  # None: snac_codec.auto_batch_size(snac_device)
+    eval_clips: int | None = None  # clips held out for eval loss; None: holdout.default_eval_count
     lora: LoraSettings = field(default_factory=LoraSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
     resume: bool = False
@@ -110,6 +111,9 @@ class PreparedData:
     examples: list[orpheus.TrainingExample]
     skipped: list[ds.Skipped]
     stats: dict[str, Any]
+    eval_examples: list[orpheus.TrainingExample] = field(default_factory=list)
+    eval_names: list[str] = field(default_factory=list)
+    """Clips held out of training (eval loss; ``make evaluate`` speaks their texts)."""
 
 
 @dataclass
@@ -157,7 +161,7 @@ def prepare_examples(req: TrainRequest, tokenizer, *, progress: bool = True) -> 
     encode_seconds = time.perf_counter() - started
     del snac
 
-    examples, too_long, audio_frames = [], [], 0
+    examples, names, too_long, audio_frames = [], [], [], {}
     for clip in clips:
         if clip.name not in frames:
             continue
@@ -172,7 +176,8 @@ def prepare_examples(req: TrainRequest, tokenizer, *, progress: bool = True) -> 
             skipped.append(ds.Skipped(clip.name, f"{len(example)} tokens > --max-seq-len {req.max_seq_len}"))
             continue
         examples.append(example)
-        audio_frames += len(clip_frames)
+        names.append(clip.name)
+        audio_frames[clip.name] = len(clip_frames)
     if too_long:
         # never truncated: a cut sequence would lose the end-of-speech token the model must learn
         logger.warning(
@@ -187,20 +192,57 @@ def prepare_examples(req: TrainRequest, tokenizer, *, progress: bool = True) -> 
             f"no usable clip in {req.dataset_dir}: {n_rows} rows, "
             f"{len(skipped)} skipped (see the messages above)"
         )
+    eval_names = _hold_out(req, names)
+    held = set(eval_names)
+    eval_examples = [e for n, e in zip(names, examples, strict=True) if n in held]
+    examples = [e for n, e in zip(names, examples, strict=True) if n not in held]
+    train_frames = sum(f for n, f in audio_frames.items() if n not in held)
     stats = {
         "dataset_dir": str(Path(req.dataset_dir).resolve()),
         "transcript": str(Path(transcript).resolve()),
         "rows": n_rows,
         "clips_used": len(examples),
+        "clips_held_out": len(eval_examples),
         "clips_skipped": len(skipped),
-        "audio_seconds": round(audio_frames * orpheus.SAMPLES_PER_FRAME / orpheus.SAMPLE_RATE, 2),
+        "audio_seconds": round(train_frames * orpheus.SAMPLES_PER_FRAME / orpheus.SAMPLE_RATE, 2),
         "tokens": sum(len(e) for e in examples),
         "longest_sequence": max(len(e) for e in examples),
         "snac_encoded": enc.encoded,
         "snac_from_cache": enc.from_cache,
         "snac_encode_seconds": round(encode_seconds, 2),
     }
-    return PreparedData(examples, skipped, stats)
+    return PreparedData(examples, skipped, stats, eval_examples, eval_names)
+
+
+def _hold_out(req: TrainRequest, names: list[str]) -> list[str]:
+    """The clips held out for evaluation: ``--eval-clips`` or the default share, whole recordings first."""
+    count = holdout.default_eval_count(len(names)) if req.eval_clips is None else req.eval_clips
+    if req.eval_clips is None and count == 0:
+        logger.warning(
+            "%d clips: fewer than %d, so none is held out for evaluation (no eval loss; `make evaluate` "
+            "falls back to training clips as the speaker reference). Pass --eval-clips N to hold some out",
+            len(names),
+            holdout.MIN_CLIPS_FOR_DEFAULT_EVAL,
+        )
+    try:
+        chosen = holdout.choose_eval_clips(names, count, req.train.seed, _clip_sources(req.dataset_dir))
+    except holdout.HoldoutError as e:
+        raise ds.DatasetError(str(e)) from e
+    if chosen:
+        logger.info("holding out %d clips for evaluation: %s", len(chosen), ", ".join(chosen))
+    return chosen
+
+
+def _clip_sources(dataset_dir: Path) -> dict[str, str] | None:
+    """Clip name -> source recording, from the manifest `make prepare-audio` writes (None without one)."""
+    from voicelab.prepare import MANIFEST_NAME, ManifestError, read_manifest
+
+    try:
+        records = read_manifest(Path(dataset_dir) / MANIFEST_NAME)
+    except (ManifestError, OSError) as e:
+        logger.warning("manifest unreadable (%s): held-out clips are drawn without regard to recordings", e)
+        return None
+    return {ds._clip_stem(r.clip): r.source for r in records} or None
 
 
 def _log_skipped(skipped: list[ds.Skipped]) -> None:
@@ -301,16 +343,17 @@ def train_voice(req: TrainRequest, *, extra_callbacks=()) -> TrainResult:
         checkpoint_dir=req.checkpoint_dir,
         resume_from=resume_from,
         extra_callbacks=extra_callbacks,
+        eval_examples=prepared.eval_examples,
     )
     losses = report.loss_points(outcome.log_history)
-    final_loss = losses[-1].loss if losses else outcome.train_loss
+    final_loss = next((p.loss for p in reversed(losses) if p.loss is not None), outcome.train_loss)
     if outcome.interrupted:
         logger.warning("interrupted at step %d; checkpoint in %s", outcome.global_step, req.checkpoint_dir)
         return TrainResult(None, req.checkpoint_dir, True, outcome.global_step, final_loss, prepared, None)
 
     metadata = None
     if state.is_main_process:
-        metadata = _metadata(req, prepared, precision, outcome.global_step, final_loss, resume_from)
+        metadata = _metadata(req, prepared, precision, outcome.global_step, losses, final_loss, resume_from)
         _publish(req, outcome.model, metadata, losses)
         if not req.keep_checkpoints:
             shutil.rmtree(req.checkpoint_dir, ignore_errors=True)
@@ -320,12 +363,13 @@ def train_voice(req: TrainRequest, *, extra_callbacks=()) -> TrainResult:
     )
 
 
-def _metadata(req, prepared, precision, steps, final_loss, resume_from) -> VoiceMetadata:
+def _metadata(req, prepared, precision, steps, losses, final_loss, resume_from) -> VoiceMetadata:
     training = {
         **{f"lora_{k}": v for k, v in asdict(req.lora).items()},
         **{k: v for k, v in asdict(req.train).items() if k != "progress"},
         "lora_target_modules": list(LORA_TARGET_MODULES),
         "max_seq_len": req.max_seq_len,
+        "eval_clips": len(prepared.eval_names),
         "precision": precision,
         "steps": steps,
         "resumed_from": str(resume_from) if resume_from else None,
@@ -341,6 +385,8 @@ def _metadata(req, prepared, precision, steps, final_loss, resume_from) -> Voice
         dataset=prepared.stats,
         training=training,
         final_loss=final_loss,
+        final_eval_loss=next((p.eval_loss for p in reversed(losses) if p.eval_loss is not None), None),
+        eval_clips=list(prepared.eval_names),
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         voicelab_version=__version__,
     )
@@ -359,7 +405,7 @@ def _publish(req: TrainRequest, peft_model, metadata: VoiceMetadata, losses) -> 
             raise AdapterRejectedError("the trained adapter would not load in vLLM: " + "; ".join(problems))
         (staging / VOICE_FILE).write_text(metadata.to_json(), encoding="utf-8")
         report.write_loss_log(staging / report.LOSS_LOG_FILE, losses)
-        report.plot_loss(staging / report.LOSS_PLOT_FILE, losses, f"{req.name}: LoRA training loss")
+        report.plot_loss(staging / report.LOSS_PLOT_FILE, losses, f"{req.name}: LoRA loss")
         _replace_dir(staging, req.voice_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

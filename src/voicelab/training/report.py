@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from voicelab.fileio import atomic_output
@@ -14,36 +14,46 @@ logger = logging.getLogger(__name__)
 
 LOSS_LOG_FILE = "loss_log.csv"
 LOSS_PLOT_FILE = "loss_curve.png"
-LOSS_LOG_FIELDS = ("step", "epoch", "loss", "learning_rate", "grad_norm")
+LOSS_LOG_FIELDS = ("step", "epoch", "loss", "eval_loss", "learning_rate", "grad_norm")
+"""``eval_loss``: loss on the held-out clips (blank when none were held out or not scored at that step)."""
 PLOT_SIZE_INCHES = (8, 4.5)
 PLOT_DPI = 100
+LOSS_FORMAT = ".6f"
+MARKERS_BELOW = 50
+"""Curves with fewer points than this get a dot per point (a short run is otherwise hard to read)."""
 
 
 @dataclass(frozen=True)
 class LossPoint:
     step: int
     epoch: float
-    loss: float
+    loss: float | None
+    """Training loss (None at a step where only the eval loss was logged)."""
     learning_rate: float | None = None
     grad_norm: float | None = None
+    eval_loss: float | None = None
 
 
 def loss_points(log_history: Sequence[dict]) -> list[LossPoint]:
-    """The training-loss entries of a Trainer ``state.log_history`` (final summaries are left out)."""
-    points = []
+    """The loss entries of a Trainer ``state.log_history``, one point per step: the training loss, and the
+    held-out clips' ``eval_loss`` logged at the same step (final summaries are left out)."""
+    by_step: dict[int, LossPoint] = {}
     for entry in log_history:
-        if "loss" not in entry or "step" not in entry:
+        if "step" not in entry or not ("loss" in entry or "eval_loss" in entry):
             continue
-        points.append(
-            LossPoint(
-                step=int(entry["step"]),
-                epoch=float(entry.get("epoch", 0.0)),
+        step = int(entry["step"])
+        point = by_step.get(step) or LossPoint(step, float(entry.get("epoch", 0.0)), None)
+        if "loss" in entry:
+            point = replace(
+                point,
                 loss=float(entry["loss"]),
                 learning_rate=_optional_float(entry.get("learning_rate")),
                 grad_norm=_optional_float(entry.get("grad_norm")),
             )
-        )
-    return points
+        if "eval_loss" in entry:
+            point = replace(point, eval_loss=float(entry["eval_loss"]))
+        by_step[step] = point
+    return [by_step[step] for step in sorted(by_step)]
 
 
 def _optional_float(value) -> float | None:
@@ -56,31 +66,45 @@ def write_loss_log(path: Path, points: Sequence[LossPoint]) -> Path:
         writer.writerow(LOSS_LOG_FIELDS)
         for p in points:
             writer.writerow(
-                [p.step, f"{p.epoch:.4f}", f"{p.loss:.6f}", _blank(p.learning_rate), _blank(p.grad_norm)]
+                [
+                    p.step,
+                    f"{p.epoch:.4f}",
+                    _blank(p.loss, LOSS_FORMAT),
+                    _blank(p.eval_loss, LOSS_FORMAT),
+                    _blank(p.learning_rate),
+                    _blank(p.grad_norm),
+                ]
             )
     return path
 
 
-def _blank(value: float | None) -> str:
-    return "" if value is None else f"{value:.6g}"
+def _blank(value: float | None, fmt: str = ".6g") -> str:
+    return "" if value is None else format(value, fmt)
 
 
 def read_loss_log(path: Path) -> list[LossPoint]:
+    """The points of a ``loss_log.csv`` (logs written before the ``eval_loss`` column read as without it)."""
+
+    def number(row: dict, key: str) -> float | None:
+        return float(row[key]) if row.get(key) else None
+
     with Path(path).open(newline="", encoding="utf-8") as f:
         return [
             LossPoint(
                 step=int(row["step"]),
                 epoch=float(row["epoch"]),
-                loss=float(row["loss"]),
-                learning_rate=float(row["learning_rate"]) if row["learning_rate"] else None,
-                grad_norm=float(row["grad_norm"]) if row["grad_norm"] else None,
+                loss=number(row, "loss"),
+                learning_rate=number(row, "learning_rate"),
+                grad_norm=number(row, "grad_norm"),
+                eval_loss=number(row, "eval_loss"),
             )
             for row in csv.DictReader(f)
         ]
 
 
 def plot_loss(path: Path, points: Sequence[LossPoint], title: str) -> Path:
-    """Training loss against step, as a PNG (headless matplotlib backend)."""
+    """Training loss (and the held-out clips' eval loss, when logged) against step, as a PNG (headless
+    matplotlib backend)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -88,14 +112,20 @@ def plot_loss(path: Path, points: Sequence[LossPoint], title: str) -> Path:
 
     fig, ax = plt.subplots(figsize=PLOT_SIZE_INCHES)
     try:
-        if points:
-            ax.plot(
-                [p.step for p in points], [p.loss for p in points], marker="." if len(points) < 50 else None
-            )
-        else:
+        curves = [
+            (label, [(p.step, getattr(p, key)) for p in points if getattr(p, key) is not None])
+            for label, key in (("training loss", "loss"), ("eval loss (held-out clips)", "eval_loss"))
+        ]
+        curves = [(label, xy) for label, xy in curves if xy]
+        for label, xy in curves:
+            marker = "." if len(xy) < MARKERS_BELOW else None
+            ax.plot([x for x, _ in xy], [y for _, y in xy], marker=marker, label=label)
+        if len(curves) > 1:
+            ax.legend()
+        if not curves:
             ax.text(0.5, 0.5, "no loss logged (run shorter than --logging-steps)", ha="center", va="center")
         ax.set_xlabel("step")
-        ax.set_ylabel("training loss")
+        ax.set_ylabel("loss")
         ax.set_title(title)
         ax.grid(alpha=0.3)
         fig.tight_layout()

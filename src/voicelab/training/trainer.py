@@ -236,6 +236,7 @@ def make_interrupt_callback():
             if stop or state.global_step >= state.max_steps:
                 # the loss log always ends with the last step, even on runs shorter than --logging-steps
                 control.should_log = True
+                control.should_evaluate = args.eval_strategy != "no"
             return control
 
     return InterruptCallback()
@@ -262,8 +263,12 @@ def train_lora(
     checkpoint_dir: Path,
     resume_from: Path | None = None,
     extra_callbacks: Sequence[Any] = (),
+    eval_examples: Sequence[orpheus.TrainingExample] = (),
 ) -> TrainOutcome:
     """Wrap ``model`` with a fresh LoRA adapter and train it on ``examples``.
+
+    ``eval_examples`` (held-out clips), when given, are scored every ``logging_steps`` and at the end:
+    ``eval_loss`` entries in the log history.
 
     Checkpoints go to ``checkpoint_dir/checkpoint-STEP`` every ``save_steps`` (and on interrupt);
     ``resume_from`` continues from one of them (weights, optimizer, scheduler, data position).
@@ -307,12 +312,14 @@ def train_lora(
         ddp_find_unused_parameters=False,  # every LoRA matrix is used in every step
         report_to="none",
         disable_tqdm=not settings.progress,
+        **_eval_args(settings, bool(eval_examples)),
     )
     interrupt = make_interrupt_callback()
     trainer = Trainer(
         model=peft_model,
         args=args,
         train_dataset=TokenDataset(examples),
+        eval_dataset=TokenDataset(eval_examples) if eval_examples else None,
         data_collator=collate,
         callbacks=[interrupt, *extra_callbacks],
     )
@@ -326,6 +333,18 @@ def train_lora(
         train_loss=float(result.training_loss) if result.training_loss is not None else None,
         is_main_process=trainer.is_world_process_zero(),
     )
+
+
+def _eval_args(settings: TrainSettings, enabled: bool) -> dict[str, Any]:
+    """Eval loss on the held-out clips at every logging step (so the two curves share their x values)."""
+    if not enabled:
+        return {"eval_strategy": "no"}
+    return {
+        "eval_strategy": "steps",
+        "eval_steps": settings.logging_steps,
+        "per_device_eval_batch_size": settings.batch_size,
+        "prediction_loss_only": True,
+    }
 
 
 def _checkpointing_args(enabled: bool) -> dict[str, Any]:
