@@ -1,0 +1,274 @@
+"""Evaluate a trained voice: does it sound like the character, say the words, and stay natural?
+
+  python scripts/evaluate_voice.py NAME                 # voices/NAME/eval/{eval.json,summary.md,samples/}
+  python scripts/evaluate_voice.py --all                # every voice under --voices-dir
+  python scripts/evaluate_voice.py NAME --compare OTHER # OTHER: a voice name or a checkpoint folder
+
+The voice speaks the texts of the clips train-lora held out and a fixed set of novel sentences through the
+engine the server uses (embedded by default, vLLM with --vllm-url); the base model speaks them too. Then:
+speaker similarity to the held-out clips (and the base model's, and the difference), Whisper WER/CER
+against the text, DNSMOS, speech rate against the dataset's, runaways, long silences, and overlap of the
+novel sentences' audio codes with training clips (overfitting). Each check gets a verdict against a
+threshold flag below; README step 4 says what to do when one fails.
+
+Exit codes: 0 evaluated (see the verdicts; --strict: 1 when a check fails), 1 a voice could not be
+evaluated (engine unreachable, generation failed), 2 bad invocation or unusable voice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from voicelab.cli.common import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    HelpFormatter,
+    finite_float,
+    non_negative_int,
+    setup_logging,
+)
+
+logger = logging.getLogger("voicelab.evaluate")
+
+THRESHOLD_HELP = {
+    "min_similarity": "speaker similarity to the held-out clips at least",
+    "min_similarity_gain": "voice minus base model similarity at least",
+    "max_wer": "word error rate at most",
+    "max_cer": "character error rate at most",
+    "min_dnsmos": "DNSMOS overall (1-5) at least",
+    "max_rate_deviation": "speech rate within this share of the dataset's",
+    "max_duration_ratio": "a sample longer than this x the time its words need is a runaway",
+    "max_silence_s": "no silence inside a sample longer than this (seconds)",
+    "max_code_overlap": "a novel sentence sharing more than this share of codes with a training clip is overfitting",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from voicelab.evaluate import NOVEL_SENTENCES, EvalSettings, Thresholds
+
+    defaults = EvalSettings()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("name", nargs="?", help="the voice to evaluate (a folder under --voices-dir)")
+    p.add_argument("--all", action="store_true", help="evaluate every voice under --voices-dir")
+    p.add_argument(
+        "--compare",
+        metavar="OTHER",
+        help="evaluate NAME and OTHER (another voice, or a checkpoint folder of NAME) side by side",
+    )
+    p.add_argument("--voices-dir", type=Path, default=Path("voices"), help="root folder of the voices")
+    p.add_argument("--dataset-dir", type=Path, help="the voice's prepared folder (default: from voice.json)")
+    p.add_argument("--base-model", help="Orpheus checkpoint: hub id or local folder (default: voice.json's)")
+    p.add_argument("--snac-model", help="SNAC 24 kHz codec: hub id or local folder (default: voice.json's)")
+    p.add_argument("--vllm-url", help="generate through this vLLM server (e.g. http://127.0.0.1:8001)")
+    p.add_argument("--device", default="auto", help="torch device of the models run here (auto: cuda if any)")
+    p.add_argument(
+        "--whisper-model",
+        default=defaults.whisper_model,
+        help="Whisper model name or local checkpoint path, as in `make transcribe`",
+    )
+    p.add_argument(
+        "--whisper-backend",
+        choices=("openai-whisper", "faster-whisper"),
+        default=defaults.whisper_backend,
+        help="Whisper implementation",
+    )
+    p.add_argument("--language", default=defaults.language, help="language of the voice")
+    p.add_argument(
+        "--sentences",
+        type=non_negative_int,
+        default=len(NOVEL_SENTENCES),
+        help=f"how many of the {len(NOVEL_SENTENCES)} novel sentences to speak",
+    )
+    p.add_argument(
+        "--max-heldout",
+        type=non_negative_int,
+        default=defaults.max_heldout,
+        help="held-out texts to speak at most",
+    )
+    p.add_argument(
+        "--temperature", type=finite_float, default=defaults.temperature, help="sampling temperature"
+    )
+    p.add_argument("--top-p", type=finite_float, default=defaults.top_p, help="nucleus sampling")
+    p.add_argument(
+        "--repetition-penalty",
+        type=finite_float,
+        default=defaults.repetition_penalty,
+        help="repetition penalty",
+    )
+    p.add_argument("--seed", type=int, default=defaults.seed, help="sampling seed (same seed, same samples)")
+    group = p.add_argument_group("thresholds (a check fails past them)")
+    for f in fields(Thresholds):
+        group.add_argument(
+            f"--{f.name.replace('_', '-')}", type=finite_float, default=f.default, help=THRESHOLD_HELP[f.name]
+        )
+    p.add_argument("--strict", action="store_true", help="exit 1 when a check fails")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def settings_from(args: argparse.Namespace):
+    import torch
+
+    from voicelab.evaluate import EvalSettings, Thresholds
+
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return EvalSettings(
+        voices_dir=args.voices_dir,
+        base_model=args.base_model,
+        snac_model=args.snac_model,
+        device=device,
+        vllm_url=args.vllm_url,
+        whisper_model=args.whisper_model,
+        whisper_backend=args.whisper_backend,
+        language=args.language,
+        sentences=args.sentences,
+        max_heldout=args.max_heldout,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        repetition_penalty=args.repetition_penalty,
+        seed=args.seed,
+        thresholds=Thresholds(**{f.name: getattr(args, f.name) for f in fields(Thresholds)}),
+        progress=not args.no_progress,
+    )
+
+
+def _all_voice_names(voices_dir: Path) -> list[str]:
+    from voicelab.voice import ADAPTER_CONFIG_FILE
+
+    if not voices_dir.is_dir():
+        return []
+    return sorted(
+        p.name
+        for p in voices_dir.iterdir()
+        if not p.name.startswith(".") and (p / ADAPTER_CONFIG_FILE).is_file()
+    )
+
+
+def select_voices(args: argparse.Namespace) -> tuple[list, list[str]]:
+    """The voices (or checkpoints) to evaluate, and the errors of those that cannot be."""
+    from voicelab import evaluate as ev
+    from voicelab.errors import UsageError
+    from voicelab.training.dataset import DatasetError
+    from voicelab.voice import InvalidVoiceNameError
+
+    requests: list[tuple[str, Path | None]] = []
+    if args.all:
+        requests = [(name, None) for name in _all_voice_names(args.voices_dir)]
+        if not requests:
+            return [], [f"no trained voice in {args.voices_dir} (train one with `make train-lora`)"]
+    else:
+        requests = [(args.name, None)]
+        if args.compare:
+            other = Path(args.compare).expanduser()
+            is_voice = (args.voices_dir / args.compare).is_dir() and "/" not in args.compare
+            requests.append((args.compare, None) if is_voice or not other.is_dir() else (args.name, other))
+    voices, errors = [], []
+    for name, adapter in requests:
+        try:
+            voices.append(
+                ev.load_voice_under_test(
+                    args.voices_dir, name, adapter_dir=adapter, dataset_dir=args.dataset_dir
+                )
+            )
+        except (UsageError, InvalidVoiceNameError, DatasetError) as e:
+            errors.append(f"{name}: {e}")
+    return voices, errors
+
+
+def eval_dir_for(vut) -> Path:
+    """voices/NAME/eval/, or voices/NAME/eval-checkpoint-STEP/ for a checkpoint (never inside it)."""
+    from voicelab.evaluate import EVAL_DIR
+
+    if vut.label == vut.name:
+        return vut.voice_dir / EVAL_DIR
+    return vut.voice_dir / f"{EVAL_DIR}-{vut.adapter_dir.name}"
+
+
+async def run_all(voices: list, settings) -> tuple[list[dict], list[str]]:
+    """Evaluate each voice with one set of loaded models; returns the reports and the failures."""
+    from voicelab import evaluate as ev
+    from voicelab.engine import EngineError
+    from voicelab.orpheus import ContractError
+
+    first = voices[0].metadata
+    base_model = settings.base_model or first.base_model
+    snac_model = settings.snac_model or first.snac_model
+    runtime = await ev.open_runtime(settings, base_model, snac_model)
+    reports, failures = [], []
+    try:
+        for vut in voices:
+            if not settings.base_model and vut.metadata.base_model != base_model:
+                failures.append(
+                    f"{vut.label}: trained on {vut.metadata.base_model!r}, not {base_model!r}; "
+                    "evaluate it on its own (or pass --base-model)"
+                )
+                continue
+            try:
+                report, samples = await ev.evaluate_voice(vut, runtime, settings)
+            except (EngineError, ContractError) as e:
+                failures.append(f"{vut.label}: {e}")
+                continue
+            path = ev.write_outputs(eval_dir_for(vut), report, samples)
+            print(ev.render_summary(report))
+            print(f"written: {path}\n")
+            reports.append(report)
+    finally:
+        await runtime.aclose()
+    return reports, failures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if bool(args.name) == args.all:
+        parser.error("name a voice, or pass --all")
+    if args.compare and args.all:
+        parser.error("--compare compares NAME with OTHER; it does not combine with --all")
+    setup_logging(args.verbose)
+    if args.no_progress:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+    from voicelab import evaluate as ev
+    from voicelab import transcribe as tr
+    from voicelab.engine import EngineError
+
+    voices, errors = select_voices(args)
+    for error in errors:
+        print(f"error: {error}", file=sys.stderr)
+    if not voices:
+        return EXIT_USAGE
+    settings = settings_from(args)
+    try:
+        reports, failures = asyncio.run(run_all(voices, settings))
+    except (EngineError, tr.TranscribeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILURE
+    for failure in failures:
+        print(f"error: {failure}", file=sys.stderr)
+    if args.compare and len(reports) == 2:
+        table = ev.compare_table(reports)
+        out = voices[0].voice_dir / ev.EVAL_DIR / f"compare-{reports[1]['voice'].replace('@', '-')}.md"
+        from voicelab.fileio import write_text_atomic
+
+        write_text_atomic(out, table)
+        print(table)
+        print(f"written: {out}")
+    if errors or failures:
+        return EXIT_USAGE if errors and not failures else EXIT_FAILURE
+    failed_checks = any(c["verdict"] == "FAIL" for r in reports for c in r["checks"])
+    return EXIT_FAILURE if args.strict and failed_checks else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
