@@ -95,7 +95,7 @@ class Thresholds:
     """A sample longer than twice what the dataset's speech rate needs for its words is a runaway."""
     max_silence_s: float = 1.0
     max_code_overlap: float = 0.5
-    """Share of a novel sentence's 2-frame code runs found in one training clip."""
+    """Share of 2-frame code runs a novel sentence's audio and one training clip have in common (either way)."""
 
 
 @dataclass
@@ -142,13 +142,19 @@ def _frame_ngrams(frames: np.ndarray, n: int) -> list[tuple[int, ...]]:
     return [tuple(x for frame in flat[i : i + n] for x in frame) for i in range(len(flat) - n + 1)]
 
 
-def code_overlap(generated: np.ndarray, clip: np.ndarray, n: int = OVERLAP_NGRAM_FRAMES) -> float:
-    """Share of ``generated``'s runs of ``n`` SNAC frames that also occur in ``clip`` (0 to 1)."""
-    grams = _frame_ngrams(generated, n)
+def _share_in(grams: list, other: list) -> float:
     if not grams:
         return 0.0
-    present = set(_frame_ngrams(clip, n))
+    present = set(other)
     return sum(g in present for g in grams) / len(grams)
+
+
+def code_overlap(generated: np.ndarray, clip: np.ndarray, n: int = OVERLAP_NGRAM_FRAMES) -> float:
+    """How much of one is a copy of the other (0 to 1): the larger of the share of ``generated``'s runs of
+    ``n`` SNAC frames found in ``clip`` and the share of ``clip``'s found in ``generated`` (a replayed
+    clip followed by more audio still counts)."""
+    gen, ref = _frame_ngrams(generated, n), _frame_ngrams(clip, n)
+    return max(_share_in(gen, ref), _share_in(ref, gen))
 
 
 def nearest_clip(generated: np.ndarray, clips: dict[str, np.ndarray]) -> tuple[str | None, float]:
@@ -709,6 +715,8 @@ class EvalSettings:
     top_p: float = 0.9
     repetition_penalty: float = 1.1
     seed: int = 42
+    max_tokens: int | None = None
+    """Per generated piece; None: the budget the server uses, derived from the text."""
     thresholds: Thresholds = field(default_factory=Thresholds)
     progress: bool = True
 
@@ -806,6 +814,7 @@ async def evaluate_voice(
         top_p=settings.top_p,
         repetition_penalty=settings.repetition_penalty,
         seed=settings.seed,
+        max_tokens=settings.max_tokens,
     )
     items = plan_texts(vut, sentences=settings.sentences, max_heldout=settings.max_heldout)
     voices = _voices_to_speak(vut, runtime.base_model)

@@ -31,6 +31,7 @@ from voicelab.cli.common import (
     HelpFormatter,
     finite_float,
     non_negative_int,
+    positive_int,
     setup_logging,
 )
 
@@ -102,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="repetition penalty",
     )
     p.add_argument("--seed", type=int, default=defaults.seed, help="sampling seed (same seed, same samples)")
+    p.add_argument(
+        "--max-tokens",
+        type=positive_int,
+        help="generated tokens per piece at most (default: the server's budget, derived from the text)",
+    )
     group = p.add_argument_group("thresholds (a check fails past them)")
     for f in fields(Thresholds):
         group.add_argument(
@@ -136,6 +142,7 @@ def settings_from(args: argparse.Namespace):
         top_p=args.top_p,
         repetition_penalty=args.repetition_penalty,
         seed=args.seed,
+        max_tokens=args.max_tokens,
         thresholds=Thresholds(**{f.name: getattr(args, f.name) for f in fields(Thresholds)}),
         progress=not args.no_progress,
     )

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from voicelab.engine.base import EngineError, EngineUnavailableError, TokenEngine, UnknownVoiceError, Voice
+from voicelab.evaluate import read_eval_summary
 from voicelab.voice import (
     ADAPTER_CONFIG_FILE,
     ADAPTER_WEIGHTS_FILE,
@@ -71,6 +72,7 @@ class VoiceEntry:
             "created_at": meta.created_at if meta else None,
             "final_loss": meta.final_loss if meta else None,
             "dataset": meta.dataset if meta else {},
+            "evaluation": read_eval_summary(self.voice.adapter_path) if self.voice.adapter_path else None,
         }
 
 
