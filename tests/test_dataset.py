@@ -60,7 +60,9 @@ def test_a_dataset_folder_that_is_not_one_is_a_usage_error(tmp_path, make):
 
 
 def test_old_manifests_with_wav_names_read_as_keys(tmp_path):
-    record = dataset.ClipRecord("t_000", "t.wav", 0.0, 3.0, 3.0, -20.0, -3.0, 1.0, False, "file-edge", "pause")
+    record = dataset.ClipRecord(
+        "t_000", "t.wav", 0.0, 3.0, 3.0, -20.0, -3.0, 1.0, False, "file-edge", "pause"
+    )
     dataset.write_manifest(tmp_path / dataset.MANIFEST_FILE, [record])
     text = (tmp_path / dataset.MANIFEST_FILE).read_text().replace("t_000,", "t_000.wav,")
     (tmp_path / dataset.MANIFEST_FILE).write_text(text)
