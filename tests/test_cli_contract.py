@@ -169,3 +169,25 @@ def test_train_lora_main_flags_round_trip():
     request = train_lora.request_from_args(args)
     assert (request.name, request.lora.rank, request.lora.alpha) == ("bob", 16, 32)
     assert np.isclose(request.train.learning_rate, 5e-5)
+
+
+def test_a_failed_recording_is_reported_once_then_remembered_until_it_changes(raw, tmp_path, capsys):
+    out = tmp_path / "out"
+    (raw / "broken.wav").write_bytes(b"RIFF....not audio at all")
+    assert prepare_audio.main([str(raw), str(out)]) == 1
+    capsys.readouterr()
+    notes = (out / "sources_left_out.csv").read_text()
+    assert notes.startswith("source,size,mtime_ns,reason\nbroken.wav,")
+
+    assert prepare_audio.main([str(raw), str(out)]) == 0  # nothing new failed
+    report = capsys.readouterr()
+    assert "1 file(s) left out by an earlier run and unchanged" in report.out
+    assert "--retry-failed" in report.out and "broken.wav" not in report.err
+
+    assert prepare_audio.main([str(raw), str(out), "--retry-failed"]) == 1
+    assert "broken.wav" in capsys.readouterr().err
+
+    sf.write(raw / "broken.wav", speech_like_noise([(4.0, 0.5)], 24000), 24000)  # replaced by good audio
+    assert prepare_audio.main([str(raw), str(out)]) == 0
+    assert not (out / "sources_left_out.csv").exists()
+    assert (out / "broken_000.wav").exists()

@@ -72,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--overwrite", action="store_true", help="redo every source (deletes the clips the manifest lists)"
     )
+    parser.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="try again the recordings an earlier run left out (unreadable, or no clip) even if unchanged",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log each step (voicelab detail only)")
     return parser
 
@@ -111,7 +116,9 @@ def _prepare(args: argparse.Namespace) -> int:
         target_loudness=args.target_loudness,
     )
     with logging_redirect_tqdm():
-        report = prepare_dataset(args.input, args.output, settings, overwrite=args.overwrite)
+        report = prepare_dataset(
+            args.input, args.output, settings, overwrite=args.overwrite, retry_left_out=args.retry_failed
+        )
     print(format_summary(report))
     written = len(report.new_records)
     if report.failed:
