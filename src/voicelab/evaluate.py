@@ -228,6 +228,7 @@ def load_voice_under_test(
     voices_dir: Path, name: str, *, adapter_dir: Path | None = None, dataset_dir: Path | None = None
 ) -> VoiceUnderTest:
     """The voice ``voices_dir/name`` (``adapter_dir``: one of its checkpoints instead) and its dataset."""
+    from voicelab import dataset
     from voicelab.fileio import resolve_inside
     from voicelab.training import dataset as ds
     from voicelab.voice import ADAPTER_CONFIG_FILE, VoiceMetadata, validate_voice_name
@@ -244,13 +245,13 @@ def load_voice_under_test(
     if not (adapter / ADAPTER_CONFIG_FILE).is_file():
         raise EvaluationError(f"{adapter}: no {ADAPTER_CONFIG_FILE} (not a voice or checkpoint folder)")
     data = Path(dataset_dir or meta.dataset.get("dataset_dir") or "")
-    transcript = data / ds.TRANSCRIPT_FILE
+    transcript = data / dataset.TRANSCRIPT_FILE
     if not transcript.is_file():
         raise EvaluationError(
-            f"voice {name!r}: its dataset {data} (from voice.json) has no {ds.TRANSCRIPT_FILE}; "
+            f"voice {name!r}: its dataset {data} (from voice.json) has no {dataset.TRANSCRIPT_FILE}; "
             "pass --dataset-dir with the prepared folder it was trained on"
         )
-    rows, _ = ds.read_transcript(transcript)
+    rows, _ = ds.read_training_rows(transcript, dataset.read_exclusions(data))
     clips, _ = ds.resolve_clips(data, rows)
     held = set(meta.eval_clips)
     reference = [c for c in clips if c.name in held]
@@ -444,16 +445,16 @@ def measure_overfitting(samples: Sequence[Sample], training_codes: dict[str, np.
 
 def training_codes(vut: VoiceUnderTest, snac_model: str, device: str, *, progress: bool = True) -> dict:
     """SNAC frames of every training clip, from the dataset's code cache when train-lora filled it."""
+    from voicelab import dataset
     from voicelab.training import dataset as ds
     from voicelab.training import snac_codec
-    from voicelab.training.build import CACHE_DIR_NAME
 
     snac = snac_codec.load_snac(snac_model, device)
     frames, _ = snac_codec.encode_clips(
         [(c.name, lambda c=c: ds.load_clip_audio(c)) for c in vut.training_clips],
         snac,
         snac_codec.model_fingerprint(snac_model, snac),
-        cache=snac_codec.CodeCache(vut.dataset_dir / CACHE_DIR_NAME),
+        cache=snac_codec.CodeCache(vut.dataset_dir / dataset.CACHE_DIR),
         device=device,
         batch_size=snac_codec.auto_batch_size(device),
         on_error=lambda name, e: logger.warning("training clip %s unreadable: %s", name, e),

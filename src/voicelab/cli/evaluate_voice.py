@@ -32,6 +32,8 @@ from voicelab.cli.common import (
     finite_float,
     non_negative_int,
     positive_int,
+    require_local_model,
+    run_step,
     setup_logging,
 )
 
@@ -241,40 +243,57 @@ def main(argv: list[str] | None = None) -> int:
     if args.compare and args.all:
         parser.error("--compare compares NAME with OTHER; it does not combine with --all")
     setup_logging(args.verbose)
-    if args.no_progress:
-        from transformers.utils import logging as hf_logging
+    return run_step(
+        lambda: _evaluate(args),
+        verbose=args.verbose,
+        on_interrupt="interrupted; the evaluations finished before it are written",
+    )
 
-        hf_logging.disable_progress_bar()
 
-    from voicelab import evaluate as ev
-    from voicelab import transcribe as tr
+def _evaluate(args: argparse.Namespace) -> int:
     from voicelab.engine import EngineError
 
+    require_local_model(args.whisper_model, "--whisper-model", "Whisper checkpoint")
+    for flag, value in (("--base-model", args.base_model), ("--snac-model", args.snac_model)):
+        if value:
+            require_local_model(value, flag, "model folder")
     voices, errors = select_voices(args)
     for error in errors:
         print(f"error: {error}", file=sys.stderr)
     if not voices:
         return EXIT_USAGE
-    settings = settings_from(args)
+    if args.no_progress:  # transformers' own bars too ("Loading weights")
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     try:
-        reports, failures = asyncio.run(run_all(voices, settings))
-    except (EngineError, tr.TranscribeError) as e:
+        reports, failures = asyncio.run(run_all(voices, settings_from(args)))
+    except EngineError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILURE
     for failure in failures:
         print(f"error: {failure}", file=sys.stderr)
     if args.compare and len(reports) == 2:
-        table = ev.compare_table(reports)
-        out = voices[0].voice_dir / ev.EVAL_DIR / f"compare-{reports[1]['voice'].replace('@', '-')}.md"
-        from voicelab.fileio import write_text_atomic
-
-        write_text_atomic(out, table)
-        print(table)
-        print(f"written: {out}")
+        _write_comparison(voices[0], reports)
+    failed_checks = sum(c["verdict"] == "FAIL" for r in reports for c in r["checks"])
+    print(
+        f"evaluated {len(reports)} voice(s); {failed_checks} check(s) failed; "
+        f"{len(errors) + len(failures)} voice(s) could not be evaluated"
+    )
     if errors or failures:
         return EXIT_USAGE if errors and not failures else EXIT_FAILURE
-    failed_checks = any(c["verdict"] == "FAIL" for r in reports for c in r["checks"])
     return EXIT_FAILURE if args.strict and failed_checks else EXIT_OK
+
+
+def _write_comparison(vut, reports: list[dict]) -> None:
+    from voicelab import evaluate as ev
+    from voicelab.fileio import write_text_atomic
+
+    table = ev.compare_table(reports)
+    out = vut.voice_dir / ev.EVAL_DIR / f"compare-{reports[1]['voice'].replace('@', '-')}.md"
+    write_text_atomic(out, table)
+    print(table)
+    print(f"written: {out}")
 
 
 if __name__ == "__main__":
