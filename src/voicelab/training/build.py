@@ -188,11 +188,7 @@ def prepare_examples(req: TrainRequest, tokenizer, *, progress: bool = True) -> 
             f"no usable clip in {req.dataset_dir}: {n_rows} rows, "
             f"{len(skipped)} skipped (see the messages above)"
         )
-    eval_names = _hold_out(req, names)
-    held = set(eval_names)
-    eval_examples = [e for n, e in zip(names, examples, strict=True) if n in held]
-    examples = [e for n, e in zip(names, examples, strict=True) if n not in held]
-    train_frames = sum(f for n, f in audio_frames.items() if n not in held)
+    examples, eval_examples, eval_names, train_frames = _split_held_out(req, names, examples, audio_frames)
     stats = {
         "dataset_dir": str(Path(req.dataset_dir).resolve()),
         "transcript": str(Path(transcript).resolve()),
@@ -208,6 +204,15 @@ def prepare_examples(req: TrainRequest, tokenizer, *, progress: bool = True) -> 
         "snac_encode_seconds": round(encode_seconds, 2),
     }
     return PreparedData(examples, skipped, stats, eval_examples, eval_names)
+
+
+def _split_held_out(req: TrainRequest, names: list[str], examples: list, frames: dict[str, int]):
+    """(training examples, held-out examples, held-out names, training audio frames)."""
+    eval_names = _hold_out(req, names)
+    held = set(eval_names)
+    eval_examples = [e for n, e in zip(names, examples, strict=True) if n in held]
+    train = [e for n, e in zip(names, examples, strict=True) if n not in held]
+    return train, eval_examples, eval_names, sum(f for n, f in frames.items() if n not in held)
 
 
 def _hold_out(req: TrainRequest, names: list[str]) -> list[str]:

@@ -266,10 +266,8 @@ def train_lora(
     extra_callbacks: Sequence[Any] = (),
     eval_examples: Sequence[orpheus.TrainingExample] = (),
 ) -> TrainOutcome:
-    """Wrap ``model`` with a fresh LoRA adapter and train it on ``examples``.
-
-    ``eval_examples`` (held-out clips), when given, are scored every ``logging_steps`` and at the end:
-    ``eval_loss`` entries in the log history.
+    """Wrap ``model`` with a fresh LoRA adapter and train it on ``examples``; ``eval_examples`` (held-out
+    clips) are scored every ``logging_steps`` and at the end (``eval_loss`` in the log history).
 
     Checkpoints go to ``checkpoint_dir/checkpoint-STEP`` every ``save_steps`` (and on interrupt);
     ``resume_from`` continues from one of them (weights, optimizer, scheduler, data position).
