@@ -166,7 +166,6 @@ def select_voices(args: argparse.Namespace) -> tuple[list, list[str]]:
     """The voices (or checkpoints) to evaluate, and the errors of those that cannot be."""
     from voicelab import evaluate as ev
     from voicelab.errors import UsageError
-    from voicelab.training.dataset import DatasetError
     from voicelab.voice import InvalidVoiceNameError
 
     requests: list[tuple[str, Path | None]] = []
@@ -188,7 +187,7 @@ def select_voices(args: argparse.Namespace) -> tuple[list, list[str]]:
                     args.voices_dir, name, adapter_dir=adapter, dataset_dir=args.dataset_dir
                 )
             )
-        except (UsageError, InvalidVoiceNameError, DatasetError) as e:
+        except (UsageError, InvalidVoiceNameError) as e:
             errors.append(f"{name}: {e}")
     return voices, errors
 

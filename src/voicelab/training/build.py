@@ -228,7 +228,7 @@ def _hold_out(req: TrainRequest, names: list[str]) -> list[str]:
     try:
         chosen = holdout.choose_eval_clips(names, count, req.train.seed, _clip_sources(req.dataset_dir))
     except holdout.HoldoutError as e:
-        raise ds.DatasetError(str(e)) from e
+        raise dataset.DatasetError(str(e)) from e
     if chosen:
         logger.info("holding out %d clips for evaluation: %s", len(chosen), ", ".join(chosen))
     return chosen
