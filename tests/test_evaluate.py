@@ -317,7 +317,17 @@ def test_memorised_clip_is_flagged_as_overfitting(
     """The voice trained to replay one clip: greedy decoding makes it replay it for any text."""
     rc, _, voices = train_memoriser(tmp_path, tiny_orpheus_dir, tiny_snac_dir, steps="40")
     assert rc == 0
-    greedy = ["--temperature", "0", "--repetition-penalty", "1.0", "--sentences", "2", "--no-progress"]
+    greedy = [
+        "--temperature",
+        "0",
+        "--repetition-penalty",
+        "1.0",
+        "--sentences",
+        "2",
+        "--max-tokens",
+        "70",
+        "--no-progress",
+    ]
     args = ["erin", "--voices-dir", str(voices), "--whisper-model", str(tiny_whisper_path), "--device", "cpu"]
     assert evaluate_voice.main([*args, *greedy, "--strict"]) == 1
     report = json.loads((voices / "erin" / ev.EVAL_DIR / ev.EVAL_FILE).read_text())
