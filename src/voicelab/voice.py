@@ -58,6 +58,9 @@ class VoiceMetadata:
     name: str
     base_model: str
     prompt_prefix: str
+    base_model_fingerprint: str | None = None
+    """The base model's content (``voicelab.model_identity``): the same model at another path is accepted."""
+    base_model_hub_id: str | None = None
     engine: str = ENGINE_NAME
     snac_model: str = DEFAULT_SNAC_MODEL
     sample_rate: int = orpheus.SAMPLE_RATE
