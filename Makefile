@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all lint format prepare-audio transcribe train-lora vllm install-vllm dev serve
+.PHONY: help install test test-all lint format prepare-audio transcribe train-lora export-dataset vllm install-vllm dev serve
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-15s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ transcribe: ## Whisper transcripts: ARGS="prepared/NAME/ --model large"
 
 train-lora: ## Train a LoRA voice: ARGS="NAME prepared/NAME/ --device cuda --epochs 1"
 	$(PY) scripts/train_lora.py $(ARGS)
+
+export-dataset: ## The clips training uses as a Hugging Face audiofolder: ARGS="prepared/NAME/ exports/NAME/"
+	$(PY) scripts/export_dataset.py $(ARGS)
 
 VLLM_VENV ?= .venv-vllm
 VLLM_VERSION ?= 0.33.0
