@@ -79,7 +79,7 @@ def test_export_loads_with_datasets_offline(
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)  # what HF_HUB_OFFLINE=1 sets at import
     out = tmp_path / "exports" / "alice"
     assert export_dataset.main([str(prepared), str(out)]) == 0
-    assert "2 clips and metadata.csv exported; 3 rows left out" in capsys.readouterr().out
+    assert "2 clips and metadata.csv exported; 3 transcript rows left out" in capsys.readouterr().out
     loaded = _load(out, tmp_path / "cache")
     assert loaded.column_names == ["audio", "text"]
     rows = {row["audio"]["path"].rsplit("/", 1)[-1]: row for row in loaded}

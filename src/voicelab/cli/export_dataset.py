@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # the disk, not the input: full, read-only, permissions
         print(f"error: export to {args.out_dir} failed: {e}", file=sys.stderr)
         return EXIT_FAILURE
-    left_out = f"; {len(report.skipped)} rows left out (-v lists them)" if report.skipped else ""
+    n = len(report.skipped)
+    left_out = f"; {n} transcript row{'s' if n != 1 else ''} left out (-v lists them)" if n else ""
     print(
         f"{report.out_dir}: {report.exported} clips and {hf_export.METADATA_FILE} exported{left_out}; "
         f'load with datasets.load_dataset("audiofolder", data_dir="{report.out_dir}")'
