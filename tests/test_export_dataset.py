@@ -134,3 +134,29 @@ def test_bad_inputs_exit_2_naming_the_fix(prepared, tmp_path, capsys, case, mess
     assert export_dataset.main([str(source), str(out)]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists() or out == prepared
+
+
+def test_ctrl_c_leaves_no_partial_export(prepared, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    copied = []
+
+    def copy_then_interrupt(src, dst):
+        if copied:
+            raise KeyboardInterrupt
+        copied.append(shutil.copyfile(src, dst))
+
+    monkeypatch.setattr(shutil, "copy2", copy_then_interrupt)
+    out = tmp_path / "exports" / "alice"
+    assert export_dataset.main([str(prepared), str(out)]) == 130
+    assert "nothing exported" in capsys.readouterr().err
+    assert copied and list((tmp_path / "exports").iterdir()) == []
+
+
+def test_console_command_is_declared():
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert pyproject["project"]["scripts"]["voicelab-export-dataset"] == "voicelab.cli.export_dataset:main"

@@ -17,8 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from voicelab.cli.common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, HelpFormatter, setup_logging
-from voicelab.errors import UsageError
+from voicelab.cli.common import EXIT_OK, HelpFormatter, run_step, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,25 +43,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from voicelab import hf_export
-
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
-    try:
-        report = hf_export.export_audiofolder(
-            args.dataset_dir,
-            args.out_dir,
-            transcript=args.transcript,
-            include_excluded=args.include_excluded,
-            text_column=args.text_column,
-            overwrite=args.overwrite,
-        )
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as e:  # the disk, not the input: full, read-only, permissions
-        print(f"error: export to {args.out_dir} failed: {e}", file=sys.stderr)
-        return EXIT_FAILURE
+    return run_step(
+        lambda: _export(args),
+        verbose=args.verbose,
+        on_interrupt="interrupted: nothing exported (the partial copy was removed); rerun the same command",
+    )
+
+
+def _export(args: argparse.Namespace) -> int:
+    from voicelab import hf_export
+
+    report = hf_export.export_audiofolder(
+        args.dataset_dir,
+        args.out_dir,
+        transcript=args.transcript,
+        include_excluded=args.include_excluded,
+        text_column=args.text_column,
+        overwrite=args.overwrite,
+    )
     n = len(report.skipped)
     left_out = f"; {n} transcript row{'s' if n != 1 else ''} left out (-v lists them)" if n else ""
     print(
