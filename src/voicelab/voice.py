@@ -59,9 +59,6 @@ class VoiceMetadata:
     name: str
     base_model: str
     prompt_prefix: str
-    base_model_fingerprint: str | None = None
-    """The base model's content (``voicelab.model_identity``): the same model at another path is accepted."""
-    base_model_hub_id: str | None = None
     engine: str = ENGINE_NAME
     snac_model: str = DEFAULT_SNAC_MODEL
     sample_rate: int = orpheus.SAMPLE_RATE
@@ -71,6 +68,9 @@ class VoiceMetadata:
     final_loss: float | None = None
     created_at: str | None = None
     voicelab_version: str | None = None
+    base_model_fingerprint: str | None = None
+    """The base model's content (``voicelab.model_identity``): the same model at another path is accepted."""
+    base_model_hub_id: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
