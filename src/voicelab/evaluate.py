@@ -388,8 +388,9 @@ def measure_intelligibility(samples: Sequence[Sample], transcriber, *, progress:
         if len(sample.audio):
             audio16 = resample(sample.audio, orpheus.SAMPLE_RATE, WHISPER_SAMPLE_RATE).astype(np.float32)
             heard = transcriber.transcribe_batch([audio16])[0].text
-        wer, cer = error_rates([sample.text], [heard])
-        sample.metrics.update(transcript=heard.strip(), wer=wer, cer=cer)
+        sample.metrics["transcript"] = heard.strip()
+        if normalize_text(sample.text):  # a text of punctuation alone has no words to miss
+            sample.metrics["wer"], sample.metrics["cer"] = error_rates([sample.text], [heard])
 
 
 def dnsmos_or_none(audio: np.ndarray) -> dict[str, float] | None:
@@ -470,7 +471,7 @@ def summarize(samples: Sequence[Sample], reference: dict[str, Any], th: Threshol
     base = [s for s in samples if s.model == "base"]
     sim = _mean(s.metrics.get("speaker_similarity") for s in voice)
     base_sim = _mean(s.metrics.get("speaker_similarity") for s in base)
-    heard = [s for s in voice if "transcript" in s.metrics]
+    heard = [s for s in voice if "wer" in s.metrics]
     wer, cer = (
         error_rates([s.text for s in heard], [s.metrics["transcript"] for s in heard])
         if heard
