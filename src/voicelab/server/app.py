@@ -23,6 +23,7 @@ from voicelab.server.registry import VoiceRegistry
 from voicelab.server.routes import public, v1
 from voicelab.server.settings import Settings, SettingsError, load_settings
 from voicelab.server.speech import ConcurrencyLimiter
+from voicelab.server.studio import install_studio
 
 logger = logging.getLogger(__name__)
 
@@ -105,4 +106,5 @@ def create_app(settings: Settings | None = None, *, backend_factory: BackendFact
     app.add_middleware(CutAbortedStreams)
     app.include_router(v1)
     app.include_router(public)
+    install_studio(app)
     return app

@@ -1,0 +1,233 @@
+"""A person's review of a prepared dataset: its clips riskiest first, text edits and exclusions.
+
+The studio page (``voicelab.server.studio``) is a thin shell over these functions. Every name a client
+sends (dataset, clip) goes through ``resolve_inside``, so nothing outside the prepared folder is read or
+written. Edits go through the transcript writer the transcribe step uses (atomic, UTF-8, CSV quoting);
+a later transcribe run keeps existing rows, so an edited row is never overwritten. A clip left out by a
+person is listed in ``excluded.csv`` (``filename,reason``) and keeps its row in ``transcript.csv``, so it
+can be restored.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from voicelab.errors import UsageError
+from voicelab.fileio import atomic_output, resolve_inside
+from voicelab.transcript import normalize_text, read_transcript, write_transcript
+
+TRANSCRIPT_FILE = "transcript.csv"
+REVIEW_FILE = "transcript_review.csv"
+EXCLUDED_FILE = "excluded.csv"
+REPORT_FILE = "dataset_report.png"
+CLIP_SUFFIX = ".wav"
+EXCLUDED_HEADER = ("filename", "reason")
+DEFAULT_EXCLUDE_REASON = "excluded in the studio"
+
+_write_lock = threading.Lock()
+"""Saves read, change and rewrite whole files: one at a time, so two quick saves never lose one."""
+
+
+class DatasetNotFoundError(UsageError):
+    """A dataset or clip name that does not exist under the prepared folder."""
+
+
+class EditError(UsageError):
+    """An edit that cannot be saved as asked (empty text, malformed files); the message says why."""
+
+
+@dataclass
+class ClipView:
+    """One clip as the review page shows it."""
+
+    filename: str  # the clip key: the WAV's stem
+    text: str | None  # transcript.csv's text; None when the clip has no row
+    risk: float | None = None  # from transcript_review.csv; None when not flagged
+    reasons: str = ""
+    duration_s: float | None = None
+    edited: bool = False  # the text differs from the one the review judged
+    excluded: bool = False
+    exclude_reason: str = ""
+
+
+def _key(name: str) -> str:
+    return name[: -len(CLIP_SUFFIX)] if name.lower().endswith(CLIP_SUFFIX) else name
+
+
+def dataset_dir(prepared_dir: Path, name: str) -> Path:
+    """The folder of dataset ``name`` inside ``prepared_dir``; refuses traversal and unknown names."""
+    path = resolve_inside(prepared_dir, name)
+    if Path(name).name != name or not path.is_dir():
+        raise DatasetNotFoundError(f"no prepared dataset {name!r} in {prepared_dir}")
+    return path
+
+
+def clip_path(prepared_dir: Path, name: str, clip: str) -> Path:
+    """The WAV of ``clip`` (key or file name) in dataset ``name``; refuses anything outside the dataset."""
+    folder = dataset_dir(prepared_dir, name)
+    key = _key(clip)
+    path = resolve_inside(folder, key + CLIP_SUFFIX)
+    if Path(key).name != key or not path.is_file():
+        raise DatasetNotFoundError(f"dataset {name!r} has no clip {clip!r}")
+    return path
+
+
+def clip_keys(folder: Path) -> list[str]:
+    """Keys of the WAV clips directly in ``folder`` (hidden and temporary files excluded), sorted."""
+    return sorted(
+        p.stem
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() == CLIP_SUFFIX and not p.name.startswith(".")
+    )
+
+
+def list_datasets(prepared_dir: Path) -> list[dict]:
+    """Every folder in ``prepared_dir`` holding clips, with what review material it has."""
+    if not prepared_dir.is_dir():
+        return []
+    found = []
+    for folder in sorted(p for p in prepared_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        keys = clip_keys(folder)
+        if not keys:
+            continue
+        found.append(
+            {
+                "name": folder.name,
+                "clips": len(keys),
+                "transcript": (folder / TRANSCRIPT_FILE).is_file(),
+                "review": (folder / REVIEW_FILE).is_file(),
+                "report": (folder / REPORT_FILE).is_file(),
+            }
+        )
+    return found
+
+
+# --------------------------------------------------------------------------------------- excluded.csv
+
+
+def read_exclusions(folder: Path) -> dict[str, str]:
+    """``excluded.csv`` as clip key -> reason (empty when the file does not exist)."""
+    path = folder / EXCLUDED_FILE
+    if not path.is_file():
+        return {}
+    rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"), newline="")))
+    if not rows or tuple(h.strip().lstrip("\ufeff") for h in rows[0]) != EXCLUDED_HEADER:
+        raise EditError(f"{path}: expected the header 'filename,reason'; fix or delete the file")
+    return {_key(r[0].strip()): (r[1] if len(r) > 1 else "") for r in rows[1:] if r and r[0].strip()}
+
+
+def write_exclusions(folder: Path, exclusions: dict[str, str]) -> Path:
+    """Write ``excluded.csv`` atomically, sorted by clip key."""
+    path = folder / EXCLUDED_FILE
+    with atomic_output(path) as tmp, tmp.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(EXCLUDED_HEADER)
+        for key in sorted(exclusions):
+            writer.writerow((key, exclusions[key]))
+    return path
+
+
+# --------------------------------------------------------------------------------------------- review
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def read_review(folder: Path) -> list[dict[str, str]]:
+    """Rows of ``transcript_review.csv`` in file order (riskiest first); empty when it does not exist."""
+    path = folder / REVIEW_FILE
+    if not path.is_file():
+        return []
+    with path.open(encoding="utf-8", newline="") as f:
+        return [row for row in csv.DictReader(f) if row.get("filename")]
+
+
+def review_clips(folder: Path) -> list[ClipView]:
+    """Every clip of the dataset: those of the review first, riskiest first, then the rest by name."""
+    transcript = dict(read_transcript(folder / TRANSCRIPT_FILE)) if (folder / TRANSCRIPT_FILE).is_file() else {}
+    exclusions = read_exclusions(folder)
+    present = clip_keys(folder)
+    flagged = [row for row in read_review(folder) if _key(row["filename"]) in present]
+    views = []
+    for row in flagged:
+        key = _key(row["filename"])
+        text = transcript.get(key)
+        views.append(
+            ClipView(
+                key,
+                text,
+                risk=_float(row.get("risk")),
+                reasons=row.get("reasons", ""),
+                duration_s=_float(row.get("duration_s")),
+                edited=text is not None and text != row.get("text", ""),
+            )
+        )
+    seen = {v.filename for v in views}
+    views += [ClipView(key, transcript.get(key)) for key in present if key not in seen]
+    for view in views:
+        if view.filename in exclusions:
+            view.excluded, view.exclude_reason = True, exclusions[view.filename]
+    return views
+
+
+def describe_dataset(prepared_dir: Path, name: str) -> dict:
+    folder = dataset_dir(prepared_dir, name)
+    return {
+        "name": folder.name,
+        "report": (folder / REPORT_FILE).is_file(),
+        "clips": [asdict(v) for v in review_clips(folder)],
+    }
+
+
+def save_clip(
+    prepared_dir: Path,
+    name: str,
+    clip: str,
+    *,
+    text: str | None = None,
+    excluded: bool | None = None,
+    reason: str | None = None,
+) -> ClipView:
+    """Apply a person's edit to one clip: new text (transcript.csv), excluded or restored (excluded.csv).
+
+    ``None`` leaves that part as it is. The text is trimmed and its whitespace runs collapsed, as the
+    transcribe step writes it; an empty text is refused (exclude the clip instead).
+    """
+    folder = clip_path(prepared_dir, name, clip).parent
+    key = _key(clip)
+    with _write_lock:
+        if text is not None:
+            clean = normalize_text(text)
+            if not clean:
+                raise EditError(f"clip {key}: the text is empty; exclude the clip instead of blanking it")
+            path = folder / TRANSCRIPT_FILE
+            rows = dict(read_transcript(path)) if path.is_file() else {}
+            if rows.get(key) != clean:
+                rows[key] = clean
+                write_transcript(path, rows.items())
+        if excluded is not None:
+            exclusions = read_exclusions(folder)
+            before = dict(exclusions)
+            if excluded:
+                exclusions[key] = normalize_text(reason or "") or exclusions.get(key) or DEFAULT_EXCLUDE_REASON
+            else:
+                exclusions.pop(key, None)
+            if exclusions != before:
+                write_exclusions(folder, exclusions)
+    return next(v for v in review_clips(folder) if v.filename == key)
+
+
+def report_path(prepared_dir: Path, name: str) -> Path:
+    """``dataset_report.png`` of dataset ``name`` (must exist)."""
+    path = resolve_inside(dataset_dir(prepared_dir, name), REPORT_FILE)
+    if not path.is_file():
+        raise DatasetNotFoundError(f"dataset {name!r} has no {REPORT_FILE}; the quality step writes it")
+    return path
