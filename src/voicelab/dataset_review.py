@@ -152,7 +152,9 @@ def read_review(folder: Path) -> list[dict[str, str]]:
 
 def review_clips(folder: Path) -> list[ClipView]:
     """Every clip of the dataset: those of the review first, riskiest first, then the rest by name."""
-    transcript = dict(read_transcript(folder / TRANSCRIPT_FILE)) if (folder / TRANSCRIPT_FILE).is_file() else {}
+    transcript = (
+        dict(read_transcript(folder / TRANSCRIPT_FILE)) if (folder / TRANSCRIPT_FILE).is_file() else {}
+    )
     exclusions = read_exclusions(folder)
     present = clip_keys(folder)
     flagged = [row for row in read_review(folder) if _key(row["filename"]) in present]
@@ -217,7 +219,9 @@ def save_clip(
             exclusions = read_exclusions(folder)
             before = dict(exclusions)
             if excluded:
-                exclusions[key] = normalize_text(reason or "") or exclusions.get(key) or DEFAULT_EXCLUDE_REASON
+                exclusions[key] = (
+                    normalize_text(reason or "") or exclusions.get(key) or DEFAULT_EXCLUDE_REASON
+                )
             else:
                 exclusions.pop(key, None)
             if exclusions != before:

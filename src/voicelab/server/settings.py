@@ -63,7 +63,9 @@ class Settings(BaseSettings):
     prepared_dir: Path = Field(
         Path("prepared"), description="Folder of prepared datasets (prepared/NAME/) the studio page reviews"
     )
-    studio: bool = Field(True, description="Serve the studio's dataset endpoints (false: read-only voices page)")
+    studio: bool = Field(
+        True, description="Serve the studio's dataset endpoints (false: read-only voices page)"
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod

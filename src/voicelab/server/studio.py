@@ -169,7 +169,9 @@ def get_voice_picture(voice: str, picture: str, request: Request) -> FileRespons
         folder = _eval_dir(request, voice)
         path = resolve_inside(folder, picture)
         if Path(picture).name != picture or path.suffix.lower() not in PICTURE_TYPES or not path.is_file():
-            raise dataset_review.DatasetNotFoundError(f"voice {voice!r} has no evaluation picture {picture!r}")
+            raise dataset_review.DatasetNotFoundError(
+                f"voice {voice!r} has no evaluation picture {picture!r}"
+            )
     except UsageError as e:
         raise to_studio_error(e) from e
     return FileResponse(path, media_type=PICTURE_TYPES[path.suffix.lower()])
