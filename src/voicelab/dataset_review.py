@@ -22,6 +22,7 @@ from voicelab.transcript import normalize_text, read_transcript, write_transcrip
 
 TRANSCRIPT_FILE = "transcript.csv"
 REVIEW_FILE = "transcript_review.csv"
+SIGNALS_FILE = "transcript_signals.jsonl"
 EXCLUDED_FILE = "excluded.csv"
 REPORT_FILE = "dataset_report.png"
 CLIP_SUFFIX = ".wav"
@@ -49,7 +50,7 @@ class ClipView:
     risk: float | None = None  # from transcript_review.csv; None when not flagged
     reasons: str = ""
     duration_s: float | None = None
-    edited: bool = False  # the text differs from the one the review judged
+    edited: bool = False  # the text differs from Whisper's
     excluded: bool = False
     exclude_reason: str = ""
 
@@ -150,31 +151,38 @@ def read_review(folder: Path) -> list[dict[str, str]]:
         return [row for row in csv.DictReader(f) if row.get("filename")]
 
 
+def whisper_texts(folder: Path) -> dict[str, str]:
+    """What Whisper wrote for each clip (``transcript_signals.jsonl``), to tell edited rows apart."""
+    from voicelab.transcribe import read_signals
+
+    return {key: rec.text for key, rec in read_signals(folder / SIGNALS_FILE).items()}
+
+
 def review_clips(folder: Path) -> list[ClipView]:
     """Every clip of the dataset: those of the review first, riskiest first, then the rest by name."""
-    transcript = (
-        dict(read_transcript(folder / TRANSCRIPT_FILE)) if (folder / TRANSCRIPT_FILE).is_file() else {}
-    )
+    path = folder / TRANSCRIPT_FILE
+    transcript = dict(read_transcript(path)) if path.is_file() else {}
     exclusions = read_exclusions(folder)
+    whisper = whisper_texts(folder)
     present = clip_keys(folder)
-    flagged = [row for row in read_review(folder) if _key(row["filename"]) in present]
     views = []
-    for row in flagged:
+    for row in read_review(folder):
         key = _key(row["filename"])
-        text = transcript.get(key)
-        views.append(
-            ClipView(
-                key,
-                text,
-                risk=_float(row.get("risk")),
-                reasons=row.get("reasons", ""),
-                duration_s=_float(row.get("duration_s")),
-                edited=text is not None and text != row.get("text", ""),
+        if key in present:
+            views.append(
+                ClipView(
+                    key,
+                    transcript.get(key),
+                    risk=_float(row.get("risk")),
+                    reasons=row.get("reasons", ""),
+                    duration_s=_float(row.get("duration_s")),
+                )
             )
-        )
     seen = {v.filename for v in views}
     views += [ClipView(key, transcript.get(key)) for key in present if key not in seen]
     for view in views:
+        heard = whisper.get(view.filename)
+        view.edited = view.text is not None and heard is not None and view.text != heard
         if view.filename in exclusions:
             view.excluded, view.exclude_reason = True, exclusions[view.filename]
     return views

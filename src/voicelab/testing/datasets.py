@@ -13,11 +13,13 @@ def write_reviewed_dataset(
     folder: Path | str, texts: dict[str, str], seconds: list[float] | tuple[float, ...], rate: int = CLIP_RATE
 ) -> Path:
     """``folder`` as transcribe leaves it: ``{name}.wav`` per text (silent, ``seconds`` long, 16-bit),
-    ``transcript.csv``, and ``transcript_review.csv`` judged by the real review on confident Whisper numbers.
+    ``transcript.csv``, ``transcript_signals.jsonl`` (Whisper heard exactly ``texts``, confidently) and
+    ``transcript_review.csv`` judged by the real review.
     """
     import soundfile as sf
 
     from voicelab.review import ClipSignals, review, write_review
+    from voicelab.transcribe import write_signals
     from voicelab.transcript import write_transcript
 
     folder = Path(folder)
@@ -29,5 +31,6 @@ def write_reviewed_dataset(
             ClipSignals(name, text, length, avg_logprob=-0.2, no_speech_prob=0.01, compression_ratio=1.2)
         )
     write_transcript(folder / "transcript.csv", texts.items())
+    write_signals(folder / "transcript_signals.jsonl", {s.filename: s for s in signals})
     write_review(folder / "transcript_review.csv", review(signals))
     return folder

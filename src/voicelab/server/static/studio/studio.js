@@ -419,16 +419,22 @@ async function loadDatasets() {
 async function openDataset(name) {
   const body = await apiJson(`/studio/api/datasets/${encodeURIComponent(name)}`);
   state.dataset = body;
-  const flagged = body.clips.filter((c) => c.risk !== null).length;
-  const excluded = body.clips.filter((c) => c.excluded).length;
-  $("dataset-status").textContent =
-    `${body.clips.length} clips · ${flagged} flagged by the review (listed first) · ${excluded} excluded`;
+  state.index = -1;
+  showDatasetStatus();
   renderClipList();
   const report = $("dataset-report");
   report.hidden = !body.report;
   if (body.report) report.querySelector("img").src = await blobUrl(`/studio/api/datasets/${encodeURIComponent(name)}/report`);
   $("clip-editor").hidden = body.clips.length === 0;
   if (body.clips.length) await selectClip(0, { play: false });
+}
+
+function showDatasetStatus() {
+  const clips = state.dataset.clips;
+  const count = (test) => clips.filter(test).length;
+  $("dataset-status").textContent =
+    `${clips.length} clips · ${count((c) => c.risk !== null)} flagged by the review (listed first) · ` +
+    `${count((c) => c.edited)} edited · ${count((c) => c.excluded)} excluded`;
 }
 
 function clipItem(clip, index) {
@@ -497,6 +503,7 @@ async function putClip(clip, change) {
   Object.assign(clip, updated);
   const index = state.dataset.clips.indexOf(clip);
   $("clip-list").children[index].replaceWith(clipItem(clip, index));
+  showDatasetStatus();
   return clip;
 }
 
