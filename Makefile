@@ -57,5 +57,5 @@ vllm: ## vLLM on 127.0.0.1:8001 with every voice as a LoRA adapter (after instal
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-dev: ## The TTS API on HOST:PORT (127.0.0.1:8000), reloading on src/ edits; settings: VOICELAB_* (README)
+dev: ## The TTS API and the studio page (http://127.0.0.1:8000/), reloading on src/ edits; settings: VOICELAB_* (README)
 	$(PY) -m uvicorn voicelab.server.app:create_app --factory --reload --reload-dir src --host $(HOST) --port $(PORT) $(ARGS)

@@ -91,7 +91,9 @@ def test_the_page_and_its_files_are_served_from_the_package(client):
     assert "http" not in page.text.split("<body>")[0].replace('content="width', "")  # nothing from a CDN
     for name in ("studio.js", "studio.css"):
         assert client.get(f"/studio/static/{name}").status_code == 200
-    assert client.get("/studio/info").json() == {"auth_required": False, "datasets_enabled": True}
+    info = client.get("/studio/info").json()
+    assert info["auth_required"] is False and info["datasets_enabled"] is True
+    assert info["sampling"]["temperature"] == Settings().temperature
 
 
 def test_datasets_are_the_folders_with_clips(client):

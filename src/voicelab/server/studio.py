@@ -82,7 +82,15 @@ async def studio_redirect() -> RedirectResponse:
 async def info(request: Request) -> dict:
     """What the page needs before it can ask anything: whether a key is needed, whether datasets are on."""
     settings = request.app.state.settings
-    return {"auth_required": settings.auth_enabled, "datasets_enabled": settings.studio}
+    return {
+        "auth_required": settings.auth_enabled,
+        "datasets_enabled": settings.studio,
+        "sampling": {
+            "temperature": settings.temperature,
+            "top_p": settings.top_p,
+            "repetition_penalty": settings.repetition_penalty,
+        },
+    }
 
 
 @api.get("/datasets")

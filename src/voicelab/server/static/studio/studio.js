@@ -624,6 +624,8 @@ async function start() {
 
   state.info = await (await fetch("/studio/info")).json();
   $("tab-dataset").hidden = !state.info.datasets_enabled;
+  const defaults = { temperature: "speak-temperature", top_p: "speak-top-p", repetition_penalty: "speak-repetition" };
+  for (const [field, id] of Object.entries(defaults)) $(id).placeholder = `${state.info.sampling[field]} (default)`;
   if (state.info.auth_required) {
     $("key-form").hidden = false;
     $("api-key").value = state.key;
