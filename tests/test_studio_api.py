@@ -301,3 +301,13 @@ def test_a_later_transcribe_run_keeps_the_edits(tmp_path):
         "clip_003": "a new clip",
     }
     assert dataset_review.read_exclusions(folder) == {"clip_002": "two speakers"}
+
+
+def test_a_broken_transcript_is_named_not_overwritten(client, prepared):
+    broken = 'filename,text\nclip_000,"never closed\n'
+    (prepared / "alice" / "transcript.csv").write_text(broken, encoding="utf-8")
+    listing = client.get("/studio/api/datasets/alice")
+    assert listing.status_code == 409 and "transcript.csv" in listing.json()["error"]["message"]
+    put = client.put("/studio/api/datasets/alice/clips/clip_000", json={"text": "new"})
+    assert put.status_code == 409
+    assert (prepared / "alice" / "transcript.csv").read_text(encoding="utf-8") == broken

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from voicelab.errors import UsageError
 from voicelab.fileio import atomic_output, resolve_inside
-from voicelab.transcript import normalize_text, read_transcript, write_transcript
+from voicelab.transcript import TranscriptFormatError, normalize_text, read_transcript, write_transcript
 
 TRANSCRIPT_FILE = "transcript.csv"
 REVIEW_FILE = "transcript_review.csv"
@@ -38,7 +38,22 @@ class DatasetNotFoundError(UsageError):
 
 
 class EditError(UsageError):
-    """An edit that cannot be saved as asked (empty text, malformed files); the message says why."""
+    """An edit that cannot be saved as asked (an empty text); the message says why."""
+
+
+class DatasetFileError(UsageError):
+    """A file of the dataset folder that cannot be read (bad CSV, not UTF-8); the message names it."""
+
+
+def read_rows(folder: Path) -> dict[str, str]:
+    """``transcript.csv`` as clip key -> text (empty when the file does not exist yet)."""
+    path = folder / TRANSCRIPT_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return dict(read_transcript(path))
+    except TranscriptFormatError as e:
+        raise DatasetFileError(str(e)) from e
 
 
 @dataclass
@@ -115,9 +130,12 @@ def read_exclusions(folder: Path) -> dict[str, str]:
     path = folder / EXCLUDED_FILE
     if not path.is_file():
         return {}
-    rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"), newline="")))
+    try:
+        rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"), newline="")))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise DatasetFileError(f"{path}: unreadable ({e}); save it as a UTF-8 CSV") from e
     if not rows or tuple(h.strip().lstrip("\ufeff") for h in rows[0]) != EXCLUDED_HEADER:
-        raise EditError(f"{path}: expected the header 'filename,reason'; fix or delete the file")
+        raise DatasetFileError(f"{path}: expected the header 'filename,reason'; fix or delete the file")
     return {_key(r[0].strip()): (r[1] if len(r) > 1 else "") for r in rows[1:] if r and r[0].strip()}
 
 
@@ -147,8 +165,11 @@ def read_review(folder: Path) -> list[dict[str, str]]:
     path = folder / REVIEW_FILE
     if not path.is_file():
         return []
-    with path.open(encoding="utf-8", newline="") as f:
-        return [row for row in csv.DictReader(f) if row.get("filename")]
+    try:
+        with path.open(encoding="utf-8", newline="") as f:
+            return [row for row in csv.DictReader(f) if row.get("filename")]
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise DatasetFileError(f"{path}: unreadable ({e}); run make transcribe again to rewrite it") from e
 
 
 def whisper_texts(folder: Path) -> dict[str, str]:
@@ -160,8 +181,7 @@ def whisper_texts(folder: Path) -> dict[str, str]:
 
 def review_clips(folder: Path) -> list[ClipView]:
     """Every clip of the dataset: those of the review first, riskiest first, then the rest by name."""
-    path = folder / TRANSCRIPT_FILE
-    transcript = dict(read_transcript(path)) if path.is_file() else {}
+    transcript = read_rows(folder)
     exclusions = read_exclusions(folder)
     whisper = whisper_texts(folder)
     present = clip_keys(folder)
@@ -218,11 +238,10 @@ def save_clip(
             clean = normalize_text(text)
             if not clean:
                 raise EditError(f"clip {key}: the text is empty; exclude the clip instead of blanking it")
-            path = folder / TRANSCRIPT_FILE
-            rows = dict(read_transcript(path)) if path.is_file() else {}
+            rows = read_rows(folder)
             if rows.get(key) != clean:
                 rows[key] = clean
-                write_transcript(path, rows.items())
+                write_transcript(folder / TRANSCRIPT_FILE, rows.items())
         if excluded is not None:
             exclusions = read_exclusions(folder)
             before = dict(exclusions)

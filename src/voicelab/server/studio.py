@@ -39,9 +39,12 @@ pages = APIRouter()
 
 
 def to_studio_error(exc: UsageError) -> ApiError:
-    """A refused name or edit as an OpenAI-shaped error: 400 for unsafe names and bad edits, 404 unknown."""
+    """A refused name or edit as an OpenAI-shaped error: 400 unsafe name or bad edit, 404 unknown name,
+    409 a dataset file that must be fixed by hand first."""
     if isinstance(exc, dataset_review.DatasetNotFoundError):
         return ApiError(404, str(exc), code="not_found")
+    if isinstance(exc, dataset_review.DatasetFileError):
+        return ApiError(409, str(exc), code="dataset_file_unreadable")
     if isinstance(exc, UnsafePathError):
         return ApiError(400, str(exc), code="unsafe_path")
     return ApiError(400, str(exc), code="invalid_value")
