@@ -12,12 +12,12 @@ from fastapi.testclient import TestClient
 
 from voicelab import dataset_review
 from voicelab import transcribe as tr
+from voicelab.dataset import find_clips, read_exclusions, read_transcript
 from voicelab.fileio import UnsafePathError
 from voicelab.server.app import create_app
 from voicelab.server.backend import Backend
 from voicelab.server.settings import Settings
 from voicelab.testing.datasets import write_reviewed_dataset
-from voicelab.transcript import read_transcript
 
 KEY = "studio-key"
 CLIP_SECONDS = (3.0, 3.5, 4.0, 4.5)  # plausible speaking rates for TEXTS: only clip_001 is flagged
@@ -141,7 +141,7 @@ def test_exclude_and_restore_keep_the_text(client, prepared):
     listed = {c["filename"]: c for c in client.get("/studio/api/datasets/alice").json()["clips"]}
     assert listed["clip_002"]["excluded"] is True
     assert client.put(url, json={"excluded": False}).json()["excluded"] is False
-    assert dataset_review.read_exclusions(prepared / "alice") == {}
+    assert read_exclusions(prepared / "alice") == {}
 
 
 def test_bad_edits_are_refused_in_words(client, prepared):
@@ -268,7 +268,7 @@ class CountingTranscriber:
 
 
 def transcribe(folder, transcriber):
-    clips = tr.find_clips(folder)
+    clips = find_clips(folder)
     out = folder / "transcript.csv"
     return tr.transcribe_clips(
         clips, out, transcriber, tr.plan_resume(clips, out, overwrite=False), progress=False
@@ -300,7 +300,7 @@ def test_a_later_transcribe_run_keeps_the_edits(tmp_path):
         "clip_002": "whisper text 2",
         "clip_003": "a new clip",
     }
-    assert dataset_review.read_exclusions(folder) == {"clip_002": "two speakers"}
+    assert read_exclusions(folder) == {"clip_002": "two speakers"}
 
 
 def test_a_broken_transcript_is_named_not_overwritten(client, prepared):

@@ -14,14 +14,13 @@ import pytest
 import soundfile as sf
 
 from voicelab import orpheus
-from voicelab.dataset_review import read_exclusions
+from voicelab.dataset import read_exclusions, read_transcript
 from voicelab.server.app import create_app
 from voicelab.server.settings import Settings
 from voicelab.testing.datasets import write_reviewed_dataset
 from voicelab.testing.fake_vllm import FakeVLLMServer
 from voicelab.testing.server import ServerThread
 from voicelab.testing.voices import write_voice_folder
-from voicelab.transcript import read_transcript
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -11,22 +11,28 @@ can be restored.
 from __future__ import annotations
 
 import csv
-import io
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from voicelab.dataset import (
+    CLIP_SUFFIX,
+    REVIEW_FILE,
+    SIGNALS_FILE,
+    TRANSCRIPT_FILE,
+    DatasetError,
+    clip_key,
+    find_clips,
+    normalize_text,
+    read_exclusions,
+    read_transcript,
+    write_exclusions,
+    write_transcript,
+)
 from voicelab.errors import UsageError
-from voicelab.fileio import atomic_output, resolve_inside
-from voicelab.transcript import TranscriptFormatError, normalize_text, read_transcript, write_transcript
+from voicelab.fileio import resolve_inside
 
-TRANSCRIPT_FILE = "transcript.csv"
-REVIEW_FILE = "transcript_review.csv"
-SIGNALS_FILE = "transcript_signals.jsonl"
-EXCLUDED_FILE = "excluded.csv"
 REPORT_FILE = "dataset_report.png"
-CLIP_SUFFIX = ".wav"
-EXCLUDED_HEADER = ("filename", "reason")
 DEFAULT_EXCLUDE_REASON = "excluded in the studio"
 
 _write_lock = threading.Lock()
@@ -41,19 +47,10 @@ class EditError(UsageError):
     """An edit that cannot be saved as asked (an empty text); the message says why."""
 
 
-class DatasetFileError(UsageError):
-    """A file of the dataset folder that cannot be read (bad CSV, not UTF-8); the message names it."""
-
-
 def read_rows(folder: Path) -> dict[str, str]:
     """``transcript.csv`` as clip key -> text (empty when the file does not exist yet)."""
     path = folder / TRANSCRIPT_FILE
-    if not path.is_file():
-        return {}
-    try:
-        return dict(read_transcript(path))
-    except TranscriptFormatError as e:
-        raise DatasetFileError(str(e)) from e
+    return dict(read_transcript(path)) if path.is_file() else {}
 
 
 @dataclass
@@ -70,10 +67,6 @@ class ClipView:
     exclude_reason: str = ""
 
 
-def _key(name: str) -> str:
-    return name[: -len(CLIP_SUFFIX)] if name.lower().endswith(CLIP_SUFFIX) else name
-
-
 def dataset_dir(prepared_dir: Path, name: str) -> Path:
     """The folder of dataset ``name`` inside ``prepared_dir``; refuses traversal and unknown names."""
     path = resolve_inside(prepared_dir, name)
@@ -85,7 +78,7 @@ def dataset_dir(prepared_dir: Path, name: str) -> Path:
 def clip_path(prepared_dir: Path, name: str, clip: str) -> Path:
     """The WAV of ``clip`` (key or file name) in dataset ``name``; refuses anything outside the dataset."""
     folder = dataset_dir(prepared_dir, name)
-    key = _key(clip)
+    key = clip_key(clip)
     path = resolve_inside(folder, key + CLIP_SUFFIX)
     if Path(key).name != key or not path.is_file():
         raise DatasetNotFoundError(f"dataset {name!r} has no clip {clip!r}")
@@ -93,12 +86,11 @@ def clip_path(prepared_dir: Path, name: str, clip: str) -> Path:
 
 
 def clip_keys(folder: Path) -> list[str]:
-    """Keys of the WAV clips directly in ``folder`` (hidden and temporary files excluded), sorted."""
-    return sorted(
-        p.stem
-        for p in folder.iterdir()
-        if p.is_file() and p.suffix.lower() == CLIP_SUFFIX and not p.name.startswith(".")
-    )
+    """Keys of the clips in ``folder`` (``dataset.find_clips``), empty when it has none."""
+    try:
+        return [clip_key(p) for p in find_clips(folder)]
+    except DatasetError:
+        return []
 
 
 def list_datasets(prepared_dir: Path) -> list[dict]:
@@ -122,34 +114,6 @@ def list_datasets(prepared_dir: Path) -> list[dict]:
     return found
 
 
-# --------------------------------------------------------------------------------------- excluded.csv
-
-
-def read_exclusions(folder: Path) -> dict[str, str]:
-    """``excluded.csv`` as clip key -> reason (empty when the file does not exist)."""
-    path = folder / EXCLUDED_FILE
-    if not path.is_file():
-        return {}
-    try:
-        rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"), newline="")))
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise DatasetFileError(f"{path}: unreadable ({e}); save it as a UTF-8 CSV") from e
-    if not rows or tuple(h.strip().lstrip("\ufeff") for h in rows[0]) != EXCLUDED_HEADER:
-        raise DatasetFileError(f"{path}: expected the header 'filename,reason'; fix or delete the file")
-    return {_key(r[0].strip()): (r[1] if len(r) > 1 else "") for r in rows[1:] if r and r[0].strip()}
-
-
-def write_exclusions(folder: Path, exclusions: dict[str, str]) -> Path:
-    """Write ``excluded.csv`` atomically, sorted by clip key."""
-    path = folder / EXCLUDED_FILE
-    with atomic_output(path) as tmp, tmp.open("w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(EXCLUDED_HEADER)
-        for key in sorted(exclusions):
-            writer.writerow((key, exclusions[key]))
-    return path
-
-
 # --------------------------------------------------------------------------------------------- review
 
 
@@ -169,12 +133,12 @@ def read_review(folder: Path) -> list[dict[str, str]]:
         with path.open(encoding="utf-8", newline="") as f:
             return [row for row in csv.DictReader(f) if row.get("filename")]
     except (UnicodeDecodeError, csv.Error) as e:
-        raise DatasetFileError(f"{path}: unreadable ({e}); run make transcribe again to rewrite it") from e
+        raise DatasetError(f"{path}: unreadable ({e}); run make transcribe again to rewrite it") from e
 
 
 def whisper_texts(folder: Path) -> dict[str, str]:
     """What Whisper wrote for each clip (``transcript_signals.jsonl``), to tell edited rows apart."""
-    from voicelab.transcribe import read_signals
+    from voicelab.transcribe import read_signals  # transcribe's heavy imports happen inside its functions
 
     return {key: rec.text for key, rec in read_signals(folder / SIGNALS_FILE).items()}
 
@@ -187,7 +151,7 @@ def review_clips(folder: Path) -> list[ClipView]:
     present = clip_keys(folder)
     views = []
     for row in read_review(folder):
-        key = _key(row["filename"])
+        key = clip_key(row["filename"])
         if key in present:
             views.append(
                 ClipView(
@@ -232,7 +196,7 @@ def save_clip(
     transcribe step writes it; an empty text is refused (exclude the clip instead).
     """
     folder = clip_path(prepared_dir, name, clip).parent
-    key = _key(clip)
+    key = clip_key(clip)
     with _write_lock:
         if text is not None:
             clean = normalize_text(text)

@@ -19,6 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
 from voicelab import dataset_review
+from voicelab.dataset import DatasetError
 from voicelab.errors import UsageError
 from voicelab.fileio import UnsafePathError, resolve_inside
 from voicelab.server.errors import ApiError
@@ -43,10 +44,10 @@ def to_studio_error(exc: UsageError) -> ApiError:
     409 a dataset file that must be fixed by hand first."""
     if isinstance(exc, dataset_review.DatasetNotFoundError):
         return ApiError(404, str(exc), code="not_found")
-    if isinstance(exc, dataset_review.DatasetFileError):
-        return ApiError(409, str(exc), code="dataset_file_unreadable")
     if isinstance(exc, UnsafePathError):
         return ApiError(400, str(exc), code="unsafe_path")
+    if isinstance(exc, DatasetError):
+        return ApiError(409, str(exc), code="dataset_file_unreadable")
     return ApiError(400, str(exc), code="invalid_value")
 
 

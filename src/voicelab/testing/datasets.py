@@ -18,9 +18,9 @@ def write_reviewed_dataset(
     """
     import soundfile as sf
 
+    from voicelab.dataset import REVIEW_FILE, SIGNALS_FILE, TRANSCRIPT_FILE, write_transcript
     from voicelab.review import ClipSignals, review, write_review
     from voicelab.transcribe import write_signals
-    from voicelab.transcript import write_transcript
 
     folder = Path(folder)
     folder.mkdir(parents=True)
@@ -30,7 +30,7 @@ def write_reviewed_dataset(
         signals.append(
             ClipSignals(name, text, length, avg_logprob=-0.2, no_speech_prob=0.01, compression_ratio=1.2)
         )
-    write_transcript(folder / "transcript.csv", texts.items())
-    write_signals(folder / "transcript_signals.jsonl", {s.filename: s for s in signals})
-    write_review(folder / "transcript_review.csv", review(signals))
+    write_transcript(folder / TRANSCRIPT_FILE, texts.items())
+    write_signals(folder / SIGNALS_FILE, {s.filename: s for s in signals})
+    write_review(folder / REVIEW_FILE, review(signals))
     return folder
