@@ -204,9 +204,12 @@ def test_keyboard_review_edits_the_transcript_and_excludes_a_clip(page, server, 
     playwright_api.expect(page.locator("#clip-list > li.edited")).to_have_count(1)
     assert page.console_errors == []
     screenshot(page, "dataset")
-    page.set_viewport_size(NARROW)
+    page.set_viewport_size(NARROW)  # a phone: nothing wider than the screen, in either view
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     screenshot(page, "dataset-narrow")
+    page.locator("#tab-voices").click()
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    screenshot(page, "voices-narrow")
 
 
 def test_a_bad_key_is_shown_in_words(page, server):

@@ -537,7 +537,13 @@ async function toggleExclude() {
 
 async function move(step) {
   if (!(await saveText())) return;
-  await selectClip(state.index + step);
+  const next = state.index + step;
+  if (next < 0 || next >= state.dataset.clips.length) {
+    const saved = $("clip-status").textContent;
+    $("clip-status").textContent = `${saved} ${next < 0 ? "This is the first clip." : "That was the last clip."}`.trim();
+    return;
+  }
+  await selectClip(next);
 }
 
 function togglePlay() {
