@@ -488,10 +488,24 @@ async function selectClip(index, { play } = {}) {
   $("clip-exclude").textContent = clip.excluded ? "Restore" : "Exclude";
   $("clip-status").textContent = clip.excluded ? `Excluded: ${clip.exclude_reason}` : "";
   const audio = $("clip-audio");
-  if (state.clipUrl) URL.revokeObjectURL(state.clipUrl);
-  state.clipUrl = await blobUrl(`/studio/api/datasets/${encodeURIComponent(state.dataset.name)}/clips/${encodeURIComponent(clip.filename)}`);
-  if (state.index !== index) return; // moved on while the clip loaded
-  audio.src = state.clipUrl;
+  const url = await blobUrl(`/studio/api/datasets/${encodeURIComponent(state.dataset.name)}/clips/${encodeURIComponent(clip.filename)}`);
+  if (state.index !== index) {
+    URL.revokeObjectURL(url); // moved on while the clip loaded
+    return;
+  }
+  // The old URL is released once the new clip has loaded: revoked earlier, a load still reading it fails.
+  const previous = state.clipUrl;
+  state.clipUrl = url;
+  if (previous) {
+    const listening = new AbortController();
+    const release = () => {
+      URL.revokeObjectURL(previous);
+      listening.abort(); // removes both listeners
+    };
+    audio.addEventListener("loadeddata", release, { signal: listening.signal });
+    audio.addEventListener("error", release, { signal: listening.signal });
+  }
+  audio.src = url;
   if (play ?? $("autoplay").checked) audio.play().catch(() => {});
 }
 
