@@ -152,6 +152,8 @@ def test_page_loads_without_errors_and_lists_the_voices(page, server):
     assert page.locator("#voice-select option").all_inner_texts() == expected
     playwright_api.expect(page.locator("#voice-list img")).to_have_count(1)  # alice's evaluation picture
     playwright_api.expect(page.locator("#voice-list pre")).to_contain_text("speaker similarity 0.81")
+    page.locator("#reload-voices").click()
+    playwright_api.expect(page.locator("#voices-status")).to_contain_text("Reloaded. No changes.")
     assert page.console_errors == []
     screenshot(page, "voices")
 
