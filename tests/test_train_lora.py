@@ -269,6 +269,7 @@ def test_out_of_range_flags_are_usage_errors(flags, tmp_path, capsys):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_without_cuda_suggests_cpu(tmp_path, capsys):
+    (tmp_path / "transcript.csv").write_text("filename,text\na,Hello.\n")
     rc = train_lora.main(["bob", str(tmp_path), "--device", "cuda", "--voices-dir", str(tmp_path / "v")])
     assert rc == 2
     assert "--device cpu" in capsys.readouterr().err

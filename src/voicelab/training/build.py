@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -206,17 +207,41 @@ def _log_skipped(skipped: list[ds.Skipped]) -> None:
 
 
 # --- the step ----------------------------------------------------------------------------------------
-def check_request(req: TrainRequest) -> Path | None:
-    """Cheap checks before anything is loaded; returns the checkpoint to resume from (or None)."""
-    from transformers.trainer_utils import get_last_checkpoint
+_CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
+"""What the Trainer calls the folder of the checkpoint after step N."""
 
-    validate_voice_name(req.name)
-    dataset.require_dataset_dir(req.dataset_dir)
-    if req.voice_dir.exists() and not req.overwrite:
-        raise VoiceExistsError(f"{req.voice_dir} already exists: pass --overwrite to replace it")
+
+def last_checkpoint(folder: Path) -> Path | None:
+    """The ``checkpoint-STEP`` folder with the highest step in ``folder`` (None when there is none)."""
+    if not folder.is_dir():
+        return None
+    found = [
+        (int(match.group(1)), path)
+        for path in folder.iterdir()
+        if path.is_dir() and (match := _CHECKPOINT_NAME.fullmatch(path.name))
+    ]
+    return max(found)[1] if found else None
+
+
+def check_devices(req: TrainRequest) -> None:
+    """``DeviceError`` when --device or --snac-device asks for CUDA on a machine without it (imports torch)."""
     check_device(req.train.device, "--device")
     check_device(req.snac_device, "--snac-device")
-    last = get_last_checkpoint(str(req.checkpoint_dir)) if req.checkpoint_dir.is_dir() else None
+
+
+def check_request(req: TrainRequest) -> Path | None:
+    """Checks that need neither torch nor transformers (so they answer at once); returns the checkpoint
+    to resume from (or None)."""
+    validate_voice_name(req.name)
+    dataset_dir = dataset.require_dataset_dir(req.dataset_dir)
+    transcript = req.transcript or dataset_dir / dataset.TRANSCRIPT_FILE
+    if not Path(transcript).is_file():
+        raise dataset.DatasetError(
+            f"{transcript}: transcript not found (run `make transcribe` first, or pass --transcript PATH)"
+        )
+    if req.voice_dir.exists() and not req.overwrite:
+        raise VoiceExistsError(f"{req.voice_dir} already exists: pass --overwrite to replace it")
+    last = last_checkpoint(req.checkpoint_dir)
     if req.resume:
         if last is None:
             raise CheckpointError(
@@ -251,6 +276,7 @@ def _share(state, value):
 def train_voice(req: TrainRequest, *, extra_callbacks=()) -> TrainResult:
     """Run the whole step. Raises the specific errors above (nothing written to voices/ for bad input)."""
     resume_from = check_request(req)
+    check_devices(req)
     state = _distributed_state(req.train.device)
     progress = req.train.progress and state.is_main_process
     if not state.is_main_process:  # one copy of each progress line, not one per process
