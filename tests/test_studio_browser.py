@@ -37,7 +37,7 @@ CHROMIUM_ARGS = [
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
 KEY = "studio-browser-key"
 STEP_TIMEOUT_MS = 20_000  # Playwright's own wait bound per step (a loaded 2-core CI machine is slow)
-TOKEN_DELAY_S = 0.003  # the stand-in vLLM paces its tokens, so audio arrives over time as from a GPU
+TOKEN_DELAY_S = 0.005  # the stand-in vLLM paces its tokens, so audio arrives over time as from a GPU
 NARROW = {"width": 390, "height": 844}  # a phone
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
