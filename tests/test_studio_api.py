@@ -311,3 +311,14 @@ def test_a_broken_transcript_is_named_not_overwritten(client, prepared):
     put = client.put("/studio/api/datasets/alice/clips/clip_000", json={"text": "new"})
     assert put.status_code == 409
     assert (prepared / "alice" / "transcript.csv").read_text(encoding="utf-8") == broken
+
+
+def test_saves_at_the_same_time_are_all_kept(prepared):
+    from concurrent.futures import ThreadPoolExecutor
+
+    edits = {key: f"{text} (checked)" for key, text in TEXTS.items()}
+    with ThreadPoolExecutor(len(edits)) as pool:
+        list(
+            pool.map(lambda kv: dataset_review.save_clip(prepared, "alice", kv[0], text=kv[1]), edits.items())
+        )
+    assert dict(read_transcript(prepared / "alice" / "transcript.csv")) == edits

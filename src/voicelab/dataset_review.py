@@ -10,8 +10,11 @@ can be restored.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import threading
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -35,8 +38,19 @@ from voicelab.fileio import resolve_inside
 REPORT_FILE = "dataset_report.png"
 DEFAULT_EXCLUDE_REASON = "excluded in the studio"
 
+LOCK_FILE = ".studio.lock"
+"""Hidden file in the dataset folder that server processes lock while they save (``make serve`` workers)."""
+
 _write_lock = threading.Lock()
-"""Saves read, change and rewrite whole files: one at a time, so two quick saves never lose one."""
+
+
+@contextlib.contextmanager
+def saving(folder: Path) -> Iterator[None]:
+    """Saves read, change and rewrite whole files: one at a time (threads and worker processes alike),
+    so two quick saves never lose one."""
+    with _write_lock, (folder / LOCK_FILE).open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 class DatasetNotFoundError(UsageError):
@@ -197,7 +211,7 @@ def save_clip(
     """
     folder = clip_path(prepared_dir, name, clip).parent
     key = clip_key(clip)
-    with _write_lock:
+    with saving(folder):
         if text is not None:
             clean = normalize_text(text)
             if not clean:
