@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import json
 import logging
@@ -398,7 +399,8 @@ def test_unknown_routes_are_openai_shaped_404(api):
 def test_voices_and_models_list_the_served_voices(api):
     voices = api.get("/v1/audio/voices").json()["voices"]
     assert [v["id"] for v in voices] == ["alice", "bob"]
-    assert voices[0]["prompt_prefix"] == "Alice: " and voices[0]["lora_rank"] == 8
+    # only what a client picks a voice by: no server paths, no training details
+    assert set(voices[0]) == {"id", "name", "object", "created_at"}
     models = api.get("/v1/models").json()
     assert models["object"] == "list"
     assert [m["id"] for m in models["data"]] == ["orpheus", "alice", "bob"]
@@ -407,8 +409,8 @@ def test_voices_and_models_list_the_served_voices(api):
 
 def test_health_reports_engine_and_voices(api):
     body = api.get("/health").json()
-    assert body["status"] == "ok" and body["voices"] == ["alice", "bob"]
-    assert "DoRA" in body["voices_skipped"]["dora_voice"]
+    # open to anyone, so counts only: names need the key, skip reasons (server paths) are in the log
+    assert body == {"status": "ok", "engine": "fake", "engine_reachable": True, "voices": 2, "voices_skipped": 1}
     api.engine.healthy = False
     try:
         response = api.get("/health")
@@ -519,7 +521,7 @@ def test_a_response_never_sent_still_frees_its_slot(voices_dir):
     from starlette.requests import ClientDisconnect
 
     from voicelab.server.routes import SpeechStreamingResponse
-    from voicelab.server.speech import SpeechRequest, SpeechServices, audio_body, open_speech
+    from voicelab.server.speech import SpeechJob, SpeechRequest, SpeechServices, audio_body
 
     app, _, synth = make_app(voices_dir, max_concurrent_requests=1)
 
@@ -530,9 +532,10 @@ def test_a_response_never_sent_still_frees_its_slot(voices_dir):
                 state.settings, state.registry, state.backend, state.limiter, state.metrics
             )
             request = SpeechRequest(voice="alice", input="[endless] hi", response_format="pcm")
-            job = await open_speech(services, request, 0.0)
-            assert state.limiter.active == 1
-            response = SpeechStreamingResponse(audio_body(job), job, media_type="audio/pcm")
+            async with contextlib.AsyncExitStack() as stack:
+                job = await stack.enter_async_context(SpeechJob(services, request, 0.0))
+                assert state.limiter.active == 1
+                response = SpeechStreamingResponse(audio_body(job), stack.pop_all(), media_type="audio/pcm")
 
             async def receive():
                 return {"type": "http.disconnect"}
@@ -545,6 +548,8 @@ def test_a_response_never_sent_still_frees_its_slot(voices_dir):
                 await response(scope, receive, send)
             assert state.limiter.active == 0
             assert synth.cancelled.is_set()
+            # counted once, as a request the client left (not as a 200)
+            assert 'status="499",voice="alice"} 1.0' in state.metrics.render().decode()
 
     anyio.run(scenario)
 
