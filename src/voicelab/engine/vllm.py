@@ -9,6 +9,7 @@ generated ids come back as ``token_ids`` (newer vLLM, ``return_token_ids``) or a
 from __future__ import annotations
 
 import json
+from http import HTTPStatus
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -76,6 +77,9 @@ def _error_message(response_body: bytes | str | dict) -> str:
     return str(data)
 
 
+SSE_CONTENT_TYPE = "text/event-stream"
+
+
 class VLLMEngine:
     """``TokenEngine`` over HTTP to vLLM. ``base_url`` like ``http://127.0.0.1:8000`` (no ``/v1``).
 
@@ -114,6 +118,13 @@ class VLLMEngine:
             async with self._client.stream("POST", url, json=body, headers=self._headers) as response:
                 if response.status_code != 200:
                     await self._raise_for_status(response, voice)
+                content_type = response.headers.get("content-type", "")
+                if not content_type.startswith(SSE_CONTENT_TYPE):
+                    raise EngineRequestError(
+                        f"{self.base_url} answered a streaming completion with {content_type or 'no content type'}"
+                        f", not {SSE_CONTENT_TYPE}: is VOICELAB_VLLM_URL the address of vLLM?",
+                        status_code=HTTPStatus.BAD_GATEWAY,
+                    )
                 async for line in response.aiter_lines():
                     chunk = self._parse_event(line, voice)
                     if chunk is _DONE:

@@ -149,6 +149,14 @@ def _validation_error(exc: RequestValidationError, content_type: str = JSON_CONT
             f"(got {content_type or 'no Content-Type'}; with curl add -H 'Content-Type: {JSON_CONTENT_TYPE}')",
             code="invalid_content_type",
         )
+    if first.get("type") == "string_unicode":
+        # Valid JSON ("\\ud800") but not text: a lone UTF-16 surrogate, which no tokenizer can encode.
+        return ApiError(
+            400,
+            f"{param}: contains a lone UTF-16 surrogate (e.g. \\ud800); send valid Unicode text",
+            param=param,
+            code="invalid_text",
+        )
     if param == "input" and first.get("type") in ("string_too_short", "string_pattern_mismatch"):
         return ApiError(400, EMPTY_INPUT_MESSAGE, param="input", code="empty_input")
     message = first.get("msg", "invalid request")
