@@ -753,7 +753,7 @@ def endless_body():
 
 
 def test_a_request_without_a_key_is_refused_before_its_body_is_read(secured):
-    status, headers, (read, body) = asyncio.run(
+    status, _, (read, body) = asyncio.run(
         call_asgi(
             secured.app, "POST", "/v1/audio/speech", {"content-type": "application/json"}, endless_body()
         )

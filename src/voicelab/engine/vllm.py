@@ -9,9 +9,9 @@ generated ids come back as ``token_ids`` (newer vLLM, ``return_token_ids``) or a
 from __future__ import annotations
 
 import json
-from http import HTTPStatus
 import logging
 from collections.abc import AsyncIterator
+from http import HTTPStatus
 from typing import Any
 
 import httpx

@@ -296,8 +296,8 @@ class SpeechJob:
                 data = self.encoder.feed(chunk)
                 if data:
                     yield data
-                elif is_disconnected is not None and await is_disconnected():
-                    # Buffered formats send nothing until the end, so a hang-up is only seen by asking.
+                if is_disconnected is not None and await is_disconnected():
+                    # A buffered body sends nothing until the end, so a hang-up is only seen by asking.
                     raise ClientGoneError
             tail = await asyncio.to_thread(self.encoder.finish)
             if tail:
