@@ -1,7 +1,7 @@
 """The production engine: a vLLM OpenAI-compatible server, the base model plus each voice as a LoRA adapter.
 
-One shared ``httpx.AsyncClient`` (connection pool) for all requests. Facts this follows are in
-shared/design/serving.md: prompts are sent as token ids, ``max_tokens`` is always explicit (vLLM's
+One shared ``httpx.AsyncClient`` (connection pool) for all requests. vLLM behaviour this relies on:
+prompts are sent as token ids, ``max_tokens`` is always explicit (vLLM's
 default is 16), errors may arrive after the 200 header as an SSE ``data: {"error": ...}`` event, and
 generated ids come back as ``token_ids`` (newer vLLM, ``return_token_ids``) or as ``<custom_token_N>`` text.
 """
