@@ -13,7 +13,7 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,7 +23,6 @@ from voicelab.dataset import DatasetError
 from voicelab.errors import UsageError
 from voicelab.fileio import UnsafePathError, resolve_inside
 from voicelab.server.errors import ApiError
-from voicelab.server.routes import require_api_key
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +34,7 @@ EVAL_NUMBERS = "eval.json"
 PICTURE_TYPES = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 MAX_TEXT_CHARS = 4096  # one clip is at most 13 s of speech; this is far beyond any real transcript
 
-api = APIRouter(prefix="/studio/api", dependencies=[Depends(require_api_key)])
+api = APIRouter(prefix="/studio/api")  # the API keys are checked by server.guard, before any body is read
 pages = APIRouter()
 
 
@@ -87,7 +86,7 @@ async def info(request: Request) -> dict:
     """What the page needs before it can ask anything: whether a key is needed, whether datasets are on."""
     settings = request.app.state.settings
     return {
-        "auth_required": settings.auth_enabled,
+        "auth_required": bool(settings.api_keys),
         "datasets_enabled": settings.studio,
         "sampling": {
             "temperature": settings.temperature,
