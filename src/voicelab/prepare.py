@@ -42,7 +42,8 @@ DB_DECIMALS = 2
 SCRATCH_DTYPE = np.float32
 
 DATASET_LEVELS = (
-    # (min clips, clips label, ~minutes, quality, notes): the guide's "Dataset Size vs Quality" table.
+    # (min clips, clips label, ~minutes, quality, notes): the guide's "Dataset Size vs Quality" table;
+    # the minutes a row needs are in LEVEL_MINUTES.
     (200, "200+ clips", "~60 min", "Diminishing returns", "more data helps but gains taper off"),
     (100, "100-200 clips", "~30 min", "Very good", "consistent quality, handles varied text well"),
     (50, "50-100 clips", "~15 min", "Good", "clear voice identity, natural prosody"),
@@ -52,6 +53,11 @@ DATASET_LEVELS = (
     (5, "5-10 clips", "~1 min", "Poor", "model barely adapts, often sounds like the base model"),
     (0, "under 5 clips", "under 1 min", "Too few", "below the smallest dataset the guide lists"),
 )
+
+
+LEVEL_MINUTES = (60.0, 30.0, 15.0, 5.0, 2.0, 1.0, 0.0)
+"""Minutes of clips each DATASET_LEVELS row needs (its "~N min"; 2 for the 11-19 clip gap row): a
+dataset sits in the lower of the rows its clip count and its minutes reach."""
 
 
 class PrepareError(Exception):
@@ -510,12 +516,15 @@ def _clear_previous(output_dir: Path, manifest_path: Path) -> None:
 # -------------------------------------------------------------------------------------------- summary
 
 
-def dataset_level(n_clips: int) -> tuple[str, str, str, str]:
-    """The row of the guide's "Dataset Size vs Quality" table a dataset of ``n_clips`` falls in."""
-    for minimum, clips, minutes, quality, notes in DATASET_LEVELS:
-        if n_clips >= minimum:
-            return clips, minutes, quality, notes
-    raise AssertionError("DATASET_LEVELS ends with a row for 0 clips")
+def dataset_level(n_clips: int, minutes: float | None = None) -> tuple[str, str, str, str]:
+    """The row of the guide's "Dataset Size vs Quality" table a dataset falls in: the lower of the rows
+    reached by ``n_clips`` and by ``minutes`` of clips (70 clips of 6 min is "Moderate", not "Good")."""
+    for (minimum, clips, label, quality, notes), min_minutes in zip(
+        DATASET_LEVELS, LEVEL_MINUTES, strict=True
+    ):
+        if n_clips >= minimum and (minutes is None or minutes >= min_minutes):
+            return clips, label, quality, notes
+    raise AssertionError("DATASET_LEVELS ends with a row for 0 clips and 0 minutes")
 
 
 def duration_histogram(durations: list[float], low: float, high: float, width: int = 30) -> list[str]:
@@ -576,14 +585,14 @@ def format_summary(report: PrepareReport) -> str:
         durations = [r.duration_s for r in dataset]
         lines.append(f"Clip durations, whole dataset ({len(dataset)} clips):")
         lines.extend(duration_histogram(durations, s.min_duration, s.max_duration))
-    clips, minutes, quality, notes = dataset_level(len(dataset))
     total_min = sum(r.duration_s for r in dataset) / 60
+    clips, minutes, quality, notes = dataset_level(len(dataset), total_min)
     lines.append(
         f"Dataset: {len(dataset)} clips, {total_min:.1f} min -> guide's Dataset Size vs Quality table: "
-        f"{quality} ({clips}, {minutes}: {notes})"
+        f"{quality} ({clips}, {minutes}: {notes}; the lower of what the clips and the minutes reach)"
     )
-    higher = [lvl for lvl in DATASET_LEVELS if lvl[0] > len(dataset)]
-    if higher:
-        nxt = higher[-1]
-        lines.append(f"  next level: {nxt[3]} from {nxt[0]} clips ({nxt[2]})")
+    rank = [lvl[3] for lvl in DATASET_LEVELS].index(quality)
+    if rank > 0:
+        nxt, need_min = DATASET_LEVELS[rank - 1], LEVEL_MINUTES[rank - 1]
+        lines.append(f"  next level: {nxt[3]} from {nxt[0]} clips and {need_min:g} min")
     return "\n".join(lines)
