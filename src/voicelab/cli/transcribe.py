@@ -214,9 +214,11 @@ def _print_quality(summary: tr.TranscribeSummary, args) -> None:
     if args.no_quality:
         return
     if summary.measured:
+        reused = summary.clips - summary.measured - len(summary.failed)
         print(
             f"audio measures (speaker, DNSMOS, speech time) for {summary.measured} clips in "
-            f"{summary.quality_s:.1f} s; the others reused from {tr.signals_path_for(summary.output).name}"
+            f"{summary.quality_s:.1f} s"
+            + (f"; {reused} reused from {tr.signals_path_for(summary.output).name}" if reused > 0 else "")
         )
     if summary.other_speaker or summary.noisy:
         print(
