@@ -20,7 +20,7 @@ import math
 import re
 import tempfile
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -113,14 +113,25 @@ class ClipRecord:
     start_cut: str
     end_cut: str
     """How each edge was cut: ``pause``, ``short-pause``, ``forced`` (inside speech) or ``file-edge``."""
+    cut_method: str = segment.METHOD_FIXED
+    """What decided the source's cuts: ``fixed`` (--silence-threshold) or ``adaptive`` (a quiet
+    recording: a threshold under its own speech level, ``segment.choose_threshold``)."""
+    threshold_dbfs: float | None = None
+    """The silence threshold the source was cut at (empty in manifests from before it was recorded)."""
 
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
 
+    @classmethod
+    def older_field_names(cls) -> list[str]:
+        """Columns of manifests written before ``cut_method`` and ``threshold_dbfs``: still read."""
+        return cls.field_names()[:-2]
+
     def to_row(self) -> dict[str, str]:
         row = {k: str(v) for k, v in asdict(self).items()}
         row["peak_limited"] = "yes" if self.peak_limited else "no"
+        row["threshold_dbfs"] = "" if self.threshold_dbfs is None else str(self.threshold_dbfs)
         return row
 
     @classmethod
@@ -137,6 +148,8 @@ class ClipRecord:
             peak_limited=row["peak_limited"] == "yes",
             start_cut=row["start_cut"],
             end_cut=row["end_cut"],
+            cut_method=row.get("cut_method") or segment.METHOD_FIXED,
+            threshold_dbfs=float(row["threshold_dbfs"]) if row.get("threshold_dbfs") else None,
         )
 
 
@@ -150,6 +163,8 @@ class SourceResult:
     silence_s: float = 0.0
     short_speech_s: float = 0.0
     error: str | None = None
+    cut_method: str = segment.METHOD_FIXED
+    threshold_db: float | None = None
 
     @property
     def clip_s(self) -> float:
@@ -251,7 +266,7 @@ def read_manifest(path: Path) -> list[ClipRecord]:
     expected = ClipRecord.field_names()
     with path.open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        if reader.fieldnames != expected:
+        if reader.fieldnames not in (expected, ClipRecord.older_field_names()):
             raise ManifestError(
                 f"{path} has columns {reader.fieldnames}, not {expected}: it was not written by this tool "
                 "(or by another version); move it away or rerun with --overwrite"
@@ -355,11 +370,14 @@ def prepare_source(
     params = settings.split_params()
     with tempfile.TemporaryFile(dir=output_dir, prefix=".prepare-scratch-") as scratch:
         env_db, n_samples = _decode_to_scratch(info, rate, scratch, on_progress)
-        plan = segment.plan_clips(env_db, params)
+        threshold, method = segment.choose_threshold(env_db, params.threshold_db)
+        plan = segment.plan_clips(env_db, replace(params, threshold_db=threshold))
         result = SourceResult(
             source=source_key,
             duration_s=n_samples / rate,
             short_speech_s=plan.dropped_speech_frames * hop / rate,
+            cut_method=method,
+            threshold_db=round(threshold, DB_DECIMALS),
         )
         for index, span in enumerate(plan.clips):
             start, stop = span.start * hop, span.end * hop
@@ -381,6 +399,8 @@ def prepare_source(
                     peak_limited=limited,
                     start_cut=span.start_cut,
                     end_cut=span.end_cut,
+                    cut_method=method,
+                    threshold_dbfs=result.threshold_db,
                 )
             )
     result.silence_s = max(0.0, result.duration_s - result.clip_s - result.short_speech_s)
@@ -573,6 +593,20 @@ def format_summary(report: PrepareReport) -> str:
         lines.append(
             f"  {len(inside)} clip(s) cut inside speech with no pause to cut at (cut=forced in {MANIFEST_NAME}): "
             "listen to them, or raise --silence-threshold (e.g. -35) so the gaps between words count as silence"
+        )
+    adaptive = [r for r in done if r.cut_method == segment.METHOD_ADAPTIVE]
+    if adaptive:
+        shown = ", ".join(f"{r.source} ({r.threshold_db:g} dBFS)" for r in adaptive[:5])
+        more = f", ... ({len(adaptive)} in all)" if len(adaptive) > 5 else ""
+        lines.append(
+            f"  cuts: {len(done) - len(adaptive)} file(s) at the fixed {s.silence_threshold:g} dBFS threshold, "
+            f"{len(adaptive)} quiet one(s) at an adaptive threshold {segment.ADAPTIVE_DEPTH_DB:g} dB under their "
+            f"own speech level, where {s.silence_threshold:g} dBFS would cut inside words "
+            f"(cut_method in {MANIFEST_NAME}): {shown}{more}"
+        )
+    elif done:
+        lines.append(
+            f"  cuts: every file at the fixed {s.silence_threshold:g} dBFS threshold (cut_method=fixed)"
         )
     silent = [r.source for r in done if not r.records]
     if silent:
