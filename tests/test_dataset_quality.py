@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from voicelab import quality, testing
+from voicelab import dataset, quality, testing
 from voicelab import transcribe as tr
 from voicelab.audio import read_audio
 from voicelab.cli import transcribe as transcribe_cli
@@ -81,7 +81,7 @@ def _review_rows(folder):
 
 
 def _run(folder, texts, **quality_kw):
-    clips = tr.find_clips(folder)
+    clips = dataset.find_clips(folder)
     output = folder / "transcript.csv"
     plan = tr.plan_resume(clips, output, overwrite=False)
     return tr.transcribe_clips(
@@ -107,11 +107,11 @@ def test_other_speaker_ranks_first_and_can_be_excluded(tmp_path, mixed_dataset):
     first = rows[0]
     assert "vs median 0.9" in first["reasons"] and float(first["speaker_similarity"]) < 0.75
     # excluded.csv names them with the reason; audio and transcript rows stay
-    excluded = tr.read_exclusions(folder)
+    excluded = dataset.read_exclusions(folder)
     assert set(excluded) == others and all("other speaker?" in r for r in excluded.values())
     assert all((folder / f"{name}.wav").exists() for name in others)
     assert summary.excluded_new == len(others) and summary.other_speaker == len(others)
-    assert len(tr.read_transcript_for_resume(folder / "transcript.csv")) == len(SENTENCES)
+    assert len(dataset.read_transcript_for_resume(folder / "transcript.csv")) == len(SENTENCES)
     # the report is a real PNG
     png = (folder / tr.REPORT_NAME).read_bytes()
     assert summary.report_path == folder / tr.REPORT_NAME and png.startswith(b"\x89PNG")
@@ -121,10 +121,10 @@ def test_a_person_s_exclusions_are_kept_and_reference_clips_change_the_target(tm
     src, texts, others = mixed_dataset
     folder = tmp_path / "prepared"
     shutil.copytree(src, folder)
-    tr.write_exclusions(folder, {"clip_000": "mumbled"})
+    dataset.write_exclusions(folder, {"clip_000": "mumbled"})
     ref = sorted(others)[:1]
     _run(folder, texts, exclude_flagged=True, reference=tr.resolve_reference(ref, folder))
-    excluded = tr.read_exclusions(folder)
+    excluded = dataset.read_exclusions(folder)
     assert excluded["clip_000"] == "mumbled"  # never overwritten
     # against the other voice as reference, the main voice's clips are the odd ones out
     rows = _review_rows(folder)

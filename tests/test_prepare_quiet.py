@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from voicelab import prepare, segment
+from voicelab import dataset, prepare, segment
 from voicelab.cli import prepare_audio
 from voicelab.testing import speak
 
@@ -50,7 +50,7 @@ def quiet_run(speech_dir, tmp_path_factory):
     sf.write(path, (speech * gain).astype(np.float32), rate, subtype="PCM_16")
     out = root / "out"
     assert prepare_audio.main([str(raw), str(out)]) == 0
-    return out, list(csv.DictReader((out / prepare.MANIFEST_NAME).open()))
+    return out, list(csv.DictReader((out / dataset.MANIFEST_FILE).open()))
 
 
 def test_quiet_recording_is_cut_only_in_pauses_with_default_flags(quiet_run, capsys):
@@ -58,7 +58,7 @@ def test_quiet_recording_is_cut_only_in_pauses_with_default_flags(quiet_run, cap
     assert len(rows) >= 3
     shallow = []
     for row in rows:
-        clip, _ = sf.read(out / row["clip"], dtype="float64")
+        clip, _ = sf.read(out / dataset.clip_filename(row["clip"]), dtype="float64")
         clip_rms = segment.rms_dbfs(clip)
         for side, part, cut in (
             ("start", clip[EDGE], row["start_cut"]),
@@ -126,7 +126,7 @@ def test_truncated_wav_is_named_as_truncated_and_fails_the_run(tmp_path, capsys)
     line = next(line for line in summary.splitlines() if "cut_short.wav" in line)
     assert "truncated WAV" in line and "promises 17.2 s of audio but holds 4.3 s" in line
     assert "no clips from" not in summary  # not passed off as a file with too little speech
-    rows = list(csv.DictReader((tmp_path / "out" / prepare.MANIFEST_NAME).open()))
+    rows = list(csv.DictReader((tmp_path / "out" / dataset.MANIFEST_FILE).open()))
     assert {r["source"] for r in rows} == {"good.wav"}
 
 
@@ -143,10 +143,10 @@ def test_streamed_wav_with_unknown_length_is_not_called_truncated(tmp_path):
 
 
 def test_old_manifests_without_the_cut_method_still_read(tmp_path):
-    rec = prepare.ClipRecord("a_000.wav", "a.wav", 0.0, 3.0, 3.0, -20.0, -3.0, 1.0, False, "pause", "pause")
-    path = tmp_path / prepare.MANIFEST_NAME
-    cols = prepare.ClipRecord.older_field_names()
+    rec = dataset.ClipRecord("a_000", "a.wav", 0.0, 3.0, 3.0, -20.0, -3.0, 1.0, False, "pause", "pause")
+    path = tmp_path / dataset.MANIFEST_FILE
+    cols = dataset.ClipRecord.older_field_names()
     row = rec.to_row()
     path.write_text(",".join(cols) + "\n" + ",".join(row[c] for c in cols) + "\n", encoding="utf-8")
-    (back,) = prepare.read_manifest(path)
+    (back,) = dataset.read_manifest(path)
     assert back.cut_method == segment.METHOD_FIXED and back.threshold_dbfs is None

@@ -12,6 +12,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
+from voicelab.dataset import clip_key
 from voicelab.fileio import atomic_output
 from voicelab.review import LOW_BAK, ClipSignals, SpeakerContext
 
@@ -27,14 +28,14 @@ MAX_SOURCES_SHOWN = 25  # more sources than this: the 25 largest, the rest summe
 
 def _sources(dataset_dir: Path) -> dict[str, str]:
     """Clip name -> source file, from the folder's manifest when prepare-audio wrote one."""
-    from voicelab.prepare import MANIFEST_NAME, ManifestError, read_manifest
+    from voicelab.dataset import MANIFEST_FILE, ManifestError, read_manifest
 
     try:
-        records = read_manifest(dataset_dir / MANIFEST_NAME)
+        records = read_manifest(dataset_dir / MANIFEST_FILE)
     except ManifestError as e:
         logger.warning("dataset report: %s; minutes per source left out", e)
         return {}
-    return {Path(r.clip).stem: r.source for r in records}
+    return {clip_key(r.clip): r.source for r in records}
 
 
 def _minutes_per_source(kept: Sequence[ClipSignals], sources: dict[str, str]) -> list[tuple[str, float]]:

@@ -15,6 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from voicelab import dataset
+
 # voicelab.transcribe imports only numpy at module level (whisper/torch load inside functions).
 from voicelab import transcribe as tr
 from voicelab.cli.common import (
@@ -26,8 +28,8 @@ from voicelab.cli.common import (
     positive_int,
     setup_logging,
 )
+from voicelab.errors import UsageError
 from voicelab.review import DEFAULT_SPEAKER_THRESHOLD
-from voicelab.transcript import TranscriptFormatError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,15 +134,15 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    output = args.output or args.input_dir / tr.DEFAULT_OUTPUT_NAME
+    output = args.output or args.input_dir / dataset.TRANSCRIPT_FILE
     try:
-        clips = tr.find_clips(args.input_dir)
+        clips = dataset.find_clips(args.input_dir)
         language = tr.normalize_language(args.language)
         tr.check_model(args.backend, args.model)
         plan = tr.plan_resume(clips, output, overwrite=args.overwrite)
         reference = tr.resolve_reference(args.reference, args.input_dir)
-    except (tr.TranscribeError, TranscriptFormatError) as e:
-        if isinstance(e, TranscriptFormatError):
+    except UsageError as e:
+        if isinstance(e, dataset.TranscriptFormatError):
             e = f"{e}\nrefusing to overwrite it: pass another --output, or fix or move that file"
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -218,7 +220,11 @@ def _print_quality(summary: tr.TranscribeSummary, args) -> None:
         print(
             f"audio measures (speaker, DNSMOS, speech time) for {summary.measured} clips in "
             f"{summary.quality_s:.1f} s"
-            + (f"; {reused} reused from {tr.signals_path_for(summary.output).name}" if reused > 0 else "")
+            + (
+                f"; {reused} reused from {dataset.signals_path_for(summary.output).name}"
+                if reused > 0
+                else ""
+            )
         )
     if summary.other_speaker or summary.noisy:
         print(
