@@ -64,15 +64,19 @@ def _make_dataset(folder, voices_texts):
     return texts
 
 
-@pytest.fixture(scope="module")
-def mixed_dataset(speech_dir):
-    folder = speech_dir / "mixed_speakers"
+def _mixed(speech_dir, other_voice):
+    folder = speech_dir / f"mixed_{other_voice.replace('+', '_')}"
     voices = [
-        OTHER_VOICE if i % OTHER_EVERY == OTHER_EVERY - 1 else MAIN_VOICE for i in range(len(SENTENCES))
+        other_voice if i % OTHER_EVERY == OTHER_EVERY - 1 else MAIN_VOICE for i in range(len(SENTENCES))
     ]
     texts = _make_dataset(folder, list(zip(voices, SENTENCES, strict=True)))
-    others = {f"clip_{i:03d}" for i, v in enumerate(voices) if v == OTHER_VOICE}
+    others = {f"clip_{i:03d}" for i, v in enumerate(voices) if v == other_voice}
     return folder, texts, others
+
+
+@pytest.fixture(scope="module")
+def mixed_dataset(speech_dir):
+    return _mixed(speech_dir, OTHER_VOICE)
 
 
 def _review_rows(folder):

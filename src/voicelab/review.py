@@ -68,9 +68,19 @@ LOW_BAK = 3.0
 it the noise or music is intrusive enough for the model to learn it."""
 LOW_SIG = 2.5
 """DNSMOS speech score under this: speech "fairly" to "very" distorted (P.835 SIG 2 = fairly distorted)."""
+OTHER_SPEAKER_SEVERITY = 2.0
+"""Base severity of a clip under the speaker threshold: another voice teaches the model the wrong voice,
+so it outranks a single Whisper doubt (1-2) and any "unlike the other clips" listing."""
 SPEAKER_SEVERITY_SCALE = 10.0
-"""Severity per unit of similarity under the threshold: 0.61 against 0.75 gives 1 + 1.4; another voice
-outranks a single Whisper doubt, since it teaches the model the wrong voice on every such clip."""
+"""Severity per unit of similarity under the threshold: 0.61 against 0.75 gives 2 + 1.4."""
+SPEAKER_OUTLIER_SDS = 3.0
+"""Over the threshold, a clip this many robust standard deviations (1.4826 x MAD) under the median
+similarity is still worth a listen: the same voice in another accent or channel, or a similar voice.
+Only listed in the review; ``--exclude-flagged`` leaves these in (the threshold is the confident line)."""
+MAD_TO_SD = 1.4826  # median absolute deviation -> standard deviation, for normally spread values
+MIN_SPEAKER_SPREAD = 0.01
+"""Floor of that standard deviation: near-identical clips (one synthetic voice) would otherwise make a
+0.02 difference an outlier."""
 QUALITY_FLAG_PREFIXES = ("other speaker?", "background noise/music", "distorted speech")
 """Reasons of the audio-quality flags: the ones ``--exclude-flagged`` copies into excluded.csv."""
 
@@ -112,6 +122,13 @@ class SpeakerContext:
     median: float | None
     threshold: float = DEFAULT_SPEAKER_THRESHOLD
     by_reference: bool = False
+    spread: float = MIN_SPEAKER_SPREAD
+    """Robust standard deviation of the similarities over the threshold (the dataset's voice)."""
+
+    @property
+    def outlier_below(self) -> float | None:
+        """Similarity under which a clip over the threshold is unlike the rest."""
+        return None if self.median is None else self.median - SPEAKER_OUTLIER_SDS * self.spread
 
 
 def speaker_context(
@@ -133,7 +150,11 @@ def speaker_context(
     target = np.asarray(reference, dtype=np.float32) if reference is not None else dominant_speaker(emb)
     sims = cosine_similarity(emb, target)
     similarity = {c.filename: float(v) for c, v in zip(with_emb, sims, strict=True)}
-    return SpeakerContext(similarity, float(np.median(sims)), threshold, reference is not None)
+    median = float(np.median(sims))
+    voice = sims[sims >= threshold]
+    mad = float(np.median(np.abs(voice - np.median(voice)))) if len(voice) else 0.0
+    spread = max(MAD_TO_SD * mad, MIN_SPEAKER_SPREAD)
+    return SpeakerContext(similarity, median, threshold, reference is not None, spread)
 
 
 @dataclass(frozen=True)
@@ -243,14 +264,25 @@ def _quality_flags(item: ReviewItem, speakers: SpeakerContext | None) -> list[Fl
     """Other speaker, background noise or music, distorted speech: from the clip's audio measures."""
     clip, flags = item.signals, []
     sim = item.speaker_similarity
-    if speakers is not None and sim is not None and sim < speakers.threshold:
+    if speakers is not None and sim is not None:
         against = "the reference clips" if speakers.by_reference else f"median {speakers.median:.2f}"
-        flags.append(
-            Flag(
-                f"other speaker? similarity {sim:.2f} vs {against} (threshold {speakers.threshold:.2f})",
-                1 + SPEAKER_SEVERITY_SCALE * (speakers.threshold - sim),
+        if sim < speakers.threshold:
+            flags.append(
+                Flag(
+                    f"other speaker? similarity {sim:.2f} vs {against} (threshold {speakers.threshold:.2f})",
+                    OTHER_SPEAKER_SEVERITY + SPEAKER_SEVERITY_SCALE * (speakers.threshold - sim),
+                )
             )
-        )
+        elif speakers.outlier_below is not None and sim < speakers.outlier_below:
+            flags.append(
+                Flag(
+                    f"voice unlike the other clips? similarity {sim:.2f} vs median {speakers.median:.2f}",
+                    min(
+                        (speakers.median - sim) / (SPEAKER_OUTLIER_SDS * speakers.spread),
+                        OTHER_SPEAKER_SEVERITY,
+                    ),
+                )
+            )
     if clip.dnsmos_bak is not None and clip.dnsmos_bak < LOW_BAK:
         flags.append(
             Flag(
