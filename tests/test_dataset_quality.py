@@ -150,15 +150,11 @@ def test_noise_and_a_music_bed_lower_dnsmos_and_are_flagged(tmp_path, speech_dir
         "noisy": clean + 0.1 * rng.standard_normal(len(clean)),
         "music": clean + 0.2 * pulsing,
     }
-    for name, audio in copies.items():
+    for extra_ms, (name, audio) in enumerate(copies.items(), 1):
+        # a few ms more of the same, so each copy has a length of its own for the text lookup
+        audio = np.concatenate([audio, audio[-round(extra_ms * 0.005 * rate) :]])
         sf.write(folder / f"{name}.wav", np.clip(audio, -1, 1).astype(np.float32), rate)
-        # a length of its own at 16 kHz for the text lookup: append a few ms of the same
-    for name in copies:
-        path = folder / f"{name}.wav"
-        audio, _ = sf.read(path, dtype="float32")
-        extra = {"noisy": 80, "music": 160}[name]
-        sf.write(path, np.concatenate([audio, audio[-extra:]]), rate)
-        texts[len(read_audio(path, tr.WHISPER_SAMPLE_RATE)[0])] = SENTENCES[0]
+        texts[len(read_audio(folder / f"{name}.wav", tr.WHISPER_SAMPLE_RATE)[0])] = SENTENCES[0]
 
     _run(folder, texts)
 

@@ -542,6 +542,7 @@ def resolve_reference(names: Sequence[str | Path], input_dir: Path) -> tuple[Pat
 
 
 def quality_device(requested: str) -> str:
+    """``requested`` unless it is CUDA on a machine without it (transcribe already warned): the CPU."""
     if requested.startswith("cuda"):
         import torch
 
@@ -553,7 +554,7 @@ def measure_quality(audios: Sequence[np.ndarray], device: str = "cpu") -> list[d
     """The stored audio measures of each 16 kHz clip: ``ClipSignals`` fields by name."""
     from voicelab import quality
 
-    embeddings = quality.speaker_embeddings(audios, WHISPER_SAMPLE_RATE, device=device)
+    embeddings = quality.speaker_embeddings(audios, WHISPER_SAMPLE_RATE, device=quality_device(device))
     out = []
     for audio, emb in zip(audios, embeddings, strict=True):
         fields_: dict = {
@@ -721,7 +722,7 @@ def transcribe_clips(
         from voicelab.quality import speaker_embeddings
 
         reference = speaker_embeddings(
-            [read(p) for p in quality.reference], WHISPER_SAMPLE_RATE, device=quality.device
+            [read(p) for p in quality.reference], WHISPER_SAMPLE_RATE, device=quality_device(quality.device)
         )
     threshold = quality.speaker_threshold if quality is not None else DEFAULT_SPEAKER_THRESHOLD
     speakers = speaker_context(inputs, reference=reference, threshold=threshold)

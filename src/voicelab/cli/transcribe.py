@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     quality = None
     if not args.no_quality:
         quality = tr.QualityOptions(
-            device=tr.quality_device(args.device),
+            device=args.device,
             reference=reference,
             speaker_threshold=args.speaker_threshold,
             exclude_flagged=args.exclude_flagged,
