@@ -394,6 +394,9 @@ def test_dataset_level_is_the_lower_of_clips_and_minutes():
     assert prepare.dataset_level(70, 16.0)[2] == "Good"
     assert prepare.dataset_level(250, 31.0)[2] == "Very good"
     assert prepare.dataset_level(30, 0.5)[2] == "Too few"
+    assert prepare.level_basis(70, 6.0) == "70 clips reach Good, 6.0 min only Moderate"
+    assert prepare.level_basis(30, 20.0) == "20.0 min reach Good, 30 clips only Moderate"
+    assert prepare.level_basis(60, 20.0) == "60 clips and 20.0 min both reach Good"
 
 
 def test_duration_histogram_reads_as_aligned_one_second_bins():

@@ -62,16 +62,16 @@ def write_dataset_report(
     matplotlib.use("Agg")  # files only: no display needed
     import matplotlib.pyplot as plt
 
-    from voicelab.prepare import dataset_level
+    from voicelab.prepare import dataset_level, level_basis
 
     excluded = excluded or {}
     kept = [c for c in clips if c.text and c.filename not in excluded]
     kept_min = sum(c.duration_s or 0.0 for c in kept) / 60
-    label, minutes, tier, _notes = dataset_level(len(kept), kept_min)
+    tier = dataset_level(len(kept), kept_min)[2]
     fig, axes = plt.subplots(2, 2, figsize=FIGURE_SIZE_IN)
     fig.suptitle(
-        f"{path.parent.name}: {len(kept)} clips kept, {kept_min:.1f} min -> {tier} ({label}, {minutes}; "
-        f"the lower of clips and minutes)   {len(excluded)} excluded"
+        f"{path.parent.name}: {len(kept)} clips kept ({len(excluded)} excluded) -> guide's tier: {tier}\n"
+        f"({level_basis(len(kept), kept_min)})"
     )
     ax = axes[0][0]
     ax.hist([c.duration_s for c in clips if c.duration_s], bins=range(0, 31), color="tab:blue")
@@ -84,6 +84,8 @@ def write_dataset_report(
         ax.axvline(
             speakers.threshold, color="tab:red", linestyle="--", label=f"threshold {speakers.threshold:.2f}"
         )
+        if speakers.outlier_below is not None and speakers.outlier_below > speakers.threshold:
+            ax.axvline(speakers.outlier_below, color="tab:orange", linestyle=":", label="unlike the rest")
         ax.legend()
     against = "reference clips" if speakers.by_reference else "dominant voice"
     ax.set(title=f"Speaker similarity to the {against}", xlabel="cosine similarity", ylabel="clips")

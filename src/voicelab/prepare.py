@@ -452,6 +452,17 @@ def dataset_level(n_clips: int, minutes: float | None = None) -> tuple[str, str,
     raise AssertionError("DATASET_LEVELS ends with a row for 0 clips and 0 minutes")
 
 
+def level_basis(n_clips: int, minutes: float) -> str:
+    """Which of clips and minutes set the level: "14 clips reach Poor to moderate, 0.8 min only Too few"."""
+    by_clips = dataset_level(n_clips)[2]
+    by_minutes = dataset_level(DATASET_LEVELS[0][0], minutes)[2]
+    if by_clips == by_minutes:
+        return f"{n_clips} clips and {minutes:.1f} min both reach {by_clips}"
+    if dataset_level(n_clips, minutes)[2] == by_minutes:
+        return f"{n_clips} clips reach {by_clips}, {minutes:.1f} min only {by_minutes}"
+    return f"{minutes:.1f} min reach {by_minutes}, {n_clips} clips only {by_clips}"
+
+
 def duration_histogram(durations: list[float], low: float, high: float, width: int = 30) -> list[str]:
     """Text histogram of clip durations in 1 s bins from ``floor(low)`` to ``ceil(high)``."""
     edges = list(range(math.floor(low), math.ceil(high) + 1))
@@ -525,10 +536,10 @@ def format_summary(report: PrepareReport) -> str:
         lines.append(f"Clip durations, whole dataset ({len(dataset)} clips):")
         lines.extend(duration_histogram(durations, s.min_duration, s.max_duration))
     total_min = sum(r.duration_s for r in dataset) / 60
-    clips, minutes, quality, notes = dataset_level(len(dataset), total_min)
+    _clips, _minutes, quality, notes = dataset_level(len(dataset), total_min)
     lines.append(
         f"Dataset: {len(dataset)} clips, {total_min:.1f} min -> guide's Dataset Size vs Quality table: "
-        f"{quality} ({clips}, {minutes}: {notes}; the lower of what the clips and the minutes reach)"
+        f"{quality} ({notes}; {level_basis(len(dataset), total_min)})"
     )
     rank = [lvl[3] for lvl in DATASET_LEVELS].index(quality)
     if rank > 0:

@@ -63,9 +63,11 @@ DEFAULT_SPEAKER_THRESHOLD = 0.75
 scores clips of one speaker ~0.8-0.95 against that speaker's centroid and other speakers mostly under
 0.75 (its authors' demo threshold); a mixed dataset shows two humps in dataset_report.png, and
 ``--speaker-threshold`` moves the line between them."""
-LOW_BAK = 3.0
-"""DNSMOS background score under this: P.835's BAK scale says 3 = "noticeable but not intrusive"; under
-it the noise or music is intrusive enough for the model to learn it."""
+LOW_BAK = 2.5
+"""DNSMOS background score under this: between P.835's BAK 3 "noticeable but not intrusive" and 2
+"somewhat intrusive": noise or music loud enough for the model to learn it. Clean studio speech scores
+~4; clean synthetic speech 2.9-4.0; speech over white noise or a music bed at -6..-20 dB under it 1.4-2.2.
+"""
 LOW_SIG = 2.5
 """DNSMOS speech score under this: speech "fairly" to "very" distorted (P.835 SIG 2 = fairly distorted)."""
 OTHER_SPEAKER_SEVERITY = 2.0
