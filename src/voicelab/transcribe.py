@@ -631,6 +631,11 @@ class TranscribeSummary:
     excluded_path: Path | None = None
     report_path: Path | None = None
 
+    @property
+    def rowless(self) -> int:
+        """Clips done by an earlier run that have no row now (the user deleted it, or no speech found)."""
+        return self.kept - (self.rows - self.transcribed - len(self.missing))
+
 
 def transcribe_clips(
     clips: Sequence[Path],
@@ -646,7 +651,6 @@ def transcribe_clips(
 
     With ``quality``, each clip's audio measures are taken beside Whisper (and for clips an earlier run
     left unmeasured), the review weighs them, and the dataset report (and excluded.csv) are written.
-
     ``output`` is first rewritten (atomically) with the kept rows, then each new row is appended with
     flush + fsync, so the file is a valid CSV at every moment. At the end (and on Ctrl-C or an error)
     it is rewritten sorted, atomically.
@@ -681,12 +685,7 @@ def transcribe_clips(
             batch = plan.todo[start : start + step]
             ok, audios = _read_clips(batch, read, summary.failed)
             results = transcriber.transcribe_batch(audios) if audios else []  # type: ignore[union-attr]
-            measures: list[dict] = [{} for _ in audios]
-            if quality is not None and audios:
-                began = time.perf_counter()
-                measures = measure_quality(audios, quality.device)
-                summary.quality_s += time.perf_counter() - began
-                summary.measured += len(audios)
+            measures = _measure(audios, quality, summary)
             for clip, audio, result, m in zip(ok, audios, results, measures, strict=True):
                 duration = len(audio) / WHISPER_SAMPLE_RATE
                 logger.debug("%s (%.1f s): %r", clip.name, duration, result.text)
@@ -715,6 +714,25 @@ def transcribe_clips(
         except OSError as e:  # the appended file is already valid; sorting is a nicety
             logger.warning("%s left in transcription order, not sorted: %s", output, e)
 
+    _review(clips, rows, signals, read, quality, summary)
+    return summary
+
+
+def _measure(
+    audios: Sequence[np.ndarray], quality: QualityOptions | None, summary: TranscribeSummary
+) -> list[dict]:
+    """The audio measures of a batch (``{}`` each without ``quality``), timed into ``summary``."""
+    if quality is None or not audios:
+        return [{} for _ in audios]
+    began = time.perf_counter()
+    measures = measure_quality(audios, quality.device)
+    summary.quality_s += time.perf_counter() - began
+    summary.measured += len(audios)
+    return measures
+
+
+def _review(clips, rows, signals, read, quality: QualityOptions | None, summary: TranscribeSummary) -> None:
+    """The review CSV, and with ``quality`` excluded.csv and the dataset report."""
     summary.rows = len(rows)
     inputs = review_inputs(rows, signals, clips)
     reference = None
@@ -732,8 +750,7 @@ def transcribe_clips(
     summary.other_speaker = sum(any(r.startswith("other speaker") for r in i.quality_reasons) for i in items)
     summary.noisy = sum(any(not r.startswith("other speaker") for r in i.quality_reasons) for i in items)
     if quality is not None:
-        _finish_quality(output.parent, items, inputs, speakers, quality, summary)
-    return summary
+        _finish_quality(summary.output.parent, items, inputs, speakers, quality, summary)
 
 
 def _finish_quality(dataset_dir, items, inputs, speakers, quality: QualityOptions, summary) -> None:
