@@ -8,8 +8,9 @@ file                       written by        what
 ``{key}.wav``              prepare-audio     the clips: 16-bit mono WAV at 24 kHz, 3-13 s
 ``manifest.csv``           prepare-audio     one row per clip: source span, levels, how each edge was cut
 ``transcript.csv``         transcribe        ``filename,text``: the text of every clip (the guide's format)
-``transcript_signals.jsonl``  transcribe     Whisper's numbers per clip seen (resume and review)
+``transcript_signals.jsonl``  transcribe     Whisper's numbers and audio measures per clip seen
 ``transcript_review.csv``  transcribe        the clips worth a listen, riskiest first, with reasons
+``dataset_report.png``     transcribe        clip lengths, speaker similarity, DNSMOS, minutes per source
 ``excluded.csv``           a person/studio   ``filename,reason``: clips left out of training (text kept)
 ``sources_left_out.csv``   prepare-audio     recordings that failed or gave no clip, remembered until changed
 ``.snac_cache/``           train-lora        SNAC codes per clip, keyed by content
