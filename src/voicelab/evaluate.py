@@ -683,6 +683,10 @@ def write_outputs(eval_dir: Path, report: dict[str, Any], samples: Sequence[Samp
     return Path(eval_dir) / EVAL_FILE
 
 
+PRIVATE_SUMMARY_KEYS = ("closest_training_clip",)
+"""Left out of the public voice list: a dataset clip's name is a training detail (it is in eval.json)."""
+
+
 def read_eval_summary(voice_dir: Path) -> dict[str, Any] | None:
     """The headline numbers and verdicts of a voice's last evaluation (None when it has none or it is
     unreadable); read through ``resolve_inside`` so a planted symlink cannot leak another file."""
@@ -691,9 +695,10 @@ def read_eval_summary(voice_dir: Path) -> dict[str, Any] | None:
     try:
         path = resolve_inside(Path(voice_dir), f"{EVAL_DIR}/{EVAL_FILE}")
         data = json.loads(path.read_text(encoding="utf-8"))
+        public = {k: v for k, v in data["summary"].items() if k not in PRIVATE_SUMMARY_KEYS}
         return {
             "created_at": data["created_at"],
-            **data["summary"],
+            **public,
             "verdicts": {c["check"]: c["verdict"] for c in data["checks"]},
         }
     except (UnsafePathError, OSError, ValueError, KeyError, TypeError):
