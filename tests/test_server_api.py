@@ -402,7 +402,8 @@ def test_voices_and_models_list_the_served_voices(api):
     voices = api.get("/v1/audio/voices").json()["voices"]
     assert [v["id"] for v in voices] == ["alice", "bob"]
     # only what a client picks a voice by: no server paths, no training details
-    assert set(voices[0]) == {"id", "name", "object", "created_at"}
+    assert set(voices[0]) == {"id", "name", "object", "created_at", "evaluation"}
+    assert voices[0]["evaluation"] is None  # no `make evaluate` run yet (test_evaluate checks one that has)
     models = api.get("/v1/models").json()
     assert models["object"] == "list"
     assert [m["id"] for m in models["data"]] == ["orpheus", "alice", "bob"]
