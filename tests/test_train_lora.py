@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from voicelab import orpheus, testing
+from voicelab import models, orpheus, testing
 from voicelab.audio import write_wav
 from voicelab.cli import train_lora
 from voicelab.training import build, snac_codec
@@ -377,7 +377,7 @@ def test_greedy_generation_reproduces_the_training_clip(
     rc, data, voices = train_memoriser(tmp_path, tiny_orpheus_dir, tiny_snac_dir, steps=MEMORISE_STEPS)
     assert rc == 0
 
-    snac = snac_codec.load_snac(str(tiny_snac_dir))
+    snac = models.load_snac(str(tiny_snac_dir))
     audio = ds.load_clip_audio(ds.Clip("one", data / "one.wav", MEMORISE_TEXT))
     expected = orpheus.frames_to_tokens(snac_codec.encode_batch(snac, [audio])[0]).tolist()
 
