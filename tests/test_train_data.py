@@ -212,3 +212,22 @@ def test_encode_clips_uses_cache_and_reports_unreadable(snac, tmp_path):
         np.testing.assert_array_equal(first[name], second[name])
     _, stats = snac_codec.encode_clips(items[:1], snac, fp, cache=None, progress=False)
     assert stats.encoded == 1
+
+
+def test_give_default_modes_follows_the_umask(tmp_path):
+    """Files a writer made owner-only get what a plain open() would give under the current umask."""
+    import os
+
+    from voicelab.fileio import current_umask, give_default_modes
+
+    (tmp_path / "sub").mkdir()
+    for path in (tmp_path / "a.safetensors", tmp_path / "sub" / "b.json"):
+        path.write_bytes(b"x")
+        path.chmod(0o600)
+    previous = os.umask(0o027)
+    try:
+        assert current_umask() == 0o027
+        give_default_modes(tmp_path)
+    finally:
+        os.umask(previous)
+    assert {oct(p.stat().st_mode & 0o777) for p in tmp_path.rglob("*") if p.is_file()} == {oct(0o640)}

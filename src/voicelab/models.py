@@ -105,7 +105,7 @@ def check_tokenizer(tokenizer, base_model: str | Path) -> None:
         if got != expected:
             wrong[spelling] = got
     if wrong:
-        listed = ", ".join(f"{s} is {got}, not {CONTRACT_TOKENS[s]}" for s, got in wrong.items())
+        listed = "; ".join(f"{s} is id {got}, not {CONTRACT_TOKENS[s]}" for s, got in wrong.items())
         raise _not_orpheus(
             base_model, f"its tokenizer puts the Orpheus special tokens at other ids ({listed})"
         )

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from voicelab import __version__, models, orpheus
+from voicelab.fileio import give_default_modes
 from voicelab.training import dataset as ds
 from voicelab.training import report, snac_codec
 from voicelab.training.trainer import (
@@ -371,6 +372,9 @@ def _publish(req: TrainRequest, peft_model, metadata: VoiceMetadata, losses) -> 
         (staging / VOICE_FILE).write_text(metadata.to_json(), encoding="utf-8")
         report.write_loss_log(staging / report.LOSS_LOG_FILE, losses)
         report.plot_loss(staging / report.LOSS_PLOT_FILE, losses, f"{req.name}: LoRA training loss")
+        give_default_modes(
+            staging
+        )  # safetensors writes its file 0600: a vLLM run as another user must read it
         _replace_dir(staging, req.voice_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
