@@ -46,7 +46,8 @@ CONTRACT_TOKENS = {
 and the first audio token."""
 
 PRECISION_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
-"""Training's precision names and the torch dtypes they load the base model in."""
+"""Training's precision names and the torch dtypes they load the base model in (fp16 training keeps fp16
+base weights, for memory; peft keeps the adapter in fp32 for the loss scaler)."""
 
 
 class ModelLoadError(UsageError):
@@ -77,16 +78,14 @@ def offline_hint(model_id: str | Path, setting: str, holding: str, hub_id: str) 
     )
 
 
-def _cannot_load(kind: str, model_id: str | Path, error: Exception) -> str:
-    if kind == "SNAC model":
-        hint = offline_hint(
-            model_id, SNAC_MODEL_SETTING, " and ".join(SNAC_CHECKPOINT_FILES), DEFAULT_SNAC_MODEL
-        )
-    else:
-        hint = offline_hint(
-            model_id, BASE_MODEL_SETTING, "the Orpheus checkpoint and tokenizer", DEFAULT_BASE_MODEL
-        )
-    return f"cannot load the {kind} {str(model_id)!r} ({type(error).__name__}: {error}); {hint}"
+_BASE_MODEL_HINT = (BASE_MODEL_SETTING, "the Orpheus checkpoint and tokenizer", DEFAULT_BASE_MODEL)
+_SNAC_HINT = (SNAC_MODEL_SETTING, " and ".join(SNAC_CHECKPOINT_FILES), DEFAULT_SNAC_MODEL)
+
+
+def _cannot_load(kind: str, model_id: str | Path, error: Exception, hint: tuple[str, str, str]) -> str:
+    return f"cannot load the {kind} {str(model_id)!r} ({type(error).__name__}: {error}); " + offline_hint(
+        model_id, *hint
+    )
 
 
 def _not_orpheus(base_model: str | Path, what: str) -> ModelLoadError:
@@ -118,7 +117,7 @@ def load_tokenizer(base_model: str | Path):
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(base_model))
     except (OSError, ValueError) as e:
-        raise ModelLoadError(_cannot_load("base model", base_model, e)) from e
+        raise ModelLoadError(_cannot_load("base model", base_model, e, _BASE_MODEL_HINT)) from e
     check_tokenizer(tokenizer, base_model)
     return tokenizer
 
@@ -151,7 +150,7 @@ def load_base_model(base_model: str | Path, *, dtype=None, device: str | None = 
     try:
         model = AutoModelForCausalLM.from_pretrained(str(base_model), dtype=torch_dtype)
     except (OSError, ValueError) as e:
-        raise ModelLoadError(_cannot_load("base model", base_model, e)) from e
+        raise ModelLoadError(_cannot_load("base model", base_model, e, _BASE_MODEL_HINT)) from e
     vocab = model.get_input_embeddings().num_embeddings
     if vocab != orpheus.VOCAB_SIZE:
         raise _not_orpheus(
@@ -176,7 +175,7 @@ def load_snac(model_id: str | Path, device: str = "cpu"):
     try:
         model = SNAC.from_pretrained(str(model_id))
     except Exception as e:  # hub errors, missing files, bad state dicts: all mean "cannot load"
-        raise ModelLoadError(_cannot_load("SNAC model", model_id, e)) from e
+        raise ModelLoadError(_cannot_load("SNAC model", model_id, e, _SNAC_HINT)) from e
     rate = getattr(model, "sampling_rate", None)
     if rate != orpheus.SAMPLE_RATE:
         raise ModelLoadError(
@@ -191,7 +190,7 @@ def load_snac(model_id: str | Path, device: str = "cpu"):
 def snac_checkpoint_files(model_id: str | Path) -> list[Path] | None:
     """The files ``load_snac(model_id)`` would read, found without loading anything: a local folder's
     own files, or a hub id's files in the local hub cache (never the network). None when any is missing."""
-    folder = Path(model_id).expanduser()
+    folder = Path(model_id)  # as SNAC.from_pretrained decides: an existing folder, else a hub id
     if folder.is_dir():
         files = [folder / name for name in SNAC_CHECKPOINT_FILES]
         return files if all(f.is_file() for f in files) else None
