@@ -214,12 +214,7 @@ def inspect_voice_folder(
         refused = base_model_refusal(config.get("base_model_name_or_path"), metadata, base_model)
         if refused:
             return refused
-    voice = Voice(
-        name=name,
-        adapter_path=resolved,
-        prompt_prefix=prefix,
-        metadata=dict(vars(metadata)) if metadata else {},
-    )
+    voice = Voice(name=name, adapter_path=resolved, prompt_prefix=prefix)
     return VoiceEntry(voice=voice, rank=int(config["r"]), fingerprint=_fingerprint(folder), metadata=metadata)
 
 
