@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -250,3 +251,42 @@ def test_resolver_mode_names_voices_it_would_not_load(tmp_path, capsys):
     assert "resolver will not load voice alice" in err and "voice bob" not in err
     assert "voices: alice, bob" in out  # still servable statically: --voice-loading both
     assert cmd[2] == str(model)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def interpolate(value: str) -> str:
+    """Compose's ${NAME:-default} / ${NAME:?message}: the default, or a placeholder for a required value."""
+    return re.sub(r"\$\{(\w+)(?::-([^}]*)|:\?[^}]*)?\}", lambda m: m.group(2) or f"<{m.group(1)}>", value)
+
+
+def test_compose_file_runs_the_same_verified_vllm_command_and_settings():
+    import yaml
+
+    from voicelab.server.settings import ENV_PREFIX, Settings
+
+    compose = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())
+    vllm, api = compose["services"]["vllm"], compose["services"]["api"]
+    makefile_version = re.search(r"^VLLM_VERSION \?= (\S+)$", (ROOT / "Makefile").read_text(), re.M)[1]
+    assert vllm["image"] == f"vllm/vllm-openai:v{makefile_version}"
+    assert vllm["entrypoint"] == ["vllm", "serve"]
+    cmd = ["vllm", "serve", *(interpolate(str(c)) for c in vllm["command"])]
+    assert set(flags_of(cmd)) <= set(VLLM_SERVE_FLAGS), set(flags_of(cmd)) - set(VLLM_SERVE_FLAGS)
+    assert flag(cmd, "--api-server-count") == "1" and "--enable-lora" in cmd
+    assert int(flag(cmd, "--max-cpu-loras")) >= int(flag(cmd, "--max-loras"))
+    env = vllm["environment"]
+    assert {k for k in env if k.startswith("VLLM_")} == set(VLLM_ENV)
+    assert env["VLLM_PLUGINS"] == RESOLVER_PLUGIN_ENTRY_POINT
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in vllm["volumes"]}
+    assert mounts[env["VLLM_LORA_RESOLVER_CACHE_DIR"]] == "../voices"
+    # The API: known settings only, the same voices, the same base model string as vLLM's model argument.
+    api_env = api["environment"]
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    assert {k for k in api_env if k.startswith(ENV_PREFIX)} <= known
+    assert api_env["VOICELAB_VLLM_LORA_RESOLVER"] == "true"
+    assert api_env["VOICELAB_BASE_MODEL"] == cmd[2]
+    api_mounts = {v.split(":")[1]: v.split(":")[0] for v in api["volumes"]}
+    assert api_mounts[api_env["VOICELAB_VOICES_DIR"]] == "../voices"
+    assert api_env["VOICELAB_VLLM_URL"] == f"http://vllm:{flag(cmd, '--port')}"
+    assert (ROOT / "deploy" / api["build"]["dockerfile"].removeprefix("deploy/")).is_file()
