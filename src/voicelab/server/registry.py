@@ -380,7 +380,12 @@ class VoiceRegistry:
     async def _unload(self, engine: TokenEngine, name: str, report: ReloadReport) -> None:
         self._loaded.discard(name)
         if self.engine_resolves:
-            return  # each replica keeps what it resolved; see docs/deploy.md on retraining a voice
+            logger.warning(
+                "voice %s changed or was removed: vLLM replicas keep the adapter they already resolved until "
+                "they restart or get POST /v1/unload_lora_adapter (publish a retrained voice under a new name)",
+                name,
+            )
+            return
         try:
             await engine.unload_voice(name)
         except UnknownVoiceError:
