@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from voicelab import orpheus, testing
+from voicelab import dataset, orpheus, testing
 from voicelab.audio import write_wav
 from voicelab.cli import train_lora
 from voicelab.training import build, snac_codec
@@ -35,7 +35,7 @@ def write_transcript(folder: Path, rows) -> Path:
     path = folder / "transcript.csv"
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(ds.TRANSCRIPT_HEADER)
+        writer.writerow(dataset.TRANSCRIPT_HEADER)
         writer.writerows(rows)
     return path
 

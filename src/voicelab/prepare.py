@@ -13,30 +13,35 @@ leaves a manifest row without its clip. Sources already in the manifest are skip
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
 import re
 import tempfile
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from voicelab import orpheus, segment
 from voicelab.audio import AUDIO_SUFFIXES, AudioDecodeError, AudioError, AudioInfo, is_audio_file
-from voicelab.fileio import write_text_atomic
+from voicelab.dataset import (
+    INDEX_DIGITS,
+    MANIFEST_FILE,
+    ClipRecord,
+    ManifestError,
+    clip_filename,
+    indexed_key,
+    read_manifest,
+    write_manifest,
+)
+from voicelab.errors import UsageError
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_NAME = "manifest.csv"
 PEAK_CEILING_DBFS = -1.0
 """Highest peak a clip may reach after normalisation: 1 dB under full scale leaves room for int16
 rounding and for inter-sample peaks when the clip is resampled later (SNAC, playback)."""
-INDEX_DIGITS = 3
-"""Clip names are ``{stem}_{index:03d}.wav`` (the guide's naming); indexes past 999 just grow wider."""
 SECONDS_DECIMALS = 3  # manifest times to the millisecond
 DB_DECIMALS = 2
 SCRATCH_DTYPE = np.float32
@@ -54,16 +59,9 @@ DATASET_LEVELS = (
 )
 
 
-class PrepareError(Exception):
-    """Nothing can be prepared as asked; the message says why and what to do."""
-
-
-class NoAudioError(PrepareError):
-    """INPUT is missing, or holds no audio file."""
-
-
-class ManifestError(PrepareError):
-    """``manifest.csv`` in OUTPUT exists but cannot be read as one this tool wrote."""
+class PrepareError(UsageError):
+    """Nothing can be prepared as asked (INPUT missing or without audio, OUTPUT inside INPUT); the message
+    says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -87,50 +85,6 @@ class PrepareSettings:
             max_s=self.max_duration,
             pause_s=self.silence_min_len_ms / 1000,
             frame_s=hop / self.sample_rate,
-        )
-
-
-@dataclass(frozen=True)
-class ClipRecord:
-    """One manifest row. Times are seconds in the source; levels are dBFS of the written clip."""
-
-    clip: str
-    source: str
-    start_s: float
-    end_s: float
-    duration_s: float
-    rms_dbfs: float
-    peak_dbfs: float
-    gain_db: float
-    peak_limited: bool
-    """True when the gain was lowered so that no sample clips (the clip is quieter than the target)."""
-    start_cut: str
-    end_cut: str
-    """How each edge was cut: ``pause``, ``short-pause``, ``forced`` (inside speech) or ``file-edge``."""
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
-
-    def to_row(self) -> dict[str, str]:
-        row = {k: str(v) for k, v in asdict(self).items()}
-        row["peak_limited"] = "yes" if self.peak_limited else "no"
-        return row
-
-    @classmethod
-    def from_row(cls, row: dict[str, str]) -> ClipRecord:
-        return cls(
-            clip=row["clip"],
-            source=row["source"],
-            start_s=float(row["start_s"]),
-            end_s=float(row["end_s"]),
-            duration_s=float(row["duration_s"]),
-            rms_dbfs=float(row["rms_dbfs"]),
-            peak_dbfs=float(row["peak_dbfs"]),
-            gain_db=float(row["gain_db"]),
-            peak_limited=row["peak_limited"] == "yes",
-            start_cut=row["start_cut"],
-            end_cut=row["end_cut"],
         )
 
 
@@ -190,11 +144,11 @@ def find_sources(input_path: Path) -> list[tuple[Path, str]]:
     """Audio files under ``input_path`` (recursive, sorted) or the file itself, each with its manifest key:
     the path relative to the input folder, in POSIX form (the file name for a single file)."""
     if not input_path.exists():
-        raise NoAudioError(f"INPUT {input_path} does not exist")
+        raise PrepareError(f"INPUT {input_path} does not exist")
     suffixes = " ".join(sorted(AUDIO_SUFFIXES))
     if input_path.is_file():
         if input_path.suffix.lower() not in AUDIO_SUFFIXES:
-            raise NoAudioError(f"INPUT {input_path} is not an audio file (supported: {suffixes})")
+            raise PrepareError(f"INPUT {input_path} is not an audio file (supported: {suffixes})")
         return [(input_path, input_path.name)]
     found = [
         (p, p.relative_to(input_path).as_posix())
@@ -202,7 +156,7 @@ def find_sources(input_path: Path) -> list[tuple[Path, str]]:
         if is_audio_file(p) and not any(part.startswith(".") for part in p.relative_to(input_path).parts)
     ]
     if not found:
-        raise NoAudioError(f"INPUT {input_path} holds no audio files (looked for: {suffixes})")
+        raise PrepareError(f"INPUT {input_path} holds no audio files (looked for: {suffixes})")
     return sorted(found, key=lambda item: item[1])
 
 
@@ -227,45 +181,8 @@ def clip_stem(source_key: str, taken: set[str]) -> str:
     return f"{candidates[-1]}_{n}"
 
 
-def clip_name(stem: str, index: int) -> str:
-    return f"{stem}_{index:0{INDEX_DIGITS}d}.wav"
-
-
 def _stem_of(clip: str) -> str:
     return clip.rsplit("_", 1)[0]
-
-
-# ------------------------------------------------------------------------------------------- manifest
-
-
-def read_manifest(path: Path) -> list[ClipRecord]:
-    """Rows of an existing manifest (``[]`` when there is none)."""
-    if not path.exists():
-        return []
-    expected = ClipRecord.field_names()
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames != expected:
-            raise ManifestError(
-                f"{path} has columns {reader.fieldnames}, not {expected}: it was not written by this tool "
-                "(or by another version); move it away or rerun with --overwrite"
-            )
-        try:
-            return [ClipRecord.from_row(row) for row in reader]
-        except (KeyError, TypeError, ValueError) as e:
-            raise ManifestError(
-                f"{path} line {reader.line_num}: unreadable row ({e}); use --overwrite"
-            ) from e
-
-
-def write_manifest(path: Path, records: Iterable[ClipRecord]) -> None:
-    """Write all rows atomically (the old manifest stays intact until the new one is complete)."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=ClipRecord.field_names(), lineterminator="\n")
-    writer.writeheader()
-    for record in records:
-        writer.writerow(record.to_row())
-    write_text_atomic(path, buffer.getvalue())
 
 
 # ------------------------------------------------------------------------------------------ clip maths
@@ -360,8 +277,8 @@ def prepare_source(
             audio, gain_db, limited = normalise(
                 apply_fades(_read_span(scratch, start, stop), fade_samples), settings.target_loudness
             )
-            name = clip_name(stem, index)
-            write_wav(output_dir / name, audio, rate)
+            name = indexed_key(stem, index)
+            write_wav(output_dir / clip_filename(name), audio, rate)
             result.records.append(
                 ClipRecord(
                     clip=name,
@@ -384,8 +301,9 @@ def prepare_source(
 def _remove_orphans(output_dir: Path, stem: str, keep: set[str]) -> None:
     """Delete ``{stem}_NNN.wav`` clips that no manifest row lists (left by a crash or an older run)."""
     pattern = re.compile(re.escape(stem) + rf"_\d{{{INDEX_DIGITS},}}\.wav")
+    keep_files = {clip_filename(key) for key in keep}
     for path in output_dir.iterdir():
-        if pattern.fullmatch(path.name) and path.name not in keep:
+        if pattern.fullmatch(path.name) and path.name not in keep_files:
             logger.info("removing %s: no manifest row lists it", path)
             path.unlink()
 
@@ -401,7 +319,7 @@ def prepare_dataset(
     """Prepare every audio file under ``input_path`` into ``output_dir`` (see the module docstring).
 
     A source that fails is logged (one line naming it and the reason) and recorded in the report; the
-    others go on. Raises ``NoAudioError``, ``PrepareError`` or ``ManifestError`` when nothing can start.
+    others go on. Raises ``PrepareError`` or ``dataset.ManifestError`` when nothing can start.
     """
     from tqdm import tqdm
 
@@ -409,7 +327,7 @@ def prepare_dataset(
     check_paths(input_path, output_dir)
     sources = find_sources(input_path)
     output_dir.mkdir(parents=True, exist_ok=True)
-    manifest_path = output_dir / MANIFEST_NAME
+    manifest_path = output_dir / MANIFEST_FILE
     if overwrite:
         _clear_previous(output_dir, manifest_path)
     records = read_manifest(manifest_path)
@@ -503,7 +421,7 @@ def _clear_previous(output_dir: Path, manifest_path: Path) -> None:
         logger.warning("%s; it is replaced", e)
         old = []
     for record in old:
-        (output_dir / record.clip).unlink(missing_ok=True)
+        (output_dir / clip_filename(record.clip)).unlink(missing_ok=True)
     manifest_path.unlink(missing_ok=True)
 
 
@@ -557,12 +475,12 @@ def format_summary(report: PrepareReport) -> str:
     if limited:
         lines.append(
             f"  {limited} clip(s) peak-limited: quieter than {s.target_loudness:g} dBFS RMS so that no sample "
-            f"clips (peak_limited=yes in {MANIFEST_NAME})"
+            f"clips (peak_limited=yes in {MANIFEST_FILE})"
         )
     inside = [r for r in new if segment.CUT_FORCED in (r.start_cut, r.end_cut)]
     if inside:
         lines.append(
-            f"  {len(inside)} clip(s) cut inside speech with no pause to cut at (cut=forced in {MANIFEST_NAME}): "
+            f"  {len(inside)} clip(s) cut inside speech with no pause to cut at (cut=forced in {MANIFEST_FILE}): "
             "listen to them, or raise --silence-threshold (e.g. -35) so the gaps between words count as silence"
         )
     silent = [r.source for r in done if not r.records]

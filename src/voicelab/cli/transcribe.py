@@ -13,6 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from voicelab import dataset
+
 # voicelab.transcribe imports only numpy at module level (whisper/torch load inside functions).
 from voicelab import transcribe as tr
 from voicelab.cli.common import (
@@ -24,7 +26,7 @@ from voicelab.cli.common import (
     positive_int,
     setup_logging,
 )
-from voicelab.transcript import TranscriptFormatError
+from voicelab.errors import UsageError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,14 +101,14 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    output = args.output or args.input_dir / tr.DEFAULT_OUTPUT_NAME
+    output = args.output or args.input_dir / dataset.TRANSCRIPT_FILE
     try:
-        clips = tr.find_clips(args.input_dir)
+        clips = dataset.find_clips(args.input_dir)
         language = tr.normalize_language(args.language)
         tr.check_model(args.backend, args.model)
         plan = tr.plan_resume(clips, output, overwrite=args.overwrite)
-    except (tr.TranscribeError, TranscriptFormatError) as e:
-        if isinstance(e, TranscriptFormatError):
+    except UsageError as e:
+        if isinstance(e, dataset.TranscriptFormatError):
             e = f"{e}\nrefusing to overwrite it: pass another --output, or fix or move that file"
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -21,7 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from voicelab import __version__, orpheus
+from voicelab import __version__, dataset, orpheus
+from voicelab.errors import UsageError
 from voicelab.training import dataset as ds
 from voicelab.training import report, snac_codec
 from voicelab.training.trainer import (
@@ -49,22 +50,17 @@ from voicelab.voice import (
 
 logger = logging.getLogger(__name__)
 
-CACHE_DIR_NAME = ".snac_cache"
 STAGING_PREFIX = ".staging-"
 CHECKPOINTS_PREFIX = ".checkpoints-"
 MAX_SKIPPED_LOGGED = 20
 
 
-class VoiceExistsError(FileExistsError):
+class VoiceExistsError(UsageError):
     """The voice folder exists and ``--overwrite`` was not given."""
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UsageError):
     """``--resume`` without a checkpoint, or stale checkpoints and neither ``--resume`` nor ``--overwrite``."""
-
-
-class NoUsableDataError(ds.DatasetError):
-    """Every row of the dataset was skipped."""
 
 
 class AdapterRejectedError(RuntimeError):
@@ -126,10 +122,9 @@ class TrainResult:
 # --- data ------------------------------------------------------------------------------------------
 def prepare_examples(req: TrainRequest, tokenizer, *, progress: bool = True) -> PreparedData:
     """Transcript + WAVs -> training sequences (through the contract), SNAC codes cached per clip."""
-    transcript = req.transcript or Path(req.dataset_dir) / ds.TRANSCRIPT_FILE
-    if not Path(req.dataset_dir).is_dir():
-        raise ds.DatasetError(f"{req.dataset_dir}: dataset folder not found (run `make prepare-audio` first)")
-    rows, skipped = ds.read_transcript(transcript)
+    dataset_dir = dataset.require_dataset_dir(req.dataset_dir)
+    transcript = req.transcript or dataset_dir / dataset.TRANSCRIPT_FILE
+    rows, skipped = ds.read_training_rows(transcript, dataset.read_exclusions(dataset_dir))
     n_rows = len(rows) + len(skipped)  # skipped so far: empty text, malformed lines
     clips, missing = ds.resolve_clips(req.dataset_dir, rows)
     skipped += missing
@@ -138,7 +133,7 @@ def prepare_examples(req: TrainRequest, tokenizer, *, progress: bool = True) -> 
     fingerprint = snac_codec.model_fingerprint(req.snac_model, snac)
     cache = None
     if req.use_cache:
-        cache = snac_codec.CodeCache(req.cache_dir or Path(req.dataset_dir) / CACHE_DIR_NAME)
+        cache = snac_codec.CodeCache(req.cache_dir or Path(req.dataset_dir) / dataset.CACHE_DIR)
 
     def unreadable(name: str, error: Exception) -> None:
         skipped.append(ds.Skipped(name, f"unreadable audio: {error}"))
@@ -183,7 +178,7 @@ def prepare_examples(req: TrainRequest, tokenizer, *, progress: bool = True) -> 
         )
     _log_skipped(skipped)
     if not examples:
-        raise NoUsableDataError(
+        raise dataset.DatasetError(
             f"no usable clip in {req.dataset_dir}: {n_rows} rows, "
             f"{len(skipped)} skipped (see the messages above)"
         )
@@ -216,8 +211,7 @@ def check_request(req: TrainRequest) -> Path | None:
     from transformers.trainer_utils import get_last_checkpoint
 
     validate_voice_name(req.name)
-    if not Path(req.dataset_dir).is_dir():
-        raise ds.DatasetError(f"{req.dataset_dir}: dataset folder not found (run `make prepare-audio` first)")
+    dataset.require_dataset_dir(req.dataset_dir)
     if req.voice_dir.exists() and not req.overwrite:
         raise VoiceExistsError(f"{req.voice_dir} already exists: pass --overwrite to replace it")
     check_device(req.train.device, "--device")
@@ -271,7 +265,7 @@ def train_voice(req: TrainRequest, *, extra_callbacks=()) -> TrainResult:
     if state.is_main_process:
         try:
             prepared = prepare_examples(req, tokenizer, progress=progress)
-        except (ds.DatasetError, snac_codec.SnacLoadError, orpheus.ContractError) as e:
+        except (UsageError, orpheus.ContractError) as e:
             prepared = e
     else:
         prepared = None
