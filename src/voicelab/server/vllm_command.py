@@ -172,11 +172,6 @@ def vllm_environment(
     return env
 
 
-def environment_changes(base_env: Mapping[str, str], env: Mapping[str, str]) -> dict[str, str]:
-    """The variables ``env`` sets or changes relative to ``base_env`` (what a printed command needs)."""
-    return {k: v for k, v in env.items() if base_env.get(k) != v}
-
-
 def resolver_mismatches(adapters_base_models: Mapping[str, str | None], served_model: str) -> dict[str, str]:
     """Voices vLLM's filesystem resolver would not load, with the reason.
 
