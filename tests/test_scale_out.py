@@ -32,22 +32,23 @@ from starlette.routing import Route
 from voicelab import orpheus
 from voicelab.server.app import create_app
 from voicelab.server.settings import Settings
+from voicelab.testing.fake_vllm import FakeVLLMServer
 from voicelab.testing.server import ServerThread
 from voicelab.testing.voices import write_voice_folder
 
-FRAMES = 40
-"""Audio frames every replica generates per request (a fixed length keeps the checks exact)."""
-
-REPLICA_SCRIPT = f"""
+REPLICA_SCRIPT = """
 import sys
 from voicelab.testing.fake_vllm import FakeVLLMServer
 base, voices, delay = sys.argv[1], sys.argv[2], float(sys.argv[3])
-server = FakeVLLMServer(base_model=base, lora_resolver_dir=voices, frames_per_prompt={FRAMES},
-                        tokens_per_chunk=7, token_delay=delay).start()
+server = FakeVLLMServer(base_model=base, lora_resolver_dir=voices, tokens_per_chunk=7, token_delay=delay).start()
 print(server.url, flush=True)
 sys.stdin.read()  # until the test closes stdin (or kills this process)
 server.stop()
 """
+SLOW_CHUNK_S = 0.1
+"""Seconds between the kill test's token chunks (one frame each): a long text streams for seconds."""
+LONG_TEXT = " ".join(["word"] * 45) + "."
+"""One piece of text (below the synthesizer's split size): one completion, ~30 frames, ~3 s at SLOW_CHUNK_S."""
 
 
 @dataclass
@@ -174,10 +175,12 @@ def speak(api_url: str, voice: str, text: str = "Hello there.") -> httpx.Respons
     return httpx.post(f"{api_url}/v1/audio/speech", json=body, timeout=60)
 
 
-def assert_whole_speech(response: httpx.Response) -> None:
+def assert_whole_speech(response: httpx.Response, tokenizer, text: str, prefix: str) -> None:
+    """A 200 whose WAV holds every frame the replica generated for this prompt (nothing lost or cut)."""
     assert response.status_code == 200, response.text
     samples, rate = sf.read(io.BytesIO(response.content), dtype="float32")
-    assert rate == orpheus.SAMPLE_RATE and len(samples) == FRAMES * orpheus.SAMPLES_PER_FRAME
+    n_frames = FakeVLLMServer().n_frames_for(orpheus.inference_prompt_ids(tokenizer, text, prefix))
+    assert rate == orpheus.SAMPLE_RATE and len(samples) == n_frames * orpheus.SAMPLES_PER_FRAME
 
 
 def served_models(replica_: Replica) -> list[str]:
@@ -192,13 +195,13 @@ def voices_dir(tmp_path, tiny_orpheus_dir) -> Path:
 
 
 def test_a_voice_published_after_start_up_is_served_by_every_replica_without_a_reload(
-    tiny_orpheus_dir, tiny_snac_dir, voices_dir
+    tiny_orpheus_dir, tiny_snac_dir, tiny_tokenizer, voices_dir
 ):
     with scaled_out(tiny_orpheus_dir, tiny_snac_dir, voices_dir) as (api, router, replicas):
         publish_voice(voices_dir, "carol", str(tiny_orpheus_dir))
         first, second = speak(api, "carol"), speak(api, "carol", "And again.")
-        assert_whole_speech(first)
-        assert_whole_speech(second)
+        assert_whole_speech(first, tiny_tokenizer, "Hello there.", "carol: ")
+        assert_whole_speech(second, tiny_tokenizer, "And again.", "carol: ")
         assert sorted(router.replicas_for("/v1/completions")) == [0, 1]  # one request on each replica
         assert all("carol" in served_models(r) for r in replicas)  # each resolved voices/carol itself
         assert router.replicas_for("/v1/load_lora_adapter") == []  # no load call, at start-up or since
@@ -227,11 +230,12 @@ def sse_events(response: httpx.Response) -> Iterator[dict]:
 
 
 def test_a_replica_killed_mid_stream_ends_that_stream_with_an_error_and_the_other_keeps_serving(
-    tiny_orpheus_dir, tiny_snac_dir, voices_dir
+    tiny_orpheus_dir, tiny_snac_dir, tiny_tokenizer, voices_dir
 ):
-    body = {"model": "orpheus", "voice": "alice", "input": "A long story.", "stream_format": "sse"}
+    body = {"model": "orpheus", "voice": "alice", "input": LONG_TEXT, "stream_format": "sse"}
     body["response_format"] = "pcm"
-    with scaled_out(tiny_orpheus_dir, tiny_snac_dir, voices_dir, token_delay=0.02) as (api, router, replicas):
+    slow = SLOW_CHUNK_S
+    with scaled_out(tiny_orpheus_dir, tiny_snac_dir, voices_dir, token_delay=slow) as (api, router, replicas):
         with httpx.stream("POST", f"{api}/v1/audio/speech", json=body, timeout=60) as response:
             assert response.status_code == 200
             events = sse_events(response)
@@ -240,13 +244,13 @@ def test_a_replica_killed_mid_stream_ends_that_stream_with_an_error_and_the_othe
             victim = router.replicas_for("/v1/completions")[-1]
             replicas[victim].kill()
             rest = list(events)
+        assert len(router.replicas_for("/v1/completions")) == 1  # the text was one piece, one completion
         assert rest[-1]["type"] == "error"
         assert rest[-1]["error"]["code"] == "engine_unavailable"
         assert all(e["type"] != "speech.audio.done" for e in rest)
 
-        after = [speak(api, voice) for voice in ("alice", "alice", "alice")]
-        for response in after:
-            assert_whole_speech(response)
+        for _ in range(3):
+            assert_whole_speech(speak(api, "alice", "Hi."), tiny_tokenizer, "Hi.", "alice: ")
         survivor = 1 - victim
         assert router.replicas_for("/v1/completions")[-3:] == [survivor] * 3
         assert httpx.get(f"{api}/health").status_code == 200
