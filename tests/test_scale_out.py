@@ -47,8 +47,9 @@ server.stop()
 """
 SLOW_CHUNK_S = 0.1
 """Seconds between the kill test's token chunks (one frame each): a long text streams for seconds."""
-LONG_TEXT = " ".join(["word"] * 45) + "."
-"""One piece of text (below the synthesizer's split size): one completion, ~30 frames, ~3 s at SLOW_CHUNK_S."""
+LONG_TEXT = " ".join(["word"] * 13) + "."
+"""One piece for the synthesizer (~53 text tokens with the tiny tokenizer, under its 60-token split size):
+one completion of ~34 frames, ~3.4 s at SLOW_CHUNK_S, so the kill lands while it streams."""
 
 
 @dataclass
