@@ -52,7 +52,11 @@ def build_parser(defaults) -> argparse.ArgumentParser:
         "--gpu-memory-utilization", type=float, default=vc.DEFAULT_GPU_MEMORY_UTILIZATION, help="GPU share"
     )
     parser.add_argument(
-        "--max-lora-rank", type=int, default=None, help="default: smallest allowed value fitting every voice"
+        "--max-lora-rank",
+        type=int,
+        default=None,
+        help="default: smallest allowed value fitting every voice (with the resolver, also voices trained "
+        "later: up to --skip-rank-above)",
     )
     parser.add_argument(
         "--skip-rank-above",
