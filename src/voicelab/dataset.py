@@ -11,6 +11,7 @@ file                       written by        what
 ``transcript_signals.jsonl``  transcribe     Whisper's numbers per clip seen (resume and review)
 ``transcript_review.csv``  transcribe        the clips worth a listen, riskiest first, with reasons
 ``excluded.csv``           a person/studio   ``filename,reason``: clips left out of training (text kept)
+``sources_left_out.csv``   prepare-audio     recordings that failed or gave no clip, remembered until changed
 ``.snac_cache/``           train-lora        SNAC codes per clip, keyed by content
 =========================  ================  =========================================================
 
@@ -39,6 +40,7 @@ MANIFEST_FILE = "manifest.csv"
 SIGNALS_FILE = "transcript_signals.jsonl"
 REVIEW_FILE = "transcript_review.csv"
 EXCLUDED_FILE = "excluded.csv"
+SOURCES_LEFT_OUT_FILE = "sources_left_out.csv"
 CACHE_DIR = ".snac_cache"
 ENCODING = "utf-8"
 INDEX_DIGITS = 3
@@ -330,4 +332,66 @@ def write_manifest(path: Path, records: Iterable[ClipRecord]) -> None:
     writer.writeheader()
     for record in records:
         writer.writerow(record.to_row())
+    write_text_atomic(path, buffer.getvalue())
+
+
+# ------------------------------------------------------------------------------ sources_left_out.csv
+
+
+@dataclass(frozen=True)
+class SourceLeftOut:
+    """A recording prepare-audio could not use, remembered so a rerun neither retries nor re-reports it
+    while the file is unchanged (same size and modification time)."""
+
+    source: str
+    size: int
+    mtime_ns: int
+    reason: str
+
+    def matches(self, path: Path) -> bool:
+        try:
+            stat = path.stat()
+        except OSError:
+            return False
+        return (stat.st_size, stat.st_mtime_ns) == (self.size, self.mtime_ns)
+
+    @classmethod
+    def of(cls, path: Path, source: str, reason: str) -> SourceLeftOut:
+        try:
+            stat = path.stat()
+        except OSError:
+            return cls(source, -1, -1, reason)
+        return cls(source, stat.st_size, stat.st_mtime_ns, reason)
+
+
+def read_sources_left_out(dataset_dir: Path | str) -> dict[str, SourceLeftOut]:
+    """Recordings left out by earlier runs, by source key (``{}`` when none; an unreadable file is ignored)."""
+    path = Path(dataset_dir) / SOURCES_LEFT_OUT_FILE
+    if not path.exists():
+        return {}
+    try:
+        with path.open(newline="", encoding=ENCODING) as f:
+            return {
+                row["source"]: SourceLeftOut(
+                    row["source"], int(row["size"]), int(row["mtime_ns"]), row["reason"]
+                )
+                for row in csv.DictReader(f)
+            }
+    except (OSError, KeyError, TypeError, ValueError, csv.Error) as e:
+        logger.warning("%s unreadable (%s): every recording not in the manifest is tried again", path, e)
+        return {}
+
+
+def write_sources_left_out(dataset_dir: Path | str, notes: Mapping[str, SourceLeftOut]) -> None:
+    """Replace ``sources_left_out.csv`` atomically (removed when nothing is left out)."""
+    path = Path(dataset_dir) / SOURCES_LEFT_OUT_FILE
+    if not notes:
+        path.unlink(missing_ok=True)
+        return
+    names = [f.name for f in fields(SourceLeftOut)]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=names, lineterminator="\n")
+    writer.writeheader()
+    for key in sorted(notes):
+        writer.writerow(asdict(notes[key]))
     write_text_atomic(path, buffer.getvalue())

@@ -28,12 +28,16 @@ from voicelab.audio import AUDIO_SUFFIXES, AudioDecodeError, AudioError, AudioIn
 from voicelab.dataset import (
     INDEX_DIGITS,
     MANIFEST_FILE,
+    SOURCES_LEFT_OUT_FILE,
     ClipRecord,
     ManifestError,
+    SourceLeftOut,
     clip_filename,
     indexed_key,
     read_manifest,
+    read_sources_left_out,
     write_manifest,
+    write_sources_left_out,
 )
 from voicelab.errors import UsageError
 
@@ -111,6 +115,8 @@ class PrepareReport:
     results: list[SourceResult] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     """Sources already in the manifest, left as they were."""
+    remembered: list[SourceLeftOut] = field(default_factory=list)
+    """Sources an earlier run left out (failed, or no clip), unchanged since: not tried again."""
     dataset: list[ClipRecord] = field(default_factory=list)
     """Every row of the manifest after this run: earlier runs included."""
 
@@ -308,18 +314,73 @@ def _remove_orphans(output_dir: Path, stem: str, keep: set[str]) -> None:
             path.unlink()
 
 
+@dataclass
+class _Run:
+    """What every source of one run shares: where clips go, the manifest so far, the stems taken, and the
+    recordings left out (remembered in ``sources_left_out.csv``)."""
+
+    output_dir: Path
+    settings: PrepareSettings
+    records: list[ClipRecord]
+    left_out: dict[str, SourceLeftOut]
+    stems: dict[str, str] = field(default_factory=dict)
+
+    def leave_out(self, path: Path, key: str, reason: str) -> None:
+        self.left_out[key] = SourceLeftOut.of(path, key, reason)
+        write_sources_left_out(self.output_dir, self.left_out)
+
+    def prepare(self, key: str, path: Path, info: AudioInfo | AudioError, bar) -> SourceResult:
+        """One source: its clips written and its manifest rows saved, or the reason it gave none."""
+        if isinstance(info, AudioError):
+            logger.error("%s", info)
+            self.leave_out(path, key, str(info))
+            return SourceResult(source=key, error=str(info))
+        stem = clip_stem(key, set(self.stems.values()))
+        _remove_orphans(self.output_dir, stem, {r.clip for r in self.records})
+        tracker = _SourceProgress(bar, (info.duration_s or 0.0) / 60)
+        try:
+            result = prepare_source(info, key, stem, self.output_dir, self.settings, tracker.advance)
+        except AudioError as e:
+            logger.error("%s", e)
+            self.leave_out(path, key, str(e))
+            return SourceResult(source=key, error=str(e))
+        finally:
+            tracker.finish()
+        if not result.records:
+            why = "silence only" if result.short_speech_s == 0 else "speech too short for a clip"
+            logger.warning("%s: no clips (%s)", info.path, why)
+            self.leave_out(path, key, f"no clips: {why}")
+            return result
+        self.stems[key] = stem
+        self.records.extend(result.records)
+        write_manifest(self.output_dir / MANIFEST_FILE, self.records)
+        if self.left_out.pop(key, None) is not None:
+            write_sources_left_out(self.output_dir, self.left_out)
+        logger.info(
+            "%s: %.1f s -> %d clip(s), %.1f s kept",
+            key,
+            result.duration_s,
+            len(result.records),
+            result.clip_s,
+        )
+        return result
+
+
 def prepare_dataset(
     input_path: Path,
     output_dir: Path,
     settings: PrepareSettings | None = None,
     *,
     overwrite: bool = False,
+    retry_left_out: bool = False,
     progress: bool = True,
 ) -> PrepareReport:
     """Prepare every audio file under ``input_path`` into ``output_dir`` (see the module docstring).
 
-    A source that fails is logged (one line naming it and the reason) and recorded in the report; the
-    others go on. Raises ``PrepareError`` or ``dataset.ManifestError`` when nothing can start.
+    A source that fails is logged (one line naming it and the reason) and recorded in the report and in
+    ``sources_left_out.csv``; the others go on. A rerun skips sources already in the manifest, and those
+    left out before and unchanged since (unless ``retry_left_out``). Raises ``PrepareError`` or
+    ``dataset.ManifestError`` when nothing can start.
     """
     from tqdm import tqdm
 
@@ -327,63 +388,44 @@ def prepare_dataset(
     check_paths(input_path, output_dir)
     sources = find_sources(input_path)
     output_dir.mkdir(parents=True, exist_ok=True)
-    manifest_path = output_dir / MANIFEST_FILE
     if overwrite:
-        _clear_previous(output_dir, manifest_path)
-    records = read_manifest(manifest_path)
-    done = {r.source for r in records}
-    stems = {r.source: _stem_of(r.clip) for r in records}
+        _clear_previous(output_dir)
+    run = _Run(
+        output_dir, settings, read_manifest(output_dir / MANIFEST_FILE), read_sources_left_out(output_dir)
+    )
+    run.stems = {r.source: _stem_of(r.clip) for r in run.records}
     report = PrepareReport(output=output_dir, settings=settings)
-    todo: list[tuple[str, AudioInfo | AudioError]] = []
-    for path, key in sources:
-        if key in done:
-            report.skipped.append(key)
-            continue
-        todo.append((key, _probe(path)))
-    if report.skipped:
-        logger.info(
-            "%d source(s) already in %s: skipped (use --overwrite to redo)",
-            len(report.skipped),
-            manifest_path,
-        )
-    total_min = sum((i.duration_s or 0.0) / 60 for _, i in todo if isinstance(i, AudioInfo))
+    todo = _plan(sources, run, report, retry_left_out)
+    total_min = sum((i.duration_s or 0.0) / 60 for _, _, i in todo if isinstance(i, AudioInfo))
     bar_format = "{l_bar}{bar}| {n:.1f}/{total:.1f} audio min [{elapsed}<{remaining}] {postfix}"
     # disable=None: tqdm stays quiet when stderr is not a terminal, so logs hold no bar redraws
     with tqdm(total=total_min, bar_format=bar_format, disable=None if progress and todo else True) as bar:
-        for key, info in todo:
+        for key, path, info in todo:
             bar.set_postfix_str(key, refresh=False)
-            if isinstance(info, AudioError):
-                logger.error("%s", info)
-                report.results.append(SourceResult(source=key, error=str(info)))
-                continue
-            stem = clip_stem(key, set(stems.values()))
-            _remove_orphans(output_dir, stem, {r.clip for r in records})
-            tracker = _SourceProgress(bar, (info.duration_s or 0.0) / 60)
-            try:
-                result = prepare_source(info, key, stem, output_dir, settings, tracker.advance)
-            except AudioError as e:
-                logger.error("%s", e)
-                report.results.append(SourceResult(source=key, error=str(e)))
-                continue
-            finally:
-                tracker.finish()
-            report.results.append(result)
-            if not result.records:
-                why = "silence only" if result.short_speech_s == 0 else "speech too short for a clip"
-                logger.warning("%s: no clips (%s)", info.path, why)
-                continue
-            stems[key] = stem
-            records.extend(result.records)
-            write_manifest(manifest_path, records)
-            logger.info(
-                "%s: %.1f s -> %d clip(s), %.1f s kept",
-                key,
-                result.duration_s,
-                len(result.records),
-                result.clip_s,
-            )
-    report.dataset = records
+            report.results.append(run.prepare(key, path, info, bar))
+    report.dataset = run.records
     return report
+
+
+def _plan(
+    sources: list[tuple[Path, str]], run: _Run, report: PrepareReport, retry_left_out: bool
+) -> list[tuple[str, Path, AudioInfo | AudioError]]:
+    """The sources this run works on, each probed; the others go to ``report.skipped``/``remembered``."""
+    done = {r.source for r in run.records}
+    todo = []
+    for path, key in sources:
+        note = run.left_out.get(key)
+        if key in done:
+            report.skipped.append(key)
+        elif note is not None and not retry_left_out and note.matches(path):
+            report.remembered.append(note)
+        else:
+            todo.append((key, path, _probe(path)))
+    if report.skipped:
+        logger.info(
+            "%d source(s) already in the manifest: skipped (--overwrite redoes them)", len(report.skipped)
+        )
+    return todo
 
 
 class _SourceProgress:
@@ -413,8 +455,10 @@ def _probe(path: Path) -> AudioInfo | AudioError:
         return e
 
 
-def _clear_previous(output_dir: Path, manifest_path: Path) -> None:
-    """--overwrite: delete the clips the old manifest lists, then the manifest itself."""
+def _clear_previous(output_dir: Path) -> None:
+    """--overwrite: delete the clips the old manifest lists, the manifest, and what was left out."""
+    manifest_path = output_dir / MANIFEST_FILE
+    write_sources_left_out(output_dir, {})
     try:
         old = read_manifest(manifest_path)
     except ManifestError as e:
@@ -482,6 +526,12 @@ def format_summary(report: PrepareReport) -> str:
         lines.append(
             f"  {len(inside)} clip(s) cut inside speech with no pause to cut at (cut=forced in {MANIFEST_FILE}): "
             "listen to them, or raise --silence-threshold (e.g. -35) so the gaps between words count as silence"
+        )
+    if report.remembered:
+        lines.append(
+            f"  {len(report.remembered)} file(s) left out by an earlier run and unchanged since, not tried again "
+            f"(why: {SOURCES_LEFT_OUT_FILE}; fix or replace them, or rerun with --retry-failed): "
+            + ", ".join(note.source for note in report.remembered)
         )
     silent = [r.source for r in done if not r.records]
     if silent:

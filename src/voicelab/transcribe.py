@@ -506,6 +506,11 @@ class TranscribeSummary:
     missing: list[str] = field(default_factory=list)  # rows kept whose clip is gone (ResumePlan.missing)
     changed: list[str] = field(default_factory=list)  # clips redone because their audio changed
 
+    @property
+    def rowless(self) -> int:
+        """Clips done by an earlier run that have no row now (the user deleted it, or no speech found)."""
+        return self.kept - (self.rows - self.transcribed - len(self.missing))
+
 
 def transcribe_clips(
     clips: Sequence[Path],

@@ -1,6 +1,7 @@
 """Start vLLM for the Orpheus base model with every valid voice in voices/ as a LoRA adapter.
 
     make vllm                          # .venv-vllm/bin/vllm, voices/, base model from VOICELAB_BASE_MODEL
+                                       # (the environment, then .env, as the API reads them)
     make vllm ARGS="--dry-run"         # print the command only
     make vllm ARGS="--data-parallel-size 2 --lora-resolver"   # 2 GPUs, one endpoint, voices found on use
     make vllm ARGS="--port 8001 -- --seed 1"   # after --: passed to vllm serve as is
@@ -169,9 +170,14 @@ def print_plan(args, adapters, cmd: list[str], env: dict[str, str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     from voicelab.server import vllm_command as vc
     from voicelab.server.registry import scan_voices
-    from voicelab.server.settings import Settings
+    from voicelab.server.settings import SettingsError, load_settings
 
-    parser = build_parser(Settings())
+    try:
+        defaults = load_settings()  # VOICELAB_* and .env, as the API reads them: both sides agree
+    except SettingsError as e:
+        print(f"error: bad server settings: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    parser = build_parser(defaults)
     args = parser.parse_args(argv)
     extra = args.extra[1:] if args.extra[:1] == ["--"] else args.extra
     if not 0 < args.gpu_memory_utilization <= 1:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,6 +24,7 @@ from typing import Any
 
 from voicelab import __version__, dataset, orpheus
 from voicelab.errors import UsageError
+from voicelab.model_identity import model_identity
 from voicelab.training import dataset as ds
 from voicelab.training import report, snac_codec
 from voicelab.training.trainer import (
@@ -206,17 +208,41 @@ def _log_skipped(skipped: list[ds.Skipped]) -> None:
 
 
 # --- the step ----------------------------------------------------------------------------------------
-def check_request(req: TrainRequest) -> Path | None:
-    """Cheap checks before anything is loaded; returns the checkpoint to resume from (or None)."""
-    from transformers.trainer_utils import get_last_checkpoint
+_CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
+"""What the Trainer calls the folder of the checkpoint after step N."""
 
-    validate_voice_name(req.name)
-    dataset.require_dataset_dir(req.dataset_dir)
-    if req.voice_dir.exists() and not req.overwrite:
-        raise VoiceExistsError(f"{req.voice_dir} already exists: pass --overwrite to replace it")
+
+def last_checkpoint(folder: Path) -> Path | None:
+    """The ``checkpoint-STEP`` folder with the highest step in ``folder`` (None when there is none)."""
+    if not folder.is_dir():
+        return None
+    found = [
+        (int(match.group(1)), path)
+        for path in folder.iterdir()
+        if path.is_dir() and (match := _CHECKPOINT_NAME.fullmatch(path.name))
+    ]
+    return max(found)[1] if found else None
+
+
+def check_devices(req: TrainRequest) -> None:
+    """``DeviceError`` when --device or --snac-device asks for CUDA on a machine without it (imports torch)."""
     check_device(req.train.device, "--device")
     check_device(req.snac_device, "--snac-device")
-    last = get_last_checkpoint(str(req.checkpoint_dir)) if req.checkpoint_dir.is_dir() else None
+
+
+def check_request(req: TrainRequest) -> Path | None:
+    """Checks that need neither torch nor transformers (so they answer at once); returns the checkpoint
+    to resume from (or None)."""
+    validate_voice_name(req.name)
+    dataset_dir = dataset.require_dataset_dir(req.dataset_dir)
+    transcript = req.transcript or dataset_dir / dataset.TRANSCRIPT_FILE
+    if not Path(transcript).is_file():
+        raise dataset.DatasetError(
+            f"{transcript}: transcript not found (run `make transcribe` first, or pass --transcript PATH)"
+        )
+    if req.voice_dir.exists() and not req.overwrite:
+        raise VoiceExistsError(f"{req.voice_dir} already exists: pass --overwrite to replace it")
+    last = last_checkpoint(req.checkpoint_dir)
     if req.resume:
         if last is None:
             raise CheckpointError(
@@ -251,6 +277,7 @@ def _share(state, value):
 def train_voice(req: TrainRequest, *, extra_callbacks=()) -> TrainResult:
     """Run the whole step. Raises the specific errors above (nothing written to voices/ for bad input)."""
     resume_from = check_request(req)
+    check_devices(req)
     state = _distributed_state(req.train.device)
     progress = req.train.progress and state.is_main_process
     if not state.is_main_process:  # one copy of each progress line, not one per process
@@ -325,10 +352,13 @@ def _metadata(req, prepared, precision, steps, final_loss, resume_from) -> Voice
         "resumed_from": str(resume_from) if resume_from else None,
         "vllm_max_lora_rank": smallest_vllm_rank(req.lora.rank),
     }
+    base = model_identity(req.base_model)  # recorded so a copy of the model at another path is accepted
     return VoiceMetadata(
         name=req.name,
         base_model=req.base_model,
         prompt_prefix=req.prefix,
+        base_model_fingerprint=base.fingerprint,
+        base_model_hub_id=base.hub_id,
         snac_model=req.snac_model,
         sample_rate=orpheus.SAMPLE_RATE,
         drop_duplicate_frames=req.drop_duplicate_frames,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from voicelab import orpheus
+from voicelab.errors import UsageError
 from voicelab.voice import LORA_TARGET_MODULES
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ CONTRACT_TOKENS = {
 """Spellings a real Orpheus tokenizer maps to the contract's ids (checked before training)."""
 
 
-class DeviceError(RuntimeError):
+class DeviceError(UsageError):
     """The requested device is not available."""
 
 
