@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from voicelab.engine.base import EngineError, EngineUnavailableError, TokenEngine, UnknownVoiceError, Voice
+from voicelab.fileio import UnsafePathError, resolve_inside
 from voicelab.model_identity import model_identity
 from voicelab.voice import (
     ADAPTER_CONFIG_FILE,
@@ -60,18 +61,13 @@ class VoiceEntry:
         return self.voice.name
 
     def describe(self) -> dict[str, Any]:
-        """The public view for ``GET /v1/audio/voices``."""
-        meta = self.metadata
+        """The public view for ``GET /v1/audio/voices``: what a client picks a voice by. Training details
+        (base model location, dataset, prompt prefix) stay on the server: they are in voice.json."""
         return {
             "id": self.name,
             "name": self.name,
             "object": "voice",
-            "lora_rank": self.rank,
-            "prompt_prefix": self.voice.prompt_prefix,
-            "base_model": meta.base_model if meta else None,
-            "created_at": meta.created_at if meta else None,
-            "final_loss": meta.final_loss if meta else None,
-            "dataset": meta.dataset if meta else {},
+            "created_at": self.metadata.created_at if self.metadata else None,
         }
 
 
@@ -173,36 +169,32 @@ def inspect_voice_folder(
     name = folder.name
     try:
         validate_voice_name(name)
-    except InvalidVoiceNameError as e:
+        # Every file is resolved inside voices/: a symlink pointing out (the folder, its config, weights or
+        # voice.json) would let anything on disk be loaded as an adapter or read as a voice's settings.
+        resolved = resolve_inside(root, name)
+        config_path = resolve_inside(root, f"{name}/{ADAPTER_CONFIG_FILE}")
+        weights = [resolve_inside(root, f"{name}/{w}") for w in ADAPTER_WEIGHT_FILES]
+        voice_file = resolve_inside(root, f"{name}/{VOICE_FILE}")
+    except (InvalidVoiceNameError, UnsafePathError) as e:
         return str(e)
-    # A symlinked voice that points outside voices/ would let anything on disk be loaded as an adapter.
-    resolved = folder.resolve()
-    if not resolved.is_relative_to(root):
-        return f"{folder} resolves to {resolved}, outside {root}; voices must live inside the voices folder"
-    config_path = folder / ADAPTER_CONFIG_FILE
     if not config_path.is_file():
         return f"no {ADAPTER_CONFIG_FILE} (not a trained voice)"
-    if not config_path.resolve().is_relative_to(root):
-        return f"{config_path} points outside {root}"
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         return f"unreadable {ADAPTER_CONFIG_FILE}: {e}"
     if not isinstance(config, dict):
         return f"{ADAPTER_CONFIG_FILE} is not a JSON object"
-    weights = [folder / w for w in ADAPTER_WEIGHT_FILES if (folder / w).is_file()]
-    if not weights:
+    if not any(w.is_file() for w in weights):
         return f"no adapter weights ({' or '.join(ADAPTER_WEIGHT_FILES)}); training did not finish?"
-    if any(not w.resolve().is_relative_to(root) for w in weights):
-        return "adapter weights point outside the voices folder"
     problems = adapter_problems(config, max_lora_rank=max_lora_rank)
     if problems:
         return "; ".join(problems)
 
     metadata: VoiceMetadata | None = None
-    if (folder / VOICE_FILE).exists():
+    if voice_file.exists():
         try:
-            metadata = VoiceMetadata.read(folder)
+            metadata = VoiceMetadata.read(voice_file.parent)
         except ValueError as e:
             # Without its voice.json the prompt prefix used in training is unknown; guessing one would
             # make the voice speak noise with no error, so a broken file skips the voice.

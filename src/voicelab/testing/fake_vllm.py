@@ -8,7 +8,7 @@ Usage::
         ...
         server.completions[-1].disconnected         # did the client hang up mid-stream?
 
-Endpoints (behaviour follows vLLM's documentation; see shared/design/serving.md):
+Endpoints (behaviour follows vLLM's documentation of its OpenAI-compatible server):
 
 * ``POST /v1/completions`` with ``stream: true``: SSE ``data: {json}`` lines, then ``data: [DONE]``.
   ``prompt`` must be a list of token ids. The generated audio tokens are a deterministic function of the
