@@ -210,7 +210,7 @@ def test_a_voice_published_after_start_up_is_served_by_every_replica_without_a_r
         assert [v["id"] for v in listed] == ["alice", "carol"]
 
 
-def test_a_voice_the_resolver_refuses_is_a_404_saying_what_to_fix(
+def test_a_voice_the_resolver_refuses_is_an_engine_error_saying_what_to_fix(
     tiny_orpheus_dir, tiny_snac_dir, voices_dir
 ):
     # The same weights spelt another way: the API accepts it, vLLM's resolver compares exact strings.
@@ -218,9 +218,10 @@ def test_a_voice_the_resolver_refuses_is_a_404_saying_what_to_fix(
     with scaled_out(tiny_orpheus_dir, tiny_snac_dir, voices_dir) as (api, _router, replicas):
         write_voice_folder(voices_dir, "dave", base_model=other_spelling)
         response = speak(api, "dave")
-        assert response.status_code == 404
+        # The API lists the voice, so this is the deployment's fault, not the client's: a 5xx, with the fix.
+        assert response.status_code == 502
         error = response.json()["error"]
-        assert error["code"] == "voice_not_found" and "base_model_name_or_path" in error["message"]
+        assert error["code"] == "engine_lost_voice" and "base_model_name_or_path" in error["message"]
         assert all("dave" not in served_models(r) for r in replicas)
 
 
