@@ -25,6 +25,7 @@ from voicelab.server.registry import VoiceRegistry
 from voicelab.server.routes import public, v1
 from voicelab.server.settings import Settings, SettingsError, load_settings
 from voicelab.server.speech import ConcurrencyLimiter
+from voicelab.server.studio import install_studio
 
 logger = logging.getLogger(__name__)
 
@@ -118,5 +119,6 @@ def create_app(settings: Settings | None = None, *, backend_factory: BackendFact
     app.add_middleware(RequestGuard, api_keys=settings.api_keys, max_body_bytes=settings.request_body_limit)
     app.include_router(v1)
     app.include_router(public)
+    install_studio(app)
     install_docs(app, enabled=settings.docs)
     return app

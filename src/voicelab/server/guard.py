@@ -15,7 +15,7 @@ from pydantic import SecretStr
 
 from voicelab.server.errors import AUTH_CHALLENGE, AUTHENTICATION, ApiError
 
-PROTECTED_PREFIX = "/v1/"
+PROTECTED_PREFIXES = ("/v1/", "/studio/api/")  # the API and the studio page's endpoints
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
@@ -58,7 +58,7 @@ def _header(scope, name: bytes) -> str:
 
 
 class RequestGuard:
-    """ASGI middleware: API key (for ``/v1/*``) and body size limit, both before the body is read."""
+    """ASGI middleware: API key (``/v1/*``, ``/studio/api/*``) and body size limit, both before the body is read."""
 
     def __init__(self, app, *, api_keys: Sequence[SecretStr], max_body_bytes: int) -> None:
         self.app = app
@@ -70,7 +70,7 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         try:
-            if scope["path"].startswith(PROTECTED_PREFIX):
+            if scope["path"].startswith(PROTECTED_PREFIXES):
                 check_api_key(_header(scope, b"authorization"), self.api_keys)
             if scope["method"] in BODY_METHODS:
                 receive = await self._bounded_body(scope, receive)

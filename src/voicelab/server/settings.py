@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     top_p: float = Field(base.DEFAULT_TOP_P, gt=0, le=1)
     repetition_penalty: float = Field(base.DEFAULT_REPETITION_PENALTY, ge=1, le=2)
     log_level: LogLevel = "INFO"
+    prepared_dir: Path = Field(
+        Path("prepared"), description="Folder of prepared datasets (prepared/NAME/) the studio page reviews"
+    )
+    studio: bool = Field(
+        True, description="Serve the studio's dataset endpoints (false: read-only voices page)"
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod
