@@ -445,17 +445,25 @@ def measure_overfitting(samples: Sequence[Sample], training_codes: dict[str, np.
 
 
 def training_codes(vut: VoiceUnderTest, snac_model: str, device: str, *, progress: bool = True) -> dict:
-    """SNAC frames of every training clip, from the dataset's code cache when train-lora filled it."""
-    from voicelab import dataset
+    """SNAC frames of every training clip, from the dataset's code cache when train-lora filled it (the
+    codec is loaded only for clips the cache lacks)."""
+    from voicelab import dataset, models
     from voicelab.training import dataset as ds
     from voicelab.training import snac_codec
 
-    snac = snac_codec.load_snac(snac_model, device)
+    def load():
+        return models.load_snac(snac_model, device)
+
+    snac, fingerprint = None, snac_codec.checkpoint_fingerprint(snac_model)
+    if fingerprint is None:  # a hub id not downloaded yet: loading fetches its files
+        snac = load()
+        fingerprint = snac_codec.checkpoint_fingerprint(snac_model) or snac_codec.weights_fingerprint(snac)
     frames, _ = snac_codec.encode_clips(
         [(c.name, lambda c=c: ds.load_clip_audio(c)) for c in vut.training_clips],
         snac,
-        snac_codec.model_fingerprint(snac_model, snac),
+        fingerprint,
         cache=snac_codec.CodeCache(vut.dataset_dir / dataset.CACHE_DIR),
+        load_model=load,
         device=device,
         batch_size=snac_codec.auto_batch_size(device),
         on_error=lambda name, e: logger.warning("training clip %s unreadable: %s", name, e),
@@ -763,8 +771,8 @@ async def open_runtime(settings: EvalSettings, base_model: str, snac_model: str)
         StreamingSnacDecoder,
         Synthesizer,
         VLLMEngine,
-        load_tokenizer,
     )
+    from voicelab.models import load_tokenizer
 
     if settings.vllm_url:
         engine = VLLMEngine(settings.vllm_url, base_model=base_model)

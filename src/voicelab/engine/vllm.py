@@ -173,7 +173,9 @@ class VLLMEngine:
         message = _error_message(await response.aread())
         if response.status_code == 404:
             raise UnknownVoiceError(
-                f"vLLM does not serve voice {voice.name!r} ({message}); load its adapter first"
+                f"vLLM does not serve voice {voice.name!r} ({message}); load its adapter first, or with "
+                "the LoRA resolver check that the folder is in vLLM's voices folder and that its "
+                "adapter_config.json base_model_name_or_path is the model vLLM serves"
             )
         raise EngineRequestError(
             f"vLLM answered {response.status_code} for voice {voice.name!r}: {message}",

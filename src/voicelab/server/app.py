@@ -108,6 +108,7 @@ def create_app(settings: Settings | None = None, *, backend_factory: BackendFact
         base_model=settings.base_model,
         max_lora_rank=settings.max_lora_rank,
         snac_model=settings.snac_model,
+        engine_resolves=settings.engine_kind == "vllm" and settings.vllm_lora_resolver,
     )
     app.state.limiter = ConcurrencyLimiter(settings.max_concurrent_requests)
     app.state.metrics = ServerMetrics()

@@ -216,12 +216,7 @@ def inspect_voice_folder(
         refused = base_model_refusal(config.get("base_model_name_or_path"), metadata, base_model)
         if refused:
             return refused
-    voice = Voice(
-        name=name,
-        adapter_path=resolved,
-        prompt_prefix=prefix,
-        metadata=dict(vars(metadata)) if metadata else {},
-    )
+    voice = Voice(name=name, adapter_path=resolved, prompt_prefix=prefix)
     return VoiceEntry(voice=voice, rank=int(config["r"]), fingerprint=_fingerprint(folder), metadata=metadata)
 
 
@@ -254,6 +249,10 @@ class VoiceRegistry:
 
     ``reload(engine)`` rescans and loads added/retrained adapters, unloads removed ones. Reloads are
     serialised by a lock; lookups read an immutable snapshot, so requests never see a half-applied reload.
+
+    ``engine_resolves``: the engine finds ``voices_dir/NAME`` itself (vLLM's filesystem LoRA resolver over
+    the same folder, possibly many replicas behind a router). Then no load or unload is ever sent, and a
+    voice folder that appears after the last scan is served on its first request (``get``).
     """
 
     def __init__(
@@ -263,8 +262,10 @@ class VoiceRegistry:
         base_model: str | None,
         max_lora_rank: int | None,
         snac_model: str | None = None,
+        engine_resolves: bool = False,
     ):
         self.voices_dir = Path(voices_dir)
+        self.engine_resolves = engine_resolves
         self.base_model = base_model
         self.max_lora_rank = max_lora_rank
         self.snac_model = snac_model
@@ -286,9 +287,34 @@ class VoiceRegistry:
     def get(self, name: str) -> VoiceEntry:
         """The voice called ``name``; raises ``VoiceNotFoundError`` listing the voices served."""
         entry = self._voices.get(name)
+        if entry is None and self.engine_resolves:
+            entry = self._discover(name)
         if entry is None:
             raise VoiceNotFoundError(name, self._voices)
         return entry
+
+    def _discover(self, name: str) -> VoiceEntry | None:
+        """A voice folder added since the last scan (resolver mode): inspect just that folder."""
+        try:
+            validate_voice_name(name)
+        except InvalidVoiceNameError:
+            return None
+        root = self.voices_dir.expanduser()
+        if not (root / name).is_dir():
+            return None
+        root = root.resolve()
+        found = inspect_voice_folder(
+            root / name, root, base_model=self.base_model, max_lora_rank=self.max_lora_rank
+        )
+        if isinstance(found, str):
+            if self._reported.get(name) != found:
+                logger.warning("skipping voice folder %s: %s", root / name, found)
+                self._reported[name] = found
+            return None
+        self._warn_codec_mismatch(ScanResult(voices={name: found}))
+        self._voices = {**self._voices, name: found}  # a new snapshot: readers never see a partial one
+        logger.info("voice %s: found on first request; the engine loads it itself", name)
+        return found
 
     def is_loaded(self, name: str) -> bool:
         return name in self._loaded
@@ -358,7 +384,7 @@ class VoiceRegistry:
 
     async def ensure_loaded(self, engine: TokenEngine, entry: VoiceEntry) -> None:
         """Load a served voice the engine lost (e.g. vLLM restarted after the API). Raises EngineError."""
-        if entry.name in self._loaded:
+        if entry.name in self._loaded or self.engine_resolves:
             return
         async with self._lock:
             if entry.name not in self._loaded:
@@ -369,6 +395,8 @@ class VoiceRegistry:
         self._loaded.discard(name)
 
     async def _load(self, engine: TokenEngine, entry: VoiceEntry, report: ReloadReport) -> bool:
+        if self.engine_resolves:
+            return True  # the engine loads voices_dir/NAME on its first request
         try:
             await engine.load_voice(entry.voice)
         except EngineError as e:
@@ -381,6 +409,13 @@ class VoiceRegistry:
 
     async def _unload(self, engine: TokenEngine, name: str, report: ReloadReport) -> None:
         self._loaded.discard(name)
+        if self.engine_resolves:
+            logger.warning(
+                "voice %s changed or was removed: vLLM replicas keep the adapter they already resolved until "
+                "they restart or get POST /v1/unload_lora_adapter (publish a retrained voice under a new name)",
+                name,
+            )
+            return
         try:
             await engine.unload_voice(name)
         except UnknownVoiceError:

@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     vllm_api_key: SecretStr | None = Field(
         None, description="Sent to vLLM when it was started with --api-key"
     )
+    vllm_lora_resolver: bool = Field(
+        False,
+        description="vLLM loads voices/NAME itself (`make vllm ARGS=--lora-resolver`): the API sends no "
+        "adapter load calls and serves a voice folder added later on its first request",
+    )
     vllm_timeout_s: float = Field(30.0, gt=0, description="Connect/read timeout for vLLM, seconds")
     base_model: str = Field(
         DEFAULT_BASE_MODEL, description="Hub id or local folder of the Orpheus base model"
