@@ -11,6 +11,7 @@ example: make prepare-audio ARGS="raw_audio/$CHARACTER/ prepared/$CHARACTER/"
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -33,6 +34,15 @@ def _not_positive_db(text: str) -> float:
     if value > 0:
         raise argparse.ArgumentTypeError(f"dBFS levels are 0 or below (0 = full scale), got {text}")
     return value
+
+
+def _logs_above_the_bar():
+    """Log lines above tqdm's bar on a terminal; elsewhere no bar is drawn and tqdm is not imported."""
+    if not sys.stderr.isatty():
+        return contextlib.nullcontext()
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    return logging_redirect_tqdm()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,8 +96,6 @@ def main(argv: list[str] | None = None) -> int:
         )
     setup_logging(args.verbose)
 
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
     from voicelab.prepare import PrepareError, PrepareSettings, format_summary, prepare_dataset
 
     settings = PrepareSettings(
@@ -99,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         target_loudness=args.target_loudness,
     )
     try:
-        with logging_redirect_tqdm():
+        with _logs_above_the_bar():
             report = prepare_dataset(args.input, args.output, settings, overwrite=args.overwrite)
     except PrepareError as e:
         print(f"error: {e}", file=sys.stderr)
