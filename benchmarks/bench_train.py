@@ -1,10 +1,13 @@
 """train-lora speed, measured side by side in one run (random-weight models, offline).
 
-  .venv/bin/python benchmarks/bench_train.py [--clips 8] [--examples 64] [--device cpu]
+  .venv/bin/python benchmarks/bench_train.py [--clips 8] [--rerun-clips 64] [--examples 64] [--device cpu]
 
 1. SNAC encoding (real snac_24khz size): batched (sorted by length, --batch-size per call) vs one clip per
    call, and the share of codes the two agree on.
-2. The encode phase (read WAV, hash, encode, write cache) first run vs cached rerun.
+2. The whole encode phase of train-lora (what the user waits for before training starts: read the clips,
+   fingerprint SNAC's checkpoint files, look in the cache, load SNAC and encode only on a miss), first run
+   vs rerun with every clip cached: --rerun-clips clips, --rounds rounds interleaved (order flipped each
+   round), median and min-max.
 3. LoRA training tokens/s on the tiny Orpheus at batch size 8: length-grouped batches vs random batches.
 
 On a GPU (the batching goal is a GPU goal; on CPU a batch cannot win, see docs/benchmarks.md):
@@ -16,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import statistics
 import sys
 import tempfile
 import time
@@ -23,14 +28,17 @@ from pathlib import Path
 
 import numpy as np
 
-from voicelab import orpheus, testing
+from voicelab import models, orpheus, testing
 from voicelab.audio import write_wav
 from voicelab.cli.common import HelpFormatter
+from voicelab.training import build, snac_codec
 from voicelab.training import dataset as ds
-from voicelab.training import snac_codec
 
 BATCH_SIZE = 8
 CLIP_SECONDS = (2.0, 4.0)  # prepared clips are 3-13 s; shorter by default so the run stays minutes on CPU
+RERUN_CLIPS = 64
+ROUNDS = 3
+SR = orpheus.SAMPLE_RATE
 REPEATS = 3  # best-of for the short bound measurements (and for [1] on a GPU, where one pass is short)
 EXAMPLE_SECONDS = (1.0, 4.0)  # training sequences of ~100-350 tokens on the tiny model
 
@@ -44,7 +52,7 @@ def timed(fn):
 def bench_snac(
     work: Path, n_clips: int, rng, *, device: str, batch_size: int, clip_seconds: tuple[float, float]
 ) -> None:
-    snac = snac_codec.load_snac(str(testing.build_tiny_snac(work / "snac", real_size=True)), device)
+    snac = models.load_snac(str(testing.build_tiny_snac(work / "snac", real_size=True)), device)
     seconds = rng.uniform(*clip_seconds, n_clips)
     clips = [
         testing.speech_like_noise([(s, 0.0)], orpheus.SAMPLE_RATE, seed=i)[:, 0]
@@ -85,27 +93,57 @@ def bench_snac(
     )
     bench_snac_bound(snac, clips, device, batch_size)
 
-    data = work / "data"
-    for i, clip in enumerate(clips):
-        write_wav(data / f"c{i}.wav", clip, orpheus.SAMPLE_RATE)
-    items = [
-        (f"c{i}", lambda i=i: ds.load_clip_audio(ds.Clip(f"c{i}", data / f"c{i}.wav", "t")))
-        for i in range(n_clips)
-    ]
-    fingerprint = snac_codec.model_fingerprint("bench", snac)
-    cache = snac_codec.CodeCache(work / "cache")
 
-    def phase():
-        return snac_codec.encode_clips(
-            items, snac, fingerprint, cache=cache, device=device, batch_size=batch_size, progress=False
+def bench_rerun(
+    work: Path, n_clips: int, rounds: int, *, device: str, clip_seconds: tuple[float, float], seed: int
+) -> None:
+    """The whole encode phase of train-lora (``build.prepare_examples``: read the clips, fingerprint the
+    codec, look in the cache, load SNAC and encode what is missing, build the sequences), first run
+    (empty cache) vs rerun (every clip cached), interleaved, the order flipped every round."""
+    snac_dir = testing.build_tiny_snac(work / "snac-rerun", real_size=True)
+    tokenizer = testing.build_tiny_tokenizer(work / "tokenizer")
+    data = work / "rerun-data"
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i, seconds in enumerate(rng.uniform(*clip_seconds, n_clips)):
+        write_wav(data / f"c{i:03d}.wav", testing.speech_like_noise([(seconds, 0.0)], SR, seed=i)[:, 0], SR)
+        rows.append(f"c{i:03d},Sentence number {i}.")
+    (data / ds.TRANSCRIPT_FILE).write_text("\n".join([",".join(ds.TRANSCRIPT_HEADER), *rows, ""]))
+    models.load_snac(str(snac_dir), device)  # imports and the page cache warm, as on a user's machine
+
+    def phase(cache_dir: Path):
+        request = build.TrainRequest(
+            name="bench", dataset_dir=data, snac_model=str(snac_dir), snac_device=device, cache_dir=cache_dir
         )
+        return timed(lambda: build.prepare_examples(request, tokenizer, progress=False))
 
-    t_first, (_, s1) = timed(phase)
-    t_rerun, (_, s2) = timed(phase)
-    print(f"[2] encode phase (read WAV + hash + encode/cache), {n_clips} clips")
-    print(f"    first run         : {t_first:7.3f} s  ({s1.encoded} encoded)")
-    print(f"    cached rerun      : {t_rerun:7.3f} s  ({s2.from_cache} from cache)")
-    print(f"    speed-up          : {t_first / t_rerun:7.1f} x")
+    load_before = os.getloadavg()
+    first, rerun, filled = [], [], None
+    for r in range(rounds):
+        for which in ("first", "rerun") if r % 2 == 0 else ("rerun", "first"):
+            if which == "first":
+                filled = work / f"cache-{r}"
+                t, prepared = phase(filled)
+                assert prepared.stats["snac_encoded"] == n_clips
+                first.append(t)
+            else:
+                t, prepared = phase(filled)
+                assert prepared.stats["snac_from_cache"] == n_clips
+                rerun.append(t)
+    ratios = [f / r for f, r in zip(first, rerun, strict=True)]
+    print(
+        f"[2] train-lora encode phase (prepare_examples: read + fingerprint + cache + SNAC), {n_clips} clips "
+        f"of {clip_seconds[0]:g}-{clip_seconds[1]:g} s, real-size SNAC on {device}, {rounds} rounds interleaved"
+    )
+    print(f"    first run (empty cache) : {_spread(first, 's')}")
+    print(f"    rerun (all cached)      : {_spread(rerun, 's')}")
+    print(f"    speed-up                : {_spread(ratios, 'x')}")
+    print(f"    load average before/after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f}")
+
+
+def _spread(values: list[float], unit: str) -> str:
+    """``median (min-max)`` of per-round values."""
+    return f"{statistics.median(values):8.3f} {unit}  ({min(values):.3f}-{max(values):.3f})"
 
 
 def bench_grouping(work: Path, n_examples: int, rng) -> None:
@@ -183,7 +221,11 @@ def main(argv: list[str] | None = None) -> int:
         "--examples", type=int, default=64, help="training sequences for the grouping benchmark"
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed")
-    parser.add_argument("--only", choices=["snac", "grouping"], help="run one part")
+    parser.add_argument(
+        "--rerun-clips", type=int, default=RERUN_CLIPS, help="clips for the encode-phase rerun benchmark [2]"
+    )
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="interleaved rounds of [2]")
+    parser.add_argument("--only", choices=["snac", "rerun", "grouping"], help="run one part")
     parser.add_argument("--device", default="cpu", help="torch device for SNAC encoding ([1], [2])")
     parser.add_argument(
         "--batch-size", type=int, default=BATCH_SIZE, help="clips per batched SNAC call ([1], [2])"
@@ -212,6 +254,15 @@ def main(argv: list[str] | None = None) -> int:
                 device=args.device,
                 batch_size=args.batch_size,
                 clip_seconds=tuple(args.clip_seconds),
+            )
+        if args.only in (None, "rerun"):
+            bench_rerun(
+                Path(tmp),
+                args.rerun_clips,
+                args.rounds,
+                device=args.device,
+                clip_seconds=tuple(args.clip_seconds),
+                seed=args.seed,
             )
         if args.only in (None, "grouping"):
             bench_grouping(Path(tmp), args.examples, rng)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from voicelab import orpheus
 from voicelab.engine.decoder import ChunkPlanner, StreamingSnacDecoder
+from voicelab.models import ModelLoadError
 
 SPF = orpheus.SAMPLES_PER_FRAME
 # Max abs difference between streamed chunks and one whole-sequence decode, with the default 2 frames of
@@ -193,5 +194,5 @@ def test_invalid_code_raises_contract_error(decoder):
 
 
 def test_bad_model_path_names_the_fix(tmp_path):
-    with pytest.raises(RuntimeError, match=r"config\.json"):
+    with pytest.raises(ModelLoadError, match=r"config\.json"):
         StreamingSnacDecoder(tmp_path / "missing")

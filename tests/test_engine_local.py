@@ -16,9 +16,10 @@ from voicelab.engine import (
     StreamingSnacDecoder,
     Synthesizer,
     UnknownVoiceError,
+    Usage,
     Voice,
-    load_tokenizer,
 )
+from voicelab.models import load_tokenizer
 from voicelab.voice import LORA_TARGET_MODULES
 
 pytestmark = pytest.mark.anyio
@@ -134,7 +135,7 @@ async def test_missing_adapter_and_unload(tiny_orpheus_dir, adapters, tmp_path, 
 
 
 async def test_bad_base_model_path_names_the_fix(tmp_path):
-    with pytest.raises(Exception, match="could not load the base model"):
+    with pytest.raises(Exception, match="cannot load the base model"):
         LocalEngine(tmp_path / "nothing")
 
 
@@ -148,10 +149,11 @@ async def test_text_to_audio_end_to_end(tiny_orpheus_dir, tiny_snac_dir, adapter
     ids, _ = await _ids(engine, alice, prompt, SamplingParams(temperature=0.0, max_tokens=29))
     stop = ids[3 * orpheus.CODES_PER_FRAME]  # greedy: this id would start frame 4; make it the stop id
     params = SamplingParams(temperature=0.0, stop_token_ids=(stop,))
-    chunks = [c async for c in synth.stream(alice, text, params)]
+    usage = Usage()
+    chunks = [c async for c in synth.stream(alice, text, params, usage=usage)]
     audio = np.concatenate(chunks)
     assert audio.dtype == np.float32 and len(audio) == 3 * orpheus.SAMPLES_PER_FRAME
-    assert synth.last_usage.generated_tokens == 3 * orpheus.CODES_PER_FRAME
+    assert usage.generated_tokens == 3 * orpheus.CODES_PER_FRAME
     with pytest.raises(IncompleteGenerationError, match="max_tokens"):
         async for _chunk in synth.stream(alice, text, SamplingParams(max_tokens=30, seed=0)):
             pass

@@ -30,7 +30,7 @@ from test_train_lora import (
     speak_greedily,
     train_memoriser,
 )
-from voicelab import orpheus, testing
+from voicelab import models, orpheus, testing
 from voicelab.cli import train_lora
 from voicelab.training import build, snac_codec
 from voicelab.training import dataset as ds
@@ -280,7 +280,7 @@ def device_codes(real_size_snac_dir, gpu_device):
         testing.speech_like_noise([(seconds - 0.3, 0.3)], SR, seed=40 + i)[:, 0]
         for i, seconds in enumerate(CLIP_SECONDS)
     ]
-    model = snac_codec.load_snac(str(real_size_snac_dir), gpu_device)
+    model = models.load_snac(str(real_size_snac_dir), gpu_device)
     single = [snac_codec.encode_batch(model, [clip], gpu_device)[0] for clip in clips]
     return {"clips": clips, "model": model, "single": single}
 
@@ -332,14 +332,14 @@ def test_snac_codes_on_device_do_not_depend_on_the_batch(device_codes, gpu_devic
 
 def test_snac_codes_on_device_match_cpu_codes(device_codes, real_size_snac_dir, gpu_device):
     """The same clips encoded on CPU (fp32) vs on the device (TF32 convolutions by default on CUDA)."""
-    model = snac_codec.load_snac(str(real_size_snac_dir), "cpu")  # a CPU rehearsal compares CPU with CPU
+    model = models.load_snac(str(real_size_snac_dir), "cpu")  # a CPU rehearsal compares CPU with CPU
     cpu = [snac_codec.encode_batch(model, [clip], "cpu")[0] for clip in device_codes["clips"]]
     fraction, agreement = _agreement(cpu, device_codes["single"])
     measured = _report("snac-cpu", f"{_device_note(gpu_device)} vs CPU: {agreement}")
     assert fraction >= CPU_AGREEMENT, measured
-    # one code cache serves both: its key is the checkpoint's, not the weights baked on each device
-    key = snac_codec.model_fingerprint("snac", model)
-    assert snac_codec.model_fingerprint("snac", device_codes["model"]) == key
+    # one code cache serves both: its key is read from the checkpoint's files, never from weights baked on
+    # a device, so it exists before either model is loaded
+    assert snac_codec.checkpoint_fingerprint(str(real_size_snac_dir)) is not None
 
 
 # --- streaming decode on the device -----------------------------------------------------------------------
@@ -478,9 +478,8 @@ def test_greedy_generation_on_device_reproduces_the_training_clip(
     meta = VoiceMetadata.read(voices / "erin")
 
     # the codes training used: the cache entry its SNAC pass (on the device) wrote
-    snac = snac_codec.load_snac(str(tiny_snac_dir), gpu_device)
     audio = ds.load_clip_audio(ds.Clip("one", data / "one.wav", MEMORISE_TEXT))
-    key = snac_codec.cache_key(audio, snac_codec.model_fingerprint(str(tiny_snac_dir), snac))
+    key = snac_codec.cache_key(audio, snac_codec.checkpoint_fingerprint(str(tiny_snac_dir)))
     trained_frames = snac_codec.CodeCache(data / build.CACHE_DIR_NAME).get(
         key, snac_codec.frames_for(len(audio))
     )

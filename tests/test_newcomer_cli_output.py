@@ -61,10 +61,10 @@ def test_wrapping_the_model_in_lora_prints_no_library_deprecation(tiny_orpheus_d
 
 def test_model_load_hints_name_the_installed_hub_cli(tmp_path):
     # huggingface_hub >= 1.0 ships `hf`; `huggingface-cli` is gone from the venv
-    from voicelab.training import snac_codec
-    from voicelab.training.trainer import _load_hint
+    from voicelab import models
 
-    assert "hf download owner/model --local-dir" in _load_hint("owner/model", OSError("offline"))
-    with pytest.raises(snac_codec.SnacLoadError, match=r"hf download .* --local-dir") as info:
-        snac_codec.load_snac(str(tmp_path / "no-such-snac"))
+    hint = models.offline_hint("owner/model", models.BASE_MODEL_SETTING, "the model", "owner/default")
+    assert "hf download owner/model --local-dir" in hint
+    with pytest.raises(models.ModelLoadError, match=r"hf download .* --local-dir") as info:
+        models.load_snac(str(tmp_path / "no-such-snac"))
     assert "huggingface-cli" not in str(info.value)

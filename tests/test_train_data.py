@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import numpy as np
 import pytest
 import soundfile as sf
 
-from voicelab import orpheus, testing
+from voicelab import models, orpheus, testing
 from voicelab.training import dataset as ds
 from voicelab.training import snac_codec
 
@@ -82,7 +85,7 @@ def test_clip_audio_is_converted_to_24k_mono(tmp_path):
 # --- SNAC encoding ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def snac(tiny_snac_dir):
-    return snac_codec.load_snac(str(tiny_snac_dir))
+    return models.load_snac(str(tiny_snac_dir))
 
 
 def clips_of(seconds):
@@ -101,35 +104,61 @@ def test_batched_codes_equal_one_at_a_time(snac):
 
 
 def test_load_snac_offline_error_names_the_flag(tmp_path):
-    with pytest.raises(snac_codec.SnacLoadError, match="--snac-model"):
-        snac_codec.load_snac(str(tmp_path / "no-such-snac"))
+    with pytest.raises(models.ModelLoadError, match="--snac-model"):
+        models.load_snac(str(tmp_path / "no-such-snac"))
 
 
-def test_fingerprint_depends_on_model_and_weights(snac, tiny_snac_dir, tmp_path):
-    other = snac_codec.load_snac(str(testing.build_tiny_snac(tmp_path / "other", seed=1)))
-    a = snac_codec.model_fingerprint("m", snac)
-    assert a == snac_codec.model_fingerprint("m", snac)
-    assert a != snac_codec.model_fingerprint("other-id", snac)
-    assert a != snac_codec.model_fingerprint("m", other)
+def test_load_snac_refuses_a_codec_at_another_sample_rate(tmp_path):
+    folder = testing.build_tiny_snac(tmp_path / "snac32k")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "sampling_rate": 32_000}))
+    with pytest.raises(models.ModelLoadError, match=r"32000 Hz.*24000 Hz"):
+        models.load_snac(str(folder))
 
 
-def test_fingerprint_is_of_the_checkpoint_not_the_device_weights(snac, tiny_snac_dir):
-    """Baking weight norm on another device may change last bits: the cache key must not follow them."""
+def _copy_snac(source, target):
+    target.mkdir(parents=True)
+    for name in models.SNAC_CHECKPOINT_FILES:
+        shutil.copyfile(source / name, target / name)
+    return target
+
+
+def test_fingerprint_is_the_checkpoint_files(tiny_snac_dir, tmp_path):
+    """Same bytes anywhere: same key; any file changed, or another checkpoint: another key."""
     import torch
-    from snac import SNAC
 
-    as_stored = snac_codec.weights_digest(SNAC.from_pretrained(str(tiny_snac_dir)))
-    assert getattr(snac, snac_codec.CHECKPOINT_DIGEST_ATTR) == as_stored
-    before = snac_codec.model_fingerprint("m", snac)
-    with torch.no_grad():  # what a GPU's baking could do: one weight a last bit off
-        weight = next(p for p in snac.parameters() if p.dim() == 3)
-        weight.view(-1)[0] = torch.nextafter(weight.view(-1)[0], torch.tensor(1.0))
-    try:
-        assert snac_codec.model_fingerprint("m", snac) == before
-        assert snac_codec.weights_digest(snac) != as_stored
-    finally:
-        with torch.no_grad():
-            weight.view(-1)[0] = torch.nextafter(weight.view(-1)[0], torch.tensor(-1.0))
+    key = snac_codec.checkpoint_fingerprint(str(tiny_snac_dir))
+    assert key == snac_codec.checkpoint_fingerprint(str(_copy_snac(tiny_snac_dir, tmp_path / "copy")))
+    other = testing.build_tiny_snac(tmp_path / "other", seed=1)
+    assert snac_codec.checkpoint_fingerprint(str(other)) != key
+    edited = _copy_snac(tiny_snac_dir, tmp_path / "edited")
+    weights = torch.load(edited / models.SNAC_WEIGHTS_FILE)
+    first = next(name for name, tensor in weights.items() if tensor.is_floating_point())
+    weights[first].view(-1)[0] += 1e-3
+    torch.save(weights, edited / models.SNAC_WEIGHTS_FILE)
+    assert snac_codec.checkpoint_fingerprint(str(edited)) != key
+    (edited / models.SNAC_CONFIG_FILE).unlink()
+    assert snac_codec.checkpoint_fingerprint(str(edited)) is None, "an incomplete folder has no key"
+
+
+def test_fingerprint_of_a_hub_id_reads_the_hub_cache_offline(tiny_snac_dir, tmp_path, monkeypatch):
+    """A hub id's files are found in the local hub cache (the layout `hf download` leaves), no network."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    repo = tmp_path / "hub" / "models--someone--snac_24khz"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0123abcd")
+    _copy_snac(tiny_snac_dir, repo / "snapshots" / "0123abcd")
+    local = snac_codec.checkpoint_fingerprint(str(tiny_snac_dir))
+    assert snac_codec.checkpoint_fingerprint("someone/snac_24khz") == local
+    assert snac_codec.checkpoint_fingerprint("someone/not_downloaded") is None
+
+
+def test_weights_fingerprint_depends_on_the_weights(snac, tmp_path):
+    other = models.load_snac(str(testing.build_tiny_snac(tmp_path / "other", seed=1)))
+    assert snac_codec.weights_fingerprint(snac) == snac_codec.weights_fingerprint(snac)
+    assert snac_codec.weights_fingerprint(snac) != snac_codec.weights_fingerprint(other)
 
 
 def test_cache_round_trip_and_damaged_entries(tmp_path):
@@ -152,7 +181,7 @@ def test_encode_clips_uses_cache_and_reports_unreadable(snac, tmp_path):
 
     clips = clips_of([0.4, 0.7])
     cache = snac_codec.CodeCache(tmp_path)
-    fp = snac_codec.model_fingerprint("m", snac)
+    fp = snac_codec.weights_fingerprint(snac)
     errors = []
 
     def bad():
@@ -164,9 +193,41 @@ def test_encode_clips_uses_cache_and_reports_unreadable(snac, tmp_path):
     )
     assert (stats.encoded, stats.from_cache, stats.failed) == (2, 0, 1)
     assert errors == ["bad"] and set(first) == {"a", "b"}
-    second, stats = snac_codec.encode_clips(items, snac, fp, cache=cache, progress=False)
-    assert (stats.encoded, stats.from_cache) == (0, 2)
+    loads = []
+
+    def load_model():
+        loads.append(1)
+        return snac
+
+    # all cached: the codec is never loaded
+    second, stats = snac_codec.encode_clips(
+        items, None, fp, cache=cache, load_model=load_model, progress=False
+    )
+    assert (stats.encoded, stats.from_cache) == (0, 2) and loads == []
+    # one miss: loaded once, for that clip only
+    more = [*items, ("c", lambda: clips_of([0.5])[0])]
+    _, stats = snac_codec.encode_clips(more, None, fp, cache=cache, load_model=load_model, progress=False)
+    assert (stats.encoded, stats.from_cache) == (1, 2) and loads == [1]
     for name in first:
         np.testing.assert_array_equal(first[name], second[name])
     _, stats = snac_codec.encode_clips(items[:1], snac, fp, cache=None, progress=False)
     assert stats.encoded == 1
+
+
+def test_give_default_modes_follows_the_umask(tmp_path):
+    """Files a writer made owner-only get what a plain open() would give under the current umask."""
+    import os
+
+    from voicelab.fileio import current_umask, give_default_modes
+
+    (tmp_path / "sub").mkdir()
+    for path in (tmp_path / "a.safetensors", tmp_path / "sub" / "b.json"):
+        path.write_bytes(b"x")
+        path.chmod(0o600)
+    previous = os.umask(0o027)
+    try:
+        assert current_umask() == 0o027
+        give_default_modes(tmp_path)
+    finally:
+        os.umask(previous)
+    assert {oct(p.stat().st_mode & 0o777) for p in tmp_path.rglob("*") if p.is_file()} == {oct(0o640)}

@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from voicelab import orpheus, testing
+from voicelab import models, orpheus, testing
 from voicelab.audio import write_wav
 from voicelab.cli import train_lora
 from voicelab.training import build, snac_codec
@@ -112,6 +112,16 @@ def test_voice_folder_has_everything(trained):
     assert leftovers == [], "no staging or checkpoint folder remains after success"
 
 
+def test_every_file_of_the_voice_has_the_normal_mode(trained):
+    """Readable by whoever may read the rest of the folder (e.g. vLLM run as another user): no 0600 files."""
+    from voicelab.fileio import current_umask
+
+    expected = 0o666 & ~current_umask()
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in trained["voice"].iterdir() if p.is_file()}
+    assert ADAPTER_WEIGHTS_FILE in modes
+    assert modes == dict.fromkeys(modes, oct(expected))
+
+
 def test_voice_json_records_what_serving_needs(trained, tiny_orpheus_dir, tiny_snac_dir):
     meta = VoiceMetadata.read(trained["voice"])
     assert meta.name == "alice" and meta.engine == "orpheus"
@@ -162,13 +172,48 @@ def test_rerun_takes_codes_from_cache(trained, tiny_orpheus_dir, tiny_snac_dir, 
     def no_encoding(*args, **kwargs):
         raise AssertionError("the SNAC encoder ran although every clip is cached")
 
+    def no_loading(*args, **kwargs):
+        raise AssertionError("SNAC was loaded although every clip is cached")
+
     monkeypatch.setattr(snac_codec, "encode_batch", no_encoding)
+    monkeypatch.setattr(models, "load_snac", no_loading)
     rc = train_lora.main(
         ["alice", str(trained["data"]), *trained["args"], "--max-steps", "1", "--epochs", "3", "--overwrite"]
     )
     assert rc == 0
     assert "0 encoded, 3 from cache" in capsys.readouterr().out
     assert VoiceMetadata.read(trained["voice"]).dataset["snac_from_cache"] == 3
+
+
+def test_cached_rerun_gives_the_same_examples_without_snac_and_a_changed_checkpoint_misses(
+    tmp_path, tiny_tokenizer, tiny_snac_dir, monkeypatch
+):
+    import shutil
+
+    data = make_dataset(tmp_path / "data")
+    snac_copy = tmp_path / "snac"
+    shutil.copytree(tiny_snac_dir, snac_copy)
+    request = build.TrainRequest(name="fay", dataset_dir=data, snac_model=str(snac_copy))
+    first = build.prepare_examples(request, tiny_tokenizer, progress=False)
+    assert first.stats["snac_encoded"] == 3 and first.stats["snac_from_cache"] == 0
+
+    real_load = models.load_snac
+    monkeypatch.setattr(
+        models, "load_snac", lambda *a, **k: pytest.fail("SNAC loaded on a fully cached rerun")
+    )
+    again = build.prepare_examples(request, tiny_tokenizer, progress=False)
+    assert again.stats["snac_from_cache"] == 3 and again.examples == first.examples
+
+    # the same codec's files changed (one weight nudged): every key changes, so every clip is encoded again
+    weights = torch.load(snac_copy / models.SNAC_WEIGHTS_FILE)
+    name = next(n for n, t in weights.items() if t.is_floating_point())
+    weights[name].view(-1)[0] += 1e-3
+    torch.save(weights, snac_copy / models.SNAC_WEIGHTS_FILE)
+    loads = []
+    monkeypatch.setattr(models, "load_snac", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    changed = build.prepare_examples(request, tiny_tokenizer, progress=False)
+    assert changed.stats["snac_encoded"] == 3 and changed.stats["snac_from_cache"] == 0
+    assert len(loads) == 1
 
 
 def test_existing_voice_is_refused_without_overwrite(trained, capsys):
@@ -377,7 +422,7 @@ def test_greedy_generation_reproduces_the_training_clip(
     rc, data, voices = train_memoriser(tmp_path, tiny_orpheus_dir, tiny_snac_dir, steps=MEMORISE_STEPS)
     assert rc == 0
 
-    snac = snac_codec.load_snac(str(tiny_snac_dir))
+    snac = models.load_snac(str(tiny_snac_dir))
     audio = ds.load_clip_audio(ds.Clip("one", data / "one.wav", MEMORISE_TEXT))
     expected = orpheus.frames_to_tokens(snac_codec.encode_batch(snac, [audio])[0]).tolist()
 

@@ -313,12 +313,6 @@ def _ffmpeg_blocks(info: AudioInfo, block_frames: int) -> Iterator[np.ndarray]:
             raise AudioDecodeError(f"{info.path}: ffmpeg cannot decode it ({reason})")
 
 
-def probe_with_ffmpeg(path: Path) -> tuple[int, int]:
-    """(sample rate, channels) of the first audio stream, read from ffmpeg's stream description."""
-    info = _ffmpeg_info(Path(path))
-    return info.sample_rate, info.channels
-
-
 def float_to_pcm16(audio: np.ndarray) -> np.ndarray:
     """float32 in [-1, 1] -> int16, clipped (never wrapped)."""
     scaled = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0) * PCM16_MAX

@@ -41,6 +41,29 @@ def atomic_output(path: Path | str) -> Iterator[Path]:
         raise
 
 
+def current_umask() -> int:
+    """The process' umask, read without changing it where the system tells (Linux ``/proc``)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)  # elsewhere: set and restore at once (the only portable way to read it)
+    os.umask(mask)
+    return mask
+
+
+def give_default_modes(folder: Path | str) -> None:
+    """Give every file under ``folder`` the mode a plain ``open()`` would (``0o666 & ~umask``).
+
+    Some writers (safetensors, temporary files) create files readable by their owner only; a published
+    folder must be readable by whoever may read the rest of it (e.g. a server running as another user).
+    """
+    mode = 0o666 & ~current_umask()
+    for path in Path(folder).rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, mode)
+
+
 def write_text_atomic(path: Path | str, text: str, encoding: str = "utf-8") -> None:
     with atomic_output(path) as tmp:
         tmp.write_text(text, encoding=encoding)

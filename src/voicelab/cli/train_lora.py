@@ -150,11 +150,11 @@ def main(argv: list[str] | None = None) -> int:
         hf_logging.disable_progress_bar()
 
     from voicelab.audio import AudioError
+    from voicelab.models import ModelLoadError
     from voicelab.orpheus import ContractError
     from voicelab.training import build
     from voicelab.training.dataset import DatasetError
-    from voicelab.training.snac_codec import SnacLoadError
-    from voicelab.training.trainer import BaseModelLoadError, DeviceError, LoraSettings, TrainSettings
+    from voicelab.training.trainer import DeviceError, LoraSettings, TrainSettings
     from voicelab.voice import InvalidVoiceNameError
 
     request = build.TrainRequest(
@@ -198,8 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         build.VoiceExistsError,
         build.CheckpointError,
         DeviceError,
-        SnacLoadError,
-        BaseModelLoadError,
+        ModelLoadError,
     ) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE

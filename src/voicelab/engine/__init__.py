@@ -1,11 +1,10 @@
 """Text -> Orpheus tokens -> streaming 24 kHz audio, through vLLM or an embedded transformers engine.
 
-Nothing heavy is imported here: torch, transformers, peft and snac load inside constructors.
+Nothing heavy is imported here: torch, transformers, peft and snac load inside constructors. Models load
+through ``voicelab.models`` (the tokenizer with ``voicelab.models.load_tokenizer``).
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from voicelab.engine.base import (
     EngineError,
@@ -23,20 +22,6 @@ from voicelab.engine.local import LocalEngine
 from voicelab.engine.synthesizer import Synthesizer, Usage, split_text
 from voicelab.engine.vllm import VLLMEngine
 
-
-def load_tokenizer(base_model: str | Path):
-    """The base model's tokenizer (``AutoTokenizer.from_pretrained``; a hub id or a local folder)."""
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(str(base_model))
-    except (OSError, ValueError) as e:
-        raise RuntimeError(
-            f"could not load the tokenizer of {base_model!r}: {e}. Give the Orpheus base model's hub id "
-            "or a folder holding tokenizer.json"
-        ) from e
-
-
 __all__ = [
     "EngineError",
     "EngineRequestError",
@@ -52,6 +37,5 @@ __all__ = [
     "Usage",
     "VLLMEngine",
     "Voice",
-    "load_tokenizer",
     "split_text",
 ]

@@ -8,7 +8,7 @@ through the contract module's ``AudioTokenParser`` and the streaming SNAC decode
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -65,7 +65,6 @@ class Voice:
     """Folder holding ``adapter_config.json``; None means the base model itself."""
     prompt_prefix: str = ""
     """Prepended to the input text exactly as in training (recorded in ``voice.json``)."""
-    metadata: dict = field(default_factory=dict, compare=False, hash=False)
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voicelab import orpheus
-from voicelab.snac_inference import prepare_for_inference
+from voicelab import models, orpheus
 
 logger = logging.getLogger(__name__)
 
@@ -139,8 +138,9 @@ class ChunkPlanner:
 class StreamingSnacDecoder:
     """SNAC 24 kHz loaded once; decodes whole sequences or streams, batching concurrent streams.
 
-    ``snac_model``: a hub id (``hubertsiuzdak/snac_24khz``) or a local folder, loaded with
-    ``SNAC.from_pretrained`` at construction. ``device``: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+    ``snac_model``: a hub id (``hubertsiuzdak/snac_24khz``) or a local folder, loaded at construction with
+    ``models.load_snac`` (``ModelLoadError`` for one that cannot be loaded or is not the 24 kHz codec).
+    ``device``: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
 
     Concurrency: windows submitted from many streams while a decode runs are decoded together in the next
     forward pass (grouped by window length, at most ``max_batch`` windows and ``max_batch_frames`` frames
@@ -160,22 +160,9 @@ class StreamingSnacDecoder:
         max_batch_frames: int | None = None,
     ) -> None:
         import torch
-        from snac import SNAC
 
         self.device = torch.device(device)
-        try:
-            self.model = SNAC.from_pretrained(str(snac_model)).eval().to(self.device)
-        except Exception as e:
-            raise RuntimeError(
-                f"could not load the SNAC decoder {snac_model!r}: {e}. Give a hub id such as "
-                "hubertsiuzdak/snac_24khz or a folder with config.json and pytorch_model.bin"
-            ) from e
-        if getattr(self.model, "sampling_rate", orpheus.SAMPLE_RATE) != orpheus.SAMPLE_RATE:
-            raise ValueError(
-                f"SNAC model {snac_model!r} runs at {self.model.sampling_rate} Hz; Orpheus needs the "
-                f"{orpheus.SAMPLE_RATE} Hz model (hubertsiuzdak/snac_24khz)"
-            )
-        prepare_for_inference(self.model)  # exact: baked weight norm, in-place Snake
+        self.model = models.load_snac(snac_model, str(self.device))  # checked: 24 kHz, prepared
         self.snac_model = str(snac_model)
         self._planner_args = {
             "context_frames": context_frames,
@@ -283,10 +270,6 @@ class DecodeStream:
     def __init__(self, decoder: StreamingSnacDecoder, planner: ChunkPlanner) -> None:
         self._decoder = decoder
         self.planner = planner
-
-    @property
-    def frames_in(self) -> int:
-        return self.planner.total
 
     async def push(self, frames: np.ndarray) -> list[np.ndarray]:
         """Add ``(K, 7)`` frames; returns the float32 chunks that became ready (maybe none)."""

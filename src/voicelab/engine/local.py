@@ -23,7 +23,7 @@ import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from voicelab import orpheus
+from voicelab import models, orpheus
 from voicelab.engine.base import (
     EngineError,
     EngineRequestError,
@@ -41,8 +41,10 @@ _END = object()
 class LocalEngine:
     """``TokenEngine`` running the Orpheus base model (+ LoRA adapters) with transformers and peft.
 
-    ``base_model``: hub id or folder for ``AutoModelForCausalLM.from_pretrained``. ``dtype``: a torch dtype
-    (or its name, e.g. ``"bfloat16"``); None keeps float32 on CPU and picks bfloat16 on GPUs that have it.
+    ``base_model``: hub id or folder, loaded (tokenizer and model) with ``voicelab.models``, which raises
+    ``ModelLoadError`` for one that is not Orpheus. ``dtype``: a torch dtype (or its name, e.g.
+    ``"bfloat16"``); None keeps float32 on CPU and picks bfloat16 on GPUs that have it. ``tokenizer``: the
+    base model's checked tokenizer, for whoever builds this engine's prompts.
     """
 
     def __init__(
@@ -54,22 +56,13 @@ class LocalEngine:
         constrain_audio: bool = True,
     ) -> None:
         import torch
-        from transformers import AutoModelForCausalLM
 
         self.device = torch.device(device)
-        if isinstance(dtype, str):
-            dtype = getattr(torch, dtype)
-        if dtype is None:
-            on_gpu = self.device.type == "cuda"
-            dtype = torch.bfloat16 if on_gpu and torch.cuda.is_bf16_supported() else torch.float32
-        try:
-            model = AutoModelForCausalLM.from_pretrained(str(base_model), dtype=dtype)
-        except (OSError, ValueError) as e:
-            raise EngineError(
-                f"could not load the base model {base_model!r}: {e}. Give a hub id such as "
-                "canopylabs/orpheus-3b-0.1-pretrained or a local folder"
-            ) from e
-        self.model = model.to(self.device).eval()
+        dtype = models.resolve_dtype(dtype, str(self.device))
+        # the prompts this engine is given are built with the base model's tokenizer: check its contract
+        # here too, so an engine built outside the server refuses a non-Orpheus checkpoint as well
+        self.tokenizer = models.load_tokenizer(base_model)
+        self.model = models.load_base_model(base_model, dtype=dtype, device=str(self.device)).eval()
         # transformers 5 renamed past_key_values -> cache and num_logits_to_keep -> logits_to_keep.
         forward_args = inspect.signature(self.model.forward).parameters
         self._cache_kwarg = "cache" if "cache" in forward_args else "past_key_values"

@@ -146,8 +146,8 @@ def _count_generated(chunk) -> int:
 class Synthesizer:
     """Voice + text -> float32 mono chunks at 24 kHz, streamed as decoded.
 
-    ``tokenizer``: the base model's tokenizer (``voicelab.engine.load_tokenizer``). ``last_usage`` holds the
-    counts of the most recent ``stream`` call; with concurrent calls pass your own ``usage=Usage()``.
+    ``tokenizer``: the base model's tokenizer (``voicelab.models.load_tokenizer``). Pass ``usage=Usage()``
+    to ``stream`` to read a call's token and sample counts.
     """
 
     def __init__(
@@ -164,7 +164,6 @@ class Synthesizer:
         self.decoder = decoder
         self.max_piece_tokens = max_piece_tokens
         self.crossfade_samples = crossfade_samples
-        self.last_usage: Usage | None = None
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
@@ -189,7 +188,6 @@ class Synthesizer:
         """
         params = params or SamplingParams()
         usage = usage if usage is not None else Usage()
-        self.last_usage = usage
         joiner = CrossfadeJoiner(self.crossfade_samples)
         pieces = self.pieces(text)
         if not pieces:

@@ -55,11 +55,12 @@ BackendFactory = Callable[[Settings], Awaitable[Backend]]
 
 async def build_backend(settings: Settings) -> Backend:
     """The production backend for ``settings`` (heavy: loads the tokenizer, SNAC and maybe the model)."""
-    from voicelab.engine import load_tokenizer
     from voicelab.engine.decoder import StreamingSnacDecoder
     from voicelab.engine.synthesizer import Synthesizer
+    from voicelab.models import load_tokenizer
 
     kind = settings.engine_kind
+    # first, and checked against the Orpheus contract: a non-Orpheus base model stops the start-up here
     tokenizer = await asyncio.to_thread(load_tokenizer, settings.base_model)
     decoder = await asyncio.to_thread(StreamingSnacDecoder, settings.snac_model, settings.snac_device)
     engine: TokenEngine

@@ -181,12 +181,7 @@ def inspect_voice_folder(
             VOICE_FILE,
             prefix,
         )
-    voice = Voice(
-        name=name,
-        adapter_path=resolved,
-        prompt_prefix=prefix,
-        metadata=dict(vars(metadata)) if metadata else {},
-    )
+    voice = Voice(name=name, adapter_path=resolved, prompt_prefix=prefix)
     return VoiceEntry(voice=voice, rank=int(config["r"]), fingerprint=_fingerprint(folder), metadata=metadata)
 
 

@@ -1,4 +1,4 @@
-"""Builders for tiny random models with the real layouts (see shared/design/tiny-models.md)."""
+"""Builders for tiny random models with the real layouts (the same files and shapes, random weights)."""
 
 from __future__ import annotations
 
@@ -47,10 +47,12 @@ REAL_SNAC_CONFIG = {**TINY_SNAC_CONFIG, "encoder_dim": 48, "decoder_dim": 1024}
 """The snac_24khz configuration (19.8 M params, same compute as the real model): for benchmarks."""
 
 
-def build_tiny_tokenizer(out_dir: Path | str):
+def build_tiny_tokenizer(out_dir: Path | str, *, id_shift: int = 0):
     """A byte-level BPE tokenizer with the Orpheus special tokens at their real ids.
 
     Returns the ``PreTrainedTokenizerFast``; the folder loads with ``AutoTokenizer.from_pretrained``.
+    ``id_shift`` > 0 puts every ``<custom_token_N>`` that many ids later (the vocabulary keeps its size):
+    a tokenizer that breaks the Orpheus contract, which every loader must refuse.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
@@ -70,8 +72,8 @@ def build_tiny_tokenizer(out_dir: Path | str):
 
     specials = dict(_LLAMA3_SPECIALS)
     n_custom = orpheus.VOCAB_SIZE - orpheus.TEXT_VOCAB_SIZE
-    for n in range(n_custom):
-        specials[orpheus.token_spelling(orpheus.custom_token_id(n))] = orpheus.custom_token_id(n)
+    for n in range(n_custom - id_shift):
+        specials[orpheus.token_spelling(orpheus.custom_token_id(n))] = orpheus.custom_token_id(n) + id_shift
     vocab.update(specials)
 
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
@@ -99,10 +101,12 @@ def build_tiny_tokenizer(out_dir: Path | str):
     return fast
 
 
-def build_tiny_orpheus(out_dir: Path | str, *, seed: int = 0) -> Path:
+def build_tiny_orpheus(out_dir: Path | str, *, seed: int = 0, id_shift: int = 0) -> Path:
     """A 2-layer Llama with the Orpheus vocabulary and token ids, plus its tokenizer, in ``out_dir``.
 
-    Loads with ``AutoModelForCausalLM.from_pretrained(out_dir)`` like the real checkpoint.
+    Loads with ``AutoModelForCausalLM.from_pretrained(out_dir)`` like the real checkpoint. ``id_shift``
+    > 0 gives it a tokenizer whose special-token ids are shifted (see ``build_tiny_tokenizer``): the model's
+    vocabulary is still Orpheus' size, so only the tokenizer check can tell it is not Orpheus.
     """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -124,7 +128,7 @@ def build_tiny_orpheus(out_dir: Path | str, *, seed: int = 0) -> Path:
     )
     model = LlamaForCausalLM(config)
     model.save_pretrained(out_dir)
-    build_tiny_tokenizer(out_dir)
+    build_tiny_tokenizer(out_dir, id_shift=id_shift)
     logger.info("tiny Orpheus-layout Llama written to %s", out_dir)
     return out_dir
 

@@ -21,7 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from voicelab import __version__, orpheus
+from voicelab import __version__, models, orpheus
+from voicelab.fileio import give_default_modes
 from voicelab.training import dataset as ds
 from voicelab.training import report, snac_codec
 from voicelab.training.trainer import (
@@ -29,8 +30,6 @@ from voicelab.training.trainer import (
     TrainSettings,
     check_device,
     choose_precision,
-    load_base_model,
-    load_tokenizer,
     multi_gpu_hint,
     save_adapter,
     train_lora,
@@ -134,28 +133,7 @@ def prepare_examples(req: TrainRequest, tokenizer, *, progress: bool = True) -> 
     clips, missing = ds.resolve_clips(req.dataset_dir, rows)
     skipped += missing
 
-    snac = snac_codec.load_snac(req.snac_model, req.snac_device)
-    fingerprint = snac_codec.model_fingerprint(req.snac_model, snac)
-    cache = None
-    if req.use_cache:
-        cache = snac_codec.CodeCache(req.cache_dir or Path(req.dataset_dir) / CACHE_DIR_NAME)
-
-    def unreadable(name: str, error: Exception) -> None:
-        skipped.append(ds.Skipped(name, f"unreadable audio: {error}"))
-
-    started = time.perf_counter()
-    frames, enc = snac_codec.encode_clips(
-        [(clip.name, lambda clip=clip: ds.load_clip_audio(clip)) for clip in clips],
-        snac,
-        fingerprint,
-        cache=cache,
-        device=req.snac_device,
-        batch_size=req.encode_batch_size or snac_codec.auto_batch_size(req.snac_device),
-        on_error=unreadable,
-        progress=progress,
-    )
-    encode_seconds = time.perf_counter() - started
-    del snac
+    frames, enc, encode_seconds = _encode_clips(req, clips, skipped, progress)
 
     examples, too_long, audio_frames = [], [], 0
     for clip in clips:
@@ -201,6 +179,40 @@ def prepare_examples(req: TrainRequest, tokenizer, *, progress: bool = True) -> 
         "snac_encode_seconds": round(encode_seconds, 2),
     }
     return PreparedData(examples, skipped, stats)
+
+
+def _encode_clips(req: TrainRequest, clips, skipped: list[ds.Skipped], progress: bool):
+    """SNAC frames of ``clips`` (unreadable ones are added to ``skipped``), the encode statistics, and
+    the seconds the whole phase took. SNAC is loaded only when some clip is not in the cache."""
+    started = time.perf_counter()
+
+    def load():
+        return models.load_snac(req.snac_model, req.snac_device)
+
+    snac = cache = fingerprint = None
+    if req.use_cache:
+        cache = snac_codec.CodeCache(req.cache_dir or Path(req.dataset_dir) / CACHE_DIR_NAME)
+        fingerprint = snac_codec.checkpoint_fingerprint(req.snac_model)
+        if fingerprint is None:  # a hub id not downloaded yet: loading fetches its files
+            snac = load()
+            fingerprint = snac_codec.checkpoint_fingerprint(req.snac_model)
+            fingerprint = fingerprint or snac_codec.weights_fingerprint(snac)
+
+    def unreadable(name: str, error: Exception) -> None:
+        skipped.append(ds.Skipped(name, f"unreadable audio: {error}"))
+
+    frames, stats = snac_codec.encode_clips(
+        [(clip.name, lambda clip=clip: ds.load_clip_audio(clip)) for clip in clips],
+        snac,
+        fingerprint,
+        cache=cache,
+        load_model=load,
+        device=req.snac_device,
+        batch_size=req.encode_batch_size or snac_codec.auto_batch_size(req.snac_device),
+        on_error=unreadable,
+        progress=progress,
+    )
+    return frames, stats, time.perf_counter() - started
 
 
 def _log_skipped(skipped: list[ds.Skipped]) -> None:
@@ -265,13 +277,13 @@ def train_voice(req: TrainRequest, *, extra_callbacks=()) -> TrainResult:
 
     if hint := multi_gpu_hint(req.train.device, state.num_processes, torch.cuda.device_count()):
         logger.warning(hint)
-    tokenizer = load_tokenizer(req.base_model)
+    tokenizer = models.load_tokenizer(req.base_model)
 
     prepared: PreparedData | Exception
     if state.is_main_process:
         try:
             prepared = prepare_examples(req, tokenizer, progress=progress)
-        except (ds.DatasetError, snac_codec.SnacLoadError, orpheus.ContractError) as e:
+        except (ds.DatasetError, models.ModelLoadError, orpheus.ContractError) as e:
             prepared = e
     else:
         prepared = None
@@ -287,7 +299,7 @@ def train_voice(req: TrainRequest, *, extra_callbacks=()) -> TrainResult:
     )
 
     precision = choose_precision(req.train.device)
-    model = load_base_model(req.base_model, precision)
+    model = models.load_base_model(req.base_model, dtype=precision)
     if req.overwrite and resume_from is None and state.is_main_process and req.checkpoint_dir.exists():
         shutil.rmtree(req.checkpoint_dir)
     state.wait_for_everyone()
@@ -360,6 +372,9 @@ def _publish(req: TrainRequest, peft_model, metadata: VoiceMetadata, losses) -> 
         (staging / VOICE_FILE).write_text(metadata.to_json(), encoding="utf-8")
         report.write_loss_log(staging / report.LOSS_LOG_FILE, losses)
         report.plot_loss(staging / report.LOSS_PLOT_FILE, losses, f"{req.name}: LoRA training loss")
+        give_default_modes(
+            staging
+        )  # safetensors writes its file 0600: a vLLM run as another user must read it
         _replace_dir(staging, req.voice_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -1,6 +1,11 @@
-"""SNAC encoding for training: load the codec, encode clips in batches, cache codes per clip.
+"""SNAC encoding for training: encode clips in batches, cache codes per clip (``models.load_snac`` loads).
 
 Codes are kept as Orpheus frames ``(N, 7)`` (see ``voicelab.orpheus``), N = ceil(samples / 2048).
+
+A cache entry's key is the sha256 of the codec's fingerprint (``checkpoint_fingerprint``: the bytes of its
+checkpoint files) and the clip's float32 24 kHz samples. So the cache answers "has this codec already
+encoded these exact samples?" whatever the clip, dataset or run is called, and deciding that needs neither
+SNAC loaded nor anything but reading files: a rerun whose clips are all cached never loads SNAC.
 
 Batching pads clips to a common length, and padding changes what a convolution sees near a clip's end.
 So every clip, alone or in a batch, is encoded followed by at least ``ENCODE_TAIL_SAMPLES`` of silence,
@@ -16,12 +21,12 @@ import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from voicelab import orpheus
+from voicelab import models, orpheus
 from voicelab.fileio import atomic_output
-from voicelab.snac_inference import prepare_for_inference
 
 logger = logging.getLogger(__name__)
 
@@ -80,63 +85,51 @@ def plan_passes(lengths: Sequence[int], batch_size: int, max_samples: int | None
     return passes
 
 
-CACHE_FORMAT_VERSION = 1
-"""Bump when the cached content changes meaning; old entries then simply miss."""
-
-
-class SnacLoadError(RuntimeError):
-    """The SNAC model cannot be loaded (offline without a local copy, bad folder)."""
+CACHE_FORMAT_VERSION = 2
+"""Bump when the cached content or its key changes meaning; old entries then simply miss.
+(2: the codec is named by its checkpoint files' bytes, no longer by its id and its loaded weights.)"""
+HASH_CHUNK_BYTES = 1 << 20
+"""Read size while hashing a checkpoint file (the 24 kHz SNAC weights are ~80 MB)."""
 
 
 class CacheEntryError(ValueError):
     """A cache file that is unreadable or does not hold valid frames."""
 
 
-def load_snac(model_id: str, device: str = "cpu"):
-    """``SNAC.from_pretrained(model_id)`` on ``device``, in eval mode, prepared for inference (exact).
-
-    ``model_id`` is a hub id or a local folder with ``config.json`` + ``pytorch_model.bin``.
-    """
-    import torch
-    from snac import SNAC
-
-    try:
-        model = SNAC.from_pretrained(model_id)
-    except Exception as e:  # hub errors, missing files, bad state dicts: all mean "cannot load"
-        raise SnacLoadError(
-            f"cannot load the SNAC model {model_id!r} ({type(e).__name__}: {e}); offline, pass a local folder "
-            "holding config.json and pytorch_model.bin with --snac-model (download it once with "
-            f"`.venv/bin/hf download {model_id} --local-dir DIR` on a machine with network)"
-        ) from e
-    checkpoint_digest = weights_digest(model)  # as stored, before the device and baking touch them
-    model = prepare_for_inference(model.to(torch.device(device)).eval())
-    model.requires_grad_(False)
-    setattr(model, CHECKPOINT_DIGEST_ATTR, checkpoint_digest)
-    return model
-
-
-CHECKPOINT_DIGEST_ATTR = "voicelab_checkpoint_digest"
-"""Set by :func:`load_snac`: :func:`weights_digest` of the model as loaded from its checkpoint."""
-
-
-def weights_digest(model) -> str:
-    """sha256 over a model's state dict (names and bytes)."""
+def _file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        while chunk := f.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def checkpoint_fingerprint(model_id: str) -> str | None:
+    """sha256 over the SNAC checkpoint's files (``config.json``, ``pytorch_model.bin``), read from disk
+    without loading SNAC: a local folder's files, or a hub id's files in the local hub cache
+    (``models.snac_checkpoint_files``). None when they are not on disk (a hub id not downloaded yet).
+
+    The bytes name the codec, not the id: a hub id and a downloaded copy of it share cache entries, and
+    any change to either file gives new keys.
+    """
+    files = models.snac_checkpoint_files(model_id)
+    if files is None:
+        return None
+    digest = hashlib.sha256(f"snac-files:v{CACHE_FORMAT_VERSION}\n".encode())
+    for name, path in zip(models.SNAC_CHECKPOINT_FILES, files, strict=True):
+        digest.update(f"{name}:{_file_sha256(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def weights_fingerprint(model) -> str:
+    """sha256 over a loaded model's state dict (names and bytes): the key when the checkpoint files
+    cannot be located even after loading. Weights baked on another device may differ in the last bit,
+    which costs a cache miss, never a wrong hit."""
+    digest = hashlib.sha256(f"snac-weights:v{CACHE_FORMAT_VERSION}\n".encode())
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
-
-
-def model_fingerprint(model_id: str, model) -> str:
-    """sha256 over the model id and its checkpoint's weights: any change of codec gives a new cache key.
-
-    For a model from :func:`load_snac` the weights are taken as stored, before weight norm is baked on
-    ``--snac-device``: baking on a GPU and on the CPU can differ in the last bit, and a cache filled with
-    ``--snac-device cpu`` must still serve a run with ``--snac-device cuda`` (both encode the same codec).
-    """
-    weights = getattr(model, CHECKPOINT_DIGEST_ATTR, None) or weights_digest(model)
-    return hashlib.sha256(f"snac:{model_id}:v{CACHE_FORMAT_VERSION}\n{weights}".encode()).hexdigest()
 
 
 def cache_key(audio: np.ndarray, fingerprint: str) -> str:
@@ -237,9 +230,10 @@ class EncodeStats:
 def encode_clips(
     items: Sequence[tuple[str, Callable[[], np.ndarray]]],
     model,
-    fingerprint: str,
+    fingerprint: str | None,
     *,
     cache: CodeCache | None,
+    load_model: Callable[[], Any] | None = None,
     device: str | None = None,
     batch_size: int = DEFAULT_ENCODE_BATCH_SIZE,
     max_samples: int | str | None = "auto",
@@ -249,43 +243,33 @@ def encode_clips(
 ) -> tuple[dict[str, np.ndarray], EncodeStats]:
     """Frames for each ``(name, load_audio)`` item, reading and writing ``cache`` unless it is None.
 
-    Audio is loaded ``window`` clips at a time (bounded memory); cache misses in a window are sorted by
-    length and encoded ``batch_size`` at a time so little padding is computed, each pass holding at most
-    ``max_samples`` samples (``"auto"``: ``max_pass_samples(device)``). ``load_audio`` may raise
-    ``AudioError``: the item is then reported through ``on_error`` and left out.
+    ``model`` may be None with ``load_model`` given: it is then called once, at the first clip the cache
+    does not hold (a fully cached run never loads the codec). ``fingerprint`` keys the cache (unused
+    without one). Audio is loaded ``window`` clips at a time (bounded memory); cache misses in a window
+    are sorted by length and encoded ``batch_size`` at a time so little padding is computed, each pass
+    holding at most ``max_samples`` samples (``"auto"``: ``max_pass_samples(device)``). ``load_audio``
+    may raise ``AudioError``: the item is then reported through ``on_error`` and left out.
     """
     from tqdm.auto import tqdm
 
-    from voicelab.audio import AudioError
-
-    device = device or model_device(model)
-    if max_samples == "auto":
-        max_samples = max_pass_samples(device)
+    if model is None and load_model is None:
+        raise ValueError("encode_clips needs a model or load_model")
+    if cache is not None and fingerprint is None:
+        raise ValueError("a cache needs the codec's fingerprint")
     result: dict[str, np.ndarray] = {}
     stats = EncodeStats()
     # disable=None: tqdm stays quiet when stderr is not a terminal, so logs hold no bar redraws
     bar = tqdm(total=len(items), desc="SNAC encoding", unit="clip", disable=None if progress else True)
     for start in range(0, len(items), window):
-        pending: list[tuple[str, str, np.ndarray]] = []
-        for name, load in items[start : start + window]:
-            try:
-                audio = load()
-            except AudioError as e:
-                stats.failed += 1
-                if on_error is not None:
-                    on_error(name, e)
-                bar.update(1)
-                continue
-            key = cache_key(audio, fingerprint)
-            frames = cache.get(key, frames_for(len(audio))) if cache is not None else None
-            if frames is not None:
-                result[name] = frames
-                stats.from_cache += 1
-                bar.update(1)
-            else:
-                pending.append((name, key, audio))
+        pending = _lookup(items[start : start + window], fingerprint, cache, result, stats, on_error, bar)
+        if not pending:
+            continue
+        if model is None:
+            model = load_model()
+        device = device or model_device(model)
+        cap = max_pass_samples(device) if max_samples == "auto" else max_samples
         pending.sort(key=lambda item: len(item[2]))
-        for indices in plan_passes([len(audio) for _, _, audio in pending], batch_size, max_samples):
+        for indices in plan_passes([len(audio) for _, _, audio in pending], batch_size, cap):
             chunk = [pending[i] for i in indices]
             for (name, key, _), frames in zip(
                 chunk, encode_batch(model, [audio for _, _, audio in chunk], device), strict=True
@@ -297,3 +281,28 @@ def encode_clips(
             bar.update(len(chunk))
     bar.close()
     return result, stats
+
+
+def _lookup(items, fingerprint, cache, result, stats, on_error, bar) -> list[tuple[str, str, np.ndarray]]:
+    """Load each item's audio; cached frames go into ``result``, the rest come back as (name, key, audio)."""
+    from voicelab.audio import AudioError
+
+    pending = []
+    for name, load in items:
+        try:
+            audio = load()
+        except AudioError as e:
+            stats.failed += 1
+            if on_error is not None:
+                on_error(name, e)
+            bar.update(1)
+            continue
+        key = cache_key(audio, fingerprint) if cache is not None else ""
+        frames = cache.get(key, frames_for(len(audio))) if cache is not None else None
+        if frames is not None:
+            result[name] = frames
+            stats.from_cache += 1
+            bar.update(1)
+        else:
+            pending.append((name, key, audio))
+    return pending

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from voicelab import orpheus
+from voicelab.errors import UsageError
 from voicelab.voice import LORA_TARGET_MODULES
 
 logger = logging.getLogger(__name__)
@@ -28,21 +29,10 @@ CHECKPOINTS_KEPT = 2
 """Older checkpoints are deleted as new ones are written (each holds adapter + optimizer state)."""
 INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 """Ctrl-C, and what torchrun/accelerate send their workers when they are interrupted."""
-CONTRACT_TOKENS = {
-    "<|begin_of_text|>": orpheus.BEGIN_OF_TEXT,
-    "<|eot_id|>": orpheus.END_OF_TEXT,
-    orpheus.token_spelling(orpheus.START_OF_HUMAN): orpheus.START_OF_HUMAN,
-    orpheus.token_spelling(orpheus.AUDIO_TOKEN_BASE): orpheus.AUDIO_TOKEN_BASE,
-}
-"""Spellings a real Orpheus tokenizer maps to the contract's ids (checked before training)."""
 
 
-class DeviceError(RuntimeError):
+class DeviceError(UsageError):
     """The requested device is not available."""
-
-
-class BaseModelLoadError(RuntimeError):
-    """The base model or its tokenizer cannot be loaded, or is not an Orpheus checkpoint."""
 
 
 @dataclass(frozen=True)
@@ -107,55 +97,6 @@ def choose_precision(device: str) -> str:
         return "fp16"
     logger.info("training on %s in fp32", device)
     return "fp32"
-
-
-def load_tokenizer(base_model: str):
-    """The base model's tokenizer; checks it spells the contract's special tokens at their ids."""
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(base_model)
-    except (OSError, ValueError) as e:
-        raise BaseModelLoadError(_load_hint(base_model, e)) from e
-    wrong = {
-        spelling: tokenizer.convert_tokens_to_ids(spelling)
-        for spelling, expected in CONTRACT_TOKENS.items()
-        if tokenizer.convert_tokens_to_ids(spelling) != expected
-    }
-    if wrong:
-        raise BaseModelLoadError(
-            f"{base_model!r} has a tokenizer that is not Orpheus' ({wrong} differ from the Orpheus ids): "
-            "pass an Orpheus checkpoint with --base-model"
-        )
-    return tokenizer
-
-
-def load_base_model(base_model: str, precision: str = "fp32"):
-    """``AutoModelForCausalLM.from_pretrained(base_model)`` in the dtype that fits ``precision``."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    # fp16 training keeps fp16 base weights (memory) while peft keeps the adapter in fp32 for the scaler.
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
-    try:
-        model = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype)
-    except (OSError, ValueError) as e:
-        raise BaseModelLoadError(_load_hint(base_model, e)) from e
-    vocab = model.get_input_embeddings().num_embeddings
-    if vocab != orpheus.VOCAB_SIZE:
-        raise BaseModelLoadError(
-            f"{base_model!r} has a vocabulary of {vocab} tokens, not Orpheus' {orpheus.VOCAB_SIZE}: "
-            "pass an Orpheus checkpoint with --base-model (the vocabulary is never resized: vLLM would refuse it)"
-        )
-    return model
-
-
-def _load_hint(base_model: str, error: Exception) -> str:
-    return (
-        f"cannot load the base model {base_model!r} ({type(error).__name__}: {error}); offline, pass a local "
-        "folder holding the Orpheus checkpoint and tokenizer with --base-model (download it once with "
-        f"`.venv/bin/hf download {base_model} --local-dir DIR` on a machine with network)"
-    )
 
 
 def lora_config(settings: LoraSettings, base_model: str):
@@ -248,7 +189,6 @@ class TrainOutcome:
     global_step: int
     interrupted: bool
     train_loss: float | None
-    is_main_process: bool
 
 
 def train_lora(
@@ -324,7 +264,6 @@ def train_lora(
         global_step=int(trainer.state.global_step),
         interrupted=interrupt.interrupted,
         train_loss=float(result.training_loss) if result.training_loss is not None else None,
-        is_main_process=trainer.is_world_process_zero(),
     )
 
 
