@@ -156,6 +156,7 @@ def capacity_section(decoder, args, n_frames: int) -> None:
     print("  " + load_line("before"))
     variants = [None] if decoder.device.type != "cpu" else (args.threads or [torch.get_num_threads()])
     found: dict = {v: [] for v in variants}
+    worst_rtf: dict = {v: [] for v in variants}
     latencies: dict = {v: [] for v in variants}
     for r in range(args.rounds):
         order = variants if r % 2 == 0 else variants[::-1]
@@ -165,6 +166,7 @@ def capacity_section(decoder, args, n_frames: int) -> None:
             found[v].append(n)
             latencies[v] += [s.first_audio_s for s in stats]
             worst = min(s.rtf_p5 for s in stats)
+            worst_rtf[v].append(worst)
             label = f"threads={v}" if v else decoder.device.type
             print(f"  round {r + 1}: {label}: capacity {n} (worst stream p{RTF_PERCENTILE} RTF {worst:.2f})")
     print("  " + load_line("after"))
@@ -174,9 +176,10 @@ def capacity_section(decoder, args, n_frames: int) -> None:
         print(
             f"  {label}: capacity {median_range(found[v], 'g')} streams (median, min-max of rounds); "
             f"first audio p50 {np.percentile(lat, 50):.0f} ms, p95 {np.percentile(lat, 95):.0f} ms "
-            f"(at the capacity found, {len(lat)} streams pooled)"
+            f"({len(lat)} streams pooled: those at the capacity found, or single streams at capacity 0); "
+            f"worst stream's p{RTF_PERCENTILE} RTF there {median_range(worst_rtf[v], '.2f')}"
         )
-    best = max(variants, key=lambda v: (statistics.median(found[v]), v == variants[0]))
+    best = max(variants, key=lambda v: (statistics.median(found[v]), statistics.median(worst_rtf[v])))
     if best:
         print(f"  sections 2 and 3 run with torch threads={best} (the higher median capacity)")
     _set_threads(best)()
