@@ -11,9 +11,9 @@ limit), every stream starting at once. Three measurements, each repeated ``--rou
    runs out of audio). Printed with the first-audio latency (stream start -> first chunk) p50/p95 over
    the streams at N. On CPU two torch thread counts are compared as A and B (``--threads A B``): on a
    shared machine the count decides the result more than anything else measured.
-2. Aggregate audio seconds per wall second at 1, 4, 16, 64 streams (``--aggregate``).
-3. One stream, ours vs the public reference's scheme (decode the last 4 frames every frame, keep the
+2. One stream, ours vs the public reference's scheme (decode the last 4 frames every frame, keep the
    second): audio s / wall s and first-audio latency, interleaved A/B.
+3. Aggregate audio seconds per wall second at 1, 4, 16, 64 streams (``--aggregate``).
 
 usage: python benchmarks/bench_decode.py [--device cpu|cuda] [--rounds 3] [--seconds 3] [--threads 1 2]
        [--aggregate 1 4 16 64] [--aggregate-seconds 2] [--max-streams 64] [--skip-reference]
@@ -189,7 +189,7 @@ def aggregate_section(decoder, args) -> None:
     from voicelab import orpheus
 
     n_frames = int(np.ceil(args.aggregate_seconds * orpheus.SAMPLE_RATE / orpheus.SAMPLES_PER_FRAME))
-    print(f"\n2. aggregate audio s / wall s, unpaced, {n_frames} frames per stream, {args.rounds} rounds")
+    print(f"\n3. aggregate audio s / wall s, unpaced, {n_frames} frames per stream, {args.rounds} rounds")
     print("  " + load_line("before"))
     results: dict[int, list[float]] = {n: [] for n in args.aggregate}
     for r in range(args.rounds):
@@ -197,6 +197,7 @@ def aggregate_section(decoder, args) -> None:
         for n in counts:
             stats, wall = run_streams(decoder, n, n_frames)
             results[n].append(sum(s.audio_s for s in stats) / wall)
+            print(f"  round {r + 1}: {n} streams {results[n][-1]:.3g} audio s/s", flush=True)
     print("  " + load_line("after"))
     one = results[args.aggregate[0]]
     for n, values in results.items():
@@ -209,7 +210,7 @@ def aggregate_section(decoder, args) -> None:
 
 def reference_section(decoder, args, n_frames: int) -> None:
     frames = _frames(n_frames, seed=0)
-    print("\n3. one stream: public reference (A) vs StreamingSnacDecoder (B), tokens unpaced")
+    print("\n2. one stream: public reference (A) vs StreamingSnacDecoder (B), tokens unpaced")
     print("  " + load_line("before"))
     cmp = Comparison("public reference (decode 4 frames, keep 1)", "voicelab StreamingSnacDecoder")
     cmp.run(args.rounds, lambda: reference_stream(decoder, frames), lambda: ours_one(decoder, frames))
@@ -254,10 +255,10 @@ def main(argv: list[str] | None = None) -> int:
         f"default torch threads {torch.get_num_threads()}"
     )
     capacity_section(decoder, args, n_frames)
-    if args.aggregate:
-        aggregate_section(decoder, args)
     if not args.skip_reference:
         reference_section(decoder, args, n_frames)
+    if args.aggregate:
+        aggregate_section(decoder, args)
     return 0
 
 
