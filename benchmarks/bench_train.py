@@ -27,11 +27,10 @@ from pathlib import Path
 import numpy as np
 
 from harness import Comparison, load_line, machine_line, median_range
-from voicelab import models, orpheus, testing
+from voicelab import dataset, models, orpheus, testing
 from voicelab.audio import write_wav
 from voicelab.cli.common import HelpFormatter
 from voicelab.training import build, snac_codec
-from voicelab.training import dataset as ds
 
 BATCH_SIZE = 8
 CLIP_SECONDS = (2.0, 4.0)  # prepared clips are 3-13 s; shorter by default so the run stays minutes on CPU
@@ -108,7 +107,7 @@ def bench_rerun(
     for i, seconds in enumerate(rng.uniform(*clip_seconds, n_clips)):
         write_wav(data / f"c{i:03d}.wav", testing.speech_like_noise([(seconds, 0.0)], SR, seed=i)[:, 0], SR)
         rows.append(f"c{i:03d},Sentence number {i}.")
-    (data / ds.TRANSCRIPT_FILE).write_text("\n".join([",".join(ds.TRANSCRIPT_HEADER), *rows, ""]))
+    (data / dataset.TRANSCRIPT_FILE).write_text("\n".join([",".join(dataset.TRANSCRIPT_HEADER), *rows, ""]))
     models.load_snac(str(snac_dir), device)  # imports and the page cache warm, as on a user's machine
 
     def phase(cache_dir: Path):

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import whisper
 
-    from voicelab import testing
+    from voicelab import dataset, testing
     from voicelab import transcribe as tr
     from voicelab.audio import read_audio
 
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(tmp) / "clips"
         for i in range(args.clips):
             testing.speak([SENTENCES[i % len(SENTENCES)], 0.3], folder / f"clip_{i:03d}.wav")
-        clips = tr.find_clips(folder)
+        clips = dataset.find_clips(folder)
         audio_s = sum(tr.clip_duration_s(c) for c in clips)
         print(machine_line())
         print(f"{len(clips)} clips, {audio_s:.1f} s of 22.05 kHz espeak-ng speech")

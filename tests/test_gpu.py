@@ -30,7 +30,7 @@ from test_train_lora import (
     speak_greedily,
     train_memoriser,
 )
-from voicelab import models, orpheus, testing
+from voicelab import dataset, models, orpheus, testing
 from voicelab.cli import train_lora
 from voicelab.training import build, snac_codec
 from voicelab.training import dataset as ds
@@ -480,7 +480,7 @@ def test_greedy_generation_on_device_reproduces_the_training_clip(
     # the codes training used: the cache entry its SNAC pass (on the device) wrote
     audio = ds.load_clip_audio(ds.Clip("one", data / "one.wav", MEMORISE_TEXT))
     key = snac_codec.cache_key(audio, snac_codec.checkpoint_fingerprint(str(tiny_snac_dir)))
-    trained_frames = snac_codec.CodeCache(data / build.CACHE_DIR_NAME).get(
+    trained_frames = snac_codec.CodeCache(data / dataset.CACHE_DIR).get(
         key, snac_codec.frames_for(len(audio))
     )
     assert trained_frames is not None, "training left no cache entry for the clip"

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from voicelab import audio, prepare
+from voicelab import audio, dataset, prepare
 from voicelab.cli import prepare_audio
 from voicelab.prepare import PrepareSettings, prepare_dataset
 from voicelab.testing import speak, speech_like_noise
@@ -79,7 +79,7 @@ def formats_run(tmp_path_factory):
         else:
             sf.write(raw / name, signal, rate, subtype=subtype)
     report = prepare_dataset(raw, out, PrepareSettings(), progress=False)
-    rows = list(csv.DictReader((out / prepare.MANIFEST_NAME).open()))
+    rows = list(csv.DictReader((out / dataset.MANIFEST_FILE).open()))
     return report, rows, out
 
 
@@ -98,16 +98,16 @@ def test_every_format_rate_and_layout_is_cut_at_the_same_pauses(formats_run, nam
 def test_all_formats_succeed_and_clips_are_named_by_stem_and_index(formats_run):
     report, rows, out = formats_run
     assert not report.failed
-    expected = sorted(f"{Path(n).stem}_{i:03d}.wav" for n in FORMATS for i in range(len(EXPECTED_CLIPS)))
-    assert sorted(r["clip"] for r in rows) == expected
-    assert sorted(p.name for p in out.glob("*.wav")) == expected
+    expected = sorted(f"{Path(n).stem}_{i:03d}" for n in FORMATS for i in range(len(EXPECTED_CLIPS)))
+    assert sorted(r["clip"] for r in rows) == expected  # the clip key, as in transcript.csv
+    assert sorted(p.stem for p in out.glob("*.wav")) == expected
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no temp or scratch left
 
 
 def test_clips_are_16bit_mono_wav_at_the_target_rate_within_the_duration_bounds(formats_run):
     _, rows, out = formats_run
     for row in rows:
-        info = sf.info(out / row["clip"])
+        info = sf.info(out / dataset.clip_filename(row["clip"]))
         assert (info.samplerate, info.channels, info.subtype, info.format) == (
             TARGET_RATE,
             1,
@@ -122,7 +122,7 @@ def test_clips_are_16bit_mono_wav_at_the_target_rate_within_the_duration_bounds(
 def test_loudness_is_on_target_and_no_sample_clips(formats_run):
     _, rows, out = formats_run
     for row in rows:
-        samples, _ = sf.read(out / row["clip"], dtype="int16")
+        samples, _ = sf.read(out / dataset.clip_filename(row["clip"]), dtype="int16")
         assert np.abs(samples.astype(np.int32)).max() < audio.PCM16_MAX  # never at full scale
         level = 20 * np.log10(np.sqrt(np.mean((samples / audio.PCM16_MAX) ** 2)))
         if row["peak_limited"] == "no":
@@ -141,7 +141,7 @@ def test_peak_guard_lowers_the_gain_and_says_so(tmp_path):
     signal[clicks] = 0.9  # sparse clicks: low RMS, high peak, so -20 dBFS RMS would clip
     sf.write(raw / "clicky.wav", signal, 24000, subtype="FLOAT")
     prepare_dataset(raw, tmp_path / "out", progress=False)
-    rows = list(csv.DictReader((tmp_path / "out" / prepare.MANIFEST_NAME).open()))
+    rows = list(csv.DictReader((tmp_path / "out" / dataset.MANIFEST_FILE).open()))
     first = rows[0]
     assert first["peak_limited"] == "yes"
     assert float(first["peak_dbfs"]) == pytest.approx(prepare.PEAK_CEILING_DBFS, abs=0.01)
@@ -184,7 +184,7 @@ def espeak_run(tmp_path_factory):
     room_tone = np.zeros(round(0.5 * rate), np.float32)
     sf.write(root / "raw" / "story.wav", np.concatenate([room_tone, speech, room_tone]), rate)
     prepare_dataset(root / "raw", root / "out", progress=False)
-    return root / "out", list(csv.DictReader((root / "out" / prepare.MANIFEST_NAME).open()))
+    return root / "out", list(csv.DictReader((root / "out" / dataset.MANIFEST_FILE).open()))
 
 
 def test_real_speech_clips_start_and_end_in_quiet_pads(espeak_run):
@@ -192,7 +192,7 @@ def test_real_speech_clips_start_and_end_in_quiet_pads(espeak_run):
     assert len(rows) >= 2
     edge = slice(round(0.02 * TARGET_RATE), round(0.12 * TARGET_RATE))  # inside the pad, past the fade
     for row in rows:
-        clip, _ = sf.read(out / row["clip"], dtype="float32")
+        clip, _ = sf.read(out / dataset.clip_filename(row["clip"]), dtype="float32")
         threshold_after_gain = -40.0 + float(row["gain_db"])
         for part in (clip[edge], clip[::-1][edge]):
             level = 20 * np.log10(np.sqrt(np.mean(part.astype(np.float64) ** 2)) + 1e-12)
@@ -264,7 +264,7 @@ def test_missing_or_empty_input_and_output_inside_input_exit_2(tmp_path, good_wa
     assert run_cli(good_wav, good_wav / "clips") == 2
     assert "inside INPUT" in capsys.readouterr().err
     assert run_cli(good_wav, good_wav) == 2
-    assert not (good_wav / "clips").exists() and not (good_wav / prepare.MANIFEST_NAME).exists()
+    assert not (good_wav / "clips").exists() and not (good_wav / dataset.MANIFEST_FILE).exists()
 
 
 def test_a_single_file_input_works(good_wav, tmp_path, capsys):
@@ -290,7 +290,7 @@ def test_bad_files_are_reported_one_line_each_and_the_rest_is_prepared(good_wav,
     assert len(failure_lines) == len(bad)  # one line per bad file, naming it
     assert "not a readable audio file" in summary and "file is empty" in summary
     assert "no clips from 1 file(s): silent.wav" in summary
-    rows = list(csv.DictReader((out / prepare.MANIFEST_NAME).open()))
+    rows = list(csv.DictReader((out / dataset.MANIFEST_FILE).open()))
     assert {r["source"] for r in rows} == {"good.wav"}
     assert sorted(p.name for p in out.glob("*.wav")) == ["good_000.wav", "good_001.wav"]
 
@@ -316,18 +316,18 @@ def _mtimes(folder: Path) -> dict[str, int]:
 def test_rerun_skips_done_sources_adds_new_ones_and_overwrite_redoes(good_wav, tmp_path, capsys):
     out = tmp_path / "out"
     assert run_cli(good_wav, out) == 0
-    manifest = (out / prepare.MANIFEST_NAME).read_bytes()
+    manifest = (out / dataset.MANIFEST_FILE).read_bytes()
     before = _mtimes(out)
     assert run_cli(good_wav, out) == 0
     assert "1 already done (skipped)" in capsys.readouterr().out
-    assert (out / prepare.MANIFEST_NAME).read_bytes() == manifest and _mtimes(out) == before
+    assert (out / dataset.MANIFEST_FILE).read_bytes() == manifest and _mtimes(out) == before
 
     sf.write(good_wav / "later.flac", reference(48000, 2, seed=5), 48000)
     assert run_cli(good_wav, out) == 0
     after = _mtimes(out)
     assert {k: after[k] for k in before} == before  # old clips untouched
     assert sorted(set(after) - set(before)) == ["later_000.wav", "later_001.wav"]
-    rows = list(csv.DictReader((out / prepare.MANIFEST_NAME).open()))
+    rows = list(csv.DictReader((out / dataset.MANIFEST_FILE).open()))
     assert [r["source"] for r in rows] == ["good.wav"] * 2 + ["later.flac"] * 2
     assert "Dataset: 4 clips" in capsys.readouterr().out
 
@@ -352,16 +352,16 @@ def test_a_crash_never_leaves_a_manifest_row_without_its_clip(good_wav, tmp_path
     monkeypatch.setattr(audio, "write_wav", crash_on_third_clip)
     with pytest.raises(KeyboardInterrupt):
         prepare_dataset(good_wav, out, progress=False)
-    rows = list(csv.DictReader((out / prepare.MANIFEST_NAME).open()))
-    assert [r["clip"] for r in rows] == ["good_000.wav", "good_001.wav"]
-    assert all((out / r["clip"]).exists() for r in rows)
+    rows = list(csv.DictReader((out / dataset.MANIFEST_FILE).open()))
+    assert [r["clip"] for r in rows] == ["good_000", "good_001"]
+    assert all((out / dataset.clip_filename(r["clip"])).exists() for r in rows)
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
 
     monkeypatch.setattr(audio, "write_wav", real_write)
     prepare_dataset(good_wav, out, progress=False)
-    rows = list(csv.DictReader((out / prepare.MANIFEST_NAME).open()))
-    assert [r["clip"] for r in rows] == ["good_000.wav", "good_001.wav", "zzz_000.wav", "zzz_001.wav"]
-    assert sorted(p.name for p in out.glob("*.wav")) == [r["clip"] for r in rows]
+    rows = list(csv.DictReader((out / dataset.MANIFEST_FILE).open()))
+    assert [r["clip"] for r in rows] == ["good_000", "good_001", "zzz_000", "zzz_001"]
+    assert sorted(p.stem for p in out.glob("*.wav")) == [r["clip"] for r in rows]
 
 
 def test_same_file_names_in_different_folders_get_distinct_clip_names(tmp_path):
@@ -370,10 +370,10 @@ def test_same_file_names_in_different_folders_get_distinct_clip_names(tmp_path):
         sf.write(tmp_path / "raw" / folder / "talk.wav", reference(24000), 24000)
     report = prepare_dataset(tmp_path / "raw", tmp_path / "out", progress=False)
     assert [(r.clip, r.source) for r in report.dataset] == [
-        ("talk_000.wav", "a/talk.wav"),
-        ("talk_001.wav", "a/talk.wav"),
-        ("b_talk_000.wav", "b/talk.wav"),
-        ("b_talk_001.wav", "b/talk.wav"),
+        ("talk_000", "a/talk.wav"),
+        ("talk_001", "a/talk.wav"),
+        ("b_talk_000", "b/talk.wav"),
+        ("b_talk_001", "b/talk.wav"),
     ]
 
 

@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 
 from voicelab import models, orpheus, testing
+from voicelab.dataset import DatasetError
 from voicelab.training import dataset as ds
 from voicelab.training import snac_codec
 
@@ -26,7 +27,7 @@ def test_transcript_rows_and_skips(tmp_path):
         'filename,text\nclip1,Hello there.\nclip2,"Commas, quoted, are fine."\n'
         "clip3,   \n\nclip5.wav,With suffix.\n",
     )
-    rows, skipped = ds.read_transcript(path)
+    rows, skipped = ds.read_training_rows(path)
     assert [(r.filename, r.text) for r in rows] == [
         ("clip1", "Hello there."),
         ("clip2", "Commas, quoted, are fine."),
@@ -37,10 +38,10 @@ def test_transcript_rows_and_skips(tmp_path):
 
 def test_transcript_reads_what_transcribe_writes(tmp_path):
     """One CSV format for both steps: quotes, commas and newlines written by transcribe come back intact."""
-    from voicelab.transcript import write_transcript
+    from voicelab.dataset import write_transcript
 
     path = write_transcript(tmp_path / "t.csv", [("b", 'Say "hi", then\nstop.'), ("a", "Plain.")])
-    rows, skipped = ds.read_transcript(path)
+    rows, skipped = ds.read_training_rows(path)
     assert [(r.filename, r.text) for r in rows] == [("a", "Plain."), ("b", 'Say "hi", then\nstop.')]
     assert skipped == []
 
@@ -56,13 +57,13 @@ def test_transcript_reads_what_transcribe_writes(tmp_path):
     ],
 )
 def test_transcript_bad_files_raise(tmp_path, content, message):
-    with pytest.raises(ds.TranscriptError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        ds.read_transcript(write_csv(tmp_path / "t.csv", content))
+    with pytest.raises(DatasetError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        ds.read_training_rows(write_csv(tmp_path / "t.csv", content))
 
 
 def test_transcript_missing_file_says_what_to_run(tmp_path):
-    with pytest.raises(ds.TranscriptError, match="make transcribe"):
-        ds.read_transcript(tmp_path / "nope.csv")
+    with pytest.raises(DatasetError, match="make transcribe"):
+        ds.read_training_rows(tmp_path / "nope.csv")
 
 
 def test_resolve_clips_skips_missing_and_escaping_names(tmp_path):

@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from voicelab import models, orpheus, testing
+from voicelab import dataset, models, orpheus, testing
 from voicelab.audio import write_wav
 from voicelab.cli import train_lora
 from voicelab.training import build, snac_codec
@@ -35,7 +35,7 @@ def write_transcript(folder: Path, rows) -> Path:
     path = folder / "transcript.csv"
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(ds.TRANSCRIPT_HEADER)
+        writer.writerow(dataset.TRANSCRIPT_HEADER)
         writer.writerows(rows)
     return path
 
@@ -314,6 +314,7 @@ def test_out_of_range_flags_are_usage_errors(flags, tmp_path, capsys):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_without_cuda_suggests_cpu(tmp_path, capsys):
+    (tmp_path / "transcript.csv").write_text("filename,text\na,Hello.\n")
     rc = train_lora.main(["bob", str(tmp_path), "--device", "cuda", "--voices-dir", str(tmp_path / "v")])
     assert rc == 2
     assert "--device cpu" in capsys.readouterr().err

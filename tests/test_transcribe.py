@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from voicelab import testing
+from voicelab import dataset, testing
 from voicelab import transcribe as tr
 from voicelab.cli import transcribe as transcribe_cli
-from voicelab.transcript import read_transcript, write_transcript
+from voicelab.dataset import read_transcript, write_transcript
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "transcribe.py"
@@ -155,7 +155,7 @@ def test_no_wav_files_exits_2(tmp_path, capsys):
 
 def test_missing_folder_exits_2(tmp_path, capsys):
     assert transcribe_cli.main([str(tmp_path / "nope")]) == 2
-    assert "not a folder" in capsys.readouterr().err
+    assert "dataset folder not found" in capsys.readouterr().err
 
 
 def test_unknown_model_lists_names_and_local_paths(clips, capsys):
@@ -293,7 +293,7 @@ def synthetic_clips(tmp_path):
 
 
 def run(folder, fake, overwrite=False):
-    clips = tr.find_clips(folder)
+    clips = dataset.find_clips(folder)
     out = folder / "transcript.csv"
     plan = tr.plan_resume(clips, out, overwrite=overwrite)
     return tr.transcribe_clips(clips, out, fake, plan, progress=False)
@@ -336,7 +336,7 @@ def test_row_cut_short_by_power_loss_is_redone(synthetic_clips):
     folder, texts = synthetic_clips
     run(folder, FakeTranscriber(texts))
     out = folder / "transcript.csv"
-    tr.write_signals(tr.signals_path_for(out), {})  # as if the signals never made it to disk
+    tr.write_signals(dataset.signals_path_for(out), {})  # as if the signals never made it to disk
     content = out.read_text(encoding="utf-8")
     out.write_text(content[: content.rindex("spoken")], encoding="utf-8")  # last record half-written
     again = FakeTranscriber(texts)

@@ -6,7 +6,7 @@ import csv
 
 import pytest
 
-from voicelab.transcript import (
+from voicelab.dataset import (
     TranscriptAppender,
     TranscriptFormatError,
     format_row,

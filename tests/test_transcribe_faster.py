@@ -14,8 +14,8 @@ from voicelab import testing
 from voicelab import transcribe as tr
 from voicelab.audio import read_audio
 from voicelab.cli import transcribe as transcribe_cli
+from voicelab.dataset import read_transcript
 from voicelab.testing.whisper_ct2 import build_tiny_faster_whisper
-from voicelab.transcript import read_transcript
 
 pytestmark = pytest.mark.usefixtures("restore_torch_threads")
 
@@ -112,11 +112,11 @@ def test_cuda_fallback_and_unknown_model(monkeypatch, tiny_ct2_dir, caplog, tmp_
     t = tr.load_transcriber("faster-whisper", str(tiny_ct2_dir), device="cuda", options=options, threads=1)
     assert t.model.model.device == "cpu"
     assert "CUDA is not available" in caplog.text
-    with pytest.raises(tr.ModelNotFoundError, match=r"distil-large-v3.*CTranslate2 model folder"):
+    with pytest.raises(tr.TranscribeError, match=r"distil-large-v3.*CTranslate2 model folder"):
         tr.load_transcriber("faster-whisper", "enormous", device="cpu", options=options)
     checkpoint_file = tmp_path / "model.pt"
     checkpoint_file.write_bytes(b"")
-    with pytest.raises(tr.ModelNotFoundError):
+    with pytest.raises(tr.TranscribeError):
         tr.load_transcriber("faster-whisper", str(checkpoint_file), device="cpu", options=options)
 
 

@@ -13,31 +13,40 @@ leaves a manifest row without its clip. Sources already in the manifest are skip
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
 import re
 import sys
 import tempfile
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from voicelab import orpheus, segment
 from voicelab.audio import AUDIO_SUFFIXES, AudioDecodeError, AudioError, AudioInfo, is_audio_file
-from voicelab.fileio import write_text_atomic
+from voicelab.dataset import (
+    INDEX_DIGITS,
+    MANIFEST_FILE,
+    SOURCES_LEFT_OUT_FILE,
+    ClipRecord,
+    ManifestError,
+    SourceLeftOut,
+    clip_filename,
+    indexed_key,
+    read_manifest,
+    read_sources_left_out,
+    write_manifest,
+    write_sources_left_out,
+)
+from voicelab.errors import UsageError
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_NAME = "manifest.csv"
 PEAK_CEILING_DBFS = -1.0
 """Highest peak a clip may reach after normalisation: 1 dB under full scale leaves room for int16
 rounding and for inter-sample peaks when the clip is resampled later (SNAC, playback)."""
-INDEX_DIGITS = 3
-"""Clip names are ``{stem}_{index:03d}.wav`` (the guide's naming); indexes past 999 just grow wider."""
 SECONDS_DECIMALS = 3  # manifest times to the millisecond
 DB_DECIMALS = 2
 SCRATCH_DTYPE = np.float32
@@ -55,16 +64,9 @@ DATASET_LEVELS = (
 )
 
 
-class PrepareError(Exception):
-    """Nothing can be prepared as asked; the message says why and what to do."""
-
-
-class NoAudioError(PrepareError):
-    """INPUT is missing, or holds no audio file."""
-
-
-class ManifestError(PrepareError):
-    """``manifest.csv`` in OUTPUT exists but cannot be read as one this tool wrote."""
+class PrepareError(UsageError):
+    """Nothing can be prepared as asked (INPUT missing or without audio, OUTPUT inside INPUT); the message
+    says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -91,50 +93,6 @@ class PrepareSettings:
         )
 
 
-@dataclass(frozen=True)
-class ClipRecord:
-    """One manifest row. Times are seconds in the source; levels are dBFS of the written clip."""
-
-    clip: str
-    source: str
-    start_s: float
-    end_s: float
-    duration_s: float
-    rms_dbfs: float
-    peak_dbfs: float
-    gain_db: float
-    peak_limited: bool
-    """True when the gain was lowered so that no sample clips (the clip is quieter than the target)."""
-    start_cut: str
-    end_cut: str
-    """How each edge was cut: ``pause``, ``short-pause``, ``forced`` (inside speech) or ``file-edge``."""
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
-
-    def to_row(self) -> dict[str, str]:
-        row = {k: str(v) for k, v in asdict(self).items()}
-        row["peak_limited"] = "yes" if self.peak_limited else "no"
-        return row
-
-    @classmethod
-    def from_row(cls, row: dict[str, str]) -> ClipRecord:
-        return cls(
-            clip=row["clip"],
-            source=row["source"],
-            start_s=float(row["start_s"]),
-            end_s=float(row["end_s"]),
-            duration_s=float(row["duration_s"]),
-            rms_dbfs=float(row["rms_dbfs"]),
-            peak_dbfs=float(row["peak_dbfs"]),
-            gain_db=float(row["gain_db"]),
-            peak_limited=row["peak_limited"] == "yes",
-            start_cut=row["start_cut"],
-            end_cut=row["end_cut"],
-        )
-
-
 @dataclass
 class SourceResult:
     """What happened to one source file."""
@@ -158,6 +116,8 @@ class PrepareReport:
     results: list[SourceResult] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     """Sources already in the manifest, left as they were."""
+    remembered: list[SourceLeftOut] = field(default_factory=list)
+    """Sources an earlier run left out (failed, or no clip), unchanged since: not tried again."""
     dataset: list[ClipRecord] = field(default_factory=list)
     """Every row of the manifest after this run: earlier runs included."""
 
@@ -191,11 +151,11 @@ def find_sources(input_path: Path) -> list[tuple[Path, str]]:
     """Audio files under ``input_path`` (recursive, sorted) or the file itself, each with its manifest key:
     the path relative to the input folder, in POSIX form (the file name for a single file)."""
     if not input_path.exists():
-        raise NoAudioError(f"INPUT {input_path} does not exist")
+        raise PrepareError(f"INPUT {input_path} does not exist")
     suffixes = " ".join(sorted(AUDIO_SUFFIXES))
     if input_path.is_file():
         if input_path.suffix.lower() not in AUDIO_SUFFIXES:
-            raise NoAudioError(f"INPUT {input_path} is not an audio file (supported: {suffixes})")
+            raise PrepareError(f"INPUT {input_path} is not an audio file (supported: {suffixes})")
         return [(input_path, input_path.name)]
     found = [
         (p, p.relative_to(input_path).as_posix())
@@ -203,7 +163,7 @@ def find_sources(input_path: Path) -> list[tuple[Path, str]]:
         if is_audio_file(p) and not any(part.startswith(".") for part in p.relative_to(input_path).parts)
     ]
     if not found:
-        raise NoAudioError(f"INPUT {input_path} holds no audio files (looked for: {suffixes})")
+        raise PrepareError(f"INPUT {input_path} holds no audio files (looked for: {suffixes})")
     return sorted(found, key=lambda item: item[1])
 
 
@@ -228,45 +188,8 @@ def clip_stem(source_key: str, taken: set[str]) -> str:
     return f"{candidates[-1]}_{n}"
 
 
-def clip_name(stem: str, index: int) -> str:
-    return f"{stem}_{index:0{INDEX_DIGITS}d}.wav"
-
-
 def _stem_of(clip: str) -> str:
     return clip.rsplit("_", 1)[0]
-
-
-# ------------------------------------------------------------------------------------------- manifest
-
-
-def read_manifest(path: Path) -> list[ClipRecord]:
-    """Rows of an existing manifest (``[]`` when there is none)."""
-    if not path.exists():
-        return []
-    expected = ClipRecord.field_names()
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames != expected:
-            raise ManifestError(
-                f"{path} has columns {reader.fieldnames}, not {expected}: it was not written by this tool "
-                "(or by another version); move it away or rerun with --overwrite"
-            )
-        try:
-            return [ClipRecord.from_row(row) for row in reader]
-        except (KeyError, TypeError, ValueError) as e:
-            raise ManifestError(
-                f"{path} line {reader.line_num}: unreadable row ({e}); use --overwrite"
-            ) from e
-
-
-def write_manifest(path: Path, records: Iterable[ClipRecord]) -> None:
-    """Write all rows atomically (the old manifest stays intact until the new one is complete)."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=ClipRecord.field_names(), lineterminator="\n")
-    writer.writeheader()
-    for record in records:
-        writer.writerow(record.to_row())
-    write_text_atomic(path, buffer.getvalue())
 
 
 # ------------------------------------------------------------------------------------------ clip maths
@@ -361,8 +284,8 @@ def prepare_source(
             audio, gain_db, limited = normalise(
                 apply_fades(_read_span(scratch, start, stop), fade_samples), settings.target_loudness
             )
-            name = clip_name(stem, index)
-            write_wav(output_dir / name, audio, rate)
+            name = indexed_key(stem, index)
+            write_wav(output_dir / clip_filename(name), audio, rate)
             result.records.append(
                 ClipRecord(
                     clip=name,
@@ -385,10 +308,63 @@ def prepare_source(
 def _remove_orphans(output_dir: Path, stem: str, keep: set[str]) -> None:
     """Delete ``{stem}_NNN.wav`` clips that no manifest row lists (left by a crash or an older run)."""
     pattern = re.compile(re.escape(stem) + rf"_\d{{{INDEX_DIGITS},}}\.wav")
+    keep_files = {clip_filename(key) for key in keep}
     for path in output_dir.iterdir():
-        if pattern.fullmatch(path.name) and path.name not in keep:
+        if pattern.fullmatch(path.name) and path.name not in keep_files:
             logger.info("removing %s: no manifest row lists it", path)
             path.unlink()
+
+
+@dataclass
+class _Run:
+    """What every source of one run shares: where clips go, the manifest so far, the stems taken, and the
+    recordings left out (remembered in ``sources_left_out.csv``)."""
+
+    output_dir: Path
+    settings: PrepareSettings
+    records: list[ClipRecord]
+    left_out: dict[str, SourceLeftOut]
+    stems: dict[str, str] = field(default_factory=dict)
+
+    def leave_out(self, path: Path, key: str, reason: str) -> None:
+        self.left_out[key] = SourceLeftOut.of(path, key, reason)
+        write_sources_left_out(self.output_dir, self.left_out)
+
+    def prepare(self, key: str, path: Path, info: AudioInfo | AudioError, bar) -> SourceResult:
+        """One source: its clips written and its manifest rows saved, or the reason it gave none."""
+        if isinstance(info, AudioError):
+            logger.error("%s", info)
+            self.leave_out(path, key, str(info))
+            return SourceResult(source=key, error=str(info))
+        stem = clip_stem(key, set(self.stems.values()))
+        _remove_orphans(self.output_dir, stem, {r.clip for r in self.records})
+        tracker = _SourceProgress(bar, (info.duration_s or 0.0) / 60)
+        try:
+            result = prepare_source(info, key, stem, self.output_dir, self.settings, tracker.advance)
+        except AudioError as e:
+            logger.error("%s", e)
+            self.leave_out(path, key, str(e))
+            return SourceResult(source=key, error=str(e))
+        finally:
+            tracker.finish()
+        if not result.records:
+            why = "silence only" if result.short_speech_s == 0 else "speech too short for a clip"
+            logger.warning("%s: no clips (%s)", info.path, why)
+            self.leave_out(path, key, f"no clips: {why}")
+            return result
+        self.stems[key] = stem
+        self.records.extend(result.records)
+        write_manifest(self.output_dir / MANIFEST_FILE, self.records)
+        if self.left_out.pop(key, None) is not None:
+            write_sources_left_out(self.output_dir, self.left_out)
+        logger.info(
+            "%s: %.1f s -> %d clip(s), %.1f s kept",
+            key,
+            result.duration_s,
+            len(result.records),
+            result.clip_s,
+        )
+        return result
 
 
 def prepare_dataset(
@@ -397,73 +373,57 @@ def prepare_dataset(
     settings: PrepareSettings | None = None,
     *,
     overwrite: bool = False,
+    retry_left_out: bool = False,
     progress: bool = True,
 ) -> PrepareReport:
     """Prepare every audio file under ``input_path`` into ``output_dir`` (see the module docstring).
 
-    A source that fails is logged (one line naming it and the reason) and recorded in the report; the
-    others go on. Raises ``NoAudioError``, ``PrepareError`` or ``ManifestError`` when nothing can start.
+    A source that fails is logged (one line naming it and the reason) and recorded in the report and in
+    ``sources_left_out.csv``; the others go on. A rerun skips sources already in the manifest, and those
+    left out before and unchanged since (unless ``retry_left_out``). Raises ``PrepareError`` or
+    ``dataset.ManifestError`` when nothing can start.
     """
     settings = settings or PrepareSettings()
     check_paths(input_path, output_dir)
     sources = find_sources(input_path)
     output_dir.mkdir(parents=True, exist_ok=True)
-    manifest_path = output_dir / MANIFEST_NAME
     if overwrite:
-        _clear_previous(output_dir, manifest_path)
-    records = read_manifest(manifest_path)
-    done = {r.source for r in records}
-    stems = {r.source: _stem_of(r.clip) for r in records}
+        _clear_previous(output_dir)
+    run = _Run(
+        output_dir, settings, read_manifest(output_dir / MANIFEST_FILE), read_sources_left_out(output_dir)
+    )
+    run.stems = {r.source: _stem_of(r.clip) for r in run.records}
     report = PrepareReport(output=output_dir, settings=settings)
-    todo: list[tuple[str, AudioInfo | AudioError]] = []
-    for path, key in sources:
-        if key in done:
-            report.skipped.append(key)
-            continue
-        todo.append((key, _probe(path)))
-    if report.skipped:
-        logger.info(
-            "%d source(s) already in %s: skipped (use --overwrite to redo)",
-            len(report.skipped),
-            manifest_path,
-        )
-    total_min = sum((i.duration_s or 0.0) / 60 for _, i in todo if isinstance(i, AudioInfo))
+    todo = _plan(sources, run, report, retry_left_out)
+    total_min = sum((i.duration_s or 0.0) / 60 for _, _, i in todo if isinstance(i, AudioInfo))
     bar_format = "{l_bar}{bar}| {n:.1f}/{total:.1f} audio min [{elapsed}<{remaining}] {postfix}"
     with _progress_bar(total_min, bar_format, progress and bool(todo)) as bar:
-        for key, info in todo:
+        for key, path, info in todo:
             bar.set_postfix_str(key, refresh=False)
-            if isinstance(info, AudioError):
-                logger.error("%s", info)
-                report.results.append(SourceResult(source=key, error=str(info)))
-                continue
-            stem = clip_stem(key, set(stems.values()))
-            _remove_orphans(output_dir, stem, {r.clip for r in records})
-            tracker = _SourceProgress(bar, (info.duration_s or 0.0) / 60)
-            try:
-                result = prepare_source(info, key, stem, output_dir, settings, tracker.advance)
-            except AudioError as e:
-                logger.error("%s", e)
-                report.results.append(SourceResult(source=key, error=str(e)))
-                continue
-            finally:
-                tracker.finish()
-            report.results.append(result)
-            if not result.records:
-                why = "silence only" if result.short_speech_s == 0 else "speech too short for a clip"
-                logger.warning("%s: no clips (%s)", info.path, why)
-                continue
-            stems[key] = stem
-            records.extend(result.records)
-            write_manifest(manifest_path, records)
-            logger.info(
-                "%s: %.1f s -> %d clip(s), %.1f s kept",
-                key,
-                result.duration_s,
-                len(result.records),
-                result.clip_s,
-            )
-    report.dataset = records
+            report.results.append(run.prepare(key, path, info, bar))
+    report.dataset = run.records
     return report
+
+
+def _plan(
+    sources: list[tuple[Path, str]], run: _Run, report: PrepareReport, retry_left_out: bool
+) -> list[tuple[str, Path, AudioInfo | AudioError]]:
+    """The sources this run works on, each probed; the others go to ``report.skipped``/``remembered``."""
+    done = {r.source for r in run.records}
+    todo = []
+    for path, key in sources:
+        note = run.left_out.get(key)
+        if key in done:
+            report.skipped.append(key)
+        elif note is not None and not retry_left_out and note.matches(path):
+            report.remembered.append(note)
+        else:
+            todo.append((key, path, _probe(path)))
+    if report.skipped:
+        logger.info(
+            "%d source(s) already in the manifest: skipped (--overwrite redoes them)", len(report.skipped)
+        )
+    return todo
 
 
 def _progress_bar(total: float, bar_format: str, wanted: bool):
@@ -519,15 +479,17 @@ def _probe(path: Path) -> AudioInfo | AudioError:
         return e
 
 
-def _clear_previous(output_dir: Path, manifest_path: Path) -> None:
-    """--overwrite: delete the clips the old manifest lists, then the manifest itself."""
+def _clear_previous(output_dir: Path) -> None:
+    """--overwrite: delete the clips the old manifest lists, the manifest, and what was left out."""
+    manifest_path = output_dir / MANIFEST_FILE
+    write_sources_left_out(output_dir, {})
     try:
         old = read_manifest(manifest_path)
     except ManifestError as e:
         logger.warning("%s; it is replaced", e)
         old = []
     for record in old:
-        (output_dir / record.clip).unlink(missing_ok=True)
+        (output_dir / clip_filename(record.clip)).unlink(missing_ok=True)
     manifest_path.unlink(missing_ok=True)
 
 
@@ -581,13 +543,19 @@ def format_summary(report: PrepareReport) -> str:
     if limited:
         lines.append(
             f"  {limited} clip(s) peak-limited: quieter than {s.target_loudness:g} dBFS RMS so that no sample "
-            f"clips (peak_limited=yes in {MANIFEST_NAME})"
+            f"clips (peak_limited=yes in {MANIFEST_FILE})"
         )
     inside = [r for r in new if segment.CUT_FORCED in (r.start_cut, r.end_cut)]
     if inside:
         lines.append(
-            f"  {len(inside)} clip(s) cut inside speech with no pause to cut at (cut=forced in {MANIFEST_NAME}): "
+            f"  {len(inside)} clip(s) cut inside speech with no pause to cut at (cut=forced in {MANIFEST_FILE}): "
             "listen to them, or raise --silence-threshold (e.g. -35) so the gaps between words count as silence"
+        )
+    if report.remembered:
+        lines.append(
+            f"  {len(report.remembered)} file(s) left out by an earlier run and unchanged since, not tried again "
+            f"(why: {SOURCES_LEFT_OUT_FILE}; fix or replace them, or rerun with --retry-failed): "
+            + ", ".join(note.source for note in report.remembered)
         )
     silent = [r.source for r in done if not r.records]
     if silent:

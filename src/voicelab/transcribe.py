@@ -2,7 +2,7 @@
 
 Files written beside the output (``transcript.csv`` by default):
 
-- ``transcript.csv``: ``filename,text``, one row per clip with speech, sorted (see ``voicelab.transcript``).
+- ``transcript.csv``: ``filename,text``, one row per clip with speech, sorted (see ``voicelab.dataset``).
 - ``transcript_signals.jsonl``: one JSON record per clip Whisper has seen (its text and numbers), so a
   resumed run neither re-transcribes clips (empty ones included) nor forgets their numbers. A row the
   user deletes from transcript.csv stays deleted; ``--overwrite`` starts over.
@@ -27,21 +27,22 @@ from typing import Protocol
 import numpy as np
 
 from voicelab.audio import AudioError, read_audio
-from voicelab.fileio import DurableAppender, atomic_output
-from voicelab.review import ClipSignals, review, write_review
-from voicelab.transcript import (
+from voicelab.dataset import (
     TranscriptAppender,
     normalize_text,
     read_transcript_for_resume,
+    review_path_for,
+    signals_path_for,
     write_transcript,
 )
+from voicelab.errors import UsageError
+from voicelab.fileio import DurableAppender, atomic_output
+from voicelab.review import ClipSignals, review, write_review
 
 logger = logging.getLogger(__name__)
 
 WHISPER_SAMPLE_RATE = 16_000  # whisper.audio.SAMPLE_RATE: both backends take 16 kHz float32 mono arrays
 WHISPER_WINDOW_S = 30.0  # whisper.audio.CHUNK_LENGTH: one decoder pass sees at most this much audio
-CLIP_SUFFIX = ".wav"  # prepare-audio writes WAV clips; training looks them up as {filename}.wav
-DEFAULT_OUTPUT_NAME = "transcript.csv"
 BACKENDS = ("openai-whisper", "faster-whisper")
 COMPUTE_TYPES = ("auto", "float32", "float16", "int8", "int8_float16")
 DEFAULT_BEAM_SIZE = 5  # whisper's CLI default (whisper.transcribe itself decodes greedily)
@@ -52,63 +53,12 @@ FASTER_WHISPER_MISSING = (
 )
 
 
-class TranscribeError(Exception):
-    """A problem that stops the whole run; the message names the input and what to do."""
-
-
-class NoClipsError(TranscribeError):
-    pass
-
-
-class ModelNotFoundError(TranscribeError):
-    pass
-
-
-class ModelDownloadError(TranscribeError):
-    pass
-
-
-class ModelLoadError(TranscribeError):
-    pass
-
-
-class UnsupportedLanguageError(TranscribeError):
-    pass
-
-
-class BackendUnavailableError(TranscribeError):
-    pass
+class TranscribeError(UsageError):
+    """A problem that stops the whole run (unknown model or language, model that cannot load, backend not
+    installed); the message names the input and what to do."""
 
 
 # ---------------------------------------------------------------------------------------------- paths
-
-
-def signals_path_for(output: Path) -> Path:
-    return output.with_name(f"{output.stem}_signals.jsonl")
-
-
-def review_path_for(output: Path) -> Path:
-    return output.with_name(f"{output.stem}_review.csv")
-
-
-def find_clips(input_dir: Path) -> list[Path]:
-    """The WAV clips directly inside ``input_dir`` (hidden and temporary files excluded), sorted by name.
-
-    Raises ``NoClipsError`` naming the folder when there are none.
-    """
-    if not input_dir.is_dir():
-        raise NoClipsError(f"{input_dir}: not a folder; pass the folder of clips prepare-audio wrote")
-    clips = sorted(
-        p
-        for p in input_dir.iterdir()
-        if p.is_file() and p.suffix.lower() == CLIP_SUFFIX and not p.name.startswith(".")
-    )
-    if not clips:
-        raise NoClipsError(
-            f"{input_dir}: no {CLIP_SUFFIX} clips found; run prepare-audio first "
-            f'(make prepare-audio ARGS="raw_audio/NAME/ {input_dir}/")'
-        )
-    return clips
 
 
 def clip_duration_s(path: Path) -> float | None:
@@ -143,7 +93,7 @@ def normalize_language(language: str) -> str:
         return key
     if key in TO_LANGUAGE_CODE:
         return TO_LANGUAGE_CODE[key]
-    raise UnsupportedLanguageError(
+    raise TranscribeError(
         f"unknown language {language!r}; use a Whisper language code: {', '.join(sorted(LANGUAGES))}"
     )
 
@@ -155,14 +105,14 @@ def openai_model_names() -> list[str]:
     return names if "large" in names else [*names, "large"]
 
 
-def _unknown_model(name: str, names: Sequence[str], local_kind: str) -> ModelNotFoundError:
-    return ModelNotFoundError(
+def _unknown_model(name: str, names: Sequence[str], local_kind: str) -> TranscribeError:
+    return TranscribeError(
         f"unknown Whisper model {name!r}: use one of {', '.join(names)}, or a path to a {local_kind}"
     )
 
 
 def check_model(backend: str, name: str) -> None:
-    """Raise ``ModelNotFoundError`` (listing valid names) unless ``name`` can name a model for ``backend``.
+    """Raise ``TranscribeError`` (listing valid names) unless ``name`` can name a model for ``backend``.
 
     Cheap (no loading, no network): run before anything else so a typo fails at once, even on a resume
     that has nothing left to transcribe.
@@ -172,7 +122,7 @@ def check_model(backend: str, name: str) -> None:
         if name in openai_model_names() or path.is_file():
             return
         if path.is_dir():
-            raise ModelNotFoundError(
+            raise TranscribeError(
                 f"{path}: is a folder; openai-whisper needs a checkpoint file (.pt). "
                 "A CTranslate2 model folder works with --backend faster-whisper"
             )
@@ -180,7 +130,7 @@ def check_model(backend: str, name: str) -> None:
     try:
         from faster_whisper import available_models
     except ImportError as e:
-        raise BackendUnavailableError(FASTER_WHISPER_MISSING) from e
+        raise TranscribeError(FASTER_WHISPER_MISSING) from e
     if path.is_dir() or name in available_models() or ("/" in name and not path.exists()):
         return
     raise _unknown_model(name, available_models(), "local CTranslate2 model folder")
@@ -196,7 +146,7 @@ def load_openai_whisper(name: str, device: str):
             return whisper.load_model(name, device=device)
         except (urllib.error.URLError, OSError) as e:
             cache = Path(os.getenv("XDG_CACHE_HOME", Path.home() / ".cache")) / "whisper"
-            raise ModelDownloadError(
+            raise TranscribeError(
                 f"Whisper model {name!r} is not in the cache ({cache}) and cannot be downloaded ({e}). "
                 f"On a machine with network run this once to cache it, or copy the checkpoint file "
                 f"(e.g. {name}.pt) here and pass --model /path/to/{name}.pt"
@@ -206,7 +156,7 @@ def load_openai_whisper(name: str, device: str):
     try:
         return whisper.load_model(str(path), device=device)
     except (RuntimeError, KeyError, TypeError, EOFError, OSError, pickle.UnpicklingError) as e:
-        raise ModelLoadError(f"{path}: not a loadable Whisper checkpoint ({e})") from e
+        raise TranscribeError(f"{path}: not a loadable Whisper checkpoint ({e})") from e
 
 
 def load_faster_whisper(name: str, device: str, compute_type: str, threads: int = 0):
@@ -214,7 +164,7 @@ def load_faster_whisper(name: str, device: str, compute_type: str, threads: int 
     try:
         from faster_whisper import WhisperModel
     except ImportError as e:
-        raise BackendUnavailableError(FASTER_WHISPER_MISSING) from e
+        raise TranscribeError(FASTER_WHISPER_MISSING) from e
     check_model("faster-whisper", name)
     path = Path(name).expanduser()
     source = str(path) if path.is_dir() else name
@@ -230,13 +180,13 @@ def load_faster_whisper(name: str, device: str, compute_type: str, threads: int 
             cpu_threads=threads,
         )
     except OSError as e:  # huggingface_hub's offline and HTTP errors are OSErrors
-        raise ModelDownloadError(
+        raise TranscribeError(
             f"faster-whisper model {name!r} is not in the Hugging Face cache (~/.cache/huggingface/hub) and "
             f"cannot be downloaded ({e}). Download it on a machine with network, or pass --model "
             "/path/to/ctranslate2-model-folder"
         ) from e
     except (RuntimeError, ValueError) as e:
-        raise ModelLoadError(
+        raise TranscribeError(
             f"faster-whisper cannot load {name!r} on {device} as {compute_type} ({e})"
         ) from e
 
@@ -428,7 +378,7 @@ def load_transcriber(
         try:
             import ctranslate2
         except ImportError as e:
-            raise BackendUnavailableError(FASTER_WHISPER_MISSING) from e
+            raise TranscribeError(FASTER_WHISPER_MISSING) from e
         device = resolve_device(device, ctranslate2.get_cuda_device_count() > 0)
         return FasterWhisperTranscriber(
             load_faster_whisper(model, device, compute_type, threads), options, batch_size
@@ -555,6 +505,11 @@ class TranscribeSummary:
     rows: int = 0  # rows in the output now
     missing: list[str] = field(default_factory=list)  # rows kept whose clip is gone (ResumePlan.missing)
     changed: list[str] = field(default_factory=list)  # clips redone because their audio changed
+
+    @property
+    def rowless(self) -> int:
+        """Clips done by an earlier run that have no row now (the user deleted it, or no speech found)."""
+        return self.kept - (self.rows - self.transcribed - len(self.missing))
 
 
 def transcribe_clips(

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from voicelab import orpheus
+from voicelab.errors import UsageError
 
 ADAPTER_CONFIG_FILE = "adapter_config.json"
 ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
@@ -32,8 +33,8 @@ VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 """Values vLLM accepts for ``--max-lora-rank`` (its default is 16)."""
 
 
-class InvalidVoiceNameError(ValueError):
-    pass
+class InvalidVoiceNameError(UsageError, ValueError):
+    """A voice name that is not a safe folder and vLLM adapter name."""
 
 
 def validate_voice_name(name: str) -> str:

@@ -1,10 +1,22 @@
-"""Small helpers shared by the command-line scripts in scripts/: exit codes, argparse types, help format."""
+"""What every command shares: the exit-code contract, argparse types and help format, logging set-up.
+
+Exit codes, the same for every step: 0 done; 1 the work (or some items) failed; 2 bad arguments or unusable
+input, the message says the fix (``UsageError``); 130 interrupted (Ctrl-C). ``run_step`` applies them, so
+no command ever ends in a Python traceback unless ``-v`` asks for it.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import math
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from voicelab.errors import UsageError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -45,12 +57,94 @@ def finite_float(text: str) -> float:
     return value
 
 
-def setup_logging(verbose: bool) -> None:
-    """Warnings and errors as ``LEVEL: message``; ``-v`` adds voicelab's own INFO/DEBUG detail only
-    (third-party debug logs would drown it)."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    if verbose:
-        logging.getLogger("voicelab").setLevel(logging.DEBUG)
+CLI_LOG_FORMAT = "%(levelname)s: %(message)s"
+SERVER_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def setup_logging(
+    verbose: bool = False, *, level: str | int | None = None, fmt: str = CLI_LOG_FORMAT
+) -> None:
+    """The one logging set-up of every command and the server.
+
+    voicelab's own messages at INFO (``-v``: DEBUG, or ``level`` when given, e.g. the server's
+    ``VOICELAB_LOG_LEVEL``); other libraries' at WARNING, since their debug output would drown ours. One
+    handler on the root logger, added once (uvicorn and pytest keep theirs).
+    """
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(fmt))
+        root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    if level is None:
+        level = logging.DEBUG if verbose else logging.INFO
+    logging.getLogger("voicelab").setLevel(level)
+
+
+def run_step(body: Callable[[], int], *, verbose: bool = False, on_interrupt: str = "interrupted") -> int:
+    """Run a command's work with the exit-code contract (module docstring): one line on stderr per failure.
+
+    ``on_interrupt`` is printed on Ctrl-C (say what was kept and how to continue). ``-v`` adds the
+    traceback of an unexpected failure.
+    """
+    try:
+        return body()
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"\n{on_interrupt}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as e:  # disk full, permissions changed mid-run, a folder removed under us
+        where = f": {e.filename}" if e.filename else ""
+        print(f"error: {e.strerror or e}{where}", file=sys.stderr)
+        if verbose:
+            traceback.print_exc()
+        return EXIT_FAILURE
+    except Exception as e:
+        print(f"error: {type(e).__name__}: {e} (rerun with -v for the traceback)", file=sys.stderr)
+        if verbose:
+            traceback.print_exc()
+        return EXIT_FAILURE
+
+
+def require_output_dir(path: Path, flag: str) -> Path:
+    """An output folder that exists (made now if needed) and can be written; else ``UsageError`` naming it.
+
+    Checked before any work so that a read-only or mistyped output fails in a second, not after an hour.
+    """
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{flag} {path} is a file; give a folder (it will be created if missing)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"{flag} {path}: cannot create it ({e.strerror}); choose a writable place") from e
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {path}: not writable; fix its permissions or choose another folder")
+    return path
+
+
+def require_output_file(path: Path, flag: str) -> Path:
+    """A file path whose folder exists and can be written, and which is not a folder itself."""
+    if path.is_dir():
+        raise UsageError(f"{flag} {path} is a folder; give a file path (e.g. {path / 'transcript.csv'})")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise UsageError(f"{flag} {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"{flag} {path}: not writable; fix the permissions or choose another path")
+    return path
+
+
+def looks_like_local_path(value: str) -> bool:
+    """A local path rather than a hub id (``owner/name``) or a model name (``large-v3``)."""
+    return value.startswith(("/", ".", "~")) or value.count("/") > 1 or "\\" in value or value.endswith(".pt")
+
+
+def require_local_model(value: str, flag: str, what: str) -> None:
+    """A ``value`` that looks like a local path must exist; hub errors about such a value only confuse."""
+    if looks_like_local_path(value) and not Path(value).expanduser().exists():
+        raise UsageError(f"{flag} {value}: no such {what} (pass a local {what}, or a hub id / model name)")
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):

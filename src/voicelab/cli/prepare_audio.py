@@ -18,11 +18,12 @@ from pathlib import Path
 from voicelab.cli.common import (
     EXIT_FAILURE,
     EXIT_OK,
-    EXIT_USAGE,
     HelpFormatter,
     finite_float,
     positive_float,
     positive_int,
+    require_output_dir,
+    run_step,
     setup_logging,
 )
 
@@ -81,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--overwrite", action="store_true", help="redo every source (deletes the clips the manifest lists)"
     )
+    parser.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="try again the recordings an earlier run left out (unreadable, or no clip) even if unchanged",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log each step (voicelab detail only)")
     return parser
 
@@ -95,9 +101,20 @@ def main(argv: list[str] | None = None) -> int:
             f"--min-duration ({args.min_duration}) must be below --max-duration ({args.max_duration})"
         )
     setup_logging(args.verbose)
+    return run_step(
+        lambda: _prepare(args),
+        verbose=args.verbose,
+        on_interrupt="interrupted: the clips and manifest rows written so far are kept; "
+        "rerun the same command to go on with the remaining recordings",
+    )
 
-    from voicelab.prepare import PrepareError, PrepareSettings, format_summary, prepare_dataset
 
+def _prepare(args: argparse.Namespace) -> int:
+    from voicelab.prepare import PrepareSettings, check_paths, find_sources, format_summary, prepare_dataset
+
+    check_paths(args.input, args.output)
+    find_sources(args.input)  # a missing or empty INPUT is reported before OUTPUT is created
+    require_output_dir(args.output, "OUTPUT")
     settings = PrepareSettings(
         sample_rate=args.sample_rate,
         min_duration=args.min_duration,
@@ -106,14 +123,20 @@ def main(argv: list[str] | None = None) -> int:
         silence_min_len_ms=args.silence_min_len,
         target_loudness=args.target_loudness,
     )
-    try:
-        with _logs_above_the_bar():
-            report = prepare_dataset(args.input, args.output, settings, overwrite=args.overwrite)
-    except PrepareError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+    with _logs_above_the_bar():
+        report = prepare_dataset(
+            args.input, args.output, settings, overwrite=args.overwrite, retry_left_out=args.retry_failed
+        )
     print(format_summary(report))
-    return EXIT_FAILURE if report.failed else EXIT_OK
+    written = len(report.new_records)
+    if report.failed:
+        print(
+            f"finished with errors: {written} clip(s) written; {len(report.failed)} of "
+            f"{len(report.results)} file(s) failed (listed above); exit status {EXIT_FAILURE}"
+        )
+        return EXIT_FAILURE
+    print(f"done: {written} clip(s) written from {len(report.results)} file(s)")
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -13,24 +13,22 @@ Exit codes: 0 done, 1 training failed, 2 bad invocation or no usable input, 130 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
 from voicelab.cli.common import (
-    EXIT_FAILURE,
     EXIT_INTERRUPTED,
     EXIT_OK,
-    EXIT_USAGE,
     HelpFormatter,
     positive_int,
+    require_local_model,
+    run_step,
+    setup_logging,
 )
 
 MAX_LEARNING_RATE = 0.1  # above this LoRA training diverges; typical values are 1e-5 .. 1e-3
 MAX_LORA_RANK = 512  # vLLM's largest --max-lora-rank
 MIN_SEQ_LEN = 64  # the prompt scaffolding alone is ~10 tokens; anything shorter cannot hold a clip
-
-logger = logging.getLogger("train_lora")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,40 +122,12 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error("--cache-dir has no effect with --no-cache")
 
 
-def _looks_like_path(value: str) -> bool:
-    """A local path rather than a hub id (``owner/name``): hub errors about such a value only confuse."""
-    return value.startswith(("/", ".", "~")) or value.count("/") > 1 or "\\" in value
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    check_args(parser, args)
-    for flag, value in (("--base-model", args.base_model), ("--snac-model", args.snac_model)):
-        if _looks_like_path(value) and not Path(value).expanduser().is_dir():
-            print(
-                f"error: {flag} {value}: no such folder (pass a local model folder, or a hub id like owner/name)",
-                file=sys.stderr,
-            )
-            return EXIT_USAGE
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
-
-    if args.no_progress:  # transformers' own bars too ("Loading weights")
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-
-    from voicelab.audio import AudioError
-    from voicelab.models import ModelLoadError
-    from voicelab.orpheus import ContractError
+def request_from_args(args: argparse.Namespace):
+    """The ``build.TrainRequest`` the flags describe (nothing is checked or loaded here)."""
     from voicelab.training import build
-    from voicelab.training.dataset import DatasetError
-    from voicelab.training.trainer import DeviceError, LoraSettings, TrainSettings
-    from voicelab.voice import InvalidVoiceNameError
+    from voicelab.training.trainer import LoraSettings, TrainSettings
 
-    request = build.TrainRequest(
+    return build.TrainRequest(
         name=args.character,
         dataset_dir=args.dataset_dir,
         transcript=args.transcript,
@@ -190,26 +160,36 @@ def main(argv: list[str] | None = None) -> int:
         overwrite=args.overwrite,
         keep_checkpoints=args.keep_checkpoints,
     )
-    try:
-        result = build.train_voice(request)
-    except (
-        InvalidVoiceNameError,
-        DatasetError,
-        build.VoiceExistsError,
-        build.CheckpointError,
-        DeviceError,
-        ModelLoadError,
-    ) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except (build.AdapterRejectedError, AudioError, ContractError, OSError, RuntimeError) as e:
-        print(f"error: training failed: {e}", file=sys.stderr)
-        return EXIT_FAILURE
-    except KeyboardInterrupt:
-        print(f"aborted; the last checkpoint (if any) is in {request.checkpoint_dir}", file=sys.stderr)
-        return EXIT_INTERRUPTED
 
-    stats = result.prepared.stats
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_args(parser, args)
+    setup_logging(args.verbose)
+    checkpoints = args.voices_dir / f".checkpoints-{args.character}"
+    return run_step(
+        lambda: _train(args),
+        verbose=args.verbose,
+        on_interrupt=f"aborted; the last checkpoint (if any) is in {checkpoints}: rerun with --resume",
+    )
+
+
+def _train(args: argparse.Namespace) -> int:
+    from voicelab.training import build
+
+    request = request_from_args(args)
+    # Everything that can be checked without torch or transformers, first: a bad name, a missing dataset
+    # or an existing voice is reported in a second, not after half a minute of imports.
+    build.check_request(request)
+    require_local_model(args.base_model, "--base-model", "model folder")
+    require_local_model(args.snac_model, "--snac-model", "model folder")
+    build.check_devices(request)
+    if args.no_progress:  # transformers' own bars too ("Loading weights")
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    result = build.train_voice(request)
     if result.interrupted:
         print(
             f"interrupted at step {result.global_step}; checkpoint saved in {result.checkpoint_dir}\n"
@@ -218,9 +198,15 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     if result.metadata is None:  # a non-main process of a multi-process run: rank 0 reports
         return EXIT_OK
+    print(format_summary(result))
+    return EXIT_OK
+
+
+def format_summary(result) -> str:
+    stats = result.prepared.stats
     loss = f"{result.final_loss:.4f}" if result.final_loss is not None else "n/a"
-    print(
-        f"voice {request.name!r} written to {result.voice_dir}\n"
+    return (
+        f"voice {result.metadata.name!r} written to {result.voice_dir}\n"
         f"  clips: {stats['clips_used']} used, {stats['clips_skipped']} skipped; "
         f"{stats['audio_seconds']:.1f} s of audio, {stats['tokens']} tokens "
         f"(SNAC: {stats['snac_encoded']} encoded, {stats['snac_from_cache']} from cache)\n"
@@ -228,7 +214,6 @@ def main(argv: list[str] | None = None) -> int:
         f"  prompt prefix: {result.metadata.prompt_prefix!r}; "
         f"serve with --max-lora-rank >= {result.metadata.training['vllm_max_lora_rank']}"
     )
-    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -13,18 +13,22 @@ import argparse
 import sys
 from pathlib import Path
 
+from voicelab import dataset
+
 # voicelab.transcribe imports only numpy at module level (whisper/torch load inside functions).
 from voicelab import transcribe as tr
 from voicelab.cli.common import (
     EXIT_FAILURE,
     EXIT_OK,
-    EXIT_USAGE,
     HelpFormatter,
     finite_float,
     positive_int,
+    require_local_model,
+    require_output_file,
+    run_step,
     setup_logging,
 )
-from voicelab.transcript import TranscriptFormatError
+from voicelab.errors import UsageError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,78 +95,79 @@ def main(argv: list[str] | None = None) -> int:
     if not 0.0 <= args.temperature <= 1.0 or args.temperature_increment_on_fallback < 0:
         parser.error("--temperature must be in [0, 1] and --temperature-increment-on-fallback >= 0")
     setup_logging(args.verbose)
-
-    model_path = Path(args.model).expanduser()
-    if (args.model.endswith(".pt") or args.model.startswith(("/", ".", "~"))) and not model_path.exists():
-        print(
-            f"error: --model {args.model}: not found (pass a local Whisper checkpoint or model folder, or a model name such as large-v3)",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
-    output = args.output or args.input_dir / tr.DEFAULT_OUTPUT_NAME
-    try:
-        clips = tr.find_clips(args.input_dir)
-        language = tr.normalize_language(args.language)
-        tr.check_model(args.backend, args.model)
-        plan = tr.plan_resume(clips, output, overwrite=args.overwrite)
-    except (tr.TranscribeError, TranscriptFormatError) as e:
-        if isinstance(e, TranscriptFormatError):
-            e = f"{e}\nrefusing to overwrite it: pass another --output, or fix or move that file"
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-
-    options = tr.DecodeOptions(
-        language=language,
-        beam_size=args.beam_size,
-        temperatures=tr.temperature_schedule(args.temperature, args.temperature_increment_on_fallback),
+    return run_step(
+        lambda: _transcribe(args),
+        verbose=args.verbose,
+        on_interrupt="interrupted: every row written so far is kept; rerun the same command to resume",
     )
+
+
+def _transcribe(args: argparse.Namespace) -> int:
+    require_local_model(args.model, "--model", "Whisper checkpoint or model folder")
+    clips = dataset.find_clips(args.input_dir)
+    output = require_output_file(args.output or args.input_dir / dataset.TRANSCRIPT_FILE, "--output")
+    language = tr.normalize_language(args.language)
+    tr.check_model(args.backend, args.model)
+    try:
+        plan = tr.plan_resume(clips, output, overwrite=args.overwrite)
+    except dataset.TranscriptFormatError as e:
+        raise UsageError(
+            f"{e}\nrefusing to overwrite it: pass another --output, or fix or move that file"
+        ) from e
+    transcriber = None  # nothing new: no need to load a model just to rebuild the review
     if plan.todo:
-        try:
-            transcriber = tr.load_transcriber(
-                args.backend,
-                args.model,
-                device=args.device,
-                options=options,
-                compute_type=args.compute_type,
-                batch_size=args.batch_size or tr.DEFAULT_BATCH_SIZE,
-                threads=args.threads,
-            )
-        except tr.TranscribeError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return EXIT_USAGE
-    else:
-        transcriber = None  # nothing new: no need to load a model just to rebuild the review
+        transcriber = tr.load_transcriber(
+            args.backend,
+            args.model,
+            device=args.device,
+            options=tr.DecodeOptions(
+                language=language,
+                beam_size=args.beam_size,
+                temperatures=tr.temperature_schedule(
+                    args.temperature, args.temperature_increment_on_fallback
+                ),
+            ),
+            compute_type=args.compute_type,
+            batch_size=args.batch_size or tr.DEFAULT_BATCH_SIZE,
+            threads=args.threads,
+        )
 
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     with logging_redirect_tqdm():  # log lines above the progress bar, not through it
         summary = tr.transcribe_clips(clips, output, transcriber, plan, progress=not args.no_progress)
-    print(
-        f"{output}: {summary.rows} rows; {summary.transcribed} new from {summary.audio_s / 60:.1f} min of audio, "
-        f"{summary.kept} clips done by an earlier run, {summary.empty} empty (skipped), "
+    print(format_summary(summary, args.input_dir))
+    if summary.failed:
+        print("unreadable clips (skipped):\n  " + "\n  ".join(summary.failed), file=sys.stderr)
+        print(f"finished with errors: {len(summary.failed)} clip(s) unreadable; exit status {EXIT_FAILURE}")
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def format_summary(summary: tr.TranscribeSummary, input_dir: Path) -> str:
+    """The end-of-run report: rows written and kept, what was skipped, where the review is."""
+    lines = [
+        f"{summary.output}: {summary.rows} rows; {summary.transcribed} new from {summary.audio_s / 60:.1f} min "
+        f"of audio, {summary.kept} clips done by an earlier run, {summary.empty} empty (skipped), "
         f"{len(summary.failed)} unreadable, of {summary.clips} clips"
-    )
-    rowless = summary.kept - (summary.rows - summary.transcribed - len(summary.missing))
-    if rowless > 0:
-        print(
-            f"{rowless} clips done earlier have no row (deleted by hand, or no speech found): "
+    ]
+    if summary.rowless > 0:
+        lines.append(
+            f"{summary.rowless} clips done earlier have no row (deleted by hand, or no speech found): "
             "not transcribed again (--overwrite redoes every clip)"
         )
     if summary.changed:
-        print(f"{len(summary.changed)} clips had new audio under an old name: transcribed again")
+        lines.append(f"{len(summary.changed)} clips had new audio under an old name: transcribed again")
     if summary.missing:
-        print(
-            f"{len(summary.missing)} rows name clips not in {args.input_dir} (kept; training skips them): "
+        lines.append(
+            f"{len(summary.missing)} rows name clips not in {input_dir} (kept; training skips them): "
             + tr.list_some(summary.missing)
         )
     if summary.flagged:
-        print(f"{summary.flagged} clips flagged for a listen, riskiest first: {summary.review_path}")
+        lines.append(f"{summary.flagged} clips flagged for a listen, riskiest first: {summary.review_path}")
     else:
-        print(f"no clip flagged for review ({summary.review_path})")
-    if summary.failed:
-        print("unreadable clips (skipped):\n  " + "\n  ".join(summary.failed), file=sys.stderr)
-        return EXIT_FAILURE
-    return EXIT_OK
+        lines.append(f"no clip flagged for review ({summary.review_path})")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

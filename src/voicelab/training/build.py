@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,7 +22,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from voicelab import __version__, models, orpheus
+from voicelab import __version__, dataset, models, orpheus
+from voicelab.errors import UsageError
 from voicelab.fileio import give_default_modes
 from voicelab.training import dataset as ds
 from voicelab.training import report, snac_codec
@@ -48,22 +50,17 @@ from voicelab.voice import (
 
 logger = logging.getLogger(__name__)
 
-CACHE_DIR_NAME = ".snac_cache"
 STAGING_PREFIX = ".staging-"
 CHECKPOINTS_PREFIX = ".checkpoints-"
 MAX_SKIPPED_LOGGED = 20
 
 
-class VoiceExistsError(FileExistsError):
+class VoiceExistsError(UsageError):
     """The voice folder exists and ``--overwrite`` was not given."""
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UsageError):
     """``--resume`` without a checkpoint, or stale checkpoints and neither ``--resume`` nor ``--overwrite``."""
-
-
-class NoUsableDataError(ds.DatasetError):
-    """Every row of the dataset was skipped."""
 
 
 class AdapterRejectedError(RuntimeError):
@@ -125,10 +122,9 @@ class TrainResult:
 # --- data ------------------------------------------------------------------------------------------
 def prepare_examples(req: TrainRequest, tokenizer, *, progress: bool = True) -> PreparedData:
     """Transcript + WAVs -> training sequences (through the contract), SNAC codes cached per clip."""
-    transcript = req.transcript or Path(req.dataset_dir) / ds.TRANSCRIPT_FILE
-    if not Path(req.dataset_dir).is_dir():
-        raise ds.DatasetError(f"{req.dataset_dir}: dataset folder not found (run `make prepare-audio` first)")
-    rows, skipped = ds.read_transcript(transcript)
+    dataset_dir = dataset.require_dataset_dir(req.dataset_dir)
+    transcript = req.transcript or dataset_dir / dataset.TRANSCRIPT_FILE
+    rows, skipped = ds.read_training_rows(transcript, dataset.read_exclusions(dataset_dir))
     n_rows = len(rows) + len(skipped)  # skipped so far: empty text, malformed lines
     clips, missing = ds.resolve_clips(req.dataset_dir, rows)
     skipped += missing
@@ -161,7 +157,7 @@ def prepare_examples(req: TrainRequest, tokenizer, *, progress: bool = True) -> 
         )
     _log_skipped(skipped)
     if not examples:
-        raise NoUsableDataError(
+        raise dataset.DatasetError(
             f"no usable clip in {req.dataset_dir}: {n_rows} rows, "
             f"{len(skipped)} skipped (see the messages above)"
         )
@@ -191,7 +187,7 @@ def _encode_clips(req: TrainRequest, clips, skipped: list[ds.Skipped], progress:
 
     snac = cache = fingerprint = None
     if req.use_cache:
-        cache = snac_codec.CodeCache(req.cache_dir or Path(req.dataset_dir) / CACHE_DIR_NAME)
+        cache = snac_codec.CodeCache(req.cache_dir or Path(req.dataset_dir) / dataset.CACHE_DIR)
         fingerprint = snac_codec.checkpoint_fingerprint(req.snac_model)
         if fingerprint is None:  # a hub id not downloaded yet: loading fetches its files
             snac = load()
@@ -223,18 +219,41 @@ def _log_skipped(skipped: list[ds.Skipped]) -> None:
 
 
 # --- the step ----------------------------------------------------------------------------------------
-def check_request(req: TrainRequest) -> Path | None:
-    """Cheap checks before anything is loaded; returns the checkpoint to resume from (or None)."""
-    from transformers.trainer_utils import get_last_checkpoint
+_CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
+"""What the Trainer calls the folder of the checkpoint after step N."""
 
-    validate_voice_name(req.name)
-    if not Path(req.dataset_dir).is_dir():
-        raise ds.DatasetError(f"{req.dataset_dir}: dataset folder not found (run `make prepare-audio` first)")
-    if req.voice_dir.exists() and not req.overwrite:
-        raise VoiceExistsError(f"{req.voice_dir} already exists: pass --overwrite to replace it")
+
+def last_checkpoint(folder: Path) -> Path | None:
+    """The ``checkpoint-STEP`` folder with the highest step in ``folder`` (None when there is none)."""
+    if not folder.is_dir():
+        return None
+    found = [
+        (int(match.group(1)), path)
+        for path in folder.iterdir()
+        if path.is_dir() and (match := _CHECKPOINT_NAME.fullmatch(path.name))
+    ]
+    return max(found)[1] if found else None
+
+
+def check_devices(req: TrainRequest) -> None:
+    """``DeviceError`` when --device or --snac-device asks for CUDA on a machine without it (imports torch)."""
     check_device(req.train.device, "--device")
     check_device(req.snac_device, "--snac-device")
-    last = get_last_checkpoint(str(req.checkpoint_dir)) if req.checkpoint_dir.is_dir() else None
+
+
+def check_request(req: TrainRequest) -> Path | None:
+    """Checks that need neither torch nor transformers (so they answer at once); returns the checkpoint
+    to resume from (or None)."""
+    validate_voice_name(req.name)
+    dataset_dir = dataset.require_dataset_dir(req.dataset_dir)
+    transcript = req.transcript or dataset_dir / dataset.TRANSCRIPT_FILE
+    if not Path(transcript).is_file():
+        raise dataset.DatasetError(
+            f"{transcript}: transcript not found (run `make transcribe` first, or pass --transcript PATH)"
+        )
+    if req.voice_dir.exists() and not req.overwrite:
+        raise VoiceExistsError(f"{req.voice_dir} already exists: pass --overwrite to replace it")
+    last = last_checkpoint(req.checkpoint_dir)
     if req.resume:
         if last is None:
             raise CheckpointError(
@@ -269,6 +288,7 @@ def _share(state, value):
 def train_voice(req: TrainRequest, *, extra_callbacks=()) -> TrainResult:
     """Run the whole step. Raises the specific errors above (nothing written to voices/ for bad input)."""
     resume_from = check_request(req)
+    check_devices(req)
     state = _distributed_state(req.train.device)
     progress = req.train.progress and state.is_main_process
     if not state.is_main_process:  # one copy of each progress line, not one per process
@@ -283,7 +303,7 @@ def train_voice(req: TrainRequest, *, extra_callbacks=()) -> TrainResult:
     if state.is_main_process:
         try:
             prepared = prepare_examples(req, tokenizer, progress=progress)
-        except (ds.DatasetError, models.ModelLoadError, orpheus.ContractError) as e:
+        except (UsageError, orpheus.ContractError) as e:
             prepared = e
     else:
         prepared = None

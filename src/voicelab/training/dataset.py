@@ -1,10 +1,9 @@
 """The training side of a prepared dataset: the transcript's rows checked for training, and the clips.
 
-A dataset folder holds 24 kHz mono WAV clips and ``transcript.csv`` (header ``filename,text``; filename is
-the clip's stem, without ``.wav``), read by ``voicelab.transcript.read_transcript``, the one reader of
-that format. Rows that cannot be used (missing WAV, empty text, unreadable audio) are skipped, listed and
-counted; problems with the file itself (no such file, not a ``filename,text`` CSV, duplicate filenames)
-raise, because they mean the wrong file was passed.
+The folder and its files are ``voicelab.dataset``'s; this module picks what training can use. Rows that
+cannot be used (missing WAV, empty text, excluded by a person in ``excluded.csv``, unreadable audio) are
+skipped, listed and counted; problems with the file itself (no such file, not a ``filename,text`` CSV,
+duplicate filenames) raise, because they mean the wrong file was passed.
 """
 
 from __future__ import annotations
@@ -16,22 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from voicelab import orpheus, transcript
+from voicelab import dataset, orpheus
 from voicelab.audio import AudioError, read_audio
 
 logger = logging.getLogger(__name__)
-
-TRANSCRIPT_HEADER = transcript.HEADER
-TRANSCRIPT_FILE = "transcript.csv"
-CLIP_SUFFIX = ".wav"
-
-
-class DatasetError(ValueError):
-    """A dataset that cannot be used at all; the message names the file and what to do."""
-
-
-class TranscriptError(DatasetError):
-    """A transcript CSV with a wrong header, duplicate filenames, or that cannot be read."""
 
 
 @dataclass(frozen=True)
@@ -57,60 +44,50 @@ class Clip:
     text: str
 
 
-def read_transcript(path: Path) -> tuple[list[TranscriptRow], list[Skipped]]:
+def read_training_rows(
+    path: Path, exclusions: dict[str, str] | None = None
+) -> tuple[list[TranscriptRow], list[Skipped]]:
     """The transcript's rows for training: (rows, skipped).
 
-    Rows with empty text are skipped; a missing file, a malformed CSV (wrong header, a row without exactly
-    two fields) or duplicate filenames raise ``TranscriptError``.
+    Rows with empty text, and clips listed in ``exclusions`` (key -> reason, from ``excluded.csv``), are
+    skipped; a missing file, a malformed CSV or duplicate filenames raise ``dataset.DatasetError``.
     """
     path = Path(path)
     if not path.is_file():
-        raise TranscriptError(
+        raise dataset.DatasetError(
             f"{path}: transcript not found (run `make transcribe` first, or pass --transcript PATH)"
         )
     try:
-        records = transcript.read_transcript(path)
-    except (OSError, transcript.TranscriptFormatError) as e:
-        raise TranscriptError(str(e)) from e
+        records = dataset.read_transcript(path)
+    except OSError as e:
+        raise dataset.DatasetError(f"{path}: cannot read it ({e})") from e
+    exclusions = exclusions or {}
     rows: list[TranscriptRow] = []
     skipped: list[Skipped] = []
-    for raw_name, raw_text in records:
-        filename, text = _clip_stem(raw_name), raw_text.strip()
-        if not text:
+    for filename, raw_text in records:
+        text = raw_text.strip()
+        if filename in exclusions:
+            skipped.append(Skipped(filename, f"excluded ({dataset.EXCLUDED_FILE}): {exclusions[filename]}"))
+        elif not text:
             skipped.append(Skipped(filename, "empty text"))
-            continue
-        rows.append(TranscriptRow(filename, text))
+        else:
+            rows.append(TranscriptRow(filename, text))
     counts = Counter(row.filename for row in rows)
     duplicates = sorted(name for name, n in counts.items() if n > 1)
     if duplicates:
-        raise TranscriptError(
+        raise dataset.DatasetError(
             f"{path}: duplicate filenames {duplicates[:10]}{' ...' if len(duplicates) > 10 else ''}; "
             "each clip must appear once"
         )
     return rows, skipped
 
 
-def _clip_stem(filename: str) -> str:
-    """``"a.wav"`` and ``"a"`` name the same clip."""
-    return filename[: -len(CLIP_SUFFIX)] if filename.lower().endswith(CLIP_SUFFIX) else filename
-
-
-def clip_path(dataset_dir: Path, filename: str) -> Path | None:
-    """The WAV a row names, or None when the name would leave ``dataset_dir`` or is empty."""
-    name = f"{_clip_stem(filename)}{CLIP_SUFFIX}"
-    if not _clip_stem(filename) or Path(name).name != name or name.startswith("."):
-        return None
-    return dataset_dir / name
-
-
 def resolve_clips(dataset_dir: Path, rows: list[TranscriptRow]) -> tuple[list[Clip], list[Skipped]]:
     """Rows -> clips whose WAV exists in ``dataset_dir``; the others are skipped with the reason."""
-    dataset_dir = Path(dataset_dir)
-    if not dataset_dir.is_dir():
-        raise DatasetError(f"{dataset_dir}: dataset folder not found (run `make prepare-audio` first)")
+    dataset_dir = dataset.require_dataset_dir(dataset_dir)
     clips, skipped = [], []
     for row in rows:
-        path = clip_path(dataset_dir, row.filename)
+        path = dataset.clip_path(dataset_dir, row.filename)
         if path is None:
             skipped.append(Skipped(row.filename, "not a clip name inside the dataset folder"))
         elif not path.is_file():
