@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all lint format prepare-audio transcribe train-lora vllm install-vllm dev
+.PHONY: help install test test-all lint format prepare-audio transcribe train-lora export-dataset vllm install-vllm dev serve
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-15s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ transcribe: ## Whisper transcripts: ARGS="prepared/NAME/ --model large"
 train-lora: ## Train a LoRA voice: ARGS="NAME prepared/NAME/ --device cuda --epochs 1"
 	$(PY) scripts/train_lora.py $(ARGS)
 
+export-dataset: ## The clips training uses as a Hugging Face audiofolder: ARGS="prepared/NAME/ exports/NAME/"
+	$(PY) scripts/export_dataset.py $(ARGS)
+
 VLLM_VENV ?= .venv-vllm
 VLLM_VERSION ?= 0.33.0
 
@@ -57,5 +60,11 @@ vllm: ## vLLM on 127.0.0.1:8001 with every voice as a LoRA adapter (after instal
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-dev: ## The TTS API on HOST:PORT (127.0.0.1:8000), reloading on src/ edits; settings: VOICELAB_* (README)
+WORKERS ?= 1
+
+dev: ## Development: the TTS API on HOST:PORT (127.0.0.1:8000), reloading on src/ edits; settings: VOICELAB_* or .env
 	$(PY) -m uvicorn voicelab.server.app:create_app --factory --reload --reload-dir src --host $(HOST) --port $(PORT) $(ARGS)
+
+# Each worker is a process with its own engine client, SNAC decoder, voice registry, limits and metrics.
+serve: ## Production: the TTS API on HOST:PORT, WORKERS processes (1), no reload, access log; settings: VOICELAB_* or .env
+	$(PY) -m uvicorn voicelab.server.app:create_app --factory --host $(HOST) --port $(PORT) --workers $(WORKERS) --access-log $(ARGS)

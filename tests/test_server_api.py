@@ -549,7 +549,8 @@ def test_a_response_never_sent_still_frees_its_slot(voices_dir):
     anyio.run(scenario)
 
 
-def test_bad_settings_stop_start_up_with_one_line_naming_each_variable(monkeypatch):
+def test_bad_settings_stop_start_up_with_one_line_naming_each_variable(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # no .env of the developer's
     monkeypatch.setenv("VOICELAB_ENGINE", "bogus")
     monkeypatch.setenv("VOICELAB_MAX_CONCURRENT_REQUESTS", "0")
     with pytest.raises(SystemExit) as stop:
@@ -560,7 +561,8 @@ def test_bad_settings_stop_start_up_with_one_line_naming_each_variable(monkeypat
     assert "VOICELAB_MAX_CONCURRENT_REQUESTS" in message
 
 
-def test_engine_vllm_without_url_names_what_to_set(monkeypatch):
+def test_engine_vllm_without_url_names_what_to_set(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # no .env of the developer's
     monkeypatch.setenv("VOICELAB_ENGINE", "vllm")
     monkeypatch.delenv("VOICELAB_VLLM_URL", raising=False)
     with pytest.raises(SystemExit, match="VOICELAB_VLLM_URL"):

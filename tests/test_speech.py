@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import anyio
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from voicelab import orpheus
 from voicelab.engine import (
@@ -216,6 +220,44 @@ def test_split_text_keeps_order_and_budget():
     assert split_text("   ", _words) == []
     assert split_text("Short one. Short two.", _words, max_tokens=10) == ["Short one. Short two."]
     assert split_text("averyveryverylongword", lambda s: len(s), max_tokens=3) == ["averyveryverylongword"]
+
+
+@pytest.mark.parametrize(
+    ("text", "pieces"),
+    [
+        ('She said "Stop!" and ran. Then she hid.', ['She said "Stop!" and ran.', "Then she hid."]),
+        ("He left (quickly.) Then went.", ["He left (quickly.)", "Then went."]),
+        ("It's 'done.' Really? [Yes!] Fine.", ["It's 'done.'", "Really? [Yes!]", "Fine."]),
+        ("Oh <laugh> that is good. <sigh> Fine then.", ["Oh <laugh> that is good.", "<sigh> Fine then."]),
+    ],
+)
+def test_split_text_keeps_closing_quotes_brackets_and_tags_with_their_sentence(text, pieces):
+    budget = max(_words(piece) for piece in pieces)  # each sentence fits, no two neighbours do
+    assert split_text(text, _words, max_tokens=budget) == pieces
+    assert " ".join(split_text(text, _words, max_tokens=1)) == text  # cut between words: nothing lost
+
+
+def test_split_text_never_cuts_inside_a_tag():
+    text = "word <long pause here> word, <laugh> and <a tag with spaces> end."
+    for budget in range(1, 12):
+        pieces = split_text(text, _words, max_tokens=budget)
+        assert " ".join(pieces) == text
+        for tag in ("<long pause here>", "<laugh>", "<a tag with spaces>"):
+            assert any(tag in piece for piece in pieces), (budget, pieces)
+
+
+_SPLIT_ALPHABET = st.sampled_from([*"ab Z.!?…;:,—-\"')]}»”’(<>\n\t", "<laugh>", "<sigh>", " <x y> "])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_SPLIT_ALPHABET, max_size=60).map("".join), st.integers(1, 8), st.booleans())
+def test_split_text_only_touches_whitespace(text, budget, by_chars):
+    count = len if by_chars else _words
+    pieces = split_text(text, count, max_tokens=budget)
+    assert " ".join(pieces) == " ".join(text.split())
+    assert all(piece and piece == piece.strip() for piece in pieces)
+    for tag in re.findall(r"<[^<>]*>", " ".join(text.split())):
+        assert any(tag in piece for piece in pieces)
 
 
 def test_crossfade_joiner_is_continuous_and_has_the_expected_length():

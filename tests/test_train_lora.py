@@ -17,6 +17,7 @@ import torch
 from voicelab import dataset, models, orpheus, testing
 from voicelab.audio import write_wav
 from voicelab.cli import train_lora
+from voicelab.model_identity import fingerprint_model
 from voicelab.training import build, snac_codec
 from voicelab.training import dataset as ds
 from voicelab.training.report import LOSS_LOG_FILE, LOSS_PLOT_FILE, read_loss_log
@@ -133,6 +134,8 @@ def test_voice_json_records_what_serving_needs(trained, tiny_orpheus_dir, tiny_s
     assert meta.training["lora_rank"] == 8 and meta.training["steps"] == 3
     assert meta.training["vllm_max_lora_rank"] == 8
     assert np.isfinite(meta.final_loss) and meta.created_at
+    # the base model by content, so the voice is served where the same model sits at another path
+    assert meta.base_model_fingerprint == fingerprint_model(tiny_orpheus_dir) is not None
 
 
 def test_adapter_is_one_vllm_loads(trained, tiny_orpheus_dir):

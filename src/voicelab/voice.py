@@ -68,6 +68,9 @@ class VoiceMetadata:
     final_loss: float | None = None
     created_at: str | None = None
     voicelab_version: str | None = None
+    base_model_fingerprint: str | None = None
+    """The base model's content (``voicelab.model_identity``): the same model at another path is accepted."""
+    base_model_hub_id: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"

@@ -1,6 +1,7 @@
 """Start vLLM for the Orpheus base model with every valid voice in voices/ as a LoRA adapter.
 
     make vllm                          # .venv-vllm/bin/vllm, voices/, base model from VOICELAB_BASE_MODEL
+                                       # (the environment, then .env, as the API reads them)
     make vllm ARGS="--dry-run"         # print the command only
     make vllm ARGS="--port 8001 -- --tensor-parallel-size 2"   # after --: passed to vllm serve as is
 
@@ -65,9 +66,14 @@ def build_parser(defaults) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from voicelab.server import vllm_command as vc
     from voicelab.server.registry import scan_voices
-    from voicelab.server.settings import Settings
+    from voicelab.server.settings import SettingsError, load_settings
 
-    parser = build_parser(Settings())
+    try:
+        defaults = load_settings()  # VOICELAB_* and .env, as the API reads them: both sides agree
+    except SettingsError as e:
+        print(f"error: bad server settings: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    parser = build_parser(defaults)
     args = parser.parse_args(argv)
     extra = args.extra[1:] if args.extra[:1] == ["--"] else args.extra
     if not 0 < args.gpu_memory_utilization <= 1:

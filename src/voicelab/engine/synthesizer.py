@@ -34,8 +34,21 @@ short enough that Orpheus does not drift or loop."""
 CROSSFADE_SECONDS = 0.05
 CROSSFADE_SAMPLES = round(CROSSFADE_SECONDS * orpheus.SAMPLE_RATE)  # 1200 samples at 24 kHz
 
-_SENTENCE_END = re.compile(r"(?<=[.!?…;:])[\"')\]]*\s+")
-_CLAUSE_END = re.compile(r"(?<=[,;:—–-])\s+")
+# Text is cut only at the spaces of its normalised form, so the pieces joined by single spaces give the
+# text back. An Orpheus tag ("<laugh>", or any "<...>" span, spaces included) is one atom: never cut.
+_ATOM = re.compile(r"(?:<[^<>]*>|[^\s<]|<)+")
+_CLOSERS = "\"')]}»”’"  # closing quotes and brackets belong to the sentence they close
+_SENTENCE_MARKS = ".!?…;:"
+_CLAUSE_MARKS = ",;:—–-"
+
+
+def _is_sentence_end(atom: str, following: str) -> bool:
+    """A cut after ``atom``: it ends a sentence (closers aside) and ``following`` does not continue it."""
+    return atom.rstrip(_CLOSERS).endswith(tuple(_SENTENCE_MARKS)) and not following[:1].islower()
+
+
+def _is_clause_end(atom: str, following: str) -> bool:
+    return atom.rstrip(_CLOSERS).endswith(tuple(_CLAUSE_MARKS))
 
 
 @dataclass
@@ -59,15 +72,28 @@ class Usage:
 def split_text(text: str, count_tokens, max_tokens: int = MAX_PIECE_TEXT_TOKENS) -> list[str]:
     """Split ``text`` into pieces of at most ``max_tokens`` (by ``count_tokens(str) -> int``), in order.
 
-    Cuts at sentence ends first, then at clause marks, then between words; a single word longer than
-    the budget stays whole. Sentences are packed greedily so pieces are as long as the budget allows.
+    Cuts at sentence ends first, then at clause marks, then between words; a single word (or tag) longer
+    than the budget stays whole. Sentences are packed greedily so pieces are as long as the budget allows.
+    Only whitespace is touched: ``" ".join(pieces) == " ".join(text.split())``.
     """
-    text = " ".join(text.split())
-    if not text:
-        return []
+    atoms = _ATOM.findall(" ".join(text.split()))
     units: list[str] = []
-    for sentence in _SENTENCE_END.split(text):
+    for sentence in _cut(atoms, _is_sentence_end):
         units += _split_long(sentence, count_tokens, max_tokens)
+    return _pack(units, count_tokens, max_tokens)
+
+
+def _cut(atoms: list[str], is_boundary) -> list[list[str]]:
+    """``atoms`` in runs, a new run after each atom where ``is_boundary(atom, next_atom)``."""
+    runs: list[list[str]] = []
+    for index, atom in enumerate(atoms):
+        if not runs or is_boundary(atoms[index - 1], atom):
+            runs.append([])
+        runs[-1].append(atom)
+    return runs
+
+
+def _pack(units: list[str], count_tokens, max_tokens: int) -> list[str]:
     pieces: list[str] = []
     for unit in units:
         if pieces and count_tokens(f"{pieces[-1]} {unit}") <= max_tokens:
@@ -77,19 +103,13 @@ def split_text(text: str, count_tokens, max_tokens: int = MAX_PIECE_TEXT_TOKENS)
     return pieces
 
 
-def _split_long(sentence: str, count_tokens, max_tokens: int) -> list[str]:
-    if count_tokens(sentence) <= max_tokens:
-        return [sentence]
-    clauses = _CLAUSE_END.split(sentence)
+def _split_long(atoms: list[str], count_tokens, max_tokens: int) -> list[str]:
+    if len(atoms) == 1 or count_tokens(" ".join(atoms)) <= max_tokens:
+        return [" ".join(atoms)]
+    clauses = _cut(atoms, _is_clause_end)
     if len(clauses) > 1:
         return [part for clause in clauses for part in _split_long(clause, count_tokens, max_tokens)]
-    parts: list[str] = []
-    for word in sentence.split(" "):
-        if parts and count_tokens(f"{parts[-1]} {word}") <= max_tokens:
-            parts[-1] = f"{parts[-1]} {word}"
-        else:
-            parts.append(word)
-    return parts
+    return _pack(atoms, count_tokens, max_tokens)
 
 
 class CrossfadeJoiner:

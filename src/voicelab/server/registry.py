@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from voicelab.engine.base import EngineError, EngineUnavailableError, TokenEngine, UnknownVoiceError, Voice
+from voicelab.model_identity import model_identity
 from voicelab.voice import (
     ADAPTER_CONFIG_FILE,
     ADAPTER_WEIGHTS_FILE,
@@ -126,6 +127,45 @@ def _same_model(recorded: Any, served: str) -> bool:
     return False
 
 
+def base_model_refusal(recorded: Any, metadata: VoiceMetadata | None, served: str) -> str | None:
+    """Why a voice trained on ``recorded`` cannot be served on ``served``, or None when it is the same model.
+
+    The same path or hub id is the same model. Otherwise the content decides: the fingerprint in voice.json
+    (or of ``recorded``, when that folder is on this machine) against the served model's, and failing a
+    fingerprint on either side, the hub ids.
+    """
+    if _same_model(recorded, served):
+        return None
+    here = model_identity(served)
+    trained_fingerprint = metadata.base_model_fingerprint if metadata else None
+    trained_hub_id = metadata.base_model_hub_id if metadata else None
+    if isinstance(recorded, str) and (trained_fingerprint is None or trained_hub_id is None):
+        there = model_identity(recorded)  # an older voice.json, or the recorded folder is here too
+        trained_fingerprint = trained_fingerprint or there.fingerprint
+        trained_hub_id = trained_hub_id or there.hub_id
+    head = f"trained on base model {recorded!r}, but {served!r} is served"
+    if trained_fingerprint and here.fingerprint:
+        if trained_fingerprint == here.fingerprint:
+            logger.debug("base model %r is served as %r: same content", recorded, served)
+            return None
+        return (
+            f"{head}, and they hold different models (config or weights differ): serve the model it was "
+            f"trained on (VOICELAB_BASE_MODEL, make vllm --base-model) or retrain the voice"
+        )
+    if trained_hub_id and trained_hub_id == here.hub_id:
+        return None
+    if here.fingerprint is None:
+        return (
+            f"{head}, which is neither a model folder nor in the Hugging Face cache on this machine, so its "
+            "content cannot be compared: point VOICELAB_BASE_MODEL at a local copy or download it first"
+        )
+    return (
+        f"{head}; voice.json records no fingerprint of its base model (trained by an older voicelab) and "
+        f"{recorded!r} is not on this machine, so they cannot be compared: serve it with "
+        f"VOICELAB_BASE_MODEL={recorded} or retrain the voice"
+    )
+
+
 def inspect_voice_folder(
     folder: Path, root: Path, *, base_model: str | None, max_lora_rank: int | None
 ) -> VoiceEntry | str:
@@ -155,10 +195,7 @@ def inspect_voice_folder(
         return f"no adapter weights ({' or '.join(ADAPTER_WEIGHT_FILES)}); training did not finish?"
     if any(not w.resolve().is_relative_to(root) for w in weights):
         return "adapter weights point outside the voices folder"
-    problems = adapter_problems(config, max_lora_rank=max_lora_rank, base_model=base_model)
-    if base_model is not None and problems and _same_model(config.get("base_model_name_or_path"), base_model):
-        # adapter_problems compares strings; a relative and an absolute path to one folder are the same model.
-        problems = adapter_problems(config, max_lora_rank=max_lora_rank, base_model=None)
+    problems = adapter_problems(config, max_lora_rank=max_lora_rank)
     if problems:
         return "; ".join(problems)
 
@@ -181,6 +218,10 @@ def inspect_voice_folder(
             VOICE_FILE,
             prefix,
         )
+    if base_model is not None:
+        refused = base_model_refusal(config.get("base_model_name_or_path"), metadata, base_model)
+        if refused:
+            return refused
     voice = Voice(name=name, adapter_path=resolved, prompt_prefix=prefix)
     return VoiceEntry(voice=voice, rank=int(config["r"]), fingerprint=_fingerprint(folder), metadata=metadata)
 

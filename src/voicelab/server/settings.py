@@ -1,7 +1,9 @@
-"""The server's one settings object, read from ``VOICELAB_*`` environment variables.
+"""The server's one settings object, read from ``VOICELAB_*`` environment variables and a ``.env`` file.
 
 Nothing else in the server reads the environment: ``create_app(settings)`` gets this object, and tests
 build their own. Unsafe or contradictory values fail here, at start-up, with a message naming the variable.
+``load_settings`` also reads ``.env`` in the working directory (one file per deployment); a variable set in the
+real environment wins over the same line in ``.env``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from voicelab.engine import base
 from voicelab.voice import DEFAULT_BASE_MODEL, DEFAULT_SNAC_MODEL, VLLM_LORA_RANKS
 
 ENV_PREFIX = "VOICELAB_"
+DEFAULT_ENV_FILE = Path(".env")
+"""Read by ``load_settings`` from the working directory (the repository root under make) when it exists."""
 OPENAI_MAX_INPUT_CHARS = 4096
 """OpenAI's limit on ``input``; clients written for it never send more."""
 DEFAULT_MAX_LORA_RANK = 64
@@ -123,10 +127,16 @@ class SettingsError(ValueError):
     """``VOICELAB_*`` values that cannot be used; the message names each variable and what is wrong."""
 
 
-def load_settings() -> Settings:
-    """``Settings()`` from the environment, with validation errors rewritten per ``VOICELAB_*`` variable."""
+def load_settings(env_file: Path | None = DEFAULT_ENV_FILE) -> Settings:
+    """``Settings`` from the environment and ``env_file`` (environment first), errors named per variable.
+
+    ``VOICELAB_*`` lines of ``env_file`` that name no setting (a typo) are an error, not silently ignored;
+    its other lines are not read (set ``HF_HUB_OFFLINE`` and the like in the real environment).
+    """
+    if env_file is not None and env_file.is_file():
+        _check_env_file(env_file)
     try:
-        return Settings()
+        return Settings(_env_file=env_file)
     except ValidationError as e:
         problems = []
         for error in e.errors():
@@ -137,3 +147,19 @@ def load_settings() -> Settings:
                 message = f"{message} (got {given!r})"
             problems.append(f"{ENV_PREFIX}{field}: {message}" if field else message)
         raise SettingsError("; ".join(problems)) from e
+
+
+def _check_env_file(env_file: Path) -> None:
+    from dotenv import dotenv_values  # pydantic-settings' own .env reader
+
+    known = {f"{ENV_PREFIX}{name}".upper() for name in Settings.model_fields}
+    unknown = sorted(
+        key
+        for key in dotenv_values(env_file)
+        if key.upper().startswith(ENV_PREFIX) and key.upper() not in known
+    )
+    if unknown:
+        raise SettingsError(
+            f"{env_file}: {', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} no setting "
+            "(the VOICELAB_* table in the README lists them)"
+        )

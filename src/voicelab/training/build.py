@@ -25,6 +25,7 @@ from typing import Any
 from voicelab import __version__, dataset, models, orpheus
 from voicelab.errors import UsageError
 from voicelab.fileio import give_default_modes
+from voicelab.model_identity import model_identity
 from voicelab.training import dataset as ds
 from voicelab.training import report, snac_codec
 from voicelab.training.trainer import (
@@ -363,10 +364,13 @@ def _metadata(req, prepared, precision, steps, final_loss, resume_from) -> Voice
         "resumed_from": str(resume_from) if resume_from else None,
         "vllm_max_lora_rank": smallest_vllm_rank(req.lora.rank),
     }
+    base = model_identity(req.base_model)  # recorded so a copy of the model at another path is accepted
     return VoiceMetadata(
         name=req.name,
         base_model=req.base_model,
         prompt_prefix=req.prefix,
+        base_model_fingerprint=base.fingerprint,
+        base_model_hub_id=base.hub_id,
         snac_model=req.snac_model,
         sample_rate=orpheus.SAMPLE_RATE,
         drop_duplicate_frames=req.drop_duplicate_frames,
