@@ -7,9 +7,10 @@ A and B alternated, order flipped every round (benchmarks/harness.py): medians a
   threads, or CPU time with ``--threads 1`` (less sensitive to other processes);
 * ``streams``: unpaced aggregate audio s / wall s of 16 ``StreamingSnacDecoder`` streams;
 * ``onnx``: today's decoder pass against the same decoder exported to ONNX and run by onnxruntime (an
-  alternative measured and not adopted, see docs/benchmarks.md; the export needs ``pip install onnx``).
+  alternative measured and not adopted, see docs/benchmarks.md; the export needs ``pip install onnx``);
+* ``compile``: today's decoder pass against ``torch.compile`` of it on one static shape (also not adopted).
 
-Usage: ``python benchmarks/bench_snac_fast_convs.py [decoder|streams|onnx] [--rounds 5] [--threads N]``
+Usage: ``python benchmarks/bench_snac_fast_convs.py [decoder|streams|onnx|compile] [--rounds 5] [--threads N]``
 """
 
 from __future__ import annotations
@@ -138,6 +139,36 @@ def onnx_ab(model_dir, rounds: int, threads: int | None, tmp: Path) -> None:
     )
 
 
+def compile_ab(model_dir, rounds: int, threads: int | None, frames: int = 12) -> None:
+    """Today's decoder pass vs ``torch.compile`` of it, one static shape (1 x ``frames`` frames)."""
+    import torch
+    from snac import SNAC
+
+    from voicelab.snac_inference import prepare_for_inference
+
+    clock = _clock(threads)
+    ours = _quiet(prepare_for_inference(SNAC.from_pretrained(str(model_dir)).eval()))
+    z = torch.randn(1, ours.latent_dim, 4 * frames, generator=torch.Generator().manual_seed(0))
+    compiled = torch.compile(ours.decoder, dynamic=False)
+    cpu, wall = time.process_time(), time.perf_counter()
+    with torch.inference_mode():
+        compiled(z)
+    print(
+        f"torch.compile of the decoder for 1 x {frames} frames: {time.process_time() - cpu:.1f} s CPU in this "
+        f"process, {time.perf_counter() - wall:.1f} s wall (compile workers included)"
+    )
+    print(f"decoder pass, eager (A) vs compiled (B), threads={torch.get_num_threads()}, {clock.__name__}")
+    print(load_line("before"))
+    with torch.inference_mode():
+        diff = float((ours.decoder(z) - compiled(z)).abs().max())
+        cmp = Comparison("eager (today)", "torch.compile").run(
+            rounds, _rate(ours.decoder, z, clock), _rate(compiled, z, clock), verbose=False
+        )
+    print(load_line("after"))
+    print(f"1 x {frames} frames (max |diff| {diff:.1e}, noise off):")
+    print(cmp.report("audio s/s", higher_is_better=True))
+
+
 def streams_ab(model_dir, rounds: int, n_streams: int = 16, n_frames: int = 36) -> None:
     """Unpaced aggregate audio s/s of ``n_streams`` StreamingSnacDecoder streams, stock vs fast convolutions."""
     sys.path.insert(0, str(Path(__file__).parent))
@@ -171,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("what", choices=["decoder", "streams", "onnx"], nargs="?", default="decoder")
+    parser.add_argument(
+        "what", choices=["decoder", "streams", "onnx", "compile"], nargs="?", default="decoder"
+    )
     parser.add_argument("--rounds", type=int, default=5, help=f"interleaved rounds (>= {MIN_ROUNDS})")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (decoder, onnx)")
     args = parser.parse_args(argv)
@@ -182,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         print(machine_line())
         if args.what == "decoder":
             decoder_ab(model_dir, args.rounds, args.threads)
+        elif args.what == "compile":
+            compile_ab(model_dir, args.rounds, args.threads)
         elif args.what == "onnx":
             onnx_ab(model_dir, args.rounds, args.threads, Path(tmp))
         else:
