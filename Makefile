@@ -62,7 +62,7 @@ PORT ?= 8000
 
 WORKERS ?= 1
 
-dev: ## Development: the TTS API on HOST:PORT (127.0.0.1:8000), reloading on src/ edits; settings: VOICELAB_* or .env
+dev: ## Development: the TTS API and the studio page on HOST:PORT (http://127.0.0.1:8000/), reloading on src/ edits; settings: VOICELAB_* or .env
 	$(PY) -m uvicorn voicelab.server.app:create_app --factory --reload --reload-dir src --host $(HOST) --port $(PORT) $(ARGS)
 
 # Each worker is a process with its own engine client, SNAC decoder, voice registry, limits and metrics.

@@ -223,3 +223,15 @@ async def test_api_key_is_sent_and_shared_client_is_not_closed(adapter_dir, alic
             assert await _collect(engine, alice)
             await engine.aclose()
             assert not client.is_closed
+
+
+@pytest.mark.anyio
+async def test_a_reply_that_is_not_an_event_stream_names_the_likely_cause():
+    # e.g. VOICELAB_VLLM_URL pointing at some other HTTP service that answers 200 with JSON
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json={"hello": "world"}))
+    async with httpx.AsyncClient(transport=transport) as client:
+        engine = VLLMEngine("http://127.0.0.1:9", client=client)
+        with pytest.raises(EngineRequestError, match="VOICELAB_VLLM_URL") as info:
+            async for _ in engine.generate(Voice("alice"), [1, 2, 3], SamplingParams(max_tokens=50)):
+                pass
+    assert "max_tokens" not in str(info.value) and info.value.status_code == 502

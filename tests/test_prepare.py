@@ -388,6 +388,17 @@ def test_dataset_levels_follow_the_guide_table():
     assert prepare.dataset_level(200)[2] == "Diminishing returns"
 
 
+def test_dataset_level_is_the_lower_of_clips_and_minutes():
+    # 70 clips of 6 min: "Good" by clips, "Moderate" by minutes -> Moderate
+    assert prepare.dataset_level(70, 6.0)[2] == "Moderate"
+    assert prepare.dataset_level(70, 16.0)[2] == "Good"
+    assert prepare.dataset_level(250, 31.0)[2] == "Very good"
+    assert prepare.dataset_level(30, 0.5)[2] == "Too few"
+    assert prepare.level_basis(70, 6.0) == "70 clips reach Good, 6.0 min only Moderate"
+    assert prepare.level_basis(30, 20.0) == "20.0 min reach Good, 30 clips only Moderate"
+    assert prepare.level_basis(60, 20.0) == "60 clips and 20.0 min both reach Good"
+
+
 def test_duration_histogram_reads_as_aligned_one_second_bins():
     lines = prepare.duration_histogram([3.2, 4.5, 4.6, 9.9, 12.0, 13.0], 3.0, 13.0, width=10)
     assert len(lines) == 10  # 3-4 s ... 12-13 s

@@ -129,6 +129,18 @@ def test_symlinks_pointing_outside_the_voices_folder_are_refused(tmp_path):
     assert sorted(scan.voices) == ["alias", "inside"]
 
 
+@pytest.mark.parametrize("linked", [VOICE_FILE, ADAPTER_WEIGHTS_FILE])
+def test_a_voice_file_symlinked_outside_is_refused_not_read(tmp_path, linked):
+    voices, outside = tmp_path / "voices", tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / linked).write_text(json.dumps({"name": "v", "base_model": BASE, "prompt_prefix": "SECRET: "}))
+    write_voice_folder(voices, "v", base_model=BASE)
+    (voices / "v" / linked).unlink()
+    (voices / "v" / linked).symlink_to(outside / linked)
+    scan = scan_voices(voices, base_model=BASE)
+    assert scan.voices == {} and "outside" in scan.skipped["v"]
+
+
 def test_base_model_given_as_relative_or_absolute_path_matches(tmp_path, monkeypatch):
     base_dir = tmp_path / "models" / "tiny"
     base_dir.mkdir(parents=True)

@@ -123,3 +123,48 @@ def test_empty_review_still_replaces_a_stale_one(tmp_path):
     path.write_text("stale\n", encoding="utf-8")
     rv.write_review(path, [])
     assert path.read_text(encoding="utf-8").splitlines() == [",".join(rv.REVIEW_HEADER)]
+
+
+def _at(similarity: float, seed: int):
+    """A unit voice print with cosine ``similarity`` to the first axis (the "main voice")."""
+    import numpy as np
+
+    side = np.random.default_rng(seed).standard_normal(256)
+    side[0] = 0.0
+    side /= np.linalg.norm(side)
+    v = np.zeros(256)
+    v[0] = similarity
+    return list(map(float, v + np.sqrt(1 - similarity**2) * side))
+
+
+MAIN_SIMS = (0.93, 0.94, 0.95, 0.95, 0.96, 0.96, 0.97, 0.94, 0.95, 0.96, 0.95, 0.97)
+
+
+def test_speaker_flags_other_voices_and_lists_outliers_without_excluding_them():
+    vectors = [_at(s, i) for i, s in enumerate(MAIN_SIMS)]
+    vectors += [_at(0.4, 100), _at(0.85, 101)]  # another voice; the same voice far off its usual
+    clips = [
+        ClipSignals(f"c{i:02d}", NORMAL_TEXT, NORMAL_S, -0.3, 0.05, embedding=list(map(float, v)))
+        for i, v in enumerate(vectors)
+    ]
+    ctx = rv.speaker_context(clips)
+    sims = ctx.similarity
+    assert sims["c12"] < rv.DEFAULT_SPEAKER_THRESHOLD < sims["c13"] < ctx.outlier_below
+    items = {i.signals.filename: i for i in rv.review(clips, ctx)}
+    assert next(iter(items)) == "c12"
+    assert reasons(items["c12"]).startswith("other speaker? similarity")
+    assert items["c12"].quality_reasons  # what --exclude-flagged copies to excluded.csv
+    assert "voice unlike the other clips?" in reasons(items["c13"])
+    assert items["c13"].quality_reasons == []  # listed for a listen, never excluded on its own
+    assert not set(items) - {"c12", "c13"}
+
+
+def test_reference_similarity_and_threshold_come_from_the_context():
+    clips = [
+        ClipSignals(f"c{i:02d}", NORMAL_TEXT, NORMAL_S, embedding=_at(s, i)) for i, s in enumerate(MAIN_SIMS)
+    ]
+    strict = rv.speaker_context(clips, threshold=0.999)
+    assert all("other speaker?" in reasons(i) for i in rv.review(clips, strict))
+    by_ref = rv.speaker_context(clips, reference=[_at(0.3, 200)])  # a reference clip of another voice
+    flagged = rv.review(clips, by_ref)
+    assert len(flagged) == len(clips) and "vs the reference clips" in reasons(flagged[0])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import json
 import logging
@@ -89,6 +90,8 @@ class ScriptedSynthesizer:
                 raise EngineRequestError("CUDA out of memory", status_code=500)
             if "[contract]" in text:
                 raise orpheus.InvalidAudioTokenError("token id 9906 is not an audio token")
+            if "[unknown-always]" in text:
+                raise UnknownVoiceError(f"vLLM has no adapter named {voice.name!r}")
             if "[unknown-once]" in text and not self.unknown_once_seen:
                 self.unknown_once_seen = True
                 raise UnknownVoiceError(f"vLLM has no adapter named {voice.name!r}")
@@ -398,7 +401,8 @@ def test_unknown_routes_are_openai_shaped_404(api):
 def test_voices_and_models_list_the_served_voices(api):
     voices = api.get("/v1/audio/voices").json()["voices"]
     assert [v["id"] for v in voices] == ["alice", "bob"]
-    assert voices[0]["prompt_prefix"] == "Alice: " and voices[0]["lora_rank"] == 8
+    # only what a client picks a voice by: no server paths, no training details
+    assert set(voices[0]) == {"id", "name", "object", "created_at"}
     models = api.get("/v1/models").json()
     assert models["object"] == "list"
     assert [m["id"] for m in models["data"]] == ["orpheus", "alice", "bob"]
@@ -407,8 +411,14 @@ def test_voices_and_models_list_the_served_voices(api):
 
 def test_health_reports_engine_and_voices(api):
     body = api.get("/health").json()
-    assert body["status"] == "ok" and body["voices"] == ["alice", "bob"]
-    assert "DoRA" in body["voices_skipped"]["dora_voice"]
+    # open to anyone, so counts only: names need the key, skip reasons (server paths) are in the log
+    assert body == {
+        "status": "ok",
+        "engine": "fake",
+        "engine_reachable": True,
+        "voices": 2,
+        "voices_skipped": 1,
+    }
     api.engine.healthy = False
     try:
         response = api.get("/health")
@@ -519,7 +529,7 @@ def test_a_response_never_sent_still_frees_its_slot(voices_dir):
     from starlette.requests import ClientDisconnect
 
     from voicelab.server.routes import SpeechStreamingResponse
-    from voicelab.server.speech import SpeechRequest, SpeechServices, audio_body, open_speech
+    from voicelab.server.speech import SpeechJob, SpeechRequest, SpeechServices, audio_body
 
     app, _, synth = make_app(voices_dir, max_concurrent_requests=1)
 
@@ -530,9 +540,10 @@ def test_a_response_never_sent_still_frees_its_slot(voices_dir):
                 state.settings, state.registry, state.backend, state.limiter, state.metrics
             )
             request = SpeechRequest(voice="alice", input="[endless] hi", response_format="pcm")
-            job = await open_speech(services, request, 0.0)
-            assert state.limiter.active == 1
-            response = SpeechStreamingResponse(audio_body(job), job, media_type="audio/pcm")
+            async with contextlib.AsyncExitStack() as stack:
+                job = await stack.enter_async_context(SpeechJob(services, request, 0.0))
+                assert state.limiter.active == 1
+                response = SpeechStreamingResponse(audio_body(job), stack.pop_all(), media_type="audio/pcm")
 
             async def receive():
                 return {"type": "http.disconnect"}
@@ -545,6 +556,8 @@ def test_a_response_never_sent_still_frees_its_slot(voices_dir):
                 await response(scope, receive, send)
             assert state.limiter.active == 0
             assert synth.cancelled.is_set()
+            # counted once, as a request the client left (not as a 200)
+            assert 'status="499",voice="alice"} 1.0' in state.metrics.render().decode()
 
     anyio.run(scenario)
 
@@ -567,3 +580,220 @@ def test_engine_vllm_without_url_names_what_to_set(monkeypatch, tmp_path):
     monkeypatch.delenv("VOICELAB_VLLM_URL", raising=False)
     with pytest.raises(SystemExit, match="VOICELAB_VLLM_URL"):
         create_app()
+
+
+# --- reliability: inputs and faults an outside test run found ------------------------------------------
+def post_raw(client, content: bytes | str, content_type: str | None = "application/json", headers=None):
+    sent = {**({"Content-Type": content_type} if content_type else {}), **(headers or {})}
+    return client.post("/v1/audio/speech", content=content, headers=sent)
+
+
+def test_a_lone_surrogate_in_input_is_400_not_500(api):
+    response = post_raw(api, '{"voice": "alice", "input": "Hi \\ud800 there", "response_format": "wav"}')
+    error = assert_openai_error(response, 400, "invalid_text", "input")
+    assert "surrogate" in error["message"]
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("temperature", 1e-40),
+        ("top_p", 1e-100),
+        ("seed", 2**63),
+        ("seed", -(2**63) - 1),
+        ("speed", float("nan")),
+        ("temperature", float("inf")),
+    ],
+)
+def test_values_no_engine_can_run_are_refused_before_generation(api, field, value):
+    before = len(api.synth.calls)
+    body = json.dumps({"voice": "alice", "input": "Hi.", "response_format": "wav", field: value})
+    error = assert_openai_error(post_raw(api, body), 400, "invalid_value", field)
+    assert len(api.synth.calls) == before
+    if value != value or value in (float("inf"),):
+        assert "finite" in error["message"]  # not "less than or equal to 4"
+
+
+@pytest.mark.parametrize(
+    "field, value", [("seed", False), ("repetition_penalty", True), ("speed", "2"), ("max_tokens", 100.0)]
+)
+def test_types_are_strict_not_coerced(api, field, value):
+    assert_openai_error(speak(api, **{field: value}), 400, "invalid_value", field)
+
+
+@pytest.mark.parametrize("text", ["", "   \n\t"])
+def test_blank_input_is_refused_as_empty(api, text):
+    assert_openai_error(speak(api, input=text), 400, "empty_input", "input")
+
+
+def test_a_form_encoded_body_says_to_send_json(api):
+    # what `curl -d '{...}'` sends without -H 'Content-Type: application/json'
+    response = post_raw(api, '{"voice": "alice", "input": "Hi."}', "application/x-www-form-urlencoded")
+    error = assert_openai_error(response, 400, "invalid_content_type")
+    assert "Content-Type: application/json" in error["message"]
+
+
+@pytest.mark.parametrize(
+    "content", [b'{"voice": "alice", "input": "\xff\xfe"}', b"[" * 10_000 + b"]" * 10_000]
+)
+def test_undecodable_bodies_have_an_error_code(api, content):
+    assert_openai_error(post_raw(api, content), 400, "invalid_json")
+
+
+def test_method_not_allowed_says_which_are(api):
+    response = api.get("/v1/audio/speech")
+    assert_openai_error(response, 405, "method_not_allowed")
+    assert response.headers["allow"] == "POST"
+
+
+def test_engine_losing_a_voice_twice_is_an_engine_fault_not_404(api):
+    response = speak(api, input="Gone [unknown-always]")
+    error = assert_openai_error(response, 502, "engine_lost_voice")
+    assert error["type"] == "server_error"
+    assert response.headers["x-should-retry"] == "false"
+
+
+def test_failures_tell_the_openai_sdk_whether_a_retry_can_help(api):
+    assert speak(api, input="Down [unavailable]").headers["x-should-retry"] == "true"
+    assert speak(api, input="Bad [contract]").headers["x-should-retry"] == "false"
+    assert speak(api, voice="ghost").headers["x-should-retry"] == "false"
+
+
+def test_metrics_count_a_stream_cut_short_as_failed(voices_dir):
+    app, _, _ = make_app(voices_dir)
+    with TestClient(app) as client:
+        assert speak(client, input="Cut short [midstream]", response_format="pcm").status_code == 200
+        text = client.get("/metrics").text
+    assert 'voicelab_speech_requests_total{format="pcm",status="502",voice="alice"}' in text
+    assert 'voicelab_speech_requests_total{format="pcm",status="200",voice="alice"}' not in text
+
+
+def test_openapi_schema_says_what_the_server_does(api):
+    schema = api.get("/openapi.json").json()
+    speech = schema["paths"]["/v1/audio/speech"]["post"]
+    assert "422" not in speech["responses"]
+    assert {"400", "401", "404", "413", "429", "502", "503"} <= set(speech["responses"])
+    assert set(speech["responses"]["200"]["content"]) == {
+        "audio/mpeg",
+        "audio/ogg",
+        "audio/aac",
+        "audio/flac",
+        "audio/wav",
+        "audio/pcm",
+        "text/event-stream",
+    }
+    assert set(schema["paths"]["/metrics"]["get"]["responses"]["200"]["content"]) == {"text/plain"}
+    request = schema["components"]["schemas"]["SpeechRequest"]
+    assert request["properties"]["input"]["minLength"] == 1
+    assert request["additionalProperties"] is False
+
+
+def test_docs_work_offline_from_the_package(api):
+    page = api.get("/docs")
+    assert page.status_code == 200 and "/docs-assets/swagger-ui-bundle.js" in page.text
+    assert "cdn" not in page.text.lower().replace("cdn.jsdelivr.net/npm/swagger-ui-dist", "")
+    asset = api.get("/docs-assets/swagger-ui-bundle.js")
+    assert asset.status_code == 200 and len(asset.content) > 100_000
+
+
+def test_docs_can_be_turned_off(voices_dir):
+    app, _, _ = make_app(voices_dir, docs=False)
+    with TestClient(app) as client:
+        assert_openai_error(client.get("/docs"), 404)
+        assert_openai_error(client.get("/openapi.json"), 404)
+        assert client.get("/health").status_code == 200
+
+
+def test_a_wrong_key_gets_a_challenge_header(secured):
+    response = speak(secured)
+    assert_openai_error(response, 401, "missing_api_key")
+    assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+async def call_asgi(app, method: str, path: str, headers: dict, body_chunks) -> tuple[int, dict, list]:
+    """One request straight into the ASGI app; ``body_chunks`` is consumed lazily (records what was read)."""
+    read = []
+    sent = []
+
+    async def receive():
+        try:
+            chunk = next(body_chunks)
+        except StopIteration:
+            return {"type": "http.request", "body": b"", "more_body": False}
+        read.append(len(chunk))
+        return {"type": "http.request", "body": chunk, "more_body": True}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "method": method,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "scheme": "http",
+        "server": ("test", 80),
+        "client": ("test", 1),
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+    }
+    await app(scope, receive, send)
+    start = sent[0]
+    body = json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+    return start["status"], dict((k.decode(), v.decode()) for k, v in start["headers"]), [read, body]
+
+
+MEGABYTE = b"x" * 1_000_000
+
+
+def endless_body():
+    while True:
+        yield MEGABYTE
+
+
+def test_a_request_without_a_key_is_refused_before_its_body_is_read(secured):
+    status, _, (read, body) = asyncio.run(
+        call_asgi(
+            secured.app, "POST", "/v1/audio/speech", {"content-type": "application/json"}, endless_body()
+        )
+    )
+    assert status == 401 and read == [] and body["error"]["code"] == "missing_api_key"
+
+
+def test_a_declared_oversized_body_is_413_before_it_is_read(api):
+    limit = api.app.state.settings.request_body_limit
+    headers = {"content-type": "application/json", "content-length": str(limit + 1)}
+    status, _, (read, body) = asyncio.run(
+        call_asgi(api.app, "POST", "/v1/audio/speech", headers, endless_body())
+    )
+    assert status == 413 and read == [] and body["error"]["code"] == "request_too_large"
+
+
+def test_a_chunked_body_is_read_only_up_to_the_limit(api):
+    limit = api.app.state.settings.request_body_limit
+    headers = {"content-type": "application/json", "transfer-encoding": "chunked"}
+    status, _, (read, body) = asyncio.run(
+        call_asgi(api.app, "POST", "/v1/audio/speech", headers, endless_body())
+    )
+    assert status == 413 and body["error"]["type"] == "invalid_request_error"
+    assert sum(read) <= limit + len(MEGABYTE)
+
+
+def test_the_body_limit_fits_the_longest_valid_request_and_is_a_setting(voices_dir):
+    settings = Settings(voices_dir=voices_dir, base_model=BASE)
+    longest = json.dumps(
+        {
+            "voice": "alice",
+            "input": "\U0001f600" * settings.max_input_chars,
+            "instructions": "\U0001f600" * settings.max_input_chars,
+        }
+    )
+    assert len(longest.encode()) <= settings.request_body_limit
+    assert Settings(voices_dir=voices_dir, base_model=BASE, max_request_bytes=1000).request_body_limit == 1000
+    app, _, _ = make_app(voices_dir, max_request_bytes=100)
+    with TestClient(app) as client:
+        assert_openai_error(speak(client, input="x" * 200), 413, "request_too_large")
+        assert speak(client, input="Hi.").status_code == 200

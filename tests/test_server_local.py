@@ -81,3 +81,41 @@ def test_flac_through_the_sdk(client):
     )
     samples, rate = sf.read(io.BytesIO(audio.read()))
     assert rate == orpheus.SAMPLE_RATE and len(samples) == MAX_FRAMES * orpheus.SAMPLES_PER_FRAME
+
+
+@pytest.mark.parametrize(
+    "extreme",
+    [
+        {"temperature": 1e-5},
+        {"top_p": 1e-5},
+        {"seed": 2**63 - 1},
+        {"seed": -(2**63)},
+    ],
+)
+def test_the_embedded_engine_runs_every_value_validation_accepts(client, extreme):
+    audio = client.audio.speech.create(
+        model="orpheus", voice="tiny", input="Edge.", response_format="pcm", extra_body={**BUDGET, **extreme}
+    )
+    assert len(audio.read()) == MAX_FRAMES * orpheus.SAMPLES_PER_FRAME * 2
+
+
+@pytest.mark.parametrize("extreme", [{"temperature": 1e-40}, {"top_p": 1e-100}, {"seed": 2**63}])
+def test_values_the_embedded_engine_cannot_run_are_400_not_502(client, extreme):
+    with pytest.raises(openai.BadRequestError):
+        client.audio.speech.create(
+            model="orpheus",
+            voice="tiny",
+            input="Edge.",
+            response_format="pcm",
+            extra_body={**BUDGET, **extreme},
+        )
+
+
+def test_a_lone_surrogate_is_400_on_the_embedded_engine(server):
+    import httpx
+
+    body = '{"voice": "tiny", "input": "Hi \\ud800 there", "response_format": "wav"}'
+    response = httpx.post(
+        f"{server.url}/v1/audio/speech", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_text"

@@ -178,7 +178,7 @@ def test_unreachable_vllm_gives_503_and_unhealthy(voices_dir, tiny_orpheus_dir, 
     with TestClient(create_app(settings)) as api:  # starts anyway: vLLM may come up later
         health = api.get("/health")
         assert health.status_code == 503 and health.json()["engine_reachable"] is False
-        assert health.json()["voices"] == ["alice", "bob"]
+        assert health.json()["voices"] == 2
         response = api.post(
             "/v1/audio/speech", json={"voice": "alice", "input": "hi", "response_format": "wav"}
         )
@@ -235,3 +235,55 @@ def test_failure_after_audio_started_drops_the_connection_without_a_traceback(ap
         server_log.removeHandler(handler)
     assert len(received) > 0  # the first chunks were delivered before the failure
     assert not any(r.exc_info for r in records), "no traceback for a failure already logged with its cause"
+
+
+# --- the stock OpenAI SDK and a generation that ends early -------------------------------------------
+@pytest.fixture(scope="module")
+def stock_client(api):
+    """The SDK as the README shows it: default max_retries (2)."""
+    with openai.OpenAI(base_url=f"{api.url}/v1", api_key="unused") as c:
+        yield c
+
+
+@pytest.mark.parametrize(
+    "fault, says",
+    [
+        (Fault(cut_after=10 * orpheus.CODES_PER_FRAME), "ended without end of speech"),
+        (Fault(error_after=10 * orpheus.CODES_PER_FRAME, message="CUDA error"), "CUDA error"),
+    ],
+)
+def test_sdk_create_gets_one_clear_error_when_generation_ends_early_and_does_not_retry(
+    stock_client, vllm, fault, says
+):
+    before = len(vllm.completions)
+    vllm.faults.append(fault)
+    with pytest.raises(openai.InternalServerError) as info:  # not APIConnectionError after 3 generations
+        stock_client.audio.speech.create(
+            model="orpheus", voice="alice", input="This one ends early.", response_format="wav"
+        )
+    assert info.value.status_code == 502 and says in info.value.message
+    assert "max_tokens" not in info.value.message  # the budget was not the cause
+    assert len(vllm.completions) == before + 1, "the SDK generated the speech more than once"
+
+
+def test_sdk_streaming_sees_a_cut_transfer_once(stock_client, vllm):
+    before = len(vllm.completions)
+    vllm.faults.append(Fault(cut_after=10 * orpheus.CODES_PER_FRAME))
+    with (
+        pytest.raises(Exception, match="peer closed connection"),  # the SDK's own httpx: a broken transfer
+        stock_client.audio.speech.with_streaming_response.create(
+            model="orpheus", voice="alice", input="This one ends early.", response_format="pcm"
+        ) as response,
+    ):
+        assert response.status_code == 200  # streamed: the audio so far arrives, then the transfer breaks
+        for _ in response.iter_bytes():
+            pass
+    assert len(vllm.completions) == before + 1
+
+
+def test_a_voice_vllm_loses_twice_is_an_engine_fault_not_not_found(api, vllm, stock_client):
+    # vLLM answering 404 for the adapter however often it is loaded (e.g. restarting in a loop)
+    vllm.faults.extend([Fault(http_status=404, message="The model `alice` does not exist.")] * 2)
+    with pytest.raises(openai.InternalServerError) as info:
+        stock_client.audio.speech.create(model="orpheus", voice="alice", input="Hi.", response_format="wav")
+    assert info.value.status_code == 502 and "lost voice 'alice'" in info.value.message

@@ -55,6 +55,10 @@ class AudioDecodeError(AudioError):
     """A file that is empty, truncated, corrupt or not audio."""
 
 
+class AudioTruncatedError(AudioDecodeError):
+    """A file whose header promises more audio than it holds (an interrupted download or copy)."""
+
+
 class FFmpegNotFoundError(AudioError):
     """A format that needs the ffmpeg CLI, on a machine without it."""
 
@@ -137,6 +141,8 @@ def open_audio(path: Path | str) -> AudioInfo:
                 f"{path}: not a readable audio file: no MP3 header (ID3 tag or frame sync)"
             )
         return _soundfile_info(path)
+    except AudioTruncatedError:
+        raise  # ffmpeg would read the part that is there just as quietly
     except AudioDecodeError as sf_error:
         if shutil.which("ffmpeg") is None:
             raise
@@ -236,9 +242,57 @@ def _soundfile_info(path: Path) -> AudioInfo:
 
     try:
         with sf.SoundFile(path) as f:
-            return AudioInfo(path, int(f.samplerate), int(f.channels), int(f.frames), "soundfile")
+            info = AudioInfo(path, int(f.samplerate), int(f.channels), int(f.frames), "soundfile")
+            is_wav = f.format in ("WAV", "WAVEX")
     except (sf.LibsndfileError, RuntimeError, ValueError) as e:
         raise _soundfile_error(path, e) from e
+    if is_wav:
+        _check_wav_length(path)
+    return info
+
+
+WAV_UNKNOWN_SIZES = frozenset({0, 0xFFFFFFFF})
+"""data-chunk sizes a streaming writer leaves when it cannot seek back: "unknown", not a promise."""
+
+
+def _check_wav_length(path: Path) -> None:
+    """Raise ``AudioTruncatedError`` when the RIFF data chunk's size passes the end of the file.
+
+    libsndfile reads such a file up to where its data stops without a word, so a half-downloaded
+    recording would pass for a short one.
+    """
+    import struct
+
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        if f.read(4) != b"RIFF" or len(f.read(4)) < 4 or f.read(4) != b"WAVE":
+            return  # RF64 and friends: leave them to libsndfile
+        block_align = rate = 0
+        while True:
+            head = f.read(8)
+            if len(head) < 8:
+                return
+            chunk_id, chunk_size = head[:4], struct.unpack("<I", head[4:])[0]
+            if chunk_id == b"fmt ":
+                fmt = f.read(chunk_size)
+                if len(fmt) >= 14:  # WAVEFORMAT: format tag, channels, rate, bytes/s, block align
+                    rate, _bytes_per_s, block_align = struct.unpack("<IIH", fmt[4:14])
+                f.seek(chunk_size % 2, 1)  # chunks are padded to an even length
+                continue
+            if chunk_id == b"data":
+                found = size - f.tell()
+                if chunk_size in WAV_UNKNOWN_SIZES or chunk_size <= found:
+                    return
+                if rate and block_align:
+                    per_s = rate * block_align
+                    told = f"{chunk_size / per_s:.1f} s of audio but holds {found / per_s:.1f} s"
+                else:
+                    told = f"{chunk_size} bytes of audio but holds {found}"
+                raise AudioTruncatedError(
+                    f"{path}: truncated WAV: its header promises {told} (an interrupted download or copy?); "
+                    "get a complete copy, or re-save what is there (ffmpeg -i in.wav fixed.wav) to use it"
+                )
+            f.seek(chunk_size + chunk_size % 2, 1)
 
 
 def _soundfile_blocks(info: AudioInfo, block_frames: int) -> Iterator[np.ndarray]:

@@ -8,8 +8,9 @@ file                       written by        what
 ``{key}.wav``              prepare-audio     the clips: 16-bit mono WAV at 24 kHz, 3-13 s
 ``manifest.csv``           prepare-audio     one row per clip: source span, levels, how each edge was cut
 ``transcript.csv``         transcribe        ``filename,text``: the text of every clip (the guide's format)
-``transcript_signals.jsonl``  transcribe     Whisper's numbers per clip seen (resume and review)
+``transcript_signals.jsonl``  transcribe     Whisper's numbers and audio measures per clip seen
 ``transcript_review.csv``  transcribe        the clips worth a listen, riskiest first, with reasons
+``dataset_report.png``     transcribe        clip lengths, speaker similarity, DNSMOS, minutes per source
 ``excluded.csv``           a person/studio   ``filename,reason``: clips left out of training (text kept)
 ``sources_left_out.csv``   prepare-audio     recordings that failed or gave no clip, remembered until changed
 ``.snac_cache/``           train-lora        SNAC codes per clip, keyed by content
@@ -282,14 +283,25 @@ class ClipRecord:
     start_cut: str
     end_cut: str
     """How each edge was cut: ``pause``, ``short-pause``, ``forced`` (inside speech) or ``file-edge``."""
+    cut_method: str = "fixed"
+    """What set the source's silence threshold: ``fixed`` (--silence-threshold) or ``adaptive`` (a quiet
+    recording, cut under its own speech level; see ``segment.choose_threshold``)."""
+    threshold_dbfs: float | None = None
+    """The silence threshold the source was cut at (empty in manifests written before it was recorded)."""
 
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
 
+    @classmethod
+    def older_field_names(cls) -> list[str]:
+        """Columns of manifests written before ``cut_method`` and ``threshold_dbfs``: still read."""
+        return cls.field_names()[:-2]
+
     def to_row(self) -> dict[str, str]:
         row = {k: str(v) for k, v in asdict(self).items()}
         row["peak_limited"] = "yes" if self.peak_limited else "no"
+        row["threshold_dbfs"] = "" if self.threshold_dbfs is None else str(self.threshold_dbfs)
         return row
 
     @classmethod
@@ -302,6 +314,8 @@ class ClipRecord:
             peak_limited=row["peak_limited"] == "yes",
             start_cut=row["start_cut"],
             end_cut=row["end_cut"],
+            cut_method=row.get("cut_method") or "fixed",
+            threshold_dbfs=float(row["threshold_dbfs"]) if row.get("threshold_dbfs") else None,
         )
 
 
@@ -312,7 +326,7 @@ def read_manifest(path: Path) -> list[ClipRecord]:
     expected = ClipRecord.field_names()
     with path.open(newline="", encoding=ENCODING) as f:
         reader = csv.DictReader(f)
-        if reader.fieldnames != expected:
+        if reader.fieldnames not in (expected, ClipRecord.older_field_names()):
             raise ManifestError(
                 f"{path} has columns {reader.fieldnames}, not {expected}: it was not written by this tool "
                 "(or by another version); move it away or rerun with --overwrite"

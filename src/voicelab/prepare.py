@@ -19,7 +19,7 @@ import re
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +52,8 @@ DB_DECIMALS = 2
 SCRATCH_DTYPE = np.float32
 
 DATASET_LEVELS = (
-    # (min clips, clips label, ~minutes, quality, notes): the guide's "Dataset Size vs Quality" table.
+    # (min clips, clips label, ~minutes, quality, notes): the guide's "Dataset Size vs Quality" table;
+    # the minutes a row needs are in LEVEL_MINUTES.
     (200, "200+ clips", "~60 min", "Diminishing returns", "more data helps but gains taper off"),
     (100, "100-200 clips", "~30 min", "Very good", "consistent quality, handles varied text well"),
     (50, "50-100 clips", "~15 min", "Good", "clear voice identity, natural prosody"),
@@ -62,6 +63,11 @@ DATASET_LEVELS = (
     (5, "5-10 clips", "~1 min", "Poor", "model barely adapts, often sounds like the base model"),
     (0, "under 5 clips", "under 1 min", "Too few", "below the smallest dataset the guide lists"),
 )
+
+
+LEVEL_MINUTES = (60.0, 30.0, 15.0, 5.0, 2.0, 1.0, 0.0)
+"""Minutes of clips each DATASET_LEVELS row needs (its "~N min"; 2 for the 11-19 clip gap row): a
+dataset sits in the lower of the rows its clip count and its minutes reach."""
 
 
 class PrepareError(UsageError):
@@ -103,6 +109,8 @@ class SourceResult:
     silence_s: float = 0.0
     short_speech_s: float = 0.0
     error: str | None = None
+    cut_method: str = segment.METHOD_FIXED
+    threshold_db: float | None = None
 
     @property
     def clip_s(self) -> float:
@@ -273,11 +281,14 @@ def prepare_source(
     params = settings.split_params()
     with tempfile.TemporaryFile(dir=output_dir, prefix=".prepare-scratch-") as scratch:
         env_db, n_samples = _decode_to_scratch(info, rate, scratch, on_progress)
-        plan = segment.plan_clips(env_db, params)
+        threshold, method = segment.choose_threshold(env_db, params.threshold_db)
+        plan = segment.plan_clips(env_db, replace(params, threshold_db=threshold))
         result = SourceResult(
             source=source_key,
             duration_s=n_samples / rate,
             short_speech_s=plan.dropped_speech_frames * hop / rate,
+            cut_method=method,
+            threshold_db=round(threshold, DB_DECIMALS),
         )
         for index, span in enumerate(plan.clips):
             start, stop = span.start * hop, span.end * hop
@@ -299,6 +310,8 @@ def prepare_source(
                     peak_limited=limited,
                     start_cut=span.start_cut,
                     end_cut=span.end_cut,
+                    cut_method=method,
+                    threshold_dbfs=result.threshold_db,
                 )
             )
     result.silence_s = max(0.0, result.duration_s - result.clip_s - result.short_speech_s)
@@ -496,12 +509,26 @@ def _clear_previous(output_dir: Path) -> None:
 # -------------------------------------------------------------------------------------------- summary
 
 
-def dataset_level(n_clips: int) -> tuple[str, str, str, str]:
-    """The row of the guide's "Dataset Size vs Quality" table a dataset of ``n_clips`` falls in."""
-    for minimum, clips, minutes, quality, notes in DATASET_LEVELS:
-        if n_clips >= minimum:
-            return clips, minutes, quality, notes
-    raise AssertionError("DATASET_LEVELS ends with a row for 0 clips")
+def dataset_level(n_clips: int, minutes: float | None = None) -> tuple[str, str, str, str]:
+    """The row of the guide's "Dataset Size vs Quality" table a dataset falls in: the lower of the rows
+    reached by ``n_clips`` and by ``minutes`` of clips (70 clips of 6 min is "Moderate", not "Good")."""
+    for (minimum, clips, label, quality, notes), min_minutes in zip(
+        DATASET_LEVELS, LEVEL_MINUTES, strict=True
+    ):
+        if n_clips >= minimum and (minutes is None or minutes >= min_minutes):
+            return clips, label, quality, notes
+    raise AssertionError("DATASET_LEVELS ends with a row for 0 clips and 0 minutes")
+
+
+def level_basis(n_clips: int, minutes: float) -> str:
+    """Which of clips and minutes set the level: "14 clips reach Poor to moderate, 0.8 min only Too few"."""
+    by_clips = dataset_level(n_clips)[2]
+    by_minutes = dataset_level(DATASET_LEVELS[0][0], minutes)[2]
+    if by_clips == by_minutes:
+        return f"{n_clips} clips and {minutes:.1f} min both reach {by_clips}"
+    if dataset_level(n_clips, minutes)[2] == by_minutes:
+        return f"{n_clips} clips reach {by_clips}, {minutes:.1f} min only {by_minutes}"
+    return f"{minutes:.1f} min reach {by_minutes}, {n_clips} clips only {by_clips}"
 
 
 def duration_histogram(durations: list[float], low: float, high: float, width: int = 30) -> list[str]:
@@ -551,6 +578,20 @@ def format_summary(report: PrepareReport) -> str:
             f"  {len(inside)} clip(s) cut inside speech with no pause to cut at (cut=forced in {MANIFEST_FILE}): "
             "listen to them, or raise --silence-threshold (e.g. -35) so the gaps between words count as silence"
         )
+    adaptive = [r for r in done if r.cut_method == segment.METHOD_ADAPTIVE]
+    if adaptive:
+        shown = ", ".join(f"{r.source} ({r.threshold_db:g} dBFS)" for r in adaptive[:5])
+        more = f", ... ({len(adaptive)} in all)" if len(adaptive) > 5 else ""
+        lines.append(
+            f"  cuts: {len(done) - len(adaptive)} file(s) at the fixed {s.silence_threshold:g} dBFS threshold, "
+            f"{len(adaptive)} quiet one(s) at an adaptive threshold {segment.ADAPTIVE_DEPTH_DB:g} dB under their "
+            f"own speech level, where {s.silence_threshold:g} dBFS would cut inside words "
+            f"(cut_method in {MANIFEST_FILE}): {shown}{more}"
+        )
+    elif done:
+        lines.append(
+            f"  cuts: every file at the fixed {s.silence_threshold:g} dBFS threshold (cut_method=fixed)"
+        )
     if report.remembered:
         lines.append(
             f"  {len(report.remembered)} file(s) left out by an earlier run and unchanged since, not tried again "
@@ -568,14 +609,14 @@ def format_summary(report: PrepareReport) -> str:
         durations = [r.duration_s for r in dataset]
         lines.append(f"Clip durations, whole dataset ({len(dataset)} clips):")
         lines.extend(duration_histogram(durations, s.min_duration, s.max_duration))
-    clips, minutes, quality, notes = dataset_level(len(dataset))
     total_min = sum(r.duration_s for r in dataset) / 60
+    _clips, _minutes, quality, notes = dataset_level(len(dataset), total_min)
     lines.append(
         f"Dataset: {len(dataset)} clips, {total_min:.1f} min -> guide's Dataset Size vs Quality table: "
-        f"{quality} ({clips}, {minutes}: {notes})"
+        f"{quality} ({notes}; {level_basis(len(dataset), total_min)})"
     )
-    higher = [lvl for lvl in DATASET_LEVELS if lvl[0] > len(dataset)]
-    if higher:
-        nxt = higher[-1]
-        lines.append(f"  next level: {nxt[3]} from {nxt[0]} clips ({nxt[2]})")
+    rank = [lvl[3] for lvl in DATASET_LEVELS].index(quality)
+    if rank > 0:
+        nxt, need_min = DATASET_LEVELS[rank - 1], LEVEL_MINUTES[rank - 1]
+        lines.append(f"  next level: {nxt[3]} from {nxt[0]} clips and {need_min:g} min")
     return "\n".join(lines)

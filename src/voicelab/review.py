@@ -1,8 +1,11 @@
-"""Risk review of transcripts: which clips a human should listen to first, and why.
+"""Risk review of a dataset: which clips a human should listen to first, and why.
 
 Whisper hallucinates on silence and music and loops on hard audio; its own per-segment numbers
 (average log-probability, no-speech probability, compression ratio) and the text's speaking rate show
-most of it. The review never changes transcript.csv; it writes a separate, riskiest-first list.
+most of it. The audio's own measures (``voicelab.quality``) show the rest: a clip of another speaker
+(low similarity to the dataset's dominant voice), background noise or music (low DNSMOS BAK), distorted
+speech (low DNSMOS SIG), a speech rate far from the dataset's. The review never changes transcript.csv;
+it writes a separate, riskiest-first list.
 """
 
 from __future__ import annotations
@@ -55,6 +58,34 @@ HALLUCINATION_PHRASES = (
 """Phrases Whisper emits on silence or music (learned from YouTube captions), matched as whole words
 after lower-casing and dropping punctuation."""
 
+DEFAULT_SPEAKER_THRESHOLD = 0.75
+"""Cosine similarity to the dominant voice under which a clip is flagged as another speaker. Resemblyzer
+scores clips of one speaker ~0.8-0.95 against that speaker's centroid and other speakers mostly under
+0.75 (its authors' demo threshold); a mixed dataset shows two humps in dataset_report.png, and
+``--speaker-threshold`` moves the line between them."""
+LOW_BAK = 2.5
+"""DNSMOS background score under this: between P.835's BAK 3 "noticeable but not intrusive" and 2
+"somewhat intrusive": noise or music loud enough for the model to learn it. Clean studio speech scores
+~4; clean synthetic speech 2.9-4.0; speech over white noise or a music bed at -6..-20 dB under it 1.4-2.2.
+"""
+LOW_SIG = 2.5
+"""DNSMOS speech score under this: speech "fairly" to "very" distorted (P.835 SIG 2 = fairly distorted)."""
+OTHER_SPEAKER_SEVERITY = 2.0
+"""Base severity of a clip under the speaker threshold: another voice teaches the model the wrong voice,
+so it outranks a single Whisper doubt (1-2) and any "unlike the other clips" listing."""
+SPEAKER_SEVERITY_SCALE = 10.0
+"""Severity per unit of similarity under the threshold: 0.61 against 0.75 gives 2 + 1.4."""
+SPEAKER_OUTLIER_SDS = 3.0
+"""Over the threshold, a clip this many robust standard deviations (1.4826 x MAD) under the median
+similarity is still worth a listen: the same voice in another accent or channel, or a similar voice.
+Only listed in the review; ``--exclude-flagged`` leaves these in (the threshold is the confident line)."""
+MAD_TO_SD = 1.4826  # median absolute deviation -> standard deviation, for normally spread values
+MIN_SPEAKER_SPREAD = 0.01
+"""Floor of that standard deviation: near-identical clips (one synthetic voice) would otherwise make a
+0.02 difference an outlier."""
+QUALITY_FLAG_PREFIXES = ("other speaker?", "background noise/music", "distorted speech")
+"""Reasons of the audio-quality flags: the ones ``--exclude-flagged`` copies into excluded.csv."""
+
 # Fixed weights for signals that have no natural scale: a known hallucination phrase is strong
 # evidence on its own; an empty transcript or an unknown-number clip is worth a look but ranks lower.
 PHRASE_SEVERITY = 2.0
@@ -73,6 +104,59 @@ class ClipSignals:
     avg_logprob: float | None = None
     no_speech_prob: float | None = None
     compression_ratio: float | None = None
+    # audio measures (voicelab.quality), stored so a rerun need not compute them again
+    speech_s: float | None = None
+    dnsmos_sig: float | None = None
+    dnsmos_bak: float | None = None
+    dnsmos_ovrl: float | None = None
+    embedding: list[float] | None = None
+
+    @property
+    def has_quality(self) -> bool:
+        return self.embedding is not None
+
+
+@dataclass(frozen=True)
+class SpeakerContext:
+    """Each clip's similarity to the dataset's voice, and what a clip is compared against."""
+
+    similarity: dict[str, float]
+    median: float | None
+    threshold: float = DEFAULT_SPEAKER_THRESHOLD
+    by_reference: bool = False
+    spread: float = MIN_SPEAKER_SPREAD
+    """Robust standard deviation of the similarities over the threshold (the dataset's voice)."""
+
+    @property
+    def outlier_below(self) -> float | None:
+        """Similarity under which a clip over the threshold is unlike the rest."""
+        return None if self.median is None else self.median - SPEAKER_OUTLIER_SDS * self.spread
+
+
+def speaker_context(
+    clips: Sequence[ClipSignals],
+    *,
+    reference=None,
+    threshold: float = DEFAULT_SPEAKER_THRESHOLD,
+) -> SpeakerContext:
+    """Similarity of every clip with an embedding to ``reference`` (embeddings of the user's reference
+    clips) or, without one, to the dominant voice (a centroid a minority of other speakers cannot move)."""
+    import numpy as np
+
+    from voicelab.quality import cosine_similarity, dominant_speaker
+
+    with_emb = [c for c in clips if c.embedding is not None and any(c.embedding)]
+    if not with_emb:
+        return SpeakerContext({}, None, threshold, reference is not None)
+    emb = np.asarray([c.embedding for c in with_emb], dtype=np.float32)
+    target = np.asarray(reference, dtype=np.float32) if reference is not None else dominant_speaker(emb)
+    sims = cosine_similarity(emb, target)
+    similarity = {c.filename: float(v) for c, v in zip(with_emb, sims, strict=True)}
+    median = float(np.median(sims))
+    voice = sims[sims >= threshold]
+    mad = float(np.median(np.abs(voice - np.median(voice)))) if len(voice) else 0.0
+    spread = max(MAD_TO_SD * mad, MIN_SPEAKER_SPREAD)
+    return SpeakerContext(similarity, median, threshold, reference is not None, spread)
 
 
 @dataclass(frozen=True)
@@ -87,10 +171,17 @@ class ReviewItem:
     chars_per_s: float | None
     compression_ratio: float | None
     flags: list[Flag] = field(default_factory=list)
+    speaker_similarity: float | None = None
+    words_per_s: float | None = None
 
     @property
     def risk(self) -> float:
         return sum(f.severity for f in self.flags)
+
+    @property
+    def quality_reasons(self) -> list[str]:
+        """The audio-quality reasons (other speaker, noise, distortion): what excluded.csv records."""
+        return [f.reason for f in self.flags if f.reason.startswith(QUALITY_FLAG_PREFIXES)]
 
 
 def compression_ratio(text: str) -> float:
@@ -116,11 +207,32 @@ def median_chars_per_second(clips: Iterable[ClipSignals]) -> float | None:
     return statistics.median(rates) if len(rates) >= MIN_CLIPS_FOR_MEDIAN else None
 
 
-def assess(clip: ClipSignals, median_cps: float | None) -> ReviewItem:
+def words_per_second(clip: ClipSignals) -> float | None:
+    """Words per second of speech (pauses excluded), when the clip's speech time is known."""
+    from voicelab.quality import speech_rate
+
+    if not clip.text or not clip.speech_s:
+        return None
+    return speech_rate(clip.text, clip.speech_s)
+
+
+def median_words_per_second(clips: Iterable[ClipSignals]) -> float | None:
+    rates = [r for c in clips if (r := words_per_second(c)) is not None]
+    return statistics.median(rates) if len(rates) >= MIN_CLIPS_FOR_MEDIAN else None
+
+
+def assess(
+    clip: ClipSignals,
+    median_cps: float | None,
+    speakers: SpeakerContext | None = None,
+    median_wps: float | None = None,
+) -> ReviewItem:
     """Every flag that applies to one clip, with the numbers behind it."""
     cps = chars_per_second(clip.text, clip.duration_s)
     ratio = clip.compression_ratio if clip.compression_ratio is not None else compression_ratio(clip.text)
     item = ReviewItem(clip, cps, ratio if clip.text else None)
+    item.speaker_similarity = speakers.similarity.get(clip.filename) if speakers else None
+    item.words_per_s = words_per_second(clip)
     flags = item.flags
     if not clip.text:
         flags.append(Flag("empty transcript: no row in transcript.csv (missed speech?)", EMPTY_SEVERITY))
@@ -144,7 +256,55 @@ def assess(clip: ClipSignals, median_cps: float | None) -> ReviewItem:
         flags.append(Flag(f"known hallucination phrase {phrase!r}", PHRASE_SEVERITY))
     if cps is not None and clip.text:
         flags.extend(_rate_flags(cps, median_cps))
+    flags.extend(_quality_flags(item, speakers))
+    if item.words_per_s is not None and median_wps and not any("speaking rate" in f.reason for f in flags):
+        flags.extend(_speech_rate_flags(item.words_per_s, median_wps))
     return item
+
+
+def _quality_flags(item: ReviewItem, speakers: SpeakerContext | None) -> list[Flag]:
+    """Other speaker, background noise or music, distorted speech: from the clip's audio measures."""
+    clip, flags = item.signals, []
+    sim = item.speaker_similarity
+    if speakers is not None and sim is not None:
+        against = "the reference clips" if speakers.by_reference else f"median {speakers.median:.2f}"
+        if sim < speakers.threshold:
+            flags.append(
+                Flag(
+                    f"other speaker? similarity {sim:.2f} vs {against} (threshold {speakers.threshold:.2f})",
+                    OTHER_SPEAKER_SEVERITY + SPEAKER_SEVERITY_SCALE * (speakers.threshold - sim),
+                )
+            )
+        elif speakers.outlier_below is not None and sim < speakers.outlier_below:
+            flags.append(
+                Flag(
+                    f"voice unlike the other clips? similarity {sim:.2f} vs median {speakers.median:.2f}",
+                    min(
+                        (speakers.median - sim) / (SPEAKER_OUTLIER_SDS * speakers.spread),
+                        OTHER_SPEAKER_SEVERITY,
+                    ),
+                )
+            )
+    if clip.dnsmos_bak is not None and clip.dnsmos_bak < LOW_BAK:
+        flags.append(
+            Flag(
+                f"background noise/music: BAK {clip.dnsmos_bak:.1f} < {LOW_BAK:g}",
+                1 + LOW_BAK - clip.dnsmos_bak,
+            )
+        )
+    if clip.dnsmos_sig is not None and clip.dnsmos_sig < LOW_SIG:
+        flags.append(
+            Flag(f"distorted speech: SIG {clip.dnsmos_sig:.1f} < {LOW_SIG:g}", 1 + LOW_SIG - clip.dnsmos_sig)
+        )
+    return flags
+
+
+def _speech_rate_flags(wps: float, median_wps: float) -> list[Flag]:
+    ratio = wps / median_wps
+    if ratio > CPS_OUTLIER_FACTOR or ratio < 1 / CPS_OUTLIER_FACTOR:
+        severity = max(ratio, 1 / ratio) / CPS_OUTLIER_FACTOR
+        return [Flag(f"speech rate {wps:.1f} words/s vs median {median_wps:.1f}", severity)]
+    return []
 
 
 def _rate_flags(cps: float, median_cps: float | None) -> list[Flag]:
@@ -181,10 +341,17 @@ def _rate_flags(cps: float, median_cps: float | None) -> list[Flag]:
     return []
 
 
-def review(clips: Sequence[ClipSignals]) -> list[ReviewItem]:
-    """Flagged clips only, riskiest first (ties by filename); the speaking-rate median is the dataset's."""
+def review(clips: Sequence[ClipSignals], speakers: SpeakerContext | None = None) -> list[ReviewItem]:
+    """Flagged clips only, riskiest first (ties by filename); the speaking-rate medians are the dataset's.
+
+    ``speakers``: each clip's similarity to the dataset's voice (``speaker_context``); computed from the
+    clips' embeddings with the default threshold when not given.
+    """
+    if speakers is None:
+        speakers = speaker_context(clips)
     median_cps = median_chars_per_second(clips)
-    items = [assess(c, median_cps) for c in clips]
+    median_wps = median_words_per_second(clips)
+    items = [assess(c, median_cps, speakers, median_wps) for c in clips]
     flagged = [i for i in items if i.flags]
     flagged.sort(key=lambda i: (-i.risk, i.signals.filename))
     return flagged
@@ -200,6 +367,11 @@ REVIEW_HEADER = (
     "avg_logprob",
     "no_speech_prob",
     "compression_ratio",
+    "speaker_similarity",
+    "dnsmos_sig",
+    "dnsmos_bak",
+    "dnsmos_ovrl",
+    "words_per_s",
 )
 
 
@@ -226,6 +398,11 @@ def write_review(path: Path | str, items: Sequence[ReviewItem]) -> Path:
                     _num(s.avg_logprob, 3),
                     _num(s.no_speech_prob, 3),
                     _num(item.compression_ratio, 2),
+                    _num(item.speaker_similarity, 3),
+                    _num(s.dnsmos_sig, 2),
+                    _num(s.dnsmos_bak, 2),
+                    _num(s.dnsmos_ovrl, 2),
+                    _num(item.words_per_s, 2),
                 )
             )
     return path

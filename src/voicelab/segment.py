@@ -38,6 +38,24 @@ middle of a training clip teaches the model to stall."""
 DB_FLOOR = -200.0
 """Level given to digital silence (log of zero); far below any threshold a user would set."""
 
+# Quiet recordings: a fixed threshold (the guide's -40 dBFS) that sits too close to the recording's own
+# speech level falls inside speech (the quiet ends of words), and cuts there. Then the threshold follows
+# the recording instead: ADAPTIVE_DEPTH_DB under its loud speech level, as -40 dBFS is for speech that
+# peaks near -10 dBFS, but never into its noise floor.
+SPEECH_LEVEL_PERCENTILE = 95
+"""The recording's loud speech level: this percentile of its frame levels (digital silence left out)."""
+MIN_THRESHOLD_DEPTH_DB = 20.0
+"""The fixed threshold is kept while it is at least this far under the loud speech level (word endings
+fade 20-30 dB under a word's peak; closer than 20 dB the threshold catches them)."""
+ADAPTIVE_DEPTH_DB = 30.0
+"""An adaptive threshold sits this far under the loud speech level."""
+NOISE_FLOOR_PERCENTILE = 10
+"""The recording's noise floor: this percentile of its frame levels (its quietest pauses)."""
+NOISE_MARGIN_DB = 6.0
+"""An adaptive threshold stays this far above the noise floor, so pauses still read as silence."""
+METHOD_FIXED = "fixed"
+METHOD_ADAPTIVE = "adaptive"
+
 # How a clip edge was cut, written to the manifest so odd clips can be found and checked.
 CUT_FILE_EDGE = "file-edge"
 CUT_PAUSE = "pause"
@@ -193,6 +211,27 @@ class Plan:
     def silence_frames(self) -> int:
         """Frames left out as silence: pauses, leading/trailing silence, a silence-only file."""
         return self.total_frames - self.clip_frames - self.dropped_speech_frames
+
+
+def choose_threshold(env_db: np.ndarray, threshold_db: float) -> tuple[float, str]:
+    """The silence threshold for one recording and how it was chosen (``METHOD_*``).
+
+    ``threshold_db`` (the user's, or the guide's -40 dBFS) unless it would fall inside the recording's
+    speech; then one ``ADAPTIVE_DEPTH_DB`` under its loud speech level, kept over its noise floor and
+    never above ``threshold_db``. Percentiles of the envelope only: milliseconds per hour of audio.
+    """
+    env_db = np.asarray(env_db, dtype=np.float32)
+    audible = env_db[env_db > DB_FLOOR]
+    if not len(audible):
+        return threshold_db, METHOD_FIXED
+    loud = float(np.percentile(audible, SPEECH_LEVEL_PERCENTILE))
+    if threshold_db <= loud - MIN_THRESHOLD_DEPTH_DB:
+        return threshold_db, METHOD_FIXED
+    floor = float(np.percentile(env_db, NOISE_FLOOR_PERCENTILE))
+    adaptive = max(loud - ADAPTIVE_DEPTH_DB, floor + NOISE_MARGIN_DB)
+    if adaptive >= threshold_db:  # a noise floor this high leaves nothing better than the fixed one
+        return threshold_db, METHOD_FIXED
+    return adaptive, METHOD_ADAPTIVE
 
 
 def silent_runs(env_db: np.ndarray, threshold_db: float) -> np.ndarray:

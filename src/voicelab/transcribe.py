@@ -7,6 +7,13 @@ Files written beside the output (``transcript.csv`` by default):
   resumed run neither re-transcribes clips (empty ones included) nor forgets their numbers. A row the
   user deletes from transcript.csv stays deleted; ``--overwrite`` starts over.
 - ``transcript_review.csv``: the clips worth a listen, riskiest first (see ``voicelab.review``).
+- ``dataset_report.png``: clip lengths, speaker similarity, DNSMOS, minutes per source, the dataset's tier.
+- ``excluded.csv`` (with ``--exclude-flagged``): clips flagged as another speaker, noisy or distorted, left
+  out of training; their audio and transcript rows stay, so a person can put them back.
+
+Beside Whisper, each clip's audio (already in memory at 16 kHz) is measured once (``voicelab.quality``):
+a speaker embedding, DNSMOS scores and its seconds of speech. They are stored in the signals file, so a
+rerun measures only clips it has no measures for.
 
 Two backends read the same options and write the same files: openai-whisper (default, one clip at a
 time) and faster-whisper (optional extra, CTranslate2, clips decoded in batches).
@@ -18,9 +25,10 @@ import json
 import logging
 import os
 import pickle
+import time
 import urllib.error
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -28,21 +36,27 @@ import numpy as np
 
 from voicelab.audio import AudioError, read_audio
 from voicelab.dataset import (
+    CLIP_SUFFIX,
     TranscriptAppender,
     normalize_text,
+    read_exclusions,
     read_transcript_for_resume,
     review_path_for,
     signals_path_for,
+    write_exclusions,
     write_transcript,
 )
 from voicelab.errors import UsageError
-from voicelab.fileio import DurableAppender, atomic_output
-from voicelab.review import ClipSignals, review, write_review
+from voicelab.fileio import DurableAppender, atomic_output, resolve_inside
+from voicelab.review import DEFAULT_SPEAKER_THRESHOLD, ClipSignals, review, speaker_context, write_review
 
 logger = logging.getLogger(__name__)
 
 WHISPER_SAMPLE_RATE = 16_000  # whisper.audio.SAMPLE_RATE: both backends take 16 kHz float32 mono arrays
 WHISPER_WINDOW_S = 30.0  # whisper.audio.CHUNK_LENGTH: one decoder pass sees at most this much audio
+REPORT_NAME = "dataset_report.png"
+EMBEDDING_DECIMALS = 4  # stored voice prints: 4 decimals keep cosine similarities to ~1e-4, ~2 KB a clip
+QUALITY_BATCH = 16  # clips measured together when catching up on clips an earlier run did not measure
 BACKENDS = ("openai-whisper", "faster-whisper")
 COMPUTE_TYPES = ("auto", "float32", "float16", "int8", "int8_float16")
 DEFAULT_BEAM_SIZE = 5  # whisper's CLI default (whisper.transcribe itself decodes greedily)
@@ -488,6 +502,110 @@ def plan_resume(clips: Sequence[Path], output: Path, *, overwrite: bool) -> Resu
     return ResumePlan(rows, signals, [c for c in clips if c.stem not in done], missing, changed)
 
 
+# ------------------------------------------------------------------------------------------- quality
+
+
+class ReferenceClipError(TranscribeError):
+    pass
+
+
+@dataclass(frozen=True)
+class QualityOptions:
+    """The audio measures beside Whisper, and what the review does with them."""
+
+    device: str = "cpu"
+    reference: tuple[Path, ...] = ()
+    """Clips of the character: speaker similarity is measured to them instead of the dominant voice."""
+    speaker_threshold: float = DEFAULT_SPEAKER_THRESHOLD
+    exclude_flagged: bool = False
+    """Write clips flagged as another speaker, noisy or distorted into excluded.csv."""
+    report: bool = True
+
+
+def resolve_reference(names: Sequence[str | Path], input_dir: Path) -> tuple[Path, ...]:
+    """Reference clips as given (a path), else by name inside ``input_dir`` (``clip_007`` or ``clip_007.wav``)."""
+    found = []
+    for name in names:
+        path = Path(name).expanduser()
+        if not path.is_file():
+            try:
+                path = resolve_inside(input_dir, str(name).removesuffix(CLIP_SUFFIX) + CLIP_SUFFIX)
+            except UsageError as e:
+                raise ReferenceClipError(f"--reference {name}: {e}") from e
+        if not path.is_file():
+            raise ReferenceClipError(
+                f"--reference {name}: no such file, and no clip {path.name} in {input_dir}; "
+                "pass a path to an audio file of the character or a clip name from the folder"
+            )
+        found.append(path)
+    return tuple(found)
+
+
+def quality_device(requested: str) -> str:
+    """``requested`` unless it is CUDA on a machine without it (transcribe already warned): the CPU."""
+    if requested.startswith("cuda"):
+        import torch
+
+        return requested if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+def measure_quality(audios: Sequence[np.ndarray], device: str = "cpu") -> list[dict]:
+    """The stored audio measures of each 16 kHz clip: ``ClipSignals`` fields by name."""
+    from voicelab import quality
+
+    embeddings = quality.speaker_embeddings(audios, WHISPER_SAMPLE_RATE, device=quality_device(device))
+    out = []
+    for audio, emb in zip(audios, embeddings, strict=True):
+        fields_: dict = {
+            "speech_s": round(quality.speech_seconds(audio, WHISPER_SAMPLE_RATE), 3),
+            "embedding": [round(float(x), EMBEDDING_DECIMALS) for x in emb],
+        }
+        if np.any(audio):  # DNSMOS has nothing to score in digital silence
+            score = quality.dnsmos(audio, WHISPER_SAMPLE_RATE)
+            fields_.update(
+                dnsmos_sig=round(score.sig, 3),
+                dnsmos_bak=round(score.bak, 3),
+                dnsmos_ovrl=round(score.ovrl, 3),
+            )
+        out.append(fields_)
+    return out
+
+
+def _catch_up_quality(
+    clips: Sequence[Path],
+    rows: dict[str, str],
+    signals: dict[str, ClipSignals],
+    appender: _SignalsAppender,
+    read: Callable[[Path], np.ndarray],
+    options: QualityOptions,
+    summary: TranscribeSummary,
+) -> None:
+    """Measure the clips done earlier without audio measures (an older run), never Whisper again."""
+    stale = [
+        c
+        for c in clips
+        if (c.stem in signals and not signals[c.stem].has_quality)
+        or (c.stem in rows and c.stem not in signals)
+    ]
+    if stale:
+        logger.info("measuring %d clip(s) transcribed by an earlier run without audio measures", len(stale))
+    for start in range(0, len(stale), QUALITY_BATCH):
+        ok, audios = _read_clips(stale[start : start + QUALITY_BATCH], read, summary.failed)
+        if not audios:
+            continue
+        began = time.perf_counter()
+        measures = measure_quality(audios, options.device)
+        summary.quality_s += time.perf_counter() - began
+        summary.measured += len(audios)
+        for clip, audio, m in zip(ok, audios, measures, strict=True):
+            old = signals.get(clip.stem)
+            duration = round(len(audio) / WHISPER_SAMPLE_RATE, 3)
+            rec = replace(old, **m) if old else ClipSignals(clip.stem, rows.get(clip.stem, ""), duration, **m)
+            appender.append(rec)
+            signals[clip.stem] = rec
+
+
 # ------------------------------------------------------------------------------------------------- run
 
 
@@ -505,6 +623,13 @@ class TranscribeSummary:
     rows: int = 0  # rows in the output now
     missing: list[str] = field(default_factory=list)  # rows kept whose clip is gone (ResumePlan.missing)
     changed: list[str] = field(default_factory=list)  # clips redone because their audio changed
+    measured: int = 0  # clips given audio measures this run (speaker embedding, DNSMOS, speech time)
+    quality_s: float = 0.0  # seconds spent on those measures
+    other_speaker: int = 0  # clips flagged as another speaker
+    noisy: int = 0  # clips flagged for background noise/music or distorted speech
+    excluded_new: int = 0  # clips added to excluded.csv this run
+    excluded_path: Path | None = None
+    report_path: Path | None = None
 
     @property
     def rowless(self) -> int:
@@ -520,9 +645,12 @@ def transcribe_clips(
     *,
     progress: bool = True,
     read: Callable[[Path], np.ndarray] | None = None,
+    quality: QualityOptions | None = None,
 ) -> TranscribeSummary:
     """Transcribe ``plan.todo`` into ``output``, durable row by row, then sort it and write the review.
 
+    With ``quality``, each clip's audio measures are taken beside Whisper (and for clips an earlier run
+    left unmeasured), the review weighs them, and the dataset report (and excluded.csv) are written.
     ``output`` is first rewritten (atomically) with the kept rows, then each new row is appended with
     flush + fsync, so the file is a valid CSV at every moment. At the end (and on Ctrl-C or an error)
     it is rewritten sorted, atomically.
@@ -557,7 +685,8 @@ def transcribe_clips(
             batch = plan.todo[start : start + step]
             ok, audios = _read_clips(batch, read, summary.failed)
             results = transcriber.transcribe_batch(audios) if audios else []  # type: ignore[union-attr]
-            for clip, audio, result in zip(ok, audios, results, strict=True):
+            measures = _measure(audios, quality, summary)
+            for clip, audio, result, m in zip(ok, audios, results, measures, strict=True):
                 duration = len(audio) / WHISPER_SAMPLE_RATE
                 logger.debug("%s (%.1f s): %r", clip.name, duration, result.text)
                 if result.text:
@@ -567,12 +696,14 @@ def transcribe_clips(
                 else:
                     logger.info("%s: no speech recognised; no row written", clip.name)
                     summary.empty += 1
-                record = ClipSignals(clip.stem, result.text, round(duration, 3), *_numbers(result))
+                record = ClipSignals(clip.stem, result.text, round(duration, 3), *_numbers(result), **m)
                 signals_out.append(record)
                 signals[clip.stem] = record
                 summary.audio_s += duration
             bar.set_postfix_str(f"clips {start + len(batch)}/{len(plan.todo)}", refresh=False)
             bar.update(sum(durations[c] for c in batch) / 60)
+        if quality is not None:
+            _catch_up_quality(clips, rows, signals, signals_out, read, quality, summary)
     finally:
         bar.close()
         rows_out.close()
@@ -583,11 +714,64 @@ def transcribe_clips(
         except OSError as e:  # the appended file is already valid; sorting is a nicety
             logger.warning("%s left in transcription order, not sorted: %s", output, e)
 
+    _review(clips, rows, signals, read, quality, summary)
+    return summary
+
+
+def _measure(
+    audios: Sequence[np.ndarray], quality: QualityOptions | None, summary: TranscribeSummary
+) -> list[dict]:
+    """The audio measures of a batch (``{}`` each without ``quality``), timed into ``summary``."""
+    if quality is None or not audios:
+        return [{} for _ in audios]
+    began = time.perf_counter()
+    measures = measure_quality(audios, quality.device)
+    summary.quality_s += time.perf_counter() - began
+    summary.measured += len(audios)
+    return measures
+
+
+def _review(clips, rows, signals, read, quality: QualityOptions | None, summary: TranscribeSummary) -> None:
+    """The review CSV, and with ``quality`` excluded.csv and the dataset report."""
     summary.rows = len(rows)
-    items = review(review_inputs(rows, signals, clips))
+    inputs = review_inputs(rows, signals, clips)
+    reference = None
+    if quality is not None and quality.reference:
+        from voicelab.quality import speaker_embeddings
+
+        reference = speaker_embeddings(
+            [read(p) for p in quality.reference], WHISPER_SAMPLE_RATE, device=quality_device(quality.device)
+        )
+    threshold = quality.speaker_threshold if quality is not None else DEFAULT_SPEAKER_THRESHOLD
+    speakers = speaker_context(inputs, reference=reference, threshold=threshold)
+    items = review(inputs, speakers)
     write_review(summary.review_path, items)
     summary.flagged = len(items)
-    return summary
+    summary.other_speaker = sum(any(r.startswith("other speaker") for r in i.quality_reasons) for i in items)
+    summary.noisy = sum(any(not r.startswith("other speaker") for r in i.quality_reasons) for i in items)
+    if quality is not None:
+        _finish_quality(summary.output.parent, items, inputs, speakers, quality, summary)
+
+
+def _finish_quality(dataset_dir, items, inputs, speakers, quality: QualityOptions, summary) -> None:
+    """excluded.csv (new flags added; a person's entries kept) and the dataset report."""
+    excluded = read_exclusions(dataset_dir)
+    if quality.exclude_flagged:
+        new = {i.signals.filename: "; ".join(i.quality_reasons) for i in items if i.quality_reasons}
+        new = {k: v for k, v in new.items() if k not in excluded}
+        if new:
+            excluded.update(new)
+            summary.excluded_path = write_exclusions(dataset_dir, excluded)
+        summary.excluded_new = len(new)
+    if quality.report:
+        from voicelab.dataset_report import write_dataset_report
+
+        try:
+            summary.report_path = write_dataset_report(
+                dataset_dir / REPORT_NAME, inputs, speakers, excluded=excluded
+            )
+        except (OSError, ValueError) as e:  # the report is a view; the transcript and review stand
+            logger.warning("%s not written: %s", dataset_dir / REPORT_NAME, e)
 
 
 def _read_clips(
@@ -615,7 +799,7 @@ def review_inputs(
     """What the review looks at: every transcript row, plus clips present whose transcript came out empty.
 
     Whisper's numbers are used only while the row still has Whisper's text; a row the user corrected is
-    judged on its text and duration alone.
+    judged on its text, duration and audio measures.
     """
     by_stem = {c.stem: c for c in clips}
     out = []
@@ -624,9 +808,10 @@ def review_inputs(
         if rec is not None and rec.text == text:
             out.append(rec)
             continue
-        duration = rec.duration_s if rec is not None else None
-        if duration is None and name in by_stem:
-            duration = clip_duration_s(by_stem[name])
+        if rec is not None and rec.duration_s is not None:  # the audio measures still hold; Whisper's do not
+            out.append(replace(rec, text=text, avg_logprob=None, no_speech_prob=None, compression_ratio=None))
+            continue
+        duration = clip_duration_s(by_stem[name]) if name in by_stem else None
         out.append(ClipSignals(name, text, duration))
     out.extend(rec for name, rec in signals.items() if not rec.text and name in by_stem and name not in rows)
     return out

@@ -3,17 +3,25 @@
     make vllm                          # .venv-vllm/bin/vllm, voices/, base model from VOICELAB_BASE_MODEL
                                        # (the environment, then .env, as the API reads them)
     make vllm ARGS="--dry-run"         # print the command only
-    make vllm ARGS="--port 8001 -- --tensor-parallel-size 2"   # after --: passed to vllm serve as is
+    make vllm ARGS="--data-parallel-size 2 --lora-resolver"   # 2 GPUs, one endpoint, voices found on use
+    make vllm ARGS="--port 8001 -- --seed 1"   # after --: passed to vllm serve as is
+
+Voice loading (--voice-loading): "static" names each voice with --lora-modules (a voice trained later
+needs the API's POST /v1/voices/reload); "resolver" switches on vLLM's filesystem LoRA resolver over
+voices/, so a request for voice NAME loads voices/NAME on first use, on every replica that shares the
+folder, with no load call (set VOICELAB_VLLM_LORA_RESOLVER=true for the API); "both" does the two.
+The resolver only loads a voice whose adapter_config.json names as base_model_name_or_path exactly the
+--base-model given here; voices that do not are listed.
 
 Voices vLLM would refuse (modules_to_save, DoRA, rank too high, another base model) are listed and left
-out: one bad static adapter stops vLLM's start-up. Runtime adapter loading is switched on, so the API's
-POST /v1/voices/reload can add voices trained later. Point the API at it with
-VOICELAB_VLLM_URL=http://HOST:PORT.
+out: one bad static adapter stops vLLM's start-up. Point the API at it with VOICELAB_VLLM_URL=http://HOST:PORT.
+See docs/deploy.md for several GPUs and several machines.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import shutil
@@ -45,7 +53,11 @@ def build_parser(defaults) -> argparse.ArgumentParser:
         "--gpu-memory-utilization", type=float, default=vc.DEFAULT_GPU_MEMORY_UTILIZATION, help="GPU share"
     )
     parser.add_argument(
-        "--max-lora-rank", type=int, default=None, help="default: smallest allowed value fitting every voice"
+        "--max-lora-rank",
+        type=int,
+        default=None,
+        help="default: smallest allowed value fitting every voice (with the resolver, also voices trained "
+        "later: up to --skip-rank-above)",
     )
     parser.add_argument(
         "--skip-rank-above",
@@ -57,10 +69,102 @@ def build_parser(defaults) -> argparse.ArgumentParser:
         "--max-loras",
         type=positive_int,
         default=None,
-        help="adapters per batch (default: one per voice, <= 8)",
+        help="voices in one batch; each slot reserves GPU memory for an adapter of --max-lora-rank "
+        "(default: one per voice, <= 8; 8 with the resolver)",
+    )
+    parser.add_argument(
+        "--voice-loading",
+        choices=vc.LORA_LOADING_MODES,
+        default="static",
+        help="static: --lora-modules per voice; resolver: vLLM loads voices/NAME on first use; both",
+    )
+    parser.add_argument(
+        "--lora-resolver",
+        dest="voice_loading",
+        action="store_const",
+        const="resolver",
+        help="short for --voice-loading resolver",
+    )
+    parser.add_argument(
+        "--data-parallel-size",
+        type=positive_int,
+        default=1,
+        help="model copies behind one endpoint, one GPU each (or --tensor-parallel-size GPUs each)",
+    )
+    parser.add_argument(
+        "--tensor-parallel-size", type=positive_int, default=1, help="GPUs one model copy is split over"
     )
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="after --: more vllm serve arguments")
     return parser
+
+
+def warn_resolver_mismatches(adapters, base_model: str) -> None:
+    """Name the voices vLLM's filesystem resolver would not load (another base_model_name_or_path)."""
+    from voicelab.server import vllm_command as vc
+    from voicelab.voice import ADAPTER_CONFIG_FILE
+
+    recorded = {}
+    for a in adapters:
+        config = json.loads((Path(a.path) / ADAPTER_CONFIG_FILE).read_text(encoding="utf-8"))
+        recorded[a.name] = config.get("base_model_name_or_path")
+    for name, reason in vc.resolver_mismatches(recorded, base_model).items():
+        print(
+            f"warning: the LoRA resolver will not load voice {name}: {reason}; pass --base-model with "
+            "exactly that string, or use --voice-loading both to load it statically",
+            file=sys.stderr,
+        )
+
+
+def serve_options(args, adapters):
+    """The ``VLLMServeOptions`` for the parsed arguments. Raises ValueError for a rank vLLM cannot take."""
+    from voicelab.server import vllm_command as vc
+    from voicelab.voice import smallest_vllm_rank
+
+    max_lora_rank = args.max_lora_rank
+    if args.voice_loading != "static" and max_lora_rank is None:
+        # Voices trained after start-up must fit too: reserve the largest rank the API serves.
+        max_lora_rank = smallest_vllm_rank(max([a.rank for a in adapters] + [args.skip_rank_above]))
+    return vc.VLLMServeOptions(
+        base_model=args.base_model,
+        host=args.host,
+        port=args.port,
+        max_model_len=args.max_model_len,
+        dtype=args.dtype,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        max_lora_rank=max_lora_rank,
+        max_loras=args.max_loras,
+        data_parallel_size=args.data_parallel_size,
+        tensor_parallel_size=args.tensor_parallel_size,
+        lora_loading=args.voice_loading,
+    )
+
+
+def find_vllm(name: str) -> str | None:
+    exe = shutil.which(name)
+    if exe is None:
+        print(
+            f"error: vLLM executable {name!r} not found; on a GPU machine run `make install-vllm` "
+            "once (it creates .venv-vllm, apart from the project's .venv), or pass --vllm PATH; "
+            '`make vllm ARGS="--dry-run"` only prints the command',
+            file=sys.stderr,
+        )
+    return exe
+
+
+def print_plan(args, adapters, cmd: list[str], env: dict[str, str]) -> None:
+    """The voices, the exact command with the variables it needs, and how to point the API at it."""
+    from voicelab.server import vllm_command as vc
+
+    resolver = args.voice_loading != "static"
+    set_here = [*vc.RUNTIME_LORA_ENV, *((vc.PLUGINS_ENV, vc.RESOLVER_DIR_ENV) if resolver else ())]
+    names = ", ".join(a.name for a in adapters) or "none yet"
+    later = f" (and any folder added later to {env[vc.RESOLVER_DIR_ENV]})" if resolver else ""
+    print(f"voices: {names}{later}")
+    print(" ".join(f"{k}={shlex.quote(env[k])}" for k in set_here) + " " + shlex.join(cmd))
+    api_env = f"VOICELAB_VLLM_URL=http://{args.host}:{args.port}"
+    if resolver:
+        api_env += " VOICELAB_VLLM_LORA_RESOLVER=true"
+    print(f"point the API at it: {api_env} make dev")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,16 +185,8 @@ def main(argv: list[str] | None = None) -> int:
             f"--gpu-memory-utilization is a share of GPU memory in (0, 1], got {args.gpu_memory_utilization}"
         )
     exe = None
-    if not args.dry_run:
-        exe = shutil.which(args.vllm)
-        if exe is None:
-            print(
-                f"error: vLLM executable {args.vllm!r} not found; on a GPU machine run `make install-vllm` "
-                "once (it creates .venv-vllm, apart from the project's .venv), or pass --vllm PATH; "
-                '`make vllm ARGS="--dry-run"` only prints the command',
-                file=sys.stderr,
-            )
-            return EXIT_USAGE
+    if not args.dry_run and (exe := find_vllm(args.vllm)) is None:
+        return EXIT_USAGE
     if not args.voices_dir.is_dir():
         print(
             f"warning: voices folder {args.voices_dir} does not exist: serving no voice yet "
@@ -102,28 +198,19 @@ def main(argv: list[str] | None = None) -> int:
     for name, reason in scan.skipped.items():
         print(f"skipping voice {name}: {reason}", file=sys.stderr)
     adapters = [vc.AdapterSpec(e.name, e.voice.adapter_path, e.rank) for e in scan.voices.values()]
-    options = vc.VLLMServeOptions(
-        base_model=args.base_model,
-        host=args.host,
-        port=args.port,
-        max_model_len=args.max_model_len,
-        dtype=args.dtype,
-        gpu_memory_utilization=args.gpu_memory_utilization,
-        max_lora_rank=args.max_lora_rank,
-        max_loras=args.max_loras,
-    )
+    if args.voice_loading != "static":
+        warn_resolver_mismatches(adapters, args.base_model)
     try:
-        cmd = [*vc.build_vllm_command(args.vllm, adapters, options), *extra]
+        cmd = [*vc.build_vllm_command(args.vllm, adapters, serve_options(args, adapters)), *extra]
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    env = vc.vllm_environment(os.environ)
-    names = ", ".join(a.name for a in adapters) or "none yet"
-    print(f"voices: {names}")
-    print(" ".join(f"{k}={v}" for k, v in vc.RUNTIME_LORA_ENV.items()) + " " + shlex.join(cmd))
-    print(f"point the API at it: VOICELAB_VLLM_URL=http://{args.host}:{args.port} make dev")
+    env = vc.vllm_environment(os.environ, lora_loading=args.voice_loading, voices_dir=args.voices_dir)
+    print_plan(args, adapters, cmd, env)
     if exe is None:  # --dry-run
         return EXIT_OK
+    if args.voice_loading != "static":
+        args.voices_dir.mkdir(parents=True, exist_ok=True)  # vLLM refuses a resolver folder that is missing
     sys.stdout.flush()
     os.execve(exe, [exe, *cmd[1:]], env)
     return EXIT_OK  # not reached: execve replaces this process

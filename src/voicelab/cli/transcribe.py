@@ -2,7 +2,9 @@
 
 Resumable: clips already in the output (or seen by an earlier run) are not transcribed again, so adding
 clips later costs only the new ones; --overwrite starts over. Also writes transcript_review.csv: the
-clips worth a listen, riskiest first, with the reasons. Example:
+clips worth a listen, riskiest first, with the reasons (Whisper's doubts, another speaker, background
+noise or music, distorted speech, odd speech rate), and dataset_report.png, a picture of the dataset.
+--exclude-flagged leaves flagged clips out of training (excluded.csv) without deleting them. Example:
 
     python scripts/transcribe.py prepared/NAME/ --model large
 """
@@ -29,6 +31,7 @@ from voicelab.cli.common import (
     setup_logging,
 )
 from voicelab.errors import UsageError
+from voicelab.review import DEFAULT_SPEAKER_THRESHOLD
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,6 +81,32 @@ def build_parser() -> argparse.ArgumentParser:
         "faster-whisper batches use the first temperature only)",
     )
     parser.add_argument(
+        "--speaker-threshold",
+        type=finite_float,
+        default=DEFAULT_SPEAKER_THRESHOLD,
+        help="flag clips whose speaker similarity to the dataset's voice is under this (cosine, -1..1); "
+        "see the similarity plot in dataset_report.png",
+    )
+    parser.add_argument(
+        "--reference",
+        nargs="+",
+        metavar="CLIP",
+        default=(),
+        help="clips of the character (paths, or clip names in INPUT_DIR): similarity is measured to them "
+        "instead of to the voice most clips share",
+    )
+    parser.add_argument(
+        "--exclude-flagged",
+        action="store_true",
+        help="list clips flagged as another speaker, noisy or distorted in excluded.csv, which training "
+        "skips (audio and transcript rows stay; delete a line there to put a clip back)",
+    )
+    parser.add_argument(
+        "--no-quality",
+        action="store_true",
+        help="skip the audio measures (speaker embedding, DNSMOS, speech time) and the dataset report",
+    )
+    parser.add_argument(
         "--overwrite", action="store_true", help="transcribe every clip again instead of resuming"
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -94,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--threads must be 0 (library default) or more")
     if not 0.0 <= args.temperature <= 1.0 or args.temperature_increment_on_fallback < 0:
         parser.error("--temperature must be in [0, 1] and --temperature-increment-on-fallback >= 0")
+    if not -1.0 <= args.speaker_threshold <= 1.0:
+        parser.error("--speaker-threshold is a cosine similarity: between -1 and 1 (default 0.75)")
+    if args.no_quality and (args.reference or args.exclude_flagged):
+        parser.error("--reference and --exclude-flagged need the audio measures: drop --no-quality")
     setup_logging(args.verbose)
     return run_step(
         lambda: _transcribe(args),
@@ -114,6 +147,7 @@ def _transcribe(args: argparse.Namespace) -> int:
         raise UsageError(
             f"{e}\nrefusing to overwrite it: pass another --output, or fix or move that file"
         ) from e
+    reference = tr.resolve_reference(args.reference, args.input_dir)
     transcriber = None  # nothing new: no need to load a model just to rebuild the review
     if plan.todo:
         transcriber = tr.load_transcriber(
@@ -132,11 +166,22 @@ def _transcribe(args: argparse.Namespace) -> int:
             threads=args.threads,
         )
 
+    quality = None
+    if not args.no_quality:
+        quality = tr.QualityOptions(
+            device=args.device,
+            reference=reference,
+            speaker_threshold=args.speaker_threshold,
+            exclude_flagged=args.exclude_flagged,
+        )
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     with logging_redirect_tqdm():  # log lines above the progress bar, not through it
-        summary = tr.transcribe_clips(clips, output, transcriber, plan, progress=not args.no_progress)
+        summary = tr.transcribe_clips(
+            clips, output, transcriber, plan, progress=not args.no_progress, quality=quality
+        )
     print(format_summary(summary, args.input_dir))
+    _print_quality(summary, args)
     if summary.failed:
         print("unreadable clips (skipped):\n  " + "\n  ".join(summary.failed), file=sys.stderr)
         print(f"finished with errors: {len(summary.failed)} clip(s) unreadable; exit status {EXIT_FAILURE}")
@@ -168,6 +213,33 @@ def format_summary(summary: tr.TranscribeSummary, input_dir: Path) -> str:
     else:
         lines.append(f"no clip flagged for review ({summary.review_path})")
     return "\n".join(lines)
+
+
+def _print_quality(summary: tr.TranscribeSummary, args) -> None:
+    if args.no_quality:
+        return
+    if summary.measured:
+        reused = summary.clips - summary.measured - len(summary.failed)
+        print(
+            f"audio measures (speaker, DNSMOS, speech time) for {summary.measured} clips in "
+            f"{summary.quality_s:.1f} s"
+            + (
+                f"; {reused} reused from {dataset.signals_path_for(summary.output).name}"
+                if reused > 0
+                else ""
+            )
+        )
+    if summary.other_speaker or summary.noisy:
+        print(
+            f"  {summary.other_speaker} clips sound like another speaker (similarity < "
+            f"{args.speaker_threshold:g}), {summary.noisy} noisy or distorted (DNSMOS)"
+        )
+        if summary.excluded_new:
+            print(f"  {summary.excluded_new} of them added to {summary.excluded_path}: training skips them")
+        elif not args.exclude_flagged:
+            print("  listen to them; --exclude-flagged leaves them out of training (excluded.csv)")
+    if summary.report_path is not None:
+        print(f"dataset report: {summary.report_path}")
 
 
 if __name__ == "__main__":

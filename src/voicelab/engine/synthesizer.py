@@ -275,14 +275,17 @@ class Synthesizer:
             yield audio
         if not (parser.ended or finish_reason == "stop"):
             hit_limit = finish_reason == "length"
-            why = (
-                f"hit max_tokens={params.max_tokens}"
+            why, hint = (
+                (f"hit max_tokens={params.max_tokens}", "retry, or raise max_tokens")
                 if hit_limit
-                else f"the stream ended without end of speech (finish_reason {finish_reason!r})"
+                else (
+                    f"the stream ended without end of speech (finish_reason {finish_reason!r})",
+                    "the engine stopped without saying why; retry, and check the engine's log",
+                )
             )
             raise IncompleteGenerationError(
                 f"voice {voice.name!r}: generation stopped early ({why}) after {parser.frames_emitted} frames "
                 f"({orpheus.frames_to_samples(parser.frames_emitted) / orpheus.SAMPLE_RATE:.2f} s) of "
-                f"the piece {piece[:60]!r}; retry, or raise max_tokens",
+                f"the piece {piece[:60]!r}; {hint}",
                 reason=IncompleteGenerationError.LENGTH if hit_limit else IncompleteGenerationError.CUT,
             )

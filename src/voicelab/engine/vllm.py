@@ -1,7 +1,7 @@
 """The production engine: a vLLM OpenAI-compatible server, the base model plus each voice as a LoRA adapter.
 
-One shared ``httpx.AsyncClient`` (connection pool) for all requests. Facts this follows are in
-shared/design/serving.md: prompts are sent as token ids, ``max_tokens`` is always explicit (vLLM's
+One shared ``httpx.AsyncClient`` (connection pool) for all requests. vLLM behaviour this relies on:
+prompts are sent as token ids, ``max_tokens`` is always explicit (vLLM's
 default is 16), errors may arrive after the 200 header as an SSE ``data: {"error": ...}`` event, and
 generated ids come back as ``token_ids`` (newer vLLM, ``return_token_ids``) or as ``<custom_token_N>`` text.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
+from http import HTTPStatus
 from typing import Any
 
 import httpx
@@ -76,6 +77,9 @@ def _error_message(response_body: bytes | str | dict) -> str:
     return str(data)
 
 
+SSE_CONTENT_TYPE = "text/event-stream"
+
+
 class VLLMEngine:
     """``TokenEngine`` over HTTP to vLLM. ``base_url`` like ``http://127.0.0.1:8000`` (no ``/v1``).
 
@@ -114,6 +118,13 @@ class VLLMEngine:
             async with self._client.stream("POST", url, json=body, headers=self._headers) as response:
                 if response.status_code != 200:
                     await self._raise_for_status(response, voice)
+                content_type = response.headers.get("content-type", "")
+                if not content_type.startswith(SSE_CONTENT_TYPE):
+                    raise EngineRequestError(
+                        f"{self.base_url} answered a streaming completion with {content_type or 'no content type'}"
+                        f", not {SSE_CONTENT_TYPE}: is VOICELAB_VLLM_URL the address of vLLM?",
+                        status_code=HTTPStatus.BAD_GATEWAY,
+                    )
                 async for line in response.aiter_lines():
                     chunk = self._parse_event(line, voice)
                     if chunk is _DONE:
@@ -162,7 +173,9 @@ class VLLMEngine:
         message = _error_message(await response.aread())
         if response.status_code == 404:
             raise UnknownVoiceError(
-                f"vLLM does not serve voice {voice.name!r} ({message}); load its adapter first"
+                f"vLLM does not serve voice {voice.name!r} ({message}); load its adapter first, or with "
+                "the LoRA resolver check that the folder is in vLLM's voices folder and that its "
+                "adapter_config.json base_model_name_or_path is the model vLLM serves"
             )
         raise EngineRequestError(
             f"vLLM answered {response.status_code} for voice {voice.name!r}: {message}",

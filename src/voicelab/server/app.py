@@ -18,11 +18,14 @@ from fastapi import FastAPI
 
 from voicelab.server.backend import BackendFactory, build_backend
 from voicelab.server.errors import StreamAbortedError, install_error_handlers
+from voicelab.server.guard import RequestGuard
 from voicelab.server.metrics import ServerMetrics
+from voicelab.server.openapi import install_docs
 from voicelab.server.registry import VoiceRegistry
 from voicelab.server.routes import public, v1
 from voicelab.server.settings import Settings, SettingsError, load_settings
 from voicelab.server.speech import ConcurrencyLimiter
+from voicelab.server.studio import install_studio
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +92,15 @@ def create_app(settings: Settings | None = None, *, backend_factory: BackendFact
             # uvicorn --factory would print a pydantic traceback; the variable and the fix are what matter
             raise SystemExit(f"voicelab: bad server settings: {e}") from e
     configure_logging(settings.log_level)
-    app = FastAPI(title="voicelab TTS", version="0.1.0", lifespan=lifespan)
+    # The docs routes are added by install_docs: Swagger UI from the package (offline), no ReDoc (CDN only).
+    app = FastAPI(
+        title="voicelab TTS",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     app.state.settings = settings
     app.state.backend_factory = backend_factory or build_backend
     app.state.registry = VoiceRegistry(
@@ -97,12 +108,17 @@ def create_app(settings: Settings | None = None, *, backend_factory: BackendFact
         base_model=settings.base_model,
         max_lora_rank=settings.max_lora_rank,
         snac_model=settings.snac_model,
+        engine_resolves=settings.engine_kind == "vllm" and settings.vllm_lora_resolver,
     )
     app.state.limiter = ConcurrencyLimiter(settings.max_concurrent_requests)
     app.state.metrics = ServerMetrics()
     app.state.started_at = time.time()
     install_error_handlers(app)
     app.add_middleware(CutAbortedStreams)
+    # Added last, so it runs first: key and size are checked before anything reads the body.
+    app.add_middleware(RequestGuard, api_keys=settings.api_keys, max_body_bytes=settings.request_body_limit)
     app.include_router(v1)
     app.include_router(public)
+    install_studio(app)
+    install_docs(app, enabled=settings.docs)
     return app

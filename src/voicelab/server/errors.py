@@ -7,6 +7,7 @@ place that maps them to a status code, so clients written for OpenAI (the SDK ra
 
 from __future__ import annotations
 
+import json
 import logging
 from http import HTTPStatus
 
@@ -33,6 +34,12 @@ AUTHENTICATION = "authentication_error"
 RATE_LIMIT = "rate_limit_error"
 SERVER_ERROR = "server_error"
 RETRY_AFTER_S = 1
+SHOULD_RETRY_HEADER = "x-should-retry"
+"""Read by the OpenAI SDKs before their automatic retries: "false" stops them, "true" forces them."""
+RETRYABLE_STATUSES = (429, 503)
+"""Busy or engine (re)starting: a retry shortly may succeed. Any other failure would fail (or cost a full
+generation) again, so clients are told not to retry it."""
+AUTH_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="voicelab"'}
 
 
 class StreamAbortedError(RuntimeError):
@@ -64,7 +71,17 @@ class ApiError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
     def response(self) -> JSONResponse:
-        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+        headers = {SHOULD_RETRY_HEADER: "true" if self.status in RETRYABLE_STATUSES else "false"}
+        headers.update(self.headers or {})
+        return ErrorResponse(self.body(), status_code=self.status, headers=headers)
+
+
+class ErrorResponse(JSONResponse):
+    """JSON escaped to ASCII, so a message quoting the client's text (a lone surrogate included) always
+    encodes."""
+
+    def render(self, content) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
 
 
 def to_api_error(exc: Exception) -> ApiError:
@@ -106,7 +123,15 @@ def to_api_error(exc: Exception) -> ApiError:
     return ApiError(500, "internal server error", type=SERVER_ERROR, code="internal_error")
 
 
-def _validation_error(exc: RequestValidationError) -> ApiError:
+JSON_CONTENT_TYPE = "application/json"
+OBJECT_EXPECTED = ("model_attributes_type", "dict_type", "model_type")
+"""Pydantic's error types for "the body is not a JSON object"."""
+EMPTY_INPUT_MESSAGE = "input is empty: give the text to speak"
+BODY_PARSE_FAILED = "There was an error parsing the body"
+"""FastAPI's detail when the body cannot be decoded at all (invalid UTF-8, JSON nested too deep)."""
+
+
+def _validation_error(exc: RequestValidationError, content_type: str = JSON_CONTENT_TYPE) -> ApiError:
     first = exc.errors()[0] if exc.errors() else {}
     if first.get("type") == "json_invalid":  # its loc is a character offset, not a parameter
         return ApiError(
@@ -116,6 +141,24 @@ def _validation_error(exc: RequestValidationError) -> ApiError:
         )
     loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
     param = ".".join(loc) or None
+    if not loc and first.get("type") in OBJECT_EXPECTED and JSON_CONTENT_TYPE not in content_type:
+        # FastAPI parses JSON only when told it is JSON; `curl -d` sends a form type by default.
+        return ApiError(
+            400,
+            f"the body must be a JSON object sent with 'Content-Type: {JSON_CONTENT_TYPE}' "
+            f"(got {content_type or 'no Content-Type'}; with curl add -H 'Content-Type: {JSON_CONTENT_TYPE}')",
+            code="invalid_content_type",
+        )
+    if first.get("type") == "string_unicode":
+        # Valid JSON ("\\ud800") but not text: a lone UTF-16 surrogate, which no tokenizer can encode.
+        return ApiError(
+            400,
+            f"{param}: contains a lone UTF-16 surrogate (e.g. \\ud800); send valid Unicode text",
+            param=param,
+            code="invalid_text",
+        )
+    if param == "input" and first.get("type") in ("string_too_short", "string_pattern_mismatch"):
+        return ApiError(400, EMPTY_INPUT_MESSAGE, param="input", code="empty_input")
     message = first.get("msg", "invalid request")
     if param:
         message = f"{param}: {message}"
@@ -125,6 +168,28 @@ def _validation_error(exc: RequestValidationError) -> ApiError:
     return ApiError(400, message, param=param, code="invalid_value")
 
 
+HTTP_ERROR_CODES = {
+    400: "invalid_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "request_too_large",
+}
+
+
+def _http_error(exc: StarletteHTTPException) -> ApiError:
+    """A framework error (no route, wrong method, undecodable body) in OpenAI's shape, headers kept
+    (``Allow`` on 405)."""
+    error_type = INVALID_REQUEST if exc.status_code < 500 else SERVER_ERROR
+    code = HTTP_ERROR_CODES.get(exc.status_code, "http_error")
+    message = str(exc.detail)
+    if exc.status_code == 400 and message == BODY_PARSE_FAILED:
+        message = (
+            "the request body could not be decoded: send a UTF-8 JSON object, nested at most a few levels"
+        )
+        code = "invalid_json"
+    return ApiError(exc.status_code, message, type=error_type, code=code, headers=dict(exc.headers or {}))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -132,13 +197,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _validation_error(exc).response()
+        return _validation_error(exc, request.headers.get("content-type", "")).response()
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        error_type = INVALID_REQUEST if exc.status_code < 500 else SERVER_ERROR
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-        return ApiError(exc.status_code, str(exc.detail), type=error_type, code=code).response()
+        return _http_error(exc).response()
 
     for exc_type in (VoiceNotFoundError, UnsupportedFormatError, EngineError, ContractError):
 

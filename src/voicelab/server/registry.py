@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from voicelab.engine.base import EngineError, EngineUnavailableError, TokenEngine, UnknownVoiceError, Voice
+from voicelab.fileio import UnsafePathError, resolve_inside
 from voicelab.model_identity import model_identity
 from voicelab.voice import (
     ADAPTER_CONFIG_FILE,
@@ -60,18 +61,13 @@ class VoiceEntry:
         return self.voice.name
 
     def describe(self) -> dict[str, Any]:
-        """The public view for ``GET /v1/audio/voices``."""
-        meta = self.metadata
+        """The public view for ``GET /v1/audio/voices``: what a client picks a voice by. Training details
+        (base model location, dataset, prompt prefix) stay on the server: they are in voice.json."""
         return {
             "id": self.name,
             "name": self.name,
             "object": "voice",
-            "lora_rank": self.rank,
-            "prompt_prefix": self.voice.prompt_prefix,
-            "base_model": meta.base_model if meta else None,
-            "created_at": meta.created_at if meta else None,
-            "final_loss": meta.final_loss if meta else None,
-            "dataset": meta.dataset if meta else {},
+            "created_at": self.metadata.created_at if self.metadata else None,
         }
 
 
@@ -173,36 +169,32 @@ def inspect_voice_folder(
     name = folder.name
     try:
         validate_voice_name(name)
-    except InvalidVoiceNameError as e:
+        # Every file is resolved inside voices/: a symlink pointing out (the folder, its config, weights or
+        # voice.json) would let anything on disk be loaded as an adapter or read as a voice's settings.
+        resolved = resolve_inside(root, name)
+        config_path = resolve_inside(root, f"{name}/{ADAPTER_CONFIG_FILE}")
+        weights = [resolve_inside(root, f"{name}/{w}") for w in ADAPTER_WEIGHT_FILES]
+        voice_file = resolve_inside(root, f"{name}/{VOICE_FILE}")
+    except (InvalidVoiceNameError, UnsafePathError) as e:
         return str(e)
-    # A symlinked voice that points outside voices/ would let anything on disk be loaded as an adapter.
-    resolved = folder.resolve()
-    if not resolved.is_relative_to(root):
-        return f"{folder} resolves to {resolved}, outside {root}; voices must live inside the voices folder"
-    config_path = folder / ADAPTER_CONFIG_FILE
     if not config_path.is_file():
         return f"no {ADAPTER_CONFIG_FILE} (not a trained voice)"
-    if not config_path.resolve().is_relative_to(root):
-        return f"{config_path} points outside {root}"
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         return f"unreadable {ADAPTER_CONFIG_FILE}: {e}"
     if not isinstance(config, dict):
         return f"{ADAPTER_CONFIG_FILE} is not a JSON object"
-    weights = [folder / w for w in ADAPTER_WEIGHT_FILES if (folder / w).is_file()]
-    if not weights:
+    if not any(w.is_file() for w in weights):
         return f"no adapter weights ({' or '.join(ADAPTER_WEIGHT_FILES)}); training did not finish?"
-    if any(not w.resolve().is_relative_to(root) for w in weights):
-        return "adapter weights point outside the voices folder"
     problems = adapter_problems(config, max_lora_rank=max_lora_rank)
     if problems:
         return "; ".join(problems)
 
     metadata: VoiceMetadata | None = None
-    if (folder / VOICE_FILE).exists():
+    if voice_file.exists():
         try:
-            metadata = VoiceMetadata.read(folder)
+            metadata = VoiceMetadata.read(voice_file.parent)
         except ValueError as e:
             # Without its voice.json the prompt prefix used in training is unknown; guessing one would
             # make the voice speak noise with no error, so a broken file skips the voice.
@@ -255,6 +247,10 @@ class VoiceRegistry:
 
     ``reload(engine)`` rescans and loads added/retrained adapters, unloads removed ones. Reloads are
     serialised by a lock; lookups read an immutable snapshot, so requests never see a half-applied reload.
+
+    ``engine_resolves``: the engine finds ``voices_dir/NAME`` itself (vLLM's filesystem LoRA resolver over
+    the same folder, possibly many replicas behind a router). Then no load or unload is ever sent, and a
+    voice folder that appears after the last scan is served on its first request (``get``).
     """
 
     def __init__(
@@ -264,8 +260,10 @@ class VoiceRegistry:
         base_model: str | None,
         max_lora_rank: int | None,
         snac_model: str | None = None,
+        engine_resolves: bool = False,
     ):
         self.voices_dir = Path(voices_dir)
+        self.engine_resolves = engine_resolves
         self.base_model = base_model
         self.max_lora_rank = max_lora_rank
         self.snac_model = snac_model
@@ -287,9 +285,34 @@ class VoiceRegistry:
     def get(self, name: str) -> VoiceEntry:
         """The voice called ``name``; raises ``VoiceNotFoundError`` listing the voices served."""
         entry = self._voices.get(name)
+        if entry is None and self.engine_resolves:
+            entry = self._discover(name)
         if entry is None:
             raise VoiceNotFoundError(name, self._voices)
         return entry
+
+    def _discover(self, name: str) -> VoiceEntry | None:
+        """A voice folder added since the last scan (resolver mode): inspect just that folder."""
+        try:
+            validate_voice_name(name)
+        except InvalidVoiceNameError:
+            return None
+        root = self.voices_dir.expanduser()
+        if not (root / name).is_dir():
+            return None
+        root = root.resolve()
+        found = inspect_voice_folder(
+            root / name, root, base_model=self.base_model, max_lora_rank=self.max_lora_rank
+        )
+        if isinstance(found, str):
+            if self._reported.get(name) != found:
+                logger.warning("skipping voice folder %s: %s", root / name, found)
+                self._reported[name] = found
+            return None
+        self._warn_codec_mismatch(ScanResult(voices={name: found}))
+        self._voices = {**self._voices, name: found}  # a new snapshot: readers never see a partial one
+        logger.info("voice %s: found on first request; the engine loads it itself", name)
+        return found
 
     def is_loaded(self, name: str) -> bool:
         return name in self._loaded
@@ -359,7 +382,7 @@ class VoiceRegistry:
 
     async def ensure_loaded(self, engine: TokenEngine, entry: VoiceEntry) -> None:
         """Load a served voice the engine lost (e.g. vLLM restarted after the API). Raises EngineError."""
-        if entry.name in self._loaded:
+        if entry.name in self._loaded or self.engine_resolves:
             return
         async with self._lock:
             if entry.name not in self._loaded:
@@ -370,6 +393,8 @@ class VoiceRegistry:
         self._loaded.discard(name)
 
     async def _load(self, engine: TokenEngine, entry: VoiceEntry, report: ReloadReport) -> bool:
+        if self.engine_resolves:
+            return True  # the engine loads voices_dir/NAME on its first request
         try:
             await engine.load_voice(entry.voice)
         except EngineError as e:
@@ -382,6 +407,13 @@ class VoiceRegistry:
 
     async def _unload(self, engine: TokenEngine, name: str, report: ReloadReport) -> None:
         self._loaded.discard(name)
+        if self.engine_resolves:
+            logger.warning(
+                "voice %s changed or was removed: vLLM replicas keep the adapter they already resolved until "
+                "they restart or get POST /v1/unload_lora_adapter (publish a retrained voice under a new name)",
+                name,
+            )
+            return
         try:
             await engine.unload_voice(name)
         except UnknownVoiceError:

@@ -3,58 +3,44 @@
 from __future__ import annotations
 
 import logging
-import secrets
 import time
+from contextlib import AsyncExitStack
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
-from voicelab.server import speech
-from voicelab.server.errors import AUTHENTICATION, ApiError, to_api_error
+from voicelab.server import openapi, speech
+from voicelab.server.errors import to_api_error
 from voicelab.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 logger = logging.getLogger(__name__)
 
-CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away first"; nobody receives it
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # proxies must not buffer audio
+SDK_HEADER_PREFIX = "x-stainless-"
+"""Every request from an official OpenAI SDK carries ``X-Stainless-*`` headers."""
+SDK_STREAMING_HEADER = "x-stainless-raw-response"
+"""The SDK sets it to "stream" for ``with_streaming_response``; otherwise it reads the whole body before
+returning, and retries the whole request (twice by default) when a transfer breaks."""
 
 
 class SpeechStreamingResponse(StreamingResponse):
-    """A streaming response that always ends its speech job, even when the client left before the first
-    byte (the body generator then never starts, so its own ``finally`` would never free the slot)."""
+    """A streaming response that owns its speech job: leaving ``owner`` (the job's exit stack) closes the
+    job once the transfer ends, however it ends (even when the client left before the first byte, when the
+    body generator never starts)."""
 
-    def __init__(self, content, job: speech.SpeechJob, **kwargs):
+    def __init__(self, content, owner: AsyncExitStack, **kwargs):
         super().__init__(content, **kwargs)
-        self.job = job
+        self.owner = owner
 
     async def __call__(self, scope, receive, send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self.body_iterator.aclose()
-            await self.job.close()
+        async with self.owner:
+            try:
+                await super().__call__(scope, receive, send)
+            finally:
+                await self.body_iterator.aclose()
 
 
-def require_api_key(request: Request) -> None:
-    """Bearer key check for /v1 routes; a no-op when no keys are configured."""
-    keys = request.app.state.settings.api_keys
-    if not keys:
-        return
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(
-            401,
-            "missing API key: send 'Authorization: Bearer <key>'",
-            type=AUTHENTICATION,
-            code="missing_api_key",
-        )
-    token = token.strip().encode()
-    # compare_digest against every key, so the time taken does not reveal which prefix matched.
-    if not any(secrets.compare_digest(token, key.get_secret_value().encode()) for key in keys):
-        raise ApiError(401, "invalid API key", type=AUTHENTICATION, code="invalid_api_key")
-
-
-v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
+v1 = APIRouter(prefix="/v1", responses=openapi.V1_ERRORS)
 public = APIRouter()
 
 
@@ -63,44 +49,49 @@ def _services(request: Request) -> speech.SpeechServices:
     return speech.SpeechServices(state.settings, state.registry, state.backend, state.limiter, state.metrics)
 
 
-@v1.post("/audio/speech", response_model=None)
+def reads_whole_body(request: Request) -> bool:
+    """A client that waits for the whole body anyway (the OpenAI SDK's ``create``) gains nothing from a
+    streamed transfer, and a stream cut short would look to it like a network error it retries. Buffering
+    turns such a failure into a real status with ``x-should-retry: false``: one clear error, no retries."""
+    headers = request.headers
+    from_sdk = any(name.startswith(SDK_HEADER_PREFIX) for name in headers)
+    return from_sdk and headers.get(SDK_STREAMING_HEADER) != "stream"
+
+
+@v1.post("/audio/speech", response_model=None, responses=openapi.SPEECH_RESPONSES)
 async def create_speech(body: speech.SpeechRequest, request: Request) -> Response:
     started = time.perf_counter()
-    services = _services(request)
-    label = speech.voice_label(services.registry, body.voice_name)
     try:
-        job = await speech.open_speech(services, body, started)
-        if body.stream_format == "sse":
-            response: Response = SpeechStreamingResponse(
-                speech.sse_body(job), job, media_type=speech.SSE_MEDIA_TYPE, headers=STREAM_HEADERS
-            )
-        elif job.encoder.info.streams and body.speed == 1.0:
-            response = SpeechStreamingResponse(
-                speech.audio_body(job), job, media_type=job.encoder.media_type, headers=STREAM_HEADERS
-            )
-        else:
-            # Nothing can be sent before generation ends, so wait for it: a failure is still a proper status.
-            body_bytes = await speech.buffered_body(job, request.is_disconnected)
-            response = Response(body_bytes, media_type=job.encoder.media_type)
+        async with AsyncExitStack() as stack:
+            job = await stack.enter_async_context(speech.SpeechJob(_services(request), body, started))
+            media_type = job.encoder.media_type
+            if body.stream_format == "sse":
+                return SpeechStreamingResponse(
+                    speech.sse_body(job),
+                    stack.pop_all(),
+                    media_type=speech.SSE_MEDIA_TYPE,
+                    headers=STREAM_HEADERS,
+                )
+            if job.encoder.info.streams and body.speed == 1.0 and not reads_whole_body(request):
+                return SpeechStreamingResponse(
+                    speech.audio_body(job), stack.pop_all(), media_type=media_type, headers=STREAM_HEADERS
+                )
+            # Nothing is sent before generation ends, so a failure is still a proper status.
+            return Response(await speech.buffered_body(job, request.is_disconnected), media_type=media_type)
     except speech.ClientGoneError:
         logger.info("client hung up while voice %s was generating; stopped", body.voice_name)
-        services.metrics.requests.labels(label, body.response_format, str(CLIENT_CLOSED_REQUEST)).inc()
-        return Response(status_code=CLIENT_CLOSED_REQUEST)
+        return Response(status_code=speech.CLIENT_CLOSED_REQUEST)
     except Exception as e:
         api = to_api_error(e)
-        services.metrics.requests.labels(label, body.response_format, str(api.status)).inc()
-        services.metrics.errors.labels(label, api.code or "error").inc()
         if api.status >= 500:
             logger.warning("speech request for voice %s failed: %s", body.voice_name, e)
         raise api from e
-    services.metrics.requests.labels(label, body.response_format, "200").inc()
-    return response
 
 
 @v1.get("/audio/voices")
 async def list_voices(request: Request) -> dict:
     registry = request.app.state.registry
-    return {"voices": [registry.voices[name].describe() for name in registry.names()]}
+    return {"object": "list", "voices": [registry.voices[name].describe() for name in registry.names()]}
 
 
 @v1.get("/models")
@@ -125,7 +116,7 @@ async def reload_voices(request: Request) -> dict:
     return {**report.as_dict(), "voices": state.registry.names()}
 
 
-@public.get("/health")
+@public.get("/health", responses=openapi.HEALTH_RESPONSES)
 async def health(request: Request) -> JSONResponse:
     state = request.app.state
     try:
@@ -133,17 +124,18 @@ async def health(request: Request) -> JSONResponse:
     except Exception as e:  # health must answer, whatever the engine does
         logger.warning("engine health check failed: %s", e)
         reachable = False
-    voices = state.registry.names()
+    # Open to anyone: counts only. Names are behind the key (/v1/audio/voices), skip reasons (which name
+    # server paths) in the log and in the reload report.
     body = {
         "status": "ok" if reachable else "engine_unavailable",
         "engine": state.backend.kind,
         "engine_reachable": reachable,
-        "voices": voices,
-        "voices_skipped": state.registry.skipped,
+        "voices": len(state.registry.voices),
+        "voices_skipped": len(state.registry.skipped),
     }
     return JSONResponse(body, status_code=200 if reachable else 503)
 
 
-@public.get("/metrics")
+@public.get("/metrics", response_class=PlainTextResponse, responses=openapi.METRICS_RESPONSES)
 async def metrics(request: Request) -> Response:
     return Response(request.app.state.metrics.render(), media_type=METRICS_CONTENT_TYPE)

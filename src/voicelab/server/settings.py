@@ -24,6 +24,19 @@ OPENAI_MAX_INPUT_CHARS = 4096
 """OpenAI's limit on ``input``; clients written for it never send more."""
 DEFAULT_MAX_LORA_RANK = 64
 """Largest rank the guide recommends; higher ranks cost vLLM memory for every adapter slot."""
+JSON_BYTES_PER_CHAR = 12
+"""Most bytes one character of text can take in a JSON body: a character outside the BMP written as two
+``\\uXXXX`` escapes."""
+TEXT_FIELDS_PER_REQUEST = 2
+"""``input`` and ``instructions``, each up to ``max_input_chars``."""
+REQUEST_OVERHEAD_BYTES = 16 * 1024
+"""Room for the other fields of a speech request (voice, format, sampling) and generous whitespace."""
+
+
+def default_max_request_bytes(max_input_chars: int) -> int:
+    """The largest body a valid speech request with ``max_input_chars`` of text can have."""
+    return JSON_BYTES_PER_CHAR * TEXT_FIELDS_PER_REQUEST * max_input_chars + REQUEST_OVERHEAD_BYTES
+
 
 EngineKind = Literal["auto", "vllm", "local"]
 LogLevel = Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"]
@@ -44,6 +57,11 @@ class Settings(BaseSettings):
     vllm_api_key: SecretStr | None = Field(
         None, description="Sent to vLLM when it was started with --api-key"
     )
+    vllm_lora_resolver: bool = Field(
+        False,
+        description="vLLM loads voices/NAME itself (`make vllm ARGS=--lora-resolver`): the API sends no "
+        "adapter load calls and serves a voice folder added later on its first request",
+    )
     vllm_timeout_s: float = Field(30.0, gt=0, description="Connect/read timeout for vLLM, seconds")
     base_model: str = Field(
         DEFAULT_BASE_MODEL, description="Hub id or local folder of the Orpheus base model"
@@ -55,6 +73,17 @@ class Settings(BaseSettings):
         default_factory=list, description="Comma-separated bearer keys; empty: no authentication"
     )
     max_input_chars: int = Field(OPENAI_MAX_INPUT_CHARS, ge=1, description="Longest accepted input text")
+    max_request_bytes: int | None = Field(
+        None,
+        ge=1,
+        description="Largest request body; larger ones get 413 before they are read. Default: derived "
+        "from max_input_chars (the largest valid speech request)",
+    )
+    docs: bool = Field(
+        True,
+        description="Serve /docs (Swagger UI, from the package: works offline) and /openapi.json without a "
+        "key; false turns both off",
+    )
     max_concurrent_requests: int = Field(8, ge=1, description="Speech requests in flight before 429")
     max_lora_rank: int = Field(
         DEFAULT_MAX_LORA_RANK, ge=1, description="Voices with a larger LoRA rank are skipped"
@@ -64,6 +93,12 @@ class Settings(BaseSettings):
     top_p: float = Field(base.DEFAULT_TOP_P, gt=0, le=1)
     repetition_penalty: float = Field(base.DEFAULT_REPETITION_PENALTY, ge=1, le=2)
     log_level: LogLevel = "INFO"
+    prepared_dir: Path = Field(
+        Path("prepared"), description="Folder of prepared datasets (prepared/NAME/) the studio page reviews"
+    )
+    studio: bool = Field(
+        True, description="Serve the studio's dataset endpoints (false: read-only voices page)"
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -114,8 +149,11 @@ class Settings(BaseSettings):
         return self.engine
 
     @property
-    def auth_enabled(self) -> bool:
-        return bool(self.api_keys)
+    def request_body_limit(self) -> int:
+        """``max_request_bytes``, or the default derived from ``max_input_chars``."""
+        if self.max_request_bytes is not None:
+            return self.max_request_bytes
+        return default_max_request_bytes(self.max_input_chars)
 
     def default_sampling(self) -> base.SamplingParams:
         return base.SamplingParams(

@@ -1,9 +1,15 @@
 """The ``vllm serve`` command line for the base model with every voice as a LoRA adapter (pure functions).
 
-Facts behind each flag are in ``shared/design/serving.md``: vLLM's default ``--max-lora-rank`` is 16
-(a rank-32 voice would fail to load), ``--max-loras`` defaults to 1 (one voice per batch), Orpheus'
+Every flag and environment variable used here was checked against vLLM's source for the version the
+Makefile pins; docs/deploy.md records where each comes from. In short: vLLM's default ``--max-lora-rank``
+is 16 (a rank-32 voice would fail to load), ``--max-loras`` defaults to 1 (one voice per batch), Orpheus'
 config claims a 131072-token context (memory for nothing; it was trained at 8192) and float32 (``auto``
 would pick fp16, not the bf16 it was trained in). Runtime adapter loading must be switched on by env.
+
+Voices reach vLLM in one of three ways (``LORA_LOADING_MODES``): ``static`` names each voice with
+``--lora-modules`` at start-up; ``resolver`` lets vLLM's filesystem LoRA resolver plugin load
+``voices/NAME/`` the first time a request asks for model ``NAME`` (every replica finds every voice on the
+shared folder, with no load call); ``both`` does the two.
 """
 
 from __future__ import annotations
@@ -30,6 +36,17 @@ MAX_LORAS_CAP = 8
 CPU_LORA_HEADROOM = 8
 """Extra CPU-cache slots for voices added at runtime (POST /v1/voices/reload)."""
 RUNTIME_LORA_ENV = {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
+"""Needed by /v1/load_lora_adapter and by every LoRA resolver (vLLM consults resolvers only with it)."""
+RESOLVER_PLUGIN = "lora_filesystem_resolver"
+"""The entry-point name of vLLM's filesystem resolver in its ``vllm.general_plugins`` group."""
+PLUGINS_ENV = "VLLM_PLUGINS"
+"""Comma-separated plugins vLLM loads; unset loads them all."""
+RESOLVER_DIR_ENV = "VLLM_LORA_RESOLVER_CACHE_DIR"
+"""The folder the filesystem resolver looks in: ``<dir>/<requested model>/adapter_config.json``."""
+LORA_LOADING_MODES = ("static", "resolver", "both")
+SINGLE_API_SERVER = 1
+"""vLLM starts one front-end process per data-parallel rank by default, and refuses runtime LoRA updating
+(which the resolver needs) with more than one; one front-end also keeps one table of loaded adapters."""
 
 
 @dataclass(frozen=True)
@@ -50,7 +67,13 @@ class VLLMServeOptions:
     max_lora_rank: int | None = None
     """None: the smallest value vLLM allows that fits the largest adapter."""
     max_loras: int | None = None
-    """None: one slot per voice, at most ``MAX_LORAS_CAP``."""
+    """None: ``default_max_loras``. Each slot reserves GPU memory for one adapter of ``max_lora_rank``."""
+    data_parallel_size: int = 1
+    """Engines behind one endpoint, one model copy each (GPUs = data x tensor parallel size)."""
+    tensor_parallel_size: int = 1
+    """GPUs one model copy is split over (a 3B model fits one GPU: raise it only for small GPUs)."""
+    lora_loading: str = "static"
+    """One of ``LORA_LOADING_MODES``."""
 
 
 def lora_rank_for(adapters: Sequence[AdapterSpec], requested: int | None = None) -> int:
@@ -66,13 +89,29 @@ def lora_rank_for(adapters: Sequence[AdapterSpec], requested: int | None = None)
     return requested
 
 
+def default_max_loras(n_voices: int, lora_loading: str) -> int:
+    """One batch slot per voice known now, at most ``MAX_LORAS_CAP``; with the resolver more voices come
+    later without a restart, so it reserves the cap."""
+    if lora_loading == "static":
+        return min(max(n_voices, 1), MAX_LORAS_CAP)
+    return MAX_LORAS_CAP
+
+
 def build_vllm_command(vllm: str, adapters: Sequence[AdapterSpec], options: VLLMServeOptions) -> list[str]:
     """The argv of ``vllm serve`` for ``options.base_model`` with each adapter under its voice name."""
     if options.max_model_len > DEFAULT_MAX_MODEL_LEN:
         raise ValueError(
             f"--max-model-len {options.max_model_len} is above Orpheus' training length {DEFAULT_MAX_MODEL_LEN}"
         )
-    max_loras = options.max_loras or min(max(len(adapters), 1), MAX_LORAS_CAP)
+    if options.lora_loading not in LORA_LOADING_MODES:
+        raise ValueError(f"voice loading {options.lora_loading!r} is not one of {list(LORA_LOADING_MODES)}")
+    for flag, size in (
+        ("--data-parallel-size", options.data_parallel_size),
+        ("--tensor-parallel-size", options.tensor_parallel_size),
+    ):
+        if size < 1:
+            raise ValueError(f"{flag} must be at least 1, got {size}")
+    max_loras = options.max_loras or default_max_loras(len(adapters), options.lora_loading)
     if max_loras < 1:
         raise ValueError("--max-loras must be at least 1")
     max_cpu_loras = max(max_loras, len(adapters) + CPU_LORA_HEADROOM)
@@ -98,12 +137,50 @@ def build_vllm_command(vllm: str, adapters: Sequence[AdapterSpec], options: VLLM
         "--max-cpu-loras",
         str(max_cpu_loras),
     ]
-    if adapters:
+    if options.tensor_parallel_size > 1:
+        cmd += ["--tensor-parallel-size", str(options.tensor_parallel_size)]
+    if options.data_parallel_size > 1:
+        cmd += ["--data-parallel-size", str(options.data_parallel_size)]
+        cmd += ["--api-server-count", str(SINGLE_API_SERVER)]
+    if adapters and options.lora_loading in ("static", "both"):
         cmd.append("--lora-modules")
         cmd.extend(f"{a.name}={Path(a.path).resolve()}" for a in sorted(adapters, key=lambda a: a.name))
     return cmd
 
 
-def vllm_environment(base_env: Mapping[str, str]) -> dict[str, str]:
-    """The environment vLLM runs with: the caller's, plus runtime adapter loading switched on."""
-    return {**base_env, **RUNTIME_LORA_ENV}
+def resolver_environment(voices_dir: Path | str, base_env: Mapping[str, str]) -> dict[str, str]:
+    """The variables that make vLLM's filesystem resolver serve ``voices_dir/NAME`` as model ``NAME``.
+
+    A ``VLLM_PLUGINS`` list the caller already set is kept, with the resolver added to it.
+    """
+    plugins = [p for p in base_env.get(PLUGINS_ENV, "").split(",") if p.strip()]
+    if RESOLVER_PLUGIN not in plugins:
+        plugins.append(RESOLVER_PLUGIN)
+    return {PLUGINS_ENV: ",".join(plugins), RESOLVER_DIR_ENV: str(Path(voices_dir).resolve())}
+
+
+def vllm_environment(
+    base_env: Mapping[str, str], *, lora_loading: str = "static", voices_dir: Path | str | None = None
+) -> dict[str, str]:
+    """The environment vLLM runs with: the caller's, runtime adapter loading on, and the resolver's
+    variables when ``lora_loading`` uses it (then ``voices_dir`` is required)."""
+    env = {**base_env, **RUNTIME_LORA_ENV}
+    if lora_loading in ("resolver", "both"):
+        if voices_dir is None:
+            raise ValueError(f"voice loading {lora_loading!r} needs the voices folder")
+        env.update(resolver_environment(voices_dir, base_env))
+    return env
+
+
+def resolver_mismatches(adapters_base_models: Mapping[str, str | None], served_model: str) -> dict[str, str]:
+    """Voices vLLM's filesystem resolver would not load, with the reason.
+
+    The resolver loads a folder only when its ``adapter_config.json`` says ``peft_type`` LORA and its
+    ``base_model_name_or_path`` is exactly the model argument vLLM was started with (the same string: a
+    local path and a hub id of the same weights do not match).
+    """
+    return {
+        name: f"adapter_config.json has base_model_name_or_path {recorded!r}, vLLM serves {served_model!r}"
+        for name, recorded in sorted(adapters_base_models.items())
+        if recorded != served_model
+    }

@@ -8,7 +8,7 @@ Usage::
         ...
         server.completions[-1].disconnected         # did the client hang up mid-stream?
 
-Endpoints (behaviour follows vLLM's documentation; see shared/design/serving.md):
+Endpoints (behaviour follows vLLM's documentation of its OpenAI-compatible server):
 
 * ``POST /v1/completions`` with ``stream: true``: SSE ``data: {json}`` lines, then ``data: [DONE]``.
   ``prompt`` must be a list of token ids. The generated audio tokens are a deterministic function of the
@@ -24,7 +24,11 @@ Endpoints (behaviour follows vLLM's documentation; see shared/design/serving.md)
 * ``POST /v1/load_lora_adapter`` ``{"lora_name", "lora_path"}``: 200 plain text; JSON 400 when the name is
   already loaded or the folder has no ``adapter_config.json``; JSON 404 when the folder does not exist.
   ``POST /v1/unload_lora_adapter`` ``{"lora_name"}``: 200 plain text, or JSON 404 when not loaded.
-* A completion for a model that is neither the base nor a loaded adapter: 404 JSON error.
+* A completion for a model that is neither the base nor a loaded adapter: 404 JSON error, unless
+  ``lora_resolver_dir`` is set: then, like vLLM's filesystem LoRA resolver plugin
+  (``VLLM_PLUGINS=lora_filesystem_resolver``, ``VLLM_LORA_RESOLVER_CACHE_DIR``), the folder
+  ``<dir>/<model>/`` is loaded on this first request when its ``adapter_config.json`` says ``peft_type``
+  LORA and ``base_model_name_or_path`` equals the base model exactly; it is then listed by ``/v1/models``.
 * ``api_key``: when set, ``/v1/*`` needs ``Authorization: Bearer <key>`` (401 otherwise), as vLLM.
 
 Faults: append ``Fault`` objects to ``server.faults``; each ``/v1/completions`` request takes the first one.
@@ -119,8 +123,10 @@ class FakeVLLMServer:
         token_delay: float = 0.0,
         supports_token_ids: bool = True,
         api_key: str | None = None,
+        lora_resolver_dir: str | Path | None = None,
     ) -> None:
         self.base_model = base_model
+        self.lora_resolver_dir = Path(lora_resolver_dir) if lora_resolver_dir is not None else None
         self.adapters: dict[str, str] = dict(adapters or {})
         self.frames_per_prompt = frames_per_prompt
         self.tokens_per_chunk = tokens_per_chunk
@@ -259,8 +265,8 @@ class FakeVLLMServer:
         if not isinstance(body, dict):
             return JSONResponse(_error_body("body must be a JSON object", "BadRequestError", 400), 400)
         model = body.get("model")
-        if model != self.base_model and model not in self.adapters:
-            msg = f"The model `{model}` does not exist."
+        if model != self.base_model and model not in self.adapters and not self._resolve(model):
+            msg = f"The model `{model}` does not exist. Valid aliases: {self.base_model}."
             return JSONResponse(_error_body(msg, "NotFoundError", 404), 404)
         prompt = body.get("prompt")
         if not (isinstance(prompt, list) and all(isinstance(t, int) for t in prompt)):
@@ -269,6 +275,20 @@ class FakeVLLMServer:
         record_ = CompletionRecord(body=body)
         self.completions.append(record_)
         return StreamingResponse(self._events(body, prompt, fault, record_), media_type="text/event-stream")
+
+    def _resolve(self, model: Any) -> bool:
+        """vLLM's filesystem resolver: load ``<dir>/<model>`` if it is a LoRA of this exact base model."""
+        if self.lora_resolver_dir is None or not isinstance(model, str) or not model:
+            return False
+        path = self.lora_resolver_dir / model
+        try:
+            config = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return False
+        if config.get("peft_type") != "LORA" or config.get("base_model_name_or_path") != self.base_model:
+            return False
+        self.adapters[model] = str(path)
+        return True
 
     async def _events(self, body: dict, prompt: list[int], fault: Fault, record: CompletionRecord):
         audio = audio_tokens_for_prompt(prompt, self.n_frames_for(prompt))

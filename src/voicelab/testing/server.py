@@ -18,12 +18,16 @@ def free_port(host: str = "127.0.0.1") -> int:
 class ServerThread:
     """``with ServerThread(app) as server: server.url`` -- uvicorn, lifespan included, stopped on exit."""
 
-    def __init__(self, app, host: str = "127.0.0.1", port: int | None = None):
+    def __init__(self, app, host: str = "127.0.0.1", port: int | None = None, *, backlog: int = 2048):
+        """``backlog``: the listen queue (uvicorn's default); a load test opening many connections at once
+        needs it above their number, or connections are refused or retried by the kernel."""
         import uvicorn
 
         self.host = host
         self.port = port or free_port(host)
-        config = uvicorn.Config(app, host=host, port=self.port, log_level="warning", lifespan="on")
+        config = uvicorn.Config(
+            app, host=host, port=self.port, log_level="warning", lifespan="on", backlog=backlog
+        )
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.server.run, name="uvicorn-test", daemon=True)
 

@@ -1,0 +1,117 @@
+"""dataset_report.png: one picture of a prepared dataset for a person to look at before training.
+
+Four panels: clip lengths, speaker similarity to the dataset's voice (threshold marked), DNSMOS scores,
+minutes kept per source; the title gives the guide's tier by the lower of clips and minutes. Kept =
+clips with a transcript row that excluded.csv does not list (what training uses).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+from voicelab.dataset import clip_key
+from voicelab.fileio import atomic_output
+from voicelab.review import LOW_BAK, ClipSignals, SpeakerContext
+
+logger = logging.getLogger(__name__)
+
+FIGURE_SIZE_IN = (12, 8)
+DPI = 100  # 1200 x 800 px
+SIMILARITY_BINS = 40
+SCORE_BINS = 32
+MOS_RANGE = (1.0, 5.0)
+MAX_SOURCES_SHOWN = 25  # more sources than this: the 25 largest, the rest summed as "other"
+
+
+def _sources(dataset_dir: Path) -> dict[str, str]:
+    """Clip name -> source file, from the folder's manifest when prepare-audio wrote one."""
+    from voicelab.dataset import MANIFEST_FILE, ManifestError, read_manifest
+
+    try:
+        records = read_manifest(dataset_dir / MANIFEST_FILE)
+    except ManifestError as e:
+        logger.warning("dataset report: %s; minutes per source left out", e)
+        return {}
+    return {clip_key(r.clip): r.source for r in records}
+
+
+def _minutes_per_source(kept: Sequence[ClipSignals], sources: dict[str, str]) -> list[tuple[str, float]]:
+    minutes: dict[str, float] = defaultdict(float)
+    for clip in kept:
+        minutes[sources.get(clip.filename, "(not in manifest)")] += (clip.duration_s or 0.0) / 60
+    ranked = sorted(minutes.items(), key=lambda kv: -kv[1])
+    if len(ranked) > MAX_SOURCES_SHOWN:
+        rest = sum(m for _, m in ranked[MAX_SOURCES_SHOWN - 1 :])
+        ranked = [*ranked[: MAX_SOURCES_SHOWN - 1], (f"{len(ranked) - MAX_SOURCES_SHOWN + 1} others", rest)]
+    return ranked
+
+
+def write_dataset_report(
+    path: Path,
+    clips: Sequence[ClipSignals],
+    speakers: SpeakerContext,
+    *,
+    excluded: dict[str, str] | None = None,
+) -> Path:
+    """Draw the report for ``clips`` (the review's inputs) into ``path`` (PNG, written atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed
+    import matplotlib.pyplot as plt
+
+    from voicelab.prepare import dataset_level, level_basis
+
+    excluded = excluded or {}
+    kept = [c for c in clips if c.text and c.filename not in excluded]
+    kept_min = sum(c.duration_s or 0.0 for c in kept) / 60
+    tier = dataset_level(len(kept), kept_min)[2]
+    fig, axes = plt.subplots(2, 2, figsize=FIGURE_SIZE_IN)
+    fig.suptitle(
+        f"{path.parent.name}: {len(kept)} clips kept ({len(excluded)} excluded) -> guide's tier: {tier}\n"
+        f"({level_basis(len(kept), kept_min)})"
+    )
+    ax = axes[0][0]
+    ax.hist([c.duration_s for c in clips if c.duration_s], bins=range(0, 31), color="tab:blue")
+    ax.set(title="Clip length", xlabel="seconds", ylabel="clips")
+
+    ax = axes[0][1]
+    sims = list(speakers.similarity.values())
+    if sims:
+        ax.hist(sims, bins=SIMILARITY_BINS, color="tab:green")
+        ax.axvline(
+            speakers.threshold, color="tab:red", linestyle="--", label=f"threshold {speakers.threshold:.2f}"
+        )
+        if speakers.outlier_below is not None and speakers.outlier_below > speakers.threshold:
+            ax.axvline(speakers.outlier_below, color="tab:orange", linestyle=":", label="unlike the rest")
+        ax.legend()
+    against = "reference clips" if speakers.by_reference else "dominant voice"
+    ax.set(title=f"Speaker similarity to the {against}", xlabel="cosine similarity", ylabel="clips")
+
+    ax = axes[1][0]
+    for name, values in (
+        ("SIG", [c.dnsmos_sig for c in clips]),
+        ("BAK", [c.dnsmos_bak for c in clips]),
+        ("OVRL", [c.dnsmos_ovrl for c in clips]),
+    ):
+        values = [v for v in values if v is not None]
+        if values:
+            ax.hist(values, bins=SCORE_BINS, range=MOS_RANGE, alpha=0.5, label=name)
+    ax.axvline(LOW_BAK, color="tab:red", linestyle="--", label=f"BAK flag < {LOW_BAK:g}")
+    ax.legend()
+    ax.set(title="DNSMOS (1 bad - 5 excellent)", xlabel="score", ylabel="clips")
+
+    ax = axes[1][1]
+    per_source = _minutes_per_source(kept, _sources(path.parent))
+    if per_source:
+        names, mins = zip(*reversed(per_source), strict=True)
+        ax.barh(range(len(names)), mins, color="tab:purple")
+        ax.set_yticks(range(len(names)), [n if len(n) <= 40 else "..." + n[-37:] for n in names], fontsize=8)
+    ax.set(title="Minutes kept per source", xlabel="minutes")
+    fig.tight_layout()
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
+    plt.close(fig)
+    return path

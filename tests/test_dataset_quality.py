@@ -1,0 +1,217 @@
+"""Dataset quality in the transcribe step: another speaker, noise and music found, reported, excluded.
+
+Real audio measures (Resemblyzer, DNSMOS) on espeak-ng speech. Whisper is replaced by a transcriber that
+returns each clip's true sentence where the ranking is under test (a random tiny Whisper's invented text
+would add its own flags), and is the real tiny Whisper where the command is run end to end.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from voicelab import dataset, quality, testing
+from voicelab import transcribe as tr
+from voicelab.audio import read_audio
+from voicelab.cli import transcribe as transcribe_cli
+
+pytestmark = pytest.mark.usefixtures("restore_torch_threads")
+
+SENTENCES = (
+    "The quick brown fox jumps over the lazy dog near the river bank.",
+    "She sells sea shells by the sea shore every summer morning.",
+    "I would like a cup of coffee and a slice of cake, please.",
+    "Tomorrow we travel north to see the mountains covered in snow.",
+    "Please remember to lock the door when you leave the house.",
+    "The library opens at nine and closes late on Thursdays.",
+    "My grandmother grew tomatoes and beans in her little garden.",
+    "A sudden storm rolled in from the sea just after lunch.",
+    "He carried the heavy box up three flights of narrow stairs.",
+    "We watched the sun go down behind the old stone bridge.",
+    "Every evening the children played football in the park.",
+    "The train to the city was late again this morning.",
+    "Could you tell me the way to the nearest post office?",
+    "The old clock in the hall stopped at a quarter past four.",
+    "They painted the kitchen a bright and cheerful yellow.",
+)
+MAIN_VOICE = "en-us"
+OTHER_VOICE = "en-us+f3"  # espeak-ng's female variant: a different speaker, same language
+OTHER_EVERY = 5  # clips 4, 9, 14 are the other voice: 12 to 3, the 4:1 mix
+
+
+class KnownText:
+    """Stands in for Whisper: each clip's true sentence, looked up by its length at 16 kHz."""
+
+    batch_size = 4
+
+    def __init__(self, texts_by_length: dict[int, str]):
+        self.texts = texts_by_length
+
+    def transcribe_batch(self, audios):
+        return [tr.ClipResult(self.texts[len(a)], -0.2, 0.01, 1.2) for a in audios]
+
+
+def _make_dataset(folder, voices_texts):
+    folder.mkdir(parents=True, exist_ok=True)
+    texts = {}
+    for i, (voice, text) in enumerate(voices_texts):
+        path = testing.speak([0.2, text, 0.2], folder / f"clip_{i:03d}.wav", voice=voice)
+        texts[len(read_audio(path, tr.WHISPER_SAMPLE_RATE)[0])] = text
+    return texts
+
+
+def _mixed(speech_dir, other_voice):
+    folder = speech_dir / f"mixed_{other_voice.replace('+', '_')}"
+    voices = [
+        other_voice if i % OTHER_EVERY == OTHER_EVERY - 1 else MAIN_VOICE for i in range(len(SENTENCES))
+    ]
+    texts = _make_dataset(folder, list(zip(voices, SENTENCES, strict=True)))
+    others = {f"clip_{i:03d}" for i, v in enumerate(voices) if v == other_voice}
+    return folder, texts, others
+
+
+@pytest.fixture(scope="module")
+def mixed_dataset(speech_dir):
+    return _mixed(speech_dir, OTHER_VOICE)
+
+
+def _review_rows(folder):
+    with (folder / "transcript_review.csv").open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _run(folder, texts, **quality_kw):
+    clips = dataset.find_clips(folder)
+    output = folder / "transcript.csv"
+    plan = tr.plan_resume(clips, output, overwrite=False)
+    return tr.transcribe_clips(
+        clips, output, KnownText(texts), plan, progress=False, quality=tr.QualityOptions(**quality_kw)
+    )
+
+
+def test_other_speaker_ranks_first_and_can_be_excluded(tmp_path, mixed_dataset):
+    src, texts, others = mixed_dataset
+    folder = tmp_path / "prepared"
+    shutil.copytree(src, folder)
+
+    summary = _run(folder, texts, exclude_flagged=True)
+
+    rows = _review_rows(folder)
+    top = [r["filename"] for r in rows[: len(others)]]
+    assert set(top) == others, rows
+    flagged = {r["filename"] for r in rows if "other speaker?" in r["reasons"]}
+    precision = len(flagged & others) / max(len(flagged), 1)
+    recall = len(flagged & others) / len(others)
+    print(f"other-speaker flag: precision {precision:.2f}, recall {recall:.2f} ({len(flagged)} flagged)")
+    assert recall == 1.0 and precision == 1.0
+    first = rows[0]
+    assert "vs median 0.9" in first["reasons"] and float(first["speaker_similarity"]) < 0.75
+    # excluded.csv names them with the reason; audio and transcript rows stay
+    excluded = dataset.read_exclusions(folder)
+    assert set(excluded) == others and all("other speaker?" in r for r in excluded.values())
+    assert all((folder / f"{name}.wav").exists() for name in others)
+    assert summary.excluded_new == len(others) and summary.other_speaker == len(others)
+    assert len(dataset.read_transcript_for_resume(folder / "transcript.csv")) == len(SENTENCES)
+    # the report is a real PNG
+    png = (folder / tr.REPORT_NAME).read_bytes()
+    assert summary.report_path == folder / tr.REPORT_NAME and png.startswith(b"\x89PNG")
+
+
+def test_a_person_s_exclusions_are_kept_and_reference_clips_change_the_target(tmp_path, mixed_dataset):
+    src, texts, others = mixed_dataset
+    folder = tmp_path / "prepared"
+    shutil.copytree(src, folder)
+    dataset.write_exclusions(folder, {"clip_000": "mumbled"})
+    ref = sorted(others)[:1]
+    _run(folder, texts, exclude_flagged=True, reference=tr.resolve_reference(ref, folder))
+    excluded = dataset.read_exclusions(folder)
+    assert excluded["clip_000"] == "mumbled"  # never overwritten
+    # against the other voice as reference, the main voice's clips are the odd ones out
+    rows = _review_rows(folder)
+    flagged = {r["filename"] for r in rows if "other speaker?" in r["reasons"]}
+    assert flagged and not flagged & others
+    assert "vs the reference clips" in rows[0]["reasons"]
+
+
+def test_noise_and_a_music_bed_lower_dnsmos_and_are_flagged(tmp_path, speech_dir):
+    folder = tmp_path / "prepared"
+    texts = _make_dataset(folder, [(MAIN_VOICE, s) for s in SENTENCES[:5]])
+    clean_path = folder / "clip_000.wav"
+    clean, rate = sf.read(clean_path, dtype="float32")
+    rng = np.random.default_rng(0)
+    t = np.arange(len(clean)) / rate
+    chord = sum(np.sin(2 * np.pi * f * t) for f in (220.0, 277.2, 329.6, 440.0, 554.4)) / 5
+    pulsing = chord * (0.5 + 0.5 * np.sin(2 * np.pi * 2.0 * t))  # a beat, like a music bed
+    copies = {
+        "noisy": clean + 0.1 * rng.standard_normal(len(clean)),
+        "music": clean + 0.2 * pulsing,
+    }
+    for extra_ms, (name, audio) in enumerate(copies.items(), 1):
+        # a few ms more of the same, so each copy has a length of its own for the text lookup
+        audio = np.concatenate([audio, audio[-round(extra_ms * 0.005 * rate) :]])
+        sf.write(folder / f"{name}.wav", np.clip(audio, -1, 1).astype(np.float32), rate)
+        texts[len(read_audio(folder / f"{name}.wav", tr.WHISPER_SAMPLE_RATE)[0])] = SENTENCES[0]
+
+    _run(folder, texts)
+
+    signals = tr.read_signals(folder / "transcript_signals.jsonl")
+    clean_s, noisy_s, music_s = signals["clip_000"], signals["noisy"], signals["music"]
+    print(
+        f"DNSMOS OVRL/BAK clean {clean_s.dnsmos_ovrl:.2f}/{clean_s.dnsmos_bak:.2f}, noisy "
+        f"{noisy_s.dnsmos_ovrl:.2f}/{noisy_s.dnsmos_bak:.2f}, music bed {music_s.dnsmos_ovrl:.2f}/{music_s.dnsmos_bak:.2f}"
+    )
+    for worse in (noisy_s, music_s):
+        assert worse.dnsmos_ovrl < clean_s.dnsmos_ovrl and worse.dnsmos_bak < clean_s.dnsmos_bak - 1
+    reasons = {r["filename"]: r["reasons"] for r in _review_rows(folder)}
+    assert "background noise/music: BAK" in reasons["noisy"]
+    assert "background noise/music: BAK" in reasons["music"]
+    assert "clip_000" not in reasons
+    assert list(reasons)[:2] == ["noisy", "music"] or list(reasons)[:2] == ["music", "noisy"]
+
+
+def test_reruns_reuse_stored_measures_and_catch_up_older_runs(
+    tmp_path, speech_dir, tiny_whisper_path, fast_transcribe_flags, monkeypatch, capsys
+):
+    folder = tmp_path / "prepared"
+    _make_dataset(folder, [(MAIN_VOICE, s) for s in SENTENCES[:3]])
+    args = [str(folder), "--model", str(tiny_whisper_path), "--device", "cpu", *fast_transcribe_flags]
+    assert transcribe_cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "audio measures (speaker, DNSMOS, speech time) for 3 clips" in out
+    assert f"dataset report: {folder / tr.REPORT_NAME}" in out
+    signals = tr.read_signals(folder / "transcript_signals.jsonl")
+    assert all(s.has_quality and s.dnsmos_bak is not None and s.speech_s for s in signals.values())
+
+    embedded = []
+    real = quality.speaker_embeddings
+    monkeypatch.setattr(
+        quality,
+        "speaker_embeddings",
+        lambda audios, *a, **k: embedded.append(len(audios)) or real(audios, *a, **k),
+    )
+    assert transcribe_cli.main(args) == 0
+    assert embedded == []  # nothing new: no second embedding pass
+
+    # a signals file from before the audio measures: only the measures are taken, Whisper is not loaded
+    import whisper
+
+    old = {name: tr.ClipSignals(s.filename, s.text, s.duration_s) for name, s in signals.items()}
+    tr.write_signals(folder / "transcript_signals.jsonl", old)
+    monkeypatch.setattr(whisper, "load_model", lambda *a, **k: pytest.fail("Whisper loaded for a catch-up"))
+    assert transcribe_cli.main(args) == 0
+    assert embedded == [3]
+    again = tr.read_signals(folder / "transcript_signals.jsonl")
+    assert all(again[n].has_quality and again[n].text == signals[n].text for n in signals)
+    np.testing.assert_allclose(again["clip_000"].embedding, signals["clip_000"].embedding, atol=1e-3)
+
+
+def test_reference_that_does_not_exist_is_a_usage_error(tmp_path, speech_dir, capsys):
+    folder = tmp_path / "prepared"
+    _make_dataset(folder, [(MAIN_VOICE, SENTENCES[0])])
+    assert transcribe_cli.main([str(folder), "--model", "tiny", "--reference", "nope"]) == 2
+    assert "--reference nope" in capsys.readouterr().err
+    assert transcribe_cli.main([str(folder), "--model", "tiny", "--reference", "../../etc/passwd"]) == 2

@@ -1,0 +1,223 @@
+"""The studio page in a real browser: Chromium driven by Playwright against the API served over HTTP,
+with the stand-in vLLM and tiny models behind it. Screenshots of each view go to artifacts/screenshots/.
+
+Chromium is the distribution's (``apt-get install chromium``), launched by path; nothing is downloaded.
+Without it these tests are skipped, and the skip says so.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from voicelab import orpheus
+from voicelab.dataset import read_exclusions, read_transcript
+from voicelab.server.app import create_app
+from voicelab.server.settings import Settings
+from voicelab.testing.datasets import write_reviewed_dataset
+from voicelab.testing.fake_vllm import FakeVLLMServer
+from voicelab.testing.server import ServerThread
+from voicelab.testing.voices import write_voice_folder
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+]
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
+KEY = "studio-browser-key"
+STEP_TIMEOUT_MS = 20_000  # Playwright's own wait bound per step (a loaded 2-core CI machine is slow)
+TOKEN_DELAY_S = 0.005  # the stand-in vLLM paces its tokens, so audio arrives over time as from a GPU
+NARROW = {"width": 390, "height": 844}  # a phone
+
+playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason=f"no Chromium at {CHROMIUM}: install the distribution's package (apt-get install chromium)",
+    ),
+]
+
+TEXTS = {
+    "clip_000": "A perfectly ordinary sentence here.",
+    "clip_001": "Thanks for watching, subscribe!",
+    "clip_002": "Another normal line of speech.",
+}
+SECONDS = (3.0, 3.5, 4.0)
+
+
+@pytest.fixture(scope="module")
+def voices_dir(tmp_path_factory, tiny_orpheus_dir):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    root = tmp_path_factory.mktemp("studio_voices")
+    write_voice_folder(root, "alice", base_model=str(tiny_orpheus_dir), prompt_prefix="Alice: ")
+    write_voice_folder(root, "bob", base_model=str(tiny_orpheus_dir))
+    evaluation = root / "alice" / "eval"
+    evaluation.mkdir()
+    (evaluation / "summary.md").write_text("speaker similarity 0.81 (threshold 0.75): pass\n")
+    fig, ax = plt.subplots(figsize=(4, 2))
+    ax.bar(["alice", "reference"], [0.81, 0.9])
+    ax.set_title("speaker similarity")
+    fig.savefig(evaluation / "similarity.png", dpi=60)
+    plt.close(fig)
+    return root
+
+
+@pytest.fixture(scope="module")
+def prepared_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("studio_prepared")
+    write_reviewed_dataset(root / "alice", TEXTS, SECONDS)
+    return root
+
+
+@pytest.fixture(scope="module")
+def vllm(tiny_orpheus_dir):
+    with FakeVLLMServer(base_model=str(tiny_orpheus_dir), token_delay=TOKEN_DELAY_S) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def server(vllm, voices_dir, prepared_dir, tiny_orpheus_dir, tiny_snac_dir):
+    settings = Settings(
+        voices_dir=voices_dir,
+        prepared_dir=prepared_dir,
+        vllm_url=vllm.url,
+        base_model=str(tiny_orpheus_dir),
+        snac_model=str(tiny_snac_dir),
+        api_keys=KEY,
+    )
+    with ServerThread(create_app(settings)) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright_api.sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(accept_downloads=True)
+    context.set_default_timeout(STEP_TIMEOUT_MS)
+    page = context.new_page()
+    page.console_errors = []
+    page.on("console", lambda m: m.type == "error" and page.console_errors.append(m.text))
+    page.on("pageerror", lambda e: page.console_errors.append(str(e)))
+    yield page
+    context.close()
+
+
+def screenshot(page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def open_with_key(page, server, key: str = KEY) -> None:
+    page.goto(server.url + "/")
+    page.locator("#api-key").fill(key)
+    page.locator("#api-key").press("Enter")
+
+
+def api_voices(server) -> list[str]:
+    import httpx
+
+    answer = httpx.get(f"{server.url}/v1/audio/voices", headers={"Authorization": f"Bearer {KEY}"})
+    return [v["id"] for v in answer.json()["voices"]]
+
+
+def test_page_loads_without_errors_and_lists_the_voices(page, server):
+    open_with_key(page, server)
+    expected = api_voices(server)
+    cards = page.locator("#voice-list > li")
+    playwright_api.expect(cards).to_have_count(len(expected))
+    assert cards.evaluate_all("items => items.map(i => i.dataset.voice)") == expected
+    assert page.locator("#voice-select option").all_inner_texts() == expected
+    playwright_api.expect(page.locator("#voice-list img")).to_have_count(1)  # alice's evaluation picture
+    playwright_api.expect(page.locator("#voice-list pre")).to_contain_text("speaker similarity 0.81")
+    page.locator("#reload-voices").click()
+    playwright_api.expect(page.locator("#voices-status")).to_contain_text("Reloaded. No changes.")
+    assert page.console_errors == []
+    screenshot(page, "voices")
+
+
+def test_speak_plays_while_generating_and_downloads_every_frame(page, server, vllm, tiny_tokenizer):
+    text = "Hello from the studio page."
+    open_with_key(page, server)
+    playwright_api.expect(page.locator("#voice-select option")).to_have_count(2)
+    page.locator("#voice-select").select_option("alice")
+    page.locator("#speak-text").fill(text)
+    page.locator("[data-tag='<laugh>']").click()
+    assert page.locator("#speak-text").input_value() == f"{text} <laugh> "
+    page.locator("#speak").click()
+    stats = page.wait_for_function("window.voicelabStudio.lastSpeech").json_value()
+    with page.expect_download() as download:
+        page.locator("#download").click()
+    samples, rate = sf.read(io.BytesIO(Path(download.value.path()).read_bytes()), dtype="int16")
+    prompt = orpheus.inference_prompt_ids(tiny_tokenizer, f"{text} <laugh>", "Alice: ")  # input trimmed
+    assert vllm.completions[-1].body["prompt"] == prompt
+    n_samples = vllm.n_frames_for(prompt) * orpheus.SAMPLES_PER_FRAME
+    assert rate == orpheus.SAMPLE_RATE and len(samples) == n_samples == stats["samples"]
+    assert stats["chunks"] > 1 and stats["firstAudioMs"] < stats["totalMs"]  # played before the end
+    playwright_api.expect(page.locator("#speak-stats")).to_contain_text("First audio after")
+    assert page.console_errors == []
+    screenshot(page, "speak")
+
+
+def test_keyboard_review_edits_the_transcript_and_excludes_a_clip(page, server, prepared_dir):
+    open_with_key(page, server)
+    page.locator("#tab-dataset").focus()
+    page.keyboard.press("Enter")
+    items = page.locator("#clip-list > li")
+    playwright_api.expect(items).to_have_count(len(TEXTS))
+    assert items.first.get_attribute("data-clip") == "clip_001"  # the flagged clip comes first
+    playwright_api.expect(page.locator("#clip-reasons")).to_contain_text("thanks for watching")
+    page.keyboard.press("j")  # next: clip_000
+    playwright_api.expect(page.locator("#clip-name")).to_contain_text("clip_000")
+    page.keyboard.press("e")  # into the text
+    page.keyboard.press("Control+A")
+    page.keyboard.type('Fixed by keyboard, with "quotes"')
+    page.keyboard.press("Enter")  # save and next
+    playwright_api.expect(page.locator("#clip-name")).to_contain_text("clip_002")
+    page.keyboard.press("Escape")  # back to the list
+    page.keyboard.press("x")  # exclude clip_002
+    playwright_api.expect(page.locator("#clip-exclude")).to_have_text("Restore")
+    rows = dict(read_transcript(prepared_dir / "alice" / "transcript.csv"))
+    assert rows["clip_000"] == 'Fixed by keyboard, with "quotes"'
+    assert rows["clip_002"] == TEXTS["clip_002"]
+    assert "clip_002" in read_exclusions(prepared_dir / "alice")
+    playwright_api.expect(page.locator("#clip-list > li.edited")).to_have_count(1)
+    assert page.console_errors == []
+    screenshot(page, "dataset")
+    page.set_viewport_size(NARROW)  # a phone: nothing wider than the screen, in either view
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    screenshot(page, "dataset-narrow")
+    page.locator("#tab-voices").click()
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    screenshot(page, "voices-narrow")
+
+
+def test_a_bad_key_is_shown_in_words(page, server):
+    open_with_key(page, server, key="not-the-key")
+    error = page.locator("#error")
+    playwright_api.expect(error).to_be_visible()
+    playwright_api.expect(error).to_contain_text("invalid API key")
+    playwright_api.expect(page.locator("#voice-list > li")).to_have_count(0)
+    screenshot(page, "bad-key")
