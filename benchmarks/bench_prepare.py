@@ -1,13 +1,17 @@
-"""prepare-audio speed and memory, measured side by side in one run.
+"""prepare-audio speed and memory, whole processes as a user runs them.
 
-1. Speed: the WHOLE prepare (decode, resample, split, normalise, write) of a generated 10-minute 44.1 kHz
-   stereo speech-like WAV, against pydub's ``split_on_silence`` alone (seek_step=1, same threshold and
-   pause length) on the same file, already loaded. Goal: ratio >= 20.
-2. Memory: peak RSS of ``scripts/prepare_audio.py`` in a child process on a 10-minute and a 60-minute
-   44.1 kHz stereo WAV (generated block by block). Goal: < 1 GB for 60 minutes, and no growth with length.
+1. Speed: the whole ``prepare_audio`` command (``python -m voicelab.cli.prepare_audio IN OUT``, a separate
+   process: start-up, decode, resample to 24 kHz, split, normalise, write clips and manifest) against a
+   separate process that loads the same file with pydub and runs its ``split_on_silence`` (seek_step=1,
+   same threshold and pause length). Input: real speech made with espeak-ng (varied sentences and pauses
+   of 0.2-1.5 s), 10 minutes, resampled to 44.1 kHz stereo 16-bit. Interleaved rounds, order flipped each
+   round (benchmarks/harness.py). Goal: pydub / prepare_audio >= 20x by wall time.
+2. Memory: peak RSS of the command on the 10-minute file and on a 60-minute one (``--minutes-long``).
+   Goal: < 1 GB for 60 minutes, and no growth with length.
 
 Inputs are generated into a temporary folder and deleted afterwards (never committed).
-usage: .venv/bin/python benchmarks/bench_prepare.py [--minutes-long 60] [--skip-pydub]
+usage: .venv/bin/python benchmarks/bench_prepare.py [--rounds 3] [--minutes 10] [--minutes-long 60]
+       [--compare-src OLD/src]
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,123 +27,180 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from harness import Comparison, ProcessRun, load_line, machine_line, median_range, run_process
+
 REPO = Path(__file__).resolve().parents[1]
 RATE = 44100
 CHANNELS = 2
 THRESHOLD_DB = -40.0
 PAUSE_MS = 500
-CHUNK_S = 60  # generate long files a minute at a time so the generator's own memory stays small
 KIB = 1024
+RIGHT_CHANNEL_GAIN = 0.8  # a stereo file whose channels differ, as a real recording's do
+
+SUBJECTS = [
+    "The old lighthouse keeper",
+    "My neighbour",
+    "A tired musician",
+    "The young engineer",
+    "Our captain",
+]
+VERBS = ["carried", "painted", "forgot", "repaired", "described"]
+OBJECTS = [
+    "a wooden box full of letters",
+    "the bright red bicycle by the gate",
+    "seven maps of the northern coast",
+    "an umbrella that nobody wanted",
+    "the quiet song from last winter",
+]
+ENDINGS = [
+    "before the storm arrived.",
+    "and then laughed about it for an hour.",
+    "while the kettle was boiling.",
+    "because it seemed like the right thing to do.",
+    "on a Tuesday, of all days.",
+]
+
+PYDUB_SCRIPT = """
+import sys
+from pydub import AudioSegment
+from pydub.silence import split_on_silence
+segment = AudioSegment.from_file(sys.argv[1])
+chunks = split_on_silence(segment, min_silence_len={pause}, silence_thresh={thresh}, seek_step=1)
+print(len(chunks), "chunks")
+"""
 
 
-def speech_like_wav(path: Path, minutes: float, seed: int = 0) -> Path:
-    """A speech-like recording: utterances of 0.5-9 s separated by 0.2-1.5 s pauses, written in chunks."""
-    from voicelab.testing import speech_like_noise
+def speech_wav(path: Path, minutes: float, seed: int = 0) -> Path:
+    """``minutes`` of espeak-ng speech (varied sentences, 0.2-1.5 s pauses) as 44.1 kHz stereo 16-bit."""
+    import soxr
+
+    from voicelab.testing import speak
 
     rng = np.random.default_rng(seed)
+    parts: list[str | float] = []
+    for _ in range(int(minutes * 60 / 2.5)):  # a sentence and a pause take ~3.5 s; trimmed to length below
+        sentence = " ".join(rng.choice(words) for words in (SUBJECTS, VERBS, OBJECTS, ENDINGS))
+        parts += [sentence, round(float(rng.uniform(0.2, 1.5)), 2)]
+    mono_path = speak(parts, path.with_suffix(".espeak.wav"))
+    mono, rate = sf.read(mono_path, dtype="float32")
+    mono_path.unlink()
     total = round(minutes * 60 * RATE)
-    with sf.SoundFile(path, "w", RATE, CHANNELS, subtype="PCM_16") as f:
+    up = soxr.resample(mono, rate, RATE)
+    if len(up) < total:
+        raise RuntimeError(f"espeak-ng made {len(up) / RATE:.0f} s, fewer than the {minutes:g} min asked for")
+    stereo = np.stack([up[:total], up[:total] * RIGHT_CHANNEL_GAIN], axis=1)
+    sf.write(path, stereo, RATE, subtype="PCM_16")
+    return path
+
+
+def long_wav(short: Path, path: Path, minutes: float) -> Path:
+    """A long file made of copies of the short one, written block by block (the generator stays small)."""
+    info = sf.info(short)
+    total = round(minutes * 60 * RATE)
+    with sf.SoundFile(path, "w", RATE, CHANNELS, subtype="PCM_16") as out:
         written = 0
         while written < total:
-            segments, length = [], 0.0
-            while length < CHUNK_S:
-                speech, pause = rng.uniform(0.5, 9.0), rng.uniform(0.2, 1.5)
-                segments.append((speech, pause))
-                length += speech + pause
-            block = speech_like_noise(segments, RATE, channels=CHANNELS, seed=int(rng.integers(1 << 31)))
-            block = block[: total - written]
-            f.write(block)
+            block = sf.read(short, dtype="int16", frames=min(info.frames, total - written))[0]
+            out.write(block)
             written += len(block)
     return path
 
 
-def time_pydub(path: Path) -> tuple[float, int]:
-    from pydub import AudioSegment
-    from pydub.silence import split_on_silence
-
-    segment = AudioSegment.from_wav(path)
-    start = time.perf_counter()
-    chunks = split_on_silence(segment, min_silence_len=PAUSE_MS, silence_thresh=THRESHOLD_DB, seek_step=1)
-    return time.perf_counter() - start, len(chunks)
+def prepare_cmd(wav: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "voicelab.cli.prepare_audio", str(wav), str(out), "--overwrite"]
 
 
-def time_prepare(path: Path, out: Path) -> tuple[float, int]:
-    from voicelab.prepare import PrepareSettings, prepare_dataset
-
-    settings = PrepareSettings(silence_threshold=THRESHOLD_DB, silence_min_len_ms=PAUSE_MS)
-    start = time.perf_counter()
-    report = prepare_dataset(path, out, settings, progress=False)
-    return time.perf_counter() - start, len(report.new_records)
+def pydub_cmd(wav: Path) -> list[str]:
+    return [sys.executable, "-c", PYDUB_SCRIPT.format(pause=PAUSE_MS, thresh=THRESHOLD_DB), str(wav)]
 
 
-def child_peak_rss(path: Path, out: Path, tmp: Path) -> tuple[float, int, str]:
-    """Run the script as a user would, in a child; returns (seconds, peak RSS bytes, clips summary line).
+def run_timed(cmd: list[str], clean: Path | None = None) -> dict[str, float]:
+    if clean is not None:
+        shutil.rmtree(clean, ignore_errors=True)
+    result: ProcessRun = run_process(cmd)
+    return {"wall_s": result.wall_s, "cpu_s": result.cpu_s}
 
-    Measured by ``/usr/bin/time -f %M`` where it exists: ``wait4``'s ru_maxrss of a direct child also
-    counts the pages it shared with this (large) benchmark process when it was forked.
-    """
-    script = [sys.executable, str(REPO / "scripts" / "prepare_audio.py"), str(path), str(out)]
+
+def peak_rss(cmd: list[str], tmp: Path) -> tuple[float, int]:
+    """(seconds, peak RSS bytes) of ``cmd`` by GNU time: ``wait4``'s ru_maxrss of a direct child also
+    counts the pages it shared with this benchmark process when it was forked."""
+    gnu_time = shutil.which("time") or "/usr/bin/time"
     time_file = tmp / "maxrss.txt"
-    gnu_time = shutil.which("time") or ("/usr/bin/time" if Path("/usr/bin/time").exists() else None)
-    cmd = [gnu_time, "-o", str(time_file), "-f", "%M", *script] if gnu_time else script
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    stdout = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - start
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        raise SystemExit(f"prepare_audio.py failed on {path} (exit {code}):\n{stdout}")
-    max_kib = int(time_file.read_text().split()[-1]) if gnu_time else usage.ru_maxrss  # KiB on Linux
-    clips_line = next((line.strip() for line in stdout.splitlines() if "clips written" in line), "")
-    return elapsed, max_kib * KIB, clips_line
+    run_process([gnu_time, "-o", str(time_file), "-f", "%M", *cmd])
+    return time.perf_counter() - start, int(time_file.read_text().split()[-1]) * KIB
+
+
+def compare_sources(old_src: Path, wav: Path, tmp: Path, rounds: int) -> None:
+    """The command from another source tree (e.g. ``git archive`` of an older commit) vs this one."""
+    env_old = {**os.environ, "PYTHONPATH": str(old_src.resolve())}
+    env_new = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    out_old, out_new = tmp / "prepared_old", tmp / "prepared_new"
+    print(f"prepare_audio from {old_src} (A) vs this tree (B), same input")
+    print(load_line("before"))
+    cmp = Comparison(f"prepare_audio ({old_src})", "prepare_audio (this tree)")
+
+    def one(env: dict, out: Path):
+        shutil.rmtree(out, ignore_errors=True)
+        result = run_process(prepare_cmd(wav, out), env=env)
+        return {"wall_s": result.wall_s, "cpu_s": result.cpu_s}
+
+    cmp.run(rounds, lambda: one(env_old, out_old), lambda: one(env_new, out_new))
+    print(load_line("after"))
+    print(cmp.report("s wall", "wall_s"))
+    print(cmp.report("s CPU", "cpu_s"))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (>= 3)")
+    parser.add_argument("--minutes", type=float, default=10.0, help="length of the speed test file (min)")
+    parser.add_argument("--minutes-long", type=float, default=60.0, help="memory test file (min); 0 skips")
     parser.add_argument(
-        "--minutes-short", type=float, default=10.0, help="length of the speed test file (min)"
+        "--compare-src",
+        type=Path,
+        help="also time the command from this src/ folder (an older tree) vs this one",
     )
-    parser.add_argument(
-        "--minutes-long", type=float, default=60.0, help="length of the memory test file (min)"
-    )
-    parser.add_argument("--skip-pydub", action="store_true", help="skip the (slow) pydub baseline")
     args = parser.parse_args(argv)
 
+    print(machine_line())
     with tempfile.TemporaryDirectory(prefix="bench_prepare_") as tmp:
         tmp = Path(tmp)
-        short = speech_like_wav(tmp / "short.wav", args.minutes_short, seed=1)
+        gen = time.perf_counter()
+        short = speech_wav(tmp / "speech.wav", args.minutes, seed=1)
         print(
-            f"speed: {args.minutes_short:g} min, {RATE} Hz stereo 16-bit WAV ({short.stat().st_size / 2**20:.0f} MiB)"
+            f"input: {args.minutes:g} min espeak-ng speech, {RATE} Hz stereo 16-bit WAV "
+            f"({short.stat().st_size / 2**20:.0f} MiB, made in {time.perf_counter() - gen:.0f} s)"
         )
-        ours_s, ours_clips = time_prepare(short, tmp / "out_speed")
-        print(
-            f"  voicelab prepare (decode+resample+split+normalise+write): {ours_s:7.2f} s, {ours_clips} clips"
+        print(load_line("before"))
+        out = tmp / "prepared"
+        cmp = Comparison("pydub load + split_on_silence (process)", "voicelab prepare_audio (process)")
+        cmp.run(
+            args.rounds, lambda: run_timed(pydub_cmd(short)), lambda: run_timed(prepare_cmd(short, out), out)
         )
-        if not args.skip_pydub:
-            pydub_s, pydub_chunks = time_pydub(short)
-            print(
-                f"  pydub split_on_silence(seek_step=1) alone:                {pydub_s:7.2f} s, {pydub_chunks} chunks"
-            )
-            print(f"  ratio pydub / voicelab: {pydub_s / ours_s:.1f}x (goal >= 20x)")
+        print(load_line("after"))
+        print("by wall time:")
+        print(cmp.report("s", "wall_s"))
+        print("by CPU time (user+sys of the process):")
+        print(cmp.report("s", "cpu_s"))
+        print(f"goal: wall-time gain >= 20x; median {median_range(cmp.ratios('wall_s'), '.1f')}x")
+        summary = run_process(prepare_cmd(short, out)).stdout.splitlines()
+        print("  prepare_audio:", next((line.strip() for line in summary if "clips written" in line), "?"))
+        if args.compare_src:
+            compare_sources(args.compare_src, short, tmp, args.rounds)
 
-        print("memory: peak RSS of scripts/prepare_audio.py in a child process")
-        for minutes, name in ((args.minutes_short, "short.wav"), (args.minutes_long, "long.wav")):
-            path = tmp / name
-            if not path.exists():
-                gen = time.perf_counter()
-                speech_like_wav(path, minutes, seed=2)
+        if args.minutes_long > 0:
+            print("memory: peak RSS of the prepare_audio process")
+            long = long_wav(short, tmp / "long.wav", args.minutes_long)
+            for minutes, path in ((args.minutes, short), (args.minutes_long, long)):
+                seconds, rss = peak_rss(prepare_cmd(path, tmp / "out_rss"), tmp)
                 print(
-                    f"  (generated {minutes:g} min WAV, {path.stat().st_size / 2**20:.0f} MiB, "
-                    f"in {time.perf_counter() - gen:.0f} s)"
+                    f"  {minutes:5g} min: peak RSS {rss / 2**20:6.0f} MiB, {seconds:6.1f} s wall "
+                    f"({minutes * 60 / seconds:.0f}x real time)"
                 )
-            seconds, rss, clips = child_peak_rss(path, tmp / f"out_{name}", tmp)
-            print(
-                f"  {minutes:5g} min: peak RSS {rss / 2**20:6.0f} MiB, {seconds:6.1f} s wall "
-                f"({minutes * 60 / seconds:.0f}x real time); {clips}"
-            )
+            print(load_line("after memory"))
     return 0
 
 

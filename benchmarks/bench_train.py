@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import statistics
 import sys
 import tempfile
 import time
@@ -28,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harness import Comparison, load_line, machine_line, median_range
 from voicelab import dataset, models, orpheus, testing
 from voicelab.audio import write_wav
 from voicelab.cli.common import HelpFormatter
@@ -49,7 +48,14 @@ def timed(fn):
 
 
 def bench_snac(
-    work: Path, n_clips: int, rng, *, device: str, batch_size: int, clip_seconds: tuple[float, float]
+    work: Path,
+    n_clips: int,
+    rng,
+    *,
+    device: str,
+    batch_size: int,
+    clip_seconds: tuple[float, float],
+    rounds: int = ROUNDS,
 ) -> None:
     snac = models.load_snac(str(testing.build_tiny_snac(work / "snac", real_size=True)), device)
     seconds = rng.uniform(*clip_seconds, n_clips)
@@ -74,22 +80,16 @@ def bench_snac(
     snac_codec.encode_batch(snac, clips[:1], device)
     snac_codec.encode_batch(snac, [clips[i] for i in order[:batch_size]], device)
     # encode_batch returns numpy codes, so every call ends synchronised with the device
-    repeats = 1 if device == "cpu" else REPEATS  # a CPU pass takes seconds: one each is enough there
-    t_single = t_batch = float("inf")
-    for _ in range(repeats):  # interleaved, best of each
-        t, single = timed(one_at_a_time)
-        t_single = min(t_single, t)
-        t, batch = timed(batched)
-        t_batch = min(t_batch, t)
+    single, batch = one_at_a_time(), batched()
     total = sum(a.size for a in single)
     equal = sum(int((a == b).sum()) for a, b in zip(single, batch, strict=True))
     print(f"[1] SNAC encode on {device}, real-size config, {n_clips} clips, {audio_s:.1f} s of audio")
-    print(f"    one clip per call : {t_single:7.3f} s  ({audio_s / t_single:7.1f} x real time)")
-    print(f"    batched ({batch_size}/call)   : {t_batch:7.3f} s  ({audio_s / t_batch:7.1f} x real time)")
-    print(
-        f"    speed-up          : {t_single / t_batch:7.2f} x   "
-        f"(codes equal: {equal}/{total} = {equal / total:.5f})"
-    )
+    print(f"    {load_line('before')}")
+    cmp = Comparison("one clip per call", f"batched ({batch_size}/call)")
+    cmp.run(rounds, lambda: timed(one_at_a_time)[0], lambda: timed(batched)[0])
+    print(f"    {load_line('after')}")
+    print(cmp.report("s"))
+    print(f"    codes equal, batched vs one per call: {equal}/{total} = {equal / total:.5f}")
     bench_snac_bound(snac, clips, device, batch_size)
 
 
@@ -116,7 +116,7 @@ def bench_rerun(
         )
         return timed(lambda: build.prepare_examples(request, tokenizer, progress=False))
 
-    load_before = os.getloadavg()
+    load_before = load_line("before")
     first, rerun, filled = [], [], None
     for r in range(rounds):
         for which in ("first", "rerun") if r % 2 == 0 else ("rerun", "first"):
@@ -137,15 +137,15 @@ def bench_rerun(
     print(f"    first run (empty cache) : {_spread(first, 's')}")
     print(f"    rerun (all cached)      : {_spread(rerun, 's')}")
     print(f"    speed-up                : {_spread(ratios, 'x')}")
-    print(f"    load average before/after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f}")
+    print(f"    {load_before}; {load_line('after')}")
 
 
 def _spread(values: list[float], unit: str) -> str:
     """``median (min-max)`` of per-round values."""
-    return f"{statistics.median(values):8.3f} {unit}  ({min(values):.3f}-{max(values):.3f})"
+    return f"{median_range(values)} {unit}"
 
 
-def bench_grouping(work: Path, n_examples: int, rng) -> None:
+def bench_grouping(work: Path, n_examples: int, rng, rounds: int = ROUNDS) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -165,8 +165,8 @@ def bench_grouping(work: Path, n_examples: int, rng) -> None:
         f"[3] LoRA training, tiny Orpheus, batch {BATCH_SIZE}, {n_examples} sequences of "
         f"{min(map(len, examples))}-{max(map(len, examples))} tokens, 1 epoch"
     )
-    results = {}
-    for label, grouped in (("random batches", False), ("length-grouped", True)):
+
+    def run(grouped: bool) -> float:
         model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
         settings = TrainSettings(
             epochs=1,
@@ -178,21 +178,25 @@ def bench_grouping(work: Path, n_examples: int, rng) -> None:
             device="cpu",
             progress=False,
         )
-        checkpoints = work / f"ckpt-{label.replace(' ', '-')}"
-        t, _ = timed(
-            lambda model=model, settings=settings, checkpoints=checkpoints: train_lora(
+        lora = LoraSettings(rank=8, alpha=16)
+        checkpoints = work / f"ckpt-{'grouped' if grouped else 'random'}"
+        seconds, _ = timed(
+            lambda: train_lora(
                 model,
                 examples,
                 settings,
-                LoraSettings(rank=8, alpha=16),
+                lora,
                 base_model=str(base),
                 precision="fp32",
                 checkpoint_dir=checkpoints,
             )
         )
-        results[label] = t
-        print(f"    {label:15s}   : {t:7.2f} s  ({real_tokens / t:8.0f} real tokens/s)")
-    print(f"    speed-up          : {results['random batches'] / results['length-grouped']:7.2f} x")
+        return {"tokens_per_s": real_tokens / seconds, "s": seconds}
+
+    print(f"    {load_line('before')}")
+    cmp = Comparison("random batches", "length-grouped").run(rounds, lambda: run(False), lambda: run(True))
+    print(f"    {load_line('after')}")
+    print(cmp.report("real tokens/s", "tokens_per_s", higher_is_better=True))
 
 
 def bench_snac_bound(snac, clips, device: str, batch_size: int) -> None:
@@ -223,7 +227,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rerun-clips", type=int, default=RERUN_CLIPS, help="clips for the encode-phase rerun benchmark [2]"
     )
-    parser.add_argument("--rounds", type=int, default=ROUNDS, help="interleaved rounds of [2]")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=ROUNDS,
+        help="interleaved rounds (A/B order flipped each round) of [1], [2], [3]",
+    )
     parser.add_argument("--only", choices=["snac", "rerun", "grouping"], help="run one part")
     parser.add_argument("--device", default="cpu", help="torch device for SNAC encoding ([1], [2])")
     parser.add_argument(
@@ -242,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     gpu = torch.cuda.get_device_name() if args.device.startswith("cuda") else "no GPU"
+    print(machine_line())
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {gpu}")
     rng = np.random.default_rng(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
@@ -253,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
                 device=args.device,
                 batch_size=args.batch_size,
                 clip_seconds=tuple(args.clip_seconds),
+                rounds=args.rounds,
             )
         if args.only in (None, "rerun"):
             bench_rerun(
@@ -264,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
                 seed=args.seed,
             )
         if args.only in (None, "grouping"):
-            bench_grouping(Path(tmp), args.examples, rng)
+            bench_grouping(Path(tmp), args.examples, rng, args.rounds)
     return 0
 
 

@@ -6,7 +6,9 @@
    (2 layers, width 64). Random weights decode to the token limit on every clip, so these numbers
    measure per-call overhead and batching, not real-model speed.
 
-    python benchmarks/bench_transcribe.py --clips 16
+    python benchmarks/bench_transcribe.py --clips 16 [--rounds 3]
+
+Each pair is measured interleaved, order flipped every round (benchmarks/harness.py): median and range.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from harness import MIN_ROUNDS, Comparison, load_line, machine_line
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
@@ -41,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=1, help="CPU threads per backend (1: fair on a shared machine)"
     )
     parser.add_argument("--skip-decode", action="store_true", help="only benchmark audio loading")
+    parser.add_argument("--rounds", type=int, default=MIN_ROUNDS, help="interleaved A/B rounds")
     args = parser.parse_args(argv)
 
     import whisper
@@ -55,16 +60,19 @@ def main(argv: list[str] | None = None) -> int:
             testing.speak([SENTENCES[i % len(SENTENCES)], 0.3], folder / f"clip_{i:03d}.wav")
         clips = dataset.find_clips(folder)
         audio_s = sum(tr.clip_duration_s(c) for c in clips)
+        print(machine_line())
         print(f"{len(clips)} clips, {audio_s:.1f} s of 22.05 kHz espeak-ng speech")
 
-        ffmpeg_s = _timed(lambda: [whisper.load_audio(str(c)) for c in clips])
-        inproc_s = _timed(lambda: [read_audio(c, tr.WHISPER_SAMPLE_RATE) for c in clips])
-        print(
-            f"load, ffmpeg subprocess per clip: {ffmpeg_s:.3f} s ({1000 * ffmpeg_s / len(clips):.1f} ms/clip)"
+        print(load_line("before"))
+        load = Comparison("ffmpeg subprocess per clip (whisper.load_audio)", "in-process read_audio")
+        load.run(
+            args.rounds,
+            lambda: _timed(lambda: [whisper.load_audio(str(c)) for c in clips]),
+            lambda: _timed(lambda: [read_audio(c, tr.WHISPER_SAMPLE_RATE) for c in clips]),
         )
-        print(
-            f"load, in-process read_audio:      {inproc_s:.3f} s ({1000 * inproc_s / len(clips):.1f} ms/clip)"
-        )
+        print(load_line("after"))
+        print(f"load {len(clips)} clips:")
+        print(load.report("s"))
         if args.skip_decode:
             return 0
 
@@ -75,33 +83,41 @@ def main(argv: list[str] | None = None) -> int:
             "openai-whisper", str(Path(tmp) / "tiny.pt"), device="cpu", options=options
         )
         openai_t.transcribe_batch(audios[:1])  # warm-up
-        rows = [("openai-whisper, one clip at a time", _timed(lambda: openai_t.transcribe_batch(audios)))]
         try:
             import faster_whisper  # noqa: F401
         except ImportError:
             print("faster-whisper not installed: skipping its rows")
-        else:
-            from voicelab.testing.whisper_ct2 import build_tiny_faster_whisper
+            return 0
+        from voicelab.testing.whisper_ct2 import build_tiny_faster_whisper
 
-            ct2 = build_tiny_faster_whisper(Path(tmp) / "ct2")
-            for batch in (1, args.batch_size):
-                fw = tr.load_transcriber(
-                    "faster-whisper",
-                    str(ct2),
-                    device="cpu",
-                    options=options,
-                    batch_size=batch,
-                    threads=args.threads,
-                )
-                fw.transcribe_batch(audios[:1])
-                # The step hands the transcriber batch_size clips per call; mirror it.
-                calls = [audios[i : i + batch] for i in range(0, len(audios), batch)]
-                label = f"faster-whisper float32, batch {batch}"
-                rows.append(
-                    (label, _timed(lambda fw=fw, calls=calls: [fw.transcribe_batch(c) for c in calls]))
-                )
-        for label, seconds in rows:
-            print(f"decode, {label:38s}: {seconds:.2f} s ({seconds / len(clips):.3f} s/clip)")
+        ct2 = build_tiny_faster_whisper(Path(tmp) / "ct2")
+
+        def faster(batch: int):
+            fw = tr.load_transcriber(
+                "faster-whisper",
+                str(ct2),
+                device="cpu",
+                options=options,
+                batch_size=batch,
+                threads=args.threads,
+            )
+            fw.transcribe_batch(audios[:1])
+            # The step hands the transcriber batch_size clips per call; mirror it.
+            calls = [audios[i : i + batch] for i in range(0, len(audios), batch)]
+            return lambda: _timed(lambda: [fw.transcribe_batch(c) for c in calls])
+
+        one, batched = faster(1), faster(args.batch_size)
+        print(load_line("before"))
+        decode = Comparison("openai-whisper, one clip at a time", "faster-whisper float32, batch 1")
+        decode.run(args.rounds, lambda: _timed(lambda: openai_t.transcribe_batch(audios)), one)
+        batching = Comparison(
+            "faster-whisper float32, batch 1", f"faster-whisper float32, batch {args.batch_size}"
+        )
+        batching.run(args.rounds, one, batched)
+        print(load_line("after"))
+        print(f"decode {len(clips)} clips:")
+        print(decode.report("s"))
+        print(batching.report("s"))
     return 0
 
 

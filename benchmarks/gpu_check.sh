@@ -7,7 +7,9 @@
 #    SNAC codes batched vs one clip at a time vs CPU, streaming decode vs CPU, and training/serving
 #    token-for-token agreement through LocalEngine, all on the GPU.
 # 2. benchmarks/bench_train.py --only snac: batched SNAC encoding vs one clip at a time (goal >= 2x).
-# 3. benchmarks/bench_decode.py: streaming decode, 16 streams vs 1.
+# 3. benchmarks/bench_decode.py: streaming decode capacity (largest number of concurrent streams that all
+#    stay real time, first-audio p50/p95), aggregate audio s/s at 1/4/16/64 streams, one stream vs the
+#    public reference; 3 interleaved rounds each.
 #
 # Logs go to OUTDIR (default $OUT if set, else gpu-check/): env.txt and one .log per step. If .whl/ holds
 # wheels (benchmarks/gpu_wheels.sh), they are installed first into a private folder, for machines whose
@@ -58,15 +60,15 @@ step() {  # step NAME COMMAND...: run, log to $out/NAME.log, remember failures, 
 }
 
 if [[ $quick -eq 1 ]]; then
-    clips=(--clips 4 --clip-seconds 1 2)
-    seconds=1
+    clips=(--clips 4 --clip-seconds 1 2 --rounds 3)
+    decode=(--seconds 1 --max-streams 4 --aggregate 1 4 --aggregate-seconds 0.5)
 else
-    clips=(--clips 64 --clip-seconds 3 13)
-    seconds=4
+    clips=(--clips 64 --clip-seconds 3 13 --rounds 3)
+    decode=(--seconds 4 --max-streams 256 --aggregate 1 4 16 64 --aggregate-seconds 2)
 fi
 step test_gpu $python -m pytest -m gpu --gpu-device "$device" tests/test_gpu.py -v -rP -p no:cacheprovider
 step bench_train_snac $python benchmarks/bench_train.py --only snac --device "$device" "${clips[@]}"
-step bench_decode $python benchmarks/bench_decode.py --device "$device" --seconds "$seconds"
+step bench_decode $python benchmarks/bench_decode.py --device "$device" --rounds 3 "${decode[@]}"
 
 if [[ ${#failed[@]} -gt 0 ]]; then
     echo "gpu_check.sh: failed: ${failed[*]} (logs in $out/)"

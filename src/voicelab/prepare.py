@@ -2,7 +2,7 @@
 
 Each source is read twice, never whole in memory:
 
-1. decode block by block, downmix, resample (soxr VHQ, streaming) to the target rate, append the samples
+1. decode block by block, downmix, resample (soxr, streaming) to the target rate, append the samples
    to an unlinked scratch file and build the 10 ms RMS envelope (``voicelab.segment``);
 2. plan every cut on the envelope, then read back only the chosen spans, fade their edges, normalise
    them to the target RMS (with a peak guard) and write them atomically.
@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -395,8 +396,6 @@ def prepare_dataset(
     left out before and unchanged since (unless ``retry_left_out``). Raises ``PrepareError`` or
     ``dataset.ManifestError`` when nothing can start.
     """
-    from tqdm import tqdm
-
     settings = settings or PrepareSettings()
     check_paths(input_path, output_dir)
     sources = find_sources(input_path)
@@ -411,8 +410,7 @@ def prepare_dataset(
     todo = _plan(sources, run, report, retry_left_out)
     total_min = sum((i.duration_s or 0.0) / 60 for _, _, i in todo if isinstance(i, AudioInfo))
     bar_format = "{l_bar}{bar}| {n:.1f}/{total:.1f} audio min [{elapsed}<{remaining}] {postfix}"
-    # disable=None: tqdm stays quiet when stderr is not a terminal, so logs hold no bar redraws
-    with tqdm(total=total_min, bar_format=bar_format, disable=None if progress and todo else True) as bar:
+    with _progress_bar(total_min, bar_format, progress and bool(todo)) as bar:
         for key, path, info in todo:
             bar.set_postfix_str(key, refresh=False)
             report.results.append(run.prepare(key, path, info, bar))
@@ -439,6 +437,32 @@ def _plan(
             "%d source(s) already in the manifest: skipped (--overwrite redoes them)", len(report.skipped)
         )
     return todo
+
+
+def _progress_bar(total: float, bar_format: str, wanted: bool):
+    """tqdm's bar on a terminal; elsewhere (logs, pipes) a silent stand-in, so tqdm is not even imported."""
+    if not (wanted and sys.stderr.isatty()):
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, bar_format=bar_format)
+
+
+class _NoBar:
+    total = None
+    n = 0.0
+
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def update(self, step: float) -> None:
+        self.n += step
+
+    def set_postfix_str(self, text: str, refresh: bool = True) -> None:
+        pass
 
 
 class _SourceProgress:

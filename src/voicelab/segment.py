@@ -76,10 +76,11 @@ def power_to_db(mean_square: np.ndarray | float) -> np.ndarray:
 
 def rms_dbfs(audio: np.ndarray) -> float:
     """RMS level of ``audio`` (any shape, float in [-1, 1]) in dBFS; ``DB_FLOOR`` for silence or no samples."""
-    audio = np.asarray(audio, dtype=np.float64)
-    if audio.size == 0:
+    flat = np.asarray(audio, dtype=np.float64).ravel()
+    if flat.size == 0:
         return DB_FLOOR
-    return float(power_to_db(np.mean(np.square(audio))))
+    # einsum: one pass, no squared copy, and no BLAS threads (np.dot's spin-wait on a busy machine)
+    return float(power_to_db(np.einsum("i,i->", flat, flat) / flat.size))
 
 
 def peak_dbfs(audio: np.ndarray) -> float:

@@ -11,6 +11,7 @@ example: make prepare-audio ARGS="raw_audio/$CHARACTER/ prepared/$CHARACTER/"
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -34,6 +35,15 @@ def _not_positive_db(text: str) -> float:
     if value > 0:
         raise argparse.ArgumentTypeError(f"dBFS levels are 0 or below (0 = full scale), got {text}")
     return value
+
+
+def _logs_above_the_bar():
+    """Log lines above tqdm's bar on a terminal; elsewhere no bar is drawn and tqdm is not imported."""
+    if not sys.stderr.isatty():
+        return contextlib.nullcontext()
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    return logging_redirect_tqdm()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,8 +110,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
     from voicelab.prepare import PrepareSettings, check_paths, find_sources, format_summary, prepare_dataset
 
     check_paths(args.input, args.output)
@@ -115,7 +123,7 @@ def _prepare(args: argparse.Namespace) -> int:
         silence_min_len_ms=args.silence_min_len,
         target_loudness=args.target_loudness,
     )
-    with logging_redirect_tqdm():
+    with _logs_above_the_bar():
         report = prepare_dataset(
             args.input, args.output, settings, overwrite=args.overwrite, retry_left_out=args.retry_failed
         )
