@@ -152,7 +152,7 @@ def test_train_lora_cheap_errors_come_before_torch_is_imported(tmp_path, case, e
 
 def test_console_commands_are_installed():
     bin_dir = Path(sys.executable).parent
-    for step in ("prepare-audio", "transcribe", "train-lora", "serve-vllm", "export-dataset"):
+    for step in ("prepare-audio", "transcribe", "train-lora", "serve-vllm", "export-dataset", "evaluate"):
         proc = subprocess.run(
             [bin_dir / f"voicelab-{step}", "--help"], capture_output=True, text=True, check=True
         )
