@@ -338,3 +338,16 @@ def test_memorised_clip_is_flagged_as_overfitting(
     overfit = next(c for c in report["checks"] if c["check"].startswith("overfitting"))
     assert overfit["verdict"] == "FAIL"
     assert "replays a training clip" in (voices / "erin" / ev.EVAL_DIR / ev.SUMMARY_FILE).read_text()
+
+
+def test_vllm_url_comes_from_the_server_settings_when_not_given(monkeypatch, tmp_path):
+    from voicelab.cli import evaluate_voice
+
+    monkeypatch.chdir(tmp_path)  # no .env of the developer's
+    args = evaluate_voice.build_parser().parse_args(["bob", "--device", "cpu"])
+    monkeypatch.setenv("VOICELAB_VLLM_URL", "http://127.0.0.1:8011/")
+    assert evaluate_voice.settings_from(args).vllm_url == "http://127.0.0.1:8011"
+    monkeypatch.delenv("VOICELAB_VLLM_URL")
+    assert evaluate_voice.settings_from(args).vllm_url is None
+    args = evaluate_voice.build_parser().parse_args(["bob", "--device", "cpu", "--vllm-url", "http://h:1"])
+    assert evaluate_voice.settings_from(args).vllm_url == "http://h:1"

@@ -68,7 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset-dir", type=Path, help="the voice's prepared folder (default: from voice.json)")
     p.add_argument("--base-model", help="Orpheus checkpoint: hub id or local folder (default: voice.json's)")
     p.add_argument("--snac-model", help="SNAC 24 kHz codec: hub id or local folder (default: voice.json's)")
-    p.add_argument("--vllm-url", help="generate through this vLLM server (e.g. http://127.0.0.1:8001)")
+    p.add_argument(
+        "--vllm-url",
+        help="generate through this vLLM server (e.g. http://127.0.0.1:8001); default: VOICELAB_VLLM_URL "
+        "(environment or .env, as the API reads it), else the embedded engine",
+    )
     p.add_argument("--device", default="auto", help="torch device of the models run here (auto: cuda if any)")
     p.add_argument(
         "--whisper-model",
@@ -121,6 +125,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _server_vllm_url() -> str | None:
+    """The API's ``VOICELAB_VLLM_URL`` (read by the one settings object), so evaluate speaks through the
+    same engine as the server."""
+    from voicelab.errors import UsageError
+    from voicelab.server.settings import SettingsError, load_settings
+
+    try:
+        return load_settings().vllm_url
+    except SettingsError as e:
+        raise UsageError(f"bad server settings: {e}") from e
+
+
 def settings_from(args: argparse.Namespace):
     import torch
 
@@ -134,7 +150,7 @@ def settings_from(args: argparse.Namespace):
         base_model=args.base_model,
         snac_model=args.snac_model,
         device=device,
-        vllm_url=args.vllm_url,
+        vllm_url=args.vllm_url or _server_vllm_url(),
         whisper_model=args.whisper_model,
         whisper_backend=args.whisper_backend,
         language=args.language,
