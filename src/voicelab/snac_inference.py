@@ -8,8 +8,8 @@ decoder samples):
   pass (~10% of a decode on CPU, and a fixed cost that dominates small streaming windows);
 * the Snake activation ``x + sin(alpha * x)**2 / (alpha + 1e-9)`` computed with one allocation and
   in-place passes instead of four temporaries. Snake runs on every (channels x time) activation and is
-  memory-bound: profiled on CPU it was ~45-50% of SNAC encode and decode time; in place it ran 1.4-5x faster
-  (the gain grows with the tensor, as fresh temporaries of several MB each miss the cache). The products
+  memory-bound, a large share of SNAC's time on CPU; in place it runs several times faster, more so on
+  big tensors, whose fresh temporaries of several MB each miss the cache (docs/benchmarks.md). The products
   and the sum are the same IEEE operations in commuted order, so the result is bit-identical (the tests
   check codes and samples against the stock implementation).
 
@@ -19,10 +19,11 @@ bit-identical (sums run in another order); the encoder is untouched, so codes st
 * each ``ConvTranspose1d`` (kernel 2 x stride) runs in polyphase form: output phase ``r`` of every stride
   block is a 2-tap product of the input, so the layer is two plain GEMMs per group of phases (weights
   rearranged once, here) and one interleaving copy. On CPU PyTorch's transposed convolution re-lays its
-  weights out on every call: the first upsampler (1024 -> 512 channels, 32 MiB of weights) took
-  ~19 ms per call on a 8-frame window, ~4x the GEMM it amounts to;
+  weights out on every call, which for the first upsampler (1024 -> 512 channels, 32 MiB of weights) costs
+  several times the GEMM it amounts to on a streaming window;
 * each dilated depthwise ``Conv1d`` (the residual units' dilation 3 and 9) runs as 7 shifted
-  multiply-adds over the whole tensor: oneDNN's dilated depthwise kernel ran 3-7x slower than that.
+  multiply-adds over the whole tensor, faster on CPU than oneDNN's dilated depthwise kernel
+  (docs/benchmarks.md).
 """
 
 from __future__ import annotations

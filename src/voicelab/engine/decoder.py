@@ -41,11 +41,10 @@ MAX_CHUNK_FRAMES = 32
 MAX_BATCH = 16
 """Most windows decoded in one forward pass."""
 MAX_BATCH_FRAMES = {"cpu": 32, "cuda": 1024}
-"""Most frames (windows x window length) in one forward pass, per device type. On CPU SNAC is compute-
-and memory-bound: decode speed per frame is flat from 4 to ~32 frames per pass (6.4-7.9 audio s/s on the
-2-core VM, benchmarks/bench_decode.py notes) and halves past ~40 frames, where the 64- and 128-channel
-activations of the last blocks (64 x 2048 floats per frame, 512 KiB) outgrow the 32 MiB L3 cache (measured:
-2 x 36 frames 3.6 audio s/s vs 1 x 36 frames 6.7). Batching small windows amortises the per-call cost."""
+"""Most frames (windows x window length) in one forward pass, per device type. On CPU the cost per frame is
+flat up to ~32 frames per pass and doubles past ~40, where the last blocks' activations (64 x 2048 floats
+per frame, 512 KiB) outgrow a 32 MiB L3 cache; batching small windows amortises the per-call cost. The
+measurements are in docs/benchmarks.md (streaming SNAC decode)."""
 
 
 @dataclass(frozen=True)

@@ -40,14 +40,14 @@ ENCODE_TAIL_SAMPLES = (
 """Silence appended after every clip (3 frames, 6144 samples): covers the right receptive field."""
 DEFAULT_ENCODE_BATCH_SIZE = 8
 CPU_ENCODE_BATCH_SIZE = 1
-"""On CPU a batch only adds padding work (benchmarks/bench_train.py measured no gain); GPUs gain from 8."""
+"""On CPU a batch only adds padding work (no gain measured, docs/benchmarks.md); GPUs gain from 8."""
 
 
 CPU_MAX_PASS_SAMPLES = 2**16
 """On CPU, most samples (rows x padded width) in one encoder pass; longer clips still go alone. Three live
 48-channel float32 activations of 65 536 samples (3 x 48 x 4 B x 65 536 = 36 MiB) about fill the 32 MiB
-L3 cache; past that the per-sample cost doubles (benchmarks/bench_train.py: 8 equal 3.3 s clips in one pass
-took 2.1x as long as 8 passes of one clip). So a ``--snac-batch-size`` above 1 on CPU only groups short clips."""
+L3 cache; past that the per-sample cost doubles (docs/benchmarks.md, SNAC encode batching). So a
+``--snac-batch-size`` above 1 on CPU only groups short clips."""
 
 
 def auto_batch_size(device: str) -> int:
