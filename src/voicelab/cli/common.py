@@ -82,11 +82,11 @@ def setup_logging(
     handler on the root logger, added once (uvicorn and pytest keep theirs).
     """
     root = logging.getLogger()
-    if not root.handlers:
+    if not root.handlers:  # else someone (uvicorn's --log-config, pytest) already decided where logs go
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter(fmt))
         root.addHandler(handler)
-    root.setLevel(logging.WARNING)
+        root.setLevel(logging.WARNING)
     if level is None:
         level = logging.DEBUG if verbose else logging.INFO
     logging.getLogger("voicelab").setLevel(level)

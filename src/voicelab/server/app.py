@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from voicelab.cli.common import SERVER_LOG_FORMAT, setup_logging
 from voicelab.server.backend import BackendFactory, build_backend
 from voicelab.server.errors import StreamAbortedError, install_error_handlers
 from voicelab.server.guard import RequestGuard
@@ -28,18 +29,6 @@ from voicelab.server.speech import ConcurrencyLimiter
 from voicelab.server.studio import install_studio
 
 logger = logging.getLogger(__name__)
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-def configure_logging(level: str) -> None:
-    """Give voicelab's loggers a handler and level (uvicorn configures only its own loggers)."""
-    package_logger = logging.getLogger("voicelab")
-    package_logger.setLevel(level)
-    if not package_logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
-        package_logger.addHandler(handler)
 
 
 class CutAbortedStreams:
@@ -91,7 +80,7 @@ def create_app(settings: Settings | None = None, *, backend_factory: BackendFact
         except SettingsError as e:
             # uvicorn --factory would print a pydantic traceback; the variable and the fix are what matter
             raise SystemExit(f"voicelab: bad server settings: {e}") from e
-    configure_logging(settings.log_level)
+    setup_logging(level=settings.log_level, fmt=SERVER_LOG_FORMAT)
     # The docs routes are added by install_docs: Swagger UI from the package (offline), no ReDoc (CDN only).
     app = FastAPI(
         title="voicelab TTS",
