@@ -193,3 +193,17 @@ def test_a_failed_recording_is_reported_once_then_remembered_until_it_changes(ra
     assert prepare_audio.main([str(raw), str(out)]) == 0
     assert not (out / "sources_left_out.csv").exists()
     assert (out / "broken_000.wav").exists()
+
+
+def test_under_make_the_last_line_still_says_what_happened(raw, tmp_path):
+    (raw / "broken.wav").write_bytes(b"RIFF....not audio at all")
+    proc = subprocess.run(
+        ["make", "--no-print-directory", "prepare-audio", f"ARGS={raw} {tmp_path / 'out'}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2  # make turns the step's 1 into its own Error 1 and exits 2 (README)
+    assert "Error 1" in proc.stderr
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("finished with errors: 2 clip(s) written; 1 of 2 file(s) failed")
