@@ -11,20 +11,17 @@ import io
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
-import httpx
 import openai
 import soundfile as sf
 
 from voicelab import orpheus, testing
-from voicelab.testing.server import free_port
+from voicelab.testing.server import free_port, wait_until_healthy
 
 REPO = Path(__file__).resolve().parents[1]
 CHARACTER = "narrator"
 MAX_FRAMES = 8
-HEALTH_POLL_S = 0.5
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog near the river bank today.",
@@ -48,22 +45,6 @@ def make(target: str, args: list[str], env: dict[str, str] | None = None) -> sub
     )
     assert result.returncode == 0, f"make {target} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result
-
-
-def wait_until_healthy(url: str, process: subprocess.Popen) -> dict:
-    """Poll /health until the server answers 200; fail as soon as the server process dies."""
-    while True:
-        if process.poll() is not None:
-            raise AssertionError(
-                f"make dev exited with {process.returncode}:\n{process.stdout.read()[-3000:]}"
-            )
-        try:
-            response = httpx.get(f"{url}/health")
-            if response.status_code == 200:
-                return response.json()
-        except httpx.TransportError:
-            pass  # not listening yet
-        time.sleep(HEALTH_POLL_S)
 
 
 def test_recordings_to_served_voice_through_make_targets(

@@ -5,30 +5,16 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 
 from voicelab.testing.fake_vllm import FakeVLLMServer
-from voicelab.testing.server import free_port
+from voicelab.testing.server import free_port, wait_until_healthy
 from voicelab.testing.voices import build_tiny_voice
 
 REPO = Path(__file__).resolve().parents[1]
-HEALTH_POLL_S = 0.5
 WORKERS = 2
-
-
-def _wait_healthy(url: str, server: subprocess.Popen) -> dict:
-    while True:
-        assert server.poll() is None, f"make serve exited with {server.returncode}"
-        try:
-            response = httpx.get(f"{url}/health")
-            if response.status_code == 200:
-                return response.json()
-        except httpx.TransportError:
-            pass  # not listening yet
-        time.sleep(HEALTH_POLL_S)
 
 
 def test_make_serve_runs_workers_from_a_dotenv_file(tmp_path, tiny_orpheus_dir, tiny_snac_dir):
@@ -55,7 +41,7 @@ def test_make_serve_runs_workers_from_a_dotenv_file(tmp_path, tiny_orpheus_dir, 
         )
         url = f"http://127.0.0.1:{port}"
         try:
-            health = _wait_healthy(url, server)
+            health = wait_until_healthy(url, server)
             speech = httpx.post(
                 f"{url}/v1/audio/speech",
                 json={"model": "orpheus", "voice": "alice", "input": "Hi there.", "response_format": "wav"},

@@ -46,3 +46,24 @@ class ServerThread:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self._thread.join()
+
+
+HEALTH_POLL_S = 0.5
+
+
+def wait_until_healthy(url: str, process) -> dict:
+    """Poll ``url``/health until a server started as ``process`` (a ``subprocess.Popen``) answers 200; fail
+    as soon as the process dies, with the end of its output when it was captured."""
+    import httpx
+
+    while True:
+        if process.poll() is not None:
+            output = process.stdout.read()[-3000:] if process.stdout else ""
+            raise AssertionError(f"the server exited with {process.returncode}:\n{output}")
+        try:
+            response = httpx.get(f"{url}/health")
+            if response.status_code == 200:
+                return response.json()
+        except httpx.TransportError:
+            pass  # not listening yet
+        time.sleep(HEALTH_POLL_S)
