@@ -401,8 +401,9 @@ def test_unknown_routes_are_openai_shaped_404(api):
 def test_voices_and_models_list_the_served_voices(api):
     voices = api.get("/v1/audio/voices").json()["voices"]
     assert [v["id"] for v in voices] == ["alice", "bob"]
-    # only what a client picks a voice by: no server paths, no training details
-    assert set(voices[0]) == {"id", "name", "object", "created_at", "evaluation"}
+    # what a client picks a voice by: how much it was trained on, how it scored; no server paths
+    assert set(voices[0]) == {"id", "name", "object", "created_at", "training", "evaluation"}
+    assert "/" not in json.dumps(voices[0]["training"])  # no server paths
     assert voices[0]["evaluation"] is None  # no `make evaluate` run yet (test_evaluate checks one that has)
     models = api.get("/v1/models").json()
     assert models["object"] == "list"

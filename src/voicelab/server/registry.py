@@ -62,14 +62,29 @@ class VoiceEntry:
         return self.voice.name
 
     def describe(self) -> dict[str, Any]:
-        """The public view for ``GET /v1/audio/voices``: what a client picks a voice by. Training details
-        (base model location, dataset, prompt prefix) stay on the server: they are in voice.json."""
+        """The public view for ``GET /v1/audio/voices``: what a client picks a voice by. How much it was
+        trained on and how it scored are shown; where things sit on the server (base model and dataset
+        paths) and the prompt prefix stay in voice.json."""
         return {
             "id": self.name,
             "name": self.name,
             "object": "voice",
             "created_at": self.metadata.created_at if self.metadata else None,
+            "training": self._training_summary(),
             "evaluation": read_eval_summary(self.voice.adapter_path) if self.voice.adapter_path else None,
+        }
+
+    def _training_summary(self) -> dict[str, Any]:
+        meta = self.metadata
+        dataset = meta.dataset if meta else {}
+        training = meta.training if meta else {}
+        return {
+            "lora_rank": self.rank,
+            "clips": dataset.get("clips_used"),
+            "audio_seconds": dataset.get("audio_seconds"),
+            "steps": training.get("steps"),
+            "final_loss": meta.final_loss if meta else None,
+            "final_eval_loss": meta.final_eval_loss if meta else None,
         }
 
 
