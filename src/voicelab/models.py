@@ -56,11 +56,12 @@ class ModelLoadError(UsageError):
 
 
 def looks_like_local_path(value: str | Path) -> bool:
-    """True for a local folder (existing, or written as a path) rather than a hub id ``owner/name``."""
+    """True for a local model (existing, or written as a path: a folder, or a Whisper ``.pt`` checkpoint)
+    rather than a hub id ``owner/name`` or a model name such as ``large-v3``."""
     text = str(value)
     if Path(text).expanduser().exists():
         return True
-    return text.startswith(("/", ".", "~")) or text.count("/") > 1 or "\\" in text
+    return text.startswith(("/", ".", "~")) or text.count("/") > 1 or "\\" in text or text.endswith(".pt")
 
 
 def offline_hint(model_id: str | Path, setting: str, holding: str, hub_id: str) -> str:

@@ -147,13 +147,10 @@ def require_output_file(path: Path, flag: str) -> Path:
     return path
 
 
-def looks_like_local_path(value: str) -> bool:
-    """A local path rather than a hub id (``owner/name``) or a model name (``large-v3``)."""
-    return value.startswith(("/", ".", "~")) or value.count("/") > 1 or "\\" in value or value.endswith(".pt")
-
-
 def require_local_model(value: str, flag: str, what: str) -> None:
     """A ``value`` that looks like a local path must exist; hub errors about such a value only confuse."""
+    from voicelab.models import looks_like_local_path
+
     if looks_like_local_path(value) and not Path(value).expanduser().exists():
         raise UsageError(f"{flag} {value}: no such {what} (pass a local {what}, or a hub id / model name)")
 
