@@ -14,6 +14,8 @@ file                       written by        what
 ``excluded.csv``           a person/studio   ``filename,reason``: clips left out of training (text kept)
 ``sources_left_out.csv``   prepare-audio     recordings that failed or gave no clip, remembered until changed
 ``.snac_cache/``           train-lora        SNAC codes per clip, keyed by content
+``pipeline.json``          voicelab-voice    which of its steps are done, for what input (resume, skip)
+``.pipeline.lock``         voicelab-voice    held while a run makes this voice (one run at a time)
 =========================  ================  =========================================================
 
 A clip is named everywhere by its **key**, the file stem without ``.wav`` (``talk_003``): in
@@ -43,6 +45,8 @@ REVIEW_FILE = "transcript_review.csv"
 EXCLUDED_FILE = "excluded.csv"
 SOURCES_LEFT_OUT_FILE = "sources_left_out.csv"
 CACHE_DIR = ".snac_cache"
+PIPELINE_STATE_FILE = "pipeline.json"
+PIPELINE_LOCK_FILE = ".pipeline.lock"
 ENCODING = "utf-8"
 INDEX_DIGITS = 3
 """Clip keys are ``{stem}_{index:03d}`` (the guide's naming); indexes past 999 just grow wider."""

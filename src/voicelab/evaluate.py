@@ -34,6 +34,7 @@ import numpy as np
 
 from voicelab import orpheus
 from voicelab.errors import UsageError
+from voicelab.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -345,12 +346,10 @@ async def generate_all(
     synthesizer, recorder, voices: dict[str, Any], items, params, *, progress=True
 ) -> list[Sample]:
     """Every planned text spoken by each of ``voices`` ({"voice": adapter, "base": no adapter})."""
-    from tqdm.auto import tqdm
-
     samples = []
     for voice in voices.values():
         await recorder.load_voice(voice)
-    bar = tqdm(total=len(items) * len(voices), desc="generating", unit="text", disable=not progress)
+    bar = progress_bar(total=len(items) * len(voices), desc="generating", unit="text", disable=not progress)
     try:
         for model, voice in voices.items():
             for sample_id, kind, text, ref in items:
@@ -379,11 +378,9 @@ def measure_speaker(samples: Sequence[Sample], reference_audio: Sequence[np.ndar
 
 def measure_intelligibility(samples: Sequence[Sample], transcriber, *, progress: bool = True) -> None:
     """Whisper's transcript of each sample, and its WER/CER against the text it was asked to say."""
-    from tqdm.auto import tqdm
-
     from voicelab.audio import resample
 
-    for sample in tqdm(samples, desc="transcribing", unit="sample", disable=not progress):
+    for sample in progress_bar(samples, desc="transcribing", unit="sample", disable=not progress):
         heard = ""
         if len(sample.audio):
             audio16 = resample(sample.audio, orpheus.SAMPLE_RATE, WHISPER_SAMPLE_RATE).astype(np.float32)
@@ -417,11 +414,9 @@ def measure_delivery(
     samples: Sequence[Sample], reference_rate: float | None, *, progress: bool = True
 ) -> None:
     """Per sample: DNSMOS, speech rate, length against what the text needs, longest inner silence."""
-    from tqdm.auto import tqdm
-
     from voicelab import quality
 
-    for sample in tqdm(samples, desc="scoring", unit="sample", disable=not progress):
+    for sample in progress_bar(samples, desc="scoring", unit="sample", disable=not progress):
         speech = quality.speech_seconds(sample.audio, orpheus.SAMPLE_RATE) if len(sample.audio) else 0.0
         words = len(sample.text.split())
         expected = words / reference_rate if reference_rate else None

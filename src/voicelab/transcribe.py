@@ -48,6 +48,7 @@ from voicelab.dataset import (
 )
 from voicelab.errors import UsageError
 from voicelab.fileio import DurableAppender, atomic_output, resolve_inside
+from voicelab.progress import progress_bar
 from voicelab.review import DEFAULT_SPEAKER_THRESHOLD, ClipSignals, review, speaker_context, write_review
 
 logger = logging.getLogger(__name__)
@@ -655,8 +656,6 @@ def transcribe_clips(
     flush + fsync, so the file is a valid CSV at every moment. At the end (and on Ctrl-C or an error)
     it is rewritten sorted, atomically.
     """
-    from tqdm import tqdm
-
     if plan.todo and transcriber is None:
         raise ValueError("clips to transcribe but no transcriber given")
     read = read or (lambda p: read_audio(p, WHISPER_SAMPLE_RATE)[0])
@@ -670,7 +669,7 @@ def transcribe_clips(
 
     durations = {c: clip_duration_s(c) or 0.0 for c in plan.todo}
     # disable=None: tqdm stays quiet when stderr is not a terminal, so logs hold no bar redraws
-    bar = tqdm(
+    bar = progress_bar(
         total=sum(durations.values()) / 60,
         unit="min",
         desc="transcribing (audio min)",

@@ -24,6 +24,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+from voicelab import progress
 from voicelab.cli.common import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -121,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
     p.add_argument("--strict", action="store_true", help="exit 1 when a check fails")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    progress.add_argument(p)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
@@ -258,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.compare and args.all:
         parser.error("--compare compares NAME with OTHER; it does not combine with --all")
     setup_logging(args.verbose)
+    progress.configure(args.progress_file, "evaluate")
     return run_step(
         lambda: _evaluate(args),
         verbose=args.verbose,

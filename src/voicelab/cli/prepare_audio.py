@@ -15,6 +15,7 @@ import contextlib
 import sys
 from pathlib import Path
 
+from voicelab import progress
 from voicelab.cli.common import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -87,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="try again the recordings an earlier run left out (unreadable, or no clip) even if unchanged",
     )
+    progress.add_argument(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="log each step (voicelab detail only)")
     return parser
 
@@ -101,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             f"--min-duration ({args.min_duration}) must be below --max-duration ({args.max_duration})"
         )
     setup_logging(args.verbose)
+    progress.configure(args.progress_file, "prepare-audio")
     return run_step(
         lambda: _prepare(args),
         verbose=args.verbose,

@@ -16,6 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from voicelab import progress
 from voicelab.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -107,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--keep-checkpoints", action="store_true", help="keep the checkpoints after success")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    progress.add_argument(p)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
@@ -175,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     check_args(parser, args)
     setup_logging(args.verbose)
+    progress.configure(args.progress_file, "train-lora")
     checkpoints = args.voices_dir / f".checkpoints-{args.character}"
     return run_step(
         lambda: _train(args),

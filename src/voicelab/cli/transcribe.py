@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from voicelab import dataset
+from voicelab import dataset, progress
 
 # voicelab.transcribe imports only numpy at module level (whisper/torch load inside functions).
 from voicelab import transcribe as tr
@@ -110,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="transcribe every clip again instead of resuming"
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    progress.add_argument(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="log every clip (debug detail)")
     return parser
 
@@ -128,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_quality and (args.reference or args.exclude_flagged):
         parser.error("--reference and --exclude-flagged need the audio measures: drop --no-quality")
     setup_logging(args.verbose)
+    progress.configure(args.progress_file, "transcribe")
     return run_step(
         lambda: _transcribe(args),
         verbose=args.verbose,

@@ -1,0 +1,405 @@
+"""The steps of ``voicelab-voice`` in order, each one the command a user would run, skipped when done.
+
+fetch -> prepare-audio -> transcribe -> review (a stop, unless --no-review) -> train-lora -> evaluate ->
+reload (of a running server, when ``--server`` names one). Each data step is its command's own ``main``
+called with the arguments a user would type (``options`` builds them), so there is one implementation of
+each step and the same exit codes. ``state`` remembers what each finished step read; a rerun skips the
+steps whose input is unchanged and resumes training from its checkpoint after Ctrl-C or a crash.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from voicelab import progress
+from voicelab.cli.common import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK
+from voicelab.errors import UsageError
+from voicelab.pipeline import options as opts
+from voicelab.pipeline import sources as src
+from voicelab.pipeline.state import PipelineState, exclusive, file_digest, listing, signature
+
+logger = logging.getLogger(__name__)
+
+FETCH, REVIEW, RELOAD = "fetch", "review", "reload"
+STEP_ORDER = (
+    FETCH,
+    opts.PREPARE.name,
+    opts.TRANSCRIBE.name,
+    REVIEW,
+    opts.TRAIN.name,
+    opts.EVALUATE.name,
+    RELOAD,
+)
+RELOAD_TIMEOUT_S = 120.0
+"""A reload loads every new adapter into the engine: seconds on a GPU, longer on a loaded CPU."""
+
+DONE, SKIPPED, PAUSED, FAILED, INTERRUPTED = "done", "skipped", "paused", "failed", "interrupted"
+
+
+class NameTakenError(UsageError):
+    """``voices/NAME`` exists but was not made by this pipeline."""
+
+
+@dataclass
+class VoiceRequest:
+    name: str
+    sources: list[str]
+    raw_dir: Path = Path("raw_audio")
+    prepared_dir: Path = Path("prepared")
+    voices_dir: Path = Path("voices")
+    review: bool = True
+    retrain: bool = False
+    server: str | None = None
+    verbose: bool = False
+    no_progress: bool = False
+    progress_file: Path | None = None
+    passed: dict[str, list[list[str]]] = field(default_factory=dict)
+    """Step flags the user gave (``options.given``)."""
+    options: list[opts.PassOption] = field(default_factory=list)
+
+    @property
+    def raw(self) -> Path:
+        return Path(self.raw_dir) / self.name
+
+    @property
+    def prepared(self) -> Path:
+        return Path(self.prepared_dir) / self.name
+
+    @property
+    def voice(self) -> Path:
+        return Path(self.voices_dir) / self.name
+
+
+@dataclass
+class StepReport:
+    step: str
+    status: str
+    exit_code: int = EXIT_OK
+    note: str = ""
+
+
+@dataclass
+class VoiceResult:
+    request: VoiceRequest
+    reports: list[StepReport] = field(default_factory=list)
+    verdicts: dict[str, str] | None = None
+
+    @property
+    def exit_code(self) -> int:
+        codes = [r.exit_code for r in self.reports if r.exit_code != EXIT_OK]
+        return codes[-1] if codes else EXIT_OK
+
+    @property
+    def last(self) -> StepReport | None:
+        return self.reports[-1] if self.reports else None
+
+    @property
+    def paused(self) -> bool:
+        return self.last is not None and self.last.status == PAUSED
+
+    @property
+    def nothing_done(self) -> bool:
+        return bool(self.reports) and all(r.status == SKIPPED for r in self.reports)
+
+    @property
+    def voice_ready(self) -> bool:
+        return (self.request.voice / "adapter_config.json").is_file() and not self.paused
+
+    @property
+    def status(self) -> str:
+        """How the run ended, as the last progress event says: done, review, failed or interrupted."""
+        if self.exit_code == EXIT_INTERRUPTED:
+            return INTERRUPTED
+        if self.paused:
+            return "review"
+        return DONE if self.exit_code == EXIT_OK else FAILED
+
+
+# --- checks before anything is written ----------------------------------------------------------------
+def step_argvs(req: VoiceRequest) -> dict[str, list[str]]:
+    """Each step's flags as the user gave them, spelt the step's way."""
+    return {step.name: opts.step_argv(step, req.options, req.passed) for step in opts.STEPS}
+
+
+def preflight(req: VoiceRequest, state: PipelineState) -> src.Sources:
+    """Every check that needs no model: the name, the sources, a voice of that name, each step's flags."""
+    from voicelab.voice import validate_voice_name
+
+    validate_voice_name(req.name)
+    sources = src.classify(req.sources)
+    if req.voice.exists() and state.get(opts.TRAIN.name).get("status") != DONE:
+        raise NameTakenError(
+            f"a voice named {req.name!r} already exists ({req.voice}) and was not made from these recordings "
+            "by voicelab-voice: choose another NAME (or remove that folder to replace it)"
+        )
+    argvs = step_argvs(req)
+    placeholders = {
+        opts.PREPARE.name: [str(req.raw), str(req.prepared)],
+        opts.TRANSCRIBE.name: [str(req.prepared)],
+        opts.TRAIN.name: [req.name, str(req.prepared)],
+        opts.EVALUATE.name: [req.name],
+    }
+    for step in opts.STEPS:
+        opts.check_step_argv(step, [*placeholders[step.name], *argvs[step.name]])
+    _check_training_device(argvs[opts.TRAIN.name])
+    return sources
+
+
+def _check_training_device(train_argv: list[str]) -> None:
+    """train-lora's --device and --snac-device exist on this machine (else its error, now, not hours later)."""
+    from voicelab.cli import train_lora
+    from voicelab.training.trainer import check_device
+
+    args = train_lora.build_parser().parse_args(["x", "x", *train_argv])
+    check_device(args.device, "--device")
+    check_device(args.snac_device, "--snac-device")
+
+
+# --- running -------------------------------------------------------------------------------------------
+class _Run:
+    """One run: the request, its state, and what each step reported."""
+
+    def __init__(self, req: VoiceRequest, state: PipelineState, sources: src.Sources) -> None:
+        self.req, self.state, self.sources = req, state, sources
+        self.result = VoiceResult(req)
+        self.argvs = step_argvs(req)
+        self.changed = False  # a step that makes the voice ran: the server should reload
+
+    def common_flags(self, step: opts.Step) -> list[str]:
+        """The pipeline's own flags a step has (``options.PIPELINE_FLAGS``)."""
+        flags = {opts.long_flag(a) for a in opts.step_parser(step)._actions if a.option_strings}
+        given = []
+        if self.req.verbose and "--verbose" in flags:
+            given.append("--verbose")
+        if self.req.no_progress and "--no-progress" in flags:
+            given.append("--no-progress")
+        if self.req.progress_file is not None and progress.PROGRESS_FLAG in flags:
+            given += [progress.PROGRESS_FLAG, str(self.req.progress_file)]
+        if "--voices-dir" in flags:
+            given += ["--voices-dir", str(self.req.voices_dir)]
+        return given
+
+    def call(self, step: opts.Step, positional: list[str], extra: list[str] = ()) -> int:
+        """The step's command, as a user would run it."""
+        argv = [*positional, *self.argvs[step.name], *extra, *self.common_flags(step)]
+        logger.debug("%s %s", step.name, " ".join(argv))
+        code = importlib.import_module(step.module).main(argv)
+        _release_memory()
+        return code
+
+    def report(self, step: str, status: str, exit_code: int = EXIT_OK, note: str = "") -> StepReport:
+        entry = StepReport(step, status, exit_code, note)
+        self.result.reports.append(entry)
+        progress.emit(progress.EVENT_STEP, step=step, status=status, exit_code=exit_code, message=note)
+        if status == SKIPPED:
+            logger.info("%s: %s", step, note or "done before, skipped")
+        return entry
+
+
+def _release_memory() -> None:
+    """Models of a finished step are garbage now; give their (GPU) memory back before the next loads its own."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _outcome(run: _Run, step: str, code: int, *, partial_ok: bool = False) -> StepReport:
+    """A step's exit code as a report: 1 from a batch step that kept the good items goes on."""
+    if code == EXIT_OK:
+        return run.report(step, DONE)
+    if code == EXIT_INTERRUPTED:
+        return run.report(step, INTERRUPTED, code, "interrupted: rerun the same command to resume from here")
+    if code == EXIT_FAILURE and partial_ok:
+        return run.report(step, DONE, code, "some items failed (named above); the others are kept")
+    return run.report(step, FAILED, code, "failed (the message above says why)")
+
+
+def fetch(run: _Run) -> StepReport:
+    req, state = run.req, run.state
+    progress.emit(progress.EVENT_STEP, step=FETCH, status="started")
+    req.raw.mkdir(parents=True, exist_ok=True)
+    added = src.bring_local(run.sources, req.raw)
+    for url in run.sources.urls:
+        files = state.fetched.get(url)
+        if files and all((req.raw / f).is_file() for f in files):
+            continue
+        logger.info("fetching %s", url)
+        state.fetched[url] = src.fetch_url(url, req.raw)
+        state.save()
+        added += len(state.fetched[url])
+    if not added:
+        return run.report(FETCH, SKIPPED, note=f"recordings already in {req.raw}")
+    return run.report(FETCH, DONE, note=f"{added} recording(s) added to {req.raw}")
+
+
+def prepare(run: _Run) -> StepReport:
+    from voicelab.audio import AUDIO_SUFFIXES
+
+    req, step = run.req, opts.PREPARE
+    files = [
+        p
+        for p in req.raw.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in AUDIO_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(req.raw).parts)
+    ]
+    sig = signature(listing(files, req.raw), run.argvs[step.name])
+    if run.state.is_done(step.name, sig):
+        return run.report(step.name, SKIPPED, note=f"the recordings are prepared in {req.prepared}")
+    progress.emit(progress.EVENT_STEP, step=step.name, status="started")
+    code = run.call(step, [str(req.raw), str(req.prepared)])
+    if code in (EXIT_OK, EXIT_FAILURE):
+        run.state.record(step.name, sig, DONE, exit_code=code)
+    return _outcome(run, step.name, code, partial_ok=True)
+
+
+def transcribe(run: _Run) -> StepReport:
+    from voicelab.dataset import MANIFEST_FILE
+
+    req, step = run.req, opts.TRANSCRIBE
+    sig = signature(file_digest(req.prepared / MANIFEST_FILE), run.argvs[step.name])
+    if run.state.is_done(step.name, sig):
+        return run.report(step.name, SKIPPED, note="every clip is transcribed")
+    progress.emit(progress.EVENT_STEP, step=step.name, status="started")
+    code = run.call(step, [str(req.prepared)])
+    if code in (EXIT_OK, EXIT_FAILURE):
+        run.state.record(step.name, sig, DONE, exit_code=code)
+    return _outcome(run, step.name, code, partial_ok=True)
+
+
+def review(run: _Run) -> StepReport:
+    """A stop, once for each set of clips, so that a person can check the transcripts before training."""
+    req, state = run.req, run.state
+    if not req.review:
+        return run.report(REVIEW, SKIPPED, note="--no-review")
+    clips = state.get(opts.TRANSCRIBE.name).get("signature", "")
+    if state.get(REVIEW).get("signature") == clips:
+        return run.report(REVIEW, SKIPPED, note="reviewed: going on")
+    state.record(REVIEW, clips, DONE)  # the rerun after this stop goes on to training
+    return run.report(REVIEW, PAUSED, note=f"review the dataset in {req.prepared}, then rerun to train")
+
+
+def train(run: _Run) -> StepReport:
+    from voicelab.dataset import EXCLUDED_FILE, TRANSCRIPT_FILE
+    from voicelab.training.build import CHECKPOINTS_PREFIX, last_checkpoint
+
+    req, state, step = run.req, run.state, opts.TRAIN
+    data = [file_digest(req.prepared / TRANSCRIPT_FILE), file_digest(req.prepared / EXCLUDED_FILE)]
+    sig = signature(data, run.argvs[step.name])
+    record = state.get(step.name)
+    extra: list[str] = []
+    if req.voice.exists() and record.get("status") == DONE:
+        if record.get("signature") == sig:
+            return run.report(step.name, SKIPPED, note=f"the voice is trained: {req.voice}")
+        if not req.retrain:
+            return run.report(
+                step.name, SKIPPED, note="the dataset or flags changed since the voice was trained: --retrain"
+            )
+        extra = ["--overwrite"]
+    checkpoints = req.voices_dir / f"{CHECKPOINTS_PREFIX}{req.name}"
+    if last_checkpoint(checkpoints) is not None:
+        resumable = record.get("status") == "started" and record.get("signature") == sig
+        extra = ["--resume"] if resumable else ["--overwrite"]
+        logger.info(
+            "%s: %s",
+            step.name,
+            "resuming from the last checkpoint"
+            if resumable
+            else "the data changed: training again from the start",
+        )
+    state.record(step.name, sig, "started")
+    progress.emit(progress.EVENT_STEP, step=step.name, status="started")
+    code = run.call(step, [req.name, str(req.prepared)], extra)
+    if code == EXIT_OK:
+        state.record(step.name, sig, DONE)
+        state.forget(opts.EVALUATE.name)
+        run.changed = True
+    return _outcome(run, step.name, code)
+
+
+def evaluate(run: _Run) -> StepReport:
+    from voicelab.voice import VOICE_FILE
+
+    req, step = run.req, opts.EVALUATE
+    sig = signature(file_digest(req.voice / VOICE_FILE), run.argvs[step.name])
+    if run.state.is_done(step.name, sig):
+        return run.report(step.name, SKIPPED, note="evaluated")
+    progress.emit(progress.EVENT_STEP, step=step.name, status="started")
+    code = run.call(step, [req.name])
+    if code == EXIT_OK:
+        run.state.record(step.name, sig, DONE)
+        run.changed = True
+    return _outcome(run, step.name, code)
+
+
+def reload(run: _Run) -> StepReport:
+    """``POST /v1/voices/reload`` on ``--server`` (with the first of the server's API keys, if any)."""
+    req = run.req
+    if not req.server:
+        return run.report(RELOAD, SKIPPED, note="no --server given")
+    if not run.changed:
+        return run.report(RELOAD, SKIPPED, note=f"{req.server} already has this voice")
+    try:
+        answer = reload_server(req.server)
+    except (OSError, ValueError, UsageError) as e:
+        # the voice is made; a server that is down or refuses is worth a line, not a failed run
+        return run.report(RELOAD, FAILED, EXIT_OK, f"could not reload {req.server}: {e}")
+    added = ", ".join(answer.get("added", [])) or "none"
+    return run.report(RELOAD, DONE, note=f"{req.server} reloaded its voices (added: {added})")
+
+
+def reload_server(server: str) -> dict[str, Any]:
+    import httpx
+
+    from voicelab.server.settings import SettingsError, load_settings
+
+    headers = {}
+    try:
+        keys = load_settings().api_keys
+    except SettingsError as e:
+        raise UsageError(f"bad server settings: {e}") from e
+    if keys:
+        headers["Authorization"] = f"Bearer {keys[0].get_secret_value()}"
+    try:
+        response = httpx.post(
+            f"{server.rstrip('/')}/v1/voices/reload", headers=headers, timeout=RELOAD_TIMEOUT_S
+        )
+    except httpx.HTTPError as e:
+        raise OSError(str(e) or type(e).__name__) from e
+    if response.status_code != 200:
+        raise OSError(f"{response.status_code} {response.text[:200]}")
+    return response.json()
+
+
+STEP_RUNNERS: tuple[Callable[[_Run], StepReport], ...] = (fetch, prepare, transcribe, review, train, evaluate)
+
+
+def make_voice(req: VoiceRequest) -> VoiceResult:
+    """Run every step not done yet; stops at the first that fails, is interrupted, or pauses for review."""
+    state = PipelineState.load(req.prepared, req.name)
+    sources = preflight(req, state)
+    with exclusive(req.prepared, req.name):
+        run = _Run(req, state, sources)
+        progress.emit(progress.EVENT_PLAN, steps=list(STEP_ORDER), name=req.name)
+        for runner in STEP_RUNNERS:
+            report = runner(run)
+            if report.status in (FAILED, INTERRUPTED, PAUSED):
+                return run.result
+        reload(run)
+    run.result.verdicts = _verdicts(req.voice)
+    return run.result
+
+
+def _verdicts(voice_dir: Path) -> dict[str, str] | None:
+    from voicelab.evaluate import read_eval_summary
+
+    summary = read_eval_summary(voice_dir)
+    return summary["verdicts"] if summary else None

@@ -1,0 +1,302 @@
+"""Machine-readable progress: JSON lines beside tqdm's bar, one format for every step.
+
+A step reports its loops through ``progress_bar(...)`` (tqdm's arguments, tqdm's methods) instead of ``tqdm(...)``:
+the bar is drawn as tqdm would draw it, and when the command was given ``--progress-file PATH`` each
+update is also written to PATH as one JSON object per line (docs/progress.md describes every field), so
+``voicelab-voice`` and the studio's job page show the same progress without parsing terminal output.
+
+    {"event": "progress", "step": "transcribe", "phase": "transcribing (audio min)", "done": 1.5,
+     "total": 4.0, "unit": "min", "rate": 0.05, "eta": 50.0, "message": "clips 12/40", "time": ...}
+
+Events are written at most every ``MIN_INTERVAL_S`` per bar, plus the first and the last, so a fast loop
+costs nothing. Drawing and events are independent: ``--no-progress`` hides the bar, not the events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+"""Written in every event as ``"v"``; raised only when a field changes meaning."""
+MIN_INTERVAL_S = 0.5
+"""Fewest seconds between two events of one bar: a page redraws no faster, and the file stays small."""
+PROGRESS_FLAG = "--progress-file"
+
+EVENT_PROGRESS = "progress"
+EVENT_STEP = "step"
+EVENT_PLAN = "plan"
+EVENT_END = "end"
+
+
+class _Sink:
+    """The file events are appended to (line-buffered, one ``write`` per event, shared by threads)."""
+
+    def __init__(self, path: Path, step: str) -> None:
+        self.path = Path(path)
+        self.step = step
+        self._lock = threading.Lock()
+        self._file: TextIO = self.path.open("a", encoding="utf-8", buffering=1)
+
+    def write(self, event: dict[str, Any]) -> None:
+        line = json.dumps({"v": FORMAT_VERSION, **event, "time": round(time.time(), 3)}, ensure_ascii=False)
+        with self._lock:
+            try:
+                self._file.write(line + "\n")
+            except (OSError, ValueError) as e:  # a full disk or a closed file must not stop the work
+                logger.debug("progress event not written to %s: %s", self.path, e)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._file.close()
+
+
+_sink: _Sink | None = None
+
+
+def add_argument(parser: argparse.ArgumentParser) -> None:
+    """The ``--progress-file`` flag every long step has."""
+    parser.add_argument(
+        PROGRESS_FLAG,
+        type=Path,
+        metavar="PATH",
+        help="also append progress as JSON lines to PATH (a file, or /dev/fd/N; format: docs/progress.md)",
+    )
+
+
+def configure(path: Path | None, step: str) -> None:
+    """Send the events of ``step`` to ``path`` (appended); ``None`` leaves the current destination as it is.
+
+    Called by each command's ``main`` with its ``--progress-file``; a step run by ``voicelab-voice`` gets
+    the pipeline's file, so one file holds the whole run.
+    """
+    global _sink
+    if path is None:
+        if _sink is not None:
+            _sink.step = step
+        return
+    if _sink is not None and _sink.path == Path(path):
+        _sink.step = step
+        return
+    close()
+    try:
+        _sink = _Sink(path, step)
+    except OSError as e:
+        from voicelab.errors import UsageError
+
+        raise UsageError(f"{PROGRESS_FLAG} {path}: cannot open it ({e.strerror})") from e
+
+
+def close() -> None:
+    global _sink
+    if _sink is not None:
+        _sink.close()
+        _sink = None
+
+
+def enabled() -> bool:
+    return _sink is not None
+
+
+def current_step() -> str | None:
+    return _sink.step if _sink is not None else None
+
+
+def emit(event: str, **fields: Any) -> None:
+    """Write one event (``step`` defaults to the configured step); nothing happens without a destination."""
+    if _sink is None:
+        return
+    _sink.write({"event": event, "step": fields.pop("step", _sink.step), **fields})
+
+
+def _finite(value: float | None, digits: int = 3) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return round(value, digits)
+
+
+class Bar:
+    """A tqdm-compatible progress bar that also emits events (see the module docstring).
+
+    Takes tqdm's arguments; the bar itself is drawn by tqdm only where tqdm would draw it (``disable``:
+    ``None`` on a terminal only, ``True`` never, ``False`` always), and tqdm is imported only then.
+    """
+
+    def __init__(
+        self,
+        iterable: Iterable | None = None,
+        *,
+        total: float | None = None,
+        desc: str | None = None,
+        unit: str = "it",
+        initial: float = 0,
+        disable: bool | None = False,
+        **tqdm_kwargs: Any,
+    ) -> None:
+        if total is None and iterable is not None:
+            with contextlib.suppress(TypeError):
+                total = len(iterable)  # type: ignore[arg-type]
+        self.iterable = iterable
+        self.total = total
+        self.desc = desc
+        self.unit = unit
+        self.n: float = initial
+        self._initial = initial  # a resumed loop: the rate counts only what this run did
+        self.message = ""
+        self._started = time.monotonic()
+        self._last_event = -math.inf
+        self._last_done: float | None = None
+        self._closed = False
+        self._tqdm = None
+        if disable is False or (disable is None and sys.stderr.isatty()):
+            from tqdm import tqdm
+
+            self._tqdm = tqdm(total=total, desc=desc, unit=unit, initial=initial, **tqdm_kwargs)
+        self._emit(force=True)
+
+    # -- tqdm's interface ----------------------------------------------------------------------------
+    def update(self, n: float = 1) -> None:
+        self.n += n
+        if self._tqdm is not None:
+            self._tqdm.update(n)
+        self._emit()
+
+    def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
+        self.message = s
+        if self._tqdm is not None:
+            self._tqdm.set_postfix_str(s, refresh=refresh)
+
+    def set_description(self, desc: str | None = None, refresh: bool = True) -> None:
+        self.desc = desc
+        if self._tqdm is not None:
+            self._tqdm.set_description(desc, refresh=refresh)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._tqdm is not None:
+            self._tqdm.close()
+        self._emit(force=True)
+
+    def __iter__(self) -> Iterator:
+        if self.iterable is None:
+            raise TypeError("this bar wraps no iterable")
+        try:
+            for item in self.iterable:
+                yield item
+                self.update(1)
+        finally:
+            self.close()
+
+    def __enter__(self) -> Bar:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- events ----------------------------------------------------------------------------------------
+    def _emit(self, force: bool = False) -> None:
+        if _sink is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_event < MIN_INTERVAL_S:
+            return
+        if self._closed and self._last_done == self.n:
+            return  # the last update already said it
+        self._last_event, self._last_done = now, self.n
+        elapsed = now - self._started
+        done_here = self.n - self._initial
+        rate = done_here / elapsed if elapsed > 0 and done_here > 0 else None
+        eta = (self.total - self.n) / rate if rate and self.total is not None else None
+        emit(
+            EVENT_PROGRESS,
+            phase=self.desc,
+            done=_finite(float(self.n)),
+            total=_finite(float(self.total)) if self.total is not None else None,
+            unit=self.unit,
+            rate=_finite(rate),
+            eta=_finite(max(eta, 0.0)) if eta is not None else None,
+            message=self.message,
+        )
+
+
+def progress_bar(iterable: Iterable | None = None, **kwargs: Any) -> Bar:
+    """``tqdm(...)`` for the steps: same arguments, and progress events when a destination is set."""
+    return Bar(iterable, **kwargs)
+
+
+def trainer_callbacks() -> list:
+    """A Hugging Face ``TrainerCallback`` reporting optimizer steps (and the last logged loss) as events;
+    empty when no destination is set, so the Trainer's own bar is all there is."""
+    if _sink is None:
+        return []
+    from transformers import TrainerCallback
+
+    class ProgressCallback(TrainerCallback):
+        def __init__(self) -> None:
+            self.bar: Bar | None = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            # a resumed run starts where its checkpoint was
+            self.bar = Bar(total=state.max_steps, desc="training", unit="step", initial=state.global_step)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.update(state.global_step - self.bar.n)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if self.bar is not None and logs:
+                shown = [
+                    f"{k} {logs[k]:.4g}" for k in ("loss", "eval_loss") if isinstance(logs.get(k), float)
+                ]
+                if shown:
+                    self.bar.set_postfix_str(", ".join(shown))
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.close()
+
+    return [ProgressCallback()]
+
+
+def read_events(path: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """The whole events written to ``path`` from byte ``offset`` on, and the offset after the last one.
+
+    A line still being written (no newline yet) is left for the next call; a line that is not JSON is
+    skipped. For readers in other processes (the studio's job page).
+    """
+    try:
+        with Path(path).open("rb") as handle:
+            handle.seek(offset)
+            data = handle.read()
+    except FileNotFoundError:
+        return [], offset
+    end = data.rfind(b"\n") + 1
+    events = []
+    for line in data[:end].splitlines():
+        with contextlib.suppress(ValueError):
+            event = json.loads(line)
+            if isinstance(event, dict):
+                events.append(event)
+    return events, offset + end
+
+
+def flush_and_fsync() -> None:
+    """Make the events written so far durable (called before a command ends)."""
+    if _sink is not None:
+        with contextlib.suppress(OSError, ValueError):
+            _sink._file.flush()
+            os.fsync(_sink._file.fileno())
