@@ -66,11 +66,23 @@ class _Sink:
 _sink: _Sink | None = None
 
 
+def _events_path(text: str) -> Path:
+    """argparse ``type=``: a file that can be appended to (its folder is made if missing)."""
+    path = Path(text)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8"):
+            pass
+    except OSError as e:
+        raise argparse.ArgumentTypeError(f"cannot append to {text}: {e.strerror or e}") from None
+    return path
+
+
 def add_argument(parser: argparse.ArgumentParser) -> None:
     """The ``--progress-file`` flag every long step has."""
     parser.add_argument(
         PROGRESS_FLAG,
-        type=Path,
+        type=_events_path,
         metavar="PATH",
         help="also append progress as JSON lines to PATH (a file, or /dev/fd/N; format: docs/progress.md)",
     )
@@ -93,10 +105,8 @@ def configure(path: Path | None, step: str) -> None:
     close()
     try:
         _sink = _Sink(path, step)
-    except OSError as e:
-        from voicelab.errors import UsageError
-
-        raise UsageError(f"{PROGRESS_FLAG} {path}: cannot open it ({e.strerror})") from e
+    except OSError as e:  # checked by the flag's type already; progress is never worth failing the work
+        logger.warning("%s %s: cannot open it (%s); no progress events", PROGRESS_FLAG, path, e.strerror or e)
 
 
 def close() -> None:
@@ -251,7 +261,9 @@ def trainer_callbacks() -> list:
 
         def on_train_begin(self, args, state, control, **kwargs):
             # a resumed run starts where its checkpoint was
-            self.bar = Bar(total=state.max_steps, desc="training", unit="step", initial=state.global_step)
+            self.bar = Bar(
+                total=state.max_steps, desc="training", unit="step", initial=state.global_step, disable=True
+            )  # the Trainer draws its own bar
 
         def on_step_end(self, args, state, control, **kwargs):
             if self.bar is not None:

@@ -252,13 +252,18 @@ async def run_all(voices: list, settings) -> tuple[list[dict], list[str]]:
     return reports, failures
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Checks argparse cannot express; each one ends the run with exit code 2."""
     if bool(args.name) == args.all:
         parser.error("name a voice, or pass --all")
     if args.compare and args.all:
         parser.error("--compare compares NAME with OTHER; it does not combine with --all")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_args(parser, args)
     setup_logging(args.verbose)
     progress.configure(args.progress_file, "evaluate")
     return run_step(

@@ -93,15 +93,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Checks argparse cannot express; each one ends the run with exit code 2."""
     if args.sample_rate < MIN_SAMPLE_RATE:
         parser.error(f"--sample-rate must be at least {MIN_SAMPLE_RATE} Hz, got {args.sample_rate}")
     if args.min_duration >= args.max_duration:
         parser.error(
             f"--min-duration ({args.min_duration}) must be below --max-duration ({args.max_duration})"
         )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_args(parser, args)
     setup_logging(args.verbose)
     progress.configure(args.progress_file, "prepare-audio")
     return run_step(

@@ -115,9 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Checks argparse cannot express; each one ends the run with exit code 2."""
     if args.backend != "faster-whisper" and (args.batch_size is not None or args.compute_type != "auto"):
         parser.error("--batch-size and --compute-type apply to --backend faster-whisper only")
     if args.threads < 0:
@@ -128,6 +127,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--speaker-threshold is a cosine similarity: between -1 and 1 (default 0.75)")
     if args.no_quality and (args.reference or args.exclude_flagged):
         parser.error("--reference and --exclude-flagged need the audio measures: drop --no-quality")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_args(parser, args)
     setup_logging(args.verbose)
     progress.configure(args.progress_file, "transcribe")
     return run_step(

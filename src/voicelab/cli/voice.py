@@ -130,10 +130,15 @@ def format_result(result) -> str:
     last = result.last
     if last is not None and last.status == PAUSED:
         lines += _review_lines(req)
-    elif last is not None and last.status in (FAILED, INTERRUPTED) and last.step != "reload":
+    elif last is not None and last.status == INTERRUPTED:
         lines.append(
-            f"stopped at {last.step}: fix what the message above says (if anything) and rerun the same command; "
-            "the steps done so far are kept and skipped"
+            f"interrupted during {last.step}: rerun the same command to resume there (the steps done are "
+            "skipped; training goes on from its last checkpoint)"
+        )
+    elif last is not None and last.status == FAILED and last.step != "reload":
+        lines.append(
+            f"stopped at {last.step}: fix what the message above says and rerun the same command; the steps "
+            "done so far are kept and skipped"
         )
     elif result.voice_ready:
         lines += _ready_lines(result)

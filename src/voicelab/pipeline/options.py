@@ -212,7 +212,7 @@ def given(args: argparse.Namespace) -> dict[str, list[list[str]]]:
 
 
 def step_argv(step: Step, options: Sequence[PassOption], passed: dict[str, list[list[str]]]) -> list[str]:
-    """The flags of ``step`` the user gave, spelt as the step spells them, in the order of its parser."""
+    """The flags of ``step`` the user gave, spelt as the step spells them (in ``voicelab-voice``'s order)."""
     argv: list[str] = []
     for option in options:
         own = option.targets.get(step.name)

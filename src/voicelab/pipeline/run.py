@@ -9,6 +9,7 @@ steps whose input is unchanged and resumes training from its checkpoint after Ct
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
 import logging
@@ -383,19 +384,41 @@ STEP_RUNNERS: tuple[Callable[[_Run], StepReport], ...] = (fetch, prepare, transc
 
 
 def make_voice(req: VoiceRequest) -> VoiceResult:
-    """Run every step not done yet; stops at the first that fails, is interrupted, or pauses for review."""
+    """Run every step not done yet; stops at the first that fails, is interrupted, or pauses for review.
+
+    Folders this run creates are removed again if it leaves nothing in them (a download that failed).
+    """
     state = PipelineState.load(req.prepared, req.name)
     sources = preflight(req, state)
-    with exclusive(req.prepared, req.name):
-        run = _Run(req, state, sources)
-        progress.emit(progress.EVENT_PLAN, steps=list(STEP_ORDER), name=req.name)
-        for runner in STEP_RUNNERS:
-            report = runner(run)
-            if report.status in (FAILED, INTERRUPTED, PAUSED):
-                return run.result
-        reload(run)
-    run.result.verdicts = _verdicts(req.voice)
+    fresh = [folder for folder in (req.raw, req.prepared) if not folder.exists()]
+    try:
+        with exclusive(req.prepared, req.name):
+            run = _Run(req, state, sources)
+            _run_steps(run)
+    finally:
+        for folder in fresh:
+            _remove_if_unused(folder)
     return run.result
+
+
+def _run_steps(run: _Run) -> None:
+    progress.emit(progress.EVENT_PLAN, steps=list(STEP_ORDER), name=run.req.name)
+    for runner in STEP_RUNNERS:
+        report = runner(run)
+        if report.status in (FAILED, INTERRUPTED, PAUSED):
+            return
+    reload(run)
+    run.result.verdicts = _verdicts(run.req.voice)
+
+
+def _remove_if_unused(folder: Path) -> None:
+    """Remove ``folder`` when it holds nothing but the run's lock file."""
+    from voicelab.dataset import PIPELINE_LOCK_FILE
+
+    with contextlib.suppress(OSError):
+        if {p.name for p in folder.iterdir()} <= {PIPELINE_LOCK_FILE}:
+            (folder / PIPELINE_LOCK_FILE).unlink(missing_ok=True)
+            folder.rmdir()
 
 
 def _verdicts(voice_dir: Path) -> dict[str, str] | None:
