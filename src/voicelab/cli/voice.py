@@ -20,6 +20,7 @@ Exit codes: 0 done (or stopped for review), 1 a step failed, 2 bad arguments or 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -91,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
 
     pass_options = opts.collect(OWN_FLAGS)
     args = build_parser(pass_options).parse_args(argv)
+    # Ctrl-C (or the studio's Cancel, which sends SIGINT) must stop a step cleanly even when this process
+    # was started with SIGINT ignored, as a background job of a shell or a service is.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     setup_logging(args.verbose)
     progress.configure(args.progress_file, "voice")
     outcome: dict = {}

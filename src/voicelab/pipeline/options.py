@@ -207,6 +207,43 @@ def add_to_parser(parser: argparse.ArgumentParser, options: Sequence[PassOption]
         groups[step].add_argument(option.flag, action=_PassThrough, **kwargs)
 
 
+def settings_to_argv(values: dict[str, Any], options: Sequence[PassOption]) -> list[str]:
+    """Settings as the studio sends them (flag -> true/false, a value, or a list of values) as arguments;
+    ``StepFlagsError`` for a flag that is not offered or a value of the wrong kind."""
+    by_flag = {o.flag: o for o in options}
+    argv: list[str] = []
+    for flag, value in values.items():
+        option = by_flag.get(flag)
+        if option is None:
+            raise StepFlagsError(f"{flag}: no such setting (the New voice page lists them)")
+        if option.is_switch:
+            if not isinstance(value, bool):
+                raise StepFlagsError(f"{flag}: true or false, got {value!r}")
+            argv += [flag] if value else []
+        elif isinstance(value, list) and option.first.nargs in ("+", "*"):
+            argv += [flag, *map(str, value)] if value else []
+        elif isinstance(value, str | int | float) and not isinstance(value, bool):
+            argv += [flag, str(value)] if str(value).strip() else []
+        else:
+            raise StepFlagsError(
+                f"{flag}: expected {'a list of values' if option.first.nargs in ('+', '*') else 'one value'}, got {value!r}"
+            )
+    return argv
+
+
+def parse_flags(argv: Sequence[str], options: Sequence[PassOption]) -> dict[str, list[list[str]]]:
+    """Pass-through flags alone (no NAME, no SOURCE), checked with the steps' types: what ``given``
+    returns for them. ``StepFlagsError`` names a bad one."""
+    parser = argparse.ArgumentParser(prog="voicelab-voice", add_help=False)
+
+    def refuse(message: str):
+        raise StepFlagsError(message)
+
+    parser.error = refuse
+    add_to_parser(parser, options)
+    return given(parser.parse_args(list(argv)))
+
+
 def given(args: argparse.Namespace) -> dict[str, list[list[str]]]:
     return dict(getattr(args, GIVEN, None) or {})
 

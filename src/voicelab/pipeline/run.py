@@ -140,17 +140,21 @@ def preflight(req: VoiceRequest, state: PipelineState) -> src.Sources:
             f"a voice named {req.name!r} already exists ({req.voice}) and was not made from these recordings "
             "by voicelab-voice: choose another NAME (or remove that folder to replace it)"
         )
-    argvs = step_argvs(req)
+    check_flags(req.options, req.passed)
+    _check_training_device(step_argvs(req)[opts.TRAIN.name])
+    return sources
+
+
+def check_flags(options: list[opts.PassOption], passed: dict[str, list[list[str]]]) -> None:
+    """Each step's own parser and range checks on the flags it would get (``StepFlagsError``)."""
     placeholders = {
-        opts.PREPARE.name: [str(req.raw), str(req.prepared)],
-        opts.TRANSCRIBE.name: [str(req.prepared)],
-        opts.TRAIN.name: [req.name, str(req.prepared)],
-        opts.EVALUATE.name: [req.name],
+        opts.PREPARE.name: ["raw_audio/NAME", "prepared/NAME"],
+        opts.TRANSCRIBE.name: ["prepared/NAME"],
+        opts.TRAIN.name: ["NAME", "prepared/NAME"],
+        opts.EVALUATE.name: ["NAME"],
     }
     for step in opts.STEPS:
-        opts.check_step_argv(step, [*placeholders[step.name], *argvs[step.name]])
-    _check_training_device(argvs[opts.TRAIN.name])
-    return sources
+        opts.check_step_argv(step, [*placeholders[step.name], *opts.step_argv(step, options, passed)])
 
 
 def _check_training_device(train_argv: list[str]) -> None:
@@ -225,6 +229,7 @@ def _outcome(run: _Run, step: str, code: int, *, partial_ok: bool = False) -> St
 
 def fetch(run: _Run) -> StepReport:
     req, state = run.req, run.state
+    progress.configure(None, FETCH)  # the download's progress events are the fetch step's
     progress.emit(progress.EVENT_STEP, step=FETCH, status="started")
     req.raw.mkdir(parents=True, exist_ok=True)
     added = src.bring_local(run.sources, req.raw)

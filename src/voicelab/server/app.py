@@ -27,6 +27,7 @@ from voicelab.server.routes import public, v1
 from voicelab.server.settings import Settings, SettingsError, load_settings
 from voicelab.server.speech import ConcurrencyLimiter
 from voicelab.server.studio import install_studio
+from voicelab.server.studio_jobs import install_jobs, running_jobs
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 settings.voices_dir,
                 report.skipped or "none",
             )
-        yield
+        async with running_jobs(app):
+            yield
     finally:
         await state.backend.aclose()
 
@@ -105,9 +107,15 @@ def create_app(settings: Settings | None = None, *, backend_factory: BackendFact
     install_error_handlers(app)
     app.add_middleware(CutAbortedStreams)
     # Added last, so it runs first: key and size are checked before anything reads the body.
-    app.add_middleware(RequestGuard, api_keys=settings.api_keys, max_body_bytes=settings.request_body_limit)
+    app.add_middleware(
+        RequestGuard,
+        api_keys=settings.api_keys,
+        max_body_bytes=settings.request_body_limit,
+        max_upload_bytes=settings.max_upload_bytes,
+    )
     app.include_router(v1)
     app.include_router(public)
     install_studio(app)
+    install_jobs(app)
     install_docs(app, enabled=settings.docs)
     return app

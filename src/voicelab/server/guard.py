@@ -17,6 +17,9 @@ from voicelab.server.errors import AUTH_CHALLENGE, AUTHENTICATION, ApiError
 
 PROTECTED_PREFIXES = ("/v1/", "/studio/api/")  # the API and the studio page's endpoints
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+STREAMED_PREFIX = "/studio/api/uploads/"
+"""Recordings uploaded to the studio: streamed to disk by their route under their own cap (a declared
+size over it is refused here), never held in memory."""
 
 
 def check_api_key(authorization: str, keys: Sequence[SecretStr]) -> None:
@@ -50,6 +53,16 @@ def too_large(limit: int, size: int | None = None) -> ApiError:
     )
 
 
+def too_large_upload(limit: int, size: int | None = None) -> ApiError:
+    told = f"{size} bytes" if size is not None else "larger than that"
+    return ApiError(
+        413,
+        f"the upload limit is {limit} bytes (VOICELAB_MAX_UPLOAD_BYTES) and the file is {told}: split the "
+        "recording, or put it in the recordings folder and run voicelab-voice",
+        code="upload_too_large",
+    )
+
+
 def _header(scope, name: bytes) -> str:
     for key, value in scope.get("headers", ()):
         if key.lower() == name:
@@ -60,10 +73,13 @@ def _header(scope, name: bytes) -> str:
 class RequestGuard:
     """ASGI middleware: API key (``/v1/*``, ``/studio/api/*``) and body size limit, both before the body is read."""
 
-    def __init__(self, app, *, api_keys: Sequence[SecretStr], max_body_bytes: int) -> None:
+    def __init__(
+        self, app, *, api_keys: Sequence[SecretStr], max_body_bytes: int, max_upload_bytes: int | None = None
+    ) -> None:
         self.app = app
         self.api_keys = list(api_keys)
         self.limit = max_body_bytes
+        self.upload_limit = max_upload_bytes
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -72,7 +88,15 @@ class RequestGuard:
         try:
             if scope["path"].startswith(PROTECTED_PREFIXES):
                 check_api_key(_header(scope, b"authorization"), self.api_keys)
-            if scope["method"] in BODY_METHODS:
+            if (
+                scope["method"] in BODY_METHODS
+                and self.upload_limit
+                and scope["path"].startswith(STREAMED_PREFIX)
+            ):
+                declared = _header(scope, b"content-length")
+                if declared.strip().isdigit() and int(declared) > self.upload_limit:
+                    raise too_large_upload(self.upload_limit, int(declared))
+            elif scope["method"] in BODY_METHODS:
                 receive = await self._bounded_body(scope, receive)
         except ApiError as e:
             await e.response()(scope, receive, send)

@@ -31,6 +31,9 @@ TEXT_FIELDS_PER_REQUEST = 2
 """``input`` and ``instructions``, each up to ``max_input_chars``."""
 REQUEST_OVERHEAD_BYTES = 16 * 1024
 """Room for the other fields of a speech request (voice, format, sampling) and generous whitespace."""
+DEFAULT_MAX_UPLOAD_BYTES = 2 * 1024**3
+"""One recording uploaded to the studio: 2 GiB holds three hours of 48 kHz stereo 16-bit WAV (691 MB an
+hour), and far more of any compressed format."""
 
 
 def default_max_request_bytes(max_input_chars: int) -> int:
@@ -98,6 +101,22 @@ class Settings(BaseSettings):
     )
     studio: bool = Field(
         True, description="Serve the studio's dataset endpoints (false: read-only voices page)"
+    )
+    studio_jobs: bool | None = Field(
+        None,
+        description="The studio's New voice jobs (uploads, training runs): unset = on only while the server "
+        "listens on loopback addresses alone; true = on wherever it listens; false = off",
+    )
+    raw_dir: Path = Field(
+        Path("raw_audio"), description="Where studio jobs gather recordings (raw_audio/NAME/)"
+    )
+    jobs_dir: Path = Field(
+        Path("jobs"), description="Studio jobs: each one's settings, uploads, log and progress (jobs/ID/)"
+    )
+    max_upload_bytes: int = Field(
+        DEFAULT_MAX_UPLOAD_BYTES,
+        ge=1,
+        description="Largest recording one studio upload may send (413 beyond)",
     )
 
     @field_validator("api_keys", mode="before")

@@ -18,6 +18,7 @@ const state = {
   dataset: null, // {name, clips: [...]}
   index: -1,
   clipUrl: null,
+  linked: {}, // from the address: #voice=NAME or #dataset[=NAME] (links from the New voice page)
 };
 // What the last Speak measured; the browser tests read it.
 window.voicelabStudio = { lastSpeech: null };
@@ -154,6 +155,10 @@ function renderVoices() {
     loadEvaluation(voice.id, evaluation).catch(showError);
   }
   if (state.voices.some((v) => v.id === chosen)) select.value = chosen;
+  if (state.voices.some((v) => v.id === state.linked.voice)) {
+    select.value = state.linked.voice;
+    state.linked.voice = undefined; // once: a later reload keeps the person's choice
+  }
   markSelectedVoice();
   $("speak").disabled = state.voices.length === 0;
 }
@@ -413,6 +418,7 @@ async function loadDatasets() {
     $("dataset-status").textContent = `No prepared datasets in ${body.prepared_dir}: run make prepare-audio and make transcribe.`;
     return;
   }
+  if (body.datasets.some((d) => d.name === state.linked.dataset)) select.value = state.linked.dataset;
   await openDataset(select.value);
 }
 
@@ -644,6 +650,9 @@ async function start() {
 
   state.info = await (await fetch("/studio/info")).json();
   $("tab-dataset").hidden = !state.info.datasets_enabled;
+  $("tab-new").hidden = !state.info.jobs_enabled;
+  const [, view, name] = location.hash.match(/^#(voice|dataset)(?:=(.*))?$/) || [];
+  if (view) state.linked[view] = name ? decodeURIComponent(name) : undefined;
   const defaults = { temperature: "speak-temperature", top_p: "speak-top-p", repetition_penalty: "speak-repetition" };
   for (const [field, id] of Object.entries(defaults)) $(id).placeholder = `${state.info.sampling[field]} (default)`;
   if (state.info.auth_required) {
@@ -656,6 +665,7 @@ async function start() {
     }
   }
   await loadAll();
+  if (view === "dataset" && state.info.datasets_enabled) showView("dataset");
 }
 
 start().catch(showError);
