@@ -242,6 +242,20 @@ def test_an_upload_over_the_cap_is_refused_whole_or_streamed(tmp_path, wav):
     assert uploaded(tmp_path, job) == [], "no part file is left"
 
 
+def test_start_checks_the_reference_clip_against_the_settings(tmp_path, wav):
+    client = client_for(tmp_path)
+    job = new_job(client, settings={"--no-quality": True})
+    upload(client, job, "take.wav", wav)
+    upload(client, job, "ref.wav", wav, kind="reference")
+    refused = client.post(f"/studio/api/jobs/{job['id']}/start", json={})
+    assert refused.status_code == 400
+    assert (
+        "transcribe: --reference and --exclude-flagged need the audio measures"
+        in refused.json()["error"]["message"]
+    )
+    assert client.get(f"/studio/api/jobs/{job['id']}").json()["status"] == jobs.UPLOADING
+
+
 def test_a_second_reference_clip_replaces_the_first_and_uploads_end_at_start(tmp_path, wav):
     client = client_for(tmp_path)
     job = new_job(client)

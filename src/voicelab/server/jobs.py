@@ -218,6 +218,16 @@ class JobStore:
         return text.splitlines()[-lines:]
 
     # -- the command --------------------------------------------------------------------------------------
+    def step_flags(self, job: Job, options) -> list[str]:
+        """The steps' flags of ``job``: its settings, and its reference clip as ``--reference``."""
+        from voicelab.pipeline import options as opts
+
+        argv = opts.settings_to_argv(job.settings, options)
+        reference = self.uploads(job, REFERENCE_DIR)
+        if reference and "--reference" not in job.settings:
+            argv += ["--reference", *(str(self.folder(job.id) / REFERENCE_DIR / name) for name in reference)]
+        return argv
+
     def command(self, job: Job) -> list[str]:
         """The ``voicelab-voice`` command line of ``job`` (an argument list: no shell ever sees it)."""
         from voicelab.cli.voice import OWN_FLAGS
@@ -230,11 +240,7 @@ class JobStore:
         argv += ["--voices-dir", str(self.voices_dir), "--no-progress"]
         argv += [progress.PROGRESS_FLAG, str(folder / EVENTS_FILE)]
         argv += [] if job.review else ["--no-review"]
-        argv += opts.settings_to_argv(job.settings, opts.collect(OWN_FLAGS))
-        reference = self.uploads(job, REFERENCE_DIR)
-        if reference and "--reference" not in job.settings:
-            argv += ["--reference", *(str(folder / REFERENCE_DIR / name) for name in reference)]
-        return argv
+        return argv + self.step_flags(job, opts.collect(OWN_FLAGS))
 
 
 # --- the queue ----------------------------------------------------------------------------------------------

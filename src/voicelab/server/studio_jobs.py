@@ -235,10 +235,21 @@ def start_job(job_id: str, body: Action, request: Request) -> dict:
     """Queue a job: the first start after its uploads, or a resume after a pause, cancel or failure."""
     store, job = _job(request, job_id)
     try:
+        _check_command(store, job)
         job = jobs.queue(store, job)
     except UsageError as e:
         raise to_api_error(e) from e
     return job_view(store, job)
+
+
+def _check_command(store: jobs.JobStore, job: jobs.Job) -> None:
+    """The flags of the command the job will run (the reference clip included), checked by each step."""
+    from voicelab.cli.voice import OWN_FLAGS
+    from voicelab.pipeline import options as opts
+    from voicelab.pipeline.run import check_flags
+
+    options = opts.collect(OWN_FLAGS)
+    check_flags(options, opts.parse_flags(store.step_flags(job, options), options))
 
 
 @api.post("/jobs/{job_id}/cancel")
