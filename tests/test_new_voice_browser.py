@@ -1,6 +1,8 @@
-"""The New voice page in a real browser (Chromium through Playwright) against the API on a real port with
-the embedded engine on tiny models: recordings uploaded, a job that pauses for review, trains (progress
-seen to advance), is cancelled mid-training and resumed, and ends with a voice spoken from the Voices view.
+"""The New voice page in a real browser (Chromium through Playwright) against the API on a real port: the
+jobs run the real voicelab-voice on tiny models (recordings uploaded, a pause for review, training whose
+progress is seen to advance, cancelled mid-training and resumed, evaluated with the embedded engine), and
+the new voice is then spoken from the Voices view through the stand-in vLLM, which loads its adapter as
+vLLM would (tiny random models never stop on their own, which the embedded engine reports as an error).
 Bad input gets its message on the page. Screenshots go to artifacts/screenshots/ (the README's come from
 there).
 
@@ -19,6 +21,7 @@ import pytest
 from voicelab import testing
 from voicelab.server.app import create_app
 from voicelab.server.settings import Settings
+from voicelab.testing.fake_vllm import FakeVLLMServer
 from voicelab.testing.server import ServerThread
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -31,6 +34,7 @@ CHROMIUM_ARGS = [
 ]
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
 KEY = "new-voice-key"
+TOKEN_DELAY_S = 0.005  # the stand-in vLLM paces its tokens, so audio arrives over time as from a GPU
 STEP_TIMEOUT_MS = 30_000  # Playwright's wait per step on a loaded 2-core machine
 JOB_TIMEOUT_MS = 900_000  # a whole pipeline step (training on a loaded CPU) may take minutes
 NAME = "newvoice"
@@ -62,7 +66,13 @@ def recordings(tmp_path_factory):
     return folder
 
 
-def serve(root: Path, tiny_orpheus_dir, tiny_snac_dir, **overrides):
+@pytest.fixture(scope="module")
+def vllm(tiny_orpheus_dir):
+    with FakeVLLMServer(base_model=str(tiny_orpheus_dir), token_delay=TOKEN_DELAY_S) as server:
+        yield server
+
+
+def serve(root: Path, vllm, tiny_orpheus_dir, tiny_snac_dir, **overrides):
     settings = Settings(
         voices_dir=root / "voices",
         prepared_dir=root / "prepared",
@@ -70,7 +80,7 @@ def serve(root: Path, tiny_orpheus_dir, tiny_snac_dir, **overrides):
         jobs_dir=root / "jobs",
         base_model=str(tiny_orpheus_dir),
         snac_model=str(tiny_snac_dir),
-        engine="local",
+        vllm_url=vllm.url,
         api_keys=KEY,
         **overrides,
     )
@@ -141,9 +151,9 @@ def training_done(page) -> list[float]:
 
 
 def test_a_voice_from_uploads_paused_for_review_cancelled_resumed_and_spoken(
-    page, tmp_path, recordings, tiny_orpheus_dir, tiny_snac_dir, tiny_whisper_path
+    page, tmp_path, recordings, vllm, tiny_orpheus_dir, tiny_snac_dir, tiny_whisper_path
 ):
-    with serve(tmp_path, tiny_orpheus_dir, tiny_snac_dir) as server:
+    with serve(tmp_path, vllm, tiny_orpheus_dir, tiny_snac_dir) as server:
         open_new_voice(page, server.url)
         page.locator("#voice-name").fill(NAME)
         page.locator("#recordings").set_input_files([str(recordings / name) for name in TAKES])
@@ -151,6 +161,7 @@ def test_a_voice_from_uploads_paused_for_review_cancelled_resumed_and_spoken(
         page.locator("#reference").set_input_files(str(recordings / "take1.wav"))
         fill_tiny_settings(page, tiny_whisper_path, max_steps=4)
         assert page.locator("#review").is_checked()
+        page.locator("#all-settings-box > summary").click()  # closed again: the form as a person sees it
         screenshot(page, "new-voice")
         page.locator("#start").click()
 
@@ -198,10 +209,8 @@ def test_a_voice_from_uploads_paused_for_review_cancelled_resumed_and_spoken(
         expect(page.locator("#voice-select")).to_have_value(NAME)
         page.locator("#speak-text").fill("Hello from a voice made in the browser.")
         page.locator("#speak").click()
-        stats = page.wait_for_function(
-            "window.voicelabStudio.lastSpeech", timeout=JOB_TIMEOUT_MS
-        ).json_value()
-        assert stats["samples"] > 0
+        stats = page.wait_for_function("window.voicelabStudio.lastSpeech").json_value()
+        assert stats["samples"] > 0 and vllm.completions[-1].body["model"] == NAME
         assert page.console_errors == []
 
 
@@ -237,14 +246,13 @@ def start_with(page, name: str, *, files=(), urls=()) -> None:
 
 
 def test_bad_input_gets_a_clear_message_on_the_page(
-    page, tmp_path, recordings, tiny_orpheus_dir, tiny_snac_dir
+    page, tmp_path, recordings, vllm, tiny_orpheus_dir, tiny_snac_dir
 ):
     site = SlowSite()
     take = recordings / "take1.wav"
     try:
-        with serve(
-            tmp_path, tiny_orpheus_dir, tiny_snac_dir, max_upload_bytes=take.stat().st_size - 1
-        ) as server:
+        cap = take.stat().st_size - 1
+        with serve(tmp_path, vllm, tiny_orpheus_dir, tiny_snac_dir, max_upload_bytes=cap) as server:
             (tmp_path / "voices" / "taken").mkdir(parents=True)
             open_new_voice(page, server.url)
             error = page.locator("#error")

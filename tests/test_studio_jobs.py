@@ -105,6 +105,14 @@ def test_one_setting_switches_jobs_off(tmp_path, overrides, reason):
     assert job_folders(tmp_path) == []
 
 
+@pytest.mark.parametrize(("value", "parsed"), [("", None), ("auto", None), ("true", True), ("false", False)])
+def test_the_jobs_setting_is_auto_true_or_false(monkeypatch, value, parsed):
+    from voicelab.server.settings import load_settings
+
+    monkeypatch.setenv("VOICELAB_STUDIO_JOBS", value)
+    assert load_settings(None).studio_jobs is parsed
+
+
 def test_jobs_are_off_while_the_server_listens_beyond_localhost_unless_turned_on(tmp_path):
     def info(host: str, **overrides) -> dict:
         app = create_app(
@@ -436,12 +444,23 @@ def test_events_stream_the_job_and_its_progress(tmp_path):
             + "\n"
         )
         (folder / jobs.LOG_FILE).write_text("INFO: hello\n")
-        seen = []
-        with api.stream("GET", f"/studio/api/jobs/{job['id']}/events") as response:
-            assert response.headers["content-type"].startswith("text/event-stream")
-            for line in response.iter_lines():
-                if line.startswith("event: "):
-                    seen.append(line[7:])
-                if len(seen) == 3:
-                    break
-    assert seen == ["job", "progress", "log"]
+
+        def stream(query: str = "") -> list[tuple[str, dict]]:
+            """Every event of one stream (it ends by itself: the job is not running)."""
+            seen, kind = [], None
+            with api.stream("GET", f"/studio/api/jobs/{job['id']}/events{query}") as response:
+                assert response.headers["content-type"].startswith("text/event-stream")
+                for line in response.iter_lines():
+                    if line.startswith("event: "):
+                        kind = line[7:]
+                    elif line.startswith("data: "):
+                        seen.append((kind, json.loads(line[6:])))
+            return seen
+
+        first = stream()
+        assert [kind for kind, _ in first] == ["job", "progress", "log", "cursor"]
+        assert first[2][1] == {"lines": ["INFO: hello"]}
+        cursor = first[3][1]
+        assert cursor == {"events_from": (folder / jobs.EVENTS_FILE).stat().st_size, "log_from": 12}
+        again = stream(f"?events_from={cursor['events_from']}&log_from={cursor['log_from']}")
+        assert [kind for kind, _ in again] == ["job"], "a reconnect goes on from its cursor"

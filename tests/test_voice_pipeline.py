@@ -218,6 +218,17 @@ def test_bad_sources_and_flags_stop_before_any_work(tmp_path, recordings, capsys
     assert not (tmp_path / "raw").exists() and not (tmp_path / "prepared").exists()
 
 
+def test_training_on_a_gpu_this_machine_lacks_is_refused_at_once(tmp_path, recordings, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: train-lora's default device exists")
+    code = voice.main([NAME, str(recordings), *folders(tmp_path)])  # train-lora's default: --device cuda
+    progress.close()
+    assert code == 2 and "--device cuda: CUDA is not available" in capsys.readouterr().err
+    assert not (tmp_path / "raw").exists()
+
+
 def test_a_bad_name_is_refused(tmp_path, recordings, capsys):
     code, err = run_cli(tmp_path, ["../escape", str(recordings)], capsys)
     assert code == 2 and "invalid voice name '../escape'" in err

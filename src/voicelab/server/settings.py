@@ -104,8 +104,8 @@ class Settings(BaseSettings):
     )
     studio_jobs: bool | None = Field(
         None,
-        description="The studio's New voice jobs (uploads, training runs): unset = on only while the server "
-        "listens on loopback addresses alone; true = on wherever it listens; false = off",
+        description="The studio's New voice jobs (uploads, training runs): unset or auto = on only while the "
+        "server listens on loopback addresses alone; true = on wherever it listens; false = off",
     )
     raw_dir: Path = Field(
         Path("raw_audio"), description="Where studio jobs gather recordings (raw_audio/NAME/)"
@@ -126,6 +126,12 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [key.strip() for key in value.split(",") if key.strip()]
         return value
+
+    @field_validator("studio_jobs", mode="before")
+    @classmethod
+    def _auto_jobs(cls, value):
+        # "auto" (or an empty VOICELAB_STUDIO_JOBS=) is the default: decided by where the server listens
+        return None if isinstance(value, str) and value.strip().lower() in ("", "auto") else value
 
     @field_validator("log_level", mode="before")
     @classmethod

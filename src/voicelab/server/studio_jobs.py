@@ -17,11 +17,12 @@ import json
 import logging
 import os
 import shutil
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -43,7 +44,10 @@ FREE_SPACE_MARGIN_BYTES = 1024**3
 UPLOAD_CHUNK_LOG_EVERY = 64 * 1024**2
 EVENTS_POLL_S = 0.5
 EVENTS_HEARTBEAT_S = 15.0
-COMMON_SETTINGS = ("--device", "--base-model", "--whisper-model", "--language", "--epochs", "--reference")
+EVENTS_STREAM_MAX_S = 20.0
+"""One stream's life: the page reconnects from its cursor, and a server that stops (uvicorn waits for open
+responses) is held up no longer than this."""
+COMMON_SETTINGS = ("--device", "--base-model", "--whisper-model", "--language", "--epochs", "--lora-rank")
 """Shown first on the page (the rest under "All settings"); a flag missing from the steps is skipped."""
 
 api = APIRouter(prefix="/studio/api")
@@ -368,12 +372,19 @@ def _audio_duration(path: Path) -> float | None:
 
 # --- live progress -----------------------------------------------------------------------------------------
 @api.get("/jobs/{job_id}/events")
-async def job_events(job_id: str, request: Request) -> StreamingResponse:
+async def job_events(
+    job_id: str, request: Request, events_from: int = Query(0, ge=0), log_from: int | None = Query(None, ge=0)
+) -> StreamingResponse:
     """Server-sent events: ``job`` (the record, on every change), ``progress``/``step``/``plan``/``end`` (as
-    the run writes them), ``log`` (new lines). The stream starts with the job and the events so far."""
+    the run writes them, from byte ``events_from`` of its record), ``log`` (lines from byte ``log_from``;
+    without it, the tail), and ``cursor`` (both offsets, to continue from after a reconnect).
+
+    A stream ends once the job has stopped and everything is sent, and after ``EVENTS_STREAM_MAX_S`` in any
+    case (the page connects again from its cursor): a server that stops waits for open streams to end.
+    """
     store, job = _job(request, job_id)
     return StreamingResponse(
-        _event_stream(store, job.id, request),
+        _event_stream(store, job.id, request, events_from, log_from),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -383,10 +394,12 @@ def _sse(kind: str, data: Any) -> str:
     return f"event: {kind}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
-async def _event_stream(store: jobs.JobStore, job_id: str, request: Request):
+async def _event_stream(
+    store: jobs.JobStore, job_id: str, request: Request, offset: int, log_size: int | None
+):
     folder = store.folder(job_id)
-    offset, log_size, seen_job, quiet = 0, None, None, 0.0
-    while not await request.is_disconnected():
+    seen_job, quiet, deadline = None, 0.0, time.monotonic() + EVENTS_STREAM_MAX_S
+    while not await request.is_disconnected() and time.monotonic() < deadline:
         try:
             job = store.get(job_id)
         except UsageError:
@@ -402,6 +415,10 @@ async def _event_stream(store: jobs.JobStore, job_id: str, request: Request):
         lines, log_size = _new_log_lines(folder / jobs.LOG_FILE, log_size)
         if lines:
             yield _sse("log", {"lines": lines})
+        if events or lines:
+            yield _sse("cursor", {"events_from": offset, "log_from": log_size})
+        if job.status not in jobs.ACTIVE:
+            return  # stopped, and everything it wrote is sent
         quiet = 0.0 if (events or lines) else quiet + EVENTS_POLL_S
         if quiet >= EVENTS_HEARTBEAT_S:  # a comment keeps proxies from closing an idle stream
             quiet = 0.0

@@ -40,6 +40,7 @@ const state = {
   steps: [],
   log: [],
   stream: null,
+  cursor: {}, // where the job's events and log were read up to: a reconnect goes on from there
   listTimer: null,
 };
 // What the page has seen; the browser tests read it.
@@ -376,6 +377,9 @@ function applyEvent(kind, data) {
     state.log = [...state.log, ...data.lines].slice(-LOG_LINES_KEPT);
     renderLog();
     return;
+  } else if (kind === "cursor") {
+    state.cursor = data;
+    return;
   } else if (kind === "gone") {
     showError(new Error("This job was deleted."));
   }
@@ -383,11 +387,11 @@ function applyEvent(kind, data) {
 }
 
 function progressText(p) {
-  const unit = p.unit === "B" ? "" : ` ${p.unit}`;
+  const plural = p.unit === "min" || (p.total ?? p.done) === 1 ? p.unit : `${p.unit}s`;
   const amount = p.unit === "B"
     ? `${formatBytes(p.done)}${p.total ? ` of ${formatBytes(p.total)}` : ""}`
-    : `${+p.done.toFixed(2)}${p.total !== null ? ` of ${+p.total.toFixed(2)}` : ""}${unit}`;
-  const parts = [`${STEP_LABELS[p.step] || p.step}${p.phase ? ` (${p.phase})` : ""}: ${amount}`];
+    : `${+p.done.toFixed(2)}${p.total !== null ? ` of ${+p.total.toFixed(2)}` : ""} ${plural}`;
+  const parts = [`${STEP_LABELS[p.step] || p.step}: ${p.phase ? `${p.phase} — ` : ""}${amount}`];
   if (p.eta !== null && p.eta !== undefined && p.done !== p.total) parts.push(`about ${formatSeconds(p.eta)} left`);
   if (p.message) parts.push(p.message);
   return parts.join(" · ");
@@ -474,19 +478,33 @@ async function readEvents(response, signal) {
   }
 }
 
-/** Follow the job's events; after a break (server restart) connect again, from the start of the record. */
+/** Follow the job's events while it runs: each stream goes on from the last cursor (streams are short, and
+ * a server restart breaks them); once the job has stopped, the last stream ends and so does this. */
 async function followJob(id) {
   const controller = new AbortController();
   state.stream = controller;
+  state.cursor = {};
+  resetSteps();
+  state.log = [];
+  try {
+    await followStreams(id, controller);
+  } finally {
+    if (state.stream === controller) state.stream = null;
+  }
+}
+
+async function followStreams(id, controller) {
   while (!controller.signal.aborted) {
+    const query = new URLSearchParams({ events_from: state.cursor.events_from ?? 0 });
+    if (state.cursor.log_from !== undefined) query.set("log_from", state.cursor.log_from);
     try {
-      const response = await api(`/studio/api/jobs/${id}/events`, {
+      const response = await api(`/studio/api/jobs/${id}/events?${query}`, {
         signal: controller.signal,
         headers: { Accept: "text/event-stream" },
       });
-      resetSteps();
-      state.log = [];
       await readEvents(response, controller.signal);
+      if (state.job && !ACTIVE.has(state.job.status)) return;
+      continue;
     } catch (e) {
       if (e.name === "AbortError") return;
       if (e.status === 404 || e.status === 401 || e.status === 403) {
@@ -494,7 +512,7 @@ async function followJob(id) {
         return;
       }
     }
-    await new Promise((resolve) => setTimeout(resolve, RECONNECT_MS));
+    await new Promise((resolve) => setTimeout(resolve, RECONNECT_MS)); // the server is away: try again
   }
 }
 
@@ -510,10 +528,8 @@ async function openJob(id) {
   $("view-job").hidden = false;
   const job = await apiJson(`/studio/api/jobs/${encodeURIComponent(id)}`);
   state.job = job;
-  state.steps = job.steps;
-  state.log = job.log;
+  resetSteps();
   renderJob();
-  renderLog();
   followJob(job.id);
 }
 
@@ -532,6 +548,7 @@ async function jobAction(action) {
   }
   state.job = { ...state.job, ...job };
   renderJob();
+  if (ACTIVE.has(job.status) && !state.stream) followJob(id); // a resumed job: follow it again
 }
 
 // ------------------------------------------------------------------------------------------ start
