@@ -185,6 +185,7 @@ def test_a_voice_from_uploads_paused_for_review_cancelled_resumed_and_spoken(
             "window.voicelabNewVoice.progress.some(p => p.phase === 'training' && p.done >= 1)",
             timeout=JOB_TIMEOUT_MS,
         )
+        page.locator("#view-job details > summary").click()  # the log folded: steps and progress
         screenshot(page, "new-voice-training")
         page.reload()  # the job survives a reload of the page
         expect(page.locator("#job-title")).to_contain_text(NAME)

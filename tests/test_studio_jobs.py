@@ -309,6 +309,27 @@ def test_queue_cancel_resume_and_delete(tmp_path, wav):
     assert client.get("/studio/api/jobs/../../etc").status_code == 404
 
 
+@pytest.mark.parametrize(
+    ("before", "code", "end", "after"),
+    [
+        (jobs.RUNNING, 0, {"status": "done"}, (jobs.DONE, "the voice is ready")),
+        (jobs.RUNNING, 1, {"status": "done"}, (jobs.DONE, "some recordings or clips could not be used")),
+        (jobs.RUNNING, 0, {"status": "review"}, (jobs.PAUSED, "stopped for review")),
+        (jobs.RUNNING, 2, {"status": "failed"}, (jobs.FAILED, "")),
+        (jobs.CANCELLING, 130, {"status": "interrupted"}, (jobs.CANCELLED, "cancelled")),
+        (jobs.RUNNING, 130, {"status": "interrupted"}, (jobs.INTERRUPTED, "interrupted")),
+        (jobs.RUNNING, None, {"status": "done", "exit_code": 0}, (jobs.DONE, "the voice is ready")),
+        (jobs.RUNNING, None, None, (jobs.INTERRUPTED, "ended without a word")),
+    ],
+)
+def test_how_a_run_ended_sets_the_jobs_status(before, code, end, after):
+    """``code`` None: the process was started by an earlier server; its last event tells."""
+    job = jobs.Job("0123456789ab", "alice", before, "now")
+    events = [{"event": "end", **end}] if end else []
+    status, message, _ = jobs._outcome(job, code, events)
+    assert status == after[0] and after[1] in message
+
+
 def test_step_summary_keeps_what_an_earlier_run_did():
     events = [
         {"event": "plan", "steps": ["fetch", "train-lora", "evaluate"]},
@@ -325,6 +346,7 @@ def test_step_summary_keeps_what_an_earlier_run_did():
         },
         {"event": "end", "status": "interrupted"},
         {"event": "plan", "steps": ["fetch", "train-lora", "evaluate"]},
+        {"event": "step", "step": "fetch", "status": "started"},
         {"event": "step", "step": "fetch", "status": "skipped", "message": "already there"},
         {"event": "step", "step": "train-lora", "status": "started"},
     ]

@@ -21,6 +21,7 @@ import pytest
 
 from voicelab import progress, testing
 from voicelab.cli import voice
+from voicelab.errors import UsageError
 from voicelab.pipeline import sources
 from voicelab.pipeline.state import exclusive
 
@@ -188,6 +189,29 @@ def test_a_name_that_exists_is_refused(tmp_path, recordings, capsys):
     assert code == 2
     assert f"a voice named '{NAME}' already exists" in err and "choose another NAME" in err
     assert left_behind(tmp_path) == ["voices", f"voices/{NAME}", f"voices/{NAME}/adapter_config.json"]
+
+
+def test_a_voice_this_dataset_made_is_not_a_name_clash(tmp_path, recordings):
+    """Published, then stopped before pipeline.json said so: the rerun takes the voice as its own."""
+    from voicelab.cli.voice import OWN_FLAGS
+    from voicelab.pipeline import options as opts
+    from voicelab.pipeline.run import VoiceRequest, preflight
+    from voicelab.pipeline.state import PipelineState
+    from voicelab.testing.voices import write_voice_folder
+    from voicelab.voice import VOICE_FILE
+
+    options = opts.collect(OWN_FLAGS)
+    folders_ = (tmp_path / d for d in ("raw", "prepared", "voices"))
+    cpu = opts.parse_flags(["--device", "cpu"], options)
+    request = VoiceRequest(NAME, [str(recordings)], *folders_, passed=cpu, options=options)
+    voice_dir = write_voice_folder(tmp_path / "voices", NAME, base_model="org/base")
+    meta = json.loads((voice_dir / VOICE_FILE).read_text())
+    (voice_dir / VOICE_FILE).write_text(json.dumps({**meta, "dataset": {"dataset_dir": "/elsewhere"}}))
+    with pytest.raises(UsageError, match="already exists"):
+        preflight(request, PipelineState.load(request.prepared, NAME))
+    meta["dataset"] = {"dataset_dir": str(request.prepared.resolve())}
+    (voice_dir / VOICE_FILE).write_text(json.dumps(meta))
+    preflight(request, PipelineState.load(request.prepared, NAME))
 
 
 def test_a_second_run_for_the_same_voice_is_refused_while_one_works(tmp_path, recordings, capsys):

@@ -115,12 +115,14 @@ class VoiceResult:
 
     @property
     def status(self) -> str:
-        """How the run ended, as the last progress event says: done, review, failed or interrupted."""
+        """How the run ended, as the last progress event says: done (every step ran; exit code 1 when some
+        recordings or clips failed and were left out), review, failed or interrupted."""
         if self.exit_code == EXIT_INTERRUPTED:
             return INTERRUPTED
         if self.paused:
             return "review"
-        return DONE if self.exit_code == EXIT_OK else FAILED
+        finished = self.last is not None and self.last.step == RELOAD
+        return DONE if finished or self.exit_code == EXIT_OK else FAILED
 
 
 # --- checks before anything is written ----------------------------------------------------------------
@@ -135,7 +137,7 @@ def preflight(req: VoiceRequest, state: PipelineState) -> src.Sources:
 
     validate_voice_name(req.name)
     sources = src.classify(req.sources)
-    if req.voice.exists() and state.get(opts.TRAIN.name).get("status") != DONE:
+    if req.voice.exists() and not _made_from(req.voice, req.prepared):
         raise NameTakenError(
             f"a voice named {req.name!r} already exists ({req.voice}) and was not made from these recordings "
             "by voicelab-voice: choose another NAME (or remove that folder to replace it)"
@@ -155,6 +157,17 @@ def check_flags(options: list[opts.PassOption], passed: dict[str, list[list[str]
     }
     for step in opts.STEPS:
         opts.check_step_argv(step, [*placeholders[step.name], *opts.step_argv(step, options, passed)])
+
+
+def _made_from(voice_dir: Path, prepared: Path) -> bool:
+    """Whether the voice in ``voice_dir`` was trained on the dataset in ``prepared`` (its voice.json says)."""
+    from voicelab.voice import VoiceMetadata
+
+    try:
+        recorded = VoiceMetadata.read(voice_dir).dataset.get("dataset_dir")
+    except (OSError, ValueError, TypeError, KeyError, UsageError):
+        return False
+    return recorded is not None and Path(recorded) == prepared.resolve()
 
 
 def _check_training_device(train_argv: list[str]) -> None:
@@ -302,6 +315,9 @@ def train(run: _Run) -> StepReport:
     sig = signature(data, run.argvs[step.name])
     record = state.get(step.name)
     extra: list[str] = []
+    if req.voice.exists() and record.get("status") != DONE:  # published, then stopped before recording it
+        state.record(step.name, sig, DONE)
+        record = state.get(step.name)
     if req.voice.exists() and record.get("status") == DONE:
         if record.get("signature") == sig:
             return run.report(step.name, SKIPPED, note=f"the voice is trained: {req.voice}")

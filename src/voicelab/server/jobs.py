@@ -276,10 +276,11 @@ def _outcome(job: Job, code: int | None, events: list[dict[str, Any]]) -> tuple[
         if job.status == CANCELLING:
             return CANCELLED, "cancelled: Resume continues where it stopped", code
         return INTERRUPTED, "interrupted: Resume continues where it stopped", code
-    if code == 0 and status == "review":
+    if status == "review":
         return PAUSED, "stopped for review: check the dataset, then Continue", code
-    if code == 0:
-        return DONE, "the voice is ready", code
+    if status == "done" or (status is None and code == 0):
+        left_out = " (some recordings or clips could not be used: see the log)" if code else ""
+        return DONE, f"the voice is ready{left_out}", code
     return FAILED, "", code
 
 

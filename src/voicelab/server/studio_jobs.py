@@ -97,15 +97,20 @@ def step_summary(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
     plan = next((e["steps"] for e in reversed(events) if e.get("event") == progress.EVENT_PLAN), STEP_ORDER)
     steps = {name: {"step": name, "status": "waiting", "note": "", "progress": None} for name in plan}
+    done_before: dict[str, str] = {}  # step -> its note when an earlier run did it: a rerun's "skipped"
     for event in events:
         step = steps.get(event.get("step"))
         kind = event.get("event")
         if kind == progress.EVENT_STEP and step is not None:
-            status = event.get("status")
+            status, note = event.get("status"), event.get("message") or ""
             if status == "started":
                 step.update(status="running", progress=None)
-            elif not (status == "skipped" and step["status"] == "done"):  # done in an earlier run
-                step.update(status=status, note=event.get("message") or "")
+            elif status == "skipped" and step["step"] in done_before:
+                step.update(status="done", note=done_before[step["step"]])
+            else:
+                step.update(status=status, note=note)
+                if status == "done":
+                    done_before[step["step"]] = note
         elif kind == progress.EVENT_PROGRESS and step is not None:
             step["progress"] = {
                 k: event.get(k) for k in ("phase", "done", "total", "unit", "rate", "eta", "message")

@@ -366,7 +366,9 @@ function applyEvent(kind, data) {
     const step = stepOf(data.step);
     if (!step) return;
     if (data.status === "started") Object.assign(step, { status: "running", progress: null });
-    else if (!(data.status === "skipped" && step.status === "done")) Object.assign(step, { status: data.status, note: data.message || "" });
+    else if (data.status === "skipped" && step.doneNote !== undefined) Object.assign(step, { status: "done", note: step.doneNote });
+    else Object.assign(step, { status: data.status, note: data.message || "" });
+    if (data.status === "done") step.doneNote = data.message || ""; // a later run's "skipped" means this
   } else if (kind === "progress") {
     const step = stepOf(data.step);
     if (step) step.progress = data;
