@@ -305,7 +305,7 @@ def test_it_stops_once_for_review_and_the_rerun_trains(tmp_path, recordings, tin
     assert not (tmp_path / "voices" / NAME).exists()
     go_on = subprocess.run(["voicelab-voice", NAME, str(recordings), *args], **_captured())
     assert go_on.returncode == 0, go_on.stderr[-3000:]
-    assert "review: skipped (reviewed: going on)" in go_on.stdout
+    assert "review: done (reviewed: going on to training)" in go_on.stdout
     assert (tmp_path / "voices" / NAME / "adapter_config.json").is_file()
 
 

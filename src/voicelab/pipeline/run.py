@@ -300,9 +300,13 @@ def review(run: _Run) -> StepReport:
     if not req.review:
         return run.report(REVIEW, SKIPPED, note="--no-review")
     clips = state.get(opts.TRANSCRIBE.name).get("signature", "")
-    if state.get(REVIEW).get("signature") == clips:
-        return run.report(REVIEW, SKIPPED, note="reviewed: going on")
-    state.record(REVIEW, clips, DONE)  # the rerun after this stop goes on to training
+    record = state.get(REVIEW)
+    if record.get("signature") == clips and record.get("status") == PAUSED:  # the rerun after the stop
+        state.record(REVIEW, clips, DONE)
+        return run.report(REVIEW, DONE, note="reviewed: going on to training")
+    if record.get("signature") == clips:
+        return run.report(REVIEW, SKIPPED, note="reviewed before")
+    state.record(REVIEW, clips, PAUSED)
     return run.report(REVIEW, PAUSED, note=f"review the dataset in {req.prepared}, then rerun to train")
 
 
