@@ -297,7 +297,8 @@ class JobRunner:
         """Take the runner lock if no other server process has it (kept for this process' life)."""
         if self._lock_file is not None:
             return True
-        self.store.root.mkdir(parents=True, exist_ok=True)
+        if not self.store.root.is_dir():
+            return False  # no job was ever made here: nothing to run (and no folder to create)
         handle = (self.store.root / RUNNER_LOCK).open("a")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
