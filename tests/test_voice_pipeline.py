@@ -59,7 +59,7 @@ def tiny_flags(tiny_orpheus_dir, tiny_snac_dir, tiny_whisper_path, fast_transcri
         *["--base-model", str(tiny_orpheus_dir), "--snac-model", str(tiny_snac_dir)],
         *["--whisper-model", str(tiny_whisper_path), "--device", "cpu", "--no-quality"],
         *[f for f in fast_transcribe_flags if f != "--no-progress"],
-        *["--max-steps", "2", "--lora-rank", "8", "--lora-alpha", "16", "--eval-clips", "0"],
+        *["--max-steps", "1", "--lora-rank", "8", "--lora-alpha", "16", "--eval-clips", "0"],
         *["--sentences", "1", "--max-heldout", "0", "--max-tokens", "29"],
     ]
 
@@ -123,7 +123,7 @@ def test_make_voice_builds_an_evaluated_voice_and_a_second_run_does_nothing(tmp_
         ("reload", "skipped"),
     ]
     training = [e for e in seen if e["event"] == "progress" and e["phase"] == "training"]
-    assert training[-1]["done"] == training[-1]["total"] == 2 and training[-1]["unit"] == "step"
+    assert training[-1]["done"] == training[-1]["total"] == 1 and training[-1]["unit"] == "step"
     assert {e["step"] for e in seen if e["event"] == "progress"} >= {
         "prepare-audio",
         "transcribe",

@@ -150,19 +150,23 @@ def format_result(result) -> str:
 
 
 def _review_lines(req) -> list[str]:
+    from voicelab.dataset import EXCLUDED_FILE, REVIEW_FILE, TRANSCRIPT_FILE
+
     where = (
         f"{req.server.rstrip('/')}/#dataset={req.name}"
         if req.server
         else "the studio's Dataset review (make dev)"
     )
     return [
-        f"stopped for review: listen to the flagged clips in {where}, or read "
-        f"{req.prepared}/transcript_review.csv and fix {req.prepared}/transcript.csv (excluded.csv leaves clips out)",
+        f"stopped for review: listen to the flagged clips in {where}, or read {req.prepared / REVIEW_FILE} "
+        f"and fix {req.prepared / TRANSCRIPT_FILE} ({EXCLUDED_FILE} leaves clips out)",
         "then rerun the same command to train (or pass --no-review next time to go straight on)",
     ]
 
 
 def _ready_lines(result) -> list[str]:
+    from voicelab.evaluate import EVAL_DIR, SUMMARY_FILE
+
     req = result.request
     lines = [f"voice {req.name!r} is ready: {req.voice}"]
     verdicts = result.verdicts
@@ -172,7 +176,7 @@ def _ready_lines(result) -> list[str]:
         lines.append(
             f"evaluation: {passed} of {len(verdicts)} checks pass"
             + (f"; failed: {', '.join(failed)}" if failed else "")
-            + f" (details: {req.voice}/eval/summary.md)"
+            + f" (details: {req.voice / EVAL_DIR / SUMMARY_FILE})"
         )
     else:
         lines.append(f"evaluation: none (run `voicelab-evaluate {req.name}` to judge it)")

@@ -111,7 +111,9 @@ class VoiceResult:
 
     @property
     def voice_ready(self) -> bool:
-        return (self.request.voice / "adapter_config.json").is_file() and not self.paused
+        from voicelab.voice import ADAPTER_CONFIG_FILE
+
+        return (self.request.voice / ADAPTER_CONFIG_FILE).is_file() and not self.paused
 
     @property
     def status(self) -> str:
