@@ -81,7 +81,9 @@ def events(path: Path) -> list[dict]:
 
 def make_voice(root: Path, recordings: Path, args: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(
-        ["make", "voice", f"NAME={NAME}", f"SOURCE={recordings}", f"ARGS={subprocess.list2cmdline(args)}"],
+        # under `make test` this make is a sub-make: without --no-print-directory it adds "Leaving directory"
+        ["make", "--no-print-directory", "voice", f"NAME={NAME}", f"SOURCE={recordings}"]
+        + [f"ARGS={subprocess.list2cmdline(args)}"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -106,7 +108,7 @@ def test_make_voice_builds_an_evaluated_voice_and_a_second_run_does_nothing(tmp_
     assert (voice_dir / "eval" / "eval.json").is_file()
     assert sorted(p.name for p in (tmp_path / "raw" / NAME).iterdir()) == sorted(TAKES)
     last = first.stdout.strip().splitlines()[-3:]
-    assert last[0] == f"voice '{NAME}' is ready: {voice_dir}"
+    assert last[0] == f"voice '{NAME}' is ready: {voice_dir}", first.stdout[-2000:]
     assert last[1].startswith("evaluation: ") and "checks pass" in last[1]
     assert last[2].startswith("serve it: make serve") and "POST /v1/voices/reload" in last[2]
 
