@@ -80,10 +80,10 @@ def events(path: Path) -> list[dict]:
 
 
 def make_voice(root: Path, recordings: Path, args: list[str]) -> subprocess.CompletedProcess:
+    # under `make test` this make is a sub-make: without --no-print-directory it adds "Leaving directory"
+    command = ["make", "--no-print-directory", "voice", f"NAME={NAME}", f"SOURCE={recordings}"]
     return subprocess.run(
-        # under `make test` this make is a sub-make: without --no-print-directory it adds "Leaving directory"
-        ["make", "--no-print-directory", "voice", f"NAME={NAME}", f"SOURCE={recordings}"]
-        + [f"ARGS={subprocess.list2cmdline(args)}"],
+        [*command, f"ARGS={subprocess.list2cmdline(args)}"],
         cwd=REPO,
         capture_output=True,
         text=True,
