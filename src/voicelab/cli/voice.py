@@ -94,7 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(pass_options).parse_args(argv)
     # Ctrl-C (or the studio's Cancel, which sends SIGINT) must stop a step cleanly even when this process
     # was started with SIGINT ignored, as a background job of a shell or a service is.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return _run(args, pass_options)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _run(args: argparse.Namespace, pass_options) -> int:
     setup_logging(args.verbose)
     progress.configure(args.progress_file, "voice")
     outcome: dict = {}
