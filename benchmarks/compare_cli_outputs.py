@@ -14,7 +14,9 @@ interpreter (``.venv``, its installed dependencies) and ``PYTHONPATH=<side>/src`
 (deterministic float sums) and ``PYTHONHASHSEED=0``.
 
 Inputs, built once by BEFORE's ``voicelab.testing`` (nothing downloaded): espeak-ng speech in
-``raw_audio/narrator/`` (two recordings), a tiny random Orpheus, SNAC and Whisper checkpoint.
+``raw_audio/narrator/`` (two recordings), a tiny random Orpheus, SNAC and Whisper checkpoint. The tiny
+SNAC's noise blocks are switched off (``"noise": false`` in its config.json): with them its decoder adds
+fresh random noise to every decode, so two runs of the same code would speak different audio.
 
 The commands (``COMMANDS`` below), in order: ``--help`` of each of the six steps; prepare-audio; transcribe
 with ``--no-quality``; transcribe again with the audio measures (resume: catches up the measures, writes
@@ -25,13 +27,19 @@ and a few bad inputs (their messages and exit codes).
 
 Ignored, because they differ between two runs of the same code (``RUN_DEPENDENT`` names each):
 timestamps (``created_at``, ISO times in text), measured durations (SNAC encode seconds, the audio
-measures' seconds, the Trainer's runtime and throughput), the random ``serialization_id`` torch writes
-into every ``torch.save`` zip, and the pickled ``training_args.bin`` (it holds a dated logging folder),
-whose other content is checked through trainer_state.json and the adapter itself.
+measures' seconds, the Trainer's runtimes and throughputs, in trainer_state.json and in the log lines
+train-lora prints), the random ``serialization_id`` torch writes into every ``torch.save`` zip, and the
+pickled ``training_args.bin`` (it holds a dated logging folder), whose other content is checked through
+trainer_state.json and the adapter itself. ``benchmarks/compare_cli_outputs.py BEFORE BEFORE`` (a
+revision against itself) shows that nothing else differs from run to run.
 
-Exit status: 0 when everything is identical, 1 otherwise (each difference is printed as a unified diff).
-The ``--help`` timings (median and range of ``--help-rounds`` runs, sides interleaved) are printed too;
-each must stay under ``HELP_LIMIT_S``.
+Exit status: 0 when everything is identical and every command exited as expected (0; 2 for the bad
+inputs), 1 otherwise (each difference is printed as a unified diff). Each command's output is also kept in
+``WORK/logs-before/`` and ``WORK/logs-after/``, and its files in ``WORK/run-before/`` and
+``WORK/run-after/``, when ``--keep`` keeps the work folder.
+The ``--help`` timings (median and range of ``--help-rounds`` runs, sides interleaved, wall and CPU
+seconds of the whole process) are printed too; each side's median CPU seconds must stay under
+``HELP_LIMIT_S`` (CPU time, because on a shared machine the wall time also counts the waits for a core).
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -51,7 +60,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import load_line, median_range
+from harness import ProcessRun, load_line, median_range, run_process
 
 REPO = Path(__file__).resolve().parents[1]
 CHARACTER = "narrator"
@@ -84,6 +93,14 @@ EVAL_FEW = (
     "--device",
     "cpu",
 )
+
+
+BAD_INPUT = "bad: "
+"""Commands labelled so are bad inputs: they must exit 2 (``UsageError``); every other command exits 0."""
+
+
+def expected_exit(label: str) -> int:
+    return 2 if label.startswith(BAD_INPUT) else 0
 
 
 def commands(models: Path) -> list[tuple[str, list[str]]]:
@@ -134,14 +151,18 @@ RUN_DEPENDENT: dict[str, str] = {
     "ISO timestamps": "created_at in voice.json and eval.json, and the time line of summary.md / evaluate's output",
     "dataset.snac_encode_seconds": "voice.json: how long SNAC encoding took",
     "audio measures seconds": "transcribe's 'audio measures ... for N clips in X s'",
-    "trainer runtime": "trainer_state.json: train_runtime, *_per_second, total_flos of the final log entry",
+    "trainer runtime": "*_runtime, *_per_second and total_flos in trainer_state.json and train-lora's log lines",
     "torch serialization_id": "the random id torch.save writes into each checkpoint zip (.pt/.pth/.bin)",
     "training_args.bin": "the Trainer's pickled arguments: they hold a dated logging_dir",
 }
 
 
+TRAINER_TIMING = re.compile(r"('\w+(?:_runtime|_per_second)': )'[^']*'")
+
+
 def normalise_text(text: str) -> str:
     text = ISO_TIME.sub("<time>", text)
+    text = TRAINER_TIMING.sub(r"\1'<run-dependent>'", text)
     return re.sub(
         r"(audio measures \(speaker, DNSMOS, speech time\) for \d+ clips in )[\d.]+ s", r"\1<s> s", text
     )
@@ -160,7 +181,7 @@ def _json_without(data, paths: list[tuple[str, ...]]):
 def _trainer_state(data):
     for entry in data.get("log_history", []):
         for key in list(entry):
-            if key == "train_runtime" or key.endswith("_per_second"):
+            if key.endswith(("_runtime", "_per_second")):
                 entry[key] = "<run-dependent>"
     data["total_flos"] = "<run-dependent>"
     return data
@@ -236,21 +257,30 @@ def environment(side: Side) -> dict[str, str]:
 def build_inputs(side: Side, models: Path, raw: Path) -> None:
     """Tiny models and espeak-ng recordings, by ``side``'s voicelab.testing (deterministic seeds)."""
     code = (
-        "import sys; from pathlib import Path; from voicelab import testing\n"
+        "import json, sys, torch; from pathlib import Path; from snac import SNAC; from voicelab import testing\n"
         "m, r = Path(sys.argv[1]), Path(sys.argv[2])\n"
-        "testing.build_tiny_orpheus(m / 'orpheus'); testing.build_tiny_snac(m / 'snac')\n"
-        "testing.build_tiny_whisper(m / 'whisper.pt')\n"
+        "testing.build_tiny_orpheus(m / 'orpheus'); testing.build_tiny_whisper(m / 'whisper.pt')\n"
+        # the tiny SNAC of voicelab.testing, without the noise blocks (see the module docstring)
+        "config = {**testing.TINY_SNAC_CONFIG, 'noise': False}; torch.manual_seed(0); (m / 'snac').mkdir()\n"
+        "(m / 'snac' / 'config.json').write_text(json.dumps(config, indent=2))\n"
+        "torch.save(SNAC(**config).state_dict(), m / 'snac' / 'pytorch_model.bin')\n"
         f"testing.speak({list(SENTENCES)!r}, r / 'take1.wav'); testing.speak({list(SECOND_TAKE)!r}, r / 'take2.wav')\n"
     )
     subprocess.run([sys.executable, "-c", code, str(models), str(raw)], env=environment(side), check=True)
 
 
-def run_side(side: Side, run_dir: Path, models: Path, raw: Path) -> dict[str, bytes]:
-    """Every command's output and every file left, keyed ``out:LABEL`` and ``file:PATH``."""
+def run_side(
+    side: Side, run_dir: Path, models: Path, raw: Path, logs: Path
+) -> tuple[dict[str, bytes], list[str]]:
+    """Every command's output and every file left, keyed ``out:LABEL`` and ``file:PATH``, and the commands
+    that did not exit as expected. Each command's output is also written to ``logs/``."""
     shutil.rmtree(run_dir, ignore_errors=True)
+    shutil.rmtree(logs, ignore_errors=True)
     (run_dir / "raw_audio").mkdir(parents=True)
+    logs.mkdir(parents=True)
     shutil.copytree(raw, run_dir / "raw_audio" / CHARACTER)
     found: dict[str, bytes] = {}
+    failed = []
     for label, (script, *args) in commands(models):
         began = time.perf_counter()
         proc = subprocess.run(
@@ -265,11 +295,14 @@ def run_side(side: Side, run_dir: Path, models: Path, raw: Path) -> dict[str, by
             flush=True,
         )
         text = f"exit {proc.returncode}\n--- stdout\n{proc.stdout}--- stderr\n{proc.stderr}"
+        (logs / f"{re.sub(r'[^A-Za-z0-9_-]+', '_', label)}.txt").write_text(text, encoding="utf-8")
         found[f"out:{label}"] = normalise_text(text).encode()
+        if proc.returncode != expected_exit(label):
+            failed.append(f"{side.label}: {label} exited {proc.returncode}, not {expected_exit(label)}")
     for path in sorted(p for p in run_dir.rglob("*") if p.is_file()):
         relative = path.relative_to(run_dir).as_posix()
         found[f"file:{relative}"] = comparable(relative, path.read_bytes())
-    return found
+    return found, failed
 
 
 def diff(before: dict[str, bytes], after: dict[str, bytes]) -> list[str]:
@@ -291,21 +324,15 @@ def diff(before: dict[str, bytes], after: dict[str, bytes]) -> list[str]:
     return problems
 
 
-def help_times(sides: list[Side], rounds: int) -> dict[tuple[str, str], list[float]]:
-    """Wall seconds of ``scripts/STEP.py --help`` (the whole process), sides interleaved per round."""
-    times: dict[tuple[str, str], list[float]] = {}
+def help_times(sides: list[Side], rounds: int) -> dict[tuple[str, str], list[ProcessRun]]:
+    """Wall and CPU seconds of ``scripts/STEP.py --help`` (the whole process), sides interleaved per round."""
+    times: dict[tuple[str, str], list[ProcessRun]] = {}
     for r in range(rounds):
         order = sides if r % 2 == 0 else sides[::-1]
         for step in STEPS:
             for side in order:
-                began = time.perf_counter()
-                subprocess.run(
-                    [sys.executable, str(side.root / "scripts" / f"{step}.py"), "--help"],
-                    env=environment(side),
-                    capture_output=True,
-                    check=True,
-                )
-                times.setdefault((side.label, step), []).append(time.perf_counter() - began)
+                command = [sys.executable, str(side.root / "scripts" / f"{step}.py"), "--help"]
+                times.setdefault((side.label, step), []).append(run_process(command, env=environment(side)))
     return times
 
 
@@ -327,12 +354,15 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(models, ignore_errors=True)
     shutil.rmtree(raw, ignore_errors=True)
     build_inputs(sides[0], models, raw)
-    results = []
+    results, problems = [], []
     for side in sides:
-        results.append(run_side(side, work / "run", models, raw))
-        shutil.rmtree(work / f"run-{side.label.split()[0]}", ignore_errors=True)
-        os.replace(work / "run", work / f"run-{side.label.split()[0]}")
-    problems = diff(*results)
+        name = side.label.split()[0]
+        found, failed = run_side(side, work / "run", models, raw, work / f"logs-{name}")
+        results.append(found)
+        problems += failed
+        shutil.rmtree(work / f"run-{name}", ignore_errors=True)
+        os.replace(work / "run", work / f"run-{name}")
+    problems += diff(*results)
     print(f"compared {len(set(results[0]) | set(results[1]))} outputs and files")
     print("ignored as run-dependent: " + "; ".join(f"{k} ({v})" for k, v in RUN_DEPENDENT.items()))
     for problem in problems:
@@ -350,12 +380,13 @@ def _report_help(sides: list[Side], rounds: int) -> list[str]:
         return []
     times = help_times(sides, rounds)
     slow = []
-    for (label, step), values in sorted(times.items()):
-        print(f"--help {step:15s} {label:40s} wall s {median_range(values)}")
-        if sorted(values)[len(values) // 2] >= HELP_LIMIT_S:
+    for (label, step), runs in sorted(times.items(), key=lambda item: (item[0][1], item[0][0])):
+        wall, cpu = [r.wall_s for r in runs], [r.cpu_s for r in runs]
+        print(f"--help {step:15s} {label:30s} wall s {median_range(wall)}, CPU s {median_range(cpu)}")
+        if statistics.median(cpu) >= HELP_LIMIT_S:
             slow.append(f"{label} {step}")
     if slow:
-        print(f"--help at or over {HELP_LIMIT_S} s: {', '.join(slow)}")
+        print(f"--help at or over {HELP_LIMIT_S} CPU s: {', '.join(slow)}")
     return slow
 
 
