@@ -157,22 +157,23 @@ def format_result(result) -> str:
 
 
 def _review_lines(req) -> list[str]:
-    from voicelab.dataset import EXCLUDED_FILE, REVIEW_FILE, TRANSCRIPT_FILE
+    from voicelab.dataset import PreparedDataset
 
+    ds = PreparedDataset(req.prepared)
     where = (
         f"{req.server.rstrip('/')}/#dataset={req.name}"
         if req.server
         else "the studio's Dataset review (make dev)"
     )
     return [
-        f"stopped for review: listen to the flagged clips in {where}, or read {req.prepared / REVIEW_FILE} "
-        f"and fix {req.prepared / TRANSCRIPT_FILE} ({EXCLUDED_FILE} leaves clips out)",
+        f"stopped for review: listen to the flagged clips in {where}, or read {ds.review_path} "
+        f"and fix {ds.transcript_path} ({ds.excluded_path.name} leaves clips out)",
         "then rerun the same command to train (or pass --no-review next time to go straight on)",
     ]
 
 
 def _ready_lines(result) -> list[str]:
-    from voicelab.evaluate import EVAL_DIR, SUMMARY_FILE
+    from voicelab.voice import VoiceFolder
 
     req = result.request
     lines = [f"voice {req.name!r} is ready: {req.voice}"]
@@ -183,7 +184,7 @@ def _ready_lines(result) -> list[str]:
         lines.append(
             f"evaluation: {passed} of {len(verdicts)} checks pass"
             + (f"; failed: {', '.join(failed)}" if failed else "")
-            + f" (details: {req.voice / EVAL_DIR / SUMMARY_FILE})"
+            + f" (details: {VoiceFolder(req.voice).eval_summary_path})"
         )
     else:
         lines.append(f"evaluation: none (run `voicelab-evaluate {req.name}` to judge it)")

@@ -111,9 +111,9 @@ class VoiceResult:
 
     @property
     def voice_ready(self) -> bool:
-        from voicelab.voice import ADAPTER_CONFIG_FILE
+        from voicelab.voice import VoiceFolder
 
-        return (self.request.voice / ADAPTER_CONFIG_FILE).is_file() and not self.paused
+        return VoiceFolder(self.request.voice).has_adapter() and not self.paused
 
     @property
     def status(self) -> str:
@@ -163,10 +163,10 @@ def check_flags(options: list[opts.PassOption], passed: dict[str, list[list[str]
 
 def _made_from(voice_dir: Path, prepared: Path) -> bool:
     """Whether the voice in ``voice_dir`` was trained on the dataset in ``prepared`` (its voice.json says)."""
-    from voicelab.voice import VoiceMetadata
+    from voicelab.voice import VoiceFolder
 
     try:
-        recorded = VoiceMetadata.read(voice_dir).dataset.get("dataset_dir")
+        recorded = VoiceFolder(voice_dir).read_metadata().dataset.get("dataset_dir")
     except (OSError, ValueError, TypeError, KeyError, UsageError):
         return False
     return recorded is not None and Path(recorded) == prepared.resolve()
@@ -283,10 +283,10 @@ def prepare(run: _Run) -> StepReport:
 
 
 def transcribe(run: _Run) -> StepReport:
-    from voicelab.dataset import MANIFEST_FILE
+    from voicelab.dataset import PreparedDataset
 
     req, step = run.req, opts.TRANSCRIBE
-    sig = signature(file_digest(req.prepared / MANIFEST_FILE), run.argvs[step.name])
+    sig = signature(file_digest(PreparedDataset(req.prepared).manifest_path), run.argvs[step.name])
     if run.state.is_done(step.name, sig):
         return run.report(step.name, SKIPPED, note="every clip is transcribed")
     progress.emit(progress.EVENT_STEP, step=step.name, status="started")
@@ -313,11 +313,13 @@ def review(run: _Run) -> StepReport:
 
 
 def train(run: _Run) -> StepReport:
-    from voicelab.dataset import EXCLUDED_FILE, TRANSCRIPT_FILE
-    from voicelab.training.build import CHECKPOINTS_PREFIX, last_checkpoint
+    from voicelab.dataset import PreparedDataset
+    from voicelab.training.build import last_checkpoint
+    from voicelab.voice import checkpoints_dir
 
     req, state, step = run.req, run.state, opts.TRAIN
-    data = [file_digest(req.prepared / TRANSCRIPT_FILE), file_digest(req.prepared / EXCLUDED_FILE)]
+    ds = PreparedDataset(req.prepared)
+    data = [file_digest(ds.transcript_path), file_digest(ds.excluded_path)]
     sig = signature(data, run.argvs[step.name])
     record = state.get(step.name)
     extra: list[str] = []
@@ -332,8 +334,7 @@ def train(run: _Run) -> StepReport:
                 step.name, SKIPPED, note="the dataset or flags changed since the voice was trained: --retrain"
             )
         extra = ["--overwrite"]
-    checkpoints = req.voices_dir / f"{CHECKPOINTS_PREFIX}{req.name}"
-    if last_checkpoint(checkpoints) is not None:
+    if last_checkpoint(checkpoints_dir(req.voices_dir, req.name)) is not None:
         resumable = record.get("status") == "started" and record.get("signature") == sig
         extra = ["--resume"] if resumable else ["--overwrite"]
         logger.info(
@@ -354,10 +355,10 @@ def train(run: _Run) -> StepReport:
 
 
 def evaluate(run: _Run) -> StepReport:
-    from voicelab.voice import VOICE_FILE
+    from voicelab.voice import VoiceFolder
 
     req, step = run.req, opts.EVALUATE
-    sig = signature(file_digest(req.voice / VOICE_FILE), run.argvs[step.name])
+    sig = signature(file_digest(VoiceFolder(req.voice).metadata_path), run.argvs[step.name])
     if run.state.is_done(step.name, sig):
         return run.report(step.name, SKIPPED, note="evaluated")
     progress.emit(progress.EVENT_STEP, step=step.name, status="started")
@@ -440,16 +441,17 @@ def _run_steps(run: _Run) -> None:
 
 def _remove_if_unused(folder: Path) -> None:
     """Remove ``folder`` when it holds nothing but the run's lock file."""
-    from voicelab.dataset import PIPELINE_LOCK_FILE
+    from voicelab.dataset import PreparedDataset
 
+    lock = PreparedDataset(folder).pipeline_lock_path
     with contextlib.suppress(OSError):
-        if {p.name for p in folder.iterdir()} <= {PIPELINE_LOCK_FILE}:
-            (folder / PIPELINE_LOCK_FILE).unlink(missing_ok=True)
+        if {p.name for p in folder.iterdir()} <= {lock.name}:
+            lock.unlink(missing_ok=True)
             folder.rmdir()
 
 
 def _verdicts(voice_dir: Path) -> dict[str, str] | None:
-    from voicelab.evaluate import read_eval_summary
+    from voicelab.voice import VoiceFolder
 
-    summary = read_eval_summary(voice_dir)
+    summary = VoiceFolder(voice_dir).read_eval_summary()
     return summary["verdicts"] if summary else None

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from voicelab.dataset import PIPELINE_LOCK_FILE, PIPELINE_STATE_FILE
+from voicelab.dataset import PreparedDataset
 from voicelab.errors import UsageError
 from voicelab.fileio import write_text_atomic
 
@@ -78,7 +78,7 @@ class PipelineState:
 
     @classmethod
     def load(cls, folder: Path, name: str) -> PipelineState:
-        path = Path(folder) / PIPELINE_STATE_FILE
+        path = PreparedDataset(folder).pipeline_state_path
         if not path.is_file():
             return cls(path, name)
         try:
@@ -119,7 +119,7 @@ class PipelineState:
 def exclusive(folder: Path, name: str) -> Iterator[None]:
     """Hold ``folder/.pipeline.lock`` for the ``with`` block; ``PipelineBusyError`` when another run does."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / PIPELINE_LOCK_FILE
+    path = PreparedDataset(folder).pipeline_lock_path
     with path.open("a+", encoding="utf-8") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
