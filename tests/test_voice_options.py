@@ -103,3 +103,27 @@ def test_describe_gives_the_studio_each_flag_with_its_help_and_defaults():
 def test_bad_step_values_are_refused_with_the_steps_own_message():
     with pytest.raises(opts.StepFlagsError, match=r"train-lora: --lora-rank 0: must be between 1 and 512"):
         opts.check_step_argv(opts.TRAIN, ["alice", "prepared/alice", "--lora-rank", "0"])
+
+
+def test_programs_get_the_options_as_json_and_a_check_of_some_flags(capsys):
+    import json
+
+    assert voice.main(["--describe-options"]) == 0
+    described = json.loads(capsys.readouterr().out)
+    assert described["steps"] == list(opts.PIPELINE_STEPS)
+    assert {"--lora-rank", "--whisper-model", "--sample-rate"} <= {d["flag"] for d in described["options"]}
+    assert voice.main(["--check-flags", "--lora-rank", "8", "--device", "cpu"]) == 0
+    assert voice.main(["--check-flags", "--lora-rank", "0", "--device", "cpu"]) == 2
+    assert "error: train-lora: --lora-rank 0: must be between 1 and 512" in capsys.readouterr().err
+
+
+def test_settings_become_arguments_by_their_kind():
+    described = opts.describe(opts.collect(voice.OWN_FLAGS))
+    argv = opts.settings_to_argv(
+        {"--no-quality": True, "--strict": False, "--reference": ["a.wav", "b.wav"], "--epochs": 2}, described
+    )
+    assert argv == ["--no-quality", "--reference", "a.wav", "b.wav", "--epochs", "2"]
+    with pytest.raises(opts.StepFlagsError, match="--no-quality: true or false"):
+        opts.settings_to_argv({"--no-quality": "yes"}, described)
+    with pytest.raises(opts.StepFlagsError, match="--nope: no such setting"):
+        opts.settings_to_argv({"--nope": "1"}, described)

@@ -15,17 +15,23 @@ finish (training from its last checkpoint). The last lines say where the voice i
 verdict, and how to serve it.
 
 Exit codes: 0 done (or stopped for review), 1 a step failed, 2 bad arguments or input, 130 interrupted.
+
+For programs (the studio uses them, so its server never loads the steps' code):
+  voicelab-voice --describe-options        every step flag offered here, as JSON (flag, steps, help,
+                                           defaults, kind), and the steps in order
+  voicelab-voice --check-flags FLAG...     the steps' own checks of these flags only (exit 0, or 2 and why)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 from pathlib import Path
 
 from voicelab import progress
-from voicelab.cli.common import EXIT_INTERRUPTED, HelpFormatter, run_step, setup_logging
+from voicelab.cli.common import EXIT_INTERRUPTED, EXIT_OK, HelpFormatter, run_step, setup_logging
 
 OWN_FLAGS = ("--raw-dir", "--prepared-dir", "--voices-dir", "--no-review", "--retrain", "--server")
 
@@ -66,6 +72,17 @@ def build_parser(pass_options=None) -> argparse.ArgumentParser:
     return p
 
 
+def check_flags_only(flags: list[str], pass_options) -> int:
+    """``--check-flags``: the flags' types, each step's own checks, the training device; no work."""
+    from voicelab.pipeline import options as opts
+    from voicelab.pipeline.run import check_flags, check_training_device
+
+    passed = opts.parse_flags(flags, pass_options)
+    check_flags(pass_options, passed)
+    check_training_device(opts.step_argv(opts.TRAIN, pass_options, passed))
+    return EXIT_OK
+
+
 def request_from_args(args: argparse.Namespace, pass_options):
     from voicelab.pipeline import options as opts
     from voicelab.pipeline.run import VoiceRequest
@@ -90,7 +107,13 @@ def request_from_args(args: argparse.Namespace, pass_options):
 def main(argv: list[str] | None = None) -> int:
     from voicelab.pipeline import options as opts
 
+    argv = list(sys.argv[1:] if argv is None else argv)
     pass_options = opts.collect(OWN_FLAGS)
+    if argv[:1] == [opts.DESCRIBE_FLAG]:
+        print(json.dumps({"options": opts.describe(pass_options), "steps": list(opts.PIPELINE_STEPS)}))
+        return EXIT_OK
+    if argv[:1] == [opts.CHECK_FLAG]:
+        return run_step(lambda: check_flags_only(argv[1:], pass_options))
     args = build_parser(pass_options).parse_args(argv)
     # Ctrl-C (or the studio's Cancel, which sends SIGINT) must stop a step cleanly even when this process
     # was started with SIGINT ignored, as a background job of a shell or a service is.

@@ -54,6 +54,10 @@ TRANSCRIBE = Step(
 TRAIN = Step("train-lora", "voicelab.cli.train_lora", frozenset({"--transcript", "--resume", "--overwrite"}))
 EVALUATE = Step("evaluate", "voicelab.cli.evaluate_voice", frozenset({"--all", "--compare", "--dataset-dir"}))
 STEPS: tuple[Step, ...] = (PREPARE, TRANSCRIBE, TRAIN, EVALUATE)
+FETCH, REVIEW, RELOAD = "fetch", "review", "reload"
+PIPELINE_STEPS = (FETCH, PREPARE.name, TRANSCRIBE.name, REVIEW, TRAIN.name, EVALUATE.name, RELOAD)
+"""Everything ``voicelab-voice`` does, in order: the steps above and its own (fetch, the stop for review,
+the reload of a running server)."""
 
 SHARED = frozenset(
     {
@@ -69,6 +73,10 @@ SHARED = frozenset(
 )
 PIPELINE_FLAGS = frozenset({"--voices-dir", "--verbose", "--no-progress", "--progress-file"})
 """``voicelab-voice``'s own flags, handed to every step that has a flag of that name."""
+
+DESCRIBE_FLAG = "--describe-options"
+CHECK_FLAG = "--check-flags"
+"""``voicelab-voice``'s modes for programs: the option table as JSON; the steps' checks of some flags."""
 
 GIVEN = "passed_through"
 """Namespace attribute: pipeline flag -> the values of each time it was given (raw strings)."""
@@ -207,27 +215,27 @@ def add_to_parser(parser: argparse.ArgumentParser, options: Sequence[PassOption]
         groups[step].add_argument(option.flag, action=_PassThrough, **kwargs)
 
 
-def settings_to_argv(values: dict[str, Any], options: Sequence[PassOption]) -> list[str]:
-    """Settings as the studio sends them (flag -> true/false, a value, or a list of values) as arguments;
-    ``StepFlagsError`` for a flag that is not offered or a value of the wrong kind."""
-    by_flag = {o.flag: o for o in options}
+def settings_to_argv(values: dict[str, Any], described: Sequence[dict[str, Any]]) -> list[str]:
+    """Settings as the studio sends them (flag -> true/false, a value, or a list of values) as arguments,
+    by the options ``describe`` lists; ``StepFlagsError`` for a flag not offered or a value of the wrong
+    kind. Pure: the values themselves are checked by the steps (``voicelab-voice --check-flags``)."""
+    kinds = {d["flag"]: d["kind"] for d in described}
     argv: list[str] = []
     for flag, value in values.items():
-        option = by_flag.get(flag)
-        if option is None:
+        kind = kinds.get(flag)
+        if kind is None:
             raise StepFlagsError(f"{flag}: no such setting (the New voice page lists them)")
-        if option.is_switch:
+        if kind == "switch":
             if not isinstance(value, bool):
                 raise StepFlagsError(f"{flag}: true or false, got {value!r}")
             argv += [flag] if value else []
-        elif isinstance(value, list) and option.first.nargs in ("+", "*"):
+        elif isinstance(value, list) and kind == "values":
             argv += [flag, *map(str, value)] if value else []
         elif isinstance(value, str | int | float) and not isinstance(value, bool):
             argv += [flag, str(value)] if str(value).strip() else []
         else:
-            raise StepFlagsError(
-                f"{flag}: expected {'a list of values' if option.first.nargs in ('+', '*') else 'one value'}, got {value!r}"
-            )
+            wanted = "a list of values" if kind == "values" else "one value"
+            raise StepFlagsError(f"{flag}: expected {wanted}, got {value!r}")
     return argv
 
 

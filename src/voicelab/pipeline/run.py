@@ -28,16 +28,8 @@ from voicelab.pipeline.state import PipelineState, exclusive, file_digest, listi
 
 logger = logging.getLogger(__name__)
 
-FETCH, REVIEW, RELOAD = "fetch", "review", "reload"
-STEP_ORDER = (
-    FETCH,
-    opts.PREPARE.name,
-    opts.TRANSCRIBE.name,
-    REVIEW,
-    opts.TRAIN.name,
-    opts.EVALUATE.name,
-    RELOAD,
-)
+FETCH, REVIEW, RELOAD = opts.FETCH, opts.REVIEW, opts.RELOAD
+STEP_ORDER = opts.PIPELINE_STEPS
 RELOAD_TIMEOUT_S = 120.0
 """A reload loads every new adapter into the engine: seconds on a GPU, longer on a loaded CPU."""
 
@@ -145,7 +137,7 @@ def preflight(req: VoiceRequest, state: PipelineState) -> src.Sources:
             "by voicelab-voice: choose another NAME (or remove that folder to replace it)"
         )
     check_flags(req.options, req.passed)
-    _check_training_device(step_argvs(req)[opts.TRAIN.name])
+    check_training_device(step_argvs(req)[opts.TRAIN.name])
     return sources
 
 
@@ -172,7 +164,7 @@ def _made_from(voice_dir: Path, prepared: Path) -> bool:
     return recorded is not None and Path(recorded) == prepared.resolve()
 
 
-def _check_training_device(train_argv: list[str]) -> None:
+def check_training_device(train_argv: list[str]) -> None:
     """train-lora's --device and --snac-device exist on this machine (else its error, now, not hours later)."""
     from voicelab.cli import train_lora
     from voicelab.training.trainer import check_device

@@ -63,6 +63,8 @@ PAUSED, DONE, CANCELLED, FAILED, INTERRUPTED = "paused", "done", "cancelled", "f
 ACTIVE = frozenset({QUEUED, RUNNING, CANCELLING})
 RESUMABLE = frozenset({PAUSED, CANCELLED, FAILED, INTERRUPTED})
 EXIT_INTERRUPTED = 130
+VOICE_COMMAND = (sys.executable, "-m", "voicelab.cli.voice")
+"""How a job (and every question about the pipeline) runs: ``voicelab-voice`` with this server's Python."""
 
 
 class JobError(UsageError):
@@ -93,6 +95,8 @@ class Job:
     exit_code: int | None = None
     message: str = ""
     runs: int = 0
+    flags: list[str] = field(default_factory=list)
+    """The steps' flags of its runs (its settings and reference clip), fixed and checked at Start."""
     events_offset: int = 0
     """Where the current run's events start in progress.jsonl (earlier runs' come before)."""
 
@@ -218,29 +222,23 @@ class JobStore:
         return text.splitlines()[-lines:]
 
     # -- the command --------------------------------------------------------------------------------------
-    def step_flags(self, job: Job, options) -> list[str]:
-        """The steps' flags of ``job``: its settings, and its reference clip as ``--reference``."""
-        from voicelab.pipeline import options as opts
-
-        argv = opts.settings_to_argv(job.settings, options)
-        reference = self.uploads(job, REFERENCE_DIR)
-        if reference and "--reference" not in job.settings:
-            argv += ["--reference", *(str(self.folder(job.id) / REFERENCE_DIR / name) for name in reference)]
-        return argv
-
     def command(self, job: Job) -> list[str]:
         """The ``voicelab-voice`` command line of ``job`` (an argument list: no shell ever sees it)."""
-        from voicelab.cli.voice import OWN_FLAGS
-        from voicelab.pipeline import options as opts
-
         folder = self.folder(job.id)
         sources = [str(folder / RECORDINGS_DIR)] if self.uploads(job, RECORDINGS_DIR) else []
-        argv = [sys.executable, "-m", "voicelab.cli.voice", job.name, *sources, *job.urls]
+        argv = [*VOICE_COMMAND, job.name, *sources, *job.urls]
         argv += ["--raw-dir", str(self.raw_dir), "--prepared-dir", str(self.prepared_dir)]
         argv += ["--voices-dir", str(self.voices_dir), "--no-progress"]
         argv += [progress.PROGRESS_FLAG, str(folder / EVENTS_FILE)]
         argv += [] if job.review else ["--no-review"]
-        return argv + self.step_flags(job, opts.collect(OWN_FLAGS))
+        return argv + job.flags
+
+    def reference_flags(self, job: Job) -> list[str]:
+        """``--reference`` with the job's uploaded reference clip (none uploaded: nothing)."""
+        names = self.uploads(job, REFERENCE_DIR)
+        return (
+            ["--reference", *(str(self.folder(job.id) / REFERENCE_DIR / n) for n in names)] if names else []
+        )
 
 
 # --- the queue ----------------------------------------------------------------------------------------------
@@ -407,14 +405,17 @@ class JobRunner:
         return self.store.change(job_id, cancel)
 
 
-def queue(store: JobStore, job: Job) -> Job:
-    """Start (uploading -> queued) or resume (paused, cancelled, failed, interrupted -> queued) a job."""
+def queue(store: JobStore, job: Job, flags: list[str] | None = None) -> Job:
+    """Start (uploading -> queued, with the steps' ``flags``) or resume (paused, cancelled, failed,
+    interrupted -> queued, with the flags it had) a job."""
 
     def enqueue(j: Job) -> None:
         if j.status == UPLOADING and not (store.uploads(j, RECORDINGS_DIR) or j.urls):
             raise JobError("add recordings (upload files or give URLs) before starting")
         if j.status != UPLOADING and j.status not in RESUMABLE:
             raise JobConflictError(f"job {j.id} is {j.status}: it cannot be started now")
+        if j.status == UPLOADING and flags is not None:
+            j.flags = list(flags)
         j.status, j.queued_at, j.message = QUEUED, now(), ""
 
     return store.change(job.id, enqueue)

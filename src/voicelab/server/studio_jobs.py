@@ -32,6 +32,7 @@ from voicelab.server import exposure, jobs
 from voicelab.server.errors import ApiError
 from voicelab.server.guard import too_large_upload
 from voicelab.server.studio import STATIC_DIR
+from voicelab.server.voice_command import VoiceCommand
 
 logger = logging.getLogger(__name__)
 
@@ -93,9 +94,11 @@ def to_api_error(exc: UsageError) -> ApiError:
 # --- views ---------------------------------------------------------------------------------------------------
 def step_summary(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each step of the pipeline with its status, note and latest progress, from the job's events."""
-    from voicelab.pipeline.run import STEP_ORDER
+    from voicelab.pipeline.options import PIPELINE_STEPS
 
-    plan = next((e["steps"] for e in reversed(events) if e.get("event") == progress.EVENT_PLAN), STEP_ORDER)
+    plan = next(
+        (e["steps"] for e in reversed(events) if e.get("event") == progress.EVENT_PLAN), PIPELINE_STEPS
+    )
     steps = {name: {"step": name, "status": "waiting", "note": "", "progress": None} for name in plan}
     done_before: dict[str, str] = {}  # step -> its note when an earlier run did it: a rerun's "skipped"
     for event in events:
@@ -166,17 +169,15 @@ def server_defaults(settings) -> dict[str, Any]:
     }
 
 
-def _check_new_job(body: NewJob, settings) -> dict[str, Any]:
-    from voicelab.cli.voice import OWN_FLAGS
-    from voicelab.pipeline import options as opts
-    from voicelab.pipeline.run import check_flags
+def _check_new_job(body: NewJob, request: Request) -> dict[str, Any]:
+    from voicelab.pipeline.options import settings_to_argv
     from voicelab.pipeline.sources import check_url
 
     for url in body.urls:
         check_url(url)
-    chosen = {**server_defaults(settings), **body.settings}
-    options = opts.collect(OWN_FLAGS)
-    check_flags(options, opts.parse_flags(opts.settings_to_argv(chosen, options), options))
+    chosen = {**server_defaults(request.app.state.settings), **body.settings}
+    voice_command = request.app.state.voice_command
+    voice_command.check(settings_to_argv(chosen, voice_command.describe()["options"]))
     return chosen
 
 
@@ -197,12 +198,13 @@ def list_jobs(request: Request) -> dict:
 def job_options(request: Request) -> dict:
     """Every setting a job takes (the steps' own flags, help and defaults) and the upload rules."""
     from voicelab.audio import AUDIO_SUFFIXES
-    from voicelab.cli.voice import OWN_FLAGS
-    from voicelab.pipeline import options as opts
 
     settings = request.app.state.settings
     _store(request)
-    described = opts.describe(opts.collect(OWN_FLAGS))
+    try:
+        described = request.app.state.voice_command.describe()["options"]
+    except UsageError as e:
+        raise to_api_error(e) from e
     offered = {d["flag"] for d in described}
     return {
         "options": described,
@@ -217,7 +219,7 @@ def job_options(request: Request) -> dict:
 def create_job(body: NewJob, request: Request) -> dict:
     store = _store(request)
     try:
-        chosen = _check_new_job(body, request.app.state.settings)
+        chosen = _check_new_job(body, request)
         job = store.create(body.name, body.urls, chosen, body.review)
     except UsageError as e:
         raise to_api_error(e) from e
@@ -244,21 +246,23 @@ def start_job(job_id: str, body: Action, request: Request) -> dict:
     """Queue a job: the first start after its uploads, or a resume after a pause, cancel or failure."""
     store, job = _job(request, job_id)
     try:
-        _check_command(store, job)
-        job = jobs.queue(store, job)
+        flags = _job_flags(request, store, job) if job.status == jobs.UPLOADING else None
+        job = jobs.queue(store, job, flags)
     except UsageError as e:
         raise to_api_error(e) from e
     return job_view(store, job)
 
 
-def _check_command(store: jobs.JobStore, job: jobs.Job) -> None:
-    """The flags of the command the job will run (the reference clip included), checked by each step."""
-    from voicelab.cli.voice import OWN_FLAGS
-    from voicelab.pipeline import options as opts
-    from voicelab.pipeline.run import check_flags
+def _job_flags(request: Request, store: jobs.JobStore, job: jobs.Job) -> list[str]:
+    """The steps' flags the job's runs get (its settings and reference clip), checked by each step."""
+    from voicelab.pipeline.options import settings_to_argv
 
-    options = opts.collect(OWN_FLAGS)
-    check_flags(options, opts.parse_flags(store.step_flags(job, options), options))
+    voice_command = request.app.state.voice_command
+    flags = settings_to_argv(job.settings, voice_command.describe()["options"])
+    if "--reference" not in job.settings:
+        flags += store.reference_flags(job)
+    voice_command.check(flags)
+    return flags
 
 
 @api.post("/jobs/{job_id}/cancel")
@@ -476,6 +480,7 @@ def install_jobs(app: FastAPI) -> None:
         logger.info("studio: job %s made voice %s; %s", job.id, job.name, note)
 
     app.state.job_runner = jobs.JobRunner(app.state.jobs, reload_voices)
+    app.state.voice_command = VoiceCommand()
     app.include_router(api)
     app.include_router(pages)
 
