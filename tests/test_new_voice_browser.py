@@ -55,6 +55,14 @@ pytestmark = [
 expect = playwright_api.expect
 
 
+@pytest.fixture(autouse=True)
+def patient_expect():
+    """A new job's flags are checked in a subprocess (seconds): wait longer than expect's 5 s here only."""
+    expect.set_options(timeout=STEP_TIMEOUT_MS)
+    yield
+    expect.set_options(timeout=None)
+
+
 @pytest.fixture(scope="module")
 def recordings(tmp_path_factory):
     if not testing.espeak_available():
