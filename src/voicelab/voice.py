@@ -69,6 +69,11 @@ class VoiceMetadata:
     final_eval_loss: float | None = None
     eval_clips: list[str] = field(default_factory=list)
     """Clips held out of training (``make evaluate`` uses them as the speaker reference)."""
+    stopping: dict[str, Any] = field(default_factory=dict)
+    """How long training ran and which step is this adapter: the epochs and how they were chosen, early
+    stopping's settings, the best step and its eval loss, the step training stopped at, why
+    (``stop_reason``: ``early_stopped`` or ``completed``; ``stop_detail`` in words) and ``published_step``
+    (``voicelab.training.length.StopRecord``; empty for voices trained before it was recorded)."""
     created_at: str | None = None
     voicelab_version: str | None = None
     base_model_fingerprint: str | None = None

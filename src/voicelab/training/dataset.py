@@ -33,6 +33,8 @@ class Skipped:
 
     filename: str
     reason: str
+    excluded: bool = False
+    """Left out on purpose (``excluded.csv``), not for a problem: counted once, not warned about one by one."""
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,8 @@ def read_training_rows(
     for filename, raw_text in records:
         text = raw_text.strip()
         if filename in exclusions:
-            skipped.append(Skipped(filename, f"excluded ({dataset.EXCLUDED_FILE}): {exclusions[filename]}"))
+            reason = f"excluded ({dataset.EXCLUDED_FILE}): {exclusions[filename]}"
+            skipped.append(Skipped(filename, reason, excluded=True))
         elif not text:
             skipped.append(Skipped(filename, "empty text"))
         else:
