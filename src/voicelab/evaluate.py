@@ -273,6 +273,20 @@ def load_voice_under_test(
     )
 
 
+def adapter_eval_loss(vut: VoiceUnderTest) -> float | None:
+    """The held-out eval loss training logged for this adapter: the published step's for the voice, the
+    checkpoint's own step's (from the voice's loss log) for a kept checkpoint."""
+    if vut.label == vut.name:
+        return vut.metadata.published_eval_loss
+    from voicelab.training.build import checkpoint_step
+    from voicelab.training.report import LOSS_LOG_FILE, read_loss_log
+
+    step, log = checkpoint_step(vut.adapter_dir), vut.voice_dir / LOSS_LOG_FILE
+    if step is None or not log.is_file():
+        return None
+    return next((p.eval_loss for p in read_loss_log(log) if p.step == step), None)
+
+
 def plan_texts(
     vut: VoiceUnderTest, *, sentences: int, max_heldout: int
 ) -> list[tuple[str, str, str, str | None]]:
@@ -855,7 +869,7 @@ async def evaluate_voice(
         "dnsmos": {k: _mean((d or {}).get(k) for d in ref_dnsmos) for k in ("sig", "bak", "ovrl")},
     }
     summary = summarize(samples, reference, th)
-    summary["eval_loss"] = vut.metadata.final_eval_loss
+    summary["eval_loss"] = adapter_eval_loss(vut)
     report = {
         "schema": SCHEMA_VERSION,
         "voice": vut.label,

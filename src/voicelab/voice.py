@@ -80,6 +80,14 @@ class VoiceMetadata:
     """The base model's content (``voicelab.model_identity``): the same model at another path is accepted."""
     base_model_hub_id: str | None = None
 
+    @property
+    def published_eval_loss(self) -> float | None:
+        """The held-out eval loss of the adapter as published: the best checkpoint's when early stopping
+        chose it, else the last one logged."""
+        if self.stopping.get("early_stopping") and self.stopping.get("best_eval_loss") is not None:
+            return self.stopping["best_eval_loss"]
+        return self.final_eval_loss
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
 

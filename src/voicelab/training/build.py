@@ -283,6 +283,12 @@ _CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
 """What the Trainer calls the folder of the checkpoint after step N."""
 
 
+def checkpoint_step(folder: Path) -> int | None:
+    """The step of a ``checkpoint-STEP`` folder (None for any other folder)."""
+    match = _CHECKPOINT_NAME.fullmatch(Path(folder).name)
+    return int(match.group(1)) if match else None
+
+
 def last_checkpoint(folder: Path) -> Path | None:
     """The ``checkpoint-STEP`` folder with the highest step in ``folder`` (None when there is none)."""
     if not folder.is_dir():
