@@ -431,7 +431,7 @@ def train_voice(req: TrainRequest, *, extra_callbacks=()) -> TrainResult:
 def plan_length(req: TrainRequest, prepared: PreparedData, processes: int) -> length.LengthPlan:
     """``--epochs auto``, the evaluation interval and early stopping, resolved for this dataset."""
     n_train = len(prepared.examples)
-    return length.plan_length(
+    plan = length.plan_length(
         epochs=req.train.epochs,
         max_steps=req.train.max_steps,
         n_train=n_train,
@@ -444,6 +444,14 @@ def plan_length(req: TrainRequest, prepared: PreparedData, processes: int) -> le
         patience=req.train.patience,
         eval_clips_asked=req.eval_clips,
     )
+    if plan.early_stopping and req.train.save_steps:
+        logger.warning(
+            "--save-steps %d is not used with early stopping: a checkpoint is saved at every evaluation "
+            "(every %d steps) so the best one can be published",
+            req.train.save_steps,
+            plan.eval_steps,
+        )
+    return plan
 
 
 def _stop_record(plan: length.LengthPlan, outcome, losses) -> length.StopRecord:
