@@ -78,6 +78,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--snac-model", default=DEFAULT_SNAC_MODEL, help="SNAC 24 kHz codec: hub id or local folder"
     )
+    _add_length_args(p)
+    p.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="training device")
+    p.add_argument("--snac-device", choices=["cpu", "cuda"], default="cpu", help="SNAC encoder device")
+    p.add_argument(
+        "--snac-batch-size",
+        type=positive_int,
+        help="clips per SNAC encoder call (default: 8 on cuda, 1 on cpu)",
+    )
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the SNAC code cache")
+    p.add_argument("--cache-dir", type=Path, help="SNAC code cache (default: DATASET_DIR/.snac_cache)")
+    p.add_argument(
+        "--prompt-prefix",
+        help="text put before every transcript, recorded in voice.json for serving (default: 'CHARACTER: ')",
+    )
+    p.add_argument(
+        "--drop-duplicate-frames",
+        action="store_true",
+        help="drop frames repeating the previous L0 code, like the official Orpheus data prep (default: keep all)",
+    )
+    p.add_argument(
+        "--gradient-checkpointing", action="store_true", help="trade compute for activation memory"
+    )
+    p.add_argument(
+        "--eval-clips",
+        type=non_negative_int,
+        help="clips held out of training for the eval loss and `make evaluate` (default: 5%%, at least 2, "
+        "from 20 clips up; none below); whole source recordings when the manifest names them; 0: train on all",
+    )
+    p.add_argument("--seed", type=int, default=42, help="random seed (LoRA init, data order, held-out clips)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the last checkpoint of this voice (with --overwrite: of its retrain)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing voice when training ends; without --resume, discard old checkpoints",
+    )
+    p.add_argument("--keep-checkpoints", action="store_true", help="keep the checkpoints after success")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def _add_length_args(p: argparse.ArgumentParser) -> None:
+    """How long the run trains and at what pace: epochs, steps, batches, rate, checkpoints, early stopping."""
     p.add_argument(
         "--epochs",
         type=epochs_arg,
@@ -129,48 +176,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_PATIENCE,
         help="evaluations without a new lowest eval loss before training stops",
     )
-    p.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="training device")
-    p.add_argument("--snac-device", choices=["cpu", "cuda"], default="cpu", help="SNAC encoder device")
-    p.add_argument(
-        "--snac-batch-size",
-        type=positive_int,
-        help="clips per SNAC encoder call (default: 8 on cuda, 1 on cpu)",
-    )
-    p.add_argument("--no-cache", action="store_true", help="neither read nor write the SNAC code cache")
-    p.add_argument("--cache-dir", type=Path, help="SNAC code cache (default: DATASET_DIR/.snac_cache)")
-    p.add_argument(
-        "--prompt-prefix",
-        help="text put before every transcript, recorded in voice.json for serving (default: 'CHARACTER: ')",
-    )
-    p.add_argument(
-        "--drop-duplicate-frames",
-        action="store_true",
-        help="drop frames repeating the previous L0 code, like the official Orpheus data prep (default: keep all)",
-    )
-    p.add_argument(
-        "--gradient-checkpointing", action="store_true", help="trade compute for activation memory"
-    )
-    p.add_argument(
-        "--eval-clips",
-        type=non_negative_int,
-        help="clips held out of training for the eval loss and `make evaluate` (default: 5%%, at least 2, "
-        "from 20 clips up; none below); whole source recordings when the manifest names them; 0: train on all",
-    )
-    p.add_argument("--seed", type=int, default=42, help="random seed (LoRA init, data order, held-out clips)")
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue from the last checkpoint of this voice (with --overwrite: of its retrain)",
-    )
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace an existing voice when training ends; without --resume, discard old checkpoints",
-    )
-    p.add_argument("--keep-checkpoints", action="store_true", help="keep the checkpoints after success")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    return p
 
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

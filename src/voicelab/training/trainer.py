@@ -279,7 +279,7 @@ def train_lora(
     holds the adapter of the checkpoint with the lowest eval loss.
     """
     from peft import get_peft_model
-    from transformers import Trainer, TrainingArguments, set_seed
+    from transformers import Trainer, set_seed
 
     if settings.epochs is None and not settings.max_steps:
         raise ValueError("epochs not resolved: training.length.plan_length turns --epochs auto into a number")
@@ -293,34 +293,8 @@ def train_lora(
         "LoRA r=%d alpha=%d: %d trainable of %d parameters", lora.rank, lora.alpha, n_trainable, n_total
     )
 
-    grouped = settings.group_by_length and settings.batch_size * settings.gradient_accumulation_steps > 1
     early_stop = settings.early_stop and bool(eval_examples)
-    args = TrainingArguments(
-        output_dir=str(checkpoint_dir),
-        num_train_epochs=settings.epochs or 1.0,  # None only with max_steps, which then decides
-        max_steps=settings.max_steps if settings.max_steps else -1,
-        per_device_train_batch_size=settings.batch_size,
-        gradient_accumulation_steps=settings.gradient_accumulation_steps,
-        learning_rate=settings.learning_rate,
-        lr_scheduler_type=settings.lr_scheduler,
-        weight_decay=0.0,
-        logging_steps=settings.logging_steps,
-        save_total_limit=CHECKPOINTS_KEPT,
-        seed=settings.seed,
-        use_cpu=settings.device == "cpu",
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
-        **_checkpointing_args(settings.gradient_checkpointing),
-        # similar lengths in a batch: little compute wasted on padding
-        train_sampling_strategy="group_by_length" if grouped else "random",
-        remove_unused_columns=False,
-        dataloader_pin_memory=settings.device != "cpu",
-        ddp_find_unused_parameters=False,  # every LoRA matrix is used in every step
-        report_to="none",
-        disable_tqdm=not settings.progress,
-        **_eval_args(settings, bool(eval_examples)),
-        **_save_args(settings, early_stop),
-    )
+    args = _training_args(settings, precision, checkpoint_dir, bool(eval_examples), early_stop)
     interrupt = make_interrupt_callback()
     trainer = Trainer(
         model=peft_model,
@@ -343,6 +317,40 @@ def train_lora(
         max_steps=int(state.max_steps),
         best_step=int(state.best_global_step) if best else None,
         best_eval_loss=float(state.best_metric) if best else None,
+    )
+
+
+def _training_args(
+    settings: TrainSettings, precision: str, checkpoint_dir: Path, evaluate: bool, early_stop: bool
+):
+    from transformers import TrainingArguments
+
+    grouped = settings.group_by_length and settings.batch_size * settings.gradient_accumulation_steps > 1
+    return TrainingArguments(
+        output_dir=str(checkpoint_dir),
+        num_train_epochs=settings.epochs or 1.0,  # None only with max_steps, which then decides
+        max_steps=settings.max_steps if settings.max_steps else -1,
+        per_device_train_batch_size=settings.batch_size,
+        gradient_accumulation_steps=settings.gradient_accumulation_steps,
+        learning_rate=settings.learning_rate,
+        lr_scheduler_type=settings.lr_scheduler,
+        weight_decay=0.0,
+        logging_steps=settings.logging_steps,
+        save_total_limit=CHECKPOINTS_KEPT,
+        seed=settings.seed,
+        use_cpu=settings.device == "cpu",
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        **_checkpointing_args(settings.gradient_checkpointing),
+        # similar lengths in a batch: little compute wasted on padding
+        train_sampling_strategy="group_by_length" if grouped else "random",
+        remove_unused_columns=False,
+        dataloader_pin_memory=settings.device != "cpu",
+        ddp_find_unused_parameters=False,  # every LoRA matrix is used in every step
+        report_to="none",
+        disable_tqdm=not settings.progress,
+        **_eval_args(settings, evaluate),
+        **_save_args(settings, early_stop),
     )
 
 
