@@ -330,6 +330,8 @@ def format_stopping(record) -> str:
     published = f"published step {record.published_step}"
     if record.early_stopping and record.best_eval_loss is not None:
         published += f" (the lowest eval loss, {record.best_eval_loss:.4f})"
+    elif not record.early_stopping:
+        published += " (the last)"
     return (
         f"  epochs: {record.epochs:g} ({record.epochs_from})\n"
         f"  stopped at step {record.stopped_at_step}: {record.stop_detail}; {published}\n"

@@ -169,7 +169,7 @@ def stop_record(
     else:
         detail = f"ran the planned {max_steps} steps"
         if not plan.early_stopping:
-            detail += f"; the last step is published ({plan.no_early_stop_reason})"
+            detail += f"; no early stopping: {plan.no_early_stop_reason}"
     published = best_step if plan.early_stopping and best_step is not None else stopped_at
     return StopRecord(
         epochs=plan.epochs,
