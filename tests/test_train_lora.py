@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import signal
 from pathlib import Path
@@ -398,7 +399,7 @@ def test_interrupt_saves_checkpoint_and_resume_finishes(tmp_path, tiny_orpheus_d
 
 
 def test_interrupted_retrain_resumes_with_the_printed_command_and_the_voice_stays_live(
-    trained, tmp_path, tiny_orpheus_dir, tiny_snac_dir, capsys, monkeypatch
+    trained, tmp_path, tiny_orpheus_dir, tiny_snac_dir, capsys, caplog, monkeypatch
 ):
     """--overwrite, Ctrl-C: the live voice is untouched and still served; the printed command (--resume
     added) continues the retrain's checkpoints and replaces the voice only when it ends."""
@@ -436,6 +437,7 @@ def test_interrupted_retrain_resumes_with_the_printed_command_and_the_voice_stay
     monkeypatch.setattr(build, "train_voice", train_voice)
     assert train_lora.main(resumed) == 0
     assert capsys.readouterr().out.count("written to") == 1, "one 'voice written' line"
+    assert not [r for r in caplog.records if "written to" in r.getMessage() and r.levelno >= logging.INFO]
     meta = VoiceMetadata.read(voices / "alice")
     assert meta.training["steps"] == 3 and meta.training["resumed_from"].endswith("checkpoint-2")
     assert (voices / "alice" / ADAPTER_WEIGHTS_FILE).read_bytes() != live
@@ -456,8 +458,6 @@ def test_resume_of_an_existing_voice_without_overwrite_says_how(trained, capsys)
 def test_excluded_clips_are_counted_once_and_listed_with_verbose(
     tmp_path, tiny_tokenizer, tiny_snac_dir, caplog
 ):
-    import logging
-
     data = make_dataset(tmp_path / "data")
     rows = [(f"ex{i}", f"Excluded line {i}.") for i in range(5)]
     for name, _ in rows:

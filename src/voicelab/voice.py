@@ -67,6 +67,7 @@ class VoiceMetadata:
     training: dict[str, Any] = field(default_factory=dict)
     final_loss: float | None = None
     final_eval_loss: float | None = None
+    """The last eval loss logged; with early stopping the published step's is ``published_eval_loss``."""
     eval_clips: list[str] = field(default_factory=list)
     """Clips held out of training (``make evaluate`` uses them as the speaker reference)."""
     stopping: dict[str, Any] = field(default_factory=dict)
