@@ -317,14 +317,14 @@ def check_request(req: TrainRequest) -> Path | None:
         raise dataset.DatasetError(
             f"{transcript}: transcript not found (run `make transcribe` first, or pass --transcript PATH)"
         )
+    last = last_checkpoint(req.checkpoint_dir)
     if req.voice_dir.exists() and not req.overwrite:
-        if req.resume:
+        if req.resume and last is not None:
             raise VoiceExistsError(
                 f"{req.voice_dir} already exists: to continue retraining it, pass --resume --overwrite "
                 "(it stays served until the resumed run ends and replaces it)"
             )
         raise VoiceExistsError(f"{req.voice_dir} already exists: pass --overwrite to replace it")
-    last = last_checkpoint(req.checkpoint_dir)
     if req.resume:
         if last is None:
             raise CheckpointError(

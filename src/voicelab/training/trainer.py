@@ -110,7 +110,7 @@ def cuda_unavailable_message(
 ) -> str:
     """What to say when ``device`` is CUDA and torch sees none: a CPU-only torch needs a CUDA build; a CUDA
     build that sees no GPU has a machine problem (hidden by CUDA_VISIBLE_DEVICES, no driver, no GPU)."""
-    fallback = f"pass {flag} cpu (slow for the real 3B model)"
+    fallback = f"pass {flag} cpu" + (" (slow for the real 3B model)" if flag == "--device" else "")
     if cuda_build is None:
         return (
             f"{flag} {device}: this torch ({torch_version}) is a CPU-only build; install a CUDA build of "
