@@ -26,10 +26,10 @@ from test_train_lora import common_args, write_transcript
 from voicelab import orpheus, testing
 from voicelab.audio import write_wav
 from voicelab.cli import train_lora
+from voicelab.dataset import PreparedDataset
 from voicelab.training import build, holdout, length, snac_codec
 from voicelab.training import dataset as ds
-from voicelab.training.report import LOSS_LOG_FILE, LOSS_PLOT_FILE, read_loss_log
-from voicelab.voice import ADAPTER_WEIGHTS_FILE, VoiceMetadata
+from voicelab.voice import ADAPTER_WEIGHTS_FILE, LossPoint, VoiceFolder, VoiceMetadata, checkpoints_dir
 
 SR = orpheus.SAMPLE_RATE
 CLIP_FRAMES = 6  # 42 audio tokens: the memorised part outweighs the shared prompt once learnt
@@ -56,7 +56,7 @@ def make_coded_dataset(folder: Path, snac_dir: Path, *, held_out_unlike: bool) -
     """Three clips saying TEXT: the training ones with TRAIN_FRAME repeated, the held-out one with
     OTHER_FRAME (``held_out_unlike``) or TRAIN_FRAME too. Their codes go into the SNAC cache."""
     folder.mkdir(parents=True)
-    cache = snac_codec.CodeCache(folder / ".snac_cache")
+    cache = snac_codec.CodeCache(PreparedDataset(folder).snac_cache_dir)
     fingerprint = snac_codec.checkpoint_fingerprint(str(snac_dir))
     held = held_out_name()
     for seed, name in enumerate(CLIPS):
@@ -165,14 +165,14 @@ def test_rising_eval_loss_stops_early_and_publishes_the_best_checkpoint(overfit_
     assert stop["published_step"] == stop["best_step"]
 
     # the best step is the lowest eval loss of the log, and every later one is higher
-    scored = [(p.step, p.eval_loss) for p in read_loss_log(voices / "olga" / LOSS_LOG_FILE) if p.eval_loss]
+    scored = [(p.step, p.eval_loss) for p in VoiceFolder(voices / "olga").read_loss_log() if p.eval_loss]
     assert [s for s, _ in scored] == list(range(1, stop["stopped_at_step"] + 1))
     best_step, best_loss = min(scored, key=lambda sl: sl[1])
     assert best_step == stop["best_step"] and math.isclose(best_loss, stop["best_eval_loss"], rel_tol=1e-6)
     assert all(loss > best_loss for step, loss in scored if step > best_step)
 
     # the voice's adapter is exactly the best checkpoint's, not the last step's
-    checkpoints = voices / ".checkpoints-olga"
+    checkpoints = checkpoints_dir(voices, "olga")
     assert_same_weights(adapter(voices / "olga"), adapter(checkpoints / f"checkpoint-{best_step}"))
     last = adapter(checkpoints / f"checkpoint-{stop['stopped_at_step']}")
     assert not all(torch.equal(last[k], v) for k, v in adapter(voices / "olga").items())
@@ -189,7 +189,7 @@ def test_the_api_and_evaluate_see_the_chosen_checkpoint(overfit_run, sharp_orphe
     assert summary["stopped_at_step"] == stop["stopped_at_step"] and summary["stop_reason"] == "early_stopped"
     assert summary["epochs"] == 5 and summary["best_eval_loss"] == stop["best_eval_loss"]
     # `make evaluate --compare CHECKPOINT` on either kept checkpoint: the best and the last
-    kept = sorted((voices / ".checkpoints-olga").iterdir())
+    kept = sorted(checkpoints_dir(voices, "olga").iterdir())
     assert {p.name for p in kept} == {
         f"checkpoint-{stop['best_step']}",
         f"checkpoint-{stop['stopped_at_step']}",
@@ -210,9 +210,9 @@ def test_improving_run_obeys_epochs_2_and_runs_to_the_end(tmp_path, sharp_orpheu
     assert "per the guide's table" not in caplog.text
     assert stop["stop_reason"] == length.STOP_COMPLETED and stop["stopped_at_step"] == 2 * 2
     assert stop["best_step"] == stop["published_step"] == 4
-    scored = [(p.step, p.eval_loss) for p in read_loss_log(voices / "ivy" / LOSS_LOG_FILE) if p.eval_loss]
+    scored = [(p.step, p.eval_loss) for p in VoiceFolder(voices / "ivy").read_loss_log() if p.eval_loss]
     assert [s for s, _ in scored] == [2, 4] and scored[1][1] < scored[0][1]  # held out like the others
-    assert_same_weights(adapter(voices / "ivy"), adapter(voices / ".checkpoints-ivy" / "checkpoint-4"))
+    assert_same_weights(adapter(voices / "ivy"), adapter(checkpoints_dir(voices, "ivy") / "checkpoint-4"))
 
 
 def test_resume_after_ctrl_c_keeps_the_best_so_far(tmp_path, sharp_orpheus_dir, tiny_snac_dir, overfit_run):
@@ -241,13 +241,13 @@ def test_resume_after_ctrl_c_keeps_the_best_so_far(tmp_path, sharp_orpheus_dir, 
     assert stop["best_step"] == uninterrupted["best_step"] == stop["published_step"]
     assert stop["stopped_at_step"] == uninterrupted["stopped_at_step"], "the patience count was kept too"
     assert math.isclose(stop["best_eval_loss"], uninterrupted["best_eval_loss"], rel_tol=1e-5)
-    best = voices / ".checkpoints-olga" / f"checkpoint-{stop['best_step']}"
+    best = checkpoints_dir(voices, "olga") / f"checkpoint-{stop['best_step']}"
     assert_same_weights(adapter(voices / "olga"), adapter(best))
-    assert (voices / "olga" / LOSS_PLOT_FILE).is_file()
+    assert VoiceFolder(voices / "olga").loss_curve_path.is_file()
 
 
 def test_loss_curve_marks_the_published_checkpoint(tmp_path):
-    from voicelab.training.report import LossPoint, plot_loss
+    from voicelab.training.report import plot_loss
 
     points = [LossPoint(s, s / 4, 3.0 - s / 10, eval_loss=2.0 + abs(s - 3) / 10) for s in range(1, 7)]
     plain = plot_loss(tmp_path / "plain.png", points, "t")
