@@ -369,19 +369,7 @@ def train_voice(req: TrainRequest, *, extra_callbacks=()) -> TrainResult:
 
     if hint := multi_gpu_hint(req.train.device, state.num_processes, torch.cuda.device_count()):
         logger.warning(hint)
-    tokenizer = models.load_tokenizer(req.base_model)
-
-    prepared: PreparedData | Exception
-    if state.is_main_process:
-        try:
-            prepared = prepare_examples(req, tokenizer, progress=progress)
-        except (UsageError, orpheus.ContractError) as e:
-            prepared = e
-    else:
-        prepared = None
-    prepared = _share(state, prepared)
-    if isinstance(prepared, Exception):
-        raise prepared
+    prepared = _prepare_on_main(req, state, models.load_tokenizer(req.base_model), progress)
     logger.info(
         "%d clips (%.1f s of audio, %d tokens) ready; %d skipped",
         prepared.stats["clips_used"],
@@ -427,6 +415,20 @@ def train_voice(req: TrainRequest, *, extra_callbacks=()) -> TrainResult:
     return TrainResult(
         req.voice_dir, req.checkpoint_dir, False, outcome.global_step, final_loss, prepared, metadata, record
     )
+
+
+def _prepare_on_main(req: TrainRequest, state, tokenizer, progress: bool) -> PreparedData:
+    """The main process prepares the examples and every process gets them (or the error, raised on all)."""
+    prepared: PreparedData | Exception | None = None
+    if state.is_main_process:
+        try:
+            prepared = prepare_examples(req, tokenizer, progress=progress)
+        except (UsageError, orpheus.ContractError) as e:
+            prepared = e
+    prepared = _share(state, prepared)
+    if isinstance(prepared, Exception):
+        raise prepared
+    return prepared
 
 
 def plan_length(req: TrainRequest, prepared: PreparedData, processes: int) -> length.LengthPlan:
