@@ -328,7 +328,7 @@ def train(run: _Run) -> StepReport:
         extra = ["--overwrite"]
     if last_checkpoint(checkpoints_dir(req.voices_dir, req.name)) is not None:
         resumable = record.get("status") == "started" and record.get("signature") == sig
-        extra = ["--resume"] if resumable else ["--overwrite"]
+        extra = [*extra, "--resume"] if resumable else ["--overwrite"]  # a retrain resumes with --overwrite
         logger.info(
             "%s: %s",
             step.name,
