@@ -69,6 +69,9 @@ class VoiceMetadata:
     final_eval_loss: float | None = None
     eval_clips: list[str] = field(default_factory=list)
     """Clips held out of training (``make evaluate`` uses them as the speaker reference)."""
+    tags: dict[str, dict[str, int]] = field(default_factory=dict)
+    """The expressive tags the voice was trained with: ``{"laugh": {"clips": n, "occurrences": m}}``
+    (training clips only; a tag missing here was never seen, so the voice may read it aloud)."""
     created_at: str | None = None
     voicelab_version: str | None = None
     base_model_fingerprint: str | None = None

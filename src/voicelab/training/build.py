@@ -111,6 +111,8 @@ class PreparedData:
     eval_examples: list[orpheus.TrainingExample] = field(default_factory=list)
     eval_names: list[str] = field(default_factory=list)
     """Clips held out of training (eval loss; ``make evaluate`` speaks their texts)."""
+    tags: dict[str, dict[str, int]] = field(default_factory=dict)
+    """The expressive tags of the training texts: ``{tag: {"clips": n, "occurrences": m}}``."""
 
 
 @dataclass
@@ -137,6 +139,7 @@ def prepare_examples(req: TrainRequest, tokenizer, *, progress: bool = True) -> 
     frames, enc, encode_seconds = _encode_clips(req, clips, skipped, progress)
 
     examples, names, too_long, audio_frames = [], [], [], {}
+    texts = {clip.name: clip.text for clip in clips}
     for clip in clips:
         if clip.name not in frames:
             continue
@@ -167,7 +170,14 @@ def prepare_examples(req: TrainRequest, tokenizer, *, progress: bool = True) -> 
             f"no usable clip in {req.dataset_dir}: {n_rows} rows, "
             f"{len(skipped)} skipped (see the messages above)"
         )
-    examples, eval_examples, eval_names, train_frames = _split_held_out(req, names, examples, audio_frames)
+    _log_unknown_tags(clips)
+    examples, eval_examples, eval_names, train_frames = _split_held_out(
+        req, names, examples, audio_frames, texts
+    )
+    held = set(eval_names)
+    trained_tags = dataset.count_tags(texts[n] for n in names if n not in held)
+    for line in dataset.describe_tags(trained_tags):
+        logger.info(line)
     stats = {
         "dataset_dir": str(Path(req.dataset_dir).resolve()),
         "transcript": str(Path(transcript).resolve()),
@@ -181,20 +191,37 @@ def prepare_examples(req: TrainRequest, tokenizer, *, progress: bool = True) -> 
         "snac_encoded": enc.encoded,
         "snac_from_cache": enc.from_cache,
         "snac_encode_seconds": round(encode_seconds, 2),
+        "held_out_tags": dataset.count_tags(texts[n] for n in eval_names).as_dict(),
+        "unknown_tags": _unknown_tag_clips(clips),
     }
-    return PreparedData(examples, skipped, stats, eval_examples, eval_names)
+    return PreparedData(examples, skipped, stats, eval_examples, eval_names, trained_tags.as_dict())
 
 
-def _split_held_out(req: TrainRequest, names: list[str], examples: list, frames: dict[str, int]):
+def _unknown_tag_clips(clips) -> dict[str, int]:
+    """Each unknown annotation removed from the texts -> how many clips held it."""
+    census = dataset.count_tags(" ".join(clip.unknown_tags) for clip in clips)
+    return {spelled: count.clips for spelled, count in census.unknown.items()}
+
+
+def _log_unknown_tags(clips) -> None:
+    for spelled, n_clips in _unknown_tag_clips(clips).items():
+        logger.warning(
+            "%s; removed from %d clip text(s) for training", dataset.unknown_tag_message(spelled), n_clips
+        )
+
+
+def _split_held_out(
+    req: TrainRequest, names: list[str], examples: list, frames: dict[str, int], texts: dict[str, str]
+):
     """(training examples, held-out examples, held-out names, training audio frames)."""
-    eval_names = _hold_out(req, names)
+    eval_names = _hold_out(req, names, {n: dataset.normalize_tags(texts[n]).tags for n in names})
     held = set(eval_names)
     eval_examples = [e for n, e in zip(names, examples, strict=True) if n in held]
     train = [e for n, e in zip(names, examples, strict=True) if n not in held]
     return train, eval_examples, eval_names, sum(f for n, f in frames.items() if n not in held)
 
 
-def _hold_out(req: TrainRequest, names: list[str]) -> list[str]:
+def _hold_out(req: TrainRequest, names: list[str], tags: dict[str, tuple[str, ...]]) -> list[str]:
     """The clips held out for evaluation: ``--eval-clips`` or the default share, whole recordings first."""
     count = holdout.default_eval_count(len(names)) if req.eval_clips is None else req.eval_clips
     if req.eval_clips is None and count == 0:
@@ -205,7 +232,7 @@ def _hold_out(req: TrainRequest, names: list[str]) -> list[str]:
             holdout.MIN_CLIPS_FOR_DEFAULT_EVAL,
         )
     try:
-        chosen = holdout.choose_eval_clips(names, count, req.train.seed, _clip_sources(req.dataset_dir))
+        chosen = holdout.choose_eval_clips(names, count, req.train.seed, _clip_sources(req.dataset_dir), tags)
     except holdout.HoldoutError as e:
         raise dataset.DatasetError(str(e)) from e
     if chosen:
@@ -428,6 +455,7 @@ def _metadata(req, prepared, precision, steps, losses, final_loss, resume_from) 
         final_loss=final_loss,
         final_eval_loss=next((p.eval_loss for p in reversed(losses) if p.eval_loss is not None), None),
         eval_clips=list(prepared.eval_names),
+        tags=prepared.tags,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         voicelab_version=__version__,
     )

@@ -2,7 +2,8 @@
 
 The folder and its files are ``voicelab.dataset``'s; this module picks what training can use. Rows that
 cannot be used (missing WAV, empty text, excluded by a person in ``excluded.csv``, unreadable audio) are
-skipped, listed and counted; problems with the file itself (no such file, not a ``filename,text`` CSV,
+skipped, listed and counted. Every text goes through ``dataset.normalize_tags``, so training carries each
+expressive tag exactly as the serving prompt will (``<laugh>``) and no unknown annotation; problems with the file itself (no such file, not a ``filename,text`` CSV,
 duplicate filenames) raise, because they mean the wrong file was passed.
 """
 
@@ -25,6 +26,9 @@ logger = logging.getLogger(__name__)
 class TranscriptRow:
     filename: str
     text: str
+    """The text as training uses it: tags normalised (``dataset.normalize_tags``)."""
+    unknown_tags: tuple[str, ...] = ()
+    """Annotations removed from the text because no Orpheus tag means them (``<giggle>``)."""
 
 
 @dataclass(frozen=True)
@@ -37,19 +41,20 @@ class Skipped:
 
 @dataclass(frozen=True)
 class Clip:
-    """A usable row: its WAV path and transcript text."""
+    """A usable row: its WAV path and transcript text (tags normalised)."""
 
     name: str
     path: Path
     text: str
+    unknown_tags: tuple[str, ...] = ()
 
 
 def read_training_rows(
     path: Path, exclusions: dict[str, str] | None = None
 ) -> tuple[list[TranscriptRow], list[Skipped]]:
-    """The transcript's rows for training: (rows, skipped).
+    """The transcript's rows for training: (rows, skipped), texts through the tag normaliser.
 
-    Rows with empty text, and clips listed in ``exclusions`` (key -> reason, from ``excluded.csv``), are
+    Rows with empty text (annotations alone count as empty), and clips listed in ``exclusions`` (key -> reason, from ``excluded.csv``), are
     skipped; a missing file, a malformed CSV or duplicate filenames raise ``dataset.DatasetError``.
     """
     path = Path(path)
@@ -65,13 +70,15 @@ def read_training_rows(
     rows: list[TranscriptRow] = []
     skipped: list[Skipped] = []
     for filename, raw_text in records:
-        text = raw_text.strip()
+        tagged = dataset.normalize_tags(raw_text.strip())
+        text = tagged.text.strip()
         if filename in exclusions:
             skipped.append(Skipped(filename, f"excluded ({dataset.EXCLUDED_FILE}): {exclusions[filename]}"))
         elif not text:
-            skipped.append(Skipped(filename, "empty text"))
+            why = f"no spoken text (only {' '.join(tagged.unknown)})" if tagged.unknown else "empty text"
+            skipped.append(Skipped(filename, why))
         else:
-            rows.append(TranscriptRow(filename, text))
+            rows.append(TranscriptRow(filename, text, tagged.unknown))
     counts = Counter(row.filename for row in rows)
     duplicates = sorted(name for name, n in counts.items() if n > 1)
     if duplicates:
@@ -93,7 +100,7 @@ def resolve_clips(dataset_dir: Path, rows: list[TranscriptRow]) -> tuple[list[Cl
         elif not path.is_file():
             skipped.append(Skipped(row.filename, f"{path.name} not found in {dataset_dir}"))
         else:
-            clips.append(Clip(row.filename, path, row.text))
+            clips.append(Clip(row.filename, path, row.text, row.unknown_tags))
     return clips, skipped
 
 
