@@ -107,7 +107,9 @@ def test_unknown_tag_message_says_what_to_do():
 
 
 def test_census_counts_clips_and_occurrences_and_gives_the_guidance():
-    census = dataset.count_tags(["(laughs) a (laughs)", "[sighs] b *chuckles*", "<laugh> <giggle> x", "no tag"])
+    census = dataset.count_tags(
+        ["(laughs) a (laughs)", "[sighs] b *chuckles*", "<laugh> <giggle> x", "no tag"]
+    )
     assert census.as_dict() == {
         "laugh": {"clips": 2, "occurrences": 3},
         "chuckle": {"clips": 1, "occurrences": 1},
@@ -164,7 +166,9 @@ def test_training_reader_goes_through_the_normaliser(tagged_data):
         assert row.unknown_tags == dataset.normalize_tags(raw).unknown
 
 
-def test_training_sequences_carry_the_tag_as_the_serving_prompt_does(tagged_data, tiny_tokenizer, tiny_snac_dir):
+def test_training_sequences_carry_the_tag_as_the_serving_prompt_does(
+    tagged_data, tiny_tokenizer, tiny_snac_dir
+):
     from voicelab.training import build
 
     request = build.TrainRequest("alice", tagged_data, snac_model=str(tiny_snac_dir), use_cache=False)
@@ -192,7 +196,6 @@ def test_trained_voice_records_its_tags_and_the_run_reports_unknown_ones(
     tagged_data, tmp_path, tiny_orpheus_dir, tiny_snac_dir, capsys, caplog
 ):
     from test_train_lora import common_args
-
     from voicelab.cli import train_lora
 
     voices = tmp_path / "voices"
