@@ -37,7 +37,10 @@ import numpy as np
 from voicelab.audio import AudioError, read_audio
 from voicelab.dataset import (
     CLIP_SUFFIX,
+    TagCensus,
     TranscriptAppender,
+    count_tags,
+    normalize_tags,
     normalize_text,
     read_exclusions,
     read_transcript_for_resume,
@@ -246,6 +249,9 @@ class DecodeOptions:
     language: str = "en"
     beam_size: int = DEFAULT_BEAM_SIZE
     temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # whisper's fallback schedule
+    annotations: bool = False
+    """Let Whisper write non-speech annotations ("(laughs)"; ``voicelab.whisper_annotations``); off by
+    default, as Whisper itself has them (docs/tags.md says why)."""
 
 
 def temperature_schedule(start: float, increment: float) -> tuple[float, ...]:
@@ -270,9 +276,12 @@ class OpenAIWhisperTranscriber:
     batch_size = 1
 
     def __init__(self, model, device: str, options: DecodeOptions):
+        from voicelab.whisper_annotations import openai_suppress_tokens
+
         self.model = model
         self.options = options
         self.fp16 = device.startswith("cuda")  # fp16 is CUDA-only in whisper; CPU runs fp32
+        self.suppress_tokens = openai_suppress_tokens(model, annotations=options.annotations)
 
     def transcribe_batch(self, audios: Sequence[np.ndarray]) -> list[ClipResult]:
         import whisper
@@ -290,6 +299,7 @@ class OpenAIWhisperTranscriber:
                 fp16=self.fp16,
                 # Clips are independent: conditioning on the previous window only spreads hallucinations.
                 condition_on_previous_text=False,
+                suppress_tokens=self.suppress_tokens,
                 verbose=None,
             )
             results.append(summarize_segments(out["segments"]))
@@ -310,10 +320,13 @@ class FasterWhisperTranscriber:
     def __init__(self, model, options: DecodeOptions, batch_size: int = DEFAULT_BATCH_SIZE):
         from faster_whisper import BatchedInferencePipeline
 
+        from voicelab.whisper_annotations import faster_suppress_tokens
+
         self.model = model
         self.pipeline = BatchedInferencePipeline(model)
         self.options = options
         self.batch_size = batch_size
+        self.suppress_tokens = faster_suppress_tokens(model, annotations=options.annotations)
 
     def _decode_kwargs(self) -> dict:
         return {
@@ -321,6 +334,7 @@ class FasterWhisperTranscriber:
             "beam_size": self.options.beam_size,
             "temperature": list(self.options.temperatures),
             "condition_on_previous_text": False,
+            "suppress_tokens": list(self.suppress_tokens),
         }
 
     def transcribe_batch(self, audios: Sequence[np.ndarray]) -> list[ClipResult]:
@@ -630,6 +644,10 @@ class TranscribeSummary:
     excluded_new: int = 0  # clips added to excluded.csv this run
     excluded_path: Path | None = None
     report_path: Path | None = None
+    tags: TagCensus = field(default_factory=TagCensus)
+    """The expressive tags of every row of the transcript now (clips and occurrences per tag)."""
+    unknown_tags: dict[str, int] = field(default_factory=dict)
+    """Annotations Whisper wrote this run that no Orpheus tag means (removed): spelling -> times."""
 
     @property
     def rowless(self) -> int:
@@ -689,6 +707,7 @@ def transcribe_clips(
             for clip, audio, result, m in zip(ok, audios, results, measures, strict=True):
                 duration = len(audio) / WHISPER_SAMPLE_RATE
                 logger.debug("%s (%.1f s): %r", clip.name, duration, result.text)
+                result = _with_tags_normalised(result, summary)
                 if result.text:
                     rows_out.append(clip.stem, result.text)  # the row first: it is what matters
                     rows[clip.stem] = result.text
@@ -718,6 +737,14 @@ def transcribe_clips(
     return summary
 
 
+def _with_tags_normalised(result: ClipResult, summary: TranscribeSummary) -> ClipResult:
+    """Whisper's annotations as Orpheus tags (``dataset.normalize_tags``); unknown ones counted, removed."""
+    tagged = normalize_tags(result.text)
+    for spelled in tagged.unknown:
+        summary.unknown_tags[spelled] = summary.unknown_tags.get(spelled, 0) + 1
+    return replace(result, text=normalize_text(tagged.text))
+
+
 def _measure(
     audios: Sequence[np.ndarray], quality: QualityOptions | None, summary: TranscribeSummary
 ) -> list[dict]:
@@ -734,6 +761,7 @@ def _measure(
 def _review(clips, rows, signals, read, quality: QualityOptions | None, summary: TranscribeSummary) -> None:
     """The review CSV, and with ``quality`` excluded.csv and the dataset report."""
     summary.rows = len(rows)
+    summary.tags = count_tags(rows.values())
     inputs = review_inputs(rows, signals, clips)
     reference = None
     if quality is not None and quality.reference:
