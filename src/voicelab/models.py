@@ -207,3 +207,14 @@ def snac_checkpoint_files(model_id: str | Path) -> list[Path] | None:
             return None
         files.append(Path(found))
     return files
+
+
+def load_vad():
+    """Silero VAD, run through onnxruntime on the CPU: a speech probability per 32 ms window. Its weights
+    ship inside the silero-vad wheel (nothing is downloaded); the model keeps state between windows, so
+    one clip at a time per instance."""
+    try:
+        from silero_vad import load_silero_vad
+    except ImportError as e:
+        raise ModelLoadError(f"silero-vad is not installed ({e}): pip install -e . installs it") from e
+    return load_silero_vad(onnx=True)
