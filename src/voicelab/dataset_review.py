@@ -15,17 +15,21 @@ import csv
 import fcntl
 import threading
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from voicelab.dataset import (
     CLIP_SUFFIX,
+    ORPHEUS_TAGS,
     REVIEW_FILE,
     SIGNALS_FILE,
+    TAG_EXAMPLES_NEEDED,
     TRANSCRIPT_FILE,
     DatasetError,
     clip_key,
+    count_tags,
     find_clips,
+    normalize_tags,
     normalize_text,
     read_exclusions,
     read_transcript,
@@ -79,6 +83,8 @@ class ClipView:
     edited: bool = False  # the text differs from Whisper's
     excluded: bool = False
     exclude_reason: str = ""
+    removed_tags: list[str] = field(default_factory=list)
+    """Annotations the last save took out of the text: no Orpheus tag means them (``<giggle>``)."""
 
 
 def dataset_dir(prepared_dir: Path, name: str) -> Path:
@@ -188,10 +194,24 @@ def review_clips(folder: Path) -> list[ClipView]:
 
 def describe_dataset(prepared_dir: Path, name: str) -> dict:
     folder = dataset_dir(prepared_dir, name)
+    clips = review_clips(folder)
     return {
         "name": folder.name,
         "report": (folder / REPORT_FILE).is_file(),
-        "clips": [asdict(v) for v in review_clips(folder)],
+        "clips": [asdict(v) for v in clips],
+        "tags": describe_tags(clips),
+    }
+
+
+def describe_tags(clips: list[ClipView]) -> dict:
+    """The expressive tags of the clips training would use (a text, not excluded): per tag, clips and
+    occurrences; the annotations training would remove; how many examples a tag needs."""
+    census = count_tags(v.text for v in clips if v.text and not v.excluded)
+    return {
+        "orpheus_tags": list(ORPHEUS_TAGS),
+        "examples_needed": TAG_EXAMPLES_NEEDED,
+        "counts": census.as_dict(),
+        "unknown": {spelled: count.clips for spelled, count in census.unknown.items()},
     }
 
 
@@ -206,14 +226,18 @@ def save_clip(
 ) -> ClipView:
     """Apply a person's edit to one clip: new text (transcript.csv), excluded or restored (excluded.csv).
 
-    ``None`` leaves that part as it is. The text is trimmed and its whitespace runs collapsed, as the
-    transcribe step writes it; an empty text is refused (exclude the clip instead).
+    ``None`` leaves that part as it is. The text goes through the tag normaliser (``(laughs)`` becomes
+    ``<laugh>``, an unknown annotation is removed and listed in ``removed_tags``), is trimmed and its
+    whitespace runs collapsed, as the transcribe step writes it; an empty text is refused (exclude the
+    clip instead).
     """
     folder = clip_path(prepared_dir, name, clip).parent
     key = clip_key(clip)
+    removed: list[str] = []
     with saving(folder):
         if text is not None:
-            clean = normalize_text(text)
+            tagged = normalize_tags(text)
+            clean, removed = normalize_text(tagged.text), list(tagged.unknown)
             if not clean:
                 raise EditError(f"clip {key}: the text is empty; exclude the clip instead of blanking it")
             rows = read_rows(folder)
@@ -231,7 +255,9 @@ def save_clip(
                 exclusions.pop(key, None)
             if exclusions != before:
                 write_exclusions(folder, exclusions)
-    return next(v for v in review_clips(folder) if v.filename == key)
+    view = next(v for v in review_clips(folder) if v.filename == key)
+    view.removed_tags = removed
+    return view
 
 
 def report_path(prepared_dir: Path, name: str) -> Path:

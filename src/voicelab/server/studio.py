@@ -131,6 +131,16 @@ def save_clip(name: str, clip: str, edit: ClipEdit, request: Request) -> dict:
     return asdict(view)
 
 
+@api.get("/datasets/{name}/tags")
+def get_dataset_tags(name: str, request: Request) -> dict:
+    """Clips and occurrences per expressive tag in what training would use, and the unknown annotations."""
+    try:
+        folder = dataset_review.dataset_dir(_prepared_dir(request), name)
+        return dataset_review.describe_tags(dataset_review.review_clips(folder))
+    except UsageError as e:
+        raise to_studio_error(e) from e
+
+
 @api.get("/datasets/{name}/report")
 def get_report(name: str, request: Request) -> FileResponse:
     try:
