@@ -32,6 +32,12 @@ DATASET = (
     "It was nice to meet you at last.",
 )
 FEW = ["--sentences", "1", "--max-heldout", "1", "--max-tokens", "70", "--no-progress", "--device", "cpu"]
+FEW += [
+    "--tag-sentences",
+    "1",
+    "--tags",
+    "laugh",
+]  # the tags check: one tag, one sentence (and its plain twin)
 """One novel sentence, one held-out text, pieces of at most 10 frames: the plumbing, CPU-cheap."""
 
 
@@ -217,7 +223,7 @@ def test_eval_json_has_every_part_and_only_finite_numbers(evaluated, trained, ti
     assert report["summary"]["eval_loss"] == pytest.approx(meta.final_eval_loss)
     assert {(s["model"], s["kind"]) for s in report["samples"]} == {
         (m, k) for m in ("voice", "base") for k in ("heldout", "novel")
-    }
+    } | {("voice", "tag"), ("voice", "tag-plain")}
     for key in (
         "speaker_similarity",
         "base_speaker_similarity",

@@ -192,23 +192,90 @@ def test_training_sequences_carry_the_tag_as_the_serving_prompt_does(
     assert prepared.stats["unknown_tags"] == {"<giggle>": 1}
 
 
-def test_trained_voice_records_its_tags_and_the_run_reports_unknown_ones(
-    tagged_data, tmp_path, tiny_orpheus_dir, tiny_snac_dir, capsys, caplog
-):
+@pytest.fixture(scope="module")
+def tagged_voice(tagged_data, tmp_path_factory, tiny_orpheus_dir, tiny_snac_dir):
+    """The tagged dataset trained into voice "alice" through the command: its stdout and its log."""
+    import contextlib
+    import io
+    import logging
+
     from test_train_lora import common_args
     from voicelab.cli import train_lora
 
-    voices = tmp_path / "voices"
+    voices = tmp_path_factory.mktemp("tagged_voices")
     args = common_args(voices, tiny_orpheus_dir, tiny_snac_dir)
-    assert train_lora.main(["alice", str(tagged_data), *args, "--batch-size", "2", "--max-steps", "1"]) == 0
-    voice = json.loads((voices / "alice" / "voice.json").read_text(encoding="utf-8"))
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("voicelab").addHandler(handler)
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            rc = train_lora.main(["alice", str(tagged_data), *args, "--batch-size", "2", "--max-steps", "1"])
+    finally:
+        logging.getLogger("voicelab").removeHandler(handler)
+    log = "\n".join(r.getMessage() for r in records)
+    return {"rc": rc, "voices": voices, "out": out.getvalue(), "log": log, "data": tagged_data}
+
+
+def test_trained_voice_records_its_tags_and_the_run_reports_unknown_ones(tagged_voice):
+    assert tagged_voice["rc"] == 0
+    voice = json.loads((tagged_voice["voices"] / "alice" / "voice.json").read_text(encoding="utf-8"))
     assert voice["tags"] == {
         "laugh": {"clips": 2, "occurrences": 2},
         "chuckle": {"clips": 1, "occurrences": 1},
         "sigh": {"clips": 1, "occurrences": 1},
     }
     assert voice["dataset"]["unknown_tags"] == {"<giggle>": 1}
-    out = capsys.readouterr().out
+    out = tagged_voice["out"]
     assert "<laugh> 2 clips (2x), <chuckle> 1 clips (1x), <sigh> 1 clips (1x)" in out
-    assert "unknown tag <giggle>: the base model would read it aloud; map it or remove it" in out
-    assert "unknown tag <giggle>" in caplog.text
+    giggle = "unknown tag <giggle>: the base model would read it aloud; map it or remove it"
+    assert giggle in out and giggle in tagged_voice["log"]
+
+
+def test_tags_check_end_to_end_through_the_stand_in_vllm(tagged_voice, tiny_orpheus_dir, tiny_whisper_path):
+    """evaluate on the tagged voice: trained tags marked as such, a base-set one too, the tagged prompt
+    sent exactly as training spelled it, a verdict per tag in eval.json, summary.md and the voice list."""
+    from transformers import AutoTokenizer
+
+    from voicelab import evaluate as ev
+    from voicelab import tag_check
+    from voicelab.cli import evaluate_voice
+    from voicelab.testing.fake_vllm import FakeVLLMServer
+
+    voices = tagged_voice["voices"]
+    flags = [
+        "--sentences",
+        "1",
+        "--max-heldout",
+        "0",
+        "--max-tokens",
+        "70",
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]
+    flags += ["--tag-sentences", "1", "--tags", "laugh,sigh,gasp", "--whisper-model", str(tiny_whisper_path)]
+    with FakeVLLMServer(base_model=str(tiny_orpheus_dir)) as server:
+        assert (
+            evaluate_voice.main(["alice", "--voices-dir", str(voices), "--vllm-url", server.url, *flags]) == 0
+        )
+        prompts = [c.body["prompt"] for c in server.completions]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_orpheus_dir)
+    tagged = tag_check.trial("laugh", 0).tagged
+    assert orpheus.inference_prompt_ids(tokenizer, tagged, "alice: ") in prompts
+    report = json.loads((voices / "alice" / ev.EVAL_DIR / ev.EVAL_FILE).read_text(encoding="utf-8"))
+    per_tag = {t["tag"]: t for t in report["tags"]["per_tag"]}
+    assert [(t, per_tag[t]["set"]) for t in per_tag] == [
+        ("laugh", "trained"),
+        ("sigh", "trained"),
+        ("gasp", "base"),
+    ]
+    assert per_tag["laugh"]["trained"] == {"clips": 2, "occurrences": 2}
+    for entry in per_tag.values():
+        assert entry["verdict"] in tag_check.VERDICTS and len(entry["trials"]) == 1
+    summary_md = (voices / "alice" / ev.EVAL_DIR / ev.SUMMARY_FILE).read_text(encoding="utf-8")
+    assert "| <laugh> | trained | 2 |" in summary_md and "| <gasp> | base | 0 |" in summary_md
+    shown = ev.read_eval_summary(voices / "alice")
+    assert shown["tags"] == {t: f"{e['verdict']} ({e['set']})" for t, e in per_tag.items()}
+    assert "trained tags read aloud" in shown["verdicts"]

@@ -514,6 +514,13 @@ def normalize_tags(text: str) -> TaggedText:
     return TaggedText(out + text[pos:], tuple(tags), tuple(unknown))
 
 
+def spoken_tags(text: str) -> tuple[str, ...]:
+    """The tags whose word ``text`` says as a word ("he laughed" -> ``laugh``), in order of first mention;
+    annotations and tags are not words said."""
+    words = _SPAN_WORD.findall(_TAG_SPAN.sub(" ", text).lower())
+    return tuple(dict.fromkeys(_TAG_WORDS[w] for w in words if w in _TAG_WORDS))
+
+
 @dataclass(frozen=True)
 class TagCount:
     clips: int = 0

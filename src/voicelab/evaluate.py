@@ -11,7 +11,8 @@ vLLM). The base model speaks the same texts without the adapter. Then:
 * speech rate against the dataset's; runaways (a piece that hit max_tokens, audio far longer than the
   text needs) and long silences inside the audio;
 * overfitting: for each novel sentence, the training clip whose SNAC codes it shares most of (frame
-  n-grams); a high share means the voice replays a training clip instead of reading the text.
+  n-grams); a high share means the voice replays a training clip instead of reading the text;
+* expressive tags (``voicelab.tag_check``): per tag, rendered, ignored or read aloud.
 
 Every number lands in ``eval.json``; ``summary.md`` has one verdict per check against ``Thresholds``
 (documented, overridable from the command line). Pure functions here; the model-running parts take the
@@ -32,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from voicelab import orpheus
+from voicelab import orpheus, tag_check
 from voicelab.errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -528,6 +529,8 @@ ADVICE = {
     "cover each clip's whole speech",
     "silence": "long pauses: trim silences in the dataset (make prepare-audio), fewer epochs",
     "overfitting": "the voice replays a training clip: fewer epochs, a lower learning rate, more data",
+    "tags": "a trained tag is read as a word: more clips with that tag (about 100), spelled as the "
+    "prompt spells it (<laugh>); check the transcripts put the tag where the sound is",
 }
 
 
@@ -607,6 +610,13 @@ def verdicts(summary: dict[str, Any], th: Thresholds) -> list[dict[str, Any]]:
             f"<= {th.max_code_overlap}",
             ADVICE["overfitting"],
         ),
+        _check(
+            "trained tags read aloud",
+            s.get("trained_tags_read_aloud"),
+            at_most("trained_tags_read_aloud", 0) if "trained_tags_read_aloud" in s else None,
+            "0",
+            ADVICE["tags"],
+        ),
     ]
 
 
@@ -644,6 +654,7 @@ def render_summary(report: dict[str, Any]) -> str:
         f"Closest training clip to a novel sentence: {s['closest_training_clip'] or 'n/a'} "
         f"(code overlap {_fmt(s['max_code_overlap'])}).",
     ]
+    lines += tag_check.render(report.get("tags"))
     failed = [c for c in report["checks"] if c["verdict"] == "FAIL"]
     if failed:
         lines += ["", "What to try:"] + [f"- {c['check']}: {c['advice']}" for c in failed]
@@ -732,6 +743,10 @@ class EvalSettings:
     seed: int = 42
     max_tokens: int | None = None
     """Per generated piece; None: the budget the server uses, derived from the text."""
+    tag_sentences: int = tag_check.DEFAULT_TAG_SENTENCES
+    """Sentences per tag of the tags check (0: no tags check)."""
+    tags: tuple[str, ...] | None = None
+    """The tags to check; None: the voice's trained tags and the rest of Orpheus' set."""
     thresholds: Thresholds = field(default_factory=Thresholds)
     progress: bool = True
 
@@ -856,6 +871,18 @@ async def evaluate_voice(
     }
     summary = summarize(samples, reference, th)
     summary["eval_loss"] = vut.metadata.final_eval_loss
+    tags, tag_samples = await tag_check.run(
+        runtime.synthesizer,
+        runtime.recorder,
+        voices["voice"],
+        params,
+        runtime.transcriber,
+        trained=vut.metadata.tags,
+        sentences=settings.tag_sentences,
+        only=settings.tags,
+        progress=settings.progress,
+    )
+    summary.update(tag_check.summary(tags))
     report = {
         "schema": SCHEMA_VERSION,
         "voice": vut.label,
@@ -875,9 +902,10 @@ async def evaluate_voice(
         "eval_clips": vut.eval_clips,
         "reference": reference,
         "summary": summary,
+        "tags": tags,
     }
     report["checks"] = verdicts(summary, th)
-    return finite_or_none(report), samples
+    return finite_or_none(report), [*samples, *tag_samples]
 
 
 def compare_table(reports: Sequence[dict[str, Any]]) -> str:
