@@ -18,8 +18,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from harness import load_line
 
+from harness import load_line
 from voicelab import testing
 from voicelab.audio import read_audio
 from voicelab.testing import vocal
@@ -59,7 +59,9 @@ def with_noise(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--cases", type=int, default=40, help="sentence pairs x voices x noise to build")
     args = parser.parse_args()
     print(load_line("before"))
