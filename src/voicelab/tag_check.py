@@ -7,9 +7,10 @@ twice: as they are (``plain``) and with the tag between their two halves (``tagg
 * **read aloud**: Whisper's transcript of the tagged audio says the tag's word ("laugh", "laughing",
   ``dataset.spoken_tags``) and the plain audio's does not: the voice read the tag as text;
 * **rendered**: the tagged audio holds a non-speech sound (``voicelab.vocal_events``) where the tag was,
-  and the plain audio holds none there. "Where": the tag's share of the sentence's words, placed on the
-  span from the first to the last sound of the audio, give or take ``PLACE_TOLERANCE_S`` or
-  ``PLACE_TOLERANCE_SHARE`` of that span, whichever is larger (speech is not read at an even pace);
+  and the plain audio holds none there. "Where": the moment the audio has spoken the tag's share of the
+  sentence's letters (counted in speech windows, so pauses and the sound itself do not move it), give or
+  take ``PLACE_TOLERANCE_S`` or ``PLACE_TOLERANCE_SHARE`` of the speech time, whichever is larger
+  (speech is not read at an even pace);
 * **ignored**: neither.
 
 A tag's verdict over its sentences: "read aloud" if any pair was (what a listener notices first), else
@@ -52,7 +53,7 @@ class Trial:
     plain: str
     tagged: str
     position: float
-    """Share of the sentence's words before the tag."""
+    """Share of the sentence's letters before the tag."""
 
 
 def tags_to_check(trained: Mapping[str, Any], only: Sequence[str] | None = None) -> list[tuple[str, str]]:
@@ -69,7 +70,7 @@ def plain_text(sentence: int) -> str:
 
 def trial(tag: str, sentence: int) -> Trial:
     first, second = TAG_SENTENCES[sentence]
-    before, after = len(first.split()), len(second.split())
+    before, after = (sum(c.isalpha() for c in half) for half in (first, second))
     return Trial(
         tag,
         sentence,
@@ -80,13 +81,15 @@ def trial(tag: str, sentence: int) -> Trial:
 
 
 def expected_place(measures, position: float) -> tuple[float, float] | None:
-    """The window (seconds) where a sound for a tag at ``position`` should be, or None for silent audio."""
-    span = measures.sound_span_s()
-    if span is None:
+    """The stretch (seconds) where a sound for a tag at ``position`` should be; None without speech."""
+    from voicelab.vocal_events import SPEECH_PROBABILITY, WINDOW_S
+
+    spoken = np.cumsum(measures.sounding() & (measures.speech >= SPEECH_PROBABILITY))
+    if not len(spoken) or spoken[-1] == 0:
         return None
-    start, end = span
-    at = start + position * (end - start)
-    tolerance = max(PLACE_TOLERANCE_S, PLACE_TOLERANCE_SHARE * (end - start))
+    window = int(np.searchsorted(spoken, max(position * spoken[-1], 1)))  # speech up to here: the share
+    at = (window + 1) * WINDOW_S
+    tolerance = max(PLACE_TOLERANCE_S, PLACE_TOLERANCE_SHARE * spoken[-1] * WINDOW_S)
     return at - tolerance, at + tolerance
 
 
