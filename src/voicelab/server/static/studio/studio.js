@@ -238,7 +238,8 @@ function insertTag(tag, id = "speak-text") {
   const text = $(id);
   const start = text.selectionStart;
   const before = text.value.slice(0, start);
-  const spaced = (before && !/\s$/.test(before) ? " " : "") + tag + " ";
+  const after = text.value.slice(text.selectionEnd);
+  const spaced = (before && !/\s$/.test(before) ? " " : "") + tag + (/^\s/.test(after) ? "" : " ");
   text.setRangeText(spaced, start, text.selectionEnd, "end");
   text.focus();
 }
