@@ -279,3 +279,32 @@ def test_tags_check_end_to_end_through_the_stand_in_vllm(tagged_voice, tiny_orph
     shown = ev.read_eval_summary(voices / "alice")
     assert shown["tags"] == {t: f"{e['verdict']} ({e['set']})" for t, e in per_tag.items()}
     assert "trained tags read aloud" in shown["verdicts"]
+
+
+@pytest.mark.slow
+def test_tags_check_of_every_tag_through_the_embedded_engine(tagged_voice, tiny_whisper_path):
+    """The whole default set (3 trained, 5 base) in two sentences each, on the embedded engine."""
+    from voicelab import evaluate as ev
+    from voicelab import tag_check
+    from voicelab.cli import evaluate_voice
+
+    voices = tagged_voice["voices"]
+    flags = [
+        "--sentences",
+        "1",
+        "--max-heldout",
+        "0",
+        "--max-tokens",
+        "70",
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]
+    flags += ["--tag-sentences", "2", "--whisper-model", str(tiny_whisper_path)]
+    assert evaluate_voice.main(["alice", "--voices-dir", str(voices), *flags]) == 0
+    report = json.loads((voices / "alice" / ev.EVAL_DIR / ev.EVAL_FILE).read_text(encoding="utf-8"))
+    assert report["settings"]["engine"] == "local"
+    sets = [(t["tag"], t["set"]) for t in report["tags"]["per_tag"]]
+    assert sets == tag_check.tags_to_check(json.loads((voices / "alice" / "voice.json").read_text())["tags"])
+    assert [t for t, s in sets if s == "trained"] == ["laugh", "chuckle", "sigh"]
+    assert all(len(t["trials"]) == 2 for t in report["tags"]["per_tag"])
