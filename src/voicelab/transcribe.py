@@ -705,12 +705,11 @@ def transcribe_clips(
         for start in range(0, len(plan.todo), step):
             batch = plan.todo[start : start + step]
             ok, audios = _read_clips(batch, read, summary.failed)
-            results = transcriber.transcribe_batch(audios) if audios else []  # type: ignore[union-attr]
+            results = _tags_normalised(transcriber.transcribe_batch(audios) if audios else [], summary)  # type: ignore[union-attr]
             measures = _measure(audios, quality, summary)
             for clip, audio, result, m in zip(ok, audios, results, measures, strict=True):
                 duration = len(audio) / WHISPER_SAMPLE_RATE
                 logger.debug("%s (%.1f s): %r", clip.name, duration, result.text)
-                result = _with_tags_normalised(result, summary)
                 if result.text:
                     rows_out.append(clip.stem, result.text)  # the row first: it is what matters
                     rows[clip.stem] = result.text
@@ -740,12 +739,15 @@ def transcribe_clips(
     return summary
 
 
-def _with_tags_normalised(result: ClipResult, summary: TranscribeSummary) -> ClipResult:
+def _tags_normalised(results: Sequence[ClipResult], summary: TranscribeSummary) -> list[ClipResult]:
     """Whisper's annotations as Orpheus tags (``dataset.normalize_tags``); unknown ones counted, removed."""
-    tagged = normalize_tags(result.text)
-    for spelled in tagged.unknown:
-        summary.unknown_tags[spelled] = summary.unknown_tags.get(spelled, 0) + 1
-    return replace(result, text=normalize_text(tagged.text))
+    out = []
+    for result in results:
+        tagged = normalize_tags(result.text)
+        for spelled in tagged.unknown:
+            summary.unknown_tags[spelled] = summary.unknown_tags.get(spelled, 0) + 1
+        out.append(replace(result, text=normalize_text(tagged.text)))
+    return out
 
 
 def _measure(

@@ -67,10 +67,27 @@ def tag_list(value: str) -> tuple[str, ...]:
     return tags
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _add_tags_check_flags(p: argparse.ArgumentParser, default_sentences: int) -> None:
     from voicelab.dataset import ORPHEUS_TAGS
-    from voicelab.evaluate import NOVEL_SENTENCES, EvalSettings, Thresholds
     from voicelab.tag_check import TAG_SENTENCES
+
+    p.add_argument(
+        "--tag-sentences",
+        type=non_negative_int,
+        default=default_sentences,
+        help=f"tags check: sentences per tag, each also spoken without the tag (at most "
+        f"{len(TAG_SENTENCES)}; 0: no tags check)",
+    )
+    p.add_argument(
+        "--tags",
+        type=tag_list,
+        help="tags check: only these tags, comma-separated (default: the voice's trained tags and the rest "
+        "of Orpheus' set: " + ",".join(ORPHEUS_TAGS) + ")",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from voicelab.evaluate import NOVEL_SENTENCES, EvalSettings, Thresholds
 
     defaults = EvalSettings()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
@@ -131,19 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_int,
         help="generated tokens per piece at most (default: the server's budget, derived from the text)",
     )
-    p.add_argument(
-        "--tag-sentences",
-        type=non_negative_int,
-        default=defaults.tag_sentences,
-        help=f"tags check: sentences per tag, each also spoken without the tag (at most "
-        f"{len(TAG_SENTENCES)}; 0: no tags check)",
-    )
-    p.add_argument(
-        "--tags",
-        type=tag_list,
-        help="tags check: only these tags, comma-separated (default: the voice's trained tags and the rest "
-        "of Orpheus' set: " + ",".join(ORPHEUS_TAGS) + ")",
-    )
+    _add_tags_check_flags(p, defaults.tag_sentences)
     group = p.add_argument_group("thresholds (a check fails past them)")
     for f in fields(Thresholds):
         group.add_argument(

@@ -106,6 +106,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip the audio measures (speaker embedding, DNSMOS, speech time) and the dataset report",
     )
+    _add_tags_flag(parser)
+    parser.add_argument(
+        "--overwrite", action="store_true", help="transcribe every clip again instead of resuming"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every clip (debug detail)")
+    return parser
+
+
+def _add_tags_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tags",
         action="store_true",
@@ -113,12 +123,6 @@ def build_parser() -> argparse.ArgumentParser:
         "default, and write them as Orpheus tags (<laugh>, <sigh>); unknown ones are removed and reported. "
         "Off by default: its effect on plain transcripts could not be measured without real Whisper weights",
     )
-    parser.add_argument(
-        "--overwrite", action="store_true", help="transcribe every clip again instead of resuming"
-    )
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log every clip (debug detail)")
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
