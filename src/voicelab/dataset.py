@@ -566,8 +566,8 @@ def describe_tags(census: TagCensus) -> list[str]:
     """Lines for a step's summary: each tag's clips and occurrences, the guidance, the unknown ones."""
     if not census.tags and not census.unknown:
         return [
-            "expressive tags: none in the texts (a voice trained on them will not render <laugh> and the "
-            "like; see the guide's section on tags)"
+            "expressive tags: none in the texts (a voice trained on these texts will not render <laugh> and "
+            "the like: see the guide's section on expressive tags)"
         ]
     lines = []
     if census.tags:
