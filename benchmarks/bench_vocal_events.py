@@ -4,7 +4,7 @@ Two espeak-ng sentences per case, in several espeak voices, with between them: n
 burst (3-7 syllables, 3.5-6 per second, pitch 180-350 Hz), a sigh-like exhale (0.6-1.2 s), or a word
 spoken by espeak ("laugh", "sigh", "ha ha ha"); clean, or with white noise 35 dB under the speech.
 Prints, per kind of insert, how often an event was found, and for the bursts how far its centre was from
-the burst's. Then the tags check's audio side (voicelab.tag_check.judge, transcripts left out): how often
+the burst's. Then the tags check's audio side (voicelab.evaluate.tag_check.judge, transcripts left out): how often
 a pair "plain sentence / sentence with the insert between its halves" is called rendered, for the insert
 where the tag is and for a burst placed after the sentence instead.
 
@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from harness import load_line
-from voicelab import tag_check, testing
+from voicelab import testing
 from voicelab.audio import read_audio
+from voicelab.evaluate import tag_check
 from voicelab.testing import vocal
 from voicelab.vocal_events import measure_windows, sound_events
 

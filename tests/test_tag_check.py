@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from voicelab import tag_check, testing
+from voicelab import testing
 from voicelab.audio import read_audio
+from voicelab.evaluate import tag_check
 from voicelab.testing import vocal
 from voicelab.vocal_events import measure_windows
 

@@ -15,6 +15,7 @@ from voicelab import dataset, orpheus, testing
 from voicelab.audio import write_wav
 from voicelab.engine.synthesizer import split_text
 from voicelab.training import holdout
+from voicelab.voice import EVAL_SUMMARY_FILE, VoiceFolder
 
 SR = orpheus.SAMPLE_RATE
 TAG_RE = re.compile(r"<([a-z]+)>")
@@ -238,9 +239,8 @@ def test_tags_check_end_to_end_through_the_stand_in_vllm(tagged_voice, tiny_orph
     sent exactly as training spelled it, a verdict per tag in eval.json, summary.md and the voice list."""
     from transformers import AutoTokenizer
 
-    from voicelab import evaluate as ev
-    from voicelab import tag_check
     from voicelab.cli import evaluate_voice
+    from voicelab.evaluate import tag_check
     from voicelab.testing.fake_vllm import FakeVLLMServer
 
     voices = tagged_voice["voices"]
@@ -264,7 +264,8 @@ def test_tags_check_end_to_end_through_the_stand_in_vllm(tagged_voice, tiny_orph
     tokenizer = AutoTokenizer.from_pretrained(tiny_orpheus_dir)
     tagged = tag_check.trial("laugh", 0).tagged
     assert orpheus.inference_prompt_ids(tokenizer, tagged, "alice: ") in prompts
-    report = json.loads((voices / "alice" / ev.EVAL_DIR / ev.EVAL_FILE).read_text(encoding="utf-8"))
+    voice = VoiceFolder(voices / "alice")
+    report = json.loads(voice.eval_json_path.read_text(encoding="utf-8"))
     per_tag = {t["tag"]: t for t in report["tags"]["per_tag"]}
     assert [(t, per_tag[t]["set"]) for t in per_tag] == [
         ("laugh", "trained"),
@@ -274,9 +275,9 @@ def test_tags_check_end_to_end_through_the_stand_in_vllm(tagged_voice, tiny_orph
     assert per_tag["laugh"]["trained"] == {"clips": 2, "occurrences": 2}
     for entry in per_tag.values():
         assert entry["verdict"] in tag_check.VERDICTS and len(entry["trials"]) == 1
-    summary_md = (voices / "alice" / ev.EVAL_DIR / ev.SUMMARY_FILE).read_text(encoding="utf-8")
+    summary_md = (voice.eval_dir / EVAL_SUMMARY_FILE).read_text(encoding="utf-8")
     assert "| <laugh> | trained | 2 |" in summary_md and "| <gasp> | base | 0 |" in summary_md
-    shown = ev.read_eval_summary(voices / "alice")
+    shown = voice.read_eval_summary()
     assert shown["tags"] == {t: f"{e['verdict']} ({e['set']})" for t, e in per_tag.items()}
     assert "trained tags read aloud" in shown["verdicts"]
 
@@ -284,9 +285,8 @@ def test_tags_check_end_to_end_through_the_stand_in_vllm(tagged_voice, tiny_orph
 @pytest.mark.slow
 def test_tags_check_of_every_tag_through_the_embedded_engine(tagged_voice, tiny_whisper_path):
     """The whole default set (3 trained, 5 base) in two sentences each, on the embedded engine."""
-    from voicelab import evaluate as ev
-    from voicelab import tag_check
     from voicelab.cli import evaluate_voice
+    from voicelab.evaluate import tag_check
 
     voices = tagged_voice["voices"]
     flags = [
@@ -302,7 +302,7 @@ def test_tags_check_of_every_tag_through_the_embedded_engine(tagged_voice, tiny_
     ]
     flags += ["--tag-sentences", "2", "--whisper-model", str(tiny_whisper_path)]
     assert evaluate_voice.main(["alice", "--voices-dir", str(voices), *flags]) == 0
-    report = json.loads((voices / "alice" / ev.EVAL_DIR / ev.EVAL_FILE).read_text(encoding="utf-8"))
+    report = json.loads(VoiceFolder(voices / "alice").eval_json_path.read_text(encoding="utf-8"))
     assert report["settings"]["engine"] == "local"
     sets = [(t["tag"], t["set"]) for t in report["tags"]["per_tag"]]
     assert sets == tag_check.tags_to_check(json.loads((voices / "alice" / "voice.json").read_text())["tags"])

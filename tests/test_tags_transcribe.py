@@ -77,7 +77,7 @@ def test_decoding_writes_annotation_brackets_only_with_annotations_on(backend, f
 def test_both_backends_pass_the_same_suppressed_set(favouring):
     from faster_whisper import WhisperModel
 
-    from voicelab.transcribe import load_openai_whisper
+    from voicelab.models.whisper import load_openai_whisper
 
     openai_model = load_openai_whisper(str(favouring["openai-whisper"]), "cpu")
     ct2_model = WhisperModel(str(favouring["faster-whisper"]), device="cpu")
@@ -125,7 +125,7 @@ def test_transcribe_writes_every_text_through_the_normaliser(tmp_path):
     expected = [dataset.normalize_text(dataset.normalize_tags(t).text) for t in whisper_said]
     assert rows == {f"c{i}": t for i, t in enumerate(expected) if t}
     assert rows["c0"] == "Well <laugh> that was it." and rows["c1"] == "<sigh> Fine."
-    signals = tr.read_signals(dataset.signals_path_for(output))
+    signals = dataset.PreparedDataset(folder).read_signals()
     assert {k: r.text for k, r in signals.items() if r.text} == rows  # rows read as Whisper's own
     assert summary.tags.as_dict() == {
         "laugh": {"clips": 1, "occurrences": 1},

@@ -113,19 +113,12 @@ def test_review_lists_a_clip_with_a_laugh_but_no_tag(spoken, tmp_path):
     summary = tr.transcribe_clips(
         paths, output, ScriptedWhisper(texts), plan, progress=False, quality=quality
     )
-    reasons = {row["filename"]: row["reasons"] for row in _review_rows(summary.review_path)}
+    reasons = {row.key: row.reasons for row in dataset.PreparedDataset(folder).read_review()}
     assert (
         "non-speech sound at 2." in reasons.get("untagged", "")
         and "no tag in the text" in reasons["untagged"]
     )
     assert "non-speech sound" not in reasons.get("tagged", "") + reasons.get("plain", "")
-    signals = tr.read_signals(dataset.signals_path_for(output))
+    signals = dataset.PreparedDataset(folder).read_signals()
     assert signals["plain"].nonspeech_s == 0.0 and signals["untagged"].nonspeech_s >= ve.MIN_EVENT_SOUND_S
     assert summary.report_path is not None and summary.report_path.read_bytes().startswith(b"\x89PNG")
-
-
-def _review_rows(path):
-    import csv
-
-    with path.open(encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f))

@@ -43,8 +43,8 @@ MIN_EVENT_SOUND_S = 0.3
 """Non-speech sound an event must hold: longer than Silero's lag at the edges of words (1-3 windows)."""
 _SILENT_DB = -120.0
 
-_vad = None
 _vad_lock = threading.Lock()
+"""Silero VAD keeps state between windows: one clip at a time through the one model of the process."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,7 @@ def measure_windows(audio: np.ndarray, sample_rate: int) -> WindowMeasures:
     import torch
 
     from voicelab.audio import resample
+    from voicelab.models.quality import vad_model
 
     x = np.asarray(audio, np.float32).reshape(-1)
     if sample_rate != VAD_SAMPLE_RATE:
@@ -120,7 +121,7 @@ def measure_windows(audio: np.ndarray, sample_rate: int) -> WindowMeasures:
     level = 10 * np.log10(np.maximum(power, 10 ** (_SILENT_DB / 10)))
     speech = np.zeros(n)
     with _vad_lock:
-        vad = _model()
+        vad = vad_model()
         vad.reset_states()
         with torch.no_grad():
             for i in range(n):
@@ -135,12 +136,3 @@ def sound_events(audio: np.ndarray, sample_rate: int) -> list[SoundEvent]:
 
 def longest(events: Sequence[SoundEvent]) -> SoundEvent | None:
     return max(events, key=lambda e: e.sounding_s, default=None)
-
-
-def _model():
-    global _vad
-    if _vad is None:
-        from voicelab.models import load_vad
-
-        _vad = load_vad()
-    return _vad

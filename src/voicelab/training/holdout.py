@@ -44,65 +44,65 @@ def default_eval_count(n_clips: int) -> int:
 
 
 def choose_eval_clips(
-    names: Sequence[str],
+    keys: Sequence[str],
     count: int,
     seed: int,
     sources: Mapping[str, str] | None = None,
     tags: Mapping[str, Sequence[str]] | None = None,
 ) -> list[str]:
-    """``count`` clip names from ``names`` to hold out (in ``names`` order), the same for the same seed.
+    """``count`` clip keys from ``keys`` to hold out (in ``keys`` order), the same for the same seed.
 
-    ``sources`` maps clip name -> source recording (from the manifest); clips without an entry count as
+    ``sources`` maps clip key -> source recording (from the manifest); clips without an entry count as
     their own recording. Whole recordings are taken when that lands within the budget; otherwise single
-    clips. ``tags`` maps clip name -> the expressive tags its text holds: a tag on enough clips gets a
+    clips. ``tags`` maps clip key -> the expressive tags its text holds: a tag on enough clips gets a
     held-out clip (see ``MIN_TAG_CLIPS_TO_HOLD_OUT``). At least one clip always stays for training.
     """
     if count <= 0:
         return []
-    if count >= len(names):
+    if count >= len(keys):
         raise HoldoutError(
-            f"--eval-clips {count}: the dataset has only {len(names)} usable clips and at least one must "
+            f"--eval-clips {count}: the dataset has only {len(keys)} usable clips and at least one must "
             "stay for training; pass a smaller --eval-clips (or 0)"
         )
     rng = random.Random(seed)
-    chosen = _whole_recordings(names, count, rng, sources) if sources else None
+    chosen = _whole_recordings(keys, count, rng, sources) if sources else None
     if chosen is None:
-        if sources and len({sources.get(n, n) for n in names}) > 1:
+        if sources and len({sources.get(k, k) for k in keys}) > 1:
             logger.warning(
                 "cannot hold out %d clips as whole recordings (the recordings are too long for the "
                 "budget): some held-out clips share a recording with training clips",
                 count,
             )
-        chosen = set(rng.sample(sorted(names), count))
+        chosen = set(rng.sample(sorted(keys), count))
     if tags:
-        chosen = _represent_tags(chosen, names, tags, rng)
-    return [n for n in names if n in chosen]
+        chosen = _represent_tags(chosen, keys, tags, rng)
+    return [k for k in keys if k in chosen]
 
 
 def _represent_tags(
-    chosen: set[str], names: Sequence[str], tags: Mapping[str, Sequence[str]], rng: random.Random
+    chosen: set[str], keys: Sequence[str], tags: Mapping[str, Sequence[str]], rng: random.Random
 ) -> set[str]:
     """``chosen`` without clips of rare tags (each swapped for a clip without one), and with one clip of
     each common enough tag it lacks, swapped in for a clip that holds no tag still needed; the rarest tags
     first, so they get the places."""
     by_tag: dict[str, list[str]] = {}
-    for name in names:
-        for tag in set(tags.get(name, ())):
-            by_tag.setdefault(tag, []).append(name)
+    for key in keys:
+        for tag in set(tags.get(key, ())):
+            by_tag.setdefault(tag, []).append(key)
     rare = {t for t, clips in by_tag.items() if len(clips) < MIN_TAG_CLIPS_TO_HOLD_OUT}
     chosen = set(chosen)
-    for name in sorted(n for n in chosen if rare.intersection(tags.get(n, ()))):
-        free = sorted(n for n in names if n not in chosen and not rare.intersection(tags.get(n, ())))
+    for key in sorted(k for k in chosen if rare.intersection(tags.get(k, ()))):
+        free = sorted(k for k in keys if k not in chosen and not rare.intersection(tags.get(k, ())))
         if free:
-            chosen.remove(name)
+            chosen.remove(key)
             chosen.add(rng.choice(free))
     common = sorted((t for t in by_tag if t not in rare), key=lambda t: (len(by_tag[t]), t))
     needed: set[str] = set()
     for tag in common:
-        if any(tag in tags.get(n, ()) for n in chosen):
+        if any(tag in tags.get(k, ()) for k in chosen):
             needed.add(tag)
             continue
-        spare = sorted(n for n in chosen if not needed.intersection(tags.get(n, ())))
+        spare = sorted(k for k in chosen if not needed.intersection(tags.get(k, ())))
         if not spare:
             break
         chosen.remove(rng.choice(spare))
@@ -111,11 +111,11 @@ def _represent_tags(
     return chosen
 
 
-def _whole_recordings(names, count, rng, sources) -> set[str] | None:
+def _whole_recordings(keys, count, rng, sources) -> set[str] | None:
     groups: dict[str, list[str]] = {}
-    for name in names:
-        groups.setdefault(sources.get(name, name), []).append(name)
-    budget = max(count, int(MAX_WHOLE_RECORDING_FRACTION * len(names)))
+    for key in keys:
+        groups.setdefault(sources.get(key, key), []).append(key)
+    budget = max(count, int(MAX_WHOLE_RECORDING_FRACTION * len(keys)))
     order = sorted(groups)
     rng.shuffle(order)
     chosen: list[str] = []
@@ -124,6 +124,6 @@ def _whole_recordings(names, count, rng, sources) -> set[str] | None:
             break
         if len(chosen) + len(groups[source]) <= budget:
             chosen += groups[source]
-    if len(chosen) < count or len(chosen) >= len(names):
+    if len(chosen) < count or len(chosen) >= len(keys):
         return None
     return set(chosen)

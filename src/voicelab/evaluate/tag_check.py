@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from voicelab import dataset, orpheus
+from voicelab.evaluate.recording import Sample, speak
 
 logger = logging.getLogger(__name__)
 
@@ -144,13 +145,11 @@ def measure(sample, transcriber) -> dict[str, Any]:
     return {"transcript": transcript, "measures": measure_windows(audio16, VAD_SAMPLE_RATE)}
 
 
-async def run(
+async def run_tags_check(
     synthesizer, recorder, voice, params, transcriber, *, trained, sentences, only=None, progress=True
 ):
     """Speak and judge every trial; returns the report's ``tags`` part and the samples spoken."""
     from tqdm.auto import tqdm
-
-    from voicelab.evaluate import Sample, speak
 
     checked = tags_to_check(trained, only)
     count = min(sentences, len(TAG_SENTENCES))
@@ -211,7 +210,7 @@ def _report(checked, count, trained, samples, heard) -> dict[str, Any]:
     return {"sentences": count, "per_tag": per_tag}
 
 
-def summary(report: dict[str, Any] | None) -> dict[str, Any]:
+def tags_summary(report: dict[str, Any] | None) -> dict[str, Any]:
     """The headline of the check: each tag's verdict, and how many trained tags were read aloud."""
     if not report:
         return {"tags": None, "trained_tags_read_aloud": None}
@@ -222,7 +221,7 @@ def summary(report: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
-def render(report: dict[str, Any] | None) -> list[str]:
+def render_tags(report: dict[str, Any] | None) -> list[str]:
     """summary.md's tags section."""
     if not report:
         return []
