@@ -39,6 +39,8 @@ class Skipped:
 
     key: str
     reason: str
+    excluded: bool = False
+    """Left out on purpose (``excluded.csv``), not for a problem: counted once, not warned about one by one."""
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,8 @@ def read_training_rows(
         tagged = dataset.normalize_tags(raw_text.strip())
         text = tagged.text.strip()
         if key in exclusions:
-            skipped.append(Skipped(key, f"excluded ({ds.excluded_path.name}): {exclusions[key]}"))
+            reason = f"excluded ({ds.excluded_path.name}): {exclusions[key]}"
+            skipped.append(Skipped(key, reason, excluded=True))
         elif not text:
             why = f"no spoken text (only {' '.join(tagged.unknown)})" if tagged.unknown else "empty text"
             skipped.append(Skipped(key, why))
