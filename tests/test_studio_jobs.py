@@ -166,7 +166,7 @@ def test_state_changing_job_routes_take_only_json_or_put(tmp_path):
             400,
             "train-lora: --lora-rank 0: must be between",
         ),
-        ({"name": "alice", "settings": {"--epochs": "many"}}, 400, "--epochs: invalid"),
+        ({"name": "alice", "settings": {"--epochs": "many"}}, 400, "--epochs: expected"),
         ({"name": "alice", "settings": {"--no-quality": "yes"}}, 400, "--no-quality: true or false"),
     ],
 )

@@ -49,6 +49,7 @@ TRANSCRIBE = Step(
         "--backend": "--whisper-backend",
         "--batch-size": "--whisper-batch-size",  # train-lora's --batch-size is clips per step
         "--temperature": "--whisper-temperature",  # evaluate's --temperature samples the voice
+        "--tags": "--whisper-tags",  # evaluate's --tags lists the tags its tags check speaks
     },
 )
 TRAIN = Step("train-lora", "voicelab.cli.train_lora", frozenset({"--transcript", "--resume", "--overwrite"}))
