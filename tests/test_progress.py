@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import subprocess
 import sys
 
@@ -120,3 +122,51 @@ def test_an_unwritable_progress_file_is_a_usage_error(tmp_path, capsys):
         transcribe.main([str(tmp_path), "--progress-file", str(tmp_path / "file" / "events.jsonl")])
     assert exit_info.value.code == 2
     assert "--progress-file: cannot append to" in capsys.readouterr().err
+
+
+# --- without a terminal: a log line every 5% ---------------------------------------------------------------
+def test_without_a_terminal_a_bar_logs_a_line_every_twentieth_of_its_total(caplog, monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: now[0])
+    with caplog.at_level(logging.INFO, logger="voicelab.progress"):
+        bar = progress.progress_bar(total=50.0, desc="transcribing (audio min)", unit="min", disable=None)
+        for done in range(1, 101):
+            now[0] += 3.0
+            bar.set_postfix_str(f"clips {done}/100")
+            bar.update(0.5)
+        bar.close()
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == progress.LINES_PER_RUN
+    assert (
+        lines[0] == "transcribing (audio min): 2.5/50.0 min (5%), clips 5/100, 0:15 elapsed, about 4:45 left"
+    )
+    assert lines[-1] == "transcribing (audio min): 50.0/50.0 min (100%), clips 100/100, 5:00 elapsed"
+
+
+def test_a_batch_that_jumps_past_several_lines_logs_once(caplog):
+    logs = caplog.at_level(logging.INFO, logger="voicelab.progress")
+    with logs, progress.progress_bar(total=10, desc="clips", unit="clip", disable=None) as bar:
+        for batch in (4, 4, 2):
+            bar.update(batch)
+    assert [r.getMessage().split(",")[0] for r in caplog.records] == [
+        "clips: 4/10 clip (40%)",
+        "clips: 8/10 clip (80%)",
+        "clips: 10/10 clip (100%)",
+    ]
+
+
+@pytest.mark.parametrize("kwargs", [{"disable": True}, {"disable": None, "total": None}, {"total": 0}])
+def test_no_lines_when_off_unsized_or_empty(caplog, kwargs):
+    logs = caplog.at_level(logging.INFO, logger="voicelab.progress")
+    with logs, progress.progress_bar(**{"total": 5, "desc": "x", **kwargs}) as bar:
+        bar.update(5)
+    assert caplog.records == []
+
+
+def test_on_a_terminal_tqdm_draws_and_no_line_is_logged(caplog, monkeypatch):
+    monkeypatch.setattr(progress.sys.stderr, "isatty", lambda: True, raising=False)
+    logs = caplog.at_level(logging.INFO, logger="voicelab.progress")
+    with logs, progress.progress_bar(total=5, desc="x", disable=None, file=io.StringIO()) as bar:
+        bar.update(5)
+        assert bar._tqdm is not None
+    assert caplog.records == []

@@ -10,6 +10,10 @@ update is also written to PATH as one JSON object per line (docs/progress.md des
 
 Events are written at most every ``MIN_INTERVAL_S`` per bar, plus the first and the last, so a fast loop
 costs nothing. Drawing and events are independent: ``--no-progress`` hides the bar, not the events.
+
+Where tqdm would not draw because stderr is not a terminal (``disable=None``: ``make transcribe > log``,
+``| tee``, CI, a studio job's log), the bar logs a line instead every ``1 / LINES_PER_RUN`` of its total
+(done, share, the loop's message, elapsed, time left), so a run of hours still says how far it is.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ FORMAT_VERSION = 1
 MIN_INTERVAL_S = 0.5
 """Fewest seconds between two events of one bar: a page redraws no faster, and the file stays small."""
 PROGRESS_FLAG = "--progress-file"
+LINES_PER_RUN = 20
+"""Without a terminal, at most about this many progress lines per bar (one every 5% of its total)."""
 
 EVENT_PROGRESS = "progress"
 EVENT_STEP = "step"
@@ -170,10 +176,13 @@ class Bar:
         self._last_done: float | None = None
         self._closed = False
         self._tqdm = None
-        if disable is False or (disable is None and sys.stderr.isatty()):
+        terminal = sys.stderr.isatty()
+        if disable is False or (disable is None and terminal):
             from tqdm import tqdm
 
             self._tqdm = tqdm(total=total, desc=desc, unit=unit, initial=initial, **tqdm_kwargs)
+        self._lines = disable is None and not terminal and bool(total)
+        self._line_share = self._share_step()  # the 1/LINES_PER_RUN steps already logged
         self._emit(force=True)
 
     # -- tqdm's interface ----------------------------------------------------------------------------
@@ -182,6 +191,8 @@ class Bar:
         if self._tqdm is not None:
             self._tqdm.update(n)
         self._emit()
+        if self._lines and self._share_step() > self._line_share:
+            self._log_line()
 
     def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
         self.message = s
@@ -217,6 +228,32 @@ class Bar:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    # -- lines without a terminal -----------------------------------------------------------------------
+    def _share_step(self) -> int:
+        """How many 1/LINES_PER_RUN steps of the total are done (a tiny margin absorbs float sums)."""
+        if not self.total:
+            return 0
+        return math.floor(self.n / self.total * LINES_PER_RUN + 1e-9)
+
+    def _log_line(self) -> None:
+        self._line_share = self._share_step()
+        logger.info("%s", self.line())
+
+    def line(self) -> str:
+        """``desc: done/total unit (share), message, elapsed, about ... left``."""
+        total = float(self.total or 0)
+        whole = isinstance(self.total, int) and float(self.n).is_integer()  # counted items, not minutes
+        amount = f"{self.n:.0f}/{total:.0f}" if whole else f"{self.n:.1f}/{total:.1f}"
+        parts = [f"{self.desc or 'progress'}: {amount} {self.unit} ({self.n / total:.0%})"]
+        if self.message:
+            parts.append(self.message)
+        elapsed = time.monotonic() - self._started
+        parts.append(f"{_clock(elapsed)} elapsed")
+        done_here = self.n - self._initial
+        if done_here > 0 and self.n < total:
+            parts.append(f"about {_clock(elapsed / done_here * (total - self.n))} left")
+        return ", ".join(parts)
+
     # -- events ----------------------------------------------------------------------------------------
     def _emit(self, force: bool = False) -> None:
         if _sink is None:
@@ -241,6 +278,12 @@ class Bar:
             eta=_finite(max(eta, 0.0)) if eta is not None else None,
             message=self.message,
         )
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def progress_bar(iterable: Iterable | None = None, **kwargs: Any) -> Bar:

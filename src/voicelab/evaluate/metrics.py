@@ -140,7 +140,9 @@ def measure_intelligibility(samples: Sequence[Sample], transcriber, *, progress:
     """Whisper's transcript of each sample, and its WER/CER against the text it was asked to say."""
     from voicelab.audio import resample
 
-    for sample in progress_bar(samples, desc="transcribing", unit="sample", disable=not progress):
+    for sample in progress_bar(
+        samples, desc="transcribing", unit="sample", disable=None if progress else True
+    ):
         heard = ""
         if len(sample.audio):
             audio16 = resample(sample.audio, orpheus.SAMPLE_RATE, WHISPER_SAMPLE_RATE).astype(np.float32)
@@ -176,7 +178,7 @@ def measure_delivery(
     """Per sample: DNSMOS, speech rate, length against what the text needs, longest inner silence."""
     from voicelab import quality
 
-    for sample in progress_bar(samples, desc="scoring", unit="sample", disable=not progress):
+    for sample in progress_bar(samples, desc="scoring", unit="sample", disable=None if progress else True):
         speech = quality.speech_seconds(sample.audio, orpheus.SAMPLE_RATE) if len(sample.audio) else 0.0
         words = len(sample.text.split())
         expected = words / reference_rate if reference_rate else None

@@ -97,7 +97,9 @@ async def generate_all(
     samples = []
     for voice in voices.values():
         await recorder.load_voice(voice)
-    bar = progress_bar(total=len(items) * len(voices), desc="generating", unit="text", disable=not progress)
+    bar = progress_bar(
+        total=len(items) * len(voices), desc="generating", unit="text", disable=None if progress else True
+    )
     try:
         for model, voice in voices.items():
             for sample_id, kind, text, ref in items:
