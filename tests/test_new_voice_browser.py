@@ -185,6 +185,7 @@ def test_a_voice_from_uploads_paused_for_review_cancelled_resumed_and_spoken(
         expect(page.locator("#dataset-select")).to_have_value(NAME)
         expect(page.locator("#clip-list > li")).not_to_have_count(0)
         page.goto(job_url)
+        expect(page.locator("#job-resume")).to_have_text("Continue to training")  # the job is drawn
 
         # on to training; progress advances; Cancel stops it cleanly in the middle
         page.locator("#job-resume").click()

@@ -20,6 +20,7 @@ from voicelab.server.app import create_app
 from voicelab.server.backend import Backend
 from voicelab.server.settings import Settings
 from voicelab.server.studio_jobs import step_summary
+from voicelab.server.voice_command import VoiceCommand
 from voicelab.testing.server import ServerThread
 
 KEY = "jobs-key"
@@ -58,9 +59,16 @@ def settings_for(root: Path, **overrides) -> Settings:
     return Settings(**values)
 
 
+SHARED_VOICE_COMMAND = VoiceCommand()
+"""One for every app of this module: ``voicelab-voice --describe-options`` (a subprocess that imports every
+step, seconds each) is asked once, as a server asks it once in its life."""
+
+
 def client_for(root: Path, **overrides) -> TestClient:
     """The app without its lifespan: no runner, so jobs stay where the test puts them."""
-    return TestClient(create_app(settings_for(root, **overrides), backend_factory=idle_backend))
+    app = create_app(settings_for(root, **overrides), backend_factory=idle_backend)
+    app.state.voice_command = SHARED_VOICE_COMMAND
+    return TestClient(app)
 
 
 @pytest.fixture(scope="module")
@@ -486,3 +494,28 @@ def test_events_stream_the_job_and_its_progress(tmp_path):
         assert cursor == {"events_from": (folder / jobs.EVENTS_FILE).stat().st_size, "log_from": 12}
         again = stream(f"?events_from={cursor['events_from']}&log_from={cursor['log_from']}")
         assert [kind for kind, _ in again] == ["job"], "a reconnect goes on from its cursor"
+
+
+def test_a_jobs_files_are_read_only_inside_its_folder(tmp_path, wav):
+    """A log or record that is a symlink out of the job's folder is never shown or streamed."""
+    client = client_for(tmp_path)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("outside line\n")
+    job = new_job(client)
+    folder = tmp_path / "jobs" / job["id"]
+    (folder / jobs.LOG_FILE).symlink_to(secret)
+    (folder / jobs.EVENTS_FILE).symlink_to(secret)
+    (folder / jobs.RECORDINGS_DIR).mkdir()
+    (folder / jobs.RECORDINGS_DIR / "take.wav").symlink_to(secret)
+    shown = client.get(f"/studio/api/jobs/{job['id']}")
+    assert shown.status_code == 200 and "outside line" not in shown.text
+    assert shown.json()["recordings"] == [] and shown.json()["log"] == []
+    with client.stream("GET", f"/studio/api/jobs/{job['id']}/events") as stream:
+        text = "".join(stream.iter_text())
+    assert "event: gone" in text and "outside line" not in text
+
+    (folder / jobs.JOB_FILE).unlink()
+    (folder / jobs.JOB_FILE).symlink_to(secret)
+    refused = client.get(f"/studio/api/jobs/{job['id']}")
+    assert refused.status_code == 400 and "not a file of the job's own folder" in refused.text
+    assert client.get("/studio/api/jobs").json()["jobs"] == []

@@ -39,7 +39,7 @@ from typing import Any
 
 from voicelab import progress
 from voicelab.errors import UsageError
-from voicelab.fileio import resolve_inside, write_text_atomic
+from voicelab.fileio import UnsafePathError, resolve_inside, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +125,10 @@ class JobStore:
             raise JobNotFoundError(f"no job {job_id!r}")
         return resolve_inside(self.root, job_id)
 
+    def file(self, job_id: str, name: str) -> Path:
+        """A file of the job's folder, refused (``UnsafePathError``) where a symlink leads out of the folder."""
+        return resolve_inside(self.folder(job_id), name)
+
     def upload_dir(self, job: Job, kind: str) -> Path:
         if kind not in UPLOAD_KINDS:
             raise JobError(f"uploads are {' or '.join(UPLOAD_KINDS)}, not {kind!r}")
@@ -134,7 +138,11 @@ class JobStore:
         folder = self.upload_dir(job, kind)
         if not folder.is_dir():
             return []
-        return sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+        return sorted(
+            p.name
+            for p in folder.iterdir()
+            if not p.is_symlink() and p.is_file() and not p.name.startswith(".")
+        )
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -146,11 +154,13 @@ class JobStore:
 
     # -- reading and writing ----------------------------------------------------------------------------
     def get(self, job_id: str) -> Job:
-        path = self.folder(job_id) / JOB_FILE
         try:
+            path = self.file(job_id, JOB_FILE)
             return Job.from_dict(json.loads(path.read_text(encoding="utf-8")))
         except FileNotFoundError:
             raise JobNotFoundError(f"no job {job_id!r}") from None
+        except UnsafePathError as e:
+            raise JobError(f"job {job_id}: {JOB_FILE} is not a file of the job's own folder") from e
         except (ValueError, TypeError) as e:
             raise JobError(f"job {job_id}: {JOB_FILE} is unreadable ({e})") from e
 
@@ -209,15 +219,22 @@ class JobStore:
 
     # -- what the page shows ------------------------------------------------------------------------------
     def events(self, job: Job) -> list[dict[str, Any]]:
-        return progress.read_events(self.folder(job.id) / EVENTS_FILE)[0]
+        try:
+            return progress.read_events(self.file(job.id, EVENTS_FILE))[0]
+        except UnsafePathError as e:  # a symlink out of the folder: nothing of it is shown
+            logger.warning("job %s: %s", job.id, e)
+            return []
 
     def log_tail(self, job: Job, lines: int = LOG_TAIL_LINES) -> list[str]:
-        path = self.folder(job.id) / LOG_FILE
         try:
+            path = self.file(job.id, LOG_FILE)
             with path.open("rb") as handle:
                 handle.seek(max(0, path.stat().st_size - LOG_TAIL_BYTES))
                 text = handle.read().decode("utf-8", errors="replace")
         except FileNotFoundError:
+            return []
+        except UnsafePathError as e:
+            logger.warning("job %s: %s", job.id, e)
             return []
         return text.splitlines()[-lines:]
 
@@ -367,7 +384,7 @@ class JobRunner:
             return  # started by an earlier server process: still working
         else:
             code = None
-        events = progress.read_events(folder / EVENTS_FILE, job.events_offset)[0]
+        events = progress.read_events(self.store.file(job.id, EVENTS_FILE), job.events_offset)[0]
         status, message, code = _outcome(job, code, events)
         if status == FAILED:
             message = _last_error(self.store.log_tail(job)) or f"exit status {code}"
@@ -376,10 +393,14 @@ class JobRunner:
             j.status, j.message, j.finished_at, j.pid = status, message, now(), None
             j.exit_code = code if code is not None else j.exit_code
 
-        job = self.store.change(job.id, finished)
-        logger.info("job %s (%s): %s %s", job.id, job.name, status, message)
-        if status == DONE and self.on_done is not None:
-            await self.on_done(job)
+        try:
+            if status == DONE and self.on_done is not None:
+                await self.on_done(job)  # before the job reads as done: a page following it sees the reload
+        except Exception:
+            logger.exception("job %s (%s): after the run", job.id, job.name)
+        finally:
+            job = self.store.change(job.id, finished)
+            logger.info("job %s (%s): %s %s", job.id, job.name, status, message)
 
     # -- what a person asks ---------------------------------------------------------------------------
     def cancel(self, job_id: str) -> Job:

@@ -406,22 +406,22 @@ def _sse(kind: str, data: Any) -> str:
 async def _event_stream(
     store: jobs.JobStore, job_id: str, request: Request, offset: int, log_size: int | None
 ):
-    folder = store.folder(job_id)
     seen_job, quiet, deadline = None, 0.0, time.monotonic() + EVENTS_STREAM_MAX_S
     while not await request.is_disconnected() and time.monotonic() < deadline:
         try:
             job = store.get(job_id)
-        except UsageError:
+            events_path, log_path = store.file(job_id, jobs.EVENTS_FILE), store.file(job_id, jobs.LOG_FILE)
+        except UsageError:  # deleted, or its files are not the job's own any more
             yield _sse("gone", {"id": job_id})
             return
         record = job_view(store, job, detail=False)
         if record != seen_job:
             seen_job = record
             yield _sse("job", record)
-        events, offset = progress.read_events(folder / jobs.EVENTS_FILE, offset)
+        events, offset = progress.read_events(events_path, offset)
         for event in events:
             yield _sse(event.get("event", "progress"), event)
-        lines, log_size = _new_log_lines(folder / jobs.LOG_FILE, log_size)
+        lines, log_size = _new_log_lines(log_path, log_size)
         if lines:
             yield _sse("log", {"lines": lines})
         if events or lines:
