@@ -13,6 +13,8 @@ file                       written by        what
 ``dataset_report.png``     transcribe        clip lengths, speaker similarity, DNSMOS, minutes per source
 ``excluded.csv``           a person/studio   ``filename,reason``: clips left out of training (text kept)
 ``sources_left_out.csv``   prepare-audio     recordings that failed or gave no clip, remembered until changed
+``source_voices.csv``      prepare-audio     per recording: minutes kept, of other voices, of music dropped
+                                             (written with --reference or --speaker auto)
 ``.snac_cache/``           train-lora        SNAC codes per clip, keyed by content
 =========================  ================  =========================================================
 
@@ -42,6 +44,7 @@ SIGNALS_FILE = "transcript_signals.jsonl"
 REVIEW_FILE = "transcript_review.csv"
 EXCLUDED_FILE = "excluded.csv"
 SOURCES_LEFT_OUT_FILE = "sources_left_out.csv"
+SOURCE_VOICES_FILE = "source_voices.csv"
 CACHE_DIR = ".snac_cache"
 ENCODING = "utf-8"
 INDEX_DIGITS = 3
@@ -288,6 +291,11 @@ class ClipRecord:
     recording, cut under its own speech level; see ``segment.choose_threshold``)."""
     threshold_dbfs: float | None = None
     """The silence threshold the source was cut at (empty in manifests written before it was recorded)."""
+    speaker_similarity: float | None = None
+    """Cosine similarity of the clip's voice to the character (--reference or --speaker auto; else empty)."""
+    music: str = ""
+    """``bed``: the character over a music bed (kept with --music-bed keep); ``no``: none found; empty: not
+    looked for (prepare-audio without --reference or --speaker auto only drops music alone)."""
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -296,12 +304,18 @@ class ClipRecord:
     @classmethod
     def older_field_names(cls) -> list[str]:
         """Columns of manifests written before ``cut_method`` and ``threshold_dbfs``: still read."""
-        return cls.field_names()[:-2]
+        return cls.field_names()[:-4]
+
+    @classmethod
+    def readable_field_names(cls) -> list[list[str]]:
+        """Every column set a manifest of this tool has had: older ones read with the new fields empty."""
+        return [cls.field_names(), cls.field_names()[:-2], cls.older_field_names()]
 
     def to_row(self) -> dict[str, str]:
         row = {k: str(v) for k, v in asdict(self).items()}
         row["peak_limited"] = "yes" if self.peak_limited else "no"
         row["threshold_dbfs"] = "" if self.threshold_dbfs is None else str(self.threshold_dbfs)
+        row["speaker_similarity"] = "" if self.speaker_similarity is None else str(self.speaker_similarity)
         return row
 
     @classmethod
@@ -316,6 +330,8 @@ class ClipRecord:
             end_cut=row["end_cut"],
             cut_method=row.get("cut_method") or "fixed",
             threshold_dbfs=float(row["threshold_dbfs"]) if row.get("threshold_dbfs") else None,
+            speaker_similarity=float(row["speaker_similarity"]) if row.get("speaker_similarity") else None,
+            music=row.get("music") or "",
         )
 
 
@@ -326,7 +342,7 @@ def read_manifest(path: Path) -> list[ClipRecord]:
     expected = ClipRecord.field_names()
     with path.open(newline="", encoding=ENCODING) as f:
         reader = csv.DictReader(f)
-        if reader.fieldnames not in (expected, ClipRecord.older_field_names()):
+        if reader.fieldnames not in ClipRecord.readable_field_names():
             raise ManifestError(
                 f"{path} has columns {reader.fieldnames}, not {expected}: it was not written by this tool "
                 "(or by another version); move it away or rerun with --overwrite"
@@ -408,4 +424,54 @@ def write_sources_left_out(dataset_dir: Path | str, notes: Mapping[str, SourceLe
     writer.writeheader()
     for key in sorted(notes):
         writer.writerow(asdict(notes[key]))
+    write_text_atomic(path, buffer.getvalue())
+
+
+# ------------------------------------------------------------------------------- source_voices.csv
+
+
+@dataclass(frozen=True)
+class SourceVoices:
+    """Where one recording's minutes went when prepare-audio kept one voice."""
+
+    source: str
+    minutes: float
+    kept_min: float
+    other_voices_min: float
+    music_min: float
+    unjudged_min: float
+    """Sound too short (or too near a change of voice) to tell whose it is."""
+
+
+def read_source_voices(dataset_dir: Path | str) -> dict[str, SourceVoices]:
+    """Per-recording minutes by source (``{}`` when the file is absent or unreadable)."""
+    path = Path(dataset_dir) / SOURCE_VOICES_FILE
+    if not path.exists():
+        return {}
+    try:
+        with path.open(newline="", encoding=ENCODING) as f:
+            return {
+                row["source"]: SourceVoices(
+                    row["source"], *(float(row[n.name]) for n in fields(SourceVoices)[1:])
+                )
+                for row in csv.DictReader(f)
+            }
+    except (OSError, KeyError, TypeError, ValueError, csv.Error) as e:
+        logger.warning("%s unreadable (%s): minutes per voice left out of the report", path, e)
+        return {}
+
+
+def write_source_voices(dataset_dir: Path | str, rows: Mapping[str, SourceVoices]) -> None:
+    """Replace ``source_voices.csv`` atomically (removed when empty)."""
+    path = Path(dataset_dir) / SOURCE_VOICES_FILE
+    if not rows:
+        path.unlink(missing_ok=True)
+        return
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=[f.name for f in fields(SourceVoices)], lineterminator="\n")
+    writer.writeheader()
+    for key in sorted(rows):
+        writer.writerow(
+            {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(rows[key]).items()}
+        )
     write_text_atomic(path, buffer.getvalue())

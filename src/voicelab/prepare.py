@@ -13,6 +13,7 @@ leaves a manifest row without its clip. Sources already in the manifest are skip
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
@@ -24,11 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from voicelab import orpheus, segment
+from voicelab import music, orpheus, segment, speaker_turns
 from voicelab.audio import AUDIO_SUFFIXES, AudioDecodeError, AudioError, AudioInfo, is_audio_file
 from voicelab.dataset import (
     INDEX_DIGITS,
     MANIFEST_FILE,
+    SOURCE_VOICES_FILE,
     SOURCES_LEFT_OUT_FILE,
     ClipRecord,
     ManifestError,
@@ -50,6 +52,8 @@ rounding and for inter-sample peaks when the clip is resampled later (SNAC, play
 SECONDS_DECIMALS = 3  # manifest times to the millisecond
 DB_DECIMALS = 2
 SCRATCH_DTYPE = np.float32
+MUSIC_BED_DROP, MUSIC_BED_KEEP = "drop", "keep"
+SIMILARITY_DECIMALS = 3
 
 DATASET_LEVELS = (
     # (min clips, clips label, ~minutes, quality, notes): the guide's "Dataset Size vs Quality" table;
@@ -82,11 +86,23 @@ class PrepareSettings:
     sample_rate: int = orpheus.SAMPLE_RATE  # the rate Orpheus' SNAC codec works at
     min_duration: float = 3.0
     max_duration: float = 13.0
-    silence_threshold: float = -40.0
+    silence_threshold: float = segment.DEFAULT_THRESHOLD_DB
     """dBFS; 10 ms frames under it are silent."""
     silence_min_len_ms: int = 500
     target_loudness: float = -20.0
     """RMS dBFS of every written clip (unless the peak guard lowers it)."""
+    reference: tuple[Path, ...] = ()
+    """Recordings of the character: keep only their voice (``voicelab.speaker_turns``)."""
+    speaker_auto: bool = False
+    """Keep only the voice that speaks most across the folder."""
+    speaker_threshold: float = speaker_turns.SPEAKER_THRESHOLD
+    music_bed: str = MUSIC_BED_DROP
+    """With a voice to keep: ``drop`` the character's speech over a music bed, or ``keep`` it marked."""
+    device: str = "cpu"
+
+    @property
+    def selects_voice(self) -> bool:
+        return bool(self.reference) or self.speaker_auto
 
     def split_params(self) -> segment.SplitParams:
         hop = segment.frame_hop(self.sample_rate)
@@ -111,6 +127,15 @@ class SourceResult:
     error: str | None = None
     cut_method: str = segment.METHOD_FIXED
     threshold_db: float | None = None
+    selected: bool = False
+    """One voice was kept (--reference or --speaker auto): the seconds below are measured."""
+    other_voice_s: float = 0.0
+    music_s: float = 0.0
+    """Music dropped: music alone, and (unless kept) the character over a music bed."""
+    unjudged_s: float = 0.0
+    """Sound too short, or too near a change of voice, to tell whose it is."""
+    character_s: float = 0.0
+    """The character's speech found (kept or not)."""
 
     @property
     def clip_s(self) -> float:
@@ -128,6 +153,9 @@ class PrepareReport:
     """Sources an earlier run left out (failed, or no clip), unchanged since: not tried again."""
     dataset: list[ClipRecord] = field(default_factory=list)
     """Every row of the manifest after this run: earlier runs included."""
+    reference: speaker_turns.VoiceReference | None = None
+    voices_found: list[speaker_turns.FoundVoice] = field(default_factory=list)
+    """--speaker auto: the voices found across the folder, the kept one first."""
 
     @property
     def failed(self) -> list[SourceResult]:
@@ -268,21 +296,28 @@ def prepare_source(
     output_dir: Path,
     settings: PrepareSettings,
     on_progress: Callable[[float], None] = lambda _seconds: None,
+    selection: speaker_turns.Selection | None = None,
+    measured: speaker_turns.SourceVoices | None = None,
 ) -> SourceResult:
     """Cut one recording into clips in ``output_dir``; returns its manifest rows and what was left out.
 
-    Raises ``AudioError`` (naming the file) when it cannot be decoded; nothing is written then.
+    With ``selection`` only the character's stretches become clips (``measured``: its windows when an
+    earlier pass measured them). Raises ``AudioError`` (naming the file) when it cannot be decoded;
+    nothing is written then.
     """
-    from voicelab.audio import write_wav
-
     rate = settings.sample_rate
     hop = segment.frame_hop(rate)
-    fade_samples = round(segment.FADE_SECONDS * rate)
     params = settings.split_params()
     with tempfile.TemporaryFile(dir=output_dir, prefix=".prepare-scratch-") as scratch:
         env_db, n_samples = _decode_to_scratch(info, rate, scratch, on_progress)
         threshold, method = segment.choose_threshold(env_db, params.threshold_db)
-        plan = segment.plan_clips(env_db, replace(params, threshold_db=threshold))
+        params = replace(params, threshold_db=threshold)
+        voices = None
+        if selection is None:
+            plan = segment.plan_clips(env_db, params)
+        else:
+            voices = measured or _measure(env_db, threshold, scratch, hop, rate, selection.device)
+            plan = speaker_turns.select_clips(env_db, threshold, params, selection, voices)
         result = SourceResult(
             source=source_key,
             duration_s=n_samples / rate,
@@ -290,32 +325,91 @@ def prepare_source(
             cut_method=method,
             threshold_db=round(threshold, DB_DECIMALS),
         )
-        for index, span in enumerate(plan.clips):
-            start, stop = span.start * hop, span.end * hop
-            audio, gain_db, limited = normalise(
-                apply_fades(_read_span(scratch, start, stop), fade_samples), settings.target_loudness
-            )
-            name = indexed_key(stem, index)
-            write_wav(output_dir / clip_filename(name), audio, rate)
-            result.records.append(
-                ClipRecord(
-                    clip=name,
-                    source=source_key,
-                    start_s=round(start / rate, SECONDS_DECIMALS),
-                    end_s=round(stop / rate, SECONDS_DECIMALS),
-                    duration_s=round((stop - start) / rate, SECONDS_DECIMALS),
-                    rms_dbfs=round(segment.rms_dbfs(audio), DB_DECIMALS),
-                    peak_dbfs=round(segment.peak_dbfs(audio), DB_DECIMALS),
-                    gain_db=round(gain_db, DB_DECIMALS),
-                    peak_limited=limited,
-                    start_cut=span.start_cut,
-                    end_cut=span.end_cut,
-                    cut_method=method,
-                    threshold_dbfs=result.threshold_db,
-                )
-            )
-    result.silence_s = max(0.0, result.duration_s - result.clip_s - result.short_speech_s)
+        if voices is not None:
+            _count_voices(result, voices, selection)
+        for span in plan.clips:
+            _write_clip(scratch, span, env_db, stem, output_dir, settings, result, selection, voices)
+    dropped = result.short_speech_s + result.other_voice_s + result.music_s + result.unjudged_s
+    result.silence_s = max(0.0, result.duration_s - result.clip_s - dropped)
     return result
+
+
+def _measure(env_db, threshold, scratch, hop: int, rate: int, device: str) -> speaker_turns.SourceVoices:
+    return speaker_turns.measure_windows(
+        env_db, threshold, lambda a, b: _read_span(scratch, a, b), hop, rate, device=device
+    )
+
+
+def measure_source(
+    info: AudioInfo, output_dir: Path, settings: PrepareSettings
+) -> speaker_turns.SourceVoices:
+    """--speaker auto's first pass over one recording: its windows' voice prints (nothing written)."""
+    rate = settings.sample_rate
+    hop = segment.frame_hop(rate)
+    with tempfile.TemporaryFile(dir=output_dir, prefix=".prepare-scratch-") as scratch:
+        env_db, _ = _decode_to_scratch(info, rate, scratch, lambda _s: None)
+        threshold, _ = segment.choose_threshold(env_db, settings.silence_threshold)
+        return _measure(env_db, threshold, scratch, hop, rate, settings.device)
+
+
+def _count_voices(
+    result: SourceResult, voices: speaker_turns.SourceVoices, selection: speaker_turns.Selection
+) -> None:
+    result.selected = True
+    result.other_voice_s = voices.seconds(speaker_turns.OTHER)
+    result.music_s = voices.seconds(speaker_turns.MUSIC)
+    result.unjudged_s = voices.seconds(speaker_turns.SHORT)
+    result.character_s = voices.seconds(speaker_turns.KEEP, speaker_turns.MUSIC_BED)
+    if speaker_turns.MUSIC_BED not in selection.keep_labels:
+        result.music_s += voices.seconds(speaker_turns.MUSIC_BED)
+
+
+def _write_clip(scratch, span, env_db, stem, output_dir, settings, result, selection, voices) -> None:
+    """Read, fade, normalise and write one planned clip and add its manifest row (a clip of music alone,
+    without a voice to keep, is counted as music and not written)."""
+    from voicelab.audio import write_wav
+
+    rate = settings.sample_rate
+    hop = segment.frame_hop(rate)
+    start, stop = span.start * hop, span.end * hop
+    raw = _read_span(scratch, start, stop)
+    similarity, music_mark = None, ""
+    if voices is not None:
+        sim = speaker_turns.clip_similarity(voices, span.start, span.end, selection.reference)
+        similarity = None if math.isnan(sim) else round(sim, SIMILARITY_DECIMALS)
+        bed = any(
+            w.label == speaker_turns.MUSIC_BED and w.start < span.end and w.end > span.start
+            for w in voices.windows
+        )
+        music_mark = "bed" if bed else "no"
+    elif music.is_music_alone(raw, rate, env_db[span.start : span.end]):
+        logger.info("%s: %.1f-%.1f s is music alone: no clip", result.source, start / rate, stop / rate)
+        result.music_s += (stop - start) / rate
+        return
+    audio, gain_db, limited = normalise(
+        apply_fades(raw, round(segment.FADE_SECONDS * rate)), settings.target_loudness
+    )
+    name = indexed_key(stem, len(result.records))
+    write_wav(output_dir / clip_filename(name), audio, rate)
+    result.records.append(
+        ClipRecord(
+            clip=name,
+            source=result.source,
+            start_s=round(start / rate, SECONDS_DECIMALS),
+            end_s=round(stop / rate, SECONDS_DECIMALS),
+            duration_s=round((stop - start) / rate, SECONDS_DECIMALS),
+            rms_dbfs=round(segment.rms_dbfs(audio), DB_DECIMALS),
+            peak_dbfs=round(segment.peak_dbfs(audio), DB_DECIMALS),
+            gain_db=round(gain_db, DB_DECIMALS),
+            peak_limited=limited,
+            start_cut=span.start_cut,
+            end_cut=span.end_cut,
+            cut_method=result.cut_method,
+            threshold_dbfs=result.threshold_db,
+            speaker_similarity=similarity,
+            music=music_mark,
+        )
+    )
 
 
 def _remove_orphans(output_dir: Path, stem: str, keep: set[str]) -> None:
@@ -338,6 +432,9 @@ class _Run:
     records: list[ClipRecord]
     left_out: dict[str, SourceLeftOut]
     stems: dict[str, str] = field(default_factory=dict)
+    selection: speaker_turns.Selection | None = None
+    measured: dict[str, speaker_turns.SourceVoices] = field(default_factory=dict)
+    """--speaker auto: each source's windows from the first pass."""
 
     def leave_out(self, path: Path, key: str, reason: str) -> None:
         self.left_out[key] = SourceLeftOut.of(path, key, reason)
@@ -353,15 +450,26 @@ class _Run:
         _remove_orphans(self.output_dir, stem, {r.clip for r in self.records})
         tracker = _SourceProgress(bar, (info.duration_s or 0.0) / 60)
         try:
-            result = prepare_source(info, key, stem, self.output_dir, self.settings, tracker.advance)
+            result = prepare_source(
+                info,
+                key,
+                stem,
+                self.output_dir,
+                self.settings,
+                tracker.advance,
+                self.selection,
+                self.measured.pop(key, None),
+            )
         except AudioError as e:
             logger.error("%s", e)
             self.leave_out(path, key, str(e))
             return SourceResult(source=key, error=str(e))
         finally:
             tracker.finish()
+        if result.selected:
+            _record_source_voices(self.output_dir, result)
         if not result.records:
-            why = "silence only" if result.short_speech_s == 0 else "speech too short for a clip"
+            why = _why_no_clips(result, self.settings)
             logger.warning("%s: no clips (%s)", info.path, why)
             self.leave_out(path, key, f"no clips: {why}")
             return result
@@ -380,6 +488,66 @@ class _Run:
         return result
 
 
+def _why_no_clips(result: SourceResult, settings: PrepareSettings) -> str:
+    if result.selected and result.character_s == 0:
+        return (
+            "the character never speaks in it (no stretch reaches similarity "
+            f"{settings.speaker_threshold:g} to their voice)"
+        )
+    if result.music_s > 0 and result.short_speech_s == 0:
+        return "music only"
+    return "silence only" if result.short_speech_s == 0 else "speech too short for a clip"
+
+
+def _record_source_voices(output_dir: Path, result: SourceResult) -> None:
+    from voicelab.dataset import SourceVoices, read_source_voices, write_source_voices
+
+    rows = read_source_voices(output_dir)
+    rows[result.source] = SourceVoices(
+        result.source,
+        result.duration_s / 60,
+        result.clip_s / 60,
+        result.other_voice_s / 60,
+        result.music_s / 60,
+        result.unjudged_s / 60,
+    )
+    write_source_voices(output_dir, rows)
+
+
+def _selection(
+    settings: PrepareSettings, run: _Run, todo: list, report: PrepareReport
+) -> speaker_turns.Selection | None:
+    """The voice to keep: the references' voice print, or (--speaker auto) the voice that speaks most in
+    the sources of this run, measured in a first pass. ``None`` without either flag."""
+    if settings.reference:
+        report.reference = report.reference or speaker_turns.load_reference(
+            settings.reference, device=settings.device
+        )
+        reference = report.reference.embedding
+    elif settings.speaker_auto:
+        for key, _path, info in todo:
+            if isinstance(info, AudioInfo):
+                with contextlib.suppress(AudioError):  # the second pass reports it
+                    run.measured[key] = measure_source(info, run.output_dir, settings)
+        report.voices_found = speaker_turns.find_voices(list(run.measured.values()))
+        if not report.voices_found:
+            return None
+        reference = report.voices_found[0].embedding
+        logger.info(
+            "--speaker auto: keeping the voice that speaks most (%.1f min); %d other voice(s) found",
+            report.voices_found[0].seconds / 60,
+            len(report.voices_found) - 1,
+        )
+    else:
+        return None
+    return speaker_turns.Selection(
+        reference,
+        settings.speaker_threshold,
+        keep_music_bed=settings.music_bed == MUSIC_BED_KEEP,
+        device=settings.device,
+    )
+
+
 def prepare_dataset(
     input_path: Path,
     output_dir: Path,
@@ -388,13 +556,15 @@ def prepare_dataset(
     overwrite: bool = False,
     retry_left_out: bool = False,
     progress: bool = True,
+    reference: speaker_turns.VoiceReference | None = None,
 ) -> PrepareReport:
     """Prepare every audio file under ``input_path`` into ``output_dir`` (see the module docstring).
 
     A source that fails is logged (one line naming it and the reason) and recorded in the report and in
     ``sources_left_out.csv``; the others go on. A rerun skips sources already in the manifest, and those
-    left out before and unchanged since (unless ``retry_left_out``). Raises ``PrepareError`` or
-    ``dataset.ManifestError`` when nothing can start.
+    left out before and unchanged since (unless ``retry_left_out``). Raises ``PrepareError``,
+    ``speaker_turns.ReferenceError`` or ``dataset.ManifestError`` when nothing can start. ``reference``:
+    ``settings.reference`` already loaded (``speaker_turns.load_reference``).
     """
     settings = settings or PrepareSettings()
     check_paths(input_path, output_dir)
@@ -406,8 +576,9 @@ def prepare_dataset(
         output_dir, settings, read_manifest(output_dir / MANIFEST_FILE), read_sources_left_out(output_dir)
     )
     run.stems = {r.source: _stem_of(r.clip) for r in run.records}
-    report = PrepareReport(output=output_dir, settings=settings)
+    report = PrepareReport(output=output_dir, settings=settings, reference=reference)
     todo = _plan(sources, run, report, retry_left_out)
+    run.selection = _selection(settings, run, todo, report)
     total_min = sum((i.duration_s or 0.0) / 60 for _, _, i in todo if isinstance(i, AudioInfo))
     bar_format = "{l_bar}{bar}| {n:.1f}/{total:.1f} audio min [{elapsed}<{remaining}] {postfix}"
     with _progress_bar(total_min, bar_format, progress and bool(todo)) as bar:
@@ -547,6 +718,54 @@ def duration_histogram(durations: list[float], low: float, high: float, width: i
     return lines
 
 
+MAX_SOURCES_LISTED = 20  # per-source lines in the summary; source_voices.csv has them all
+
+
+def _voice_lines(report: PrepareReport) -> list[str]:
+    """Which voice was kept, the others found, and per source where its minutes went."""
+    s = report.settings
+    lines = []
+    if report.reference is not None:
+        lines.append(
+            f"  voice kept: the reference's ({len(report.reference.sources)} file(s), "
+            f"{report.reference.seconds:.1f} s of speech), similarity >= {s.speaker_threshold:g}"
+        )
+    elif report.voices_found:
+        kept, *others = report.voices_found
+        found = ", ".join(f"{v.seconds / 60:.1f} min" for v in others) or "none"
+        lines.append(
+            f"  voice kept (--speaker auto): the one that speaks most, {kept.seconds / 60:.1f} min; "
+            f"other voices found: {len(others)} ({found})"
+        )
+    elif s.speaker_auto:
+        lines.append("  --speaker auto: no voice found to keep (no stretch of speech long enough to judge)")
+    selected = [r for r in report.done if r.selected]
+    if not selected:
+        return lines
+    music_what = "music alone" if s.music_bed == MUSIC_BED_KEEP else "music, and speech over music"
+    lines.append(
+        f"  per source: min kept / other voices dropped / {music_what} dropped / too short to tell whose "
+        f"(all in {SOURCE_VOICES_FILE})"
+    )
+    for r in selected[:MAX_SOURCES_LISTED]:
+        lines.append(
+            f"    {r.source}: {r.clip_s / 60:.1f} / {r.other_voice_s / 60:.1f} / {r.music_s / 60:.1f} / "
+            f"{r.unjudged_s / 60:.1f}"
+        )
+    if len(selected) > MAX_SOURCES_LISTED:
+        lines.append(f"    ... {len(selected) - MAX_SOURCES_LISTED} more")
+    never = [r.source for r in selected if r.character_s == 0]
+    if never:
+        lines.append(
+            f"  the character never speaks in {len(never)} file(s) (in {SOURCES_LEFT_OUT_FILE}): "
+            + ", ".join(never)
+        )
+    kept_bed = sum(r.music == "bed" for r in report.new_records)
+    if kept_bed:
+        lines.append(f"  {kept_bed} clip(s) over a music bed, kept (music=bed in {MANIFEST_FILE})")
+    return lines
+
+
 def format_summary(report: PrepareReport) -> str:
     """The end-of-run report a user reads: what was made, what was left out and why, where the dataset stands."""
     s = report.settings
@@ -566,6 +785,7 @@ def format_summary(report: PrepareReport) -> str:
             f"  left out: {silence:.1f} min silence and pauses (under {s.silence_threshold:g} dBFS), "
             f"{short:.1f} min speech too short for a {s.min_duration:g}-{s.max_duration:g} s clip"
         )
+    lines.extend(_voice_lines(report))
     limited = sum(r.peak_limited for r in new)
     if limited:
         lines.append(

@@ -119,10 +119,10 @@ def _build_encoder(device: str):
             self.lstm = nn.LSTM(MEL_CHANNELS, ENCODER_HIDDEN, ENCODER_LAYERS, batch_first=True)
             self.linear = nn.Linear(ENCODER_HIDDEN, EMBEDDING_DIM)
 
-        def forward(self, mels):  # (B, PARTIAL_FRAMES, MEL_CHANNELS) -> (B, EMBEDDING_DIM), L2-normed
+        def forward(self, mels):  # (B, frames, MEL_CHANNELS) or a PackedSequence -> (B, EMBEDDING_DIM)
             _, (hidden, _) = self.lstm(mels)
             raw = torch.relu(self.linear(hidden[-1]))
-            return raw / raw.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            return raw / raw.norm(dim=1, keepdim=True).clamp_min(1e-12)  # L2-normed
 
     checkpoint = torch.load(
         _package_file("resemblyzer", RESEMBLYZER_WEIGHTS), map_location="cpu", weights_only=True
@@ -133,16 +133,34 @@ def _build_encoder(device: str):
     return model.eval().to(device)
 
 
-def _partial_mels(audio: np.ndarray) -> np.ndarray:
-    """``(P, PARTIAL_FRAMES, MEL_CHANNELS)`` mel partials covering a 16 kHz clip (Resemblyzer's slicing)."""
-    import librosa
-
-    hop = round(SAMPLE_RATE * MEL_HOP_S)
+def _level_up(audio: np.ndarray) -> np.ndarray:
+    """Raise quiet audio to ``LEVEL_TARGET_DBFS`` RMS (never lower it), as Resemblyzer does."""
     rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) if audio.size else 0.0
     if rms > 0:
         gain_db = LEVEL_TARGET_DBFS - 20 * np.log10(rms)
-        if gain_db > 0:  # raise quiet clips only, as Resemblyzer does
-            audio = audio * np.float32(10 ** (gain_db / 20))
+        if gain_db > 0:
+            return audio * np.float32(10 ** (gain_db / 20))
+    return audio
+
+
+def mel_frames(audio: np.ndarray) -> np.ndarray:
+    """``(F, MEL_CHANNELS)`` float32: the encoder's input for 16 kHz mono audio, one frame per 10 ms
+    (Resemblyzer's mel: linear power, 25 ms windows), ``F = len(audio) // hop + 1``."""
+    import librosa
+
+    return librosa.feature.melspectrogram(
+        y=audio.astype(np.float32, copy=False),
+        sr=SAMPLE_RATE,
+        n_fft=round(SAMPLE_RATE * MEL_WINDOW_S),
+        hop_length=round(SAMPLE_RATE * MEL_HOP_S),
+        n_mels=MEL_CHANNELS,
+    ).T.astype(np.float32)
+
+
+def _partial_mels(audio: np.ndarray) -> np.ndarray:
+    """``(P, PARTIAL_FRAMES, MEL_CHANNELS)`` mel partials covering a 16 kHz clip (Resemblyzer's slicing)."""
+    hop = round(SAMPLE_RATE * MEL_HOP_S)
+    audio = _level_up(audio)
     n_frames = int(np.ceil((len(audio) + 1) / hop))
     step = round(SAMPLE_RATE / PARTIALS_PER_SECOND / hop)
     starts = list(range(0, max(1, n_frames - PARTIAL_FRAMES + step + 1), step))
@@ -150,15 +168,40 @@ def _partial_mels(audio: np.ndarray) -> np.ndarray:
     if coverage < MIN_LAST_PARTIAL_COVERAGE and len(starts) > 1:
         starts.pop()
     needed = (starts[-1] + PARTIAL_FRAMES) * hop
-    audio = np.pad(audio, (0, max(needed - len(audio), 0)))
-    mel = librosa.feature.melspectrogram(
-        y=audio.astype(np.float32, copy=False),
-        sr=SAMPLE_RATE,
-        n_fft=round(SAMPLE_RATE * MEL_WINDOW_S),
-        hop_length=hop,
-        n_mels=MEL_CHANNELS,
-    ).T.astype(np.float32)
+    mel = mel_frames(np.pad(audio, (0, max(needed - len(audio), 0))))
     return np.stack([mel[s : s + PARTIAL_FRAMES] for s in starts])
+
+
+def window_embeddings(
+    audio: np.ndarray, sample_rate: int, windows: Sequence[tuple[int, int]], *, device: str = "cpu"
+) -> np.ndarray:
+    """``(W, 256)`` voice prints of ``windows`` (``[start, end)`` in 10 ms frames of ``audio``), each window
+    one pass of the encoder over its own frames (windows of any length, batched together), L2-normalised.
+
+    The windows of one stretch of a recording share one mel computation: this is how prepare-audio
+    scores every stretch of speech against the character at the cost of one encoder pass over it
+    (``speaker_embeddings`` instead averages overlapping 1.6 s partials of a whole clip). The stretch is
+    raised to Resemblyzer's level first, as a clip is.
+    """
+    if not windows:
+        return np.zeros((0, EMBEDDING_DIM), np.float32)
+    mel = mel_frames(_level_up(_to_16k(audio, sample_rate)))
+    return embed_mel_windows([mel[a:b] for a, b in windows], device=device)
+
+
+def embed_mel_windows(mels: Sequence[np.ndarray], *, device: str = "cpu") -> np.ndarray:
+    """``(W, 256)`` L2-normalised voice prints of mel windows of any lengths (``(T_i, MEL_CHANNELS)``),
+    run through the encoder together (packed), ``PARTIALS_PER_FORWARD`` at a time."""
+    import torch
+    from torch.nn.utils.rnn import pack_sequence
+
+    model = _cached(("resemblyzer", device), lambda: _build_encoder(device))
+    outs = []
+    with torch.inference_mode():
+        for lo in range(0, len(mels), PARTIALS_PER_FORWARD):
+            batch = [torch.from_numpy(np.ascontiguousarray(m)) for m in mels[lo : lo + PARTIALS_PER_FORWARD]]
+            outs.append(model(pack_sequence(batch, enforce_sorted=False).to(device)).float().cpu().numpy())
+    return np.concatenate(outs) if outs else np.zeros((0, EMBEDDING_DIM), np.float32)
 
 
 def speaker_embeddings(audios: Sequence[np.ndarray], sample_rate: int, *, device: str = "cpu") -> np.ndarray:

@@ -35,6 +35,8 @@ FADE_SECONDS = 0.010
 MAX_JOIN_PAUSE_SECONDS = 2.0
 """Longest pause allowed inside a clip (or twice the pause length, if larger): a 5 s silence in the
 middle of a training clip teaches the model to stall."""
+DEFAULT_THRESHOLD_DB = -40.0
+"""The guide's silence threshold (prepare-audio's --silence-threshold default)."""
 DB_FLOOR = -200.0
 """Level given to digital silence (log of zero); far below any threshold a user would set."""
 
@@ -66,6 +68,8 @@ CUT_FILE_EDGE = "file-edge"
 CUT_PAUSE = "pause"
 CUT_SHORT_PAUSE = "short-pause"
 CUT_FORCED = "forced"
+CUT_VOICE = "voice-change"
+"""An edge where another voice or music was cut away (prepare-audio --reference / --speaker auto)."""
 
 
 def frame_hop(sample_rate: int) -> int:

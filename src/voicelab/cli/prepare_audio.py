@@ -79,6 +79,38 @@ def build_parser() -> argparse.ArgumentParser:
         default=-20.0,
         help="RMS loudness of every clip (dBFS); lowered per clip where needed so that no sample clips",
     )
+    voice = parser.add_argument_group(
+        "sources with other voices or music",
+        "keep only the character's voice: cuts fall at every change of voice as well as in pauses, and "
+        "stretches too short to tell whose they are are dropped",
+    )
+    chooser = voice.add_mutually_exclusive_group()
+    chooser.add_argument(
+        "--reference",
+        type=Path,
+        nargs="+",
+        metavar="FILE",
+        help="clean recordings (or clips) of the character, at least 2 s of speech in all: only their "
+        "voice becomes clips",
+    )
+    chooser.add_argument(
+        "--speaker",
+        choices=["auto"],
+        help="auto: keep the voice that speaks most across the folder (the summary names the others found)",
+    )
+    voice.add_argument(
+        "--speaker-threshold",
+        type=positive_float,
+        default=0.75,
+        help="cosine similarity to the character's voice from which a stretch is theirs",
+    )
+    voice.add_argument(
+        "--music-bed",
+        choices=["drop", "keep"],
+        default="drop",
+        help="the character speaking over music: drop it (a voice trained on it learns the music too), or "
+        "keep it marked music=bed in manifest.csv. Music alone never becomes a clip",
+    )
     parser.add_argument(
         "--overwrite", action="store_true", help="redo every source (deletes the clips the manifest lists)"
     )
@@ -114,6 +146,11 @@ def _prepare(args: argparse.Namespace) -> int:
 
     check_paths(args.input, args.output)
     find_sources(args.input)  # a missing or empty INPUT is reported before OUTPUT is created
+    reference = None
+    if args.reference:  # a bad reference is reported before OUTPUT is created
+        from voicelab.speaker_turns import load_reference
+
+        reference = load_reference(args.reference)
     require_output_dir(args.output, "OUTPUT")
     settings = PrepareSettings(
         sample_rate=args.sample_rate,
@@ -122,10 +159,19 @@ def _prepare(args: argparse.Namespace) -> int:
         silence_threshold=args.silence_threshold,
         silence_min_len_ms=args.silence_min_len,
         target_loudness=args.target_loudness,
+        reference=tuple(args.reference or ()),
+        speaker_auto=args.speaker == "auto",
+        speaker_threshold=args.speaker_threshold,
+        music_bed=args.music_bed,
     )
     with _logs_above_the_bar():
         report = prepare_dataset(
-            args.input, args.output, settings, overwrite=args.overwrite, retry_left_out=args.retry_failed
+            args.input,
+            args.output,
+            settings,
+            overwrite=args.overwrite,
+            retry_left_out=args.retry_failed,
+            reference=reference,
         )
     print(format_summary(report))
     written = len(report.new_records)
