@@ -16,6 +16,7 @@ process and reused (``_cached``).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import itertools
 import threading
@@ -119,10 +120,15 @@ def _build_encoder(device: str):
             self.lstm = nn.LSTM(MEL_CHANNELS, ENCODER_HIDDEN, ENCODER_LAYERS, batch_first=True)
             self.linear = nn.Linear(ENCODER_HIDDEN, EMBEDDING_DIM)
 
-        def forward(self, mels):  # (B, frames, MEL_CHANNELS) or a PackedSequence -> (B, EMBEDDING_DIM)
-            _, (hidden, _) = self.lstm(mels)
-            raw = torch.relu(self.linear(hidden[-1]))
-            return raw / raw.norm(dim=1, keepdim=True).clamp_min(1e-12)  # L2-normed
+        def forward(self, mels, lengths=None):  # (B, frames, MEL_CHANNELS) -> (B, EMBEDDING_DIM), L2-normed
+            if lengths is None:
+                _, (hidden, _) = self.lstm(mels)
+                last = hidden[-1]
+            else:  # windows padded at the end: the top layer's output at each one's own last frame
+                out, _ = self.lstm(mels)
+                last = out[torch.arange(len(lengths)), lengths - 1]
+            raw = torch.relu(self.linear(last))
+            return raw / raw.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
     checkpoint = torch.load(
         _package_file("resemblyzer", RESEMBLYZER_WEIGHTS), map_location="cpu", weights_only=True
@@ -145,16 +151,50 @@ def _level_up(audio: np.ndarray) -> np.ndarray:
 
 def mel_frames(audio: np.ndarray) -> np.ndarray:
     """``(F, MEL_CHANNELS)`` float32: the encoder's input for 16 kHz mono audio, one frame per 10 ms
-    (Resemblyzer's mel: linear power, 25 ms windows), ``F = len(audio) // hop + 1``."""
-    import librosa
+    (Resemblyzer's mel: linear power, 25 ms Hann windows, centred), ``F = len(audio) // hop + 1``.
 
-    return librosa.feature.melspectrogram(
-        y=audio.astype(np.float32, copy=False),
-        sr=SAMPLE_RATE,
-        n_fft=round(SAMPLE_RATE * MEL_WINDOW_S),
-        hop_length=round(SAMPLE_RATE * MEL_HOP_S),
-        n_mels=MEL_CHANNELS,
-    ).T.astype(np.float32)
+    The same numbers as ``librosa.feature.melspectrogram`` with these settings (to float32 rounding),
+    computed in numpy: importing librosa costs seconds of start-up (numba), longer than the work.
+    """
+    n_fft = round(SAMPLE_RATE * MEL_WINDOW_S)
+    hop = round(SAMPLE_RATE * MEL_HOP_S)
+    padded = np.pad(np.asarray(audio, dtype=np.float32), n_fft // 2)  # librosa: centred, zero-padded
+    n = 1 + (len(padded) - n_fft) // hop
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop][:n]
+    power = np.abs(np.fft.rfft(frames * _hann(n_fft), axis=1)) ** 2
+    return (power.astype(np.float32) @ _mel_filters(n_fft).T).astype(np.float32)
+
+
+def _hann(n: int) -> np.ndarray:
+    """The periodic Hann window (librosa's and scipy's ``get_window("hann", n)``)."""
+    return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)).astype(np.float32)
+
+
+def _slaney_mel(hz: np.ndarray) -> np.ndarray:
+    """Hz -> mel on Slaney's scale (librosa's default): linear to 1 kHz, logarithmic above."""
+    hz = np.asarray(hz, dtype=np.float64)
+    linear = hz / (200.0 / 3)
+    log_part = 15.0 + np.log(np.maximum(hz, 1e-10) / 1000.0) / (np.log(6.4) / 27.0)
+    return np.where(hz >= 1000.0, log_part, linear)
+
+
+def _slaney_hz(mel: np.ndarray) -> np.ndarray:
+    mel = np.asarray(mel, dtype=np.float64)
+    return np.where(mel >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27.0) * (mel - 15.0)), mel * (200.0 / 3))
+
+
+def _mel_filters(n_fft: int) -> np.ndarray:
+    """``(MEL_CHANNELS, n_fft // 2 + 1)`` triangular filters, Slaney area-normalised, 0 Hz to Nyquist
+    (``librosa.filters.mel(sr=16000, n_fft=n_fft, n_mels=40)``)."""
+    fft_hz = np.linspace(0, SAMPLE_RATE / 2, n_fft // 2 + 1)
+    mel_hz = _slaney_hz(np.linspace(_slaney_mel(0.0), _slaney_mel(SAMPLE_RATE / 2), MEL_CHANNELS + 2))
+    gaps = np.diff(mel_hz)
+    ramps = mel_hz[:, None] - fft_hz[None, :]
+    lower = -ramps[:-2] / gaps[:-1, None]
+    upper = ramps[2:] / gaps[1:, None]
+    weights = np.maximum(0, np.minimum(lower, upper))
+    weights *= (2.0 / (mel_hz[2:] - mel_hz[:MEL_CHANNELS]))[:, None]
+    return weights.astype(np.float32)
 
 
 def _partial_mels(audio: np.ndarray) -> np.ndarray:
@@ -189,19 +229,47 @@ def window_embeddings(
     return embed_mel_windows([mel[a:b] for a, b in windows], device=device)
 
 
+WINDOWS_PER_FORWARD = 64
+"""Windows of similar length run together: sorted by length, padded to the longest of each group, so
+padding costs little; the padded frames come after each window's own, where the LSTM has already read it.
+64 costs 3.5 ms of CPU per second of audio here, 256 4.5 ms (docs/benchmarks.md)."""
+ENCODER_THREADS = 1
+"""torch threads for the window encoder: on the shared 2-core machine two threads spent 10x the CPU
+(33.7 vs 3.5 ms per second of audio) spinning for a core they did not get."""
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def embed_mel_windows(mels: Sequence[np.ndarray], *, device: str = "cpu") -> np.ndarray:
     """``(W, 256)`` L2-normalised voice prints of mel windows of any lengths (``(T_i, MEL_CHANNELS)``),
-    run through the encoder together (packed), ``PARTIALS_PER_FORWARD`` at a time."""
+    each the encoder's state after its own last frame, windows batched by length."""
     import torch
-    from torch.nn.utils.rnn import pack_sequence
 
+    out = np.zeros((len(mels), EMBEDDING_DIM), np.float32)
+    if not len(mels):
+        return out
     model = _cached(("resemblyzer", device), lambda: _build_encoder(device))
-    outs = []
-    with torch.inference_mode():
-        for lo in range(0, len(mels), PARTIALS_PER_FORWARD):
-            batch = [torch.from_numpy(np.ascontiguousarray(m)) for m in mels[lo : lo + PARTIALS_PER_FORWARD]]
-            outs.append(model(pack_sequence(batch, enforce_sorted=False).to(device)).float().cpu().numpy())
-    return np.concatenate(outs) if outs else np.zeros((0, EMBEDDING_DIM), np.float32)
+    order = np.argsort([len(m) for m in mels], kind="stable")
+    with torch.inference_mode(), _torch_threads(ENCODER_THREADS):
+        for lo in range(0, len(order), WINDOWS_PER_FORWARD):
+            group = order[lo : lo + WINDOWS_PER_FORWARD]
+            lengths = np.array([len(mels[k]) for k in group])
+            batch = np.zeros((len(group), int(lengths.max()), MEL_CHANNELS), np.float32)
+            for row, k in enumerate(group):
+                batch[row, : lengths[row]] = mels[k]
+            emb = model(torch.from_numpy(batch).to(device), torch.from_numpy(lengths).to(device))
+            out[group] = emb.float().cpu().numpy()
+    return out
 
 
 def speaker_embeddings(audios: Sequence[np.ndarray], sample_rate: int, *, device: str = "cpu") -> np.ndarray:

@@ -257,7 +257,7 @@ def conversation_parts(
             parts += [round(float(rng.uniform(0.3, 0.5)), 2), (target, next(lines))]
         parts.append(gap())
         other = others[k % len(others)]
-        if k % 3 == 1:
+        if k % 3 == 1:  # a short interjection, by each other voice in turn
             parts += [(other, str(rng.choice(INTERJECTIONS))), gap()]
         else:
             parts += [(other, next(other_lines)), gap()]
