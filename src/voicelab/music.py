@@ -10,9 +10,8 @@ Measured on espeak-ng speech and the synthesised music of ``voicelab.testing.con
 (docs/benchmarks.md): clean speech 0.12, speech over white noise 0.10, white noise 0.0, speech over a
 music bed 20 dB / 15 dB / 10 dB under it 0.35 / 0.42 / 0.49, music alone 0.99.
 
-A second, cheaper sign comes from the 10 ms envelope prepare-audio already has: speech alone falls
-deep between words, a bed fills those gaps; only stretches whose levels do not spread over
-``CLEAN_DIPS_DB`` need the spectral measure.
+One window can mislead (espeak-ng's steady vowels reach 0.47 in a 1.5 s window), so prepare-audio
+judges a bed on the median of the windows around a stretch (``speaker_turns.judge``).
 """
 
 from __future__ import annotations
@@ -34,13 +33,6 @@ BED_SHARE = 0.25
 bed 20 dB under it 0.35."""
 ALONE_SHARE = 0.8
 """Held-tone share over which a stretch is music with little or no speech in it (music alone 0.99)."""
-CLEAN_DIPS_DB = 28.0
-"""A stretch whose 10 ms levels spread more than this (90th - 10th percentile) falls silent between
-words: no bed fills the gaps, so the spectral measure is skipped. Measured over 2 s: espeak-ng speech
-alone 26-30 dB, speech over a bed 20 dB under it 22 dB, 10 dB under it 16 dB, music alone 7 dB; a clip
-with its pads and pauses spreads further. Set above the bed cases with a margin: a stretch measured
-needlessly costs time only."""
-DIPS_PERCENTILES = (10, 90)
 
 
 def held_tone_frames(audio: np.ndarray) -> np.ndarray:
@@ -77,28 +69,3 @@ def held_tone_share(audio: np.ndarray) -> float:
     held = held_tone_frames(audio)
     judged = len(held) - round(HOLD_S * SAMPLE_RATE / HOP)
     return float(np.count_nonzero(held) / judged) if judged > 0 else 0.0
-
-
-def level_spread_db(env_db: np.ndarray) -> float:
-    """90th - 10th percentile of a stretch's 10 ms levels (dB): deep for speech alone, shallow under music."""
-    env_db = np.asarray(env_db, dtype=np.float64)
-    if not len(env_db):
-        return 0.0
-    low, high = np.percentile(env_db, DIPS_PERCENTILES)
-    return float(high - low)
-
-
-def music_share(audio: np.ndarray, sample_rate: int, env_db: np.ndarray | None = None) -> float:
-    """Held-tone share of ``audio`` (any rate, mono), or 0.0 without computing it when ``env_db`` (its 10 ms
-    levels) shows clean gaps between words."""
-    if env_db is not None and level_spread_db(env_db) > CLEAN_DIPS_DB:
-        return 0.0
-    from voicelab.audio import resample
-
-    return held_tone_share(resample(np.asarray(audio, dtype=np.float32), sample_rate, SAMPLE_RATE))
-
-
-def is_music_alone(audio: np.ndarray, sample_rate: int, env_db: np.ndarray) -> bool:
-    """A clip that is music with little or no speech: its held-tone share reaches ``ALONE_SHARE`` (clips
-    whose levels fall clean between words are passed without the spectral measure)."""
-    return music_share(audio, sample_rate, env_db) >= ALONE_SHARE

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voicelab import music, orpheus, segment, speaker_turns
+from voicelab import orpheus, segment, speaker_turns
 from voicelab.audio import AUDIO_SUFFIXES, AudioDecodeError, AudioError, AudioInfo, is_audio_file
 from voicelab.dataset import (
     INDEX_DIGITS,
@@ -328,7 +328,7 @@ def prepare_source(
         if voices is not None:
             _count_voices(result, voices, selection)
         for span in plan.clips:
-            _write_clip(scratch, span, env_db, stem, output_dir, settings, result, selection, voices)
+            _write_clip(scratch, span, stem, output_dir, settings, result, selection, voices)
     dropped = result.short_speech_s + result.other_voice_s + result.music_s + result.unjudged_s
     result.silence_s = max(0.0, result.duration_s - result.clip_s - dropped)
     return result
@@ -364,9 +364,8 @@ def _count_voices(
         result.music_s += voices.seconds(speaker_turns.MUSIC_BED)
 
 
-def _write_clip(scratch, span, env_db, stem, output_dir, settings, result, selection, voices) -> None:
-    """Read, fade, normalise and write one planned clip and add its manifest row (a clip of music alone,
-    without a voice to keep, is counted as music and not written)."""
+def _write_clip(scratch, span, stem, output_dir, settings, result, selection, voices) -> None:
+    """Read, fade, normalise and write one planned clip and add its manifest row."""
     from voicelab.audio import write_wav
 
     rate = settings.sample_rate
@@ -382,10 +381,6 @@ def _write_clip(scratch, span, env_db, stem, output_dir, settings, result, selec
             for w in voices.windows
         )
         music_mark = "bed" if bed else "no"
-    elif music.is_music_alone(raw, rate, env_db[span.start : span.end]):
-        logger.info("%s: %.1f-%.1f s is music alone: no clip", result.source, start / rate, stop / rate)
-        result.music_s += (stop - start) / rate
-        return
     audio, gain_db, limited = normalise(
         apply_fades(raw, round(segment.FADE_SECONDS * rate)), settings.target_loudness
     )

@@ -302,13 +302,19 @@ def score(recordings: Sequence[Recording], rows: Sequence[dict], target: str = T
         for row in (r for r in rows if Path(r["source"]).name == rec.path.name):
             lo, hi = round(float(row["start_s"]) / TRIM_FRAME_S), round(float(row["end_s"]) / TRIM_FRAME_S)
             kept[lo:hi] = True
-            present = [v for v in range(len(rec.voice_names)) if np.sum(rec.voices[lo:hi] == v) >= VOICE_IN_CLIP_FRAMES]
+            present = [
+                v
+                for v in range(len(rec.voice_names))
+                if np.sum(rec.voices[lo:hi] == v) >= VOICE_IN_CLIP_FRAMES
+            ]
             if len(present) > 1:
                 two.append(row["clip"])
             if not present and rec.music[lo:hi].any():
                 music_only.append(row["clip"])
         spoken = rec.voices >= 0
-        other = spoken & (rec.voices != rec.voice_names.index(target)) if target in rec.voice_names else spoken
+        other = (
+            spoken & (rec.voices != rec.voice_names.index(target)) if target in rec.voice_names else spoken
+        )
         other_in += int(np.sum(other & kept))
         speech_in += int(np.sum(spoken & kept))
         mine = np.zeros(frames, bool)
