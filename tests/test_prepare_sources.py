@@ -175,3 +175,27 @@ def test_old_manifests_without_the_voice_columns_still_read(tmp_path):
     path.write_text(",".join(cols) + "\n" + ",".join(row[c] for c in cols) + "\n", encoding="utf-8")
     (back,) = dataset.read_manifest(path)
     assert back.speaker_similarity is None and back.music == ""
+
+
+def test_the_dataset_report_shows_the_minutes_dropped_per_source(built_sources, with_reference):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from voicelab.dataset_report import _dropped_bars, write_dataset_report
+    from voicelab.review import ClipSignals, SpeakerContext
+
+    _code, out = with_reference
+    _fig, ax = plt.subplots()
+    names = ["talk_one.wav", "talk_two.wav"]
+    _dropped_bars(ax, names, [1.0, 1.0], out)
+    voices = dataset.read_source_voices(out)
+    widths = sorted(round(p.get_width(), 3) for p in ax.patches)
+    assert widths == sorted(
+        round(w, 3) for n in names for w in (voices[n].other_voices_min, voices[n].music_min)
+    )
+    plt.close("all")
+    clips = [ClipSignals(r["clip"], "text", float(r["duration_s"])) for r in _rows(out)]
+    png = write_dataset_report(out / "dataset_report.png", clips, SpeakerContext({}, None))
+    assert png.stat().st_size > 0

@@ -1,7 +1,8 @@
 """dataset_report.png: one picture of a prepared dataset for a person to look at before training.
 
 Four panels: clip lengths, speaker similarity to the dataset's voice (threshold marked), DNSMOS scores,
-minutes kept per source; the title gives the guide's tier by the lower of clips and minutes. Kept =
+minutes kept per source (with the minutes of other voices and music prepare-audio dropped, when it kept
+one voice); the title gives the guide's tier by the lower of clips and minutes. Kept =
 clips with a transcript row that excluded.csv does not list (what training uses).
 """
 
@@ -47,6 +48,28 @@ def _minutes_per_source(kept: Sequence[ClipSignals], sources: dict[str, str]) ->
         rest = sum(m for _, m in ranked[MAX_SOURCES_SHOWN - 1 :])
         ranked = [*ranked[: MAX_SOURCES_SHOWN - 1], (f"{len(ranked) - MAX_SOURCES_SHOWN + 1} others", rest)]
     return ranked
+
+
+def _dropped_bars(ax, names: Sequence[str], kept: Sequence[float], dataset_dir: Path) -> None:
+    """Beside each source's kept minutes, the minutes prepare-audio dropped as other voices and as music
+    (``source_voices.csv``, written when it kept one voice)."""
+    from voicelab.dataset import read_source_voices
+
+    voices = read_source_voices(dataset_dir)
+    if not voices:
+        return
+    other = [voices[n].other_voices_min if n in voices else 0.0 for n in names]
+    music = [voices[n].music_min if n in voices else 0.0 for n in names]
+    rows = range(len(names))
+    ax.barh(rows, other, left=kept, color="tab:gray", label="other voices (dropped)")
+    ax.barh(
+        rows,
+        music,
+        left=[k + o for k, o in zip(kept, other, strict=True)],
+        color="tab:orange",
+        label="music (dropped)",
+    )
+    ax.legend(fontsize=8)
 
 
 def write_dataset_report(
@@ -107,8 +130,10 @@ def write_dataset_report(
     per_source = _minutes_per_source(kept, _sources(path.parent))
     if per_source:
         names, mins = zip(*reversed(per_source), strict=True)
-        ax.barh(range(len(names)), mins, color="tab:purple")
-        ax.set_yticks(range(len(names)), [n if len(n) <= 40 else "..." + n[-37:] for n in names], fontsize=8)
+        rows = range(len(names))
+        ax.barh(rows, mins, color="tab:purple", label="kept")
+        _dropped_bars(ax, names, mins, path.parent)
+        ax.set_yticks(rows, [n if len(n) <= 40 else "..." + n[-37:] for n in names], fontsize=8)
     ax.set(title="Minutes kept per source", xlabel="minutes")
     fig.tight_layout()
     with atomic_output(path) as tmp:
