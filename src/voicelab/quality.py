@@ -17,6 +17,7 @@ process and reused (``_cached``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import itertools
 import threading
@@ -183,6 +184,7 @@ def _slaney_hz(mel: np.ndarray) -> np.ndarray:
     return np.where(mel >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27.0) * (mel - 15.0)), mel * (200.0 / 3))
 
 
+@functools.lru_cache(maxsize=4)
 def _mel_filters(n_fft: int) -> np.ndarray:
     """``(MEL_CHANNELS, n_fft // 2 + 1)`` triangular filters, Slaney area-normalised, 0 Hz to Nyquist
     (``librosa.filters.mel(sr=16000, n_fft=n_fft, n_mels=40)``)."""
