@@ -110,3 +110,33 @@ def test_speech_rate_counts_words_over_speech_not_pauses(speech_dir):
     rate = quality.speech_rate("One two three four five six. Seven eight nine ten.", spoken)
     assert rate == pytest.approx(10 / spoken)
     assert np.isnan(quality.speech_rate("words", 0.0))
+
+
+def test_batched_dnsmos_gives_the_per_clip_scores(voices):
+    """dnsmos_many scores every clip's windows in shared runs: the same numbers as one clip at a time."""
+    main, _other = voices
+    long_clip = np.concatenate([main[0], main[1], main[0]])  # over 9 s: several windows
+    clips = [main[0], long_clip]
+    batched = quality.dnsmos_many(clips, quality.SAMPLE_RATE)
+    for clip, score in zip(clips, batched, strict=True):
+        alone = quality.dnsmos(clip, quality.SAMPLE_RATE)
+        assert score.sig == pytest.approx(alone.sig, abs=1e-4)
+        assert score.bak == pytest.approx(alone.bak, abs=1e-4)
+        assert score.ovrl == pytest.approx(alone.ovrl, abs=1e-4)
+    with pytest.raises(ValueError, match="clip 1 is silence"):
+        quality.dnsmos_many([main[0], np.zeros(quality.SAMPLE_RATE, np.float32)], quality.SAMPLE_RATE)
+
+
+def test_window_embeddings_of_a_whole_clip_match_the_encoder_on_its_mel(voices):
+    """prepare-audio's window prints and transcribe's clip prints come from one encoder: a window over a
+    whole 1.6 s partial gives that partial's print."""
+    main, _other = voices
+    clip = main[0][: quality.SAMPLE_RATE * 2]
+    partials = quality._partial_mels(clip)
+    window = quality.embed_mel_windows([partials[0]])[0]
+    model = quality._cached(("resemblyzer", "cpu"), lambda: quality._build_encoder("cpu"))
+    import torch
+
+    with torch.inference_mode():
+        direct = model(torch.from_numpy(partials[:1]))[0].numpy()
+    np.testing.assert_allclose(window, direct, atol=1e-5)

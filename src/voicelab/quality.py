@@ -369,6 +369,38 @@ def dnsmos(audio: np.ndarray, sample_rate: int) -> DnsmosScore:
     return DnsmosScore(sig=float(sig), bak=float(bak), ovrl=float(ovrl))
 
 
+DNSMOS_WINDOWS_PER_RUN = 32
+"""9 s windows scored per ONNX run (the model's batch axis is free): 32 windows are 18 MB of input."""
+
+
+def dnsmos_many(audios: Sequence[np.ndarray], sample_rate: int) -> list[DnsmosScore]:
+    """``dnsmos`` of several clips, their windows scored together in batched runs of the same model (the
+    per-clip values to float rounding; ``tests/test_quality.py`` compares them)."""
+    model = _cached(("dnsmos",), _build_dnsmos)
+    window = int(DNSMOS_WINDOW_S * SAMPLE_RATE)
+    hop = int(DNSMOS_HOP_S * SAMPLE_RATE)
+    windows, owner = [], []
+    for index, audio in enumerate(audios):
+        audio = np.clip(_to_16k(audio, sample_rate), -1.0, 1.0).astype(np.float32)
+        if not audio.size or not np.any(audio):
+            raise ValueError(f"DNSMOS needs clips with sound in them (clip {index} is silence)")
+        if len(audio) < window:
+            audio = np.tile(audio, int(np.ceil(window / len(audio))))
+        for start in range(0, len(audio) - window + 1, hop):
+            windows.append(audio[start : start + window])
+            owner.append(index)
+    raw = [
+        model.onnx_sess.run(None, {"input_1": np.stack(windows[lo : lo + DNSMOS_WINDOWS_PER_RUN])})[0]
+        for lo in range(0, len(windows), DNSMOS_WINDOWS_PER_RUN)
+    ]
+    scores = np.array([model.get_polyfit_val(*r, False) for r in np.concatenate(raw)], np.float64)
+    out = []
+    for index in range(len(audios)):
+        sig, bak, ovrl = scores[np.asarray(owner) == index].mean(axis=0)
+        out.append(DnsmosScore(sig=float(sig), bak=float(bak), ovrl=float(ovrl)))
+    return out
+
+
 # ------------------------------------------------------------------------------------------- speech rate
 
 
