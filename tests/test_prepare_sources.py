@@ -86,6 +86,18 @@ def test_speaker_auto_picks_the_voice_that_speaks_most(built_sources, tmp_path, 
     score = cv.score(built_sources["talks"], rows)
     assert score.character_kept >= MIN_CHARACTER_KEPT and score.other_share <= MAX_OTHER_SHARE, score
     assert score.two_voice_clips == []
+    # a rerun with a new recording keeps the voice the first run picked (the dataset stays one voice)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for item in built_sources["raw"].iterdir():
+        (raw / item.name).symlink_to(item)
+    cv.build_recording(
+        [("en-us+f3", cv.OTHER_LINES[3]), 0.3, (cv.TARGET_VOICE, cv.TARGET_LINES[9])], raw / "new.wav"
+    )
+    assert prepare_audio.main([str(raw), str(out), "--speaker", "auto"]) == 0
+    summary = capsys.readouterr().out
+    assert "the one an earlier run picked" in summary
+    assert [r for r in _rows(out) if r["source"] == "new.wav"]
 
 
 def test_music_bed_keep_marks_the_clips_over_music(built_sources, tmp_path):

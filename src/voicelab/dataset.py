@@ -15,6 +15,7 @@ file                       written by        what
 ``sources_left_out.csv``   prepare-audio     recordings that failed or gave no clip, remembered until changed
 ``source_voices.csv``      prepare-audio     per recording: minutes kept, of other voices, of music dropped
                                              (written with --reference or --speaker auto)
+``voice_print.json``       prepare-audio     the voice --speaker auto picked, reused by later runs
 ``.snac_cache/``           train-lora        SNAC codes per clip, keyed by content
 =========================  ================  =========================================================
 
@@ -45,6 +46,7 @@ REVIEW_FILE = "transcript_review.csv"
 EXCLUDED_FILE = "excluded.csv"
 SOURCES_LEFT_OUT_FILE = "sources_left_out.csv"
 SOURCE_VOICES_FILE = "source_voices.csv"
+VOICE_PRINT_FILE = "voice_print.json"
 CACHE_DIR = ".snac_cache"
 ENCODING = "utf-8"
 INDEX_DIGITS = 3
@@ -475,3 +477,33 @@ def write_source_voices(dataset_dir: Path | str, rows: Mapping[str, SourceVoices
             {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(rows[key]).items()}
         )
     write_text_atomic(path, buffer.getvalue())
+
+
+# --------------------------------------------------------------------------------- voice_print.json
+
+
+def read_voice_print(dataset_dir: Path | str) -> tuple[list[float], float] | None:
+    """The voice print ``--speaker auto`` picked in an earlier run and its minutes then, or ``None``."""
+    import json
+
+    path = Path(dataset_dir) / VOICE_PRINT_FILE
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding=ENCODING))
+        return [float(x) for x in data["embedding"]], float(data["minutes"])
+    except (OSError, KeyError, TypeError, ValueError) as e:
+        logger.warning("%s unreadable (%s): the voice is picked again", path, e)
+        return None
+
+
+def write_voice_print(dataset_dir: Path | str, embedding: Iterable[float], minutes: float) -> None:
+    """Save the picked voice print atomically (``{"embedding": [...256 floats], "minutes": m}``)."""
+    import json
+
+    body = {"embedding": [round(float(x), 6) for x in embedding], "minutes": round(minutes, 3)}
+    write_text_atomic(Path(dataset_dir) / VOICE_PRINT_FILE, json.dumps(body) + "\n")
+
+
+def remove_voice_print(dataset_dir: Path | str) -> None:
+    (Path(dataset_dir) / VOICE_PRINT_FILE).unlink(missing_ok=True)

@@ -32,6 +32,7 @@ from voicelab.dataset import (
     MANIFEST_FILE,
     SOURCE_VOICES_FILE,
     SOURCES_LEFT_OUT_FILE,
+    VOICE_PRINT_FILE,
     ClipRecord,
     ManifestError,
     SourceLeftOut,
@@ -39,8 +40,12 @@ from voicelab.dataset import (
     indexed_key,
     read_manifest,
     read_sources_left_out,
+    read_voice_print,
+    remove_voice_print,
     write_manifest,
+    write_source_voices,
     write_sources_left_out,
+    write_voice_print,
 )
 from voicelab.errors import UsageError
 
@@ -156,6 +161,8 @@ class PrepareReport:
     reference: speaker_turns.VoiceReference | None = None
     voices_found: list[speaker_turns.FoundVoice] = field(default_factory=list)
     """--speaker auto: the voices found across the folder, the kept one first."""
+    voice_from_earlier_run: float | None = None
+    """--speaker auto on a rerun: the voice print an earlier run picked (its minutes then)."""
 
     @property
     def failed(self) -> list[SourceResult]:
@@ -489,6 +496,8 @@ def _why_no_clips(result: SourceResult, settings: PrepareSettings) -> str:
             "the character never speaks in it (no stretch reaches similarity "
             f"{settings.speaker_threshold:g} to their voice)"
         )
+    if result.selected and result.music_s > 0 and settings.music_bed == MUSIC_BED_DROP:
+        return "the character speaks only over music (dropped; --music-bed keep keeps it, marked)"
     if result.music_s > 0 and result.short_speech_s == 0:
         return "music only"
     return "silence only" if result.short_speech_s == 0 else "speech too short for a clip"
@@ -519,6 +528,10 @@ def _selection(
             settings.reference, device=settings.device
         )
         reference = report.reference.embedding
+    elif settings.speaker_auto and (earlier := read_voice_print(run.output_dir)) is not None:
+        reference = np.asarray(earlier[0], dtype=np.float32)
+        report.voice_from_earlier_run = earlier[1]
+        logger.info("--speaker auto: keeping the voice an earlier run picked (%s)", VOICE_PRINT_FILE)
     elif settings.speaker_auto:
         for key, _path, info in todo:
             if isinstance(info, AudioInfo):
@@ -528,6 +541,7 @@ def _selection(
         if not report.voices_found:
             return None
         reference = report.voices_found[0].embedding
+        write_voice_print(run.output_dir, reference, report.voices_found[0].seconds / 60)
         logger.info(
             "--speaker auto: keeping the voice that speaks most (%.1f min); %d other voice(s) found",
             report.voices_found[0].seconds / 60,
@@ -662,6 +676,8 @@ def _clear_previous(output_dir: Path) -> None:
     """--overwrite: delete the clips the old manifest lists, the manifest, and what was left out."""
     manifest_path = output_dir / MANIFEST_FILE
     write_sources_left_out(output_dir, {})
+    write_source_voices(output_dir, {})
+    remove_voice_print(output_dir)
     try:
         old = read_manifest(manifest_path)
     except ManifestError as e:
@@ -731,6 +747,11 @@ def _voice_lines(report: PrepareReport) -> list[str]:
         lines.append(
             f"  voice kept (--speaker auto): the one that speaks most, {kept.seconds / 60:.1f} min; "
             f"other voices found: {len(others)} ({found})"
+        )
+    elif report.voice_from_earlier_run is not None:
+        lines.append(
+            f"  voice kept (--speaker auto): the one an earlier run picked ({report.voice_from_earlier_run:.1f} "
+            f"min then; {VOICE_PRINT_FILE}; --overwrite picks again)"
         )
     elif s.speaker_auto:
         lines.append("  --speaker auto: no voice found to keep (no stretch of speech long enough to judge)")
