@@ -140,3 +140,15 @@ def test_window_embeddings_of_a_whole_clip_match_the_encoder_on_its_mel(voices):
     with torch.inference_mode():
         direct = model(torch.from_numpy(partials[:1]))[0].numpy()
     np.testing.assert_allclose(window, direct, atol=1e-5)
+
+
+def test_the_numpy_mel_is_librosas(voices):
+    """quality.mel_frames replaces librosa's melspectrogram (its import costs seconds): same numbers."""
+    librosa = pytest.importorskip("librosa")
+    clip = voices[0][0]
+    ours = quality.mel_frames(clip)
+    theirs = librosa.feature.melspectrogram(
+        y=clip, sr=quality.SAMPLE_RATE, n_fft=400, hop_length=160, n_mels=quality.MEL_CHANNELS
+    ).T
+    assert ours.shape == theirs.shape
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6 * float(theirs.max()))

@@ -433,7 +433,7 @@ def write_sources_left_out(dataset_dir: Path | str, notes: Mapping[str, SourceLe
 
 
 @dataclass(frozen=True)
-class SourceVoices:
+class SourceMinutes:
     """Where one recording's minutes went when prepare-audio kept one voice."""
 
     source: str
@@ -445,7 +445,7 @@ class SourceVoices:
     """Sound too short (or too near a change of voice) to tell whose it is."""
 
 
-def read_source_voices(dataset_dir: Path | str) -> dict[str, SourceVoices]:
+def read_source_voices(dataset_dir: Path | str) -> dict[str, SourceMinutes]:
     """Per-recording minutes by source (``{}`` when the file is absent or unreadable)."""
     path = Path(dataset_dir) / SOURCE_VOICES_FILE
     if not path.exists():
@@ -453,8 +453,8 @@ def read_source_voices(dataset_dir: Path | str) -> dict[str, SourceVoices]:
     try:
         with path.open(newline="", encoding=ENCODING) as f:
             return {
-                row["source"]: SourceVoices(
-                    row["source"], *(float(row[n.name]) for n in fields(SourceVoices)[1:])
+                row["source"]: SourceMinutes(
+                    row["source"], *(float(row[n.name]) for n in fields(SourceMinutes)[1:])
                 )
                 for row in csv.DictReader(f)
             }
@@ -463,14 +463,14 @@ def read_source_voices(dataset_dir: Path | str) -> dict[str, SourceVoices]:
         return {}
 
 
-def write_source_voices(dataset_dir: Path | str, rows: Mapping[str, SourceVoices]) -> None:
+def write_source_voices(dataset_dir: Path | str, rows: Mapping[str, SourceMinutes]) -> None:
     """Replace ``source_voices.csv`` atomically (removed when empty)."""
     path = Path(dataset_dir) / SOURCE_VOICES_FILE
     if not rows:
         path.unlink(missing_ok=True)
         return
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=[f.name for f in fields(SourceVoices)], lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=[f.name for f in fields(SourceMinutes)], lineterminator="\n")
     writer.writeheader()
     for key in sorted(rows):
         writer.writerow(

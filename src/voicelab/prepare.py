@@ -304,7 +304,7 @@ def prepare_source(
     settings: PrepareSettings,
     on_progress: Callable[[float], None] = lambda _seconds: None,
     selection: speaker_turns.Selection | None = None,
-    measured: speaker_turns.SourceVoices | None = None,
+    measured: speaker_turns.SourceMinutes | None = None,
 ) -> SourceResult:
     """Cut one recording into clips in ``output_dir``; returns its manifest rows and what was left out.
 
@@ -341,7 +341,7 @@ def prepare_source(
     return result
 
 
-def _measure(env_db, threshold, scratch, hop: int, rate: int, device: str) -> speaker_turns.SourceVoices:
+def _measure(env_db, threshold, scratch, hop: int, rate: int, device: str) -> speaker_turns.SourceMinutes:
     return speaker_turns.measure_windows(
         env_db, threshold, lambda a, b: _read_span(scratch, a, b), hop, rate, device=device
     )
@@ -349,7 +349,7 @@ def _measure(env_db, threshold, scratch, hop: int, rate: int, device: str) -> sp
 
 def measure_source(
     info: AudioInfo, output_dir: Path, settings: PrepareSettings
-) -> speaker_turns.SourceVoices:
+) -> speaker_turns.SourceMinutes:
     """--speaker auto's first pass over one recording: its windows' voice prints (nothing written)."""
     rate = settings.sample_rate
     hop = segment.frame_hop(rate)
@@ -360,7 +360,7 @@ def measure_source(
 
 
 def _count_voices(
-    result: SourceResult, voices: speaker_turns.SourceVoices, selection: speaker_turns.Selection
+    result: SourceResult, voices: speaker_turns.SourceMinutes, selection: speaker_turns.Selection
 ) -> None:
     result.selected = True
     result.other_voice_s = voices.seconds(speaker_turns.OTHER)
@@ -435,7 +435,7 @@ class _Run:
     left_out: dict[str, SourceLeftOut]
     stems: dict[str, str] = field(default_factory=dict)
     selection: speaker_turns.Selection | None = None
-    measured: dict[str, speaker_turns.SourceVoices] = field(default_factory=dict)
+    measured: dict[str, speaker_turns.SourceMinutes] = field(default_factory=dict)
     """--speaker auto: each source's windows from the first pass."""
 
     def leave_out(self, path: Path, key: str, reason: str) -> None:
@@ -504,10 +504,10 @@ def _why_no_clips(result: SourceResult, settings: PrepareSettings) -> str:
 
 
 def _record_source_voices(output_dir: Path, result: SourceResult) -> None:
-    from voicelab.dataset import SourceVoices, read_source_voices, write_source_voices
+    from voicelab.dataset import SourceMinutes, read_source_voices, write_source_voices
 
     rows = read_source_voices(output_dir)
-    rows[result.source] = SourceVoices(
+    rows[result.source] = SourceMinutes(
         result.source,
         result.duration_s / 60,
         result.clip_s / 60,

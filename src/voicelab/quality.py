@@ -9,8 +9,11 @@
 - ``dnsmos``: Microsoft's DNSMOS P.835 scores (SIG speech quality, BAK background, OVRL overall, 1-5),
   run from the ONNX models that ship inside the ``speechmos`` wheel.
 - ``speech_rate`` / ``speech_seconds``: words per second of actual speech (pauses excluded).
+- ``voice_mels`` / ``embed_mel_windows``: the same encoder over windows of any length, batched, for
+  prepare-audio's choice of who speaks where (``voicelab.speaker_turns``); ``dnsmos_many``: DNSMOS of
+  several clips in shared runs. This module is the one home of the speaker encoder.
 
-Heavy imports (torch, librosa, onnxruntime) happen inside functions; each model is loaded once per
+Heavy imports (torch, onnxruntime) happen inside functions; each model is loaded once per
 process and reused (``_cached``).
 """
 
@@ -199,6 +202,16 @@ def _mel_filters(n_fft: int) -> np.ndarray:
     return weights.astype(np.float32)
 
 
+def voice_mels(audio: np.ndarray) -> np.ndarray:
+    """The encoder's input for a stretch of 16 kHz audio: raised to Resemblyzer's level, as a clip is."""
+    return mel_frames(_level_up(audio))
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Each row (or the one vector) scaled to length 1; zero rows stay zero."""
+    return _normalise_rows(x)
+
+
 def _partial_mels(audio: np.ndarray) -> np.ndarray:
     """``(P, PARTIAL_FRAMES, MEL_CHANNELS)`` mel partials covering a 16 kHz clip (Resemblyzer's slicing)."""
     hop = round(SAMPLE_RATE * MEL_HOP_S)
@@ -212,23 +225,6 @@ def _partial_mels(audio: np.ndarray) -> np.ndarray:
     needed = (starts[-1] + PARTIAL_FRAMES) * hop
     mel = mel_frames(np.pad(audio, (0, max(needed - len(audio), 0))))
     return np.stack([mel[s : s + PARTIAL_FRAMES] for s in starts])
-
-
-def window_embeddings(
-    audio: np.ndarray, sample_rate: int, windows: Sequence[tuple[int, int]], *, device: str = "cpu"
-) -> np.ndarray:
-    """``(W, 256)`` voice prints of ``windows`` (``[start, end)`` in 10 ms frames of ``audio``), each window
-    one pass of the encoder over its own frames (windows of any length, batched together), L2-normalised.
-
-    The windows of one stretch of a recording share one mel computation: this is how prepare-audio
-    scores every stretch of speech against the character at the cost of one encoder pass over it
-    (``speaker_embeddings`` instead averages overlapping 1.6 s partials of a whole clip). The stretch is
-    raised to Resemblyzer's level first, as a clip is.
-    """
-    if not windows:
-        return np.zeros((0, EMBEDDING_DIM), np.float32)
-    mel = mel_frames(_level_up(_to_16k(audio, sample_rate)))
-    return embed_mel_windows([mel[a:b] for a, b in windows], device=device)
 
 
 WINDOWS_PER_FORWARD = 64

@@ -206,7 +206,7 @@ def _stretch_features(audio: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndar
     from voicelab.audio import resample
 
     audio16 = resample(np.asarray(audio, dtype=np.float32), rate, quality.SAMPLE_RATE)
-    return quality.mel_frames(quality._level_up(audio16)), music.held_tone_frames(audio16)
+    return quality.voice_mels(audio16), music.held_tone_frames(audio16)
 
 
 def _share(held: np.ndarray, a: int, b: int, frame_s: float) -> float:
@@ -380,12 +380,12 @@ def find_voices(sources: Sequence[SourceVoices]) -> list[FoundVoice]:
         labels = fcluster(tree, t=1 - CLUSTER_SIMILARITY, criterion="distance")
     else:
         labels = np.ones(1, int)
-    centroids = np.stack([quality._normalise_rows(emb[labels == c].mean(axis=0)) for c in np.unique(labels)])
+    centroids = np.stack([quality.unit_rows(emb[labels == c].mean(axis=0)) for c in np.unique(labels)])
     every = np.stack([w.embedding for w in windows])
     nearest = np.argmax(every @ centroids.T, axis=1)
     seconds = np.bincount(nearest, weights=[w.length / fps for w in windows], minlength=len(centroids))
     found = [
-        FoundVoice(quality._normalise_rows(every[nearest == c].mean(axis=0)), float(seconds[c]))
+        FoundVoice(quality.unit_rows(every[nearest == c].mean(axis=0)), float(seconds[c]))
         for c in range(len(centroids))
         if seconds[c] >= MIN_VOICE_S or seconds[c] == seconds.max()
     ]
@@ -422,7 +422,6 @@ def reference_windows(path: Path, *, device: str = "cpu") -> tuple[np.ndarray, f
     """Voice prints of one reference recording's windows, its seconds of sound and the windows' lengths
     (10 ms frames); ``ReferenceError``
     for a file that is missing, not audio, silent or too short."""
-    from voicelab import segment
     from voicelab.audio import AudioError, read_audio
 
     what = f"--reference {path}"
@@ -448,7 +447,7 @@ def reference_windows(path: Path, *, device: str = "cpu") -> tuple[np.ndarray, f
             "pass a longer recording of the character (10-30 s of clean speech works well)"
         )
     spans = [w for s, e in units for w in unit_windows(s, e, frame_s)]
-    mels = quality.mel_frames(quality._level_up(audio))
+    mels = quality.voice_mels(audio)
     lengths = np.array([b - a for a, b in spans])
     return quality.embed_mel_windows([mels[a:b] for a, b in spans], device=device), sound_s, lengths
 
@@ -458,7 +457,7 @@ def _two_voices(emb: np.ndarray) -> bool:
     if len(emb) < 2:
         return False
     total = emb.sum(axis=0)
-    rest = quality._normalise_rows(total[None, :] - emb)
+    rest = quality.unit_rows(total[None, :] - emb)
     return bool(np.min(np.sum(emb * rest, axis=1)) < TWO_VOICES_BELOW)
 
 
@@ -478,12 +477,12 @@ def load_reference(paths: Sequence[Path], *, device: str = "cpu") -> VoiceRefere
             )
         prints.append(emb)
         seconds += sound_s
-    means = [quality._normalise_rows(p.mean(axis=0)) for p in prints]
+    means = [quality.unit_rows(p.mean(axis=0)) for p in prints]
     for k in range(1, len(means)):
         if float(means[0] @ means[k]) < TWO_VOICES_BELOW:
             raise ReferenceError(
                 f"--reference {paths[k]}: a different voice from --reference {paths[0]}; pass recordings "
                 "of the character only"
             )
-    embedding = quality._normalise_rows(np.concatenate(prints).mean(axis=0))
+    embedding = quality.unit_rows(np.concatenate(prints).mean(axis=0))
     return VoiceReference(embedding, tuple(str(p) for p in paths), seconds)
