@@ -497,7 +497,7 @@ def _why_no_clips(result: SourceResult, settings: PrepareSettings) -> str:
             f"{settings.speaker_threshold:g} to their voice)"
         )
     if result.selected and result.music_s > 0 and settings.music_bed == MUSIC_BED_DROP:
-        return "the character speaks only over music (dropped; --music-bed keep keeps it, marked)"
+        return "the character speaks only over music, dropped by --music-bed drop (keep keeps it, marked)"
     if result.music_s > 0 and result.short_speech_s == 0:
         return "music only"
     return "silence only" if result.short_speech_s == 0 else "speech too short for a clip"
