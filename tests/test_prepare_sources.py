@@ -58,7 +58,7 @@ def test_manifest_and_summary_say_what_was_kept(built_sources, with_reference):
     assert all(float(r["speaker_similarity"]) >= speaker_turns.SPEAKER_THRESHOLD for r in rows)
     assert {r["music"] for r in rows} == {"no"}
     assert any(segment.CUT_VOICE in (r["start_cut"], r["end_cut"]) for r in rows)
-    per_source = dataset.read_source_voices(out)
+    per_source = dataset.PreparedDataset(out).read_source_voices()
     assert set(per_source) == {"talk_one.wav", "talk_two.wav", "music_take.wav"}
     for name in ("talk_one.wav", "talk_two.wav"):
         assert per_source[name].other_voices_min > 0.1 and per_source[name].kept_min > 0.5
@@ -196,18 +196,20 @@ def test_the_dataset_report_shows_the_minutes_dropped_per_source(built_sources, 
     import matplotlib.pyplot as plt
 
     from voicelab.dataset_report import _dropped_bars, write_dataset_report
-    from voicelab.review import ClipSignals, SpeakerContext
+    from voicelab.dataset import ClipSignals
+    from voicelab.review import SpeakerContext
 
     _code, out = with_reference
     _fig, ax = plt.subplots()
     names = ["talk_one.wav", "talk_two.wav"]
-    _dropped_bars(ax, names, [1.0, 1.0], out)
-    voices = dataset.read_source_voices(out)
+    ds = dataset.PreparedDataset(out)
+    voices = ds.read_source_voices()
+    _dropped_bars(ax, names, [1.0, 1.0], voices)
     widths = sorted(round(p.get_width(), 3) for p in ax.patches)
     assert widths == sorted(
         round(w, 3) for n in names for w in (voices[n].other_voices_min, voices[n].music_min)
     )
     plt.close("all")
     clips = [ClipSignals(r["clip"], "text", float(r["duration_s"])) for r in _rows(out)]
-    png = write_dataset_report(out / "dataset_report.png", clips, SpeakerContext({}, None))
+    png = write_dataset_report(ds, clips, SpeakerContext({}, None))
     assert png.stat().st_size > 0

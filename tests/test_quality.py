@@ -7,6 +7,7 @@ import pytest
 
 from voicelab import quality
 from voicelab.audio import read_audio
+from voicelab.models import quality as quality_models
 from voicelab.testing import speak
 
 SENTENCES = (
@@ -95,7 +96,7 @@ def test_dnsmos_refuses_silence():
 def test_models_are_loaded_once(voices, monkeypatch):
     quality.speaker_embeddings(voices[0][:1], quality.SAMPLE_RATE)
     built = []
-    monkeypatch.setattr(quality, "_build_encoder", lambda device: built.append(device))
+    monkeypatch.setattr(quality_models, "_build_encoder", lambda device: built.append(device))
     quality.speaker_embeddings(voices[0][:1], quality.SAMPLE_RATE)
     assert built == []
 
@@ -134,7 +135,7 @@ def test_window_embeddings_of_a_whole_clip_match_the_encoder_on_its_mel(voices):
     clip = main[0][: quality.SAMPLE_RATE * 2]
     partials = quality._partial_mels(clip)
     window = quality.embed_mel_windows([partials[0]])[0]
-    model = quality._cached(("resemblyzer", "cpu"), lambda: quality._build_encoder("cpu"))
+    model = quality_models.speaker_encoder("cpu")
     import torch
 
     with torch.inference_mode():

@@ -47,12 +47,16 @@ def _logs_above_the_bar():
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from voicelab.dataset import MANIFEST_FILE
+
     parser = argparse.ArgumentParser(
         description=__doc__,
         formatter_class=HelpFormatter,
     )
     parser.add_argument("input", type=Path, metavar="INPUT", help="folder of recordings, or one audio file")
-    parser.add_argument("output", type=Path, metavar="OUTPUT", help="folder for the clips and manifest.csv")
+    parser.add_argument(
+        "output", type=Path, metavar="OUTPUT", help=f"folder for the clips and {MANIFEST_FILE}"
+    )
     parser.add_argument(
         "--sample-rate",
         type=positive_int,
@@ -109,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["drop", "keep"],
         default="drop",
         help="the character speaking over music: drop it (a voice trained on it learns the music too), or "
-        "keep it marked music=bed in manifest.csv. Music alone never becomes a clip",
+        f"keep it marked music=bed in {MANIFEST_FILE}. Music alone never becomes a clip",
     )
     parser.add_argument(
         "--overwrite", action="store_true", help="redo every source (deletes the clips the manifest lists)"
@@ -142,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from voicelab.prepare import PrepareSettings, check_paths, find_sources, format_summary, prepare_dataset
+    from voicelab.prepare import PrepareSettings, check_paths, find_sources, prepare_dataset
+    from voicelab.prepare_summary import format_summary
 
     check_paths(args.input, args.output)
     find_sources(args.input)  # a missing or empty INPUT is reported before OUTPUT is created

@@ -8,9 +8,7 @@ and answer 403 when ``VOICELAB_STUDIO=false``; the voice endpoints only read ``v
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import asdict
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI, Request
@@ -23,14 +21,12 @@ from voicelab.dataset import DatasetError
 from voicelab.errors import UsageError
 from voicelab.fileio import UnsafePathError, resolve_inside
 from voicelab.server.errors import ApiError
+from voicelab.voice import VoiceFolder
 
 logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static" / "studio"
 STATIC_URL = "/studio/static"
-EVAL_DIR = "eval"
-EVAL_SUMMARY = "summary.md"
-EVAL_NUMBERS = "eval.json"
 PICTURE_TYPES = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 MAX_TEXT_CHARS = 4096  # one clip is at most 13 s of speech; this is far beyond any real transcript
 
@@ -127,8 +123,8 @@ def save_clip(name: str, clip: str, edit: ClipEdit, request: Request) -> dict:
         )
     except UsageError as e:
         raise to_studio_error(e) from e
-    logger.info("studio: saved clip %s of dataset %s", view.filename, name)
-    return asdict(view)
+    logger.info("studio: saved clip %s of dataset %s", view.key, name)
+    return view.as_json()
 
 
 @api.get("/datasets/{name}/report")
@@ -140,44 +136,30 @@ def get_report(name: str, request: Request) -> FileResponse:
     return FileResponse(path, media_type="image/png")
 
 
-def _eval_dir(request: Request, voice: str) -> Path:
+def _voice_folder(request: Request, voice: str) -> VoiceFolder:
     voices_dir = Path(request.app.state.settings.voices_dir)
     folder = resolve_inside(voices_dir, voice)
     if Path(voice).name != voice or not folder.is_dir():
         raise dataset_review.DatasetNotFoundError(f"no voice folder {voice!r} in {voices_dir}")
-    return resolve_inside(folder, EVAL_DIR) if (folder / EVAL_DIR).exists() else folder / EVAL_DIR
+    return VoiceFolder(folder)
 
 
 @api.get("/voices/{voice}/eval")
 def get_voice_eval(voice: str, request: Request) -> dict:
     """The evaluation of a voice where one exists: summary text, numbers, and the pictures' names."""
     try:
-        folder = _eval_dir(request, voice)
+        view = _voice_folder(request, voice).read_eval_view(tuple(PICTURE_TYPES))
     except UsageError as e:
         raise to_studio_error(e) from e
-    if not folder.is_dir():
+    if view is None:
         return {"voice": voice, "summary": None, "numbers": None, "pictures": []}
-    summary = folder / EVAL_SUMMARY
-    numbers = folder / EVAL_NUMBERS
-    try:
-        parsed = json.loads(numbers.read_text(encoding="utf-8")) if numbers.is_file() else None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        logger.warning("%s: unreadable (%s); not shown", numbers, e)
-        parsed = None
-    return {
-        "voice": voice,
-        "summary": summary.read_text(encoding="utf-8", errors="replace") if summary.is_file() else None,
-        "numbers": parsed,
-        "pictures": sorted(
-            p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in PICTURE_TYPES
-        ),
-    }
+    return {"voice": voice, "summary": view.summary, "numbers": view.numbers, "pictures": view.pictures}
 
 
 @api.get("/voices/{voice}/eval/{picture}")
 def get_voice_picture(voice: str, picture: str, request: Request) -> FileResponse:
     try:
-        folder = _eval_dir(request, voice)
+        folder = _voice_folder(request, voice).safe_eval_dir()
         path = resolve_inside(folder, picture)
         if Path(picture).name != picture or path.suffix.lower() not in PICTURE_TYPES or not path.is_file():
             raise dataset_review.DatasetNotFoundError(
