@@ -17,7 +17,6 @@ onnxruntime) happen inside functions.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import itertools
 from collections.abc import Sequence
@@ -38,7 +37,7 @@ PARTIAL_FRAMES = 160  # 1.6 s of 10 ms frames
 PARTIALS_PER_SECOND = 1.3  # Resemblyzer's default overlap: a new partial every ~0.77 s
 MIN_LAST_PARTIAL_COVERAGE = 0.75  # a zero-padded last partial counts only if 75% of it is audio
 LEVEL_TARGET_DBFS = -30.0  # Resemblyzer normalises quiet input up to this level before the mel
-PARTIALS_PER_FORWARD = 256  # partials per LSTM batch: bounds memory on long datasets (~25 MB of mels)
+PARTIALS_PER_FORWARD = 64  # partials per encoder batch: bounds memory (the LSTM's gate inputs: ~42 MB)
 
 # DNSMOS P.835 (the "sig_bak_ovr" model): scores 9.01 s windows, hopped by 1 s; a shorter clip is
 # repeated up to one window (the reference implementation's rule).
@@ -166,41 +165,29 @@ WINDOWS_PER_FORWARD = 64
 padding costs little; the padded frames come after each window's own, where the LSTM has already read it.
 64 costs 3.5 ms of CPU per second of audio here, 256 4.5 ms (docs/benchmarks.md)."""
 ENCODER_THREADS = 1
-"""torch threads for the window encoder: on the shared 2-core machine two threads spent 10x the CPU
-(33.7 vs 3.5 ms per second of audio) spinning for a core they did not get."""
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int):
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+"""BLAS threads for the encoder's matrix products: on the shared 2-core machine a second thread spent 10x
+the CPU spinning for a core it did not get (docs/benchmarks.md); transcribe runs the measures beside
+Whisper, on the other core."""
 
 
 def embed_mel_windows(mels: Sequence[np.ndarray], *, device: str = "cpu") -> np.ndarray:
     """``(W, 256)`` L2-normalised voice prints of mel windows of any lengths (``(T_i, MEL_CHANNELS)``),
     each the encoder's state after its own last frame, windows batched by length."""
-    import torch
+    from threadpoolctl import threadpool_limits
 
     out = np.zeros((len(mels), EMBEDDING_DIM), np.float32)
     if not len(mels):
         return out
-    model = speaker_encoder(device)
+    encoder = speaker_encoder(device)
     order = np.argsort([len(m) for m in mels], kind="stable")
-    with torch.inference_mode(), _torch_threads(ENCODER_THREADS):
+    with threadpool_limits(limits=ENCODER_THREADS, user_api="blas"):
         for lo in range(0, len(order), WINDOWS_PER_FORWARD):
             group = order[lo : lo + WINDOWS_PER_FORWARD]
             lengths = np.array([len(mels[k]) for k in group])
             batch = np.zeros((len(group), int(lengths.max()), MEL_CHANNELS), np.float32)
             for row, k in enumerate(group):
                 batch[row, : lengths[row]] = mels[k]
-            emb = model(torch.from_numpy(batch).to(device), torch.from_numpy(lengths).to(device))
-            out[group] = emb.float().cpu().numpy()
+            out[group] = encoder(batch, lengths)
     return out
 
 
@@ -210,19 +197,20 @@ def speaker_embeddings(audios: Sequence[np.ndarray], sample_rate: int, *, device
     Each clip is the normalised mean of its 1.6 s partials' embeddings; all partials of all clips go
     through the encoder in shared batches.
     """
-    import torch
+    from threadpoolctl import threadpool_limits
 
     if not audios:
         return np.zeros((0, EMBEDDING_DIM), np.float32)
-    model = speaker_encoder(device)
+    encoder = speaker_encoder(device)
     partials = [_partial_mels(_to_16k(a, sample_rate)) for a in audios]
     stacked = np.concatenate(partials)
-    outs = []
-    with torch.inference_mode():
-        for lo in range(0, len(stacked), PARTIALS_PER_FORWARD):
-            batch = torch.from_numpy(stacked[lo : lo + PARTIALS_PER_FORWARD]).to(device)
-            outs.append(model(batch).float().cpu().numpy())
-    flat = np.concatenate(outs)
+    with threadpool_limits(limits=ENCODER_THREADS, user_api="blas"):
+        flat = np.concatenate(
+            [
+                encoder(stacked[lo : lo + PARTIALS_PER_FORWARD])
+                for lo in range(0, len(stacked), PARTIALS_PER_FORWARD)
+            ]
+        )
     bounds = np.cumsum([0] + [len(p) for p in partials])
     means = np.stack([flat[a:b].mean(axis=0) for a, b in itertools.pairwise(bounds)])
     silent = np.array([not np.any(a) for a in audios])
@@ -281,10 +269,10 @@ def dnsmos(audio: np.ndarray, sample_rate: int) -> DnsmosScore:
     hop = int(DNSMOS_HOP_S * SAMPLE_RATE)
     if len(audio) < window:
         audio = np.tile(audio, int(np.ceil(window / len(audio))))
-    scores = []
-    for start in range(0, len(audio) - window + 1, hop):
-        raw = model.onnx_sess.run(None, {"input_1": audio[None, start : start + window]})[0][0]
-        scores.append(model.get_polyfit_val(*raw, False))  # raw network outputs -> calibrated MOS
+    scores = [
+        model.scores(audio[None, start : start + window])[0]
+        for start in range(0, len(audio) - window + 1, hop)
+    ]
     sig, bak, ovrl = np.mean(np.asarray(scores, dtype=np.float64), axis=0)
     return DnsmosScore(sig=float(sig), bak=float(bak), ovrl=float(ovrl))
 
@@ -309,11 +297,12 @@ def dnsmos_many(audios: Sequence[np.ndarray], sample_rate: int) -> list[DnsmosSc
         for start in range(0, len(audio) - window + 1, hop):
             windows.append(audio[start : start + window])
             owner.append(index)
-    raw = [
-        model.onnx_sess.run(None, {"input_1": np.stack(windows[lo : lo + DNSMOS_WINDOWS_PER_RUN])})[0]
-        for lo in range(0, len(windows), DNSMOS_WINDOWS_PER_RUN)
-    ]
-    scores = np.array([model.get_polyfit_val(*r, False) for r in np.concatenate(raw)], np.float64)
+    scores = np.concatenate(
+        [
+            model.scores(np.stack(windows[lo : lo + DNSMOS_WINDOWS_PER_RUN]))
+            for lo in range(0, len(windows), DNSMOS_WINDOWS_PER_RUN)
+        ]
+    )
     out = []
     for index in range(len(audios)):
         sig, bak, ovrl = scores[np.asarray(owner) == index].mean(axis=0)
