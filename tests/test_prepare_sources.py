@@ -195,8 +195,8 @@ def test_the_dataset_report_shows_the_minutes_dropped_per_source(built_sources, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from voicelab.dataset_report import _dropped_bars, write_dataset_report
     from voicelab.dataset import ClipSignals
+    from voicelab.dataset_report import _dropped_bars, write_dataset_report
     from voicelab.review import SpeakerContext
 
     _code, out = with_reference
