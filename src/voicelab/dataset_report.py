@@ -46,7 +46,9 @@ def _minutes_per_source(kept: Sequence[ClipSignals], sources: dict[str, str]) ->
     return ranked
 
 
-def _dropped_bars(ax, names: Sequence[str], kept: Sequence[float], voices: Mapping[str, SourceMinutes]) -> None:
+def _dropped_bars(
+    ax, names: Sequence[str], kept: Sequence[float], voices: Mapping[str, SourceMinutes]
+) -> None:
     """Beside each source's kept minutes, the minutes prepare-audio dropped as other voices and as music
     (written when it kept one voice)."""
     if not voices:
