@@ -161,18 +161,21 @@ def _partial_mels(audio: np.ndarray) -> np.ndarray:
 
 
 WINDOWS_PER_FORWARD = 64
-"""Windows of similar length run together: sorted by length, padded to the longest of each group, so
-padding costs little; the padded frames come after each window's own, where the LSTM has already read it.
-64 costs 3.5 ms of CPU per second of audio here, 256 4.5 ms (docs/benchmarks.md)."""
+"""Windows run together through the encoder, sorted by length; each step of the LSTM computes only the
+windows still running, so their lengths may differ. The cost is the LSTM's matrix products (1.35 M
+multiply-adds per frame, compute-bound): 4.5 ms of CPU per second of audio here (docs/benchmarks.md)."""
 ENCODER_THREADS = 1
-"""BLAS threads for the encoder's matrix products: on the shared 2-core machine a second thread spent 10x
-the CPU spinning for a core it did not get (docs/benchmarks.md); transcribe runs the measures beside
-Whisper, on the other core."""
+"""BLAS threads for the encoder's matrix products: on the shared 2-core machine a second BLAS thread spent
+10x the CPU spinning for a core it did not get (docs/benchmarks.md). Several cores are used by running
+several groups of windows at once (``workers``), each on one thread, which never spins."""
 
 
-def embed_mel_windows(mels: Sequence[np.ndarray], *, device: str = "cpu") -> np.ndarray:
+def embed_mel_windows(mels: Sequence[np.ndarray], *, device: str = "cpu", workers: int = 1) -> np.ndarray:
     """``(W, 256)`` L2-normalised voice prints of mel windows of any lengths (``(T_i, MEL_CHANNELS)``),
-    each the encoder's state after its own last frame, windows batched by length."""
+    each the encoder's state after its own last frame, windows batched by length; ``workers`` groups of
+    them at once, on as many threads (the encoder releases the GIL in its matrix products)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from threadpoolctl import threadpool_limits
 
     out = np.zeros((len(mels), EMBEDDING_DIM), np.float32)
@@ -180,14 +183,22 @@ def embed_mel_windows(mels: Sequence[np.ndarray], *, device: str = "cpu") -> np.
         return out
     encoder = speaker_encoder(device)
     order = np.argsort([len(m) for m in mels], kind="stable")
+    groups = [order[lo : lo + WINDOWS_PER_FORWARD] for lo in range(0, len(order), WINDOWS_PER_FORWARD)]
+
+    def embed(group: np.ndarray) -> None:
+        lengths = np.array([len(mels[k]) for k in group])
+        batch = np.zeros((len(group), int(lengths.max()), MEL_CHANNELS), np.float32)
+        for row, k in enumerate(group):
+            batch[row, : lengths[row]] = mels[k]
+        out[group] = encoder(batch, lengths)
+
     with threadpool_limits(limits=ENCODER_THREADS, user_api="blas"):
-        for lo in range(0, len(order), WINDOWS_PER_FORWARD):
-            group = order[lo : lo + WINDOWS_PER_FORWARD]
-            lengths = np.array([len(mels[k]) for k in group])
-            batch = np.zeros((len(group), int(lengths.max()), MEL_CHANNELS), np.float32)
-            for row, k in enumerate(group):
-                batch[row, : lengths[row]] = mels[k]
-            out[group] = encoder(batch, lengths)
+        if workers <= 1 or len(groups) == 1:
+            for group in groups:
+                embed(group)
+        else:
+            with ThreadPoolExecutor(min(workers, len(groups))) as pool:
+                list(pool.map(embed, groups))
     return out
 
 

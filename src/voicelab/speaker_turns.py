@@ -28,6 +28,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,8 +59,13 @@ MEASURE_THREADS = 1
 """BLAS and OpenMP threads while measuring (numpy's matrix products, torch's LSTM): on the shared 2-core
 machine a second thread spun for a core it did not get, and the mel products alone took 11 s of CPU for
 10 minutes of audio instead of under 1 s (docs/benchmarks.md)."""
-BATCH_AUDIO_S = 120.0
-"""Seconds of windows embedded per encoder batch: bounds memory (mels of 2 minutes: ~2 MB)."""
+BATCH_AUDIO_S = 600.0
+"""Seconds of windows embedded per encoder call: bounds memory (mels of 10 minutes: ~10 MB, the LSTM's
+gate inputs of one group of windows ~40 MB) while its groups of windows stay full (120 s left a third of
+the groups part-empty and cost 15% more CPU)."""
+ENCODER_WORKERS = len(os.sched_getaffinity(0))
+"""Groups of windows embedded at once, one per core this process may use: the LSTM is compute-bound, so
+two idle cores halve its wall time; on a busy machine it costs no more CPU than one."""
 
 KEEP = "keep"
 OTHER = "other"
@@ -220,7 +226,7 @@ def _share(held: np.ndarray, a: int, b: int, frame_s: float) -> float:
 def _embed(pending: list[tuple[Window, np.ndarray]], device: str) -> None:
     if not pending:
         return
-    embeddings = quality.embed_mel_windows([m for _, m in pending], device=device)
+    embeddings = quality.embed_mel_windows([m for _, m in pending], device=device, workers=ENCODER_WORKERS)
     for (w, _), e in zip(pending, embeddings, strict=True):
         w.embedding = e
 

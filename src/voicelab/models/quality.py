@@ -158,21 +158,27 @@ class NumpySpeakerEncoder:
 
     def __call__(self, mels, lengths=None):
         """``(B, EMBEDDING_DIM)`` unit voice prints of ``(B, T, MEL_CHANNELS)`` float32 mels; ``lengths``:
-        each row's own frames (padded at the end), its print taken after its last one."""
+        each row's own frames (padded at the end), its print taken after its last one. Rows run longest
+        first, and each step computes only the rows still running: padding costs nothing."""
         import numpy as np
 
         batch, frames, _ = mels.shape
         lengths = np.full(batch, frames) if lengths is None else np.asarray(lengths)
-        seq = np.ascontiguousarray(np.asarray(mels, np.float32).transpose(1, 0, 2))  # time-major
+        order = np.argsort(-lengths, kind="stable")
+        lengths = lengths[order]
+        running = np.searchsorted(-lengths, -np.arange(frames), side="left")  # rows longer than t, per t
+        seq = np.ascontiguousarray(np.asarray(mels, np.float32)[order].transpose(1, 0, 2))  # time-major
         for w_in, w_rec, bias in self.layers:
-            seq = self._layer(seq, w_in, w_rec, bias)
-        last = seq[lengths - 1, np.arange(batch)]
+            seq = self._layer(seq, running, w_in, w_rec, bias)
+        last = np.empty((batch, seq.shape[2]), np.float32)
+        last[order] = seq[lengths - 1, np.arange(batch)]
         raw = np.maximum(last @ self.linear_t + self.linear_bias, 0.0)
         norms = np.maximum(np.linalg.norm(raw, axis=1, keepdims=True), 1e-12)
         return (raw / norms).astype(np.float32)
 
     @staticmethod
-    def _layer(seq, w_in, w_rec, bias):
+    def _layer(seq, running, w_in, w_rec, bias):
+        """One LSTM layer over time-major ``seq``; at step ``t`` only the first ``running[t]`` rows."""
         import numpy as np
 
         frames, batch, _ = seq.shape
@@ -180,26 +186,25 @@ class NumpySpeakerEncoder:
         gates_in = (seq.reshape(frames * batch, -1) @ w_in + bias).reshape(frames, batch, 4 * hidden)
         h = np.zeros((batch, hidden), np.float32)
         c = np.zeros((batch, hidden), np.float32)
-        out = np.empty((frames, batch, hidden), np.float32)
-        gates = np.empty((batch, 4 * hidden), np.float32)
-        scratch = np.empty((batch, hidden), np.float32)
+        out = np.zeros((frames, batch, hidden), np.float32)
+        gates_all = np.empty((batch, 4 * hidden), np.float32)
+        scratch_all = np.empty((batch, hidden), np.float32)
         i, f, g, o = (slice(k * hidden, (k + 1) * hidden) for k in range(4))
         for t in range(frames):
-            np.matmul(h, w_rec, out=gates)
-            gates += gates_in[t]
+            n = running[t]
+            gates, scratch, h_t, c_t = gates_all[:n], scratch_all[:n], h[:n], c[:n]
+            np.matmul(h_t, w_rec, out=gates)
+            gates += gates_in[t, :n]
             np.tanh(gates, out=gates)
-            gates[:, i] += 1.0
-            gates[:, i] *= 0.5
-            gates[:, f] += 1.0
-            gates[:, f] *= 0.5
-            gates[:, o] += 1.0
-            gates[:, o] *= 0.5
-            c *= gates[:, f]
+            for gate in (i, f, o):  # sigmoid from the halved tanh
+                gates[:, gate] += 1.0
+                gates[:, gate] *= 0.5
+            c_t *= gates[:, f]
             np.multiply(gates[:, i], gates[:, g], out=scratch)
-            c += scratch
-            np.tanh(c, out=scratch)
-            np.multiply(gates[:, o], scratch, out=h)
-            out[t] = h
+            c_t += scratch
+            np.tanh(c_t, out=scratch)
+            np.multiply(gates[:, o], scratch, out=h_t)
+            out[t, :n] = h_t
         return out
 
 
