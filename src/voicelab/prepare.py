@@ -67,7 +67,13 @@ class PrepareSettings:
     speaker_threshold: float = speaker_turns.SPEAKER_THRESHOLD
     music_bed: str = MUSIC_BED_DROP
     """With a voice to keep: ``drop`` the character's speech over a music bed, or ``keep`` it marked."""
+    separate_vocals: bool = False
+    """Work on each recording's vocals stem (demucs; ``voicelab.separation``)."""
+    demucs_model: str = "htdemucs"
+    demucs_repo: Path | None = None
+    """A local folder of demucs models (offline); without it demucs downloads the model on first use."""
     device: str = "cpu"
+    """torch device of the vocal separation (and of the speaker encoder when not ``cpu``)."""
 
     @property
     def selects_voice(self) -> bool:
@@ -269,26 +275,30 @@ def prepare_source(
     on_progress: Callable[[float], None] = lambda _seconds: None,
     selection: speaker_turns.Selection | None = None,
     measured: speaker_turns.SourceVoices | None = None,
+    separator=None,
 ) -> SourceResult:
     """Cut one recording into clips in the ``output`` dataset; returns its manifest rows and what was left
     out.
 
     With ``selection`` only the character's stretches become clips (``measured``: its windows when an
-    earlier pass measured them). Raises ``AudioError`` (naming the file) when it cannot be decoded;
-    nothing is written then.
+    earlier pass measured them). With ``separator`` (a demucs model, ``--separate-vocals``) everything
+    is done on the recording's vocals stem (``voicelab.separation``). Raises ``AudioError`` (naming the
+    file) when it cannot be decoded; nothing is written then.
     """
     ds = output if isinstance(output, PreparedDataset) else PreparedDataset(output)
     rate = settings.sample_rate
     hop = segment.frame_hop(rate)
     params = settings.split_params()
-    with ds.scratch_file() as scratch:
-        env_db, n_samples = _decode_to_scratch(info, rate, scratch, on_progress)
+    with contextlib.ExitStack() as stack:
+        scratch, env_db, n_samples = _decode(info, ds, settings, on_progress, separator, stack)
         threshold, method = segment.choose_threshold(env_db, params.threshold_db)
         params = replace(params, threshold_db=threshold)
         voices = None
         if selection is None:
             plan = segment.plan_clips(env_db, params)
         else:
+            if separator is not None:
+                measured = None  # the first pass measured the mix: the vocals are measured again
             voices = measured or _measure(env_db, threshold, scratch, hop, rate, selection.device)
             plan = speaker_turns.select_clips(env_db, threshold, params, selection, voices)
         result = SourceResult(
@@ -305,6 +315,36 @@ def prepare_source(
     dropped = result.short_speech_s + result.other_voice_s + result.music_s + result.unjudged_s
     result.silence_s = max(0.0, result.duration_s - result.clip_s - dropped)
     return result
+
+
+def load_separator(settings: PrepareSettings):
+    """--separate-vocals: the demucs model (``models.separation.load_demucs``; ``SeparationModelError``)."""
+    from voicelab.models.separation import load_demucs
+
+    return load_demucs(settings.demucs_model, settings.demucs_repo, settings.device)
+
+
+def _decode(info: AudioInfo, ds: PreparedDataset, settings: PrepareSettings, on_progress, separator, stack):
+    """Pass 1: the recording decoded into a scratch file, its sample count and envelope; with ``separator``,
+    its vocals stem in a second scratch file and the stem's envelope instead."""
+    rate = settings.sample_rate
+    scratch = stack.enter_context(ds.scratch_file())
+    env_db, n_samples = _decode_to_scratch(info, rate, scratch, on_progress)
+    if separator is None:
+        return scratch, env_db, n_samples
+    from voicelab import separation
+
+    logger.info("%s: separating the vocals (%.1f min)", info.path, n_samples / rate / 60)
+    vocals = stack.enter_context(ds.scratch_file())
+    envelope = segment.EnvelopeBuilder(segment.frame_hop(rate))
+
+    def write(stem: np.ndarray) -> None:
+        envelope.add(stem)
+        vocals.write(stem.tobytes())
+
+    recording = separation.Recording(lambda a, b: _read_span(scratch, a, b).copy(), n_samples, rate)
+    separation.separate_vocals(separator, recording, write, device=settings.device)
+    return vocals, envelope.finish(), n_samples
 
 
 def _measure(env_db, threshold, scratch, hop: int, rate: int, device: str) -> speaker_turns.SourceVoices:
@@ -400,6 +440,8 @@ class _Run:
     selection: speaker_turns.Selection | None = None
     measured: dict[str, speaker_turns.SourceVoices] = field(default_factory=dict)
     """--speaker auto: each source's windows from the first pass."""
+    separator: object = None
+    """--separate-vocals: the demucs model, loaded once."""
 
     def leave_out(self, path: Path, key: str, reason: str) -> None:
         self.left_out[key] = SourceLeftOut.of(path, key, reason)
@@ -424,6 +466,7 @@ class _Run:
                 tracker.advance,
                 self.selection,
                 self.measured.pop(key, None),
+                self.separator,
             )
         except AudioError as e:
             logger.error("%s", e)
@@ -529,14 +572,17 @@ def prepare_dataset(
     retry_left_out: bool = False,
     progress: bool = True,
     reference: speaker_turns.VoiceReference | None = None,
+    separator=None,
 ) -> PrepareReport:
     """Prepare every audio file under ``input_path`` into ``output_dir`` (see the module docstring).
 
     A source that fails is logged (one line naming it and the reason) and recorded in the report and in
     ``sources_left_out.csv``; the others go on. A rerun skips sources already in the manifest, and those
     left out before and unchanged since (unless ``retry_left_out``). Raises ``PrepareError``,
-    ``speaker_turns.ReferenceError`` or ``dataset.ManifestError`` when nothing can start. ``reference``:
-    ``settings.reference`` already loaded (``speaker_turns.load_reference``).
+    ``speaker_turns.ReferenceError``, ``models.separation.SeparationModelError`` or
+    ``dataset.ManifestError`` when nothing can start. ``reference``: ``settings.reference`` already loaded
+    (``speaker_turns.load_reference``); ``separator``: the demucs model of ``settings.separate_vocals``
+    already loaded (``load_separator``).
     """
     settings = settings or PrepareSettings()
     check_paths(input_path, output_dir)
@@ -549,6 +595,8 @@ def prepare_dataset(
     run.stems = {r.source: _stem_of(r.key) for r in run.records}
     report = PrepareReport(output=output_dir, settings=settings, reference=reference)
     todo = _plan(sources, run, report, retry_left_out)
+    if settings.separate_vocals and todo:
+        run.separator = separator or load_separator(settings)
     run.selection = _selection(settings, run, todo, report)
     total_min = sum((i.duration_s or 0.0) / 60 for _, _, i in todo if isinstance(i, AudioInfo))
     bar_format = "{l_bar}{bar}| {n:.1f}/{total:.1f} audio min [{elapsed}<{remaining}] {postfix}"

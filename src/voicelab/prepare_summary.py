@@ -69,6 +69,11 @@ def _voice_lines(report: PrepareReport) -> list[str]:
     """Which voice was kept, the others found, and per source where its minutes went."""
     s = report.settings
     lines = []
+    if s.separate_vocals and report.done:
+        lines.append(
+            f"  vocals separated (demucs {s.demucs_model}) in {len(report.done)} file(s): the cuts, voices and "
+            "music below were measured on the vocals stem, and the clips are cut from it"
+        )
     if report.reference is not None:
         lines.append(
             f"  voice kept: the reference's ({len(report.reference.sources)} file(s), "
