@@ -166,16 +166,14 @@ windows still running, so their lengths may differ. The cost is the LSTM's matri
 multiply-adds per frame, compute-bound): 4.5 ms of CPU per second of audio here (docs/benchmarks.md)."""
 ENCODER_THREADS = 1
 """BLAS threads for the encoder's matrix products: on the shared 2-core machine a second BLAS thread spent
-10x the CPU spinning for a core it did not get (docs/benchmarks.md). Several cores are used by running
-several groups of windows at once (``workers``), each on one thread, which never spins."""
+10x the CPU spinning for a core it did not get (docs/benchmarks.md). Running groups of windows on two
+Python threads instead left the CPU as it was and grew the peak memory of an hour of audio from 190 to
+420 MB (each thread's allocator keeps its own freed buffers), for no wall time measurable under load."""
 
 
-def embed_mel_windows(mels: Sequence[np.ndarray], *, device: str = "cpu", workers: int = 1) -> np.ndarray:
+def embed_mel_windows(mels: Sequence[np.ndarray], *, device: str = "cpu") -> np.ndarray:
     """``(W, 256)`` L2-normalised voice prints of mel windows of any lengths (``(T_i, MEL_CHANNELS)``),
-    each the encoder's state after its own last frame, windows batched by length; ``workers`` groups of
-    them at once, on as many threads (the encoder releases the GIL in its matrix products)."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    each the encoder's state after its own last frame, windows batched by length."""
     from threadpoolctl import threadpool_limits
 
     out = np.zeros((len(mels), EMBEDDING_DIM), np.float32)
@@ -183,22 +181,14 @@ def embed_mel_windows(mels: Sequence[np.ndarray], *, device: str = "cpu", worker
         return out
     encoder = speaker_encoder(device)
     order = np.argsort([len(m) for m in mels], kind="stable")
-    groups = [order[lo : lo + WINDOWS_PER_FORWARD] for lo in range(0, len(order), WINDOWS_PER_FORWARD)]
-
-    def embed(group: np.ndarray) -> None:
-        lengths = np.array([len(mels[k]) for k in group])
-        batch = np.zeros((len(group), int(lengths.max()), MEL_CHANNELS), np.float32)
-        for row, k in enumerate(group):
-            batch[row, : lengths[row]] = mels[k]
-        out[group] = encoder(batch, lengths)
-
     with threadpool_limits(limits=ENCODER_THREADS, user_api="blas"):
-        if workers <= 1 or len(groups) == 1:
-            for group in groups:
-                embed(group)
-        else:
-            with ThreadPoolExecutor(min(workers, len(groups))) as pool:
-                list(pool.map(embed, groups))
+        for lo in range(0, len(order), WINDOWS_PER_FORWARD):
+            group = order[lo : lo + WINDOWS_PER_FORWARD]
+            lengths = np.array([len(mels[k]) for k in group])
+            batch = np.zeros((len(group), int(lengths.max()), MEL_CHANNELS), np.float32)
+            for row, k in enumerate(group):
+                batch[row, : lengths[row]] = mels[k]
+            out[group] = encoder(batch, lengths)
     return out
 
 

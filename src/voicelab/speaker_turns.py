@@ -28,7 +28,6 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,9 +62,6 @@ BATCH_AUDIO_S = 600.0
 """Seconds of windows embedded per encoder call: bounds memory (mels of 10 minutes: ~10 MB, the LSTM's
 gate inputs of one group of windows ~40 MB) while its groups of windows stay full (120 s left a third of
 the groups part-empty and cost 15% more CPU)."""
-ENCODER_WORKERS = len(os.sched_getaffinity(0))
-"""Groups of windows embedded at once, one per core this process may use: the LSTM is compute-bound, so
-two idle cores halve its wall time; on a busy machine it costs no more CPU than one."""
 
 KEEP = "keep"
 OTHER = "other"
@@ -226,7 +222,7 @@ def _share(held: np.ndarray, a: int, b: int, frame_s: float) -> float:
 def _embed(pending: list[tuple[Window, np.ndarray]], device: str) -> None:
     if not pending:
         return
-    embeddings = quality.embed_mel_windows([m for _, m in pending], device=device, workers=ENCODER_WORKERS)
+    embeddings = quality.embed_mel_windows([m for _, m in pending], device=device)
     for (w, _), e in zip(pending, embeddings, strict=True):
         w.embedding = e
 

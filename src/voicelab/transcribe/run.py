@@ -147,7 +147,7 @@ class _Pass:
             step = self.transcriber.batch_size if self.transcriber is not None else 1
             batches = [todo[start : start + step] for start in range(0, len(todo), step)]
             # the measures of the next batches start while Whisper works on this one (one per worker)
-            ahead = self.measurer.workers if self.measurer is not None else 0
+            ahead = self.measurer.workers if self.measurer is not None and batches else 0
             queue: deque[_Batch] = deque()
             done = 0
             for index, batch in enumerate(batches):

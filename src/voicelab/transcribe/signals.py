@@ -101,11 +101,15 @@ def measure_quality(audios: Sequence[np.ndarray], device: str = "cpu") -> list[d
     return out
 
 
-def measure_workers() -> int:
-    """Worker threads for the audio measures: one per core but the one Whisper's loop runs on (at least
-    one). Each runs one clip's measures on one core (``quality.ENCODER_THREADS``,
-    ``models.quality.DNSMOS_THREADS``)."""
-    return max(1, len(os.sched_getaffinity(0)) - 1)
+def measure_workers(device: str) -> int:
+    """Worker threads for the audio measures. With Whisper on a GPU (``device`` CUDA) the CPU is free:
+    one per core but the one Whisper's loop runs on. With Whisper on the CPU, one: Whisper needs the other
+    cores (``--threads`` tells it how many it may take; on 2 cores, 1 leaves the measures a core of their
+    own). Each worker measures on one core (``quality.ENCODER_THREADS``, ``models.quality.DNSMOS_THREADS``).
+    """
+    if device.startswith("cuda"):
+        return max(1, len(os.sched_getaffinity(0)) - 1)
+    return 1
 
 
 class PendingMeasures:
@@ -124,26 +128,33 @@ class Measurer:
 
     ``submit(audios)`` returns at once; the clips are shared among the workers in contiguous parts, each
     part's speaker embeddings taken in one batch. ``busy_s``: seconds the workers spent measuring.
+    ``device``: Whisper's and the speaker encoder's (``--device``); asked on first use, since checking
+    for CUDA imports torch.
     """
 
     def __init__(self, device: str = "cpu", workers: int | None = None):
         self.requested_device = device
-        self.workers = workers or measure_workers()
-        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="audio-measures")
+        self._workers = workers
+        self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self.busy_s = 0.0
 
+    @functools.cached_property
+    def device(self) -> str:
+        return quality_device(self.requested_device)
+
+    @functools.cached_property
+    def workers(self) -> int:
+        return self._workers or measure_workers(self.device)
+
     def submit(self, audios: Sequence[np.ndarray]) -> PendingMeasures:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="audio-measures")
         parts = min(self.workers, len(audios))
         bounds = [round(k * len(audios) / parts) for k in range(parts + 1)] if parts else [0]
         return PendingMeasures(
             [self._pool.submit(self._measure, audios[a:b]) for a, b in itertools.pairwise(bounds)]
         )
-
-    @functools.cached_property
-    def device(self) -> str:
-        """Where the speaker encoder runs (asked on the first clip: checking for CUDA imports torch)."""
-        return quality_device(self.requested_device)
 
     def _measure(self, audios: Sequence[np.ndarray]) -> list[dict]:
         began = time.perf_counter()
@@ -155,7 +166,8 @@ class Measurer:
 
     def close(self) -> None:
         """Wait for the measures under way; drop those not started (a Ctrl-C)."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> Measurer:
         return self
