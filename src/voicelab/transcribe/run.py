@@ -18,7 +18,17 @@ from pathlib import Path
 import numpy as np
 
 from voicelab.audio import AudioError, read_audio
-from voicelab.dataset import ClipSignals, PreparedDataset, SignalsAppender, TranscriptAppender, clip_key
+from voicelab.dataset import (
+    ClipSignals,
+    PreparedDataset,
+    SignalsAppender,
+    TagCensus,
+    TranscriptAppender,
+    clip_key,
+    count_tags,
+    normalize_tags,
+    normalize_text,
+)
 from voicelab.transcribe.backends import WHISPER_SAMPLE_RATE, ClipResult, Transcriber
 from voicelab.transcribe.resume import ResumePlan, clip_duration_s
 from voicelab.transcribe.review_inputs import ReviewOutcome, finish_review
@@ -51,6 +61,10 @@ class TranscribeSummary:
     excluded_new: int = 0  # clips added to excluded.csv this run
     excluded_path: Path | None = None
     report_path: Path | None = None
+    tags: TagCensus = field(default_factory=TagCensus)
+    """The expressive tags of every row of the transcript now (clips and occurrences per tag)."""
+    unknown_tags: dict[str, int] = field(default_factory=dict)
+    """Annotations Whisper wrote this run that no Orpheus tag means (removed): spelling -> times."""
 
     @property
     def rowless(self) -> int:
@@ -103,6 +117,7 @@ def transcribe_clips(
             work.run(clips, plan.todo, progress)
         summary.quality_s = work.measurer.busy_s
     summary.rows = len(work.rows)
+    summary.tags = count_tags(work.rows.values())
     summary.add_review(finish_review(ds, clips, work.rows, work.signals, work.read, quality))
     return summary
 
@@ -180,6 +195,7 @@ class _Pass:
         batch's clips."""
         ok, audios = work.ok, work.audios
         results = self.transcriber.transcribe_batch(audios) if audios else []  # type: ignore[union-attr]
+        results = _tags_normalised(results, self.summary)
         measures = _measures(work.pending, len(audios), self.summary)
         for clip, audio, result, m in zip(ok, audios, results, measures, strict=True):
             key, duration = clip_key(clip), len(audio) / WHISPER_SAMPLE_RATE
@@ -203,6 +219,17 @@ class _Pass:
             self.ds.write_signals(self.signals)
         except OSError as e:  # the appended file is already valid; sorting is a nicety
             logger.warning("%s left in transcription order, not sorted: %s", self.ds.transcript_path, e)
+
+
+def _tags_normalised(results: Sequence[ClipResult], summary: TranscribeSummary) -> list[ClipResult]:
+    """Whisper's annotations as Orpheus tags (``dataset.normalize_tags``); unknown ones counted, removed."""
+    out = []
+    for result in results:
+        tagged = normalize_tags(result.text)
+        for spelled in tagged.unknown:
+            summary.unknown_tags[spelled] = summary.unknown_tags.get(spelled, 0) + 1
+        out.append(replace(result, text=normalize_text(tagged.text)))
+    return out
 
 
 def _measures(pending: PendingMeasures | None, n: int, summary: TranscribeSummary) -> list[dict]:
