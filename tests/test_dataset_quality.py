@@ -199,6 +199,34 @@ def test_a_person_s_exclusions_are_kept_and_reference_clips_change_the_target(tm
     assert "vs the reference clips" in rows[0]["reasons"]
 
 
+def test_the_review_measures_to_the_voice_prepare_audio_kept(tmp_path):
+    """prepare-audio saved the voice it kept: without --reference, transcribe's review measures every clip
+    to that voice, not to the dominant one. Twelve clips of one voice and three of another, whose print
+    prepare-audio kept: the twelve are the other speakers. (The prints are constructed: what is under
+    test is which voice the review measures to; test_other_speaker_ranks_first_... measures real audio.)"""
+    from voicelab.transcribe.review_inputs import finish_review
+
+    rng = np.random.default_rng(0)
+    kept, dominant = (quality.unit_rows(rng.normal(size=quality.EMBEDDING_DIM)) for _ in range(2))
+    near = lambda v: quality.unit_rows(v + 0.02 * rng.normal(size=v.shape)).tolist()  # noqa: E731
+    signals = {
+        f"clip_{i:03d}": dataset.ClipSignals(
+            f"clip_{i:03d}", SENTENCES[i], 4.0, embedding=near(kept if i % OTHER_EVERY == 0 else dominant)
+        )
+        for i in range(len(SENTENCES))
+    }
+    ds = dataset.PreparedDataset(tmp_path)
+    rows = {k: s.text for k, s in signals.items()}
+    assert finish_review(ds, [], rows, signals, read_audio, None).other_speaker == len(SENTENCES) // OTHER_EVERY
+    ds.write_voice_print(kept, 1.0)
+    outcome = finish_review(ds, [], rows, signals, read_audio, tr.QualityOptions(report=False))
+    assert outcome.other_speaker == len(SENTENCES) - len(SENTENCES) // OTHER_EVERY
+    assert "vs the reference" in _review_rows(tmp_path)[0]["reasons"]
+    ds.voice_print_path.write_text("{not json", encoding="utf-8")  # unreadable: the dominant voice again
+    outcome = finish_review(ds, [], rows, signals, read_audio, tr.QualityOptions(report=False))
+    assert outcome.other_speaker == len(SENTENCES) // OTHER_EVERY
+
+
 def test_noise_and_a_music_bed_lower_dnsmos_and_are_flagged(tmp_path, speech_dir):
     folder = tmp_path / "prepared"
     texts = _make_dataset(folder, [(MAIN_VOICE, s) for s in SENTENCES[:5]])

@@ -19,7 +19,8 @@ file                            written by        what
 ``sources_left_out.csv``        prepare-audio     recordings that failed or gave no clip, remembered until changed
 ``source_voices.csv``           prepare-audio     per recording: minutes kept, of other voices, of music dropped
                                                   (written with --reference or --speaker auto)
-``voice_print.json``            prepare-audio     the voice --speaker auto picked, reused by later runs
+``voice_print.json``            prepare-audio     the voice kept (--reference or --speaker auto): reruns with
+                                                  --speaker auto keep it, transcribe's review measures to it
 ``.studio.lock``                the studio        locked while a save rewrites a file (one save at a time)
 ``.snac_cache/``                train-lora        SNAC codes per clip, keyed by content
 ==============================  ================  =====================================================
@@ -1088,11 +1089,12 @@ class PreparedDataset:
         return self.dir / VOICE_PRINT_FILE
 
     def read_voice_print(self) -> tuple[list[float], float] | None:
-        """The voice print ``--speaker auto`` picked in an earlier run and its minutes then, or ``None``."""
+        """The voice prepare-audio kept in an earlier run (``--reference`` or ``--speaker auto``) and its
+        minutes then, or ``None``."""
         return _read_voice_print(self.voice_print_path)
 
     def write_voice_print(self, embedding: Iterable[float], minutes: float) -> None:
-        """Save the picked voice print atomically (``{"embedding": [...256 floats], "minutes": m}``)."""
+        """Save the kept voice print atomically (``{"embedding": [...256 floats], "minutes": m}``)."""
         body = {
             "embedding": [round(float(x), VOICE_PRINT_DECIMALS) for x in embedding],
             "minutes": round(minutes, 3),

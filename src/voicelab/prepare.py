@@ -534,6 +534,7 @@ def _selection(
             settings.reference, device=settings.device
         )
         reference = report.reference.embedding
+        run.ds.write_voice_print(reference, report.reference.seconds / 60)  # transcribe's review reads it
     elif settings.speaker_auto and (earlier := run.ds.read_voice_print()) is not None:
         reference = np.asarray(earlier[0], dtype=np.float32)
         report.voice_from_earlier_run = earlier[1]
