@@ -217,7 +217,9 @@ def test_the_review_measures_to_the_voice_prepare_audio_kept(tmp_path):
     }
     ds = dataset.PreparedDataset(tmp_path)
     rows = {k: s.text for k, s in signals.items()}
-    assert finish_review(ds, [], rows, signals, read_audio, None).other_speaker == len(SENTENCES) // OTHER_EVERY
+    assert (
+        finish_review(ds, [], rows, signals, read_audio, None).other_speaker == len(SENTENCES) // OTHER_EVERY
+    )
     ds.write_voice_print(kept, 1.0)
     outcome = finish_review(ds, [], rows, signals, read_audio, tr.QualityOptions(report=False))
     assert outcome.other_speaker == len(SENTENCES) - len(SENTENCES) // OTHER_EVERY

@@ -92,10 +92,20 @@ class Recording:
     rate: int
     turns: list[Turn] = field(default_factory=list)
     voices: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
-    """Per 10 ms frame: -1 silence or music only, else the index into ``voice_names`` of who speaks."""
+    """Per frame (``frame_s``, about 10 ms): -1 silence or music only, else the index into ``voice_names`` of who speaks."""
     voice_names: tuple[str, ...] = ()
     music: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
-    """Per 10 ms frame: music is playing."""
+    """Per frame: music is playing."""
+
+    @property
+    def frame_s(self) -> float:
+        """Seconds per truth frame: a whole number of samples, ``round(TRIM_FRAME_S * rate)`` (220 at
+        22.05 kHz: 9.977 ms, so frame ``i`` is NOT at ``i * 10 ms``; 0.18 s apart by minute 1:18)."""
+        return round(TRIM_FRAME_S * self.rate) / self.rate
+
+    def frame(self, seconds: float) -> int:
+        """The truth frame at ``seconds`` into the recording."""
+        return round(seconds / self.frame_s)
 
     def speech_frames(self, voice: str) -> np.ndarray:
         return self.voices == self.voice_names.index(voice)
@@ -300,7 +310,7 @@ def score(recordings: Sequence[Recording], rows: Sequence[dict], target: str = T
         frames = len(rec.voices)
         kept = np.zeros(frames, bool)
         for row in (r for r in rows if Path(r["source"]).name == rec.path.name):
-            lo, hi = round(float(row["start_s"]) / TRIM_FRAME_S), round(float(row["end_s"]) / TRIM_FRAME_S)
+            lo, hi = rec.frame(float(row["start_s"])), rec.frame(float(row["end_s"]))
             kept[lo:hi] = True
             present = [
                 v
@@ -320,7 +330,7 @@ def score(recordings: Sequence[Recording], rows: Sequence[dict], target: str = T
         mine = np.zeros(frames, bool)
         for turn in rec.turns:
             if turn.voice == target and turn.duration_s >= MIN_TURN_S:
-                mine[round(turn.start_s / TRIM_FRAME_S) : round(turn.end_s / TRIM_FRAME_S)] = True
+                mine[rec.frame(turn.start_s) : rec.frame(turn.end_s)] = True
         mine &= rec.speech_frames(target) if target in rec.voice_names else False
         long_target += int(np.sum(mine))
         kept_long += int(np.sum(mine & kept))
