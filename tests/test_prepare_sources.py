@@ -162,6 +162,17 @@ def test_a_bad_reference_gets_one_line_and_exit_2(built_sources, tmp_path, capsy
     assert not out.exists()  # reported before anything is written
 
 
+@pytest.mark.parametrize("flag", [["--music-bed", "keep"], ["--speaker-threshold", "0.8"]])
+def test_a_voice_flag_without_a_voice_to_keep_is_a_usage_error(tmp_path, capsys, flag):
+    """--music-bed and --speaker-threshold tune keeping one voice: alone they would do nothing, silently."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    with pytest.raises(SystemExit) as exit_:
+        prepare_audio.main([str(raw), str(tmp_path / "out"), *flag])
+    assert exit_.value.code == 2
+    assert f"{flag[0]} applies only with --reference or --speaker auto" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_the_encoder_cannot_tell_two_accents_of_one_espeak_voice(built_sources, tmp_path):
     """en-gb-x-rp is en-us with British vowels: one speaker to GE2E, so it is never used as 'another

@@ -105,14 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     voice.add_argument(
         "--speaker-threshold",
         type=positive_float,
-        default=0.75,
-        help="cosine similarity to the character's voice from which a stretch is theirs",
+        help="cosine similarity to the character's voice from which a stretch is theirs (default 0.75)",
     )
     voice.add_argument(
         "--music-bed",
         choices=["drop", "keep"],
-        default="drop",
-        help="the character speaking over music: drop it (a voice trained on it learns the music too), or "
+        help="the character speaking over music: drop it (the default: a voice trained on it learns the "
+        "music too), or "
         f"keep it marked music=bed in {MANIFEST_FILE}. Music alone never becomes a clip",
     )
     separation = parser.add_argument_group(
@@ -159,6 +158,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(
             f"--min-duration ({args.min_duration}) must be below --max-duration ({args.max_duration})"
         )
+    if not (args.reference or args.speaker):
+        for name, value in _voice_flags(args).items():
+            if value is not None:
+                parser.error(f"--{name.replace('_', '-')} applies only with --reference or --speaker auto")
     setup_logging(args.verbose)
     return run_step(
         lambda: _prepare(args),
@@ -166,6 +169,11 @@ def main(argv: list[str] | None = None) -> int:
         on_interrupt="interrupted: the clips and manifest rows written so far are kept; "
         "rerun the same command to go on with the remaining recordings",
     )
+
+
+def _voice_flags(args: argparse.Namespace) -> dict:
+    """The flags that tune keeping one voice (``None``: not given, the setting's default)."""
+    return {"speaker_threshold": args.speaker_threshold, "music_bed": args.music_bed}
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -183,8 +191,7 @@ def _prepare(args: argparse.Namespace) -> int:
         target_loudness=args.target_loudness,
         reference=tuple(args.reference or ()),
         speaker_auto=args.speaker == "auto",
-        speaker_threshold=args.speaker_threshold,
-        music_bed=args.music_bed,
+        **{k: v for k, v in _voice_flags(args).items() if v is not None},
         separate_vocals=args.separate_vocals,
         demucs_model=args.demucs_model,
         demucs_repo=args.demucs_repo,
