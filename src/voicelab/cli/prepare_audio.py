@@ -83,37 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=-20.0,
         help="RMS loudness of every clip (dBFS); lowered per clip where needed so that no sample clips",
     )
-    voice = parser.add_argument_group(
-        "sources with other voices or music",
-        "keep only the character's voice: cuts fall at every change of voice as well as in pauses, and "
-        "stretches too short to tell whose they are are dropped",
-    )
-    chooser = voice.add_mutually_exclusive_group()
-    chooser.add_argument(
-        "--reference",
-        type=Path,
-        nargs="+",
-        metavar="FILE",
-        help="clean recordings (or clips) of the character, at least 2 s of speech in all: only their "
-        "voice becomes clips",
-    )
-    chooser.add_argument(
-        "--speaker",
-        choices=["auto"],
-        help="auto: keep the voice that speaks most across the folder (the summary names the others found)",
-    )
-    voice.add_argument(
-        "--speaker-threshold",
-        type=positive_float,
-        help="cosine similarity to the character's voice from which a stretch is theirs (default 0.75)",
-    )
-    voice.add_argument(
-        "--music-bed",
-        choices=["drop", "keep"],
-        help="the character speaking over music: drop it (the default: a voice trained on it learns the "
-        "music too), or "
-        f"keep it marked music=bed in {MANIFEST_FILE}. Music alone never becomes a clip",
-    )
+    _add_voice_flags(parser)
     separation = parser.add_argument_group(
         "vocal separation (optional extra: pip install -e '.[separation]')",
         "separate each recording's vocals from the music under them (demucs) before anything else",
@@ -147,6 +117,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log each step (voicelab detail only)")
     return parser
+
+
+def _add_voice_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags that keep one voice (--reference, --speaker auto) and tune it."""
+    from voicelab.dataset import MANIFEST_FILE
+
+    voice = parser.add_argument_group(
+        "sources with other voices or music",
+        "keep only the character's voice: cuts fall at every change of voice as well as in pauses, and "
+        "stretches too short to tell whose they are are dropped",
+    )
+    chooser = voice.add_mutually_exclusive_group()
+    chooser.add_argument(
+        "--reference",
+        type=Path,
+        nargs="+",
+        metavar="FILE",
+        help="clean recordings (or clips) of the character, at least 2 s of speech in all: only their "
+        "voice becomes clips",
+    )
+    chooser.add_argument(
+        "--speaker",
+        choices=["auto"],
+        help="auto: keep the voice that speaks most across the folder (the summary names the others found)",
+    )
+    voice.add_argument(
+        "--speaker-threshold",
+        type=positive_float,
+        help="cosine similarity to the character's voice from which a stretch is theirs (default 0.75)",
+    )
+    voice.add_argument(
+        "--music-bed",
+        choices=["drop", "keep"],
+        help="the character speaking over music: drop it (the default: a voice trained on it learns the "
+        "music too), or "
+        f"keep it marked music=bed in {MANIFEST_FILE}. Music alone never becomes a clip",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
