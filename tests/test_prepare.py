@@ -295,6 +295,22 @@ def test_bad_files_are_reported_one_line_each_and_the_rest_is_prepared(good_wav,
     assert sorted(p.name for p in out.glob("*.wav")) == ["good_000.wav", "good_001.wav"]
 
 
+def test_a_file_name_that_is_not_utf8_is_named_skipped_and_the_rest_prepared(good_wav, tmp_path, capsys):
+    import os
+
+    shutil.copy(good_wav / "good.wav", os.fsencode(good_wav) + b"/bad\xff.wav")
+    out = tmp_path / "out"
+    assert run_cli(good_wav, out) == 1
+    summary = capsys.readouterr().out
+    assert "bad\\xff.wav: the file name is not valid UTF-8" in summary
+    assert {r["source"] for r in csv.DictReader((out / dataset.MANIFEST_FILE).open())} == {"good.wav"}
+    assert not (out / dataset.SOURCES_LEFT_OUT_FILE).exists()  # it cannot hold the name either
+    assert run_cli(good_wav, out) == 1  # named again, and the good file is not redone
+    summary = capsys.readouterr().out
+    assert "1 already done (skipped)" in summary and "clips written: 0" in summary
+    assert "bad\\xff.wav" in summary
+
+
 @needs_ffmpeg
 def test_missing_ffmpeg_says_to_install_it(good_wav, tmp_path, monkeypatch, capsys):
     wav = tmp_path / "talk.wav"

@@ -29,6 +29,7 @@ from voicelab import orpheus
 from voicelab.server.app import create_app
 from voicelab.server.settings import Settings
 from voicelab.testing.fake_vllm import FakeVLLMServer
+from voicelab.testing.server import local_client
 from voicelab.testing.voices import build_tiny_voice, write_voice_folder
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
@@ -204,7 +205,7 @@ def test_fuzz_the_embedded_engine(tmp_path_factory, tiny_orpheus_dir, tiny_snac_
         max_input_chars=FUZZ_INPUT_CHARS,
         log_level="ERROR",
     )
-    with TestClient(create_app(settings_)) as client:
+    with local_client(create_app(settings_)) as client:
         fuzz(client, "tiny", local=True)
 
 
@@ -226,5 +227,5 @@ def test_fuzz_with_the_vllm_stand_in(vllm_stand_in, tiny_orpheus_dir, tiny_snac_
         max_input_chars=FUZZ_INPUT_CHARS,
         log_level="ERROR",
     )
-    with TestClient(create_app(settings_)) as client:
+    with local_client(create_app(settings_)) as client:
         fuzz(client, "alice", local=False)

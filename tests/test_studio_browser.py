@@ -167,7 +167,7 @@ def test_speak_plays_while_generating_and_downloads_every_frame(page, server, vl
     page.locator("[data-tag='<laugh>']").click()
     assert page.locator("#speak-text").input_value() == f"{text} <laugh> "
     page.locator("#speak").click()
-    stats = page.wait_for_function("window.voicelabStudio.lastSpeech").json_value()
+    stats = page.wait_for_function("() => window.voicelabStudio.lastSpeech").json_value()
     with page.expect_download() as download:
         page.locator("#download").click()
     samples, rate = sf.read(io.BytesIO(Path(download.value.path()).read_bytes()), dtype="int16")

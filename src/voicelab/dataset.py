@@ -228,6 +228,16 @@ def write_transcript(path: Path | str, rows: Iterable[tuple[str, str]]) -> Path:
     return _write_pairs(Path(path), TRANSCRIPT_HEADER, {clip_key(k): t for k, t in rows})
 
 
+def write_transcript_rows(path: Path | str, rows: Iterable[tuple[str, str]]) -> Path:
+    """Write the whole transcript atomically with ``rows`` exactly in the order given, duplicates kept (a
+    person's edit changes one row and nothing else)."""
+    with atomic_output(Path(path)) as tmp, tmp.open("w", encoding=ENCODING, newline="") as f:
+        f.write(format_row(*TRANSCRIPT_HEADER))
+        for key, text in rows:
+            f.write(format_row(clip_key(key), text))
+    return Path(path)
+
+
 class TranscriptAppender(DurableAppender):
     """Appends rows to an existing transcript, each one durable (flush + fsync) before the next.
 

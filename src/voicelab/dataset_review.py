@@ -6,6 +6,11 @@ written. Edits go through the transcript writer the transcribe step uses (atomic
 a later transcribe run keeps existing rows, so an edited row is never overwritten. A clip left out by a
 person is listed in ``excluded.csv`` (``filename,reason``) and keeps its row in ``transcript.csv``, so it
 can be restored.
+
+A save changes only its own row: the file keeps its order and any duplicate rows (which are reported, not
+merged). It applies entirely or not at all: every file is read and every value checked before the first
+write. Each clip has a version (``etag``, from its text and exclusion); a save that names the version it
+started from (``if_match``) is refused with ``EditConflict`` when someone changed the clip since.
 """
 
 from __future__ import annotations
@@ -13,7 +18,13 @@ from __future__ import annotations
 import contextlib
 import csv
 import fcntl
+import hashlib
+import json
+import logging
+import os
 import threading
+import unicodedata
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,10 +41,12 @@ from voicelab.dataset import (
     read_exclusions,
     read_transcript,
     write_exclusions,
-    write_transcript,
+    write_transcript_rows,
 )
 from voicelab.errors import UsageError
-from voicelab.fileio import resolve_inside
+from voicelab.fileio import name_problem, printable_name, resolve_inside
+
+logger = logging.getLogger(__name__)
 
 REPORT_FILE = "dataset_report.png"
 DEFAULT_EXCLUDE_REASON = "excluded in the studio"
@@ -41,16 +54,25 @@ DEFAULT_EXCLUDE_REASON = "excluded in the studio"
 LOCK_FILE = ".studio.lock"
 """Hidden file in the dataset folder that server processes lock while they save (``make serve`` workers)."""
 
+LOCK_FILE_MODE = 0o644
 _write_lock = threading.Lock()
 
 
 @contextlib.contextmanager
 def saving(folder: Path) -> Iterator[None]:
     """Saves read, change and rewrite whole files: one at a time (threads and worker processes alike),
-    so two quick saves never lose one."""
-    with _write_lock, (folder / LOCK_FILE).open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
-        yield
+    so two quick saves never lose one. The lock file is never followed through a symlink."""
+    lock = folder / LOCK_FILE
+    with _write_lock:
+        try:
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, LOCK_FILE_MODE)
+        except OSError as e:  # ELOOP: a symlink put in its place
+            raise DatasetError(f"{lock}: cannot be used as the save lock ({e.strerror}); delete it") from e
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # released when the file closes
+            yield
+        finally:
+            os.close(fd)
 
 
 class DatasetNotFoundError(UsageError):
@@ -58,13 +80,41 @@ class DatasetNotFoundError(UsageError):
 
 
 class EditError(UsageError):
-    """An edit that cannot be saved as asked (an empty text); the message says why."""
+    """An edit that cannot be saved as asked (an empty text, control characters); the message says why."""
+
+
+class DuplicateRowsError(DatasetError):
+    """The clip being edited has several rows in ``transcript.csv``: which one to change is for a person."""
+
+
+class EditConflict(UsageError):
+    """The clip changed since the version the edit started from; ``current`` is how it is now."""
+
+    def __init__(self, message: str, current: ClipView):
+        super().__init__(message)
+        self.current = current
+
+
+ALLOWED_CONTROLS = frozenset("\t\n\r")
+"""Control characters an edit may hold: whitespace, collapsed to one space like every whitespace run."""
+CONTROL_CATEGORY = "Cc"
+
+
+def read_transcript_rows(folder: Path) -> list[tuple[str, str]]:
+    """``transcript.csv``'s rows in file order, duplicates included (empty when it does not exist yet)."""
+    path = folder / TRANSCRIPT_FILE
+    return read_transcript(path) if path.is_file() else []
 
 
 def read_rows(folder: Path) -> dict[str, str]:
-    """``transcript.csv`` as clip key -> text (empty when the file does not exist yet)."""
-    path = folder / TRANSCRIPT_FILE
-    return dict(read_transcript(path)) if path.is_file() else {}
+    """``transcript.csv`` as clip key -> text (empty when the file does not exist yet; a duplicated key
+    shows its last row, and ``duplicate_keys`` names it)."""
+    return dict(read_transcript_rows(folder))
+
+
+def duplicate_keys(rows: list[tuple[str, str]]) -> list[str]:
+    """Keys with more than one row, sorted."""
+    return sorted(key for key, n in Counter(key for key, _ in rows).items() if n > 1)
 
 
 @dataclass
@@ -79,6 +129,23 @@ class ClipView:
     edited: bool = False  # the text differs from Whisper's
     excluded: bool = False
     exclude_reason: str = ""
+    etag: str = ""  # the version of what a person can change (text, exclusion): ``clip_version``
+
+
+ETAG_HEX_CHARS = 16
+"""64 bits of SHA-256: two versions of one clip colliding by chance is out of reach."""
+
+
+def clip_version(key: str, text: str | None, excluded: bool, reason: str) -> str:
+    """The clip's version: changes whenever its text or its exclusion does (an HTTP entity tag, quoted)."""
+    state = json.dumps([key, text, excluded, reason if excluded else ""], ensure_ascii=False)
+    return '"' + hashlib.sha256(state.encode("utf-8")).hexdigest()[:ETAG_HEX_CHARS] + '"'
+
+
+def version_matches(if_match: str, etag: str) -> bool:
+    """``If-Match`` semantics: ``*`` or a listed tag equal to ``etag`` (weak tags never match)."""
+    tags = [tag.strip() for tag in if_match.split(",")]
+    return "*" in tags or etag in tags
 
 
 def dataset_dir(prepared_dir: Path, name: str) -> Path:
@@ -99,10 +166,19 @@ def clip_path(prepared_dir: Path, name: str, clip: str) -> Path:
     return path
 
 
+def usable_name(name: str, where: Path | str) -> bool:
+    """False (with a warning naming it) for a file name no answer can carry (not UTF-8, too long)."""
+    problem = name_problem(name)
+    if problem is not None:
+        logger.warning("%s/%s: not shown in the studio: %s", where, printable_name(name), problem)
+    return problem is None
+
+
 def clip_keys(folder: Path) -> list[str]:
-    """Keys of the clips in ``folder`` (``dataset.find_clips``), empty when it has none."""
+    """Keys of the clips in ``folder`` (``dataset.find_clips``), empty when it has none; clips whose name
+    cannot be shown (``usable_name``) are left out."""
     try:
-        return [clip_key(p) for p in find_clips(folder)]
+        return [clip_key(p) for p in find_clips(folder) if usable_name(p.name, folder.name)]
     except DatasetError:
         return []
 
@@ -112,7 +188,8 @@ def list_datasets(prepared_dir: Path) -> list[dict]:
     if not prepared_dir.is_dir():
         return []
     found = []
-    for folder in sorted(p for p in prepared_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    folders = (p for p in prepared_dir.iterdir() if not p.name.startswith(".") and usable_name(p.name, "."))
+    for folder in sorted(p for p in folders if p.is_dir()):
         keys = clip_keys(folder)
         if not keys:
             continue
@@ -183,16 +260,38 @@ def review_clips(folder: Path) -> list[ClipView]:
         view.edited = view.text is not None and heard is not None and view.text != heard
         if view.filename in exclusions:
             view.excluded, view.exclude_reason = True, exclusions[view.filename]
+        view.etag = clip_version(view.filename, view.text, view.excluded, view.exclude_reason)
     return views
 
 
+def dataset_version(clips: list[ClipView]) -> str:
+    """The version of the whole review: changes when any clip's does."""
+    joined = ",".join(f"{c.filename}={c.etag}" for c in clips)
+    return '"' + hashlib.sha256(joined.encode("utf-8")).hexdigest()[:ETAG_HEX_CHARS] + '"'
+
+
 def describe_dataset(prepared_dir: Path, name: str) -> dict:
+    """The review of dataset ``name``: its clips riskiest first, each with its version, the version of the
+    whole (``etag``), and the keys ``transcript.csv`` holds more than once (``duplicates``)."""
     folder = dataset_dir(prepared_dir, name)
+    clips = review_clips(folder)
     return {
         "name": folder.name,
         "report": (folder / REPORT_FILE).is_file(),
-        "clips": [asdict(v) for v in review_clips(folder)],
+        "duplicates": duplicate_keys(read_transcript_rows(folder)),
+        "etag": dataset_version(clips),
+        "clips": [asdict(v) for v in clips],
     }
+
+
+def clean_edit_text(value: str, what: str) -> str:
+    """``value`` trimmed with its whitespace runs collapsed; ``EditError`` for control characters (NUL,
+    ESC, ...), which no transcript should hold."""
+    bad = sorted({c for c in value if unicodedata.category(c) == CONTROL_CATEGORY} - ALLOWED_CONTROLS)
+    if bad:
+        shown = ", ".join(f"U+{ord(c):04X}" for c in bad)
+        raise EditError(f"{what} holds control characters ({shown}); send plain text")
+    return normalize_text(value)
 
 
 def save_clip(
@@ -203,35 +302,83 @@ def save_clip(
     text: str | None = None,
     excluded: bool | None = None,
     reason: str | None = None,
+    if_match: str | None = None,
 ) -> ClipView:
     """Apply a person's edit to one clip: new text (transcript.csv), excluded or restored (excluded.csv).
 
     ``None`` leaves that part as it is. The text is trimmed and its whitespace runs collapsed, as the
-    transcribe step writes it; an empty text is refused (exclude the clip instead).
+    transcribe step writes it; an empty text or control characters are refused (``EditError``). With
+    ``if_match`` (the ``etag`` the edit started from, as HTTP's ``If-Match``), a clip changed since raises
+    ``EditConflict``. Nothing is written unless the whole edit can be: both files are read and checked
+    first, and the transcript is put back if excluded.csv cannot be written.
     """
     folder = clip_path(prepared_dir, name, clip).parent
     key = clip_key(clip)
+    clean = None if text is None else clean_edit_text(text, f"clip {key}: the text")
+    if clean == "":
+        raise EditError(f"clip {key}: the text is empty; exclude the clip instead of blanking it")
+    clean_reason = None if reason is None else clean_edit_text(reason, f"clip {key}: the reason")
     with saving(folder):
-        if text is not None:
-            clean = normalize_text(text)
-            if not clean:
-                raise EditError(f"clip {key}: the text is empty; exclude the clip instead of blanking it")
-            rows = read_rows(folder)
-            if rows.get(key) != clean:
-                rows[key] = clean
-                write_transcript(folder / TRANSCRIPT_FILE, rows.items())
-        if excluded is not None:
-            exclusions = read_exclusions(folder)
-            before = dict(exclusions)
-            if excluded:
-                exclusions[key] = (
-                    normalize_text(reason or "") or exclusions.get(key) or DEFAULT_EXCLUDE_REASON
-                )
-            else:
-                exclusions.pop(key, None)
-            if exclusions != before:
-                write_exclusions(folder, exclusions)
+        rows = read_transcript_rows(folder)
+        exclusions = read_exclusions(folder)
+        _check_version(folder, key, if_match)
+        new_rows = rows if clean is None else _with_text(rows, key, clean, folder)
+        new_exclusions = (
+            exclusions if excluded is None else _with_exclusion(exclusions, key, excluded, clean_reason)
+        )
+        _write_edit(folder, rows, new_rows, exclusions, new_exclusions)
     return next(v for v in review_clips(folder) if v.filename == key)
+
+
+def _check_version(folder: Path, key: str, if_match: str | None) -> None:
+    if if_match is None:
+        return
+    current = next(v for v in review_clips(folder) if v.filename == key)
+    if not version_matches(if_match, current.etag):
+        raise EditConflict(
+            f"clip {key} was changed by someone else since you loaded it (now: {current.text!r}"
+            f"{', excluded' if current.excluded else ''}); look at it again and save your edit once more",
+            current,
+        )
+
+
+def _with_text(rows: list[tuple[str, str]], key: str, text: str, folder: Path) -> list[tuple[str, str]]:
+    """``rows`` with ``key``'s text replaced in place (appended when it has no row); order kept."""
+    count = sum(k == key for k, _ in rows)
+    if count > 1:
+        raise DuplicateRowsError(
+            f"{folder / TRANSCRIPT_FILE}: clip {key} has {count} rows; keep one by hand, then edit it here"
+        )
+    if count == 0:
+        return [*rows, (key, text)]
+    return [(k, text if k == key else t) for k, t in rows]
+
+
+def _with_exclusion(
+    exclusions: dict[str, str], key: str, excluded: bool, reason: str | None
+) -> dict[str, str]:
+    changed = dict(exclusions)
+    if excluded:
+        changed[key] = reason or exclusions.get(key) or DEFAULT_EXCLUDE_REASON
+    else:
+        changed.pop(key, None)
+    return changed
+
+
+def _write_edit(folder: Path, rows, new_rows, exclusions, new_exclusions) -> None:
+    """Write what changed: the transcript first, put back if excluded.csv then fails."""
+    transcript = folder / TRANSCRIPT_FILE
+    existed = transcript.is_file()
+    if new_rows != rows:
+        write_transcript_rows(transcript, new_rows)
+    if new_exclusions == exclusions:
+        return
+    try:
+        write_exclusions(folder, new_exclusions)
+    except BaseException:
+        if new_rows != rows:
+            write_transcript_rows(transcript, rows) if existed else transcript.unlink(missing_ok=True)
+        raise
 
 
 def report_path(prepared_dir: Path, name: str) -> Path:

@@ -27,6 +27,7 @@ import numpy as np
 from voicelab import orpheus, segment
 from voicelab.audio import AUDIO_SUFFIXES, AudioDecodeError, AudioError, AudioInfo, is_audio_file
 from voicelab.dataset import (
+    ENCODING,
     INDEX_DIGITS,
     MANIFEST_FILE,
     SOURCES_LEFT_OUT_FILE,
@@ -41,6 +42,7 @@ from voicelab.dataset import (
     write_sources_left_out,
 )
 from voicelab.errors import UsageError
+from voicelab.fileio import printable_name
 
 logger = logging.getLogger(__name__)
 
@@ -412,10 +414,27 @@ def prepare_dataset(
     bar_format = "{l_bar}{bar}| {n:.1f}/{total:.1f} audio min [{elapsed}<{remaining}] {postfix}"
     with _progress_bar(total_min, bar_format, progress and bool(todo)) as bar:
         for key, path, info in todo:
-            bar.set_postfix_str(key, refresh=False)
+            bar.set_postfix_str(printable_name(key), refresh=False)
             report.results.append(run.prepare(key, path, info, bar))
     report.dataset = run.records
     return report
+
+
+def _unnamable(key: str) -> SourceResult | None:
+    """A source whose name the manifest (UTF-8) cannot hold: a failure naming it, before any work; else None.
+
+    It is not remembered in ``sources_left_out.csv`` (UTF-8 too), so each run names it again until renamed.
+    """
+    try:
+        key.encode(ENCODING)
+    except UnicodeEncodeError:
+        shown = printable_name(key)
+        error = (
+            f"{shown}: the file name is not valid UTF-8; rename it and run again"
+        )
+        logger.error("%s", error)
+        return SourceResult(source=shown, error=error)
+    return None
 
 
 def _plan(
@@ -426,7 +445,9 @@ def _plan(
     todo = []
     for path, key in sources:
         note = run.left_out.get(key)
-        if key in done:
+        if (unnamable := _unnamable(key)) is not None:
+            report.results.append(unnamable)
+        elif key in done:
             report.skipped.append(key)
         elif note is not None and not retry_left_out and note.matches(path):
             report.remembered.append(note)

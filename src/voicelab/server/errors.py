@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from voicelab.engine.base import (
     EngineError,
@@ -58,6 +59,7 @@ class ApiError(Exception):
         param: str | None = None,
         code: str | None = None,
         headers: dict[str, str] | None = None,
+        extra: dict | None = None,
     ):
         super().__init__(message)
         self.status = status
@@ -66,9 +68,12 @@ class ApiError(Exception):
         self.param = param
         self.code = code
         self.headers = headers
+        self.extra = extra
+        """Fields beside ``error`` in the body (the clip as it is now, on an edit conflict)."""
 
     def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        error = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
+        return {"error": error, **(self.extra or {})}
 
     def response(self) -> JSONResponse:
         headers = {SHOULD_RETRY_HEADER: "true" if self.status in RETRYABLE_STATUSES else "false"}
@@ -190,6 +195,24 @@ def _http_error(exc: StarletteHTTPException) -> ApiError:
     return ApiError(exc.status_code, message, type=error_type, code=code, headers=dict(exc.headers or {}))
 
 
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route serves at the request's path, for ``Allow`` on a 405.
+
+    Starlette names only the methods of the first route whose path matched; a path served by several
+    routes (GET and PUT of a studio clip) would be answered ``Allow: GET`` alone. Each method is tried
+    against every route, as the router itself would match it.
+    """
+    routes = request.app.router.routes
+    return ", ".join(
+        method
+        for method in HTTP_METHODS
+        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -201,7 +224,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _http_error(exc).response()
+        error = _http_error(exc)
+        if exc.status_code == HTTPStatus.METHOD_NOT_ALLOWED and (allow := allowed_methods(request)):
+            error.headers = {**(error.headers or {}), "Allow": allow}
+        return error.response()
 
     for exc_type in (VoiceNotFoundError, UnsupportedFormatError, EngineError, ContractError):
 

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 
 from voicelab.server import openapi, speech
 from voicelab.server.errors import to_api_error
+from voicelab.server.guard import has_valid_key
 from voicelab.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 logger = logging.getLogger(__name__)
@@ -138,4 +139,8 @@ async def health(request: Request) -> JSONResponse:
 
 @public.get("/metrics", response_class=PlainTextResponse, responses=openapi.METRICS_RESPONSES)
 async def metrics(request: Request) -> Response:
-    return Response(request.app.state.metrics.render(), media_type=METRICS_CONTENT_TYPE)
+    """Open to scrapers; voice names only for a request with a valid key when keys are set."""
+    with_voices = has_valid_key(request.headers.get("authorization", ""), request.app.state.settings.api_keys)
+    return Response(
+        request.app.state.metrics.render(with_voices=with_voices), media_type=METRICS_CONTENT_TYPE
+    )
