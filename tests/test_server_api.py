@@ -563,6 +563,36 @@ def test_a_response_never_sent_still_frees_its_slot(voices_dir):
     anyio.run(scenario)
 
 
+def test_a_voice_removed_mid_stream_keeps_its_own_counts(voices_dir, tmp_path):
+    """The label is the voice found when the request began, not "unknown" once it is gone."""
+    import anyio
+
+    from voicelab.server.speech import SpeechJob, SpeechRequest, SpeechServices
+
+    root = tmp_path / "voices"
+    shutil.copytree(voices_dir, root)
+    write_voice_folder(root, "carol", base_model=BASE)
+    app, _, _ = make_app(root)
+
+    async def scenario():
+        async with app.router.lifespan_context(app):
+            state = app.state
+            services = SpeechServices(
+                state.settings, state.registry, state.backend, state.limiter, state.metrics
+            )
+            request = SpeechRequest(voice="carol", input="[endless] still talking", response_format="pcm")
+            async with SpeechJob(services, request, 0.0) as job:
+                shutil.rmtree(root / "carol")
+                await state.registry.reload(state.backend.engine)  # carol is gone while her stream runs
+                assert "carol" not in state.registry.voices
+                job.succeeded()
+            text = state.metrics.render().decode()
+            assert 'voicelab_speech_requests_total{format="pcm",status="200",voice="carol"} 1.0' in text
+            assert 'voice="unknown"' not in text
+
+    anyio.run(scenario)
+
+
 def test_bad_settings_stop_start_up_with_one_line_naming_each_variable(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # no .env of the developer's
     monkeypatch.setenv("VOICELAB_ENGINE", "bogus")

@@ -65,6 +65,21 @@ def give_default_modes(folder: Path | str) -> None:
             os.chmod(path, mode)
 
 
+WRITE_PROBE_PREFIX = ".voicelab-write-test-"
+
+
+def probe_writable(folder: Path | str) -> None:
+    """Create and remove a file in ``folder``; raises ``OSError`` when that fails.
+
+    The one reliable test before long work: ``os.access`` answers yes to root even for ``/sys`` or a
+    folder marked immutable (``chattr +i``), where every write then fails.
+    """
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=WRITE_PROBE_PREFIX):
+        pass
+
+
 def write_text_atomic(path: Path | str, text: str, encoding: str = "utf-8") -> None:
     with atomic_output(path) as tmp:
         tmp.write_text(text, encoding=encoding)

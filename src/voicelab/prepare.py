@@ -429,9 +429,7 @@ def _unnamable(key: str) -> SourceResult | None:
         key.encode(ENCODING)
     except UnicodeEncodeError:
         shown = printable_name(key)
-        error = (
-            f"{shown}: the file name is not valid UTF-8; rename it and run again"
-        )
+        error = f"{shown}: the file name is not valid UTF-8; rename it and run again"
         logger.error("%s", error)
         return SourceResult(source=shown, error=error)
     return None
