@@ -314,3 +314,14 @@ def test_metrics_without_the_key_name_no_voice(folders):
         named = c.get("/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
         assert 'voicelab_speech_requests_total{format="wav",status="200",voice="bob"} 3.0' in named
         assert 'voicelab_time_to_first_audio_seconds_count{voice="alice"} 1.0' in named
+
+
+def test_the_reload_report_names_no_server_path(folders):
+    (folders / "voices" / "outside").symlink_to("/etc", target_is_directory=True)
+    try:
+        with local_client(make_app(folders)) as c:
+            report = c.post(RELOAD)
+        assert report.status_code == 200 and "outside" in report.json()["skipped"]
+        assert str(folders) not in report.text and "leads outside voices" in report.text
+    finally:
+        (folders / "voices" / "outside").unlink()

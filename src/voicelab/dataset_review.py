@@ -337,7 +337,7 @@ def _check_version(folder: Path, key: str, if_match: str | None) -> None:
     if not version_matches(if_match, current.etag):
         raise EditConflict(
             f"clip {key} was changed by someone else since you loaded it (now: {current.text!r}"
-            f"{', excluded' if current.excluded else ''}); look at it again and save your edit once more",
+            f"{', excluded' if current.excluded else ''}); to save over it, send its current etag as If-Match",
             current,
         )
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from http import HTTPStatus
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -87,6 +89,23 @@ class ErrorResponse(JSONResponse):
 
     def render(self, content) -> bytes:
         return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
+SHORT_FOLDER_NAMES = {"prepared_dir": "prepared", "voices_dir": "voices"}
+"""What answers call the data folders, in place of the server's absolute paths."""
+
+
+def without_server_paths(message: str, settings) -> str:
+    """``message`` with the absolute paths of the data folders replaced by their short names (``prepared``,
+    ``voices``): clients learn nothing about the server's file system (the log keeps the full paths)."""
+    spellings = {}
+    for setting, short in SHORT_FOLDER_NAMES.items():
+        folder = Path(getattr(settings, setting))
+        for spelled in {str(folder.resolve()), str(folder.absolute())}:
+            spellings[spelled] = short
+    for spelled in sorted(spellings, key=len, reverse=True):  # the longest first: a folder inside another
+        message = re.sub(re.escape(spelled) + r"(?![\w.-])", spellings[spelled], message)
+    return message
 
 
 def to_api_error(exc: Exception) -> ApiError:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from voicelab.server import openapi, speech
-from voicelab.server.errors import to_api_error
+from voicelab.server.errors import to_api_error, without_server_paths
 from voicelab.server.guard import has_valid_key
 from voicelab.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
@@ -114,7 +114,10 @@ async def reload_voices(request: Request) -> dict:
     state = request.app.state
     report = await state.registry.reload(state.backend.engine)
     state.metrics.voices.set(len(state.registry.voices))
-    return {**report.as_dict(), "voices": state.registry.names()}
+    body = {**report.as_dict(), "voices": state.registry.names()}
+    for part in ("skipped", "failed"):  # reasons name files: without the server's paths
+        body[part] = {name: without_server_paths(why, state.settings) for name, why in body[part].items()}
+    return body
 
 
 @public.get("/health", responses=openapi.HEALTH_RESPONSES)

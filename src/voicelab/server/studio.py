@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -34,7 +33,7 @@ from voicelab.fileio import (
     read_text_inside,
     resolve_inside,
 )
-from voicelab.server.errors import ApiError
+from voicelab.server.errors import ApiError, without_server_paths
 from voicelab.server.openapi import ErrorBody
 
 logger = logging.getLogger(__name__)
@@ -52,8 +51,7 @@ ACTIVE_PICTURE_TYPES = {".svg"}
 inline at their own address. The studio page shows them through <img>, where no script runs."""
 MAX_TEXT_CHARS = 4096  # one clip is at most 13 s of speech; this is far beyond any real transcript
 FILE_CHUNK_BYTES = 64 * 1024
-PREPARED_NAME, VOICES_NAME = "prepared", "voices"
-"""What messages call the two folders, in place of the server's absolute paths."""
+PREPARED_NAME = "prepared"
 
 api = APIRouter(prefix="/studio/api")  # the API keys are checked by server.guard, before any body is read
 pages = APIRouter()
@@ -78,23 +76,10 @@ DATASET_ERRORS = {
 }
 
 
-def public_message(message: str, request: Request) -> str:
-    """``message`` with the server's absolute folders replaced by their short names (``prepared/``,
-    ``voices/``): clients learn nothing about the server's file system."""
-    settings = request.app.state.settings
-    folders = {}
-    for folder, short in ((settings.prepared_dir, PREPARED_NAME), (settings.voices_dir, VOICES_NAME)):
-        for spelled in {str(Path(folder).resolve()), str(Path(folder).absolute())}:
-            folders[spelled] = short
-    for spelled in sorted(folders, key=len, reverse=True):  # the longest first: a folder inside another
-        message = re.sub(re.escape(spelled) + r"(?![\w.-])", folders[spelled], message)
-    return message
-
-
 def to_studio_error(exc: Exception, request: Request) -> ApiError:
     """A refused name or edit as an OpenAI-shaped error: 400 unsafe name or bad edit, 404 unknown name or a
     file gone, 409 a dataset file that must be fixed by hand first or an edit conflict."""
-    message = public_message(str(exc), request)
+    message = without_server_paths(str(exc), request.app.state.settings)
     if isinstance(exc, dataset_review.EditConflict):
         return ApiError(
             409,

@@ -525,7 +525,9 @@ async function putClip(clip, change) {
   } catch (e) {
     if (e.status === 409 && e.body && e.body.current) {
       showClip(clip, e.body.current);
-      e.message += " — your text is still in the box: save again to replace theirs";
+      const now = `${clip.text ?? "(no text)"}${clip.excluded ? ", excluded" : ""}`;
+      e.message = `${clip.filename} was changed by someone else meanwhile (now: ${now}). ` +
+        "Your text is still in the box: save again to replace theirs.";
     }
     throw e;
   }
