@@ -14,24 +14,42 @@ file                       written by        what
 ``excluded.csv``           a person/studio   ``filename,reason``: clips left out of training (text kept)
 ``sources_left_out.csv``   prepare-audio     recordings that failed or gave no clip, remembered until changed
 ``.snac_cache/``           train-lora        SNAC codes per clip, keyed by content
+``.dataset.lock``          every writer      the folder's writer lock (``writing``); empty
 =========================  ================  =========================================================
 
 A clip is named everywhere by its **key**, the file stem without ``.wav`` (``talk_003``): in
 ``transcript.csv``, ``manifest.csv``, ``excluded.csv`` and the review. Readers also accept ``talk_003.wav``.
+
+One writer discipline for every file of the folder: a writer holds the folder's lock (``writing``, the
+hidden ``.dataset.lock``; threads and processes alike) while it reads, changes and writes, and it merges
+rather than overwriting from memory: it reads the file as it is now, applies its own rows and writes the
+whole atomically (``update_transcript``, ``update_exclusions``, ``update_manifest``,
+``update_sources_left_out``), or appends one record to the current file (``TranscriptWriter``). So
+transcribe, prepare-audio and a person saving in the studio at the same moment lose nothing: transcribe
+adds a clip's row only while no one else wrote one, and never rewrites the file from the rows it held.
+
+Every file is read through ``fileio.open_inside``: a symlink that leads out of the folder is refused, not
+read, and nothing is ever written through a symlink (atomic writes replace the name; appends and the lock
+refuse a symlink).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import io
 import logging
+import os
 import re
-from collections.abc import Iterable, Mapping
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from voicelab.errors import UsageError
-from voicelab.fileio import DurableAppender, atomic_output, write_text_atomic
+from voicelab.fileio import append_durably, atomic_output, open_inside, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +61,9 @@ REVIEW_FILE = "transcript_review.csv"
 EXCLUDED_FILE = "excluded.csv"
 SOURCES_LEFT_OUT_FILE = "sources_left_out.csv"
 CACHE_DIR = ".snac_cache"
+LOCK_FILE = ".dataset.lock"
+"""Held by every writer of the folder (``writing``)."""
+LOCK_FILE_MODE = 0o644
 ENCODING = "utf-8"
 INDEX_DIGITS = 3
 """Clip keys are ``{stem}_{index:03d}`` (the guide's naming); indexes past 999 just grow wider."""
@@ -62,6 +83,48 @@ class TranscriptFormatError(DatasetError):
 
 class ManifestError(DatasetError):
     """``manifest.csv`` exists but cannot be read as one prepare-audio wrote."""
+
+
+# ---------------------------------------------------------------------------------- writer discipline
+
+_held = threading.local()
+
+
+@contextlib.contextmanager
+def writing(folder: Path | str) -> Iterator[None]:
+    """Hold ``folder``'s writer lock: one writer at a time, across threads and processes (``flock``).
+
+    Re-entrant within a thread, so a merge (``update_*``) can run inside a larger change that holds it.
+    The lock file is created if missing and never followed through a symlink.
+    """
+    key = os.path.realpath(folder)
+    held: set[str] = _held.__dict__.setdefault("folders", set())
+    if key in held:
+        yield
+        return
+    lock = Path(folder) / LOCK_FILE
+    try:
+        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, LOCK_FILE_MODE)
+    except OSError as e:  # ELOOP: a symlink in its place
+        raise DatasetError(f"{lock}: cannot be used as the folder's lock ({e.strerror}); delete it") from e
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released when the file closes
+        held.add(key)
+        yield
+    finally:
+        held.discard(key)
+        os.close(fd)
+
+
+def _read_text(path: Path) -> str:
+    """The file's text, opened through ``fileio.open_inside`` its own folder (a symlink leading out is
+    refused); ``FileNotFoundError`` when absent."""
+    with open_inside(path.parent, path.name) as handle:
+        data = handle.read()
+    try:
+        return data.decode(ENCODING)
+    except UnicodeDecodeError as e:
+        raise TranscriptFormatError(f"{path}: not UTF-8 text ({e}); save it as UTF-8") from e
 
 
 # ----------------------------------------------------------------------------------------- the folder
@@ -147,13 +210,6 @@ def format_row(*values: str) -> str:
     return buf.getvalue()
 
 
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding=ENCODING)
-    except UnicodeDecodeError as e:
-        raise TranscriptFormatError(f"{path}: not UTF-8 text ({e}); save it as UTF-8") from e
-
-
 def _parse(path: Path, content: str, header: tuple[str, ...]) -> list[tuple[str, str]]:
     # strict: an unterminated quote (a row cut short) is an error, not a silently shortened text.
     reader = csv.reader(io.StringIO(content, newline=""), strict=True)
@@ -215,41 +271,95 @@ def read_transcript_for_resume(path: Path | str) -> list[tuple[str, str]]:
     return _parse(path, content, TRANSCRIPT_HEADER)
 
 
-def _write_pairs(path: Path, header: tuple[str, str], rows: Mapping[str, str]) -> Path:
-    with atomic_output(path) as tmp, tmp.open("w", encoding=ENCODING, newline="") as f:
+def _write_pairs(path: Path, header: tuple[str, str], rows: Iterable[tuple[str, str]]) -> Path:
+    """``header`` then ``rows`` in the order given, atomically, under the folder's lock."""
+    with writing(path.parent), atomic_output(path) as tmp, tmp.open("w", encoding=ENCODING, newline="") as f:
         f.write(format_row(*header))
-        for key in sorted(rows):
-            f.write(format_row(key, rows[key]))
+        for key, value in rows:
+            f.write(format_row(clip_key(key), value))
     return path
 
 
 def write_transcript(path: Path | str, rows: Iterable[tuple[str, str]]) -> Path:
-    """Write the whole transcript atomically, rows sorted by key (last one wins on duplicates)."""
-    return _write_pairs(Path(path), TRANSCRIPT_HEADER, {clip_key(k): t for k, t in rows})
+    """Write the whole transcript atomically, rows sorted by key (last one wins on duplicates): for a new
+    file. A file others may be writing is changed with ``update_transcript``."""
+    by_key = {clip_key(k): t for k, t in rows}
+    return _write_pairs(Path(path), TRANSCRIPT_HEADER, sorted(by_key.items()))
 
 
 def write_transcript_rows(path: Path | str, rows: Iterable[tuple[str, str]]) -> Path:
-    """Write the whole transcript atomically with ``rows`` exactly in the order given, duplicates kept (a
-    person's edit changes one row and nothing else)."""
-    with atomic_output(Path(path)) as tmp, tmp.open("w", encoding=ENCODING, newline="") as f:
-        f.write(format_row(*TRANSCRIPT_HEADER))
-        for key, text in rows:
-            f.write(format_row(clip_key(key), text))
-    return Path(path)
+    """Write the whole transcript atomically with ``rows`` exactly in the order given, duplicates kept."""
+    return _write_pairs(Path(path), TRANSCRIPT_HEADER, rows)
 
 
-class TranscriptAppender(DurableAppender):
-    """Appends rows to an existing transcript, each one durable (flush + fsync) before the next.
+TranscriptChange = Callable[[list[tuple[str, str]]], list[tuple[str, str]]]
 
-    The file is a valid CSV after every row, so a crash loses at most the row being written.
+
+def update_transcript(path: Path | str, change: TranscriptChange) -> list[tuple[str, str]]:
+    """The one way to change a transcript others may be writing: under the folder's lock, read it as it
+    is now (file order, duplicates kept; a last row cut short by a crash dropped), apply ``change`` and
+    write the result atomically. Returns the rows now in the file. ``change`` may raise to
+    write nothing."""
+    path = Path(path)
+    with writing(path.parent):
+        rows = read_transcript_for_resume(path) if path.exists() else []
+        changed = change(list(rows))
+        write_transcript_rows(path, changed)  # also when equal: a last row cut short is gone from the file
+        return changed
+
+
+def sort_transcript(path: Path | str) -> list[tuple[str, str]]:
+    """Rows sorted by key in place (stable: duplicates kept in their order, and named in a warning)."""
+    rows = update_transcript(path, lambda rows: sorted(rows, key=lambda row: row[0]))
+    if duplicates := duplicate_keys(rows):
+        logger.warning(
+            "%s: clips with several rows (kept; keep one by hand): %s", path, ", ".join(duplicates)
+        )
+    return rows
+
+
+def duplicate_keys(rows: Iterable[tuple[str, str]]) -> list[str]:
+    """Keys with more than one row, sorted."""
+    return sorted(key for key, n in Counter(key for key, _ in rows).items() if n > 1)
+
+
+def _signature(path: Path) -> tuple[int, int, int] | None:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+class TranscriptWriter:
+    """Adds rows to a transcript one at a time, each durable (fsync) and under the folder's lock, and never
+    a row for a clip that has one: someone (a person in the studio) wrote it meanwhile, and theirs stays.
+
+    Each row is appended to the file as it is now (opened afresh: a studio save that replaced the file
+    is not written over). The file is re-read only when someone else changed it since this writer's last
+    row. One write per record: a crash leaves at most the last record cut short
+    (``read_transcript_for_resume`` drops it).
     """
 
     def __init__(self, path: Path | str):
-        super().__init__(path, encoding=ENCODING)
+        self.path = Path(path)
+        self._keys: set[str] = set()
+        self._seen: tuple[int, int, int] | None = None
 
-    def append(self, filename: str, text: str) -> None:
-        # One write per record: a partial record can only be the last one (see read_transcript_for_resume).
-        self.write(format_row(clip_key(filename), text))
+    def add(self, key: str, text: str) -> bool:
+        """Append the row unless the clip has one now; True when appended."""
+        key = clip_key(key)
+        with writing(self.path.parent):
+            if _signature(self.path) != self._seen or self._seen is None:
+                self._keys = (
+                    {k for k, _ in read_transcript_for_resume(self.path)} if self.path.exists() else set()
+                )
+            if key in self._keys:
+                return False
+            append_durably(self.path, format_row(key, text), ENCODING)
+            self._keys.add(key)
+            self._seen = _signature(self.path)
+        return True
 
 
 # -------------------------------------------------------------------------------------- excluded.csv
@@ -258,18 +368,31 @@ class TranscriptAppender(DurableAppender):
 def read_exclusions(dataset_dir: Path | str) -> dict[str, str]:
     """Clips a person left out of training: key -> reason (``{}`` when there is no ``excluded.csv``)."""
     path = Path(dataset_dir) / EXCLUDED_FILE
-    if not path.exists():
+    if not os.path.lexists(path):
         return {}
     return dict(_parse(path, _read_text(path), EXCLUDED_HEADER))
 
 
 def write_exclusions(dataset_dir: Path | str, exclusions: Mapping[str, str]) -> Path:
-    """Replace ``excluded.csv`` atomically (removed when nothing is excluded)."""
+    """Replace ``excluded.csv`` atomically, sorted by key (removed when nothing is excluded)."""
     path = Path(dataset_dir) / EXCLUDED_FILE
-    if not exclusions:
-        path.unlink(missing_ok=True)
-        return path
-    return _write_pairs(path, EXCLUDED_HEADER, {clip_key(k): r for k, r in exclusions.items()})
+    with writing(path.parent):
+        if not exclusions:
+            path.unlink(missing_ok=True)
+            return path
+        return _write_pairs(path, EXCLUDED_HEADER, sorted((clip_key(k), r) for k, r in exclusions.items()))
+
+
+def update_exclusions(
+    dataset_dir: Path | str, change: Callable[[dict[str, str]], dict[str, str]]
+) -> dict[str, str]:
+    """Change ``excluded.csv`` as it is now, under the folder's lock (see ``update_transcript``)."""
+    with writing(dataset_dir):
+        exclusions = read_exclusions(dataset_dir)
+        changed = change(dict(exclusions))
+        if changed != exclusions:
+            write_exclusions(dataset_dir, changed)
+        return changed
 
 
 # -------------------------------------------------------------------------------------- manifest.csv
@@ -331,10 +454,10 @@ class ClipRecord:
 
 def read_manifest(path: Path) -> list[ClipRecord]:
     """Rows of an existing manifest (``[]`` when there is none)."""
-    if not path.exists():
+    if not os.path.lexists(path):
         return []
     expected = ClipRecord.field_names()
-    with path.open(newline="", encoding=ENCODING) as f:
+    with io.StringIO(_read_text(path), newline="") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames not in (expected, ClipRecord.older_field_names()):
             raise ManifestError(
@@ -356,7 +479,17 @@ def write_manifest(path: Path, records: Iterable[ClipRecord]) -> None:
     writer.writeheader()
     for record in records:
         writer.writerow(record.to_row())
-    write_text_atomic(path, buffer.getvalue())
+    with writing(path.parent):
+        write_text_atomic(path, buffer.getvalue())
+
+
+def update_manifest(path: Path, source: str, records: Iterable[ClipRecord]) -> list[ClipRecord]:
+    """The manifest as it is now with ``source``'s rows replaced by ``records``, under the folder's lock;
+    returns every row now in it."""
+    with writing(path.parent):
+        rows = [r for r in read_manifest(path) if r.source != source] + list(records)
+        write_manifest(path, rows)
+        return rows
 
 
 # ------------------------------------------------------------------------------ sources_left_out.csv
@@ -391,17 +524,17 @@ class SourceLeftOut:
 def read_sources_left_out(dataset_dir: Path | str) -> dict[str, SourceLeftOut]:
     """Recordings left out by earlier runs, by source key (``{}`` when none; an unreadable file is ignored)."""
     path = Path(dataset_dir) / SOURCES_LEFT_OUT_FILE
-    if not path.exists():
+    if not os.path.lexists(path):
         return {}
     try:
-        with path.open(newline="", encoding=ENCODING) as f:
+        with io.StringIO(_read_text(path), newline="") as f:
             return {
                 row["source"]: SourceLeftOut(
                     row["source"], int(row["size"]), int(row["mtime_ns"]), row["reason"]
                 )
                 for row in csv.DictReader(f)
             }
-    except (OSError, KeyError, TypeError, ValueError, csv.Error) as e:
+    except (OSError, KeyError, TypeError, ValueError, csv.Error, UsageError) as e:
         logger.warning("%s unreadable (%s): every recording not in the manifest is tried again", path, e)
         return {}
 
@@ -409,13 +542,27 @@ def read_sources_left_out(dataset_dir: Path | str) -> dict[str, SourceLeftOut]:
 def write_sources_left_out(dataset_dir: Path | str, notes: Mapping[str, SourceLeftOut]) -> None:
     """Replace ``sources_left_out.csv`` atomically (removed when nothing is left out)."""
     path = Path(dataset_dir) / SOURCES_LEFT_OUT_FILE
-    if not notes:
-        path.unlink(missing_ok=True)
-        return
-    names = [f.name for f in fields(SourceLeftOut)]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=names, lineterminator="\n")
-    writer.writeheader()
-    for key in sorted(notes):
-        writer.writerow(asdict(notes[key]))
-    write_text_atomic(path, buffer.getvalue())
+    with writing(path.parent):
+        if not notes:
+            path.unlink(missing_ok=True)
+            return
+        names = [f.name for f in fields(SourceLeftOut)]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=names, lineterminator="\n")
+        writer.writeheader()
+        for key in sorted(notes):
+            writer.writerow(asdict(notes[key]))
+        write_text_atomic(path, buffer.getvalue())
+
+
+def update_sources_left_out(dataset_dir: Path | str, source: str, note: SourceLeftOut | None) -> None:
+    """``sources_left_out.csv`` as it is now with ``source``'s note set (or removed with None), under the
+    folder's lock."""
+    with writing(dataset_dir):
+        notes = read_sources_left_out(dataset_dir)
+        if note is None:
+            if notes.pop(source, None) is None:
+                return
+        else:
+            notes[source] = note
+        write_sources_left_out(dataset_dir, notes)

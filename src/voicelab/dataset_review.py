@@ -15,17 +15,13 @@ started from (``if_match``) is refused with ``EditConflict`` when someone change
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import fcntl
 import hashlib
+import io
 import json
 import logging
 import os
-import threading
 import unicodedata
-from collections import Counter
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -36,43 +32,22 @@ from voicelab.dataset import (
     TRANSCRIPT_FILE,
     DatasetError,
     clip_key,
+    duplicate_keys,
     find_clips,
     normalize_text,
     read_exclusions,
     read_transcript,
     write_exclusions,
     write_transcript_rows,
+    writing,
 )
 from voicelab.errors import UsageError
-from voicelab.fileio import name_problem, printable_name, resolve_inside
+from voicelab.fileio import name_problem, printable_name, read_text_inside, resolve_inside
 
 logger = logging.getLogger(__name__)
 
 REPORT_FILE = "dataset_report.png"
 DEFAULT_EXCLUDE_REASON = "excluded in the studio"
-
-LOCK_FILE = ".studio.lock"
-"""Hidden file in the dataset folder that server processes lock while they save (``make serve`` workers)."""
-
-LOCK_FILE_MODE = 0o644
-_write_lock = threading.Lock()
-
-
-@contextlib.contextmanager
-def saving(folder: Path) -> Iterator[None]:
-    """Saves read, change and rewrite whole files: one at a time (threads and worker processes alike),
-    so two quick saves never lose one. The lock file is never followed through a symlink."""
-    lock = folder / LOCK_FILE
-    with _write_lock:
-        try:
-            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, LOCK_FILE_MODE)
-        except OSError as e:  # ELOOP: a symlink put in its place
-            raise DatasetError(f"{lock}: cannot be used as the save lock ({e.strerror}); delete it") from e
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # released when the file closes
-            yield
-        finally:
-            os.close(fd)
 
 
 class DatasetNotFoundError(UsageError):
@@ -103,18 +78,13 @@ CONTROL_CATEGORY = "Cc"
 def read_transcript_rows(folder: Path) -> list[tuple[str, str]]:
     """``transcript.csv``'s rows in file order, duplicates included (empty when it does not exist yet)."""
     path = folder / TRANSCRIPT_FILE
-    return read_transcript(path) if path.is_file() else []
+    return read_transcript(path) if os.path.lexists(path) else []
 
 
 def read_rows(folder: Path) -> dict[str, str]:
     """``transcript.csv`` as clip key -> text (empty when the file does not exist yet; a duplicated key
     shows its last row, and ``duplicate_keys`` names it)."""
     return dict(read_transcript_rows(folder))
-
-
-def duplicate_keys(rows: list[tuple[str, str]]) -> list[str]:
-    """Keys with more than one row, sorted."""
-    return sorted(key for key, n in Counter(key for key, _ in rows).items() if n > 1)
 
 
 @dataclass
@@ -218,10 +188,10 @@ def _float(value: str | None) -> float | None:
 def read_review(folder: Path) -> list[dict[str, str]]:
     """Rows of ``transcript_review.csv`` in file order (riskiest first); empty when it does not exist."""
     path = folder / REVIEW_FILE
-    if not path.is_file():
+    if not os.path.lexists(path):
         return []
     try:
-        with path.open(encoding="utf-8", newline="") as f:
+        with io.StringIO(read_text_inside(folder, REVIEW_FILE), newline="") as f:
             return [row for row in csv.DictReader(f) if row.get("filename")]
     except (UnicodeDecodeError, csv.Error) as e:
         raise DatasetError(f"{path}: unreadable ({e}); run make transcribe again to rewrite it") from e
@@ -318,7 +288,7 @@ def save_clip(
     if clean == "":
         raise EditError(f"clip {key}: the text is empty; exclude the clip instead of blanking it")
     clean_reason = None if reason is None else clean_edit_text(reason, f"clip {key}: the reason")
-    with saving(folder):
+    with writing(folder):  # the dataset's one writer lock: transcribe and prepare-audio take it too
         rows = read_transcript_rows(folder)
         exclusions = read_exclusions(folder)
         _check_version(folder, key, if_match)

@@ -85,6 +85,23 @@ def write_text_atomic(path: Path | str, text: str, encoding: str = "utf-8") -> N
         tmp.write_text(text, encoding=encoding)
 
 
+def append_durably(path: Path | str, text: str, encoding: str = "utf-8") -> None:
+    """Append ``text`` to the file ``path`` names now, flushed and fsynced before returning.
+
+    Opened afresh each time, so an append lands in the current file even after another writer replaced
+    it atomically (an open handle would keep writing to the replaced one); never through a symlink.
+    """
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o666)
+    try:
+        data = memoryview(text.encode(encoding))
+        while data:
+            data = data[os.write(fd, data) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class DurableAppender:
     """Appends text to a file, each piece flushed and fsynced before ``write`` returns.
 

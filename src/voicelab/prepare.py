@@ -38,8 +38,10 @@ from voicelab.dataset import (
     indexed_key,
     read_manifest,
     read_sources_left_out,
-    write_manifest,
+    update_manifest,
+    update_sources_left_out,
     write_sources_left_out,
+    writing,
 )
 from voicelab.errors import UsageError
 from voicelab.fileio import printable_name
@@ -343,7 +345,7 @@ class _Run:
 
     def leave_out(self, path: Path, key: str, reason: str) -> None:
         self.left_out[key] = SourceLeftOut.of(path, key, reason)
-        write_sources_left_out(self.output_dir, self.left_out)
+        update_sources_left_out(self.output_dir, key, self.left_out[key])
 
     def prepare(self, key: str, path: Path, info: AudioInfo | AudioError, bar) -> SourceResult:
         """One source: its clips written and its manifest rows saved, or the reason it gave none."""
@@ -368,10 +370,10 @@ class _Run:
             self.leave_out(path, key, f"no clips: {why}")
             return result
         self.stems[key] = stem
-        self.records.extend(result.records)
-        write_manifest(self.output_dir / MANIFEST_FILE, self.records)
+        # merged into the manifest as it is now (the folder's writer discipline), not written from memory
+        self.records = update_manifest(self.output_dir / MANIFEST_FILE, key, result.records)
         if self.left_out.pop(key, None) is not None:
-            write_sources_left_out(self.output_dir, self.left_out)
+            update_sources_left_out(self.output_dir, key, None)
         logger.info(
             "%s: %.1f s -> %d clip(s), %.1f s kept",
             key,
@@ -514,15 +516,16 @@ def _probe(path: Path) -> AudioInfo | AudioError:
 def _clear_previous(output_dir: Path) -> None:
     """--overwrite: delete the clips the old manifest lists, the manifest, and what was left out."""
     manifest_path = output_dir / MANIFEST_FILE
-    write_sources_left_out(output_dir, {})
-    try:
-        old = read_manifest(manifest_path)
-    except ManifestError as e:
-        logger.warning("%s; it is replaced", e)
-        old = []
-    for record in old:
-        (output_dir / clip_filename(record.clip)).unlink(missing_ok=True)
-    manifest_path.unlink(missing_ok=True)
+    with writing(output_dir):
+        write_sources_left_out(output_dir, {})
+        try:
+            old = read_manifest(manifest_path)
+        except ManifestError as e:
+            logger.warning("%s; it is replaced", e)
+            old = []
+        for record in old:
+            (output_dir / clip_filename(record.clip)).unlink(missing_ok=True)
+        manifest_path.unlink(missing_ok=True)
 
 
 # -------------------------------------------------------------------------------------------- summary

@@ -21,6 +21,7 @@ time) and faster-whisper (optional extra, CTranslate2, clips decoded in batches)
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -37,17 +38,19 @@ import numpy as np
 from voicelab.audio import AudioError, read_audio
 from voicelab.dataset import (
     CLIP_SUFFIX,
-    TranscriptAppender,
+    EXCLUDED_FILE,
+    TranscriptWriter,
     normalize_text,
-    read_exclusions,
     read_transcript_for_resume,
     review_path_for,
     signals_path_for,
-    write_exclusions,
-    write_transcript,
+    sort_transcript,
+    update_exclusions,
+    update_transcript,
+    writing,
 )
 from voicelab.errors import UsageError
-from voicelab.fileio import DurableAppender, atomic_output, resolve_inside
+from voicelab.fileio import append_durably, atomic_output, read_text_inside, resolve_inside
 from voicelab.review import DEFAULT_SPEAKER_THRESHOLD, ClipSignals, review, speaker_context, write_review
 
 logger = logging.getLogger(__name__)
@@ -404,11 +407,13 @@ def load_transcriber(
 
 
 def read_signals(path: Path) -> dict[str, ClipSignals]:
-    """Records of the signals file by filename (last wins); a line cut short by a crash is skipped."""
+    """Records of the signals file by filename (last wins); a line cut short by a crash is skipped.
+
+    Read through ``fileio.open_inside`` its folder: a symlink leading out is refused."""
     found: dict[str, ClipSignals] = {}
-    if not path.exists():
+    if not os.path.lexists(path):
         return found
-    with path.open(encoding="utf-8") as f:
+    with io.StringIO(read_text_inside(path.parent, path.name, errors="replace")) as f:
         for line_no, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -422,14 +427,29 @@ def read_signals(path: Path) -> dict[str, ClipSignals]:
 
 
 def write_signals(path: Path, signals: dict[str, ClipSignals]) -> None:
-    with atomic_output(path) as tmp, tmp.open("w", encoding="utf-8") as f:
+    """The whole signals file, sorted, atomically, under the dataset folder's lock."""
+    with writing(path.parent), atomic_output(path) as tmp, tmp.open("w", encoding="utf-8") as f:
         for name in sorted(signals):
             f.write(json.dumps(asdict(signals[name]), ensure_ascii=False) + "\n")
 
 
-class _SignalsAppender(DurableAppender):
+def merge_signals(path: Path, signals: dict[str, ClipSignals]) -> dict[str, ClipSignals]:
+    """The signals file as it is now with ``signals`` applied over it (under the lock); returns the whole."""
+    with writing(path.parent):
+        merged = {**read_signals(path), **signals}
+        write_signals(path, merged)
+        return merged
+
+
+class _SignalsAppender:
+    """One record at a time, each durable, appended to the current file under the folder's lock."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
     def append(self, rec: ClipSignals) -> None:
-        self.write(json.dumps(asdict(rec), ensure_ascii=False) + "\n")
+        with writing(self.path.parent):
+            append_durably(self.path, json.dumps(asdict(rec), ensure_ascii=False) + "\n")
 
 
 CHANGED_CLIP_TOLERANCE_S = 0.01
@@ -447,6 +467,8 @@ class ResumePlan:
     """Kept rows whose clip is not in the folder (deleted or renamed): training skips them."""
     changed: list[str] = field(default_factory=list)
     """Clips whose audio changed since they were transcribed: their old rows are dropped and redone."""
+    fresh: bool = False
+    """--overwrite: every row is dropped at the start and every clip transcribed again."""
 
 
 def list_some(names: Sequence[str]) -> str:
@@ -466,7 +488,7 @@ def plan_resume(clips: Sequence[Path], output: Path, *, overwrite: bool) -> Resu
     wrong file is never overwritten by accident.
     """
     if overwrite:
-        return ResumePlan({}, {}, list(clips))
+        return ResumePlan({}, {}, list(clips), fresh=True)
     rows = dict(read_transcript_for_resume(output)) if output.exists() else {}
     signals = read_signals(signals_path_for(output))
     present = {c.stem for c in clips}
@@ -630,6 +652,8 @@ class TranscribeSummary:
     excluded_new: int = 0  # clips added to excluded.csv this run
     excluded_path: Path | None = None
     report_path: Path | None = None
+    kept_edits: list[str] = field(default_factory=list)
+    """Clips Whisper transcribed whose row someone else (a person in the studio) wrote meanwhile: kept."""
 
     @property
     def rowless(self) -> int:
@@ -651,9 +675,10 @@ def transcribe_clips(
 
     With ``quality``, each clip's audio measures are taken beside Whisper (and for clips an earlier run
     left unmeasured), the review weighs them, and the dataset report (and excluded.csv) are written.
-    ``output`` is first rewritten (atomically) with the kept rows, then each new row is appended with
-    flush + fsync, so the file is a valid CSV at every moment. At the end (and on Ctrl-C or an error)
-    it is rewritten sorted, atomically.
+    Every write follows the dataset's writer discipline (``dataset.writing``): ``output`` first loses the
+    rows this run redoes (all with --overwrite), then each new row is appended, durable, unless the clip
+    got a row meanwhile (a person's edit in the studio stays); at the end (and on Ctrl-C or an error) it is
+    sorted as it is then. Nothing is written from the rows held in memory, so nobody's edit is lost.
     """
     from tqdm import tqdm
 
@@ -663,9 +688,12 @@ def transcribe_clips(
     summary = TranscribeSummary(output=output, review_path=review_path_for(output), clips=len(clips))
     summary.kept = len(clips) - len(plan.todo)
     summary.missing, summary.changed = list(plan.missing), list(plan.changed)
-    rows, signals = dict(plan.rows), dict(plan.signals)
+    signals = dict(plan.signals)
     signals_path = signals_path_for(output)
-    write_transcript(output, rows.items())
+    redone = set(plan.changed)
+    rows = dict(
+        update_transcript(output, lambda now: [] if plan.fresh else [r for r in now if r[0] not in redone])
+    )
     write_signals(signals_path, signals)
 
     durations = {c: clip_duration_s(c) or 0.0 for c in plan.todo}
@@ -677,7 +705,7 @@ def transcribe_clips(
         bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} min [{elapsed}<{remaining}]{postfix}",
         disable=None if progress and plan.todo else True,
     )
-    rows_out = TranscriptAppender(output)
+    rows_out = TranscriptWriter(output)
     signals_out = _SignalsAppender(signals_path)
     try:
         step = transcriber.batch_size if transcriber is not None else 1
@@ -689,13 +717,8 @@ def transcribe_clips(
             for clip, audio, result, m in zip(ok, audios, results, measures, strict=True):
                 duration = len(audio) / WHISPER_SAMPLE_RATE
                 logger.debug("%s (%.1f s): %r", clip.name, duration, result.text)
-                if result.text:
-                    rows_out.append(clip.stem, result.text)  # the row first: it is what matters
+                if _add_row(rows_out, clip, result.text, summary):  # the row first: it is what matters
                     rows[clip.stem] = result.text
-                    summary.transcribed += 1
-                else:
-                    logger.info("%s: no speech recognised; no row written", clip.name)
-                    summary.empty += 1
                 record = ClipSignals(clip.stem, result.text, round(duration, 3), *_numbers(result), **m)
                 signals_out.append(record)
                 signals[clip.stem] = record
@@ -706,16 +729,28 @@ def transcribe_clips(
             _catch_up_quality(clips, rows, signals, signals_out, read, quality, summary)
     finally:
         bar.close()
-        rows_out.close()
-        signals_out.close()
         try:
-            write_transcript(output, rows.items())
-            write_signals(signals_path, signals)
+            rows = dict(sort_transcript(output))  # the file as it is now: others' rows included
+            signals = merge_signals(signals_path, signals)
         except OSError as e:  # the appended file is already valid; sorting is a nicety
             logger.warning("%s left in transcription order, not sorted: %s", output, e)
 
     _review(clips, rows, signals, read, quality, summary)
     return summary
+
+
+def _add_row(rows_out: TranscriptWriter, clip: Path, text: str, summary: TranscribeSummary) -> bool:
+    """Whisper's row for ``clip``, unless it is empty or someone wrote the clip's row meanwhile."""
+    if not text:
+        logger.info("%s: no speech recognised; no row written", clip.name)
+        summary.empty += 1
+        return False
+    if not rows_out.add(clip.stem, text):
+        logger.info("%s: someone wrote its row meanwhile (the studio?); theirs is kept", clip.name)
+        summary.kept_edits.append(clip.stem)
+        return False
+    summary.transcribed += 1
+    return True
 
 
 def _measure(
@@ -745,7 +780,8 @@ def _review(clips, rows, signals, read, quality: QualityOptions | None, summary:
     threshold = quality.speaker_threshold if quality is not None else DEFAULT_SPEAKER_THRESHOLD
     speakers = speaker_context(inputs, reference=reference, threshold=threshold)
     items = review(inputs, speakers)
-    write_review(summary.review_path, items)
+    with writing(summary.review_path.parent):
+        write_review(summary.review_path, items)
     summary.flagged = len(items)
     summary.other_speaker = sum(any(r.startswith("other speaker") for r in i.quality_reasons) for i in items)
     summary.noisy = sum(any(not r.startswith("other speaker") for r in i.quality_reasons) for i in items)
@@ -755,21 +791,26 @@ def _review(clips, rows, signals, read, quality: QualityOptions | None, summary:
 
 def _finish_quality(dataset_dir, items, inputs, speakers, quality: QualityOptions, summary) -> None:
     """excluded.csv (new flags added; a person's entries kept) and the dataset report."""
-    excluded = read_exclusions(dataset_dir)
-    if quality.exclude_flagged:
-        new = {i.signals.filename: "; ".join(i.quality_reasons) for i in items if i.quality_reasons}
-        new = {k: v for k, v in new.items() if k not in excluded}
-        if new:
-            excluded.update(new)
-            summary.excluded_path = write_exclusions(dataset_dir, excluded)
-        summary.excluded_new = len(new)
+    flagged = {i.signals.filename: "; ".join(i.quality_reasons) for i in items if i.quality_reasons}
+    added: dict[str, str] = {}
+
+    def add_flagged(excluded: dict[str, str]) -> dict[str, str]:  # a person's entries are kept
+        if quality.exclude_flagged:
+            added.update({k: v for k, v in flagged.items() if k not in excluded})
+        return {**excluded, **added}
+
+    excluded = update_exclusions(dataset_dir, add_flagged)
+    if added:
+        summary.excluded_path = dataset_dir / EXCLUDED_FILE
+    summary.excluded_new = len(added)
     if quality.report:
         from voicelab.dataset_report import write_dataset_report
 
         try:
-            summary.report_path = write_dataset_report(
-                dataset_dir / REPORT_NAME, inputs, speakers, excluded=excluded
-            )
+            with writing(dataset_dir):
+                summary.report_path = write_dataset_report(
+                    dataset_dir / REPORT_NAME, inputs, speakers, excluded=excluded
+                )
         except (OSError, ValueError) as e:  # the report is a view; the transcript and review stand
             logger.warning("%s not written: %s", dataset_dir / REPORT_NAME, e)
 
