@@ -101,7 +101,9 @@ def test_all_formats_succeed_and_clips_are_named_by_stem_and_index(formats_run):
     expected = sorted(f"{Path(n).stem}_{i:03d}" for n in FORMATS for i in range(len(EXPECTED_CLIPS)))
     assert sorted(r["clip"] for r in rows) == expected  # the clip key, as in transcript.csv
     assert sorted(p.stem for p in out.glob("*.wav")) == expected
-    assert [p.name for p in out.iterdir() if p.name.startswith(".") and p.name != dataset.LOCK_FILE] == []  # no temp or scratch left
+    assert [
+        p.name for p in out.iterdir() if p.name.startswith(".") and p.name != dataset.LOCK_FILE
+    ] == []  # no temp or scratch left
 
 
 def test_clips_are_16bit_mono_wav_at_the_target_rate_within_the_duration_bounds(formats_run):
