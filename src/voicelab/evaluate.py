@@ -697,12 +697,11 @@ PRIVATE_SUMMARY_KEYS = ("closest_training_clip",)
 
 def read_eval_summary(voice_dir: Path) -> dict[str, Any] | None:
     """The headline numbers and verdicts of a voice's last evaluation (None when it has none or it is
-    unreadable); read through ``resolve_inside`` so a planted symlink cannot leak another file."""
-    from voicelab.fileio import UnsafePathError, resolve_inside
+    unreadable); read through ``fileio.open_inside`` so a planted symlink cannot leak another file."""
+    from voicelab.fileio import UnsafePathError, read_text_inside
 
     try:
-        path = resolve_inside(Path(voice_dir), f"{EVAL_DIR}/{EVAL_FILE}")
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text_inside(Path(voice_dir), f"{EVAL_DIR}/{EVAL_FILE}"))
         public = {k: v for k, v in data["summary"].items() if k not in PRIVATE_SUMMARY_KEYS}
         return {
             "created_at": data["created_at"],

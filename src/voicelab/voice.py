@@ -88,10 +88,12 @@ class VoiceMetadata:
 
     @classmethod
     def read(cls, folder: Path) -> VoiceMetadata:
+        from voicelab.fileio import UnsafePathError, read_text_inside  # no symlink out of the folder
+
         path = Path(folder) / VOICE_FILE
         try:
-            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, json.JSONDecodeError, ValueError, TypeError) as e:
+            return cls.from_dict(json.loads(read_text_inside(folder, VOICE_FILE)))
+        except (OSError, json.JSONDecodeError, ValueError, TypeError, UnsafePathError) as e:
             raise ValueError(f"{path}: unreadable voice.json ({e})") from e
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from voicelab.engine.base import EngineError, EngineUnavailableError, TokenEngine, UnknownVoiceError, Voice
 from voicelab.evaluate import read_eval_summary
-from voicelab.fileio import UnsafePathError, resolve_inside
+from voicelab.fileio import UnsafePathError, read_text_inside, resolve_inside
 from voicelab.model_identity import model_identity
 from voicelab.voice import (
     ADAPTER_CONFIG_FILE,
@@ -197,8 +197,8 @@ def inspect_voice_folder(
     if not config_path.is_file():
         return f"no {ADAPTER_CONFIG_FILE} (not a trained voice)"
     try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        config = json.loads(read_text_inside(root, f"{name}/{ADAPTER_CONFIG_FILE}"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, UnsafePathError) as e:
         return f"unreadable {ADAPTER_CONFIG_FILE}: {e}"
     if not isinstance(config, dict):
         return f"{ADAPTER_CONFIG_FILE} is not a JSON object"

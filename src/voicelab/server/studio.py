@@ -2,8 +2,10 @@
 
 The page is plain HTML/CSS/JS shipped in the package (``static/studio/``), nothing loaded from elsewhere.
 It talks to the public API (``/v1/...``) and to the JSON endpoints here (``/studio/api/...``), which are
-guarded by the same API keys. The dataset endpoints read and write only inside ``settings.prepared_dir``
-and answer 403 when ``VOICELAB_STUDIO=false``; the voice endpoints only read ``voices/NAME/eval/``.
+guarded by the same API keys (and, like every route, by ``server.guard``: Host, same-site writes). The
+dataset endpoints read and write only inside ``settings.prepared_dir`` and answer 403 when
+``VOICELAB_STUDIO=false``; the voice endpoints only read ``voices/NAME/eval/``. Every file is opened
+through ``fileio.open_inside`` and sent from that open handle, and answers never show the server's paths.
 """
 
 from __future__ import annotations
