@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import fcntl
 import io
 import logging
@@ -105,8 +106,12 @@ def writing(folder: Path | str) -> Iterator[None]:
     lock = Path(folder) / LOCK_FILE
     try:
         fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, LOCK_FILE_MODE)
-    except OSError as e:  # ELOOP: a symlink in its place
-        raise DatasetError(f"{lock}: cannot be used as the folder's lock ({e.strerror}); delete it") from e
+    except OSError as e:
+        if e.errno == errno.ELOOP:  # a symlink in its place
+            raise DatasetError(f"{lock}: a symlink, not the folder's lock; delete it") from e
+        raise DatasetError(
+            f"{lock}: cannot take the folder's lock ({e.strerror}); it must be writable"
+        ) from e
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # released when the file closes
         held.add(key)
