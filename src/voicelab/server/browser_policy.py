@@ -16,8 +16,9 @@ requests at it:
   styles; every other answer gets one that allows nothing, so an SVG or HTML file served as data never
   runs script even when opened directly.
 
-``server.guard.RequestGuard`` applies the two request checks to every route, present and future, before
-the body is read; ``SecurityHeaders`` adds the headers to every response.
+``server.guard.RequestGuard`` applies the two request rules to every route, present and future, before
+the body is read; ``SecurityHeaders`` adds the headers to every response. This module has no heavy imports:
+the settings check ``VOICELAB_ALLOWED_HOSTS`` with it (``--help`` of the commands stays instant).
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ import re
 from urllib.parse import urlsplit
 
 from starlette.datastructures import MutableHeaders
-
-from voicelab.server.errors import ApiError
 
 ANY_HOST = "*"
 """``VOICELAB_ALLOWED_HOSTS=*``: no Host check (only behind a proxy that checks Host itself)."""
@@ -126,21 +125,6 @@ def host_allowed(host_header: str, patterns: list[str]) -> bool:
     return False
 
 
-def check_host(host_header: str, patterns: list[str]) -> None:
-    """Raise 400 ``invalid_host`` unless the request names a host this server answers to.
-
-    A request without a Host header (an HTTP/1.0 tool) cannot come from a browser and passes.
-    """
-    if not host_header or host_allowed(host_header, patterns):
-        return
-    raise ApiError(
-        400,
-        f"this server does not answer to the host name {host_header[:100]!r}; if that is how clients "
-        "reach it, add the name to VOICELAB_ALLOWED_HOSTS (docs/deploy.md)",
-        code="invalid_host",
-    )
-
-
 def _origin_matches(origin: str, host_header: str) -> bool:
     try:
         parts = urlsplit(origin)
@@ -164,19 +148,6 @@ def cross_site_reason(method: str, sec_fetch_site: str, origin: str, host_header
     if origin and not _origin_matches(origin.strip(), host_header):
         return f"it comes from a page of another origin (Origin: {origin[:100]})"
     return None
-
-
-def check_same_site(method: str, sec_fetch_site: str, origin: str, host_header: str) -> None:
-    """Raise 403 ``cross_site_request`` for a state-changing request another site's page sent."""
-    reason = cross_site_reason(method, sec_fetch_site, origin, host_header)
-    if reason is not None:
-        raise ApiError(
-            403,
-            f"{method} refused: {reason}. Only the studio page served here, or a program that is not a "
-            "browser, may change anything",
-            type="permission_error",
-            code="cross_site_request",
-        )
 
 
 class SecurityHeaders:

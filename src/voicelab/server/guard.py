@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from pydantic import SecretStr
 
-from voicelab.server.browser_policy import SAFE_METHODS, check_host, check_same_site
+from voicelab.server.browser_policy import SAFE_METHODS, cross_site_reason, host_allowed
 from voicelab.server.errors import AUTH_CHALLENGE, AUTHENTICATION, ApiError
 
 PROTECTED_PREFIXES = ("/v1/", "/studio/api/")  # the API and the studio page's endpoints: reads need the key
@@ -30,6 +30,34 @@ def needs_key(method: str, path: str) -> bool:
     """Whether the API key (when keys are set) guards this request: every state-changing one, and reads
     of the API and the studio's endpoints."""
     return method.upper() not in SAFE_METHODS or path.startswith(PROTECTED_PREFIXES)
+
+
+def check_host(host_header: str, patterns: list[str]) -> None:
+    """Raise 400 ``invalid_host`` unless the request names a host this server answers to.
+
+    A request without a Host header (an HTTP/1.0 tool) cannot come from a browser and passes.
+    """
+    if not host_header or host_allowed(host_header, patterns):
+        return
+    raise ApiError(
+        400,
+        f"this server does not answer to the host name {host_header[:100]!r}; if that is how clients "
+        "reach it, add the name to VOICELAB_ALLOWED_HOSTS (docs/deploy.md)",
+        code="invalid_host",
+    )
+
+
+def check_same_site(method: str, sec_fetch_site: str, origin: str, host_header: str) -> None:
+    """Raise 403 ``cross_site_request`` for a state-changing request another site's page sent."""
+    reason = cross_site_reason(method, sec_fetch_site, origin, host_header)
+    if reason is not None:
+        raise ApiError(
+            403,
+            f"{method} refused: {reason}. Only the studio page served here, or a program that is not a "
+            "browser, may change anything",
+            type="permission_error",
+            code="cross_site_request",
+        )
 
 
 def check_api_key(authorization: str, keys: Sequence[SecretStr]) -> None:
