@@ -9,7 +9,7 @@ import os
 import pytest
 
 from voicelab import dataset_review
-from voicelab.dataset import read_exclusions, read_transcript
+from voicelab.dataset import PreparedDataset, read_exclusions, read_transcript
 from voicelab.server.app import create_app
 from voicelab.server.backend import Backend
 from voicelab.server.settings import Settings
@@ -123,7 +123,7 @@ def test_a_failed_exclusion_write_puts_the_text_back(root, monkeypatch):
         raise OSError(28, "No space left on device")
 
     before = transcript_bytes(root)
-    monkeypatch.setattr(dataset_review, "write_exclusions", fail)
+    monkeypatch.setattr(PreparedDataset, "write_exclusions", fail)
     with pytest.raises(OSError):
         dataset_review.save_clip(root / "prepared", "alice", "clip_000", text="new words", excluded=True)
     assert transcript_bytes(root) == before

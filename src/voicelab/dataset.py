@@ -1,36 +1,47 @@
 """The prepared dataset folder ``prepared/NAME/``: every file in it, how clips are named, and the formats.
 
-One folder per character, written by the data steps and read by training and the studio:
+One folder per character, written by the data steps and read by training and the studio. This module is
+the folder's only owner: ``PreparedDataset(dir)`` knows every path below and reads and writes every file;
+other modules ask it (``ds.transcript_path``, ``ds.read_transcript()``, ``ds.write_exclusions(...)``) and
+never spell a file name (``tests/test_architecture.py`` checks it). Every write to the folder goes through
+a ``PreparedDataset`` method.
 
-=========================  ================  =========================================================
-file                       written by        what
-=========================  ================  =========================================================
-``{key}.wav``              prepare-audio     the clips: 16-bit mono WAV at 24 kHz, 3-13 s
-``manifest.csv``           prepare-audio     one row per clip: source span, levels, how each edge was cut
-``transcript.csv``         transcribe        ``filename,text``: the text of every clip (the guide's format)
-``transcript_signals.jsonl``  transcribe     Whisper's numbers and audio measures per clip seen
-``transcript_review.csv``  transcribe        the clips worth a listen, riskiest first, with reasons
-``dataset_report.png``     transcribe        clip lengths, speaker similarity, DNSMOS, minutes per source
-``excluded.csv``           a person/studio   ``filename,reason``: clips left out of training (text kept)
-``sources_left_out.csv``   prepare-audio     recordings that failed or gave no clip, remembered until changed
-``.snac_cache/``           train-lora        SNAC codes per clip, keyed by content
-``.dataset.lock``          every writer      the folder's writer lock (``writing``); empty
-=========================  ================  =========================================================
+==============================  ================  =====================================================
+file                            written by        what
+==============================  ================  =====================================================
+``{key}.wav``                   prepare-audio     the clips: 16-bit mono WAV at 24 kHz, 3-13 s
+``manifest.csv``                prepare-audio     one row per clip: source span, levels, how each edge was cut
+``transcript.csv``              transcribe        ``filename,text``: the text of every clip (the guide's format)
+``transcript_signals.jsonl``    transcribe        Whisper's numbers and audio measures per clip seen
+``transcript_review.csv``       transcribe        the clips worth a listen, riskiest first, with reasons
+``dataset_report.png``          transcribe        clip lengths, speaker similarity, DNSMOS, minutes per source
+``excluded.csv``                a person/studio   ``filename,reason``: clips left out of training (text kept)
+``sources_left_out.csv``        prepare-audio     recordings that failed or gave no clip, remembered until changed
+``.dataset.lock``               every writer      the folder's writer lock (``PreparedDataset.writing``); empty
+``.snac_cache/``                train-lora        SNAC codes per clip, keyed by content
+==============================  ================  =====================================================
 
-A clip is named everywhere by its **key**, the file stem without ``.wav`` (``talk_003``): in
-``transcript.csv``, ``manifest.csv``, ``excluded.csv`` and the review. Readers also accept ``talk_003.wav``.
+A clip is named everywhere by its **key**, the file stem without ``.wav`` (``talk_003``), and code calls
+it ``key``. The files keep their historical column names for it: the ``filename`` column of
+``transcript.csv``, ``excluded.csv`` and ``transcript_review.csv``, the ``clip`` column of
+``manifest.csv`` and the ``filename`` field of ``transcript_signals.jsonl`` all hold keys. Readers also
+accept ``talk_003.wav``.
 
-One writer discipline for every file of the folder: a writer holds the folder's lock (``writing``, the
-hidden ``.dataset.lock``; threads and processes alike) while it reads, changes and writes, and it merges
-rather than overwriting from memory: it reads the file as it is now, applies its own rows and writes the
-whole atomically (``update_transcript``, ``update_exclusions``, ``update_manifest``,
-``update_sources_left_out``), or appends one record to the current file (``TranscriptWriter``). So
-transcribe, prepare-audio and a person saving in the studio at the same moment lose nothing: transcribe
-adds a clip's row only while no one else wrote one, and never rewrites the file from the rows it held.
+A transcript may live under another name (``transcribe --output``, ``train-lora --transcript``); its
+signals and review files follow it: ``{stem}_signals.jsonl`` and ``{stem}_review.csv`` beside it.
 
-Every file is read through ``fileio.open_inside``: a symlink that leads out of the folder is refused, not
-read, and nothing is ever written through a symlink (atomic writes replace the name; appends and the lock
-refuse a symlink).
+One writer discipline for every file of the folder, kept by the ``PreparedDataset`` write methods so every
+writer gets it: a writer holds the folder's lock (``writing``: ``.dataset.lock``, threads and processes
+alike) while it reads, changes and writes, and it merges rather than overwriting from memory. It reads
+the file as it is now, applies its own rows and writes the whole atomically (``update_transcript``,
+``update_exclusions``, ``update_manifest``, ``update_sources_left_out``, ``merge_signals``), or appends
+one record to the current file (``transcript_writer``, ``signals_appender``). So transcribe,
+prepare-audio and a person saving in the studio at the same moment lose nothing: transcribe adds a clip's
+row only while no one else wrote one, and never rewrites the file from the rows it held.
+
+Every file is read through ``fileio.open_inside`` its folder: a symlink that leads out is refused, not
+read; nothing is written through a symlink (atomic writes replace the name; appends and the lock refuse
+a symlink).
 """
 
 from __future__ import annotations
@@ -40,12 +51,14 @@ import csv
 import errno
 import fcntl
 import io
+import json
 import logging
 import os
 import re
+import tempfile
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -59,18 +72,43 @@ TRANSCRIPT_FILE = "transcript.csv"
 MANIFEST_FILE = "manifest.csv"
 SIGNALS_FILE = "transcript_signals.jsonl"
 REVIEW_FILE = "transcript_review.csv"
+REPORT_FILE = "dataset_report.png"
 EXCLUDED_FILE = "excluded.csv"
 SOURCES_LEFT_OUT_FILE = "sources_left_out.csv"
-CACHE_DIR = ".snac_cache"
 LOCK_FILE = ".dataset.lock"
 """Held by every writer of the folder (``writing``)."""
 LOCK_FILE_MODE = 0o644
+CACHE_DIR = ".snac_cache"
+SCRATCH_PREFIX = ".prepare-scratch-"
+"""prepare-audio's unlinked scratch file of decoded samples (gone when the run ends, even on a crash)."""
+SIGNALS_SUFFIX = "_signals.jsonl"
+REVIEW_SUFFIX = "_review.csv"
+"""The signals and review files are named after their transcript: ``{stem}_signals.jsonl``."""
+FILE_NAMES = (
+    TRANSCRIPT_FILE,
+    MANIFEST_FILE,
+    SIGNALS_FILE,
+    REVIEW_FILE,
+    REPORT_FILE,
+    EXCLUDED_FILE,
+    SOURCES_LEFT_OUT_FILE,
+    LOCK_FILE,
+    CACHE_DIR,
+    SCRATCH_PREFIX,
+    SIGNALS_SUFFIX,
+    REVIEW_SUFFIX,
+)
+"""Every name this module gives a file of the folder: no other module may spell one."""
 ENCODING = "utf-8"
 INDEX_DIGITS = 3
 """Clip keys are ``{stem}_{index:03d}`` (the guide's naming); indexes past 999 just grow wider."""
 
-TRANSCRIPT_HEADER = ("filename", "text")
-EXCLUDED_HEADER = ("filename", "reason")
+KEY_COLUMN = "filename"
+"""The column (and signals field) that holds the clip key in transcript, excluded, review and signals."""
+MANIFEST_KEY_COLUMN = "clip"
+"""The manifest's column for the clip key."""
+TRANSCRIPT_HEADER = (KEY_COLUMN, "text")
+EXCLUDED_HEADER = (KEY_COLUMN, "reason")
 _WHITESPACE_RUN = re.compile(r"\s+")
 
 
@@ -84,52 +122,6 @@ class TranscriptFormatError(DatasetError):
 
 class ManifestError(DatasetError):
     """``manifest.csv`` exists but cannot be read as one prepare-audio wrote."""
-
-
-# ---------------------------------------------------------------------------------- writer discipline
-
-_held = threading.local()
-
-
-@contextlib.contextmanager
-def writing(folder: Path | str) -> Iterator[None]:
-    """Hold ``folder``'s writer lock: one writer at a time, across threads and processes (``flock``).
-
-    Re-entrant within a thread, so a merge (``update_*``) can run inside a larger change that holds it.
-    The lock file is created if missing and never followed through a symlink.
-    """
-    key = os.path.realpath(folder)
-    held: set[str] = _held.__dict__.setdefault("folders", set())
-    if key in held:
-        yield
-        return
-    lock = Path(folder) / LOCK_FILE
-    try:
-        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, LOCK_FILE_MODE)
-    except OSError as e:
-        if e.errno == errno.ELOOP:  # a symlink in its place
-            raise DatasetError(f"{lock}: a symlink, not the folder's lock; delete it") from e
-        raise DatasetError(
-            f"{lock}: cannot take the folder's lock ({e.strerror}); it must be writable"
-        ) from e
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # released when the file closes
-        held.add(key)
-        yield
-    finally:
-        held.discard(key)
-        os.close(fd)
-
-
-def _read_text(path: Path) -> str:
-    """The file's text, opened through ``fileio.open_inside`` its own folder (a symlink leading out is
-    refused); ``FileNotFoundError`` when absent."""
-    with open_inside(path.parent, path.name) as handle:
-        data = handle.read()
-    try:
-        return data.decode(ENCODING)
-    except UnicodeDecodeError as e:
-        raise TranscriptFormatError(f"{path}: not UTF-8 text ({e}); save it as UTF-8") from e
 
 
 # ----------------------------------------------------------------------------------------- the folder
@@ -162,9 +154,9 @@ def indexed_key(stem: str, index: int) -> str:
     return f"{stem}_{index:0{INDEX_DIGITS}d}"
 
 
-def clip_path(dataset_dir: Path, name: str) -> Path | None:
-    """The WAV a key names inside ``dataset_dir``, or None when the name is empty or would leave the folder."""
-    key = clip_key(name)
+def clip_path(dataset_dir: Path, key: str) -> Path | None:
+    """The WAV a key names inside ``dataset_dir``, or None when the key is empty or would leave the folder."""
+    key = clip_key(key)
     filename = f"{key}{CLIP_SUFFIX}"
     if not key or Path(filename).name != filename or filename.startswith("."):
         return None
@@ -190,16 +182,6 @@ def find_clips(dataset_dir: Path) -> list[Path]:
     return clips
 
 
-def signals_path_for(transcript: Path) -> Path:
-    """``transcript_signals.jsonl`` beside ``transcript.csv`` (``{stem}_signals.jsonl`` for another name)."""
-    return transcript.with_name(f"{transcript.stem}_signals.jsonl")
-
-
-def review_path_for(transcript: Path) -> Path:
-    """``transcript_review.csv`` beside ``transcript.csv`` (``{stem}_review.csv`` for another name)."""
-    return transcript.with_name(f"{transcript.stem}_review.csv")
-
-
 # ------------------------------------------------------------------------------------ transcript.csv
 
 
@@ -213,6 +195,50 @@ def format_row(*values: str) -> str:
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerow(values)
     return buf.getvalue()
+
+
+def _read_text(path: Path) -> str:
+    """The file's text, opened through ``fileio.open_inside`` its own folder (a symlink leading out is
+    refused: ``UnsafePathError``); ``FileNotFoundError`` when absent."""
+    with open_inside(path.parent, path.name) as handle:
+        data = handle.read()
+    try:
+        return data.decode(ENCODING)
+    except UnicodeDecodeError as e:
+        raise TranscriptFormatError(f"{path}: not UTF-8 text ({e}); save it as UTF-8") from e
+
+
+_held = threading.local()
+
+
+@contextlib.contextmanager
+def writing(folder: Path | str) -> Iterator[None]:
+    """Hold ``folder``'s writer lock: one writer at a time, across threads and processes (``flock``).
+
+    Re-entrant within a thread, so a merge (``update_*``) can run inside a larger change that holds it.
+    The lock file is created if missing and never followed through a symlink.
+    """
+    key = os.path.realpath(folder)
+    held: set[str] = _held.__dict__.setdefault("folders", set())
+    if key in held:
+        yield
+        return
+    lock = Path(folder) / LOCK_FILE
+    try:
+        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, LOCK_FILE_MODE)
+    except OSError as e:
+        if e.errno == errno.ELOOP:  # a symlink in its place
+            raise DatasetError(f"{lock}: a symlink, not the folder's lock; delete it") from e
+        raise DatasetError(
+            f"{lock}: cannot take the folder's lock ({e.strerror}); it must be writable"
+        ) from e
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released when the file closes
+        held.add(key)
+        yield
+    finally:
+        held.discard(key)
+        os.close(fd)
 
 
 def _parse(path: Path, content: str, header: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -303,24 +329,13 @@ TranscriptChange = Callable[[list[tuple[str, str]]], list[tuple[str, str]]]
 def update_transcript(path: Path | str, change: TranscriptChange) -> list[tuple[str, str]]:
     """The one way to change a transcript others may be writing: under the folder's lock, read it as it
     is now (file order, duplicates kept; a last row cut short by a crash dropped), apply ``change`` and
-    write the result atomically. Returns the rows now in the file. ``change`` may raise to
-    write nothing."""
+    write the result atomically. Returns the rows now in the file. ``change`` may raise to write nothing."""
     path = Path(path)
     with writing(path.parent):
-        rows = read_transcript_for_resume(path) if path.exists() else []
+        rows = read_transcript_for_resume(path) if os.path.lexists(path) else []
         changed = change(list(rows))
         write_transcript_rows(path, changed)  # also when equal: a last row cut short is gone from the file
         return changed
-
-
-def sort_transcript(path: Path | str) -> list[tuple[str, str]]:
-    """Rows sorted by key in place (stable: duplicates kept in their order, and named in a warning)."""
-    rows = update_transcript(path, lambda rows: sorted(rows, key=lambda row: row[0]))
-    if duplicates := duplicate_keys(rows):
-        logger.warning(
-            "%s: clips with several rows (kept; keep one by hand): %s", path, ", ".join(duplicates)
-        )
-    return rows
 
 
 def duplicate_keys(rows: Iterable[tuple[str, str]]) -> list[str]:
@@ -355,10 +370,9 @@ class TranscriptWriter:
         """Append the row unless the clip has one now; True when appended."""
         key = clip_key(key)
         with writing(self.path.parent):
-            if _signature(self.path) != self._seen or self._seen is None:
-                self._keys = (
-                    {k for k, _ in read_transcript_for_resume(self.path)} if self.path.exists() else set()
-                )
+            if self._seen is None or _signature(self.path) != self._seen:
+                present = os.path.lexists(self.path)
+                self._keys = {k for k, _ in read_transcript_for_resume(self.path)} if present else set()
             if key in self._keys:
                 return False
             append_durably(self.path, format_row(key, text), ENCODING)
@@ -371,33 +385,13 @@ class TranscriptWriter:
 
 
 def read_exclusions(dataset_dir: Path | str) -> dict[str, str]:
-    """Clips a person left out of training: key -> reason (``{}`` when there is no ``excluded.csv``)."""
-    path = Path(dataset_dir) / EXCLUDED_FILE
-    if not os.path.lexists(path):
-        return {}
-    return dict(_parse(path, _read_text(path), EXCLUDED_HEADER))
+    """``PreparedDataset(dataset_dir).read_exclusions()``."""
+    return PreparedDataset(dataset_dir).read_exclusions()
 
 
 def write_exclusions(dataset_dir: Path | str, exclusions: Mapping[str, str]) -> Path:
-    """Replace ``excluded.csv`` atomically, sorted by key (removed when nothing is excluded)."""
-    path = Path(dataset_dir) / EXCLUDED_FILE
-    with writing(path.parent):
-        if not exclusions:
-            path.unlink(missing_ok=True)
-            return path
-        return _write_pairs(path, EXCLUDED_HEADER, sorted((clip_key(k), r) for k, r in exclusions.items()))
-
-
-def update_exclusions(
-    dataset_dir: Path | str, change: Callable[[dict[str, str]], dict[str, str]]
-) -> dict[str, str]:
-    """Change ``excluded.csv`` as it is now, under the folder's lock (see ``update_transcript``)."""
-    with writing(dataset_dir):
-        exclusions = read_exclusions(dataset_dir)
-        changed = change(dict(exclusions))
-        if changed != exclusions:
-            write_exclusions(dataset_dir, changed)
-        return changed
+    """``PreparedDataset(dataset_dir).write_exclusions(exclusions)``."""
+    return PreparedDataset(dataset_dir).write_exclusions(exclusions)
 
 
 # -------------------------------------------------------------------------------------- manifest.csv
@@ -407,8 +401,8 @@ def update_exclusions(
 class ClipRecord:
     """One manifest row. Times are seconds in the source; levels are dBFS of the written clip."""
 
-    clip: str
-    """The clip's key (``talk_003``)."""
+    key: str
+    """The clip's key (``talk_003``), in the manifest's ``clip`` column."""
     source: str
     start_s: float
     end_s: float
@@ -429,7 +423,8 @@ class ClipRecord:
 
     @classmethod
     def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
+        """The manifest's columns, in order (the key's column is ``MANIFEST_KEY_COLUMN``)."""
+        return [MANIFEST_KEY_COLUMN if f.name == "key" else f.name for f in fields(cls)]
 
     @classmethod
     def older_field_names(cls) -> list[str]:
@@ -437,7 +432,7 @@ class ClipRecord:
         return cls.field_names()[:-2]
 
     def to_row(self) -> dict[str, str]:
-        row = {k: str(v) for k, v in asdict(self).items()}
+        row = {(MANIFEST_KEY_COLUMN if k == "key" else k): str(v) for k, v in asdict(self).items()}
         row["peak_limited"] = "yes" if self.peak_limited else "no"
         row["threshold_dbfs"] = "" if self.threshold_dbfs is None else str(self.threshold_dbfs)
         return row
@@ -446,7 +441,7 @@ class ClipRecord:
     def from_row(cls, row: dict[str, str]) -> ClipRecord:
         floats = ("start_s", "end_s", "duration_s", "rms_dbfs", "peak_dbfs", "gain_db")
         return cls(
-            clip=clip_key(row["clip"]),  # manifests written before keys dropped ".wav"
+            key=clip_key(row[MANIFEST_KEY_COLUMN]),  # manifests written before keys dropped ".wav"
             source=row["source"],
             **{name: float(row[name]) for name in floats},
             peak_limited=row["peak_limited"] == "yes",
@@ -488,15 +483,6 @@ def write_manifest(path: Path, records: Iterable[ClipRecord]) -> None:
         write_text_atomic(path, buffer.getvalue())
 
 
-def update_manifest(path: Path, source: str, records: Iterable[ClipRecord]) -> list[ClipRecord]:
-    """The manifest as it is now with ``source``'s rows replaced by ``records``, under the folder's lock;
-    returns every row now in it."""
-    with writing(path.parent):
-        rows = [r for r in read_manifest(path) if r.source != source] + list(records)
-        write_manifest(path, rows)
-        return rows
-
-
 # ------------------------------------------------------------------------------ sources_left_out.csv
 
 
@@ -527,8 +513,17 @@ class SourceLeftOut:
 
 
 def read_sources_left_out(dataset_dir: Path | str) -> dict[str, SourceLeftOut]:
+    """``PreparedDataset(dataset_dir).read_sources_left_out()``."""
+    return PreparedDataset(dataset_dir).read_sources_left_out()
+
+
+def write_sources_left_out(dataset_dir: Path | str, notes: Mapping[str, SourceLeftOut]) -> None:
+    """``PreparedDataset(dataset_dir).write_sources_left_out(notes)``."""
+    PreparedDataset(dataset_dir).write_sources_left_out(notes)
+
+
+def _read_sources_left_out(path: Path) -> dict[str, SourceLeftOut]:
     """Recordings left out by earlier runs, by source key (``{}`` when none; an unreadable file is ignored)."""
-    path = Path(dataset_dir) / SOURCES_LEFT_OUT_FILE
     if not os.path.lexists(path):
         return {}
     try:
@@ -544,9 +539,8 @@ def read_sources_left_out(dataset_dir: Path | str) -> dict[str, SourceLeftOut]:
         return {}
 
 
-def write_sources_left_out(dataset_dir: Path | str, notes: Mapping[str, SourceLeftOut]) -> None:
+def _write_sources_left_out(path: Path, notes: Mapping[str, SourceLeftOut]) -> None:
     """Replace ``sources_left_out.csv`` atomically (removed when nothing is left out)."""
-    path = Path(dataset_dir) / SOURCES_LEFT_OUT_FILE
     with writing(path.parent):
         if not notes:
             path.unlink(missing_ok=True)
@@ -560,14 +554,438 @@ def write_sources_left_out(dataset_dir: Path | str, notes: Mapping[str, SourceLe
         write_text_atomic(path, buffer.getvalue())
 
 
-def update_sources_left_out(dataset_dir: Path | str, source: str, note: SourceLeftOut | None) -> None:
-    """``sources_left_out.csv`` as it is now with ``source``'s note set (or removed with None), under the
-    folder's lock."""
-    with writing(dataset_dir):
-        notes = read_sources_left_out(dataset_dir)
-        if note is None:
-            if notes.pop(source, None) is None:
-                return
-        else:
-            notes[source] = note
-        write_sources_left_out(dataset_dir, notes)
+# ------------------------------------------------------------------------- transcript_signals.jsonl
+
+
+@dataclass(frozen=True)
+class ClipSignals:
+    """What is known about one clip: its text, audio length and Whisper's numbers (``None`` = unknown).
+
+    One record of ``transcript_signals.jsonl`` (one JSON object a line; the key in its ``filename``
+    field). Written by transcribe, read by the review, the studio and a resumed transcribe.
+    """
+
+    key: str
+    text: str
+    duration_s: float | None
+    avg_logprob: float | None = None
+    no_speech_prob: float | None = None
+    compression_ratio: float | None = None
+    # audio measures (voicelab.quality), stored so a rerun need not compute them again
+    speech_s: float | None = None
+    dnsmos_sig: float | None = None
+    dnsmos_bak: float | None = None
+    dnsmos_ovrl: float | None = None
+    embedding: list[float] | None = None
+
+    @property
+    def has_quality(self) -> bool:
+        return self.embedding is not None
+
+    def to_json(self) -> str:
+        """One line of the signals file (without the newline); the key first, as ``filename``."""
+        record = asdict(self)
+        return json.dumps({KEY_COLUMN: record.pop("key"), **record}, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, line: str) -> ClipSignals:
+        """Raises ``ValueError``, ``TypeError``, ``KeyError`` or ``AttributeError`` for a line that is not
+        a record."""
+        record = json.loads(line)
+        key = record.pop(KEY_COLUMN)
+        return cls(key, **record)
+
+
+def read_signals(path: Path) -> dict[str, ClipSignals]:
+    """Records of a signals file by key (last wins); a line cut short by a crash is skipped."""
+    found: dict[str, ClipSignals] = {}
+    if not os.path.lexists(path):
+        return found
+    with io.StringIO(_read_text(path)) as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = ClipSignals.from_json(line)
+            except (ValueError, TypeError, KeyError, AttributeError) as e:
+                logger.warning("%s: line %d unreadable (%s); ignored", path, line_no, e)
+                continue
+            found[rec.key] = rec
+    return found
+
+
+def _write_signals(path: Path, signals: Mapping[str, ClipSignals]) -> None:
+    with writing(path.parent), atomic_output(path) as tmp, tmp.open("w", encoding=ENCODING) as f:
+        for key in sorted(signals):
+            f.write(signals[key].to_json() + "\n")
+
+
+class SignalsAppender:
+    """Appends records to a signals file, each durable before the next (a crash loses at most one), to the
+    file as it is now, under the folder's lock."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+
+    def append(self, rec: ClipSignals) -> None:
+        with writing(self.path.parent):
+            append_durably(self.path, rec.to_json() + "\n", ENCODING)
+
+    def close(self) -> None:
+        """Nothing is held open between records."""
+
+
+# ---------------------------------------------------------------------------- transcript_review.csv
+
+REVIEW_COLUMNS = (
+    (KEY_COLUMN, None),
+    ("risk", 2),
+    ("reasons", None),
+    ("text", None),
+    ("duration_s", 2),
+    ("chars_per_s", 1),
+    ("avg_logprob", 3),
+    ("no_speech_prob", 3),
+    ("compression_ratio", 2),
+    ("speaker_similarity", 3),
+    ("dnsmos_sig", 2),
+    ("dnsmos_bak", 2),
+    ("dnsmos_ovrl", 2),
+    ("words_per_s", 2),
+)
+"""The review's columns, in order, with the decimals each number is written with (None: text)."""
+REVIEW_HEADER = tuple(name for name, _ in REVIEW_COLUMNS)
+
+
+@dataclass(frozen=True)
+class ReviewRow:
+    """One row of ``transcript_review.csv``: a clip worth a listen, and the numbers behind its reasons."""
+
+    key: str
+    risk: float | None
+    reasons: str
+    text: str
+    duration_s: float | None = None
+    chars_per_s: float | None = None
+    avg_logprob: float | None = None
+    no_speech_prob: float | None = None
+    compression_ratio: float | None = None
+    speaker_similarity: float | None = None
+    dnsmos_sig: float | None = None
+    dnsmos_bak: float | None = None
+    dnsmos_ovrl: float | None = None
+    words_per_s: float | None = None
+
+    def to_record(self) -> tuple[str, ...]:
+        values = (getattr(self, f.name) for f in fields(self))
+        return tuple(
+            value if digits is None else _number(value, digits)
+            for (_, digits), value in zip(REVIEW_COLUMNS, values, strict=True)
+        )
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, str | None]) -> ReviewRow:
+        """A row read back; numbers that do not parse read as ``None``."""
+        numbers = {name: _float(row.get(name)) for name, digits in REVIEW_COLUMNS[1:] if digits is not None}
+        return cls(
+            key=clip_key(row[KEY_COLUMN] or ""),
+            reasons=row.get("reasons", ""),  # type: ignore[arg-type]
+            text=row.get("text", ""),  # type: ignore[arg-type]
+            **numbers,
+        )
+
+
+def _number(value: float | None, digits: int) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+# --------------------------------------------------------------------------------- the folder object
+
+
+class PreparedDataset:
+    """The folder ``prepared/NAME/`` (see the module docstring): its paths, and every read and write.
+
+    ``transcript``: a transcript under another name or folder (``--output``, ``--transcript``); its
+    signals and review files sit beside it. The other files are in ``folder``.
+    """
+
+    def __init__(self, folder: Path | str, transcript: Path | str | None = None):
+        self.dir = Path(folder)
+        self.transcript_path = Path(transcript) if transcript is not None else self.dir / TRANSCRIPT_FILE
+
+    @classmethod
+    def of_transcript(cls, transcript: PreparedDataset | Path | str) -> PreparedDataset:
+        """The dataset a transcript file belongs to (its folder); a ``PreparedDataset`` as it is."""
+        if isinstance(transcript, PreparedDataset):
+            return transcript
+        return cls(Path(transcript).parent, transcript)
+
+    def __repr__(self) -> str:
+        return f"PreparedDataset({str(self.dir)!r})"
+
+    # --- paths -----------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.dir.name
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.dir / MANIFEST_FILE
+
+    @property
+    def signals_path(self) -> Path:
+        """``transcript_signals.jsonl`` beside the transcript (``{stem}_signals.jsonl`` for another name)."""
+        return self.transcript_path.with_name(f"{self.transcript_path.stem}{SIGNALS_SUFFIX}")
+
+    @property
+    def review_path(self) -> Path:
+        """``transcript_review.csv`` beside the transcript (``{stem}_review.csv`` for another name)."""
+        return self.transcript_path.with_name(f"{self.transcript_path.stem}{REVIEW_SUFFIX}")
+
+    @property
+    def report_path(self) -> Path:
+        return self.dir / REPORT_FILE
+
+    @property
+    def excluded_path(self) -> Path:
+        return self.dir / EXCLUDED_FILE
+
+    @property
+    def sources_left_out_path(self) -> Path:
+        return self.dir / SOURCES_LEFT_OUT_FILE
+
+    @property
+    def snac_cache_dir(self) -> Path:
+        return self.dir / CACHE_DIR
+
+    def require(self) -> PreparedDataset:
+        """This dataset when its folder exists; else ``DatasetError`` saying how a dataset folder is made."""
+        require_dataset_dir(self.dir)
+        return self
+
+    def has_transcript(self) -> bool:
+        return self.transcript_path.is_file()
+
+    def writing(self) -> contextlib.AbstractContextManager[None]:
+        """The folder's writer lock (module docstring): every write method below takes it."""
+        return writing(self.dir)
+
+    def has_review(self) -> bool:
+        return self.review_path.is_file()
+
+    def has_report(self) -> bool:
+        return self.report_path.is_file()
+
+    # --- clips -----------------------------------------------------------------------------------
+    def clip_path(self, key: str) -> Path | None:
+        """The WAV of ``key``, or None when the key is empty or would leave the folder."""
+        return clip_path(self.dir, key)
+
+    def find_clips(self) -> list[Path]:
+        """The WAV clips, sorted; ``DatasetError`` when the folder is missing or holds none."""
+        return find_clips(self.dir)
+
+    def keys(self) -> list[str]:
+        """Keys of the clips in the folder, sorted (empty when there is none, or no folder)."""
+        try:
+            return [clip_key(p) for p in self.find_clips()]
+        except DatasetError:
+            return []
+
+    def write_clip(self, key: str, audio, sample_rate: int) -> Path:
+        """Write clip ``key`` (float32 ``(T,)``; 16-bit WAV, atomically)."""
+        from voicelab.audio import write_wav
+
+        path = self.dir / clip_filename(key)
+        write_wav(path, audio, sample_rate)
+        return path
+
+    def remove_clip(self, key: str) -> None:
+        (self.dir / clip_filename(key)).unlink(missing_ok=True)
+
+    def indexed_keys(self, stem: str) -> list[str]:
+        """Keys of the clips named ``{stem}_NNN`` in the folder (``indexed_key``), in directory order."""
+        pattern = re.compile(re.escape(stem) + rf"_\d{{{INDEX_DIGITS},}}")
+        return [
+            clip_key(p)
+            for p in self.dir.iterdir()
+            if p.name.endswith(CLIP_SUFFIX) and pattern.fullmatch(clip_key(p))
+        ]
+
+    def scratch_file(self):
+        """An unlinked temporary file in the folder (same disk as the clips), gone when closed."""
+        return tempfile.TemporaryFile(dir=self.dir, prefix=SCRATCH_PREFIX)
+
+    # --- transcript.csv --------------------------------------------------------------------------
+    def read_transcript(self) -> list[tuple[str, str]]:
+        """Rows ``(key, text)`` in file order; see ``read_transcript``."""
+        return read_transcript(self.transcript_path)
+
+    def read_transcript_rows(self) -> list[tuple[str, str]]:
+        """The transcript's rows in file order, duplicates included (empty when it does not exist yet)."""
+        return self.read_transcript() if os.path.lexists(self.transcript_path) else []
+
+    def read_rows(self) -> dict[str, str]:
+        """The transcript as key -> text (empty when the file does not exist yet; a duplicated key shows
+        its last row, and ``duplicate_keys`` names it)."""
+        return dict(self.read_transcript_rows())
+
+    def read_transcript_for_resume(self) -> list[tuple[str, str]]:
+        """Rows of the transcript an interrupted run left (``[]`` when there is none)."""
+        if not os.path.lexists(self.transcript_path):
+            return []
+        return read_transcript_for_resume(self.transcript_path)
+
+    def write_transcript(self, rows: Iterable[tuple[str, str]]) -> Path:
+        """Replace the transcript atomically, rows sorted by key: for a new file (a fixture, a first run).
+        A transcript others may be writing is changed with ``update_transcript``."""
+        return write_transcript(self.transcript_path, rows)
+
+    def write_transcript_rows(self, rows: Iterable[tuple[str, str]]) -> Path:
+        """Replace the transcript atomically, rows in the order given (duplicates kept)."""
+        return write_transcript_rows(self.transcript_path, rows)
+
+    def update_transcript(self, change: TranscriptChange) -> list[tuple[str, str]]:
+        """Merge into the transcript as it is now, under the lock (``update_transcript``)."""
+        return update_transcript(self.transcript_path, change)
+
+    def sort_transcript(self) -> list[tuple[str, str]]:
+        """The transcript sorted by key in place, as it is now (stable: duplicates kept, and named)."""
+        rows = self.update_transcript(lambda rows: sorted(rows, key=lambda row: row[0]))
+        if duplicates := duplicate_keys(rows):
+            logger.warning(
+                "%s: clips with several rows (kept; keep one by hand): %s",
+                self.transcript_path,
+                ", ".join(duplicates),
+            )
+        return rows
+
+    def transcript_writer(self) -> TranscriptWriter:
+        """Rows added one durable record at a time, never over a row someone wrote meanwhile."""
+        return TranscriptWriter(self.transcript_path)
+
+    # --- transcript_signals.jsonl ----------------------------------------------------------------
+    def read_signals(self) -> dict[str, ClipSignals]:
+        return read_signals(self.signals_path)
+
+    def write_signals(self, signals: Mapping[str, ClipSignals]) -> None:
+        """Replace the signals file atomically, records sorted by key."""
+        _write_signals(self.signals_path, signals)
+
+    def merge_signals(self, signals: Mapping[str, ClipSignals]) -> dict[str, ClipSignals]:
+        """The signals file as it is now with ``signals`` applied over it, under the lock; returns the whole."""
+        with writing(self.signals_path.parent):
+            merged = {**self.read_signals(), **signals}
+            _write_signals(self.signals_path, merged)
+            return merged
+
+    def signals_appender(self) -> SignalsAppender:
+        return SignalsAppender(self.signals_path)
+
+    # --- transcript_review.csv -------------------------------------------------------------------
+    def write_review(self, rows: Sequence[ReviewRow]) -> Path:
+        """Write the review atomically (header only when nothing was flagged, so stale lists never linger)."""
+        with (
+            writing(self.review_path.parent),
+            atomic_output(self.review_path) as tmp,
+            tmp.open("w", encoding=ENCODING, newline="") as f,
+        ):
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow(REVIEW_HEADER)
+            writer.writerows(row.to_record() for row in rows)
+        return self.review_path
+
+    def read_review(self) -> list[ReviewRow]:
+        """The review's rows in file order (riskiest first); empty when it does not exist."""
+        path = self.review_path
+        if not os.path.lexists(path):
+            return []
+        try:
+            with io.StringIO(_read_text(path), newline="") as f:
+                return [ReviewRow.from_row(row) for row in csv.DictReader(f) if row.get(KEY_COLUMN)]
+        except (UnicodeDecodeError, csv.Error) as e:
+            raise DatasetError(f"{path}: unreadable ({e}); run make transcribe again to rewrite it") from e
+
+    # --- dataset_report.png ----------------------------------------------------------------------
+    def write_report(self, draw: Callable[[Path], None]) -> Path:
+        """``draw(tmp)`` writes the picture to a temporary path, which then replaces the report atomically."""
+        with writing(self.dir), atomic_output(self.report_path) as tmp:
+            draw(tmp)
+        return self.report_path
+
+    # --- excluded.csv ----------------------------------------------------------------------------
+    def read_exclusions(self) -> dict[str, str]:
+        """Clips a person left out of training: key -> reason (``{}`` when there is no ``excluded.csv``)."""
+        path = self.excluded_path
+        if not os.path.lexists(path):
+            return {}
+        return dict(_parse(path, _read_text(path), EXCLUDED_HEADER))
+
+    def write_exclusions(self, exclusions: Mapping[str, str]) -> Path:
+        """Replace ``excluded.csv`` atomically, sorted by key (removed when nothing is excluded)."""
+        path = self.excluded_path
+        with writing(self.dir):
+            if not exclusions:
+                path.unlink(missing_ok=True)
+                return path
+            return _write_pairs(
+                path, EXCLUDED_HEADER, sorted((clip_key(k), r) for k, r in exclusions.items())
+            )
+
+    def update_exclusions(self, change: Callable[[dict[str, str]], dict[str, str]]) -> dict[str, str]:
+        """Change ``excluded.csv`` as it is now, under the lock (see ``update_transcript``)."""
+        with writing(self.dir):
+            exclusions = self.read_exclusions()
+            changed = change(dict(exclusions))
+            if changed != exclusions:
+                self.write_exclusions(changed)
+            return changed
+
+    # --- manifest.csv ----------------------------------------------------------------------------
+    def read_manifest(self) -> list[ClipRecord]:
+        return read_manifest(self.manifest_path)
+
+    def write_manifest(self, records: Iterable[ClipRecord]) -> None:
+        write_manifest(self.manifest_path, records)
+
+    def update_manifest(self, source: str, records: Iterable[ClipRecord]) -> list[ClipRecord]:
+        """The manifest as it is now with ``source``'s rows replaced by ``records``, under the lock;
+        returns every row now in it."""
+        with writing(self.dir):
+            rows = [r for r in self.read_manifest() if r.source != source] + list(records)
+            self.write_manifest(rows)
+            return rows
+
+    def remove_manifest(self) -> None:
+        with writing(self.dir):
+            self.manifest_path.unlink(missing_ok=True)
+
+    def clip_sources(self) -> dict[str, str]:
+        """Clip key -> source recording, from the manifest (``{}`` without one; ``ManifestError`` when
+        it cannot be read)."""
+        return {r.key: r.source for r in self.read_manifest()}
+
+    # --- sources_left_out.csv --------------------------------------------------------------------
+    def read_sources_left_out(self) -> dict[str, SourceLeftOut]:
+        return _read_sources_left_out(self.sources_left_out_path)
+
+    def write_sources_left_out(self, notes: Mapping[str, SourceLeftOut]) -> None:
+        _write_sources_left_out(self.sources_left_out_path, notes)
+
+    def update_sources_left_out(self, source: str, note: SourceLeftOut | None) -> None:
+        """``sources_left_out.csv`` as it is now with ``source``'s note set (None: removed), under the lock."""
+        with writing(self.dir):
+            notes = self.read_sources_left_out()
+            if note is None:
+                if notes.pop(source, None) is None:
+                    return
+            else:
+                notes[source] = note
+            self.write_sources_left_out(notes)

@@ -12,9 +12,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from voicelab.dataset import clip_key
-from voicelab.fileio import atomic_output
-from voicelab.review import LOW_BAK, ClipSignals, SpeakerContext
+from voicelab.dataset import ClipSignals, ManifestError, PreparedDataset
+from voicelab.review import LOW_BAK, SpeakerContext
 
 logger = logging.getLogger(__name__)
 
@@ -26,22 +25,19 @@ MOS_RANGE = (1.0, 5.0)
 MAX_SOURCES_SHOWN = 25  # more sources than this: the 25 largest, the rest summed as "other"
 
 
-def _sources(dataset_dir: Path) -> dict[str, str]:
-    """Clip name -> source file, from the folder's manifest when prepare-audio wrote one."""
-    from voicelab.dataset import MANIFEST_FILE, ManifestError, read_manifest
-
+def _sources(ds: PreparedDataset) -> dict[str, str]:
+    """Clip key -> source file, from the folder's manifest when prepare-audio wrote one."""
     try:
-        records = read_manifest(dataset_dir / MANIFEST_FILE)
+        return ds.clip_sources()
     except ManifestError as e:
         logger.warning("dataset report: %s; minutes per source left out", e)
         return {}
-    return {clip_key(r.clip): r.source for r in records}
 
 
 def _minutes_per_source(kept: Sequence[ClipSignals], sources: dict[str, str]) -> list[tuple[str, float]]:
     minutes: dict[str, float] = defaultdict(float)
     for clip in kept:
-        minutes[sources.get(clip.filename, "(not in manifest)")] += (clip.duration_s or 0.0) / 60
+        minutes[sources.get(clip.key, "(not in manifest)")] += (clip.duration_s or 0.0) / 60
     ranked = sorted(minutes.items(), key=lambda kv: -kv[1])
     if len(ranked) > MAX_SOURCES_SHOWN:
         rest = sum(m for _, m in ranked[MAX_SOURCES_SHOWN - 1 :])
@@ -50,34 +46,47 @@ def _minutes_per_source(kept: Sequence[ClipSignals], sources: dict[str, str]) ->
 
 
 def write_dataset_report(
-    path: Path,
+    ds: PreparedDataset,
     clips: Sequence[ClipSignals],
     speakers: SpeakerContext,
     *,
     excluded: dict[str, str] | None = None,
 ) -> Path:
-    """Draw the report for ``clips`` (the review's inputs) into ``path`` (PNG, written atomically)."""
+    """Draw the report for ``clips`` (the review's inputs) into the dataset's report picture (PNG, written
+    atomically); returns its path."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed
     import matplotlib.pyplot as plt
 
-    from voicelab.prepare import dataset_level, level_basis
+    from voicelab.dataset_tiers import dataset_level, level_basis
 
     excluded = excluded or {}
-    kept = [c for c in clips if c.text and c.filename not in excluded]
+    kept = [c for c in clips if c.text and c.key not in excluded]
     kept_min = sum(c.duration_s or 0.0 for c in kept) / 60
     tier = dataset_level(len(kept), kept_min)[2]
     fig, axes = plt.subplots(2, 2, figsize=FIGURE_SIZE_IN)
     fig.suptitle(
-        f"{path.parent.name}: {len(kept)} clips kept ({len(excluded)} excluded) -> guide's tier: {tier}\n"
+        f"{ds.name}: {len(kept)} clips kept ({len(excluded)} excluded) -> guide's tier: {tier}\n"
         f"({level_basis(len(kept), kept_min)})"
     )
-    ax = axes[0][0]
+    _lengths(axes[0][0], clips)
+    _similarity(axes[0][1], speakers)
+    _dnsmos(axes[1][0], clips)
+    _per_source(axes[1][1], _minutes_per_source(kept, _sources(ds)))
+    fig.tight_layout()
+    try:
+        return ds.write_report(lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
+    finally:
+        plt.close(fig)
+
+
+def _lengths(ax, clips: Sequence[ClipSignals]) -> None:
     ax.hist([c.duration_s for c in clips if c.duration_s], bins=range(0, 31), color="tab:blue")
     ax.set(title="Clip length", xlabel="seconds", ylabel="clips")
 
-    ax = axes[0][1]
+
+def _similarity(ax, speakers: SpeakerContext) -> None:
     sims = list(speakers.similarity.values())
     if sims:
         ax.hist(sims, bins=SIMILARITY_BINS, color="tab:green")
@@ -90,7 +99,8 @@ def write_dataset_report(
     against = "reference clips" if speakers.by_reference else "dominant voice"
     ax.set(title=f"Speaker similarity to the {against}", xlabel="cosine similarity", ylabel="clips")
 
-    ax = axes[1][0]
+
+def _dnsmos(ax, clips: Sequence[ClipSignals]) -> None:
     for name, values in (
         ("SIG", [c.dnsmos_sig for c in clips]),
         ("BAK", [c.dnsmos_bak for c in clips]),
@@ -103,15 +113,10 @@ def write_dataset_report(
     ax.legend()
     ax.set(title="DNSMOS (1 bad - 5 excellent)", xlabel="score", ylabel="clips")
 
-    ax = axes[1][1]
-    per_source = _minutes_per_source(kept, _sources(path.parent))
+
+def _per_source(ax, per_source: list[tuple[str, float]]) -> None:
     if per_source:
         names, mins = zip(*reversed(per_source), strict=True)
         ax.barh(range(len(names)), mins, color="tab:purple")
         ax.set_yticks(range(len(names)), [n if len(n) <= 40 else "..." + n[-37:] for n in names], fontsize=8)
     ax.set(title="Minutes kept per source", xlabel="minutes")
-    fig.tight_layout()
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI)
-    plt.close(fig)
-    return path

@@ -30,8 +30,11 @@ from voicelab.cli.common import (
     run_step,
     setup_logging,
 )
+from voicelab.dataset import EXCLUDED_FILE, REPORT_FILE, TRANSCRIPT_FILE
 from voicelab.errors import UsageError
 from voicelab.review import DEFAULT_SPEAKER_THRESHOLD
+
+OUTPUT_HELP = f"output CSV path (default: {{input_dir}}/{TRANSCRIPT_FILE})"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,9 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
     )
     parser.add_argument("input_dir", type=Path, help="folder of .wav clips (what prepare-audio wrote)")
-    parser.add_argument(
-        "--output", type=Path, default=None, help="output CSV path (default: {input_dir}/transcript.csv)"
-    )
+    parser.add_argument("--output", type=Path, default=None, help=OUTPUT_HELP)
     parser.add_argument(
         "--model",
         default="medium",
@@ -85,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=finite_float,
         default=DEFAULT_SPEAKER_THRESHOLD,
         help="flag clips whose speaker similarity to the dataset's voice is under this (cosine, -1..1); "
-        "see the similarity plot in dataset_report.png",
+        f"see the similarity plot in {REPORT_FILE}",
     )
     parser.add_argument(
         "--reference",
@@ -98,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--exclude-flagged",
         action="store_true",
-        help="list clips flagged as another speaker, noisy or distorted in excluded.csv, which training "
+        help=f"list clips flagged as another speaker, noisy or distorted in {EXCLUDED_FILE}, which training "
         "skips (audio and transcript rows stay; delete a line there to put a clip back)",
     )
     parser.add_argument(
@@ -138,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
 def _transcribe(args: argparse.Namespace) -> int:
     require_local_model(args.model, "--model", "Whisper checkpoint or model folder")
     clips = dataset.find_clips(args.input_dir)
-    output = require_output_file(args.output or args.input_dir / dataset.TRANSCRIPT_FILE, "--output")
+    output = require_output_file(
+        args.output or dataset.PreparedDataset(args.input_dir).transcript_path, "--output"
+    )
     language = tr.normalize_language(args.language)
     tr.check_model(args.backend, args.model)
     try:
@@ -229,7 +232,7 @@ def _print_quality(summary: tr.TranscribeSummary, args) -> None:
             f"audio measures (speaker, DNSMOS, speech time) for {summary.measured} clips in "
             f"{summary.quality_s:.1f} s"
             + (
-                f"; {reused} reused from {dataset.signals_path_for(summary.output).name}"
+                f"; {reused} reused from {dataset.PreparedDataset.of_transcript(summary.output).signals_path.name}"
                 if reused > 0
                 else ""
             )
@@ -242,7 +245,9 @@ def _print_quality(summary: tr.TranscribeSummary, args) -> None:
         if summary.excluded_new:
             print(f"  {summary.excluded_new} of them added to {summary.excluded_path}: training skips them")
         elif not args.exclude_flagged:
-            print("  listen to them; --exclude-flagged leaves them out of training (excluded.csv)")
+            print(
+                f"  listen to them; --exclude-flagged leaves them out of training ({dataset.EXCLUDED_FILE})"
+            )
     if summary.report_path is not None:
         print(f"dataset report: {summary.report_path}")
 

@@ -10,12 +10,10 @@ through ``fileio.open_inside`` and sent from that open handle, and answers never
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -27,24 +25,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from voicelab import dataset_review
 from voicelab.dataset import DatasetError
 from voicelab.errors import UsageError
-from voicelab.fileio import (
-    UnsafePathError,
-    name_problem,
-    open_inside,
-    printable_name,
-    read_text_inside,
-    resolve_inside,
-)
+from voicelab.fileio import UnsafePathError, open_inside, printable_name, resolve_inside
 from voicelab.server.errors import ApiError, without_server_paths
 from voicelab.server.openapi import ErrorBody
+from voicelab.voice import VoiceFolder
 
 logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static" / "studio"
 STATIC_URL = "/studio/static"
-EVAL_DIR = "eval"
-EVAL_SUMMARY = "summary.md"
-EVAL_NUMBERS = "eval.json"
 PICTURE_TYPES = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 WAV_MEDIA_TYPE = "audio/wav"
 PNG_MEDIA_TYPE = "image/png"
@@ -88,7 +77,7 @@ def to_studio_error(exc: Exception, request: Request) -> ApiError:
             message,
             code="edit_conflict",
             headers={"ETag": exc.current.etag},
-            extra={"current": asdict(exc.current)},
+            extra={"current": exc.current.as_json()},
         )
     if isinstance(exc, dataset_review.DatasetNotFoundError | FileNotFoundError):
         return ApiError(404, message, code="not_found")
@@ -224,8 +213,8 @@ def save_clip(
             reason=edit.reason,
             if_match=if_match,
         )
-    logger.info("studio: saved clip %s of dataset %s", view.filename, name)
-    return JSONResponse(asdict(view), headers={"ETag": view.etag})
+    logger.info("studio: saved clip %s of dataset %s", view.key, name)
+    return JSONResponse(view.as_json(), headers={"ETag": view.etag})
 
 
 @api.get(
@@ -243,38 +232,12 @@ def get_report(name: str, request: Request) -> Response:
     return file_response(handle, PNG_MEDIA_TYPE)
 
 
-def _eval_dir(request: Request, voice: str) -> Path:
-    """``voices/NAME/eval`` resolved inside the voices folder (it need not exist)."""
+def _voice_folder(request: Request, voice: str) -> VoiceFolder:
     voices_dir = Path(request.app.state.settings.voices_dir)
     folder = resolve_inside(voices_dir, voice)
     if Path(voice).name != voice or not folder.is_dir():
         raise dataset_review.DatasetNotFoundError(f"no voice folder {voice!r} in {voices_dir}")
-    return resolve_inside(voices_dir, f"{voice}/{EVAL_DIR}")
-
-
-def _eval_numbers(folder: Path) -> dict | None:
-    try:
-        return json.loads(read_text_inside(folder, EVAL_NUMBERS))
-    except FileNotFoundError:
-        return None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        logger.warning("%s/%s: unreadable (%s); not shown", folder, EVAL_NUMBERS, e)
-        return None
-
-
-def _eval_summary(folder: Path) -> str | None:
-    try:
-        return read_text_inside(folder, EVAL_SUMMARY, errors="replace")
-    except FileNotFoundError:
-        return None
-
-
-def _pictures(folder: Path) -> list[str]:
-    return sorted(
-        p.name
-        for p in folder.iterdir()
-        if name_problem(p.name) is None and p.suffix.lower() in PICTURE_TYPES and p.is_file()
-    )
+    return VoiceFolder(folder)
 
 
 @api.get("/voices/{voice}/eval", responses=NAME_ERRORS)
@@ -283,15 +246,10 @@ def get_voice_eval(voice: str, request: Request) -> dict:
 
     Every file is read through ``fileio.open_inside``: a symlink out of ``voices/`` is refused (400)."""
     with studio_errors(request):
-        folder = _eval_dir(request, voice)
-        if not folder.is_dir():
-            return {"voice": voice, "summary": None, "numbers": None, "pictures": []}
-        return {
-            "voice": voice,
-            "summary": _eval_summary(folder),
-            "numbers": _eval_numbers(folder),
-            "pictures": _pictures(folder),
-        }
+        view = _voice_folder(request, voice).read_eval_view(tuple(PICTURE_TYPES))
+    if view is None:
+        return {"voice": voice, "summary": None, "numbers": None, "pictures": []}
+    return {"voice": voice, "summary": view.summary, "numbers": view.numbers, "pictures": view.pictures}
 
 
 PICTURE_RESPONSES = {
@@ -306,7 +264,7 @@ PICTURE_RESPONSES = {
 @api.get("/voices/{voice}/eval/{picture}", response_model=None, responses=PICTURE_RESPONSES)
 def get_voice_picture(voice: str, picture: str, request: Request) -> Response:
     with studio_errors(request):
-        folder = _eval_dir(request, voice)
+        folder = _voice_folder(request, voice).safe_eval_dir()
         suffix = Path(picture).suffix.lower()
         if Path(picture).name != picture or suffix not in PICTURE_TYPES:
             raise dataset_review.DatasetNotFoundError(

@@ -12,25 +12,22 @@ CLIP_RATE = 24000  # prepare-audio writes 24 kHz clips
 def write_reviewed_dataset(
     folder: Path | str, texts: dict[str, str], seconds: list[float] | tuple[float, ...], rate: int = CLIP_RATE
 ) -> Path:
-    """``folder`` as transcribe leaves it: ``{name}.wav`` per text (silent, ``seconds`` long, 16-bit),
+    """``folder`` as transcribe leaves it: ``{key}.wav`` per text (silent, ``seconds`` long, 16-bit),
     ``transcript.csv``, ``transcript_signals.jsonl`` (Whisper heard exactly ``texts``, confidently) and
     ``transcript_review.csv`` judged by the real review.
     """
-    import soundfile as sf
+    from voicelab.dataset import ClipSignals, PreparedDataset
+    from voicelab.review import review, review_rows
 
-    from voicelab.dataset import REVIEW_FILE, SIGNALS_FILE, TRANSCRIPT_FILE, write_transcript
-    from voicelab.review import ClipSignals, review, write_review
-    from voicelab.transcribe import write_signals
-
-    folder = Path(folder)
-    folder.mkdir(parents=True)
+    ds = PreparedDataset(folder)
+    ds.dir.mkdir(parents=True)
     signals = []
-    for (name, text), length in zip(texts.items(), seconds, strict=True):
-        sf.write(folder / f"{name}.wav", np.zeros(int(rate * length), np.float32), rate, subtype="PCM_16")
+    for (key, text), length in zip(texts.items(), seconds, strict=True):
+        ds.write_clip(key, np.zeros(int(rate * length), np.float32), rate)
         signals.append(
-            ClipSignals(name, text, length, avg_logprob=-0.2, no_speech_prob=0.01, compression_ratio=1.2)
+            ClipSignals(key, text, length, avg_logprob=-0.2, no_speech_prob=0.01, compression_ratio=1.2)
         )
-    write_transcript(folder / TRANSCRIPT_FILE, texts.items())
-    write_signals(folder / SIGNALS_FILE, {s.filename: s for s in signals})
-    write_review(folder / REVIEW_FILE, review(signals))
-    return folder
+    ds.write_transcript(texts.items())
+    ds.write_signals({s.key: s for s in signals})
+    ds.write_review(review_rows(review(signals)))
+    return ds.dir
