@@ -204,6 +204,17 @@ def test_names_no_file_can_have_are_400_on_every_route(client, route, name):
     assert response.json()["error"]["message"]
 
 
+@pytest.mark.parametrize("name", ["clip_000.wav.wav", "clip_000.WAV.wav", "clip_000%20.wav"])
+def test_another_spelling_of_a_clip_name_is_404_not_an_alias(client, root, name):
+    before = transcript_bytes(root)
+    assert client.get(f"/studio/api/datasets/alice/clips/{name}").status_code == 404
+    assert client.put(f"/studio/api/datasets/alice/clips/{name}", json={"text": "alias"}).status_code == 404
+    assert transcript_bytes(root) == before
+    assert (
+        client.put("/studio/api/datasets/alice/clips/clip_000.wav", json={"text": "x y"}).status_code == 200
+    )
+
+
 @pytest.mark.parametrize("name", [LONG_NAME, "a%00b"])
 def test_an_over_long_or_nul_name_is_400_when_saving(client, name):
     response = client.put(f"/studio/api/datasets/alice/clips/{name}", json={"text": "x"})

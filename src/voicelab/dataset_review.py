@@ -133,8 +133,9 @@ def clip_path(prepared_dir: Path, name: str, clip: str) -> Path:
     folder = dataset_dir(prepared_dir, name)
     key = clip_key(clip)
     path = resolve_inside(folder, clip_filename(key))
-    if Path(key).name != key or not path.is_file():
-        raise DatasetNotFoundError(f"dataset {name!r} has no clip {clip!r}")
+    # a key must name its own file: "clip_000.wav.wav" or "clip_000 " are no other spelling of clip_000
+    if Path(key).name != key or clip_key(path.name) != key or not path.is_file():
+        raise DatasetNotFoundError(f"dataset {name!r} has no clip {printable_name(clip)!r}")
     return path
 
 
