@@ -20,15 +20,19 @@ import hashlib
 import json
 import logging
 import unicodedata
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from voicelab.dataset import (
+    ORPHEUS_TAGS,
+    TAG_EXAMPLES_NEEDED,
     DatasetError,
     PreparedDataset,
     clip_filename,
     clip_key,
+    count_tags,
     duplicate_keys,
+    normalize_tags,
     normalize_text,
 )
 from voicelab.errors import UsageError
@@ -79,6 +83,8 @@ class ClipView:
     excluded: bool = False
     exclude_reason: str = ""
     etag: str = ""  # the version of what a person can change (text, exclusion): ``clip_version``
+    removed_tags: list[str] = field(default_factory=list)
+    """Annotations the last save took out of the text: no Orpheus tag means them (``<giggle>``)."""
 
     def as_json(self) -> dict:
         """What the studio API sends: the key under ``filename``, as the page has always read it."""
@@ -205,6 +211,24 @@ def describe_dataset(prepared_dir: Path, name: str) -> dict:
         "duplicates": duplicate_keys(ds.read_transcript_rows()),
         "etag": dataset_version(clips),
         "clips": [v.as_json() for v in clips],
+        "tags": describe_tags(clips),
+    }
+
+
+def dataset_tags(prepared_dir: Path, name: str) -> dict:
+    """``describe_tags`` of dataset ``name``."""
+    return describe_tags(review_clips(PreparedDataset(dataset_dir(prepared_dir, name))))
+
+
+def describe_tags(clips: list[ClipView]) -> dict:
+    """The expressive tags of the clips training would use (a text, not excluded): per tag, clips and
+    occurrences; the annotations training would remove; how many examples a tag needs."""
+    census = count_tags(v.text for v in clips if v.text and not v.excluded)
+    return {
+        "orpheus_tags": list(ORPHEUS_TAGS),
+        "examples_needed": TAG_EXAMPLES_NEEDED,
+        "counts": census.as_dict(),
+        "unknown": {spelled: count.clips for spelled, count in census.unknown.items()},
     }
 
 
@@ -230,8 +254,10 @@ def save_clip(
 ) -> ClipView:
     """Apply a person's edit to one clip: new text (transcript.csv), excluded or restored (excluded.csv).
 
-    ``None`` leaves that part as it is. The text is trimmed and its whitespace runs collapsed, as the
-    transcribe step writes it; an empty text or control characters are refused (``EditError``). With
+    ``None`` leaves that part as it is. The text goes through the tag normaliser (``(laughs)`` becomes
+    ``<laugh>``, an unknown annotation is removed and listed in ``removed_tags``), is trimmed and its
+    whitespace runs collapsed, as the transcribe step writes it; an empty text or control characters are
+    refused (``EditError``). With
     ``if_match`` (the ``etag`` the edit started from, as HTTP's ``If-Match``), a clip changed since raises
     ``EditConflict``. Nothing is written unless the whole edit can be: both files are read and checked
     first (under the dataset's writer lock), and the transcript is put back if excluded.csv cannot be
@@ -239,7 +265,11 @@ def save_clip(
     """
     ds = PreparedDataset(clip_path(prepared_dir, name, clip).parent)
     key = clip_key(clip)
-    clean = None if text is None else clean_edit_text(text, f"clip {key}: the text")
+    removed: list[str] = []
+    clean = None
+    if text is not None:
+        tagged = normalize_tags(clean_edit_text(text, f"clip {key}: the text"))
+        clean, removed = normalize_text(tagged.text), list(tagged.unknown)
     if clean == "":
         raise EditError(f"clip {key}: the text is empty; exclude the clip instead of blanking it")
     clean_reason = None if reason is None else clean_edit_text(reason, f"clip {key}: the reason")
@@ -252,7 +282,9 @@ def save_clip(
             exclusions if excluded is None else _with_exclusion(exclusions, key, excluded, clean_reason)
         )
         _write_edit(ds, rows, new_rows, exclusions, new_exclusions)
-    return next(v for v in review_clips(ds) if v.key == key)
+    view = next(v for v in review_clips(ds) if v.key == key)
+    view.removed_tags = removed
+    return view
 
 
 def _check_version(ds: PreparedDataset, key: str, if_match: str | None) -> None:

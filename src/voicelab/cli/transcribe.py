@@ -107,12 +107,23 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip the audio measures (speaker embedding, DNSMOS, speech time) and the dataset report",
     )
+    _add_tags_flag(parser)
     parser.add_argument(
         "--overwrite", action="store_true", help="transcribe every clip again instead of resuming"
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every clip (debug detail)")
     return parser
+
+
+def _add_tags_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tags",
+        action="store_true",
+        help="let Whisper write its non-speech annotations ((laughs), [sighs]), which it suppresses by "
+        "default, and write them as Orpheus tags (<laugh>, <sigh>); unknown ones are removed and reported. "
+        "Off by default: its effect on plain transcripts could not be measured without real Whisper weights",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,6 +174,7 @@ def _transcribe(args: argparse.Namespace) -> int:
                 temperatures=tr.temperature_schedule(
                     args.temperature, args.temperature_increment_on_fallback
                 ),
+                annotations=args.tags,
             ),
             compute_type=args.compute_type,
             batch_size=args.batch_size or tr.DEFAULT_BATCH_SIZE,
@@ -216,6 +228,11 @@ def format_summary(summary: tr.TranscribeSummary, input_dir: Path) -> str:
             f"{len(summary.missing)} rows name clips not in {input_dir} (kept; training skips them): "
             + tr.list_some(summary.missing)
         )
+    lines += dataset.describe_tags(summary.tags)
+    lines += [
+        f"  {dataset.unknown_tag_message(spelled)} (Whisper wrote it {times}x; removed)"
+        for spelled, times in sorted(summary.unknown_tags.items())
+    ]
     if summary.flagged:
         lines.append(f"{summary.flagged} clips flagged for a listen, riskiest first: {summary.review_path}")
     else:

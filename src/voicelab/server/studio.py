@@ -217,6 +217,13 @@ def save_clip(
     return JSONResponse(view.as_json(), headers={"ETag": view.etag})
 
 
+@api.get("/datasets/{name}/tags", responses=DATASET_ERRORS)
+def get_dataset_tags(name: str, request: Request) -> dict:
+    """Clips and occurrences per expressive tag in what training would use, and the unknown annotations."""
+    with studio_errors(request):
+        return dataset_review.dataset_tags(_prepared_dir(request), name)
+
+
 @api.get(
     "/datasets/{name}/report",
     response_model=None,

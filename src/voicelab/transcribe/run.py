@@ -17,7 +17,17 @@ from pathlib import Path
 import numpy as np
 
 from voicelab.audio import AudioError, read_audio
-from voicelab.dataset import ClipSignals, PreparedDataset, SignalsAppender, TranscriptWriter, clip_key
+from voicelab.dataset import (
+    ClipSignals,
+    PreparedDataset,
+    SignalsAppender,
+    TagCensus,
+    TranscriptWriter,
+    clip_key,
+    count_tags,
+    normalize_tags,
+    normalize_text,
+)
 from voicelab.transcribe.backends import WHISPER_SAMPLE_RATE, ClipResult, Transcriber
 from voicelab.transcribe.resume import ResumePlan, clip_duration_s
 from voicelab.transcribe.review_inputs import ReviewOutcome, finish_review
@@ -51,6 +61,10 @@ class TranscribeSummary:
     report_path: Path | None = None
     kept_edits: list[str] = field(default_factory=list)
     """Clips Whisper transcribed whose row someone else (a person in the studio) wrote meanwhile: kept."""
+    tags: TagCensus = field(default_factory=TagCensus)
+    """The expressive tags of every row of the transcript now (clips and occurrences per tag)."""
+    unknown_tags: dict[str, int] = field(default_factory=dict)
+    """Annotations Whisper wrote this run that no Orpheus tag means (removed): spelling -> times."""
 
     @property
     def rowless(self) -> int:
@@ -101,6 +115,7 @@ def transcribe_clips(
     ds.write_signals(work.signals)
     work.run(clips, plan.todo, progress)
     summary.rows = len(work.rows)
+    summary.tags = count_tags(work.rows.values())
     summary.add_review(finish_review(ds, clips, work.rows, work.signals, work.read, quality))
     return summary
 
@@ -151,6 +166,7 @@ class _Pass:
     ) -> None:
         ok, audios = _read_clips(batch, self.read, self.summary.failed)
         results = self.transcriber.transcribe_batch(audios) if audios else []  # type: ignore[union-attr]
+        results = _tags_normalised(results, self.summary)
         measures = _measure(audios, self.quality, self.summary)
         for clip, audio, result, m in zip(ok, audios, results, measures, strict=True):
             key, duration = clip_key(clip), len(audio) / WHISPER_SAMPLE_RATE
@@ -183,6 +199,17 @@ def _add_row(rows_out: TranscriptWriter, clip: Path, text: str, summary: Transcr
         return False
     summary.transcribed += 1
     return True
+
+
+def _tags_normalised(results: Sequence[ClipResult], summary: TranscribeSummary) -> list[ClipResult]:
+    """Whisper's annotations as Orpheus tags (``dataset.normalize_tags``); unknown ones counted, removed."""
+    out = []
+    for result in results:
+        tagged = normalize_tags(result.text)
+        for spelled in tagged.unknown:
+            summary.unknown_tags[spelled] = summary.unknown_tags.get(spelled, 0) + 1
+        out.append(replace(result, text=normalize_text(tagged.text)))
+    return out
 
 
 def _measure(
