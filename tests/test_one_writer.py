@@ -109,26 +109,38 @@ def test_a_save_between_every_row_transcribe_writes_is_kept(tmp_path):
 
 def test_transcribe_and_studio_saves_at_once_lose_nothing(tmp_path):
     """Real threads, many rounds: transcribe (with --overwrite from the second round) while the studio's
-    HTTP endpoint saves clip after clip. Every acknowledged save is in the file at the end."""
+    HTTP endpoint saves clip after clip. Every acknowledged save is in the file at the end.
+
+    Saves start once transcribe is past its start (--overwrite drops every row first, as asked), and its
+    first clip waits for the first acknowledged save, so every round has saves meeting a running
+    transcribe however the threads are scheduled."""
     folder, whisper = clips_folder(tmp_path)
 
     with local_client(studio_app(folder.parent, tmp_path / "voices")) as client:
         for n in range(ROUNDS):
-            done = threading.Event()
+            started, first_save, done = threading.Event(), threading.Event(), threading.Event()
+
+            def hold_first_clip(batch: int, started=started, first_save=first_save) -> None:
+                if batch == 0:
+                    started.set()
+                    first_save.wait(timeout=60)
+
             worker = threading.Thread(
-                target=lambda n=n, done=done: (
-                    transcribe(folder, StandInWhisper(whisper), overwrite=n > 0),
+                target=lambda n=n, done=done, hold=hold_first_clip: (
+                    transcribe(folder, StandInWhisper(whisper, hold), overwrite=n > 0),
                     done.set(),
                 )
             )
             acknowledged: dict[str, str] = {}
             worker.start()
+            assert started.wait(timeout=60), f"round {n}: transcribe never reached its first clip"
             i = 0
             while not done.is_set():
                 key = f"clip_{(N_CLIPS - 1 - i) % N_CLIPS:03d}"
                 text = f"round {n} save {i} of {key}"
                 if client.put(f"/studio/api/datasets/ds/clips/{key}", json={"text": text}).status_code == 200:
                     acknowledged[key] = text
+                    first_save.set()
                 i += 1
             worker.join()
             rows = dict(read_transcript(folder / "transcript.csv"))
