@@ -21,7 +21,7 @@ from voicelab.server.backend import Backend
 from voicelab.server.settings import Settings
 from voicelab.server.studio_jobs import step_summary
 from voicelab.server.voice_command import VoiceCommand
-from voicelab.testing.server import ServerThread
+from voicelab.testing.server import LOCAL_URL, ServerThread, local_client
 
 KEY = "jobs-key"
 WAIT_S = 120.0  # a bound on waiting for a subprocess on a loaded machine; the test normally takes seconds
@@ -68,7 +68,7 @@ def client_for(root: Path, **overrides) -> TestClient:
     """The app without its lifespan: no runner, so jobs stay where the test puts them."""
     app = create_app(settings_for(root, **overrides), backend_factory=idle_backend)
     app.state.voice_command = SHARED_VOICE_COMMAND
-    return TestClient(app)
+    return local_client(app)
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +147,28 @@ def test_job_routes_need_the_api_key_when_keys_are_set(tmp_path, wav):
     created = client.post("/studio/api/jobs", json={"name": "alice"}, headers=auth)
     assert created.status_code == 201
     assert client.get("/studio/api/jobs", headers=auth).json()["jobs"][0]["name"] == "alice"
+
+
+def test_uploads_and_deletes_pass_the_one_guard(tmp_path, wav):
+    """The streamed upload route keeps its own size cap, yet Host, same-site and the key apply to it (and to
+    DELETE) as to every write: nothing is written for a request the guard refuses."""
+    client = client_for(tmp_path, api_keys=KEY)
+    auth = {"Authorization": f"Bearer {KEY}"}
+    job = client.post("/studio/api/jobs", json={"name": "alice"}, headers=auth).json()
+    put = f"/studio/api/uploads/{job['id']}/recordings/take.wav"
+    other_site = {**auth, "Origin": "https://attacker.example", "Sec-Fetch-Site": "cross-site"}
+    refused = client.put(put, content=wav, headers=other_site)
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "cross_site_request"
+    rebound = client.put(put, content=wav, headers={**auth, "Host": "rebind.attacker.example"})
+    assert rebound.status_code == 400 and rebound.json()["error"]["code"] == "invalid_host"
+    assert client.put(put, content=wav).status_code == 401
+    assert client.delete(f"/studio/api/jobs/{job['id']}", headers=other_site).status_code == 403
+    assert client.delete(f"/studio/api/jobs/{job['id']}").status_code == 401
+    assert uploaded(tmp_path, job) == [] and job_folders(tmp_path) == [job["id"]]
+    own_page = {**auth, "Origin": LOCAL_URL, "Sec-Fetch-Site": "same-origin"}
+    assert client.put(put, content=wav, headers=own_page).status_code == 201
+    assert client.delete(f"/studio/api/jobs/{job['id']}", headers=own_page).status_code == 204
+    assert job_folders(tmp_path) == []
 
 
 def test_state_changing_job_routes_take_only_json_or_put(tmp_path):
@@ -519,3 +541,40 @@ def test_a_jobs_files_are_read_only_inside_its_folder(tmp_path, wav):
     refused = client.get(f"/studio/api/jobs/{job['id']}")
     assert refused.status_code == 400 and "not a file of the job's own folder" in refused.text
     assert client.get("/studio/api/jobs").json()["jobs"] == []
+
+
+def test_a_jobs_answers_name_no_server_path(tmp_path, wav):
+    """A run's log, step notes and failure name the folders it was given; the page sees them by their short
+    names (prepared/alice, jobs/ID/recordings), never the server's absolute paths."""
+    client = client_for(tmp_path)
+    (tmp_path / "prepared" / "ds").mkdir(parents=True)
+    taken = client.post("/studio/api/jobs", json={"name": "ds"})
+    assert taken.status_code == 409 and "(prepared/ds)" in taken.json()["error"]["message"]
+    job = new_job(client)
+    folder = tmp_path / "jobs" / job["id"]
+    prepared, voice = tmp_path / "prepared" / "alice", (tmp_path / "voices" / "alice").resolve()
+    (folder / jobs.LOG_FILE).write_text(
+        f"$ voicelab-voice alice {folder / jobs.RECORDINGS_DIR} --prepared-dir {tmp_path / 'prepared'}\n"
+        f"error: {voice}/adapter_model.safetensors: disk full\n"
+    )
+    events = [
+        {"event": "step", "step": "prepare-audio", "status": "done", "message": f"12 clips in {prepared}"},
+        {"event": "progress", "step": "transcribe", "done": 1, "total": 2, "message": f"{prepared}/c.wav"},
+    ]
+    (folder / jobs.EVENTS_FILE).write_text("".join(json.dumps(e) + "\n" for e in events))
+    store = jobs.JobStore(
+        tmp_path / "jobs", raw_dir=tmp_path / "raw", prepared_dir=prepared.parent, voices_dir=voice.parent
+    )
+    store.change(job["id"], lambda j: setattr(j, "message", f"failed: {voice} is full"))
+    view = client.get(f"/studio/api/jobs/{job['id']}")
+    with client.stream("GET", f"/studio/api/jobs/{job['id']}/events") as stream:
+        streamed = "".join(stream.iter_text())
+    for text in (view.text, streamed, client.get("/studio/api/jobs").text):
+        assert str(tmp_path) not in text and str(tmp_path.resolve()) not in text, text
+    shown = view.json()
+    assert shown["log"][0] == f"$ voicelab-voice alice jobs/{job['id']}/recordings --prepared-dir prepared"
+    assert shown["log"][1] == "error: voices/alice/adapter_model.safetensors: disk full"
+    assert shown["message"] == "failed: voices/alice is full"
+    notes = {step["step"]: step["note"] for step in shown["steps"]}
+    assert notes["prepare-audio"] == "12 clips in prepared/alice"
+    assert "prepared/alice/c.wav" in streamed and f"jobs/{job['id']}/recordings" in streamed

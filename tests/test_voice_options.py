@@ -28,19 +28,30 @@ def test_each_step_gets_the_flags_it_has_under_its_own_name():
         [
             *["--whisper-model", "m.pt", "--device", "cpu", "--lora-rank", "8", "--temperature", "0.7"],
             *["--whisper-temperature", "0.1", "--reference", "a.wav", "b.wav", "--no-quality", "--strict"],
-            *["--silence-threshold", "-35", "--base-model", "orpheus/"],
+            *["--silence-threshold", "-35", "--base-model", "orpheus/", "--music-bed", "keep"],
+            *["--speaker-threshold", "0.8", "--review-speaker-threshold", "0.6"],
         ]
     )
-    assert argv["prepare-audio"] == ["--silence-threshold", "-35"]
+    assert argv["prepare-audio"] == [
+        *["--silence-threshold", "-35", "--reference", "a.wav", "b.wav"],
+        *["--speaker-threshold", "0.8", "--music-bed", "keep", "--device", "cpu"],
+    ]
     assert argv["transcribe"] == [
-        *["--model", "m.pt", "--device", "cpu", "--temperature", "0.1"],
-        *["--reference", "a.wav", "b.wav", "--no-quality"],
+        *["--reference", "a.wav", "b.wav", "--device", "cpu", "--model", "m.pt", "--temperature", "0.1"],
+        *["--speaker-threshold", "0.6", "--no-quality"],
     ]
     assert argv["train-lora"] == ["--device", "cpu", "--base-model", "orpheus/", "--lora-rank", "8"]
     assert argv["evaluate"] == [
-        *["--whisper-model", "m.pt", "--device", "cpu", "--base-model", "orpheus/"],
+        *["--device", "cpu", "--whisper-model", "m.pt", "--base-model", "orpheus/"],
         *["--temperature", "0.7", "--strict"],
     ]
+
+
+def test_speaker_auto_goes_to_prepare_audio_and_its_choices_are_checked(capsys):
+    assert parse(["--speaker", "auto"])["prepare-audio"] == ["--speaker", "auto"]
+    with pytest.raises(SystemExit) as exit_info:
+        parse(["--speaker", "loudest"])
+    assert exit_info.value.code == 2 and "invalid choice: 'loudest'" in capsys.readouterr().err
 
 
 def test_flags_not_given_are_left_to_each_steps_own_default():

@@ -339,6 +339,12 @@ def read_events(path: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]
             data = handle.read()
     except FileNotFoundError:
         return [], offset
+    return parse_events(data, offset)
+
+
+def parse_events(data: bytes, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """The whole events in ``data`` (read from byte ``offset`` of an events file), and the offset after
+    the last one; a caller that opens the file itself (``fileio.open_inside``) hands its bytes here."""
     end = data.rfind(b"\n") + 1
     events = []
     for line in data[:end].splitlines():

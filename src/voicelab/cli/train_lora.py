@@ -27,6 +27,7 @@ from voicelab.cli.common import (
     non_negative_int,
     positive_int,
     require_local_model,
+    require_output_dir,
     run_step,
     setup_logging,
 )
@@ -291,8 +292,9 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
     # Everything that can be checked without torch or transformers, first: a bad name, a missing dataset
     # or an existing voice is reported in a second, not after half a minute of imports.
     build.check_request(request)
-    require_local_model(args.base_model, "--base-model", "model folder")
-    require_local_model(args.snac_model, "--snac-model", "model folder")
+    require_output_dir(args.voices_dir, "--voices-dir")
+    require_local_model(args.base_model, "--base-model", "model folder", folder=True)
+    require_local_model(args.snac_model, "--snac-model", "model folder", folder=True)
     build.check_devices(request)
     if args.no_progress:  # transformers' own bars too ("Loading weights")
         from transformers.utils import logging as hf_logging

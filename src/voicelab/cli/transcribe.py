@@ -225,6 +225,11 @@ def format_summary(summary: tr.TranscribeSummary, input_dir: Path) -> str:
         )
     if summary.changed:
         lines.append(f"{len(summary.changed)} clips had new audio under an old name: transcribed again")
+    if summary.kept_edits:
+        lines.append(
+            f"{len(summary.kept_edits)} clips got a row from someone else while this ran (the studio): "
+            "theirs kept, Whisper's not written: " + tr.list_some(summary.kept_edits)
+        )
     if summary.missing:
         lines.append(
             f"{len(summary.missing)} rows name clips not in {input_dir} (kept; training skips them): "
@@ -249,7 +254,7 @@ def _print_quality(summary: tr.TranscribeSummary, args) -> None:
         reused = summary.clips - summary.measured - len(summary.failed)
         print(
             f"audio measures (speaker, DNSMOS, speech time) for {summary.measured} clips in "
-            f"{summary.quality_s:.1f} s"
+            f"{summary.quality_s:.1f} s beside Whisper ({summary.quality_wait_s:.1f} s waited for)"
             + (
                 f"; {reused} reused from {dataset.PreparedDataset.of_transcript(summary.output).signals_path.name}"
                 if reused > 0

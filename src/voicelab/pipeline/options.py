@@ -50,6 +50,9 @@ TRANSCRIBE = Step(
         "--batch-size": "--whisper-batch-size",  # train-lora's --batch-size is clips per step
         "--temperature": "--whisper-temperature",  # evaluate's --temperature samples the voice
         "--tags": "--whisper-tags",  # evaluate's --tags lists the tags its tags check speaks
+        # prepare-audio's --speaker-threshold keeps or drops a stretch (with --reference/--speaker auto only);
+        # transcribe's flags a clip in the review
+        "--speaker-threshold": "--review-speaker-threshold",
     },
 )
 TRAIN = Step("train-lora", "voicelab.cli.train_lora", frozenset({"--transcript", "--resume", "--overwrite"}))
@@ -62,7 +65,7 @@ the reload of a running server)."""
 
 SHARED = frozenset(
     {
-        "--device",  # transcribe, train-lora, evaluate: the torch device of each
+        "--device",  # prepare-audio (separation), transcribe, train-lora, evaluate: the torch device of each
         "--base-model",  # train-lora, evaluate
         "--snac-model",  # train-lora, evaluate
         "--whisper-model",  # transcribe (--model), evaluate

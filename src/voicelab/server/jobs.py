@@ -39,7 +39,7 @@ from typing import Any
 
 from voicelab import progress
 from voicelab.errors import UsageError
-from voicelab.fileio import UnsafePathError, resolve_inside, write_text_atomic
+from voicelab.fileio import UnsafePathError, open_inside, resolve_inside, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -125,17 +125,22 @@ class JobStore:
             raise JobNotFoundError(f"no job {job_id!r}")
         return resolve_inside(self.root, job_id)
 
-    def file(self, job_id: str, name: str) -> Path:
-        """A file of the job's folder, refused (``UnsafePathError``) where a symlink leads out of the folder."""
-        return resolve_inside(self.folder(job_id), name)
+    def open_file(self, job_id: str, name: str):
+        """A file of the job's folder opened for reading (binary) through ``fileio.open_inside``: a symlink out
+        of the folder, or one swapped in, raises ``UnsafePathError``; no such file ``FileNotFoundError``."""
+        return open_inside(self.folder(job_id), name)
 
     def upload_dir(self, job: Job, kind: str) -> Path:
         if kind not in UPLOAD_KINDS:
             raise JobError(f"uploads are {' or '.join(UPLOAD_KINDS)}, not {kind!r}")
-        return self.folder(job.id) / kind
+        return resolve_inside(self.folder(job.id), kind)  # a symlink out of the job's folder is refused
 
     def uploads(self, job: Job, kind: str) -> list[str]:
-        folder = self.upload_dir(job, kind)
+        try:
+            folder = self.upload_dir(job, kind)
+        except UnsafePathError as e:
+            logger.warning("job %s: %s", job.id, e)
+            return []
         if not folder.is_dir():
             return []
         return sorted(
@@ -155,8 +160,8 @@ class JobStore:
     # -- reading and writing ----------------------------------------------------------------------------
     def get(self, job_id: str) -> Job:
         try:
-            path = self.file(job_id, JOB_FILE)
-            return Job.from_dict(json.loads(path.read_text(encoding="utf-8")))
+            with self.open_file(job_id, JOB_FILE) as handle:
+                return Job.from_dict(json.loads(handle.read().decode("utf-8")))
         except FileNotFoundError:
             raise JobNotFoundError(f"no job {job_id!r}") from None
         except UnsafePathError as e:
@@ -218,18 +223,42 @@ class JobStore:
             shutil.rmtree(self.folder(job_id))
 
     # -- what the page shows ------------------------------------------------------------------------------
+    def read_events(self, job_id: str, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+        """The job's events from byte ``offset`` on, and the offset after them (``progress.parse_events``)."""
+        try:
+            with self.open_file(job_id, EVENTS_FILE) as handle:
+                handle.seek(offset)
+                data = handle.read()
+        except FileNotFoundError:
+            return [], offset
+        return progress.parse_events(data, offset)
+
     def events(self, job: Job) -> list[dict[str, Any]]:
         try:
-            return progress.read_events(self.file(job.id, EVENTS_FILE))[0]
+            return self.read_events(job.id)[0]
         except UnsafePathError as e:  # a symlink out of the folder: nothing of it is shown
             logger.warning("job %s: %s", job.id, e)
             return []
 
+    def read_log(self, job_id: str, start: int | None) -> tuple[list[str], int]:
+        """The whole lines added to the job's log after byte ``start`` (None: its tail), and the offset after
+        them. ``UnsafePathError`` where the log is a symlink out of the folder."""
+        try:
+            with self.open_file(job_id, LOG_FILE) as handle:
+                size = os.fstat(handle.fileno()).st_size
+                begin = max(0, size - LOG_TAIL_BYTES) if start is None else min(start, size)
+                handle.seek(begin)
+                data = handle.read(size - begin)
+        except FileNotFoundError:
+            return [], 0
+        end = data.rfind(b"\n") + 1
+        lines = data[:end].decode("utf-8", errors="replace").splitlines()
+        return (lines[-LOG_TAIL_LINES:] if start is None else lines), begin + end
+
     def log_tail(self, job: Job, lines: int = LOG_TAIL_LINES) -> list[str]:
         try:
-            path = self.file(job.id, LOG_FILE)
-            with path.open("rb") as handle:
-                handle.seek(max(0, path.stat().st_size - LOG_TAIL_BYTES))
+            with self.open_file(job.id, LOG_FILE) as handle:
+                handle.seek(max(0, os.fstat(handle.fileno()).st_size - LOG_TAIL_BYTES))
                 text = handle.read().decode("utf-8", errors="replace")
         except FileNotFoundError:
             return []
@@ -384,7 +413,11 @@ class JobRunner:
             return  # started by an earlier server process: still working
         else:
             code = None
-        events = progress.read_events(self.store.file(job.id, EVENTS_FILE), job.events_offset)[0]
+        try:
+            events = self.store.read_events(job.id, job.events_offset)[0]
+        except UnsafePathError as e:
+            logger.warning("job %s: %s", job.id, e)
+            events = []
         status, message, code = _outcome(job, code, events)
         if status == FAILED:
             message = _last_error(self.store.log_tail(job)) or f"exit status {code}"

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from voicelab import progress
 from voicelab.errors import UsageError
 from voicelab.server import exposure, jobs
-from voicelab.server.errors import ApiError
+from voicelab.server.errors import ApiError, without_server_paths
 from voicelab.server.guard import too_large_upload
 from voicelab.server.studio import STATIC_DIR
 from voicelab.server.voice_command import VoiceCommand
@@ -83,12 +83,28 @@ def _store(request: Request) -> jobs.JobStore:
     return request.app.state.jobs
 
 
-def to_api_error(exc: UsageError) -> ApiError:
+def shown(value: Any, settings) -> Any:
+    """``value`` (a text, or the texts in a list or dict) as the page may see it: the data folders by their
+    short names (``errors.without_server_paths``), other paths under the project relative to it. A job's
+    log, step notes and messages name the folders its run was given, which are the server's paths."""
+    if isinstance(value, str):
+        text = without_server_paths(value, settings)
+        project = Path.cwd()
+        return text.replace(f"{project}{os.sep}", "") if len(project.parts) > 1 else text
+    if isinstance(value, list):
+        return [shown(v, settings) for v in value]
+    if isinstance(value, dict):
+        return {k: shown(v, settings) for k, v in value.items()}
+    return value
+
+
+def to_api_error(exc: UsageError, request: Request) -> ApiError:
+    message = shown(str(exc), request.app.state.settings)
     if isinstance(exc, jobs.JobNotFoundError):
-        return ApiError(404, str(exc), code="not_found")
+        return ApiError(404, message, code="not_found")
     if isinstance(exc, jobs.JobConflictError):
-        return ApiError(409, str(exc), code="conflict")
-    return ApiError(400, str(exc), code="invalid_value")
+        return ApiError(409, message, code="conflict")
+    return ApiError(400, message, code="invalid_value")
 
 
 # --- views ---------------------------------------------------------------------------------------------------
@@ -125,7 +141,7 @@ def step_summary(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(steps.values())
 
 
-def job_view(store: jobs.JobStore, job: jobs.Job, *, detail: bool = True) -> dict[str, Any]:
+def job_view(store: jobs.JobStore, job: jobs.Job, settings, *, detail: bool = True) -> dict[str, Any]:
     """A job as the page shows it: its record, where it stands in the queue, and (detail) steps and log."""
     everyone = store.list()
     running = next((j for j in everyone if j.status in (jobs.RUNNING, jobs.CANCELLING)), None)
@@ -138,7 +154,7 @@ def job_view(store: jobs.JobStore, job: jobs.Job, *, detail: bool = True) -> dic
     if detail:
         view["steps"] = step_summary(store.events(job))
         view["log"] = store.log_tail(job)
-    return view
+    return shown(view, settings)
 
 
 # --- requests ------------------------------------------------------------------------------------------------
@@ -190,7 +206,8 @@ async def new_voice_page() -> FileResponse:
 def list_jobs(request: Request) -> dict:
     enabled, reason = jobs_enabled(request.app.state.settings, request.scope)
     store: jobs.JobStore = request.app.state.jobs
-    listed = [job_view(store, j, detail=False) for j in store.list()] if enabled else []
+    settings = request.app.state.settings
+    listed = [job_view(store, j, settings, detail=False) for j in store.list()] if enabled else []
     return {"enabled": enabled, "reason": reason, "jobs": listed}
 
 
@@ -204,7 +221,7 @@ def job_options(request: Request) -> dict:
     try:
         described = request.app.state.voice_command.describe()["options"]
     except UsageError as e:
-        raise to_api_error(e) from e
+        raise to_api_error(e, request) from e
     offered = {d["flag"] for d in described}
     return {
         "options": described,
@@ -222,9 +239,9 @@ def create_job(body: NewJob, request: Request) -> dict:
         chosen = _check_new_job(body, request)
         job = store.create(body.name, body.urls, chosen, body.review)
     except UsageError as e:
-        raise to_api_error(e) from e
+        raise to_api_error(e, request) from e
     logger.info("studio: job %s created for voice %s", job.id, job.name)
-    return job_view(store, job)
+    return job_view(store, job, request.app.state.settings)
 
 
 def _job(request: Request, job_id: str) -> tuple[jobs.JobStore, jobs.Job]:
@@ -232,13 +249,13 @@ def _job(request: Request, job_id: str) -> tuple[jobs.JobStore, jobs.Job]:
     try:
         return store, store.get(job_id)
     except UsageError as e:
-        raise to_api_error(e) from e
+        raise to_api_error(e, request) from e
 
 
 @api.get("/jobs/{job_id}")
 def get_job(job_id: str, request: Request) -> dict:
     store, job = _job(request, job_id)
-    return job_view(store, job)
+    return job_view(store, job, request.app.state.settings)
 
 
 @api.post("/jobs/{job_id}/start")
@@ -249,8 +266,8 @@ def start_job(job_id: str, body: Action, request: Request) -> dict:
         flags = _job_flags(request, store, job) if job.status == jobs.UPLOADING else None
         job = jobs.queue(store, job, flags)
     except UsageError as e:
-        raise to_api_error(e) from e
-    return job_view(store, job)
+        raise to_api_error(e, request) from e
+    return job_view(store, job, request.app.state.settings)
 
 
 def _job_flags(request: Request, store: jobs.JobStore, job: jobs.Job) -> list[str]:
@@ -271,10 +288,10 @@ def cancel_job(job_id: str, body: Action, request: Request) -> dict:
     try:
         job = request.app.state.job_runner.cancel(job.id)
     except UsageError as e:
-        raise to_api_error(e) from e
+        raise to_api_error(e, request) from e
     if job.status == jobs.CANCELLED and not (store.root / job.id).exists():
         return {**asdict(job), "deleted": True}
-    return job_view(store, job)
+    return job_view(store, job, request.app.state.settings)
 
 
 @api.delete("/jobs/{job_id}", status_code=204)
@@ -284,7 +301,7 @@ def delete_job(job_id: str, request: Request) -> Response:
     try:
         store.delete(job.id)
     except UsageError as e:
-        raise to_api_error(e) from e
+        raise to_api_error(e, request) from e
     return Response(status_code=204)
 
 
@@ -304,7 +321,7 @@ async def upload(job_id: str, kind: str, filename: str, request: Request) -> dic
             raise jobs.JobConflictError(f"job {job.id} is {job.status}: recordings are added before Start")
         target = folder / check_upload_name(filename)
     except UsageError as e:
-        raise to_api_error(e) from e
+        raise to_api_error(e, request) from e
     declared = request.headers.get("content-length", "")
     if declared.isdigit():
         _check_room(int(declared), limit, store.root)
@@ -406,24 +423,24 @@ def _sse(kind: str, data: Any) -> str:
 async def _event_stream(
     store: jobs.JobStore, job_id: str, request: Request, offset: int, log_size: int | None
 ):
+    settings = request.app.state.settings
     seen_job, quiet, deadline = None, 0.0, time.monotonic() + EVENTS_STREAM_MAX_S
     while not await request.is_disconnected() and time.monotonic() < deadline:
         try:
             job = store.get(job_id)
-            events_path, log_path = store.file(job_id, jobs.EVENTS_FILE), store.file(job_id, jobs.LOG_FILE)
+            events, offset = store.read_events(job_id, offset)
+            lines, log_size = store.read_log(job_id, log_size)
         except UsageError:  # deleted, or its files are not the job's own any more
             yield _sse("gone", {"id": job_id})
             return
-        record = job_view(store, job, detail=False)
+        record = job_view(store, job, settings, detail=False)
         if record != seen_job:
             seen_job = record
             yield _sse("job", record)
-        events, offset = progress.read_events(events_path, offset)
         for event in events:
-            yield _sse(event.get("event", "progress"), event)
-        lines, log_size = _new_log_lines(log_path, log_size)
+            yield _sse(event.get("event", "progress"), shown(event, settings))
         if lines:
-            yield _sse("log", {"lines": lines})
+            yield _sse("log", {"lines": shown(lines, settings)})
         if events or lines:
             yield _sse("cursor", {"events_from": offset, "log_from": log_size})
         if job.status not in jobs.ACTIVE:
@@ -433,25 +450,6 @@ async def _event_stream(
             quiet = 0.0
             yield ": still here\n\n"
         await asyncio.sleep(EVENTS_POLL_S)
-
-
-def _new_log_lines(path: Path, known: int | None) -> tuple[list[str], int]:
-    """Lines added to the log since ``known`` bytes (the first call sends only the tail)."""
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        return [], 0
-    start = max(0, size - jobs.LOG_TAIL_BYTES) if known is None else min(known, size)
-    if size == start:
-        return [], size
-    with path.open("rb") as handle:
-        handle.seek(start)
-        data = handle.read(size - start)
-    end = data.rfind(b"\n") + 1
-    lines = data[:end].decode("utf-8", errors="replace").splitlines()
-    if known is None:
-        lines = lines[-jobs.LOG_TAIL_LINES :]
-    return lines, start + end
 
 
 # --- wiring ----------------------------------------------------------------------------------------------

@@ -79,13 +79,7 @@ def finish_review(
 ) -> ReviewOutcome:
     """The review file, and with ``quality`` excluded.csv and the dataset report."""
     inputs = review_inputs(rows, signals, clips)
-    reference = None
-    if quality is not None and quality.reference:
-        from voicelab.quality import speaker_embeddings
-
-        reference = speaker_embeddings(
-            [read(p) for p in quality.reference], WHISPER_SAMPLE_RATE, device=quality_device(quality.device)
-        )
+    reference = _reference(ds, read, quality)
     threshold = quality.speaker_threshold if quality is not None else DEFAULT_SPEAKER_THRESHOLD
     speakers = speaker_context(inputs, reference=reference, threshold=threshold)
     items = review(inputs, speakers)
@@ -100,6 +94,24 @@ def finish_review(
     return outcome
 
 
+def _reference(ds: PreparedDataset, read: Callable[[Path], np.ndarray], quality: QualityOptions | None):
+    """What speaker similarity is measured to: the user's reference clips; else the voice prepare-audio
+    kept (``--reference`` or ``--speaker auto``, its saved voice print); else ``None``, the dominant voice."""
+    if quality is None:
+        return None
+    if quality.reference:
+        from voicelab.quality import speaker_embeddings
+
+        return speaker_embeddings(
+            [read(p) for p in quality.reference], WHISPER_SAMPLE_RATE, device=quality_device(quality.device)
+        )
+    kept = ds.read_voice_print()
+    if kept is None:
+        return None
+    logger.info("speaker similarity measured to the voice prepare-audio kept (%s)", ds.voice_print_path)
+    return np.asarray(kept[0], dtype=np.float32)
+
+
 def _finish_quality(
     ds: PreparedDataset,
     items: Sequence[ReviewItem],
@@ -109,14 +121,18 @@ def _finish_quality(
     outcome: ReviewOutcome,
 ) -> None:
     """excluded.csv (new flags added; a person's entries kept) and the dataset report."""
-    excluded = ds.read_exclusions()
-    if quality.exclude_flagged:
-        new = {i.signals.key: "; ".join(i.quality_reasons) for i in items if i.quality_reasons}
-        new = {k: v for k, v in new.items() if k not in excluded}
-        if new:
-            excluded.update(new)
-            outcome.excluded_path = ds.write_exclusions(excluded)
-        outcome.excluded_new = len(new)
+    flagged = {i.signals.key: "; ".join(i.quality_reasons) for i in items if i.quality_reasons}
+    added: dict[str, str] = {}
+
+    def add_flagged(excluded: dict[str, str]) -> dict[str, str]:  # merged as the file is now; a person's stay
+        if quality.exclude_flagged:
+            added.update({k: v for k, v in flagged.items() if k not in excluded})
+        return {**excluded, **added}
+
+    excluded = ds.update_exclusions(add_flagged)
+    if added:
+        outcome.excluded_path = ds.excluded_path
+    outcome.excluded_new = len(added)
     if quality.report:
         from voicelab.dataset_report import write_dataset_report
 
