@@ -154,7 +154,7 @@ def step_status(page, step: str):
 
 def training_done(page) -> list[float]:
     return page.evaluate(
-        "window.voicelabNewVoice.progress.filter(p => p.phase === 'training').map(p => p.done)"
+        "() => window.voicelabNewVoice.progress.filter(p => p.phase === 'training').map(p => p.done)"
     )
 
 
@@ -191,7 +191,7 @@ def test_a_voice_from_uploads_paused_for_review_cancelled_resumed_and_spoken(
         page.locator("#job-resume").click()
         expect(page.locator("#job-state")).to_have_text("running")
         page.wait_for_function(
-            "window.voicelabNewVoice.progress.some(p => p.phase === 'training' && p.done >= 1)",
+            "() => window.voicelabNewVoice.progress.some(p => p.phase === 'training' && p.done >= 1)",
             timeout=JOB_TIMEOUT_MS,
         )
         page.locator("#view-job details > summary").click()  # the log folded: steps and progress
@@ -219,7 +219,7 @@ def test_a_voice_from_uploads_paused_for_review_cancelled_resumed_and_spoken(
         expect(page.locator("#voice-select")).to_have_value(NAME)
         page.locator("#speak-text").fill("Hello from a voice made in the browser.")
         page.locator("#speak").click()
-        stats = page.wait_for_function("window.voicelabStudio.lastSpeech").json_value()
+        stats = page.wait_for_function("() => window.voicelabStudio.lastSpeech").json_value()
         assert stats["samples"] > 0 and vllm.completions[-1].body["model"] == NAME
         assert page.console_errors == []
 

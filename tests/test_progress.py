@@ -143,6 +143,20 @@ def test_without_a_terminal_a_bar_logs_a_line_every_twentieth_of_its_total(caplo
     assert lines[-1] == "transcribing (audio min): 50.0/50.0 min (100%), clips 100/100, 5:00 elapsed"
 
 
+def test_the_time_left_leaves_out_a_slow_first_item(caplog, events_file):
+    """The first clip also loads the models: the line's time left and the events' eta follow the pace after
+    it (a minute for the first, 3 s each after: 95 clips left are 4:45, not 22:48)."""
+    now = [0.0]
+    with caplog.at_level(logging.INFO, logger="voicelab.progress"):
+        bar = progress.progress_bar(total=100, desc="clips", unit="clip", disable=None, clock=lambda: now[0])
+        for done in range(1, 6):
+            now[0] += 60.0 if done == 1 else 3.0
+            bar.update(1)
+    assert caplog.records[0].getMessage() == "clips: 5/100 clip (5%), 1:12 elapsed, about 4:45 left"
+    last = read(events_file)[-1]
+    assert (last["done"], last["eta"], last["rate"]) == (5.0, 285.0, round(1 / 3, 3))
+
+
 def test_a_batch_that_jumps_past_several_lines_logs_once(caplog):
     logs = caplog.at_level(logging.INFO, logger="voicelab.progress")
     with logs, progress.progress_bar(total=10, desc="clips", unit="clip", disable=None) as bar:

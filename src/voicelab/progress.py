@@ -13,7 +13,12 @@ costs nothing. Drawing and events are independent: ``--no-progress`` hides the b
 
 Where tqdm would not draw because stderr is not a terminal (``disable=None``: ``make transcribe > log``,
 ``| tee``, CI, a studio job's log), the bar logs a line instead every ``1 / LINES_PER_RUN`` of its total
-(done, share, the loop's message, elapsed, time left), so a run of hours still says how far it is.
+(done, share, the loop's message, elapsed, time left), so a run of hours still says how far it is. A loop
+sets its message (``set_postfix_str``) before its ``update``, so the line an update logs says where it is.
+
+The time left (in the line and in the events' ``eta``/``rate``) follows the pace after the first update:
+the first item of a run also loads the models (a minute, against seconds per clip after it), and an
+estimate that counted it said an hour was left of an eleven-minute run.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -159,8 +164,10 @@ class Bar:
         unit: str = "it",
         initial: float = 0,
         disable: bool | None = False,
+        clock: Callable[[], float] | None = None,
         **tqdm_kwargs: Any,
     ) -> None:
+        """``clock``: seconds, ``time.monotonic`` by default (tests hand in their own)."""
         if total is None and iterable is not None:
             with contextlib.suppress(TypeError):
                 total = len(iterable)  # type: ignore[arg-type]
@@ -171,7 +178,9 @@ class Bar:
         self.n: float = initial
         self._initial = initial  # a resumed loop: the rate counts only what this run did
         self.message = ""
-        self._started = time.monotonic()
+        self._clock = clock or time.monotonic
+        self._started = self._clock()
+        self._first: tuple[float, float] | None = None  # (time, done) at the first update: the slow one
         self._last_event = -math.inf
         self._last_done: float | None = None
         self._closed = False
@@ -188,6 +197,8 @@ class Bar:
     # -- tqdm's interface ----------------------------------------------------------------------------
     def update(self, n: float = 1) -> None:
         self.n += n
+        if self._first is None:
+            self._first = (self._clock(), self.n)
         if self._tqdm is not None:
             self._tqdm.update(n)
         self._emit()
@@ -247,27 +258,34 @@ class Bar:
         parts = [f"{self.desc or 'progress'}: {amount} {self.unit} ({self.n / total:.0%})"]
         if self.message:
             parts.append(self.message)
-        elapsed = time.monotonic() - self._started
-        parts.append(f"{_clock(elapsed)} elapsed")
-        done_here = self.n - self._initial
-        if done_here > 0 and self.n < total:
-            parts.append(f"about {_clock(elapsed / done_here * (total - self.n))} left")
+        now = self._clock()
+        parts.append(f"{_clock(now - self._started)} elapsed")
+        pace = self._seconds_per_unit(now)
+        if pace is not None and self.n < total:
+            parts.append(f"about {_clock(pace * (total - self.n))} left")
         return ", ".join(parts)
+
+    def _seconds_per_unit(self, now: float) -> float | None:
+        """The pace since the first update (which also paid for loading the models), or, before a second
+        update, the pace so far; ``None`` before anything is done."""
+        if self._first is not None and self.n > self._first[1] and now > self._first[0]:
+            return (now - self._first[0]) / (self.n - self._first[1])
+        done_here = self.n - self._initial
+        return (now - self._started) / done_here if done_here > 0 and now > self._started else None
 
     # -- events ----------------------------------------------------------------------------------------
     def _emit(self, force: bool = False) -> None:
         if _sink is None:
             return
-        now = time.monotonic()
+        now = self._clock()
         if not force and now - self._last_event < MIN_INTERVAL_S:
             return
         if self._closed and self._last_done == self.n:
             return  # the last update already said it
         self._last_event, self._last_done = now, self.n
-        elapsed = now - self._started
-        done_here = self.n - self._initial
-        rate = done_here / elapsed if elapsed > 0 and done_here > 0 else None
-        eta = (self.total - self.n) / rate if rate and self.total is not None else None
+        pace = self._seconds_per_unit(now)
+        rate = 1 / pace if pace else None
+        eta = pace * (self.total - self.n) if pace is not None and self.total is not None else None
         emit(
             EVENT_PROGRESS,
             phase=self.desc,

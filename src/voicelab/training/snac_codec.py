@@ -258,7 +258,7 @@ def encode_clips(
         raise ValueError("a cache needs the codec's fingerprint")
     result: dict[str, np.ndarray] = {}
     stats = EncodeStats()
-    # disable=None: tqdm stays quiet when stderr is not a terminal, so logs hold no bar redraws
+    # disable=None: tqdm draws on a terminal only; in a log (no redraws) the bar logs a line every 5%
     bar = progress_bar(
         total=len(items), desc="SNAC encoding", unit="clip", disable=None if progress else True
     )

@@ -153,7 +153,7 @@ class _Pass:
     def run(self, clips: Sequence[Path], todo: list[Path], progress: bool) -> None:
         """Transcribe ``todo`` (then catch up on unmeasured clips); the files are sorted at the end."""
         durations = {c: clip_duration_s(c) or 0.0 for c in todo}
-        # disable=None: tqdm stays quiet when stderr is not a terminal, so logs hold no bar redraws
+        # disable=None: tqdm draws on a terminal only; in a log (no redraws) the bar logs a line every 5%
         bar = progress_bar(
             total=sum(durations.values()) / 60,
             unit="min",
