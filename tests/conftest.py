@@ -1,10 +1,16 @@
-"""Session fixtures: tiny random models built offline, once per test session (never committed)."""
+"""Shared fixtures: tiny random models built offline, once per test session (never committed), and the
+repository root. Texts the tests speak are in ``voicelab.testing.texts``."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
 from voicelab import testing
+
+REPO = Path(__file__).resolve().parents[1]
+"""The repository root (tests import it: ``from conftest import REPO``)."""
 
 
 def pytest_addoption(parser):
@@ -30,6 +36,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="module")
+def anyio_backend():
+    """``@pytest.mark.anyio`` tests run on asyncio (the server's loop), never on trio."""
+    return "asyncio"
 
 
 @pytest.fixture(scope="session")
@@ -73,8 +85,8 @@ def speech_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def fast_transcribe_flags():
-    """Greedy, no fallback, one thread: the tiny model decodes fast, and on a loaded 2-core machine extra
-    threads only spin (a 20x slowdown measured here)."""
+    """Greedy, no fallback, one thread: the tiny model decodes fast, and on a loaded machine extra threads
+    only spin."""
     return ["--temperature-increment-on-fallback", "0", "--beam-size", "1", "--no-progress", "--threads", "1"]
 
 
@@ -86,3 +98,23 @@ def restore_torch_threads():
     before = torch.get_num_threads()
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def voices_dir(tmp_path_factory, tiny_orpheus_dir):
+    """A voices folder with two voices on the tiny model: alice (prompt prefix "Alice: ") and bob."""
+    from voicelab.testing.voices import write_voice_folder
+
+    root = tmp_path_factory.mktemp("voices")
+    write_voice_folder(root, "alice", base_model=str(tiny_orpheus_dir), prompt_prefix="Alice: ")
+    write_voice_folder(root, "bob", base_model=str(tiny_orpheus_dir))
+    return root
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    """The OpenAI SDK on the module's ``server`` (retries off, so a failure shows as it happened)."""
+    import openai
+
+    with openai.OpenAI(base_url=f"{server.url}/v1", api_key="none", max_retries=0) as c:
+        yield c

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
+from conftest import REPO
 from voicelab import orpheus
 from voicelab.dataset import read_exclusions, read_transcript
 from voicelab.server.app import create_app
@@ -20,7 +21,6 @@ from voicelab.server.settings import Settings
 from voicelab.testing.datasets import write_reviewed_dataset
 from voicelab.testing.fake_vllm import FakeVLLMServer
 from voicelab.testing.server import ServerThread
-from voicelab.testing.voices import write_voice_folder
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -34,7 +34,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--autoplay-policy=no-user-gesture-required",
 ]
-SCREENSHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
+SCREENSHOTS = REPO / "artifacts" / "screenshots"
 KEY = "studio-browser-key"
 STEP_TIMEOUT_MS = 20_000  # Playwright's own wait bound per step (a loaded 2-core CI machine is slow)
 TOKEN_DELAY_S = 0.005  # the stand-in vLLM paces its tokens, so audio arrives over time as from a GPU
@@ -58,15 +58,14 @@ SECONDS = (3.0, 3.5, 4.0)
 
 
 @pytest.fixture(scope="module")
-def voices_dir(tmp_path_factory, tiny_orpheus_dir):
+def voices_dir(voices_dir):
+    """The shared alice and bob, alice with an evaluation summary and picture."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    root = tmp_path_factory.mktemp("studio_voices")
-    write_voice_folder(root, "alice", base_model=str(tiny_orpheus_dir), prompt_prefix="Alice: ")
-    write_voice_folder(root, "bob", base_model=str(tiny_orpheus_dir))
+    root = voices_dir
     evaluation = root / "alice" / "eval"
     evaluation.mkdir()
     (evaluation / "summary.md").write_text("speaker similarity 0.81 (threshold 0.75): pass\n")

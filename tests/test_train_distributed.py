@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from conftest import REPO
 from test_train_lora import common_args, make_dataset
 from voicelab.voice import ADAPTER_CONFIG_FILE, VoiceMetadata, adapter_problems
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_lora.py"
+SCRIPT = REPO / "scripts" / "train_lora.py"
 WORLD_SIZE = 2
 
 
