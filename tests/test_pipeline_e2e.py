@@ -2,7 +2,8 @@
 
     make prepare-audio -> make transcribe -> make train-lora -> make dev (local engine) -> OpenAI SDK -> WAV
 
-About 30 s on two CPU cores; part of ``make test``.
+Slow (``make test-all`` runs it; its time is in docs/benchmarks.md): each step has its own fast test, the
+serving one in tests/test_server_local.py.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import signal
 import subprocess
 
 import openai
+import pytest
 import soundfile as sf
 
 from conftest import REPO
@@ -37,6 +39,7 @@ def make(target: str, args: list[str], env: dict[str, str] | None = None) -> sub
     return result
 
 
+@pytest.mark.slow
 def test_recordings_to_served_voice_through_make_targets(
     tmp_path, speech_dir, tiny_orpheus_dir, tiny_snac_dir, tiny_whisper_path
 ):

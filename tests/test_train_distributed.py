@@ -38,7 +38,10 @@ LAUNCHERS = {
 }
 
 
-@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+@pytest.mark.parametrize(  # the same code under both launchers: accelerate only in the slow run
+    "launcher",
+    [pytest.param(n, marks=pytest.mark.slow) if n == "accelerate" else n for n in sorted(LAUNCHERS)],
+)
 def test_two_process_run_writes_one_voice(launcher, tmp_path, tiny_orpheus_dir, tiny_snac_dir):
     data = make_dataset(tmp_path / "data")  # 3 usable clips
     voices = tmp_path / "voices"
