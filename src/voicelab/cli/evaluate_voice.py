@@ -38,20 +38,9 @@ from voicelab.cli.common import (
     run_step,
     setup_logging,
 )
+from voicelab.options import add_options, from_args
 
 logger = logging.getLogger("voicelab.evaluate")
-
-THRESHOLD_HELP = {
-    "min_similarity": "speaker similarity to the held-out clips at least",
-    "min_similarity_gain": "voice minus base model similarity at least",
-    "max_wer": "word error rate at most",
-    "max_cer": "character error rate at most",
-    "min_dnsmos": "DNSMOS overall (1-5) at least",
-    "max_rate_deviation": "speech rate within this share of the dataset's",
-    "max_duration_ratio": "a sample longer than this x the time its words need is a runaway",
-    "max_silence_s": "no silence inside a sample longer than this (seconds)",
-    "max_code_overlap": "a novel sentence sharing more than this share of codes with a training clip is overfitting",
-}
 
 
 def tag_list(value: str) -> tuple[str, ...]:
@@ -96,10 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling_flags(p, defaults)
     _add_tags_check_flags(p, defaults.tag_sentences)
     group = p.add_argument_group("thresholds (a check fails past them)")
-    for f in fields(Thresholds):
-        group.add_argument(
-            f"--{f.name.replace('_', '-')}", type=finite_float, default=f.default, help=THRESHOLD_HELP[f.name]
-        )
+    add_options(group, Thresholds, [f.name for f in fields(Thresholds)])
     p.add_argument("--strict", action="store_true", help="exit 1 when a check fails")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -223,7 +209,7 @@ def settings_from(args: argparse.Namespace):
         max_tokens=args.max_tokens,
         tag_sentences=args.tag_sentences,
         tags=args.tags,
-        thresholds=Thresholds(**{f.name: getattr(args, f.name) for f in fields(Thresholds)}),
+        thresholds=from_args(Thresholds, args),
         progress=not args.no_progress,
     )
 
