@@ -1,5 +1,6 @@
-"""Shared fixtures: tiny random models built offline, once per test session (never committed), and the
-repository root. Texts the tests speak are in ``voicelab.testing.texts``."""
+"""Shared fixtures: tiny random models built offline, once per test session (never committed); a voices
+folder, the OpenAI SDK on a module's ``server``, the stand-in vLLM, Chromium and a page; the repository
+root. Texts the tests speak are in ``voicelab.testing.texts``."""
 
 from __future__ import annotations
 
@@ -8,9 +9,18 @@ from pathlib import Path
 import pytest
 
 from voicelab import testing
+from voicelab.testing.browser import CHROMIUM
 
 REPO = Path(__file__).resolve().parents[1]
 """The repository root (tests import it: ``from conftest import REPO``)."""
+BROWSER_MARKS = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason=f"no Chromium at {CHROMIUM}: install the distribution's package (apt-get install chromium)",
+    ),
+]
+"""``pytestmark`` of a module of browser tests (they use the ``browser`` and ``page`` fixtures below)."""
 
 
 def pytest_addoption(parser):
@@ -118,3 +128,41 @@ def client(server):
 
     with openai.OpenAI(base_url=f"{server.url}/v1", api_key="none", max_retries=0) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def vllm(tiny_orpheus_dir):
+    """The stand-in vLLM on the tiny model, pacing its tokens as a GPU would stream them."""
+    from voicelab.testing.browser import TOKEN_DELAY_S
+    from voicelab.testing.fake_vllm import FakeVLLMServer
+
+    with FakeVLLMServer(base_model=str(tiny_orpheus_dir), token_delay=TOKEN_DELAY_S) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Chromium (the distribution's, by path) driven by Playwright; browser tests only."""
+    from playwright.sync_api import sync_playwright
+
+    from voicelab.testing.browser import CHROMIUM_ARGS
+
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh browser page that records console errors (``page.console_errors``) and keeps downloads."""
+    from voicelab.testing.browser import STEP_TIMEOUT_MS
+
+    context = browser.new_context(accept_downloads=True)
+    context.set_default_timeout(STEP_TIMEOUT_MS)
+    page = context.new_page()
+    page.console_errors = []
+    page.on("console", lambda m: m.type == "error" and page.console_errors.append(m.text))
+    page.on("pageerror", lambda e: page.console_errors.append(str(e)))
+    yield page
+    context.close()

@@ -13,41 +13,20 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from conftest import REPO
+from conftest import BROWSER_MARKS, REPO
 from voicelab import orpheus
 from voicelab.dataset import read_exclusions, read_transcript
 from voicelab.server.app import create_app
 from voicelab.server.settings import Settings
+from voicelab.testing.browser import KEY, open_with_key, screenshot
 from voicelab.testing.datasets import write_reviewed_dataset
-from voicelab.testing.fake_vllm import FakeVLLMServer
 from voicelab.testing.server import ServerThread
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-]
 SCREENSHOTS = REPO / "artifacts" / "screenshots"
-KEY = "studio-browser-key"
-STEP_TIMEOUT_MS = 20_000  # Playwright's own wait bound per step (a loaded 2-core CI machine is slow)
-TOKEN_DELAY_S = 0.005  # the stand-in vLLM paces its tokens, so audio arrives over time as from a GPU
 NARROW = {"width": 390, "height": 844}  # a phone
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason=f"no Chromium at {CHROMIUM}: install the distribution's package (apt-get install chromium)",
-    ),
-]
+pytestmark = BROWSER_MARKS
 
 TEXTS = {
     "clip_000": "A perfectly ordinary sentence here.",
@@ -85,12 +64,6 @@ def prepared_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def vllm(tiny_orpheus_dir):
-    with FakeVLLMServer(base_model=str(tiny_orpheus_dir), token_delay=TOKEN_DELAY_S) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def server(vllm, voices_dir, prepared_dir, tiny_orpheus_dir, tiny_snac_dir):
     settings = Settings(
         voices_dir=voices_dir,
@@ -102,37 +75,6 @@ def server(vllm, voices_dir, prepared_dir, tiny_orpheus_dir, tiny_snac_dir):
     )
     with ServerThread(create_app(settings)) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with playwright_api.sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(accept_downloads=True)
-    context.set_default_timeout(STEP_TIMEOUT_MS)
-    page = context.new_page()
-    page.console_errors = []
-    page.on("console", lambda m: m.type == "error" and page.console_errors.append(m.text))
-    page.on("pageerror", lambda e: page.console_errors.append(str(e)))
-    yield page
-    context.close()
-
-
-def screenshot(page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
-
-
-def open_with_key(page, server, key: str = KEY) -> None:
-    page.goto(server.url + "/")
-    page.locator("#api-key").fill(key)
-    page.locator("#api-key").press("Enter")
 
 
 def api_voices(server) -> list[str]:
@@ -154,7 +96,7 @@ def test_page_loads_without_errors_and_lists_the_voices(page, server):
     page.locator("#reload-voices").click()
     playwright_api.expect(page.locator("#voices-status")).to_contain_text("Reloaded. No changes.")
     assert page.console_errors == []
-    screenshot(page, "voices")
+    screenshot(page, SCREENSHOTS, "voices")
 
 
 def test_speak_plays_while_generating_and_downloads_every_frame(page, server, vllm, tiny_tokenizer):
@@ -177,7 +119,7 @@ def test_speak_plays_while_generating_and_downloads_every_frame(page, server, vl
     assert stats["chunks"] > 1 and stats["firstAudioMs"] < stats["totalMs"]  # played before the end
     playwright_api.expect(page.locator("#speak-stats")).to_contain_text("First audio after")
     assert page.console_errors == []
-    screenshot(page, "speak")
+    screenshot(page, SCREENSHOTS, "speak")
 
 
 def test_keyboard_review_edits_the_transcript_and_excludes_a_clip(page, server, prepared_dir):
@@ -204,13 +146,13 @@ def test_keyboard_review_edits_the_transcript_and_excludes_a_clip(page, server, 
     assert "clip_002" in read_exclusions(prepared_dir / "alice")
     playwright_api.expect(page.locator("#clip-list > li.edited")).to_have_count(1)
     assert page.console_errors == []
-    screenshot(page, "dataset")
+    screenshot(page, SCREENSHOTS, "dataset")
     page.set_viewport_size(NARROW)  # a phone: nothing wider than the screen, in either view
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
-    screenshot(page, "dataset-narrow")
+    screenshot(page, SCREENSHOTS, "dataset-narrow")
     page.locator("#tab-voices").click()
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
-    screenshot(page, "voices-narrow")
+    screenshot(page, SCREENSHOTS, "voices-narrow")
 
 
 def test_a_bad_key_is_shown_in_words(page, server):
@@ -219,4 +161,4 @@ def test_a_bad_key_is_shown_in_words(page, server):
     playwright_api.expect(error).to_be_visible()
     playwright_api.expect(error).to_contain_text("invalid API key")
     playwright_api.expect(page.locator("#voice-list > li")).to_have_count(0)
-    screenshot(page, "bad-key")
+    screenshot(page, SCREENSHOTS, "bad-key")
