@@ -155,14 +155,17 @@ def browser():
 
 @pytest.fixture
 def page(browser):
-    """A fresh browser page that records console errors (``page.console_errors``) and keeps downloads."""
+    """A fresh browser page that records console errors (``page.console_errors``) and dialogs, which it
+    dismisses (``page.dialogs``), and keeps downloads."""
     from voicelab.testing.browser import STEP_TIMEOUT_MS
 
     context = browser.new_context(accept_downloads=True)
     context.set_default_timeout(STEP_TIMEOUT_MS)
     page = context.new_page()
     page.console_errors = []
+    page.dialogs = []
     page.on("console", lambda m: m.type == "error" and page.console_errors.append(m.text))
     page.on("pageerror", lambda e: page.console_errors.append(str(e)))
+    page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
     yield page
     context.close()

@@ -18,6 +18,7 @@ from voicelab.server.app import create_app
 from voicelab.server.backend import Backend
 from voicelab.server.settings import Settings
 from voicelab.testing.datasets import write_reviewed_dataset
+from voicelab.testing.server import local_client
 
 KEY = "studio-key"
 CLIP_SECONDS = (3.0, 3.5, 4.0, 4.5)  # plausible speaking rates for TEXTS: only clip_001 is flagged
@@ -76,7 +77,7 @@ def make_client(prepared, voices, **settings) -> TestClient:
         Settings(voices_dir=voices, prepared_dir=prepared, base_model="org/base", **settings),
         backend_factory=factory,
     )
-    return TestClient(app)
+    return local_client(app)
 
 
 @pytest.fixture

@@ -165,10 +165,12 @@ class VoiceMetadata:
     @classmethod
     def read(cls, folder: Path) -> VoiceMetadata:
         """``voice.json`` of the voice in ``folder``; ``ValueError`` naming the file when it is unusable."""
+        from voicelab.fileio import UnsafePathError, read_text_inside  # no symlink out of the folder
+
         path = Path(folder) / VOICE_FILE
         try:
-            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, json.JSONDecodeError, ValueError, TypeError) as e:
+            return cls.from_dict(json.loads(read_text_inside(folder, VOICE_FILE)))
+        except (OSError, json.JSONDecodeError, ValueError, TypeError, UnsafePathError) as e:
             raise ValueError(f"{path}: unreadable voice.json ({e})") from e
 
 
@@ -338,8 +340,11 @@ class VoiceFolder:
         return self.adapter_config_path.is_file()
 
     def read_adapter_config(self) -> Any:
-        """``adapter_config.json`` as parsed JSON (``OSError``/``ValueError`` when it cannot be)."""
-        return json.loads(self.adapter_config_path.read_text(encoding="utf-8"))
+        """``adapter_config.json`` as parsed JSON (``OSError``/``ValueError`` when it cannot be; a symlink
+        out of the folder: ``UnsafePathError``)."""
+        from voicelab.fileio import read_text_inside
+
+        return json.loads(read_text_inside(self.dir, ADAPTER_CONFIG_FILE))
 
     def remove_model_card(self) -> None:
         (self.dir / MODEL_CARD_FILE).unlink(missing_ok=True)
@@ -451,12 +456,11 @@ class VoiceFolder:
 
     def read_eval_summary(self) -> dict[str, Any] | None:
         """The headline numbers and verdicts of the voice's last evaluation (None when it has none or it is
-        unreadable); read through ``resolve_inside`` so a planted symlink cannot leak another file."""
-        from voicelab.fileio import UnsafePathError, resolve_inside
+        unreadable); read through ``fileio.open_inside`` so a planted symlink cannot leak another file."""
+        from voicelab.fileio import UnsafePathError, read_text_inside
 
         try:
-            path = resolve_inside(self.dir, f"{EVAL_DIR}/{EVAL_FILE}")
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(read_text_inside(self.dir, f"{EVAL_DIR}/{EVAL_FILE}"))
             public = {k: v for k, v in data["summary"].items() if k not in PRIVATE_SUMMARY_KEYS}
             return {
                 "created_at": data["created_at"],
@@ -473,23 +477,34 @@ class VoiceFolder:
         return resolve_inside(self.dir, EVAL_DIR) if self.eval_dir.exists() else self.eval_dir
 
     def read_eval_view(self, picture_suffixes: Sequence[str]) -> EvalView | None:
-        """The evaluation as the studio shows it (None without one); an unreadable eval.json is left out."""
+        """The evaluation as the studio shows it (None without one); an unreadable eval.json is left out.
+
+        Every file is read through ``fileio.open_inside``: one that is a symlink out of the folder raises
+        ``UnsafePathError`` instead of being read. Pictures whose name no answer can carry are not listed.
+        """
+        from voicelab.fileio import name_problem, read_text_inside
+
         folder = self.safe_eval_dir()
         if not folder.is_dir():
             return None
-        summary = folder / EVAL_SUMMARY_FILE
-        numbers = folder / EVAL_FILE
         try:
-            parsed = json.loads(numbers.read_text(encoding="utf-8")) if numbers.is_file() else None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            logger.warning("%s: unreadable (%s); not shown", numbers, e)
+            parsed = json.loads(read_text_inside(folder, EVAL_FILE))
+        except FileNotFoundError:
             parsed = None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            logger.warning("%s/%s: unreadable (%s); not shown", folder, EVAL_FILE, e)
+            parsed = None
+        try:
+            summary = read_text_inside(folder, EVAL_SUMMARY_FILE, errors="replace")
+        except FileNotFoundError:
+            summary = None
+        pictures = (
+            p
+            for p in folder.iterdir()
+            if name_problem(p.name) is None and p.suffix.lower() in picture_suffixes
+        )
         return EvalView(
-            summary=summary.read_text(encoding="utf-8", errors="replace") if summary.is_file() else None,
-            numbers=parsed,
-            pictures=sorted(
-                p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in picture_suffixes
-            ),
+            summary=summary, numbers=parsed, pictures=sorted(p.name for p in pictures if p.is_file())
         )
 
 

@@ -23,6 +23,7 @@ from voicelab.cli.common import (
     EXIT_OK,
     HelpFormatter,
     require_local_model,
+    require_output_dir,
     run_step,
     setup_logging,
 )
@@ -153,8 +154,9 @@ def _train(request: TrainRequest, argv: list[str]) -> int:
     # Everything that can be checked without torch or transformers, first: a bad name, a missing dataset
     # or an existing voice is reported in a second, not after half a minute of imports.
     build.check_request(request)
-    require_local_model(request.base_model, "--base-model", "model folder")
-    require_local_model(request.snac_model, "--snac-model", "model folder")
+    require_output_dir(request.voices_dir, "--voices-dir")
+    require_local_model(request.base_model, "--base-model", "model folder", folder=True)
+    require_local_model(request.snac_model, "--snac-model", "model folder", folder=True)
     build.check_devices(request)
     if not request.train.progress:  # transformers' own bars too ("Loading weights")
         from transformers.utils import logging as hf_logging

@@ -19,6 +19,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
     "--autoplay-policy=no-user-gesture-required",
+    "--host-resolver-rules=MAP rebind.attacker.test 127.0.0.1",  # DNS rebinding, without DNS
 ]
 KEY = "studio-browser-key"
 """The API key the browser tests' servers require and their pages type in."""

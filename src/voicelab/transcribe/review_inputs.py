@@ -109,14 +109,18 @@ def _finish_quality(
     outcome: ReviewOutcome,
 ) -> None:
     """excluded.csv (new flags added; a person's entries kept) and the dataset report."""
-    excluded = ds.read_exclusions()
-    if quality.exclude_flagged:
-        new = {i.signals.key: "; ".join(i.quality_reasons) for i in items if i.quality_reasons}
-        new = {k: v for k, v in new.items() if k not in excluded}
-        if new:
-            excluded.update(new)
-            outcome.excluded_path = ds.write_exclusions(excluded)
-        outcome.excluded_new = len(new)
+    flagged = {i.signals.key: "; ".join(i.quality_reasons) for i in items if i.quality_reasons}
+    added: dict[str, str] = {}
+
+    def add_flagged(excluded: dict[str, str]) -> dict[str, str]:  # merged as the file is now; a person's stay
+        if quality.exclude_flagged:
+            added.update({k: v for k, v in flagged.items() if k not in excluded})
+        return {**excluded, **added}
+
+    excluded = ds.update_exclusions(add_flagged)
+    if added:
+        outcome.excluded_path = ds.excluded_path
+    outcome.excluded_new = len(added)
     if quality.report:
         from voicelab.dataset_report import write_dataset_report
 
