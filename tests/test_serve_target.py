@@ -5,15 +5,14 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from pathlib import Path
 
 import httpx
 
+from conftest import REPO
 from voicelab.testing.fake_vllm import FakeVLLMServer
 from voicelab.testing.server import free_port, wait_until_healthy
 from voicelab.testing.voices import build_tiny_voice
 
-REPO = Path(__file__).resolve().parents[1]
 WORKERS = 2
 
 

@@ -17,8 +17,8 @@ Where tqdm would not draw because stderr is not a terminal (``disable=None``: ``
 sets its message (``set_postfix_str``) before its ``update``, so the line an update logs says where it is.
 
 The time left (in the line and in the events' ``eta``/``rate``) follows the pace after the first update:
-the first item of a run also loads the models (a minute, against seconds per clip after it), and an
-estimate that counted it said an hour was left of an eleven-minute run.
+the first item of a run also loads the models, which can take as long as many items after it, so an
+estimate that counted it would say far more time is left than is.
 """
 
 from __future__ import annotations

@@ -44,6 +44,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("input_dir", type=Path, help="folder of .wav clips (what prepare-audio wrote)")
     parser.add_argument("--output", type=Path, default=None, help=OUTPUT_HELP)
+    _add_whisper_flags(parser)
+    _add_review_flags(parser)
+    _add_tags_flag(parser)
+    parser.add_argument(
+        "--overwrite", action="store_true", help="transcribe every clip again instead of resuming"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    progress.add_argument(parser)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every clip (debug detail)")
+    return parser
+
+
+def _add_whisper_flags(parser: argparse.ArgumentParser) -> None:
+    """Which Whisper, where it runs, and how it decodes."""
     parser.add_argument(
         "--model",
         default="medium",
@@ -81,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="raise the temperature by this when a decode looks failed, up to 1.0 (0 = never retry; "
         "faster-whisper batches use the first temperature only)",
     )
+
+
+def _add_review_flags(parser: argparse.ArgumentParser) -> None:
+    """The audio measures and what the review does with them."""
     parser.add_argument(
         "--speaker-threshold",
         type=finite_float,
@@ -107,14 +125,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip the audio measures (speaker embedding, DNSMOS, speech time) and the dataset report",
     )
-    _add_tags_flag(parser)
-    parser.add_argument(
-        "--overwrite", action="store_true", help="transcribe every clip again instead of resuming"
-    )
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    progress.add_argument(parser)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log every clip (debug detail)")
-    return parser
 
 
 def _add_tags_flag(parser: argparse.ArgumentParser) -> None:
