@@ -285,6 +285,8 @@ def check_step_argv(step: Step, argv: Sequence[str]) -> None:
 
     parser.error = refuse  # argparse and the step's check_args report through error()
     args = parser.parse_args(list(argv))
+    if hasattr(module, "request_from_args"):  # train-lora checks the request its flags describe
+        args = module.request_from_args(args)
     if hasattr(module, "check_args"):
         module.check_args(parser, args)
 

@@ -169,9 +169,9 @@ def check_training_device(train_argv: list[str]) -> None:
     from voicelab.cli import train_lora
     from voicelab.training.trainer import check_device
 
-    args = train_lora.build_parser().parse_args(["x", "x", *train_argv])
-    check_device(args.device, "--device")
-    check_device(args.snac_device, "--snac-device")
+    request = train_lora.request_from_args(train_lora.build_parser().parse_args(["x", "x", *train_argv]))
+    check_device(request.train.device, "--device")
+    check_device(request.snac_device, "--snac-device")
 
 
 # --- running -------------------------------------------------------------------------------------------
