@@ -1,5 +1,5 @@
 """voicelab-voice's flags come from the steps' own parsers: spelt as each step spells them, a clash between
-two steps settled in one place (voicelab.pipeline.options), a flag added to a step passed through with no
+two steps settled in one place (voicelab.cli.pipeline.options), a flag added to a step passed through with no
 change anywhere else."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import argparse
 import pytest
 
 from voicelab.cli import train_lora, voice
-from voicelab.pipeline import options as opts
+from voicelab.cli.pipeline import options as opts
 
 
 def parse(argv: list[str]) -> dict[str, list[str]]:

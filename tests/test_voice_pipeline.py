@@ -21,9 +21,9 @@ import pytest
 
 from voicelab import progress, testing
 from voicelab.cli import voice
+from voicelab.cli.pipeline import sources
+from voicelab.cli.pipeline.state import exclusive
 from voicelab.errors import UsageError
-from voicelab.pipeline import sources
-from voicelab.pipeline.state import exclusive
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "demo"
@@ -142,7 +142,7 @@ def test_make_voice_builds_an_evaluated_voice_and_a_second_run_does_nothing(tmp_
 
 
 def voice_steps():
-    from voicelab.pipeline.run import STEP_ORDER
+    from voicelab.cli.pipeline.run import STEP_ORDER
 
     return STEP_ORDER
 
@@ -195,10 +195,10 @@ def test_a_name_that_exists_is_refused(tmp_path, recordings, capsys):
 
 def test_a_voice_this_dataset_made_is_not_a_name_clash(tmp_path, recordings):
     """Published, then stopped before pipeline.json said so: the rerun takes the voice as its own."""
+    from voicelab.cli.pipeline import options as opts
+    from voicelab.cli.pipeline.run import VoiceRequest, preflight
+    from voicelab.cli.pipeline.state import PipelineState
     from voicelab.cli.voice import OWN_FLAGS
-    from voicelab.pipeline import options as opts
-    from voicelab.pipeline.run import VoiceRequest, preflight
-    from voicelab.pipeline.state import PipelineState
     from voicelab.testing.voices import write_voice_folder
     from voicelab.voice import VOICE_FILE
 

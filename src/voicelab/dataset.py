@@ -1053,7 +1053,7 @@ class PreparedDataset:
 
     @property
     def pipeline_state_path(self) -> Path:
-        """``pipeline.json``: voicelab-voice's record of its steps (``voicelab.pipeline.state``)."""
+        """``pipeline.json``: voicelab-voice's record of its steps (``voicelab.cli.pipeline.state``)."""
         return self.dir / PIPELINE_STATE_FILE
 
     @property

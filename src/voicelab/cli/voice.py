@@ -37,7 +37,7 @@ OWN_FLAGS = ("--raw-dir", "--prepared-dir", "--voices-dir", "--no-review", "--re
 
 
 def build_parser(pass_options=None) -> argparse.ArgumentParser:
-    from voicelab.pipeline import options as opts
+    from voicelab.cli.pipeline import options as opts
 
     p = argparse.ArgumentParser(prog="voicelab-voice", description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("name", metavar="NAME", help="voice name: letters, digits, '_' and '-'")
@@ -74,8 +74,8 @@ def build_parser(pass_options=None) -> argparse.ArgumentParser:
 
 def check_flags_only(flags: list[str], pass_options) -> int:
     """``--check-flags``: the flags' types, each step's own checks, the training device; no work."""
-    from voicelab.pipeline import options as opts
-    from voicelab.pipeline.run import check_flags, check_training_device
+    from voicelab.cli.pipeline import options as opts
+    from voicelab.cli.pipeline.run import check_flags, check_training_device
 
     passed = opts.parse_flags(flags, pass_options)
     check_flags(pass_options, passed)
@@ -84,8 +84,8 @@ def check_flags_only(flags: list[str], pass_options) -> int:
 
 
 def request_from_args(args: argparse.Namespace, pass_options):
-    from voicelab.pipeline import options as opts
-    from voicelab.pipeline.run import VoiceRequest
+    from voicelab.cli.pipeline import options as opts
+    from voicelab.cli.pipeline.run import VoiceRequest
 
     return VoiceRequest(
         name=args.name,
@@ -105,7 +105,7 @@ def request_from_args(args: argparse.Namespace, pass_options):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from voicelab.pipeline import options as opts
+    from voicelab.cli.pipeline import options as opts
 
     argv = list(sys.argv[1:] if argv is None else argv)
     pass_options = opts.collect(OWN_FLAGS)
@@ -130,7 +130,7 @@ def _run(args: argparse.Namespace, pass_options) -> int:
     outcome: dict = {}
 
     def body() -> int:
-        from voicelab.pipeline.run import make_voice
+        from voicelab.cli.pipeline.run import make_voice
 
         result = make_voice(request_from_args(args, pass_options))
         outcome["result"] = result
@@ -153,7 +153,7 @@ def _run(args: argparse.Namespace, pass_options) -> int:
 
 def format_result(result) -> str:
     """The last lines: what happened, where the voice is, its evaluation verdict, how to serve it."""
-    from voicelab.pipeline.run import FAILED, INTERRUPTED, PAUSED
+    from voicelab.cli.pipeline.run import FAILED, INTERRUPTED, PAUSED
 
     req = result.request
     if result.nothing_done:

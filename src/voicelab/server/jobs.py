@@ -107,7 +107,7 @@ class Job:
 
 
 def now() -> str:
-    from voicelab.pipeline.state import now as state_now
+    from voicelab.cli.pipeline.state import now as state_now
 
     return state_now()
 

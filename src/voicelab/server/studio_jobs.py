@@ -110,7 +110,7 @@ def to_api_error(exc: UsageError, request: Request) -> ApiError:
 # --- views ---------------------------------------------------------------------------------------------------
 def step_summary(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each step of the pipeline with its status, note and latest progress, from the job's events."""
-    from voicelab.pipeline.options import PIPELINE_STEPS
+    from voicelab.cli.pipeline.options import PIPELINE_STEPS
 
     plan = next(
         (e["steps"] for e in reversed(events) if e.get("event") == progress.EVENT_PLAN), PIPELINE_STEPS
@@ -186,8 +186,8 @@ def server_defaults(settings) -> dict[str, Any]:
 
 
 def _check_new_job(body: NewJob, request: Request) -> dict[str, Any]:
-    from voicelab.pipeline.options import settings_to_argv
-    from voicelab.pipeline.sources import check_url
+    from voicelab.cli.pipeline.options import settings_to_argv
+    from voicelab.cli.pipeline.sources import check_url
 
     for url in body.urls:
         check_url(url)
@@ -272,7 +272,7 @@ def start_job(job_id: str, body: Action, request: Request) -> dict:
 
 def _job_flags(request: Request, store: jobs.JobStore, job: jobs.Job) -> list[str]:
     """The steps' flags the job's runs get (its settings and reference clip), checked by each step."""
-    from voicelab.pipeline.options import settings_to_argv
+    from voicelab.cli.pipeline.options import settings_to_argv
 
     voice_command = request.app.state.voice_command
     flags = settings_to_argv(job.settings, voice_command.describe()["options"])

@@ -13,7 +13,7 @@ import subprocess
 import threading
 from typing import Any
 
-from voicelab.pipeline.options import CHECK_FLAG, DESCRIBE_FLAG
+from voicelab.cli.pipeline.options import CHECK_FLAG, DESCRIBE_FLAG
 from voicelab.server.jobs import VOICE_COMMAND, JobError
 
 QUESTION_TIMEOUT_S = 120.0
@@ -36,7 +36,7 @@ class VoiceCommand:
             raise JobError(f"voicelab-voice did not answer ({e}); try again") from e
 
     def describe(self) -> dict[str, Any]:
-        """``{"options": [...], "steps": [...]}`` (``voicelab.pipeline.options.describe``), asked once."""
+        """``{"options": [...], "steps": [...]}`` (``voicelab.cli.pipeline.options.describe``), asked once."""
         with self._lock:
             if self._described is None:
                 answer = self._ask(DESCRIBE_FLAG)

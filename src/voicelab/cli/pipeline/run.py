@@ -21,10 +21,10 @@ from typing import Any
 
 from voicelab import progress
 from voicelab.cli.common import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK
+from voicelab.cli.pipeline import options as opts
+from voicelab.cli.pipeline import sources as src
+from voicelab.cli.pipeline.state import PipelineState, exclusive, file_digest, listing, signature
 from voicelab.errors import UsageError
-from voicelab.pipeline import options as opts
-from voicelab.pipeline import sources as src
-from voicelab.pipeline.state import PipelineState, exclusive, file_digest, listing, signature
 
 logger = logging.getLogger(__name__)
 
