@@ -123,6 +123,16 @@ def test_a_base_model_that_cannot_be_loaded_gets_the_offline_hint(tmp_path):
     )
 
 
+def test_snac_pointed_at_the_orpheus_folder_is_not_told_to_download_into_it(tiny_orpheus_dir):
+    with pytest.raises(models.ModelLoadError) as info:
+        models.load_snac(tiny_orpheus_dir)
+    message = str(info.value)
+    assert f"{tiny_orpheus_dir} holds config.json, " in message  # what the folder does hold
+    assert "not the SNAC codec (config.json and pytorch_model.bin)" in message
+    assert "`.venv/bin/hf download hubertsiuzdak/snac_24khz --local-dir models/snac_24khz`" in message
+    assert f"--local-dir {tiny_orpheus_dir}" not in message
+
+
 def test_load_errors_are_usage_errors():
     assert issubclass(models.ModelLoadError, UsageError)
     assert issubclass(DeviceError, UsageError)

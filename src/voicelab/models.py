@@ -64,10 +64,25 @@ def looks_like_local_path(value: str | Path) -> bool:
     return text.startswith(("/", ".", "~")) or text.count("/") > 1 or "\\" in text or text.endswith(".pt")
 
 
+SHOWN_FILES = 4
+"""A hint names this many files of a folder that holds the wrong thing."""
+
+
 def offline_hint(model_id: str | Path, setting: str, holding: str, hub_id: str) -> str:
     """The fix for a model that cannot be loaded: a local folder, downloaded once with the hub CLI.
 
-    ``hub_id``: what to download when ``model_id`` is itself a folder (the project's default model)."""
+    ``hub_id``: what to download when ``model_id`` is itself a folder (the project's default model). A
+    folder that already holds files (another model: the Orpheus folder given as SNAC) is never offered as
+    the download's destination; the hint names what it holds and proposes a folder of its own."""
+    folder = Path(str(model_id)).expanduser()
+    if folder.is_dir() and any(folder.iterdir()):
+        held = sorted(p.name for p in folder.iterdir())
+        listed = ", ".join(held[:SHOWN_FILES]) + (", ..." if len(held) > SHOWN_FILES else "")
+        return (
+            f"{model_id} holds {listed}, not {holding}: pass a folder holding it ({setting}); "
+            "download one once on a machine with network, into a folder of its "
+            f"own: `.venv/bin/hf download {hub_id} --local-dir models/{hub_id.rsplit('/', 1)[-1]}`"
+        )
     if looks_like_local_path(model_id):
         return (
             f"pass a folder holding {holding} ({setting}); download one once on a machine with network: "
@@ -80,7 +95,11 @@ def offline_hint(model_id: str | Path, setting: str, holding: str, hub_id: str) 
 
 
 _BASE_MODEL_HINT = (BASE_MODEL_SETTING, "the Orpheus checkpoint and tokenizer", DEFAULT_BASE_MODEL)
-_SNAC_HINT = (SNAC_MODEL_SETTING, " and ".join(SNAC_CHECKPOINT_FILES), DEFAULT_SNAC_MODEL)
+_SNAC_HINT = (
+    SNAC_MODEL_SETTING,
+    f"the SNAC codec ({' and '.join(SNAC_CHECKPOINT_FILES)})",
+    DEFAULT_SNAC_MODEL,
+)
 
 
 def _cannot_load(kind: str, model_id: str | Path, error: Exception, hint: tuple[str, str, str]) -> str:
