@@ -17,6 +17,7 @@ Nothing heavy is imported here: torch, transformers and snac load inside the fun
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -102,6 +103,85 @@ _SNAC_HINT = (
 )
 
 
+BASE_MODEL_CONFIG_FILE = "config.json"
+"""What every transformers checkpoint holds, and where its vocabulary size is written."""
+
+
+def check_base_model_source(base_model: str | Path) -> None:
+    """Raise ``ModelLoadError`` when ``base_model`` surely cannot be loaded, before anything is loaded.
+
+    One message for one mistake, whichever step meets it (the server's start-up, ``make vllm``,
+    train-lora, evaluate): a path that is not there or holds something else, a hub id while
+    ``HF_HUB_OFFLINE`` is set that is not in the hub cache, or a checkpoint whose vocabulary is not
+    Orpheus'. A hub id that may still be downloaded passes (only the hub can tell). Reads one JSON file;
+    never the network."""
+    config = _model_files(base_model, "base model", (BASE_MODEL_CONFIG_FILE,), _BASE_MODEL_HINT)
+    if config is None:
+        return
+    try:
+        vocab = json.loads(config[0].read_text(encoding="utf-8")).get("vocab_size")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:
+        raise ModelLoadError(
+            f"cannot load the base model {str(base_model)!r}: its {BASE_MODEL_CONFIG_FILE} is unreadable "
+            f"({e}); " + offline_hint(base_model, *_BASE_MODEL_HINT)
+        ) from e
+    if isinstance(vocab, int) and vocab != orpheus.VOCAB_SIZE:
+        raise _not_orpheus(base_model, f"its vocabulary has {vocab} tokens, not Orpheus' {orpheus.VOCAB_SIZE}")
+
+
+def check_snac_source(model_id: str | Path) -> None:
+    """``check_base_model_source`` for the SNAC codec: its two files where it is a folder or cached."""
+    _model_files(model_id, "SNAC model", SNAC_CHECKPOINT_FILES, _SNAC_HINT)
+
+
+def hub_offline() -> bool:
+    """``HF_HUB_OFFLINE`` as the hub library read it: no download will be tried."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def _model_files(
+    model_id: str | Path, kind: str, files: tuple[str, ...], hint: tuple[str, str, str]
+) -> list[Path] | None:
+    """``files`` of a local folder or a cached hub id; None for a hub id the hub may still provide."""
+    text = str(model_id)
+    folder = Path(text).expanduser()
+    if folder.is_dir():
+        found = [folder / name for name in files]
+        if all(f.is_file() for f in found):
+            return found
+        empty = not any(folder.iterdir())
+        what = "an empty folder" if empty else f"missing {', '.join(f.name for f in found if not f.is_file())}"
+        raise ModelLoadError(f"cannot load the {kind} {text!r} ({what}); " + offline_hint(text, *hint))
+    if looks_like_local_path(text):
+        what = "a file, not a folder" if folder.exists() else "no such folder"
+        raise ModelLoadError(f"cannot load the {kind} {text!r} ({what}); " + offline_hint(text, *hint))
+    cached = _cached_hub_files(text, files)
+    if cached is None and hub_offline():
+        raise ModelLoadError(
+            f"cannot load the {kind} {text!r} (HF_HUB_OFFLINE is set and it is not in the hub cache); "
+            + offline_hint(text, *hint)
+        )
+    return cached
+
+
+def _cached_hub_files(repo_id: str, files: tuple[str, ...]) -> list[Path] | None:
+    """The hub cache's copies of ``files`` of ``repo_id`` (never the network); None unless all are there."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = []
+    for name in files:
+        try:
+            path = try_to_load_from_cache(repo_id, name)
+        except ValueError:  # not a valid repository id
+            return None
+        if not isinstance(path, str):  # None (not cached) or "known to be absent"
+            return None
+        found.append(Path(path))
+    return found
+
+
 def _cannot_load(kind: str, model_id: str | Path, error: Exception, hint: tuple[str, str, str]) -> str:
     return f"cannot load the {kind} {str(model_id)!r} ({type(error).__name__}: {error}); " + offline_hint(
         model_id, *hint
@@ -134,6 +214,7 @@ def load_tokenizer(base_model: str | Path):
     """The base model's tokenizer (``AutoTokenizer.from_pretrained``), checked against the contract."""
     from transformers import AutoTokenizer
 
+    check_base_model_source(base_model)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(base_model))
     except (OSError, ValueError) as e:
@@ -166,6 +247,7 @@ def load_base_model(base_model: str | Path, *, dtype=None, device: str | None = 
     to ``device`` when given; raises ``ModelLoadError`` unless its vocabulary is Orpheus'."""
     from transformers import AutoModelForCausalLM
 
+    check_base_model_source(base_model)
     torch_dtype = resolve_dtype(dtype, device or "cpu")
     try:
         model = AutoModelForCausalLM.from_pretrained(str(base_model), dtype=torch_dtype)
@@ -192,6 +274,7 @@ def load_snac(model_id: str | Path, device: str = "cpu"):
 
     from voicelab.snac_inference import prepare_for_inference
 
+    check_snac_source(model_id)
     try:
         model = SNAC.from_pretrained(str(model_id))
     except Exception as e:  # hub errors, missing files, bad state dicts: all mean "cannot load"
@@ -214,15 +297,4 @@ def snac_checkpoint_files(model_id: str | Path) -> list[Path] | None:
     if folder.is_dir():
         files = [folder / name for name in SNAC_CHECKPOINT_FILES]
         return files if all(f.is_file() for f in files) else None
-    from huggingface_hub import try_to_load_from_cache
-
-    files = []
-    for name in SNAC_CHECKPOINT_FILES:
-        try:
-            found = try_to_load_from_cache(str(model_id), name)
-        except ValueError:  # not a valid repository id
-            return None
-        if not isinstance(found, str):  # None (not cached) or "known to be absent"
-            return None
-        files.append(Path(found))
-    return files
+    return _cached_hub_files(str(model_id), SNAC_CHECKPOINT_FILES)

@@ -72,6 +72,11 @@ CLI_LOG_FORMAT = "%(levelname)s: %(message)s"
 SERVER_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+LIBRARY_LOGGERS_WITH_OWN_HANDLER = ("huggingface_hub",)
+"""Libraries that print through a handler of their own and also pass each record up to the root logger:
+under our root handler every one of their warnings would appear twice."""
+
+
 def setup_logging(
     verbose: bool = False, *, level: str | int | None = None, fmt: str = CLI_LOG_FORMAT
 ) -> None:
@@ -79,7 +84,8 @@ def setup_logging(
 
     voicelab's own messages at INFO (``-v``: DEBUG, or ``level`` when given, e.g. the server's
     ``VOICELAB_LOG_LEVEL``); other libraries' at WARNING, since their debug output would drown ours. One
-    handler on the root logger, added once (uvicorn and pytest keep theirs).
+    handler on the root logger, added once (uvicorn and pytest keep theirs); a library that has its own
+    handler keeps it, and stops passing its records to ours (each message once).
     """
     root = logging.getLogger()
     if not root.handlers:  # else someone (uvicorn's --log-config, pytest) already decided where logs go
@@ -87,6 +93,8 @@ def setup_logging(
         handler.setFormatter(logging.Formatter(fmt))
         root.addHandler(handler)
         root.setLevel(logging.WARNING)
+        for name in LIBRARY_LOGGERS_WITH_OWN_HANDLER:
+            logging.getLogger(name).propagate = False
     if level is None:
         level = logging.DEBUG if verbose else logging.INFO
     logging.getLogger("voicelab").setLevel(level)

@@ -139,6 +139,19 @@ def serve_options(args, adapters):
     )
 
 
+def check_base_model(base_model: str, *, dry_run: bool) -> bool:
+    """False (after one line saying why, the same as the API's and train-lora's) for a base model vLLM
+    surely cannot load. A dry run only warns: its command may be meant for another machine."""
+    from voicelab.models import ModelLoadError, check_base_model_source
+
+    try:
+        check_base_model_source(base_model)
+    except ModelLoadError as e:
+        print(f"{'warning' if dry_run else 'error'}: {e}", file=sys.stderr)
+        return dry_run
+    return True
+
+
 def find_vllm(name: str) -> str | None:
     exe = shutil.which(name)
     if exe is None:
@@ -184,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(
             f"--gpu-memory-utilization is a share of GPU memory in (0, 1], got {args.gpu_memory_utilization}"
         )
+    if not check_base_model(args.base_model, dry_run=args.dry_run):
+        return EXIT_USAGE
     exe = None
     if not args.dry_run and (exe := find_vllm(args.vllm)) is None:
         return EXIT_USAGE

@@ -184,13 +184,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from voicelab.models import check_base_model_source
     from voicelab.training import build
 
     request = request_from_args(args)
     # Everything that can be checked without torch or transformers, first: a bad name, a missing dataset
     # or an existing voice is reported in a second, not after half a minute of imports.
     build.check_request(request)
-    require_local_model(args.base_model, "--base-model", "model folder")
+    check_base_model_source(args.base_model)  # the same message as the server's and make vllm's
     require_local_model(args.snac_model, "--snac-model", "model folder")
     build.check_devices(request)
     if args.no_progress:  # transformers' own bars too ("Loading weights")
