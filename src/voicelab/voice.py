@@ -24,7 +24,7 @@ DEFAULT_BASE_MODEL = "canopylabs/orpheus-tts-0.1-pretrained"
 """The user guide's base model; an adapter records the base it was trained on in ``base_model_name_or_path``."""
 DEFAULT_SNAC_MODEL = "hubertsiuzdak/snac_24khz"
 
-VOICE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+VOICE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # 64: MAX_VOICE_NAME_CHARS
 """A voice name is a folder name and a vLLM adapter name: letters, digits, '_' and '-' only."""
 
 LORA_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -45,6 +45,17 @@ def validate_voice_name(name: str) -> str:
             "(it becomes a folder under voices/ and a vLLM adapter name)"
         )
     return name
+
+
+_NOT_IN_A_NAME = re.compile(r"[^A-Za-z0-9_-]+")
+MAX_VOICE_NAME_CHARS = 64
+
+
+def suggest_voice_name(text: str) -> str:
+    """A valid voice name close to ``text``: each run of other characters becomes ``_``
+    (``"Old Keeper"`` -> ``"Old_Keeper"``), cut to the allowed length; ``"voice"`` when nothing is left."""
+    name = _NOT_IN_A_NAME.sub("_", text).strip("_")[:MAX_VOICE_NAME_CHARS]
+    return name or "voice"
 
 
 def default_prompt_prefix(name: str) -> str:
