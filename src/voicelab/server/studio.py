@@ -3,7 +3,8 @@
 The page is plain HTML/CSS/JS shipped in the package (``static/studio/``), nothing loaded from elsewhere.
 It talks to the public API (``/v1/...``) and to the JSON endpoints here (``/studio/api/...``), which are
 guarded by the same API keys. The dataset endpoints read and write only inside ``settings.prepared_dir``
-and answer 403 when ``VOICELAB_STUDIO=false``; the voice endpoints only read ``voices/NAME/eval/``.
+and answer 403 when ``VOICELAB_STUDIO=false``; the voice endpoints only read ``voices/NAME/`` (voice.json,
+the loss curve, ``eval/eval.json``), and show no path of the server.
 """
 
 from __future__ import annotations
@@ -21,17 +22,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from voicelab import dataset_review
 from voicelab.dataset import DatasetError
 from voicelab.errors import UsageError
+from voicelab.evaluate import EVAL_DIR, EVAL_FILE
 from voicelab.fileio import UnsafePathError, resolve_inside
+from voicelab.models import looks_like_local_path
 from voicelab.server.errors import ApiError
+from voicelab.training.report import LOSS_PLOT_FILE
+from voicelab.voice import VOICE_FILE
 
 logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static" / "studio"
 STATIC_URL = "/studio/static"
-EVAL_DIR = "eval"
-EVAL_SUMMARY = "summary.md"
-EVAL_NUMBERS = "eval.json"
-PICTURE_TYPES = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 MAX_TEXT_CHARS = 4096  # one clip is at most 13 s of speech; this is far beyond any real transcript
 
 api = APIRouter(prefix="/studio/api")  # the API keys are checked by server.guard, before any body is read
@@ -140,52 +141,75 @@ def get_report(name: str, request: Request) -> FileResponse:
     return FileResponse(path, media_type="image/png")
 
 
-def _eval_dir(request: Request, voice: str) -> Path:
+def _voice_dir(request: Request, voice: str) -> Path:
     voices_dir = Path(request.app.state.settings.voices_dir)
     folder = resolve_inside(voices_dir, voice)
     if Path(voice).name != voice or not folder.is_dir():
         raise dataset_review.DatasetNotFoundError(f"no voice folder {voice!r} in {voices_dir}")
-    return resolve_inside(folder, EVAL_DIR) if (folder / EVAL_DIR).exists() else folder / EVAL_DIR
+    return folder
 
 
-@api.get("/voices/{voice}/eval")
-def get_voice_eval(voice: str, request: Request) -> dict:
-    """The evaluation of a voice where one exists: summary text, numbers, and the pictures' names."""
+def _read_json(folder: Path, relative: str):
+    """A JSON file of the voice folder (through ``resolve_inside``), or None when absent or unreadable."""
     try:
-        folder = _eval_dir(request, voice)
+        return json.loads(resolve_inside(folder, relative).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (UnsafePathError, OSError, ValueError) as e:
+        logger.warning("%s/%s: unreadable (%s); not shown", folder, relative, e)
+        return None
+
+
+def base_model_label(metadata: dict) -> str | None:
+    """The base model as the page shows it: its hub id, or a folder's name (never a path on the server)."""
+    hub_id = metadata.get("base_model_hub_id")
+    base = metadata.get("base_model")
+    if hub_id:
+        return str(hub_id)
+    if not base:
+        return None
+    return f"{Path(str(base)).name} (a folder)" if looks_like_local_path(base) else str(base)
+
+
+def evaluation_checks(report) -> dict | None:
+    """The last evaluation's verdicts, one row per check, as the card's table shows them."""
+    if not isinstance(report, dict) or not isinstance(report.get("checks"), list):
+        return None
+    fields = ("check", "value", "threshold", "verdict", "advice")
+    checks = [{k: c.get(k) for k in fields} for c in report["checks"] if isinstance(c, dict)]
+    return {"created_at": report.get("created_at"), "checks": checks}
+
+
+@api.get("/voices/{voice}")
+def get_voice_details(voice: str, request: Request) -> dict:
+    """What a voice card shows beside ``GET /v1/audio/voices``: the prompt prefix serving uses, the base
+    model (path-free), whether a training loss curve exists, and the last evaluation's checks."""
+    try:
+        folder = _voice_dir(request, voice)
+        curve = resolve_inside(folder, LOSS_PLOT_FILE)
     except UsageError as e:
         raise to_studio_error(e) from e
-    if not folder.is_dir():
-        return {"voice": voice, "summary": None, "numbers": None, "pictures": []}
-    summary = folder / EVAL_SUMMARY
-    numbers = folder / EVAL_NUMBERS
-    try:
-        parsed = json.loads(numbers.read_text(encoding="utf-8")) if numbers.is_file() else None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        logger.warning("%s: unreadable (%s); not shown", numbers, e)
-        parsed = None
+    metadata = _read_json(folder, VOICE_FILE)
+    metadata = metadata if isinstance(metadata, dict) else {}
     return {
         "voice": voice,
-        "summary": summary.read_text(encoding="utf-8", errors="replace") if summary.is_file() else None,
-        "numbers": parsed,
-        "pictures": sorted(
-            p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in PICTURE_TYPES
-        ),
+        "prompt_prefix": metadata.get("prompt_prefix"),
+        "base_model": base_model_label(metadata),
+        "loss_curve": curve.is_file(),
+        "evaluation": evaluation_checks(_read_json(folder, f"{EVAL_DIR}/{EVAL_FILE}")),
     }
 
 
-@api.get("/voices/{voice}/eval/{picture}")
-def get_voice_picture(voice: str, picture: str, request: Request) -> FileResponse:
+@api.get("/voices/{voice}/loss-curve")
+def get_loss_curve(voice: str, request: Request) -> FileResponse:
+    """``loss_curve.png`` of a voice (training and held-out loss per step)."""
     try:
-        folder = _eval_dir(request, voice)
-        path = resolve_inside(folder, picture)
-        if Path(picture).name != picture or path.suffix.lower() not in PICTURE_TYPES or not path.is_file():
-            raise dataset_review.DatasetNotFoundError(
-                f"voice {voice!r} has no evaluation picture {picture!r}"
-            )
+        path = resolve_inside(_voice_dir(request, voice), LOSS_PLOT_FILE)
+        if not path.is_file():
+            raise dataset_review.DatasetNotFoundError(f"voice {voice!r} has no {LOSS_PLOT_FILE}")
     except UsageError as e:
         raise to_studio_error(e) from e
-    return FileResponse(path, media_type=PICTURE_TYPES[path.suffix.lower()])
+    return FileResponse(path, media_type="image/png")
 
 
 def install_studio(app: FastAPI) -> None:
