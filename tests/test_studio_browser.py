@@ -8,6 +8,7 @@ Without it these tests are skipped, and the skip says so.
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from voicelab.server.settings import Settings
 from voicelab.testing.datasets import write_reviewed_dataset
 from voicelab.testing.fake_vllm import FakeVLLMServer
 from voicelab.testing.server import ServerThread
-from voicelab.testing.voices import write_voice_folder
+from voicelab.testing.voices import TRAINED_METADATA, write_evaluation, write_loss_curve, write_voice_folder
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -39,6 +40,7 @@ KEY = "studio-browser-key"
 STEP_TIMEOUT_MS = 20_000  # Playwright's own wait bound per step (a loaded 2-core CI machine is slow)
 TOKEN_DELAY_S = 0.005  # the stand-in vLLM paces its tokens, so audio arrives over time as from a GPU
 NARROW = {"width": 390, "height": 844}  # a phone
+LONG_DIGITS = r"\d\.\d{5,}"  # a float printed raw (4.123456789012345) instead of rounded
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
 pytestmark = [
@@ -59,22 +61,13 @@ SECONDS = (3.0, 3.5, 4.0)
 
 @pytest.fixture(scope="module")
 def voices_dir(tmp_path_factory, tiny_orpheus_dir):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """alice: trained, with its loss curve, evaluated (one check fails); bob: trained, not evaluated."""
     root = tmp_path_factory.mktemp("studio_voices")
-    write_voice_folder(root, "alice", base_model=str(tiny_orpheus_dir), prompt_prefix="Alice: ")
-    write_voice_folder(root, "bob", base_model=str(tiny_orpheus_dir))
-    evaluation = root / "alice" / "eval"
-    evaluation.mkdir()
-    (evaluation / "summary.md").write_text("speaker similarity 0.81 (threshold 0.75): pass\n")
-    fig, ax = plt.subplots(figsize=(4, 2))
-    ax.bar(["alice", "reference"], [0.81, 0.9])
-    ax.set_title("speaker similarity")
-    fig.savefig(evaluation / "similarity.png", dpi=60)
-    plt.close(fig)
+    base = str(tiny_orpheus_dir)
+    alice = write_voice_folder(root, "alice", base_model=base, prompt_prefix="Alice: ", metadata=TRAINED_METADATA)
+    write_loss_curve(alice)
+    write_evaluation(alice)
+    write_voice_folder(root, "bob", base_model=base, metadata=TRAINED_METADATA)
     return root
 
 
@@ -143,19 +136,86 @@ def api_voices(server) -> list[str]:
     return [v["id"] for v in answer.json()["voices"]]
 
 
-def test_page_loads_without_errors_and_lists_the_voices(page, server):
+def card_facts(card) -> dict[str, str]:
+    """A voice card's labelled values (the first level of its lists), label -> text."""
+    return card.evaluate(
+        """card => Object.fromEntries([...card.querySelectorAll(':scope > dl > dt')]
+             .map(dt => [dt.textContent, dt.nextElementSibling.textContent]))"""
+    )
+
+
+def test_voice_cards_show_what_the_api_says_labelled_and_rounded(page, server):
     open_with_key(page, server)
     expected = api_voices(server)
     cards = page.locator("#voice-list > li")
     playwright_api.expect(cards).to_have_count(len(expected))
     assert cards.evaluate_all("items => items.map(i => i.dataset.voice)") == expected
     assert page.locator("#voice-select option").all_inner_texts() == expected
-    playwright_api.expect(page.locator("#voice-list img")).to_have_count(1)  # alice's evaluation picture
-    playwright_api.expect(page.locator("#voice-list pre")).to_contain_text("speaker similarity 0.81")
+    alice = page.locator("#voice-list > li[data-voice='alice']")
+    playwright_api.expect(alice.locator(".loss-curve img")).to_be_visible()
+    playwright_api.expect(alice.locator(".facts dd").nth(1)).not_to_have_text("—")  # details arrived
+    facts = card_facts(alice)
+    assert facts["Prompt prefix"] == '"Alice: "' and facts["Base model"].endswith("(a folder)")
+    assert facts["Trained"] == "2026-11-30 06:20 UTC"
+    assert facts["LoRA rank"] == "8" and facts["Clips"] == "118" and facts["Audio"] == "14.2 min"
+    assert facts["Steps"] == "354" and facts["Final loss"] == "4.123" and facts["Final eval loss"] == "4.388"
+    assert alice.locator(".loss-curve img").evaluate("img => img.naturalWidth") > 0
+    # the evaluation: a one-line verdict count, the checks as a table when opened
+    evaluation = alice.locator("details.evaluation")
+    playwright_api.expect(evaluation.locator(":scope > summary")).to_contain_text("2026-12-01")
+    assert evaluation.locator(":scope > summary .verdict").all_inner_texts() == ["6 pass", "2 FAIL", "1 n/a"]
+    heading = page.get_by_role("heading", name="Try a voice")
+    assert heading.bounding_box()["y"] < page.viewport_size["height"]  # not pushed below the fold
+    evaluation.locator(":scope > summary").click()
+    rows = evaluation.locator("table.checks tbody tr")
+    playwright_api.expect(rows).to_have_count(9)
+    wer = evaluation.locator("table.checks tr", has_text="word error rate")
+    assert wer.locator("td").all_inner_texts() == ["word error rate", "0.235", "<= 0.15", "FAIL"]
+    playwright_api.expect(evaluation.locator(".advice")).to_contain_text("fewer epochs")
+    evaluation.locator("details.numbers > summary").click()
+    numbers = evaluation.locator("details.numbers dl").first
+    playwright_api.expect(numbers).to_contain_text("Word error rate")
+    playwright_api.expect(numbers).to_contain_text("23.5%")
+    bob = page.locator("#voice-list > li[data-voice='bob']")
+    assert bob.locator("details.evaluation").count() == 0  # not evaluated: nothing to open
+    listed = page.locator("#voice-list").inner_text()
+    assert not re.search(LONG_DIGITS, listed) and "{" not in listed and "null" not in listed
     page.locator("#reload-voices").click()
     playwright_api.expect(page.locator("#voices-status")).to_contain_text("Reloaded. No changes.")
     assert page.console_errors == []
+    page.locator("#voice-list > li[data-voice='alice'] details.evaluation > summary").click()
+    page.locator("#voice-list > li[data-voice='alice'] details.evaluation table.checks").wait_for()
     screenshot(page, "voices")
+
+
+def test_fields_a_newer_api_adds_are_shown_labelled(page, server):
+    """The cards render ``training`` and ``evaluation`` generically: a field another step adds later
+    (early stopping's chosen checkpoint, per-tag results) appears with a label and rounded numbers."""
+    import json
+
+    def newer_api(route):
+        body = route.fetch().json()
+        for voice in body["voices"]:
+            voice["training"]["chosen_checkpoint"] = {"step": 300, "eval_loss": 4.2109876543}
+            if voice["evaluation"]:
+                voice["evaluation"]["per_tag"] = {"laugh": {"wer": 0.31234567, "pieces": 4}}
+        route.fulfill(status=200, content_type="application/json", body=json.dumps(body))
+
+    page.route("**/v1/audio/voices", newer_api)
+    open_with_key(page, server)
+    alice = page.locator("#voice-list > li[data-voice='alice']")
+    chosen = alice.locator("dl.training > dt", has_text="Chosen checkpoint")
+    playwright_api.expect(chosen).to_be_visible()
+    assert chosen.locator("xpath=following-sibling::dd[1]").inner_text().split() == [
+        "Step", "300", "Eval", "loss", "4.21"
+    ]
+    alice.locator("details.evaluation > summary").click()
+    alice.locator("details.numbers > summary").click()
+    per_tag = alice.locator("details.numbers dt", has_text="Per tag")
+    playwright_api.expect(per_tag).to_be_visible()
+    assert "0.312" in per_tag.locator("xpath=following-sibling::dd[1]").inner_text()
+    assert not re.search(LONG_DIGITS, page.locator("#voice-list").inner_text())
+    assert page.console_errors == []
 
 
 def test_speak_plays_while_generating_and_downloads_every_frame(page, server, vllm, tiny_tokenizer):
@@ -181,6 +241,51 @@ def test_speak_plays_while_generating_and_downloads_every_frame(page, server, vl
     screenshot(page, "speak")
 
 
+def test_a_tag_clicked_before_the_text_was_touched_goes_at_the_end(page, server):
+    open_with_key(page, server)
+    before = page.locator("#speak-text").input_value()
+    page.locator("[data-tag='<sigh>']").click()  # the caret was never placed
+    assert page.locator("#speak-text").input_value() == f"{before} <sigh> "
+    page.locator("#speak-text").press("Control+Home")  # now the person puts it at the start
+    page.locator("[data-tag='<gasp>']").click()
+    assert page.locator("#speak-text").input_value().startswith("<gasp> Hello!")
+
+
+def test_a_failed_speak_says_why_next_to_the_button_and_max_tokens_gets_the_audio(page, server, vllm):
+    """A runaway voice (the model never says end of speech) stops at the budget derived from the text,
+    after audio already streamed: the server's reason appears beside Speak, not a "network error" in
+    the banner; with Max tokens set, the audio simply ends there."""
+    open_with_key(page, server)
+    playwright_api.expect(page.locator("#voice-select option")).to_have_count(2)
+    page.locator("#speak-text").fill("Hi.")
+    runaway = 400  # frames: far past what "Hi." can need
+    vllm.frames_per_prompt = runaway
+    try:
+        page.locator("#speak").click()
+        error = page.locator("#speak-error")
+        playwright_api.expect(error).to_be_visible()
+        playwright_api.expect(error).to_contain_text("generation ended early")
+        playwright_api.expect(error).to_contain_text("raise max_tokens")
+        assert "network error" not in error.inner_text()
+        assert page.locator("#error").is_hidden()  # the banner is for the page, not for Speak
+        assert error.bounding_box()["y"] - page.locator("#speak").bounding_box()["y"] < 80  # beside it
+        screenshot(page, "speak-error")
+        page.locator("#tab-dataset").click()
+        page.locator("#tab-voices").click()
+        playwright_api.expect(error).to_be_hidden()  # another view: the old error is gone
+        max_tokens = 200
+        page.locator("#speak-max-tokens").fill(str(max_tokens))
+        page.locator("#speak").click()
+        stats = page.wait_for_function("window.voicelabStudio.lastSpeech").json_value()
+    finally:
+        vllm.frames_per_prompt = None
+    assert vllm.completions[-1].body["max_tokens"] == orpheus.whole_frames_budget(max_tokens)
+    frames = orpheus.whole_frames_budget(max_tokens) // orpheus.CODES_PER_FRAME
+    assert stats["samples"] == frames * orpheus.SAMPLES_PER_FRAME
+    assert error.is_hidden()
+    assert page.console_errors == []
+
+
 def test_keyboard_review_edits_the_transcript_and_excludes_a_clip(page, server, prepared_dir):
     open_with_key(page, server)
     page.locator("#tab-dataset").focus()
@@ -196,6 +301,7 @@ def test_keyboard_review_edits_the_transcript_and_excludes_a_clip(page, server, 
     page.keyboard.type('Fixed by keyboard, with "quotes"')
     page.keyboard.press("Enter")  # save and next
     playwright_api.expect(page.locator("#clip-name")).to_contain_text("clip_002")
+    playwright_api.expect(page.locator("#clip-status")).to_contain_text("Saved clip_000.")  # not wiped
     page.keyboard.press("Escape")  # back to the list
     page.keyboard.press("x")  # exclude clip_002
     playwright_api.expect(page.locator("#clip-exclude")).to_have_text("Restore")
