@@ -107,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip the audio measures (speaker embedding, DNSMOS, speech time) and the dataset report",
     )
     parser.add_argument(
+        "--not-prepared",
+        action="store_true",
+        help="transcribe a folder prepare-audio did not make even when its files look like raw recordings "
+        "(other rates, stereo, long files, audio in sub-folders); by default that stops with exit 2",
+    )
+    parser.add_argument(
         "--overwrite", action="store_true", help="transcribe every clip again instead of resuming"
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -138,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
 def _transcribe(args: argparse.Namespace) -> int:
     require_local_model(args.model, "--model", "Whisper checkpoint or model folder")
     clips = dataset.find_clips(args.input_dir)
+    if not args.not_prepared:
+        _refuse_raw_recordings(args.input_dir, clips)
     output = require_output_file(args.output or args.input_dir / dataset.TRANSCRIPT_FILE, "--output")
     language = tr.normalize_language(args.language)
     tr.check_model(args.backend, args.model)
@@ -187,6 +195,14 @@ def _transcribe(args: argparse.Namespace) -> int:
         print(f"finished with errors: {len(summary.failed)} clip(s) unreadable; exit status {EXIT_FAILURE}")
         return EXIT_FAILURE
     return EXIT_OK
+
+
+def _refuse_raw_recordings(input_dir: Path, clips: list[Path]) -> None:
+    from voicelab.unprepared import refuse_raw_recordings
+    from voicelab.voice import suggest_voice_name
+
+    name = suggest_voice_name(input_dir.resolve().name)
+    refuse_raw_recordings(input_dir, clips, Path("prepared") / name)
 
 
 def format_summary(summary: tr.TranscribeSummary, input_dir: Path) -> str:
