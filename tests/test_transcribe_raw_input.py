@@ -57,7 +57,11 @@ def test_a_prepared_folder_is_never_raw(raw_folder):
     assert raw_recording_signs(raw_folder, sorted(raw_folder.glob("*.wav"))) == []
 
 
-def test_not_prepared_transcribes_them_anyway(raw_folder, tiny_whisper_path, fast_transcribe_flags, capsys):
-    argv = [str(raw_folder), "--model", str(tiny_whisper_path), "--device", "cpu", "--no-quality"]
+def test_not_prepared_transcribes_them_anyway(tmp_path, tiny_whisper_path, fast_transcribe_flags, capsys):
+    folder = tmp_path / "stereo"
+    folder.mkdir()
+    sf.write(folder / "take.wav", _tone(3.0, RAW_RATE, 2), RAW_RATE)
+    argv = [str(folder), "--model", str(tiny_whisper_path), "--device", "cpu", "--no-quality"]
+    assert transcribe_cli.main([*argv, *fast_transcribe_flags]) == 2
     assert transcribe_cli.main([*argv, *fast_transcribe_flags, "--not-prepared"]) == 0
-    assert (raw_folder / "transcript.csv").exists()
+    assert (folder / "transcript.csv").exists()
