@@ -12,6 +12,8 @@ file                       written by        what
 ``transcript_review.csv``  transcribe        the clips worth a listen, riskiest first, with reasons
 ``dataset_report.png``     transcribe        clip lengths, speaker similarity, DNSMOS, minutes per source
 ``excluded.csv``           a person/studio   ``filename,reason``: clips left out of training (text kept)
+``exclusion_decisions.csv``  transcribe/studio  ``filename,decision``: which clips were excluded and which a
+                                             person restored, so ``--exclude-flagged`` never undoes a restore
 ``sources_left_out.csv``   prepare-audio     recordings that failed or gave no clip, remembered until changed
 ``.snac_cache/``           train-lora        SNAC codes per clip, keyed by content
 =========================  ================  =========================================================
@@ -41,6 +43,7 @@ MANIFEST_FILE = "manifest.csv"
 SIGNALS_FILE = "transcript_signals.jsonl"
 REVIEW_FILE = "transcript_review.csv"
 EXCLUDED_FILE = "excluded.csv"
+DECISIONS_FILE = "exclusion_decisions.csv"
 SOURCES_LEFT_OUT_FILE = "sources_left_out.csv"
 CACHE_DIR = ".snac_cache"
 ENCODING = "utf-8"
@@ -49,6 +52,10 @@ INDEX_DIGITS = 3
 
 TRANSCRIPT_HEADER = ("filename", "text")
 EXCLUDED_HEADER = ("filename", "reason")
+DECISIONS_HEADER = ("filename", "decision")
+EXCLUDED = "excluded"
+RESTORED = "restored"
+"""A clip's decision: it was in excluded.csv when voicelab last wrote or read it, or a person took it out."""
 _WHITESPACE_RUN = re.compile(r"\s+")
 
 
@@ -254,12 +261,49 @@ def read_exclusions(dataset_dir: Path | str) -> dict[str, str]:
 
 
 def write_exclusions(dataset_dir: Path | str, exclusions: Mapping[str, str]) -> Path:
-    """Replace ``excluded.csv`` atomically (removed when nothing is excluded)."""
+    """Replace ``excluded.csv`` atomically (removed when nothing is excluded), and record the decisions:
+    a clip taken out of it is restored (``--exclude-flagged`` will not exclude it again)."""
+    restored_clips(dataset_dir)  # first, what a person changed by hand since voicelab last looked
     path = Path(dataset_dir) / EXCLUDED_FILE
     if not exclusions:
         path.unlink(missing_ok=True)
-        return path
-    return _write_pairs(path, EXCLUDED_HEADER, {clip_key(k): r for k, r in exclusions.items()})
+    else:
+        _write_pairs(path, EXCLUDED_HEADER, {clip_key(k): r for k, r in exclusions.items()})
+    _sync_decisions(dataset_dir, {clip_key(k) for k in exclusions})
+    return path
+
+
+# ---------------------------------------------------------------------------- exclusion_decisions.csv
+
+
+def read_decisions(dataset_dir: Path | str) -> dict[str, str]:
+    """key -> ``EXCLUDED`` or ``RESTORED`` (``{}`` without the file); see ``restored_clips``."""
+    path = Path(dataset_dir) / DECISIONS_FILE
+    if not path.exists():
+        return {}
+    return dict(_parse(path, _read_text(path), DECISIONS_HEADER))
+
+
+def restored_clips(dataset_dir: Path | str) -> set[str]:
+    """Clips a person put back after they had been excluded: a line deleted from ``excluded.csv`` (by
+    hand, or Restore in the studio). An automatic flag must not exclude them again.
+
+    Brings ``exclusion_decisions.csv`` up to date with ``excluded.csv`` as it is now: a clip recorded as
+    excluded that is no longer listed becomes restored; every listed clip is recorded as excluded (so a
+    line added by hand and deleted later counts as a restore too).
+    """
+    return {
+        k for k, d in _sync_decisions(dataset_dir, set(read_exclusions(dataset_dir))).items() if d == RESTORED
+    }
+
+
+def _sync_decisions(dataset_dir: Path | str, excluded: set[str]) -> dict[str, str]:
+    decisions = read_decisions(dataset_dir)
+    updated = {k: (RESTORED if d == EXCLUDED and k not in excluded else d) for k, d in decisions.items()}
+    updated.update(dict.fromkeys(excluded, EXCLUDED))
+    if updated != decisions:
+        _write_pairs(Path(dataset_dir) / DECISIONS_FILE, DECISIONS_HEADER, updated)
+    return updated
 
 
 # -------------------------------------------------------------------------------------- manifest.csv

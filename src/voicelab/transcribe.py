@@ -41,6 +41,7 @@ from voicelab.dataset import (
     normalize_text,
     read_exclusions,
     read_transcript_for_resume,
+    restored_clips,
     review_path_for,
     signals_path_for,
     write_exclusions,
@@ -628,6 +629,7 @@ class TranscribeSummary:
     other_speaker: int = 0  # clips flagged as another speaker
     noisy: int = 0  # clips flagged for background noise/music or distorted speech
     excluded_new: int = 0  # clips added to excluded.csv this run
+    kept_restored: int = 0  # flagged clips left in, since a person restored them earlier
     excluded_path: Path | None = None
     report_path: Path | None = None
 
@@ -757,8 +759,10 @@ def _finish_quality(dataset_dir, items, inputs, speakers, quality: QualityOption
     """excluded.csv (new flags added; a person's entries kept) and the dataset report."""
     excluded = read_exclusions(dataset_dir)
     if quality.exclude_flagged:
+        restored = restored_clips(dataset_dir)  # a person's restore outlives the flag
         new = {i.signals.filename: "; ".join(i.quality_reasons) for i in items if i.quality_reasons}
-        new = {k: v for k, v in new.items() if k not in excluded}
+        summary.kept_restored = sum(k in restored for k in new)
+        new = {k: v for k, v in new.items() if k not in excluded and k not in restored}
         if new:
             excluded.update(new)
             summary.excluded_path = write_exclusions(dataset_dir, excluded)

@@ -252,6 +252,11 @@ def _print_quality(summary: tr.TranscribeSummary, args) -> None:
         )
         if summary.excluded_new:
             print(f"  {summary.excluded_new} of them added to {summary.excluded_path}: training skips them")
+        if summary.kept_restored:
+            print(
+                f"  {summary.kept_restored} of them stay in training: a person restored them "
+                f"({dataset.DECISIONS_FILE}; delete a line there to let the flags decide again)"
+            )
         elif not args.exclude_flagged:
             print("  listen to them; --exclude-flagged leaves them out of training (excluded.csv)")
     if summary.report_path is not None:
