@@ -24,6 +24,7 @@ from voicelab.cli.common import (
     EXIT_OK,
     HelpFormatter,
     finite_float,
+    non_negative_int,
     positive_int,
     require_local_model,
     require_output_file,
@@ -79,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.2,
         help="raise the temperature by this when a decode looks failed, up to 1.0 (0 = never retry; "
         "faster-whisper batches use the first temperature only)",
+    )
+    parser.add_argument(
+        "--max-fallbacks",
+        type=non_negative_int,
+        default=tr.DEFAULT_MAX_FALLBACKS,
+        help="at most this many retries at a higher temperature per clip: each is a whole decode, so this "
+        "caps the work a clip that makes Whisper loop can cost (Whisper's own limit is 5)",
     )
     parser.add_argument(
         "--speaker-threshold",
@@ -166,7 +174,7 @@ def _transcribe(args: argparse.Namespace) -> int:
                 language=language,
                 beam_size=args.beam_size,
                 temperatures=tr.temperature_schedule(
-                    args.temperature, args.temperature_increment_on_fallback
+                    args.temperature, args.temperature_increment_on_fallback, args.max_fallbacks
                 ),
             ),
             compute_type=args.compute_type,
