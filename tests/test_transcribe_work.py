@@ -43,3 +43,26 @@ def test_sample_len_grows_with_the_audio_up_to_whisper_s_limit():
     assert tr.sample_len_for(13.0) == tr.MIN_SAMPLE_LEN + 130
     assert tr.sample_len_for(120.0) == tr.WHISPER_SAMPLE_LEN
     assert tr.temperature_schedule(0.0, 0.2, max_fallbacks=0) == (0.0,)
+
+
+def test_without_a_terminal_transcribe_logs_a_progress_line_per_few_clips(tmp_path, caplog):
+    """``make transcribe ... > log``: no bar to redraw, but a line every 5% of the clips."""
+    import logging
+
+    import soundfile as sf
+
+    class Echo:
+        batch_size = 1
+
+        def transcribe_batch(self, audios):
+            return [tr.ClipResult("words", -0.2, 0.01, 1.2) for _ in audios]
+
+    for i in range(40):
+        sf.write(tmp_path / f"clip_{i:03d}.wav", np.zeros(8000, dtype=np.float32), 16000)
+    clips = sorted(tmp_path.glob("*.wav"))
+    plan = tr.plan_resume(clips, tmp_path / "transcript.csv", overwrite=False)
+    with caplog.at_level(logging.INFO, logger="voicelab.progress"):
+        tr.transcribe_clips(clips, tmp_path / "transcript.csv", Echo(), plan, progress=True)
+    lines = [r.getMessage() for r in caplog.records if r.name == "voicelab.progress"]
+    assert len(lines) == 20 and lines[0].startswith("transcribing clips: 2/40 (5%), 0.0/0.3 min of audio")
+    assert lines[-1].startswith("transcribing clips: 40/40 (100%), 0.3/0.3 min of audio")

@@ -682,7 +682,7 @@ def transcribe_clips(
     flush + fsync, so the file is a valid CSV at every moment. At the end (and on Ctrl-C or an error)
     it is rewritten sorted, atomically.
     """
-    from tqdm import tqdm
+    from voicelab.progress import progress_bar
 
     if plan.todo and transcriber is None:
         raise ValueError("clips to transcribe but no transcriber given")
@@ -696,13 +696,14 @@ def transcribe_clips(
     write_signals(signals_path, signals)
 
     durations = {c: clip_duration_s(c) or 0.0 for c in plan.todo}
-    # disable=None: tqdm stays quiet when stderr is not a terminal, so logs hold no bar redraws
-    bar = tqdm(
-        total=sum(durations.values()) / 60,
+    # a bar on a terminal; in a log (make transcribe > log), a line every 5% of the clips
+    bar = progress_bar(
+        len(plan.todo),
+        desc="transcribing clips",
+        enabled=progress,
+        amount=(sum(durations.values()) / 60, "min of audio"),
         unit="min",
-        desc="transcribing (audio min)",
         bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} min [{elapsed}<{remaining}]{postfix}",
-        disable=None if progress and plan.todo else True,
     )
     rows_out = TranscriptAppender(output)
     signals_out = _SignalsAppender(signals_path)
@@ -727,8 +728,8 @@ def transcribe_clips(
                 signals_out.append(record)
                 signals[clip.stem] = record
                 summary.audio_s += duration
-            bar.set_postfix_str(f"clips {start + len(batch)}/{len(plan.todo)}", refresh=False)
             bar.update(sum(durations[c] for c in batch) / 60)
+            bar.set_postfix_str(f"clips {start + len(batch)}/{len(plan.todo)}", refresh=False)
         if quality is not None:
             _catch_up_quality(clips, rows, signals, signals_out, read, quality, summary)
     finally:
