@@ -772,8 +772,23 @@ async def open_runtime(settings: EvalSettings, base_model: str, snac_model: str)
         Synthesizer,
         VLLMEngine,
     )
-    from voicelab.models import load_tokenizer
+    from voicelab.models import check_base_model_source, check_snac_source, load_tokenizer
 
+    # Every input is checked, and Whisper loaded, before the base model and SNAC: a model missing offline
+    # fails now, not after minutes of loading the others.
+    check_base_model_source(base_model)
+    check_snac_source(snac_model)
+    options = tr.DecodeOptions(
+        language=tr.normalize_language(settings.language), beam_size=1, temperatures=(0.0,)
+    )
+    transcriber = await asyncio.to_thread(
+        tr.load_transcriber,
+        settings.whisper_backend,
+        settings.whisper_model,
+        device=settings.device,
+        options=options,
+        flag="--whisper-model",
+    )
     if settings.vllm_url:
         engine = VLLMEngine(settings.vllm_url, base_model=base_model)
         if not await engine.health():
@@ -787,16 +802,6 @@ async def open_runtime(settings: EvalSettings, base_model: str, snac_model: str)
     recorder = RecordingEngine(engine)
     tokenizer = await asyncio.to_thread(load_tokenizer, base_model)
     decoder = await asyncio.to_thread(StreamingSnacDecoder, snac_model, settings.device)
-    options = tr.DecodeOptions(
-        language=tr.normalize_language(settings.language), beam_size=1, temperatures=(0.0,)
-    )
-    transcriber = await asyncio.to_thread(
-        tr.load_transcriber,
-        settings.whisper_backend,
-        settings.whisper_model,
-        device=settings.device,
-        options=options,
-    )
     return Runtime(
         base_model, snac_model, recorder, Synthesizer(recorder, tokenizer, decoder), transcriber, decoder
     )

@@ -162,8 +162,9 @@ def check_model(backend: str, name: str) -> None:
     raise _unknown_model(name, available_models(), "local CTranslate2 model folder")
 
 
-def load_openai_whisper(name: str, device: str):
-    """``whisper.load_model`` on a model name (downloaded on first use) or a local checkpoint file."""
+def load_openai_whisper(name: str, device: str, flag: str = "--model"):
+    """``whisper.load_model`` on a model name (downloaded on first use) or a local checkpoint file.
+    ``flag``: the command's flag for the model, named in the offline hint."""
     import whisper
 
     names = openai_model_names()
@@ -175,7 +176,8 @@ def load_openai_whisper(name: str, device: str):
             raise TranscribeError(
                 f"Whisper model {name!r} is not in the cache ({cache}) and cannot be downloaded ({e}). "
                 f"On a machine with network run this once to cache it, or copy the checkpoint file "
-                f"(e.g. {name}.pt) here and pass --model /path/to/{name}.pt"
+                f"(e.g. {Path(whisper._MODELS[name]).name}) here and pass {flag} "
+                f"/path/to/{Path(whisper._MODELS[name]).name}"
             ) from e
     check_model("openai-whisper", name)
     path = Path(name).expanduser()
@@ -185,7 +187,7 @@ def load_openai_whisper(name: str, device: str):
         raise TranscribeError(f"{path}: not a loadable Whisper checkpoint ({e})") from e
 
 
-def load_faster_whisper(name: str, device: str, compute_type: str, threads: int = 0):
+def load_faster_whisper(name: str, device: str, compute_type: str, threads: int = 0, flag: str = "--model"):
     """faster-whisper ``WhisperModel`` from a size name, a Hugging Face repo id or a local CTranslate2 folder."""
     try:
         from faster_whisper import WhisperModel
@@ -208,7 +210,7 @@ def load_faster_whisper(name: str, device: str, compute_type: str, threads: int 
     except OSError as e:  # huggingface_hub's offline and HTTP errors are OSErrors
         raise TranscribeError(
             f"faster-whisper model {name!r} is not in the Hugging Face cache (~/.cache/huggingface/hub) and "
-            f"cannot be downloaded ({e}). Download it on a machine with network, or pass --model "
+            f"cannot be downloaded ({e}). Download it on a machine with network, or pass {flag} "
             "/path/to/ctranslate2-model-folder"
         ) from e
     except (RuntimeError, ValueError) as e:
@@ -401,8 +403,10 @@ def load_transcriber(
     compute_type: str = "auto",
     batch_size: int = DEFAULT_BATCH_SIZE,
     threads: int = 0,
+    flag: str = "--model",
 ) -> Transcriber:
     """Load the model once and wrap it; ``device`` falls back to CPU (with a warning) when CUDA is absent.
+    ``flag``: the command's flag for the model (``--whisper-model`` in evaluate), named in load errors.
 
     ``threads`` > 0 caps CPU threads (torch's, process-wide, for openai-whisper; CTranslate2's for
     faster-whisper): more threads than free cores makes CPU decoding many times slower, not faster.
@@ -413,7 +417,7 @@ def load_transcriber(
         if threads > 0:
             torch.set_num_threads(threads)
         device = resolve_device(device, torch.cuda.is_available())
-        return OpenAIWhisperTranscriber(load_openai_whisper(model, device), device, options)
+        return OpenAIWhisperTranscriber(load_openai_whisper(model, device, flag), device, options)
     if backend == "faster-whisper":
         try:
             import ctranslate2
@@ -421,7 +425,7 @@ def load_transcriber(
             raise TranscribeError(FASTER_WHISPER_MISSING) from e
         device = resolve_device(device, ctranslate2.get_cuda_device_count() > 0)
         return FasterWhisperTranscriber(
-            load_faster_whisper(model, device, compute_type, threads), options, batch_size
+            load_faster_whisper(model, device, compute_type, threads, flag), options, batch_size
         )
     raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
 

@@ -268,10 +268,16 @@ def main(argv: list[str] | None = None) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from voicelab.engine import EngineError
 
+    from voicelab import transcribe as tr
+    from voicelab.models import check_base_model_source, check_snac_source
+
+    # every input before any model loads: the same messages as train-lora's and the server's
     require_local_model(args.whisper_model, "--whisper-model", "Whisper checkpoint")
-    for flag, value in (("--base-model", args.base_model), ("--snac-model", args.snac_model)):
-        if value:
-            require_local_model(value, flag, "model folder")
+    tr.check_model(args.whisper_backend, args.whisper_model)
+    if args.base_model:
+        check_base_model_source(args.base_model)
+    if args.snac_model:
+        check_snac_source(args.snac_model)
     voices, errors = select_voices(args)
     for error in errors:
         print(f"error: {error}", file=sys.stderr)
