@@ -774,21 +774,11 @@ async def open_runtime(settings: EvalSettings, base_model: str, snac_model: str)
     )
     from voicelab.models import check_base_model_source, check_snac_source, load_tokenizer
 
-    # Every input is checked, and Whisper loaded, before the base model and SNAC: a model missing offline
-    # fails now, not after minutes of loading the others.
+    # Every input is checked (vLLM answering included), and Whisper loaded, before the base model and
+    # SNAC: a model missing offline fails now, not after minutes of loading the others.
     check_base_model_source(base_model)
     check_snac_source(snac_model)
-    options = tr.DecodeOptions(
-        language=tr.normalize_language(settings.language), beam_size=1, temperatures=(0.0,)
-    )
-    transcriber = await asyncio.to_thread(
-        tr.load_transcriber,
-        settings.whisper_backend,
-        settings.whisper_model,
-        device=settings.device,
-        options=options,
-        flag="--whisper-model",
-    )
+    engine = None
     if settings.vllm_url:
         engine = VLLMEngine(settings.vllm_url, base_model=base_model)
         if not await engine.health():
@@ -797,7 +787,23 @@ async def open_runtime(settings: EvalSettings, base_model: str, snac_model: str)
                 f"vLLM at {settings.vllm_url} is not reachable (no answer on /health): start it with "
                 "`make vllm`, check --vllm-url, or leave --vllm-url out to use the embedded engine"
             )
-    else:
+    options = tr.DecodeOptions(
+        language=tr.normalize_language(settings.language), beam_size=1, temperatures=(0.0,)
+    )
+    try:
+        transcriber = await asyncio.to_thread(
+            tr.load_transcriber,
+            settings.whisper_backend,
+            settings.whisper_model,
+            device=settings.device,
+            options=options,
+            flag="--whisper-model",
+        )
+    except BaseException:
+        if engine is not None:
+            await engine.aclose()
+        raise
+    if engine is None:
         engine = await asyncio.to_thread(LocalEngine, base_model, device=settings.device)
     recorder = RecordingEngine(engine)
     tokenizer = await asyncio.to_thread(load_tokenizer, base_model)
