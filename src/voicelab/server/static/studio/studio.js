@@ -626,11 +626,24 @@ async function openDataset(name) {
   state.index = -1;
   showDatasetStatus();
   renderClipList();
-  const report = $("dataset-report");
-  report.hidden = !body.report;
-  if (body.report) report.querySelector("img").src = await blobUrl(`/studio/api/datasets/${encodeURIComponent(name)}/report`);
+  $("dataset-report").hidden = !body.report;
+  if (body.report) await showReport();
   $("clip-editor").hidden = body.clips.length === 0;
   if (body.clips.length) await selectClip(0, { play: false });
+}
+
+// The report is drawn for the screen it is seen on (one column on a phone) and redrawn by the server
+// when the exclusions changed since it was drawn, so it follows the exclusions made here.
+const NARROW_SCREEN = window.matchMedia("(max-width: 760px)");
+
+async function showReport() {
+  if (!state.dataset || $("dataset-report").hidden) return;
+  const layout = NARROW_SCREEN.matches ? "narrow" : "wide";
+  const url = await blobUrl(`/studio/api/datasets/${encodeURIComponent(state.dataset.name)}/report?layout=${layout}`);
+  const img = $("dataset-report").querySelector("img");
+  if (img.src.startsWith("blob:")) URL.revokeObjectURL(img.src);
+  img.src = url;
+  img.dataset.layout = layout;
 }
 
 function showDatasetStatus() {
@@ -757,6 +770,7 @@ async function toggleExclude() {
   $("clip-exclude").textContent = clip.excluded ? "Restore" : "Exclude";
   $("exclude-reason").value = clip.excluded ? clip.exclude_reason : "";
   $("clip-status").textContent = clip.excluded ? `Excluded ${clip.filename}: ${clip.exclude_reason}` : `Restored ${clip.filename}.`;
+  await showReport();
 }
 
 async function move(step) {
@@ -853,6 +867,7 @@ async function start() {
   $("clip-save").addEventListener("click", () => saveText());
   $("clip-exclude").addEventListener("click", () => toggleExclude().catch(errorIn("clip-error")));
   document.addEventListener("keydown", onDatasetKey);
+  NARROW_SCREEN.addEventListener("change", () => showReport().catch(errorIn("dataset-error")));
   $("key-form").addEventListener("submit", (event) => {
     event.preventDefault();
     state.key = $("api-key").value.trim();
