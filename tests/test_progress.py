@@ -26,7 +26,11 @@ def test_batches_that_jump_past_a_line_still_log_once_each(caplog):
     with caplog.at_level(logging.INFO, logger="voicelab.progress"):
         for done in (4, 8, 10):  # batches of 4 against a line every item
             bar.set_postfix_str(f"clips {done}/10")
-    assert [r.getMessage().split(",")[0] for r in caplog.records] == ["clips: 4/10 (40%)", "clips: 8/10 (80%)", "clips: 10/10 (100%)"]
+    assert [r.getMessage().split(",")[0] for r in caplog.records] == [
+        "clips: 4/10 (40%)",
+        "clips: 8/10 (80%)",
+        "clips: 10/10 (100%)",
+    ]
 
 
 def test_off_or_nothing_to_do_is_quiet(capsys):

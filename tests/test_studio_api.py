@@ -234,7 +234,9 @@ def test_a_voice_card_gets_the_prompt_prefix_base_model_loss_curve_and_checks(cl
     assert "/srv" not in json.dumps(body)
     assert body["loss_curve"] is True
     checks = {c["check"]: c for c in body["evaluation"]["checks"]}
-    assert checks["word error rate"]["verdict"] == "FAIL" and checks["word error rate"]["threshold"] == "<= 0.15"
+    assert (
+        checks["word error rate"]["verdict"] == "FAIL" and checks["word error rate"]["threshold"] == "<= 0.15"
+    )
     assert checks["word error rate"]["advice"] and body["evaluation"]["created_at"].startswith("2026-12-01")
     curve = client.get("/studio/api/voices/alice/loss-curve")
     assert curve.status_code == 200 and curve.headers["content-type"] == "image/png"
@@ -256,7 +258,9 @@ def test_a_voice_card_gets_the_prompt_prefix_base_model_loss_curve_and_checks(cl
 
 
 def test_a_hub_base_model_is_named_by_its_hub_id(client, voices):
-    write_voice_folder(voices, "dora", base_model="/srv/cache/x", metadata={"base_model_hub_id": "org/orpheus"})
+    write_voice_folder(
+        voices, "dora", base_model="/srv/cache/x", metadata={"base_model_hub_id": "org/orpheus"}
+    )
     assert client.get("/studio/api/voices/dora").json()["base_model"] == "org/orpheus"
 
 

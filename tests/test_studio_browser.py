@@ -64,7 +64,9 @@ def voices_dir(tmp_path_factory, tiny_orpheus_dir):
     """alice: trained, with its loss curve, evaluated (one check fails); bob: trained, not evaluated."""
     root = tmp_path_factory.mktemp("studio_voices")
     base = str(tiny_orpheus_dir)
-    alice = write_voice_folder(root, "alice", base_model=base, prompt_prefix="Alice: ", metadata=TRAINED_METADATA)
+    alice = write_voice_folder(
+        root, "alice", base_model=base, prompt_prefix="Alice: ", metadata=TRAINED_METADATA
+    )
     write_loss_curve(alice)
     write_evaluation(alice)
     write_voice_folder(root, "bob", base_model=base, metadata=TRAINED_METADATA)
@@ -207,7 +209,11 @@ def test_fields_a_newer_api_adds_are_shown_labelled(page, server):
     chosen = alice.locator("dl.training > dt", has_text="Chosen checkpoint")
     playwright_api.expect(chosen).to_be_visible()
     assert chosen.locator("xpath=following-sibling::dd[1]").inner_text().split() == [
-        "Step", "300", "Eval", "loss", "4.21"
+        "Step",
+        "300",
+        "Eval",
+        "loss",
+        "4.21",
     ]
     alice.locator("details.evaluation > summary").click()
     alice.locator("details.numbers > summary").click()

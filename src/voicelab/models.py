@@ -126,7 +126,9 @@ def check_base_model_source(base_model: str | Path) -> None:
             f"({e}); " + offline_hint(base_model, *_BASE_MODEL_HINT)
         ) from e
     if isinstance(vocab, int) and vocab != orpheus.VOCAB_SIZE:
-        raise _not_orpheus(base_model, f"its vocabulary has {vocab} tokens, not Orpheus' {orpheus.VOCAB_SIZE}")
+        raise _not_orpheus(
+            base_model, f"its vocabulary has {vocab} tokens, not Orpheus' {orpheus.VOCAB_SIZE}"
+        )
 
 
 def check_snac_source(model_id: str | Path) -> None:
@@ -152,7 +154,9 @@ def _model_files(
         if all(f.is_file() for f in found):
             return found
         empty = not any(folder.iterdir())
-        what = "an empty folder" if empty else f"missing {', '.join(f.name for f in found if not f.is_file())}"
+        what = (
+            "an empty folder" if empty else f"missing {', '.join(f.name for f in found if not f.is_file())}"
+        )
         raise ModelLoadError(f"cannot load the {kind} {text!r} ({what}); " + offline_hint(text, *hint))
     if looks_like_local_path(text):
         what = "a file, not a folder" if folder.exists() else "no such folder"

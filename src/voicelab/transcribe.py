@@ -686,8 +686,6 @@ def transcribe_clips(
     flush + fsync, so the file is a valid CSV at every moment. At the end (and on Ctrl-C or an error)
     it is rewritten sorted, atomically.
     """
-    from voicelab.progress import progress_bar
-
     if plan.todo and transcriber is None:
         raise ValueError("clips to transcribe but no transcriber given")
     read = read or (lambda p: read_audio(p, WHISPER_SAMPLE_RATE)[0])
@@ -700,15 +698,7 @@ def transcribe_clips(
     write_signals(signals_path, signals)
 
     durations = {c: clip_duration_s(c) or 0.0 for c in plan.todo}
-    # a bar on a terminal; in a log (make transcribe > log), a line every 5% of the clips
-    bar = progress_bar(
-        len(plan.todo),
-        desc="transcribing clips",
-        enabled=progress,
-        amount=(sum(durations.values()) / 60, "min of audio"),
-        unit="min",
-        bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} min [{elapsed}<{remaining}]{postfix}",
-    )
+    bar = _progress(plan.todo, durations, progress)
     rows_out = TranscriptAppender(output)
     signals_out = _SignalsAppender(signals_path)
     try:
@@ -748,6 +738,20 @@ def transcribe_clips(
 
     _review(clips, rows, signals, read, quality, summary)
     return summary
+
+
+def _progress(todo: Sequence[Path], durations: dict[Path, float], enabled: bool):
+    """A bar on a terminal; in a log (``make transcribe > log``), a line every 5% of the clips."""
+    from voicelab.progress import progress_bar
+
+    return progress_bar(
+        len(todo),
+        desc="transcribing clips",
+        enabled=enabled,
+        amount=(sum(durations.values()) / 60, "min of audio"),
+        unit="min",
+        bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} min [{elapsed}<{remaining}]{postfix}",
+    )
 
 
 def _measure(

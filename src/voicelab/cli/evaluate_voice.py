@@ -266,9 +266,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from voicelab.engine import EngineError
-
     from voicelab import transcribe as tr
+    from voicelab.engine import EngineError
     from voicelab.models import check_base_model_source, check_snac_source
 
     # every input before any model loads: the same messages as train-lora's and the server's

@@ -88,6 +88,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="at most this many retries at a higher temperature per clip: each is a whole decode, so this "
         "caps the work a clip that makes Whisper loop can cost (Whisper's own limit is 5)",
     )
+    _add_quality_flags(parser)
+    parser.add_argument(
+        "--not-prepared",
+        action="store_true",
+        help="transcribe a folder prepare-audio did not make even when its files look like raw recordings "
+        "(not mono, over 30 s, audio in sub-folders); by default that stops with exit 2",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="transcribe every clip again instead of resuming"
+    )
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="hide the progress bar (without a terminal: the log line every 5%% of the clips)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every clip (debug detail)")
+    return parser
+
+
+def _add_quality_flags(parser: argparse.ArgumentParser) -> None:
+    """The audio measures beside Whisper: speaker similarity, DNSMOS, and what to do with flagged clips."""
     parser.add_argument(
         "--speaker-threshold",
         type=finite_float,
@@ -107,25 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--exclude-flagged",
         action="store_true",
         help="list clips flagged as another speaker, noisy or distorted in excluded.csv, which training "
-        "skips (audio and transcript rows stay; delete a line there to put a clip back)",
+        "skips (audio and transcript rows stay; delete a line there to put a clip back: a clip a person "
+        "restored is never excluded again)",
     )
     parser.add_argument(
         "--no-quality",
         action="store_true",
         help="skip the audio measures (speaker embedding, DNSMOS, speech time) and the dataset report",
     )
-    parser.add_argument(
-        "--not-prepared",
-        action="store_true",
-        help="transcribe a folder prepare-audio did not make even when its files look like raw recordings "
-        "(other rates, stereo, long files, audio in sub-folders); by default that stops with exit 2",
-    )
-    parser.add_argument(
-        "--overwrite", action="store_true", help="transcribe every clip again instead of resuming"
-    )
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log every clip (debug detail)")
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
