@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 
 import numpy as np
 import pytest
 import soundfile as sf
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from voicelab import dataset_review
 from voicelab import transcribe as tr
@@ -270,6 +272,31 @@ def test_the_dataset_report_is_served_where_it_exists(client, prepared):
     assert client.get("/studio/api/datasets").json()["datasets"][0]["report"] is True
     response = client.get("/studio/api/datasets/alice/report")
     assert response.status_code == 200 and response.content.endswith(b"report")
+
+
+def report_title(png: bytes) -> str:
+    """The headline the report draws (also written into the PNG's Title)."""
+    return Image.open(io.BytesIO(png)).text["Title"]
+
+
+def test_the_report_follows_exclusions_made_in_the_page_and_has_a_phone_layout(client, tmp_path):
+    root = tmp_path / "reported"
+    write_reviewed_dataset(root / "bob", TEXTS, CLIP_SECONDS, with_report=True)
+    with make_client(root, tmp_path / "voices") as c:
+        before = c.get("/studio/api/datasets/bob/report")
+        assert before.headers["content-type"] == "image/png"
+        assert report_title(before.content).startswith("bob: 4 clips kept (0 excluded)")
+        c.put("/studio/api/datasets/bob/clips/clip_001", json={"excluded": True, "reason": "not her"})
+        after = c.get("/studio/api/datasets/bob/report")
+        assert report_title(after.content).startswith("bob: 3 clips kept (1 excluded)")
+        assert (root / "bob" / "dataset_report.png").read_bytes() == after.content  # redrawn in place
+        narrow = c.get("/studio/api/datasets/bob/report", params={"layout": "narrow"})
+        width, height = Image.open(io.BytesIO(narrow.content)).size
+        assert width == 400 and height > 2 * width  # one column of panels, a phone's shape
+        assert report_title(narrow.content).startswith("bob: 3 clips kept (1 excluded)")
+        c.put("/studio/api/datasets/bob/clips/clip_001", json={"excluded": False})
+        assert "4 clips kept (0 excluded)" in report_title(c.get("/studio/api/datasets/bob/report").content)
+        assert c.get("/studio/api/datasets/bob/report", params={"layout": "tall"}).status_code == 400
 
 
 # ------------------------------------------------------------------ a later transcribe run keeps the edit

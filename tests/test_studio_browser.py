@@ -76,7 +76,7 @@ def voices_dir(tmp_path_factory, tiny_orpheus_dir):
 @pytest.fixture(scope="module")
 def prepared_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("studio_prepared")
-    write_reviewed_dataset(root / "alice", TEXTS, SECONDS)
+    write_reviewed_dataset(root / "alice", TEXTS, SECONDS, with_report=True)
     return root
 
 
@@ -309,8 +309,12 @@ def test_keyboard_review_edits_the_transcript_and_excludes_a_clip(page, server, 
     playwright_api.expect(page.locator("#clip-name")).to_contain_text("clip_002")
     playwright_api.expect(page.locator("#clip-status")).to_contain_text("Saved clip_000.")  # not wiped
     page.keyboard.press("Escape")  # back to the list
+    report = page.locator("#dataset-report img")
+    playwright_api.expect(report).to_have_attribute("src", re.compile("^blob:"))
+    drawn = report.get_attribute("src")
     page.keyboard.press("x")  # exclude clip_002
     playwright_api.expect(page.locator("#clip-exclude")).to_have_text("Restore")
+    playwright_api.expect(report).not_to_have_attribute("src", drawn, timeout=STEP_TIMEOUT_MS)  # redrawn
     rows = dict(read_transcript(prepared_dir / "alice" / "transcript.csv"))
     assert rows["clip_000"] == 'Fixed by keyboard, with "quotes"'
     assert rows["clip_002"] == TEXTS["clip_002"]
@@ -319,6 +323,11 @@ def test_keyboard_review_edits_the_transcript_and_excludes_a_clip(page, server, 
     assert page.console_errors == []
     screenshot(page, "dataset")
     page.set_viewport_size(NARROW)  # a phone: nothing wider than the screen, in either view
+    playwright_api.expect(report).to_have_attribute("data-layout", "narrow", timeout=STEP_TIMEOUT_MS)
+    report.scroll_into_view_if_needed()
+    page.wait_for_function("document.querySelector('#dataset-report img').naturalWidth === 400")
+    assert report.bounding_box()["width"] <= NARROW["width"]
+    assert report.evaluate("img => img.naturalWidth / img.width") < 1.25  # its text keeps its size
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     screenshot(page, "dataset-narrow")
     page.locator("#tab-voices").click()

@@ -11,6 +11,7 @@ file                       written by        what
 ``transcript_signals.jsonl``  transcribe     Whisper's numbers and audio measures per clip seen
 ``transcript_review.csv``  transcribe        the clips worth a listen, riskiest first, with reasons
 ``dataset_report.png``     transcribe        clip lengths, speaker similarity, DNSMOS, minutes per source
+``dataset_report.json``    transcribe        the speaker comparison the report shows, to redraw it later
 ``excluded.csv``           a person/studio   ``filename,reason``: clips left out of training (text kept)
 ``exclusion_decisions.csv``  transcribe/studio  ``filename,decision``: which clips were excluded and which a
                                              person restored, so ``--exclude-flagged`` never undoes a restore
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import re
 from collections.abc import Iterable, Mapping
@@ -44,6 +46,8 @@ SIGNALS_FILE = "transcript_signals.jsonl"
 REVIEW_FILE = "transcript_review.csv"
 EXCLUDED_FILE = "excluded.csv"
 DECISIONS_FILE = "exclusion_decisions.csv"
+REPORT_FILE = "dataset_report.png"
+REPORT_INPUTS_FILE = "dataset_report.json"
 SOURCES_LEFT_OUT_FILE = "sources_left_out.csv"
 CACHE_DIR = ".snac_cache"
 ENCODING = "utf-8"
@@ -304,6 +308,29 @@ def _sync_decisions(dataset_dir: Path | str, excluded: set[str]) -> dict[str, st
     if updated != decisions:
         _write_pairs(Path(dataset_dir) / DECISIONS_FILE, DECISIONS_HEADER, updated)
     return updated
+
+
+# ------------------------------------------------------------------------------- dataset_report.json
+
+
+def write_report_inputs(dataset_dir: Path | str, inputs: Mapping) -> Path:
+    """``dataset_report.json``: what the report shows that the folder's other files cannot give again."""
+    path = Path(dataset_dir) / REPORT_INPUTS_FILE
+    write_text_atomic(path, json.dumps(dict(inputs), allow_nan=False) + "\n")
+    return path
+
+
+def read_report_inputs(dataset_dir: Path | str) -> dict | None:
+    """``dataset_report.json`` (None when absent or unreadable: the report cannot be redrawn)."""
+    path = Path(dataset_dir) / REPORT_INPUTS_FILE
+    try:
+        data = json.loads(path.read_text(encoding=ENCODING))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        logger.warning("%s unreadable (%s): the dataset report is not redrawn", path, e)
+        return None
+    return data if isinstance(data, dict) else None
 
 
 # -------------------------------------------------------------------------------------- manifest.csv

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import fcntl
+import io
 import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -20,6 +21,9 @@ from pathlib import Path
 
 from voicelab.dataset import (
     CLIP_SUFFIX,
+    DECISIONS_FILE,
+    EXCLUDED_FILE,
+    REPORT_FILE,
     REVIEW_FILE,
     SIGNALS_FILE,
     TRANSCRIPT_FILE,
@@ -35,7 +39,6 @@ from voicelab.dataset import (
 from voicelab.errors import UsageError
 from voicelab.fileio import resolve_inside
 
-REPORT_FILE = "dataset_report.png"
 DEFAULT_EXCLUDE_REASON = "excluded in the studio"
 
 LOCK_FILE = ".studio.lock"
@@ -234,9 +237,27 @@ def save_clip(
     return next(v for v in review_clips(folder) if v.filename == key)
 
 
-def report_path(prepared_dir: Path, name: str) -> Path:
-    """``dataset_report.png`` of dataset ``name`` (must exist)."""
-    path = resolve_inside(dataset_dir(prepared_dir, name), REPORT_FILE)
+def report_picture(prepared_dir: Path, name: str, layout: str = "wide") -> Path | bytes:
+    """``dataset_report.png`` of dataset ``name`` (must exist), redrawn first when the exclusions or the
+    transcript changed since it was drawn; ``layout="narrow"``: drawn in one column for a phone (bytes).
+    Without the speaker comparison transcribe keeps for a redraw, the picture as it is."""
+    from voicelab.dataset_report import redraw_report
+
+    folder = dataset_dir(prepared_dir, name)
+    path = resolve_inside(folder, REPORT_FILE)
     if not path.is_file():
         raise DatasetNotFoundError(f"dataset {name!r} has no {REPORT_FILE}; the quality step writes it")
+    with saving(folder):  # one drawing at a time: matplotlib's pyplot is not thread-safe
+        if _report_is_stale(folder, path):
+            redraw_report(folder)
+        if layout == "narrow":
+            picture = io.BytesIO()
+            if redraw_report(folder, layout=layout, out=picture):
+                return picture.getvalue()
     return path
+
+
+def _report_is_stale(folder: Path, report: Path) -> bool:
+    drawn = report.stat().st_mtime_ns
+    inputs = (folder / name for name in (EXCLUDED_FILE, DECISIONS_FILE, TRANSCRIPT_FILE))
+    return any(p.is_file() and p.stat().st_mtime_ns > drawn for p in inputs)

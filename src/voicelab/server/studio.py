@@ -13,9 +13,10 @@ import json
 import logging
 from dataclasses import asdict
 from pathlib import Path
+from typing import Literal
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import FileResponse, RedirectResponse
+from fastapi.responses import FileResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -133,12 +134,15 @@ def save_clip(name: str, clip: str, edit: ClipEdit, request: Request) -> dict:
 
 
 @api.get("/datasets/{name}/report")
-def get_report(name: str, request: Request) -> FileResponse:
+def get_report(name: str, request: Request, layout: Literal["wide", "narrow"] = "wide") -> Response:
+    """The dataset report, redrawn when the exclusions changed since; ``narrow``: one column, for a phone."""
     try:
-        path = dataset_review.report_path(_prepared_dir(request), name)
+        picture = dataset_review.report_picture(_prepared_dir(request), name, layout)
     except UsageError as e:
         raise to_studio_error(e) from e
-    return FileResponse(path, media_type="image/png")
+    if isinstance(picture, bytes):
+        return Response(picture, media_type="image/png", headers={"Cache-Control": "no-store"})
+    return FileResponse(picture, media_type="image/png", headers={"Cache-Control": "no-store"})
 
 
 def _voice_dir(request: Request, voice: str) -> Path:

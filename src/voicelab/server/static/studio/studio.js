@@ -639,7 +639,12 @@ const NARROW_SCREEN = window.matchMedia("(max-width: 760px)");
 async function showReport() {
   if (!state.dataset || $("dataset-report").hidden) return;
   const layout = NARROW_SCREEN.matches ? "narrow" : "wide";
+  const asked = (state.reportAsked = (state.reportAsked || 0) + 1);
   const url = await blobUrl(`/studio/api/datasets/${encodeURIComponent(state.dataset.name)}/report?layout=${layout}`);
+  if (asked !== state.reportAsked) {
+    URL.revokeObjectURL(url); // a later request (another width, another exclusion) is on its way
+    return;
+  }
   const img = $("dataset-report").querySelector("img");
   if (img.src.startsWith("blob:")) URL.revokeObjectURL(img.src);
   img.src = url;
