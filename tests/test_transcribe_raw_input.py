@@ -40,12 +40,10 @@ def test_raw_recordings_are_refused_before_anything_is_written(raw_folder, capsy
     assert "3 of 4 WAVs are not mono (44.1 kHz)" in err
     assert (
         "1 last over 30 s (the longest 0.5 min)" in err
-        and "sub-folders (extra)" in err
-        and "non-WAV recordings (notes.mp3)" in err
+        and "1 audio file in sub-folders (extra)" in err
+        and "1 non-WAV recording (notes.mp3)" in err
     )
-    assert (
-        f'make prepare-audio ARGS="{raw_folder}/ prepared/Old_Keeper/"' in err
-    )  # a name that can be a voice
+    assert f"make prepare-audio ARGS=\"'{raw_folder}/' prepared/Old_Keeper/\"" in err  # quoted; a voice name
     assert "--not-prepared" in err
     assert sorted(p.name for p in raw_folder.iterdir()) == before  # nothing written into raw_audio/
 

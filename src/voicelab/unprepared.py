@@ -10,6 +10,7 @@ WAV). Only file headers are read.
 from __future__ import annotations
 
 import logging
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -63,14 +64,22 @@ def _ignored_audio(folder: Path) -> list[str]:
     signs = []
     if nested:
         folders = sorted({p.relative_to(folder).parts[0] for p in nested})
-        signs.append(f"{len(nested)} audio files in sub-folders ({_names(folders)}) that transcribe ignores")
+        signs.append(
+            f"{_count(nested, 'audio file')} in sub-folders ({_names(folders)}) that transcribe ignores"
+        )
     if other:
-        signs.append(f"{len(other)} non-WAV recordings ({_names([p.name for p in other])}) that it ignores")
+        signs.append(
+            f"{_count(other, 'non-WAV recording')} ({_names([p.name for p in other])}) that it ignores"
+        )
     return signs
 
 
 def _is_audio(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in AUDIO_SUFFIXES and not path.name.startswith(".")
+
+
+def _count(items: Sequence, noun: str) -> str:
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
 
 
 def _names(names: Sequence[str]) -> str:
@@ -84,6 +93,6 @@ def refuse_raw_recordings(folder: Path, clips: Sequence[Path], suggested_output:
         raise RawRecordingsError(
             f"{folder} looks like raw recordings, not prepare-audio's clips (no {MANIFEST_FILE}; "
             f"{'; '.join(signs)}): run prepare-audio first, "
-            f'make prepare-audio ARGS="{folder}/ {suggested_output}/", then transcribe {suggested_output}/ '
-            "(or pass --not-prepared to transcribe these files as they are)"
+            f'make prepare-audio ARGS="{shlex.quote(f"{folder}/")} {suggested_output}/", then transcribe '
+            f"{suggested_output}/ (or pass --not-prepared to transcribe these files as they are)"
         )
