@@ -54,9 +54,10 @@ def warn_if_not_a_voice_name(output: Path) -> None:
     work, when that name cannot be a voice name, rather than at train-lora after transcribing."""
     from voicelab.voice import VOICE_NAME_RE, suggest_voice_name
 
-    name = output.resolve().name
+    given = output if output.name else output.resolve()  # "prepared/x/" as typed; "." as a real name
+    name = given.name
     if not VOICE_NAME_RE.fullmatch(name):
-        better = output.resolve().with_name(suggest_voice_name(name))
+        better = given.with_name(suggest_voice_name(name))
         logger.warning(
             "%r cannot be a voice name (1-64 letters, digits, '_' or '-'), and the guide's later steps name "
             "the voice after this folder: use e.g. %s as OUTPUT (or give train-lora another NAME)",
