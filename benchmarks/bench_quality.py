@@ -71,7 +71,7 @@ def speaker_flag(folder: Path, n: int, main_voice: str, other: str) -> None:
     emb = quality.speaker_embeddings(audios, 16_000)
     clips = [review.ClipSignals(f"c{i:03d}", "x", 1.0, embedding=e.tolist()) for i, e in enumerate(emb)]
     ctx = review.speaker_context(clips)
-    sims = np.array([ctx.similarity[c.filename] for c in clips])
+    sims = np.array([ctx.similarity[c.key] for c in clips])
     truth = np.array(is_other)
 
     def pr(flagged):

@@ -43,8 +43,8 @@ def test_training_skips_excluded_clips_with_the_reason_and_keeps_their_text(tmp_
     rows, skipped = training_data.read_training_rows(
         tmp_path / dataset.TRANSCRIPT_FILE, dataset.read_exclusions(tmp_path)
     )
-    assert [r.filename for r in rows] == ["a"]
-    assert [(s.filename, s.reason) for s in skipped] == [("b", "excluded (excluded.csv): not the character")]
+    assert [r.key for r in rows] == ["a"]
+    assert [(s.key, s.reason) for s in skipped] == [("b", "excluded (excluded.csv): not the character")]
     assert dict(dataset.read_transcript(tmp_path / dataset.TRANSCRIPT_FILE))["b"] == "Two."
 
 

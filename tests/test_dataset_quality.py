@@ -123,8 +123,8 @@ def test_other_speaker_ranks_first_and_can_be_excluded(tmp_path, mixed_dataset):
     assert summary.excluded_new == len(others) and summary.other_speaker == len(others)
     assert len(dataset.read_transcript_for_resume(folder / "transcript.csv")) == len(SENTENCES)
     # the report is a real PNG
-    png = (folder / tr.REPORT_NAME).read_bytes()
-    assert summary.report_path == folder / tr.REPORT_NAME and png.startswith(b"\x89PNG")
+    report = dataset.PreparedDataset(folder).report_path
+    assert summary.report_path == report and report.read_bytes().startswith(b"\x89PNG")
 
     # a person puts two back, one by deleting its line, one with the studio's Restore: a rerun with
     # --exclude-flagged flags them again but leaves them in, and says so
@@ -134,7 +134,7 @@ def test_other_speaker_ranks_first_and_can_be_excluded(tmp_path, mixed_dataset):
     again = _run(folder, texts, exclude_flagged=True)
     assert set(dataset.read_exclusions(folder)) == {still_out}
     assert again.excluded_new == 0 and again.kept_restored == 2 and again.other_speaker == len(others)
-    decisions = dataset.read_decisions(folder)
+    decisions = dataset.PreparedDataset(folder).read_decisions()
     assert decisions[by_hand] == decisions[in_studio] == dataset.RESTORED
     assert decisions[still_out] == dataset.EXCLUDED
     # deleting a line of the decisions lets the flag decide again
@@ -180,7 +180,7 @@ def test_noise_and_a_music_bed_lower_dnsmos_and_are_flagged(tmp_path, speech_dir
 
     _run(folder, texts)
 
-    signals = tr.read_signals(folder / "transcript_signals.jsonl")
+    signals = dataset.PreparedDataset(folder).read_signals()
     clean_s, noisy_s, music_s = signals["clip_000"], signals["noisy"], signals["music"]
     print(
         f"DNSMOS OVRL/BAK clean {clean_s.dnsmos_ovrl:.2f}/{clean_s.dnsmos_bak:.2f}, noisy "
@@ -204,8 +204,8 @@ def test_reruns_reuse_stored_measures_and_catch_up_older_runs(
     assert transcribe_cli.main(args) == 0
     out = capsys.readouterr().out
     assert "audio measures (speaker, DNSMOS, speech time) for 3 clips" in out
-    assert f"dataset report: {folder / tr.REPORT_NAME}" in out
-    signals = tr.read_signals(folder / "transcript_signals.jsonl")
+    assert f"dataset report: {dataset.PreparedDataset(folder).report_path}" in out
+    signals = dataset.PreparedDataset(folder).read_signals()
     assert all(s.has_quality and s.dnsmos_bak is not None and s.speech_s for s in signals.values())
 
     embedded = []
@@ -221,12 +221,12 @@ def test_reruns_reuse_stored_measures_and_catch_up_older_runs(
     # a signals file from before the audio measures: only the measures are taken, Whisper is not loaded
     import whisper
 
-    old = {name: tr.ClipSignals(s.filename, s.text, s.duration_s) for name, s in signals.items()}
-    tr.write_signals(folder / "transcript_signals.jsonl", old)
+    old = {key: dataset.ClipSignals(s.key, s.text, s.duration_s) for key, s in signals.items()}
+    dataset.PreparedDataset(folder).write_signals(old)
     monkeypatch.setattr(whisper, "load_model", lambda *a, **k: pytest.fail("Whisper loaded for a catch-up"))
     assert transcribe_cli.main(args) == 0
     assert embedded == [3]
-    again = tr.read_signals(folder / "transcript_signals.jsonl")
+    again = dataset.PreparedDataset(folder).read_signals()
     assert all(again[n].has_quality and again[n].text == signals[n].text for n in signals)
     np.testing.assert_allclose(again["clip_000"].embedding, signals["clip_000"].embedding, atol=1e-3)
 

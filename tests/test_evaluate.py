@@ -20,7 +20,7 @@ from voicelab import evaluate as ev
 from voicelab import orpheus, testing
 from voicelab.audio import read_audio
 from voicelab.cli import evaluate_voice, train_lora
-from voicelab.voice import VoiceMetadata
+from voicelab.voice import EVAL_DIR, EVAL_FILE, EVAL_SUMMARY_FILE, VoiceFolder, VoiceMetadata
 
 SR = orpheus.SAMPLE_RATE
 DATASET = (
@@ -107,10 +107,10 @@ def test_eval_summary_is_not_read_through_a_symlink_out_of_the_voice(tmp_path):
     outside = tmp_path / "secret.json"
     outside.write_text(json.dumps({"created_at": "x", "summary": {"wer": 0.0}, "checks": []}))
     voice = tmp_path / "voices" / "v"
-    (voice / ev.EVAL_DIR).mkdir(parents=True)
-    os.symlink(outside, voice / ev.EVAL_DIR / ev.EVAL_FILE)
-    assert ev.read_eval_summary(voice) is None
-    assert ev.read_eval_summary(tmp_path / "nowhere") is None
+    (voice / EVAL_DIR).mkdir(parents=True)
+    os.symlink(outside, voice / EVAL_DIR / EVAL_FILE)
+    assert VoiceFolder(voice).read_eval_summary() is None
+    assert VoiceFolder(tmp_path / "nowhere").read_eval_summary() is None
 
 
 # --- metric sanity on real speech -------------------------------------------------------------------
@@ -181,7 +181,7 @@ def evaluated(trained, tiny_whisper_path):
     rc = evaluate_voice.main(
         ["zed", "--voices-dir", str(trained), "--whisper-model", str(tiny_whisper_path), *FEW]
     )
-    return rc, trained / "zed" / ev.EVAL_DIR
+    return rc, trained / "zed" / EVAL_DIR
 
 
 def numbers(value):
@@ -198,7 +198,7 @@ def numbers(value):
 def test_eval_json_has_every_part_and_only_finite_numbers(evaluated, trained, tiny_orpheus_dir):
     rc, eval_dir = evaluated
     assert rc == 0
-    report = json.loads((eval_dir / ev.EVAL_FILE).read_text())
+    report = json.loads((eval_dir / EVAL_FILE).read_text())
     for key in (
         "voice",
         "created_at",
@@ -233,11 +233,11 @@ def test_eval_json_has_every_part_and_only_finite_numbers(evaluated, trained, ti
 
 def test_samples_are_whole_snac_frames_and_summary_has_a_verdict_per_check(evaluated):
     _, eval_dir = evaluated
-    report = json.loads((eval_dir / ev.EVAL_FILE).read_text())
+    report = json.loads((eval_dir / EVAL_FILE).read_text())
     for sample in report["samples"]:
         audio, rate = sf.read(eval_dir / sample["file"])
         assert rate == SR and len(audio) == sample["frames"] * orpheus.SAMPLES_PER_FRAME > 0
-    summary = (eval_dir / ev.SUMMARY_FILE).read_text()
+    summary = (eval_dir / EVAL_SUMMARY_FILE).read_text()
     for check in report["checks"]:
         assert f"| {check['check']} |" in summary and check["verdict"] in ("pass", "FAIL", "n/a")
     # --max-tokens 70 stops every random-model piece early: each one is reported as a runaway
@@ -256,7 +256,7 @@ def test_the_voice_list_shows_the_evaluation(evaluated, trained, tiny_orpheus_di
     with TestClient(app) as client:
         voices = {v["id"]: v for v in client.get("/v1/audio/voices").json()["voices"]}
     shown = voices["zed"]["evaluation"]
-    report = json.loads((evaluated[1] / ev.EVAL_FILE).read_text())
+    report = json.loads((evaluated[1] / EVAL_FILE).read_text())
     assert shown["wer"] == report["summary"]["wer"] and shown["created_at"] == report["created_at"]
     assert shown["verdicts"] == {c["check"]: c["verdict"] for c in report["checks"]}
 
@@ -273,11 +273,11 @@ def test_through_vllm_compared_with_a_checkpoint(evaluated, trained, tiny_whispe
         models = {c.body["model"] for c in server.completions}
     assert rc == 0
     assert models == {"zed", "zed-checkpoint-1", str(tiny_orpheus_dir)}
-    report = json.loads((trained / "zed" / ev.EVAL_DIR / ev.EVAL_FILE).read_text())
+    report = json.loads((trained / "zed" / EVAL_DIR / EVAL_FILE).read_text())
     assert report["settings"]["engine"] == "vllm"
     assert all(math.isfinite(x) for x in numbers(report))
-    assert (trained / "zed" / "eval-checkpoint-1" / ev.EVAL_FILE).is_file()
-    table = (trained / "zed" / ev.EVAL_DIR / "compare-zed-checkpoint-1.md").read_text()
+    assert (trained / "zed" / "eval-checkpoint-1" / EVAL_FILE).is_file()
+    table = (trained / "zed" / EVAL_DIR / "compare-zed-checkpoint-1.md").read_text()
     assert "| speaker_similarity |" in table and "zed@checkpoint-1" in table
 
 
@@ -330,14 +330,14 @@ def test_memorised_clip_is_flagged_as_overfitting(
     ]
     args = ["erin", "--voices-dir", str(voices), "--whisper-model", str(tiny_whisper_path), "--device", "cpu"]
     assert evaluate_voice.main([*args, *greedy, "--strict"]) == 1
-    report = json.loads((voices / "erin" / ev.EVAL_DIR / ev.EVAL_FILE).read_text())
+    report = json.loads((voices / "erin" / EVAL_DIR / EVAL_FILE).read_text())
     assert report["reference"]["source"] == "training"  # one clip: nothing held out
     assert (
         report["summary"]["max_code_overlap"] == 1.0 and report["summary"]["closest_training_clip"] == "one"
     )
     overfit = next(c for c in report["checks"] if c["check"].startswith("overfitting"))
     assert overfit["verdict"] == "FAIL"
-    assert "replays a training clip" in (voices / "erin" / ev.EVAL_DIR / ev.SUMMARY_FILE).read_text()
+    assert "replays a training clip" in (voices / "erin" / EVAL_DIR / EVAL_SUMMARY_FILE).read_text()
 
 
 def test_vllm_url_comes_from_the_server_settings_when_not_given(monkeypatch, tmp_path):

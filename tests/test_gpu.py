@@ -34,11 +34,11 @@ from voicelab import dataset, models, orpheus, testing
 from voicelab.cli import train_lora
 from voicelab.training import build, snac_codec
 from voicelab.training import dataset as ds
-from voicelab.training.report import LOSS_LOG_FILE, read_loss_log
 from voicelab.training.trainer import choose_precision, collate
 from voicelab.voice import (
     ADAPTER_CONFIG_FILE,
     ADAPTER_WEIGHTS_FILE,
+    VoiceFolder,
     VoiceMetadata,
     adapter_problems,
 )
@@ -144,7 +144,7 @@ def device_run(tmp_path_factory, tiny_orpheus_dir, tiny_snac_dir, gpu_device):
 
 
 def _losses(voice: Path) -> list[tuple[int, float, float | None]]:
-    return [(p.step, p.loss, p.grad_norm) for p in read_loss_log(voice / LOSS_LOG_FILE)]
+    return [(p.step, p.loss, p.grad_norm) for p in VoiceFolder(voice).read_loss_log()]
 
 
 def test_train_lora_on_device_writes_a_trained_voice_in_the_device_precision(

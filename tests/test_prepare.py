@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from voicelab import audio, dataset, prepare
+from voicelab import audio, dataset, dataset_tiers, prepare, prepare_summary
 from voicelab.cli import prepare_audio
 from voicelab.prepare import PrepareSettings, prepare_dataset
 from voicelab.testing import speak, speech_like_noise
@@ -369,7 +369,7 @@ def test_same_file_names_in_different_folders_get_distinct_clip_names(tmp_path):
         (tmp_path / "raw" / folder).mkdir(parents=True)
         sf.write(tmp_path / "raw" / folder / "talk.wav", reference(24000), 24000)
     report = prepare_dataset(tmp_path / "raw", tmp_path / "out", progress=False)
-    assert [(r.clip, r.source) for r in report.dataset] == [
+    assert [(r.key, r.source) for r in report.dataset] == [
         ("talk_000", "a/talk.wav"),
         ("talk_001", "a/talk.wav"),
         ("b_talk_000", "b/talk.wav"),
@@ -378,29 +378,29 @@ def test_same_file_names_in_different_folders_get_distinct_clip_names(tmp_path):
 
 
 def test_dataset_levels_follow_the_guide_table():
-    assert prepare.dataset_level(3)[2] == "Too few"
-    assert prepare.dataset_level(7)[2] == "Poor"
-    assert prepare.dataset_level(10)[2] == "Poor"
-    assert prepare.dataset_level(15)[2] == "Poor to moderate"  # the gap in the guide's table
-    assert prepare.dataset_level(20)[2] == "Moderate"
-    assert prepare.dataset_level(99)[2] == "Good"
-    assert prepare.dataset_level(150)[2] == "Very good"
-    assert prepare.dataset_level(200)[2] == "Diminishing returns"
+    assert dataset_tiers.dataset_level(3)[2] == "Too few"
+    assert dataset_tiers.dataset_level(7)[2] == "Poor"
+    assert dataset_tiers.dataset_level(10)[2] == "Poor"
+    assert dataset_tiers.dataset_level(15)[2] == "Poor to moderate"  # the gap in the guide's table
+    assert dataset_tiers.dataset_level(20)[2] == "Moderate"
+    assert dataset_tiers.dataset_level(99)[2] == "Good"
+    assert dataset_tiers.dataset_level(150)[2] == "Very good"
+    assert dataset_tiers.dataset_level(200)[2] == "Diminishing returns"
 
 
 def test_dataset_level_is_the_lower_of_clips_and_minutes():
     # 70 clips of 6 min: "Good" by clips, "Moderate" by minutes -> Moderate
-    assert prepare.dataset_level(70, 6.0)[2] == "Moderate"
-    assert prepare.dataset_level(70, 16.0)[2] == "Good"
-    assert prepare.dataset_level(250, 31.0)[2] == "Very good"
-    assert prepare.dataset_level(30, 0.5)[2] == "Too few"
-    assert prepare.level_basis(70, 6.0) == "70 clips reach Good, 6.0 min only Moderate"
-    assert prepare.level_basis(30, 20.0) == "20.0 min reach Good, 30 clips only Moderate"
-    assert prepare.level_basis(60, 20.0) == "60 clips and 20.0 min both reach Good"
+    assert dataset_tiers.dataset_level(70, 6.0)[2] == "Moderate"
+    assert dataset_tiers.dataset_level(70, 16.0)[2] == "Good"
+    assert dataset_tiers.dataset_level(250, 31.0)[2] == "Very good"
+    assert dataset_tiers.dataset_level(30, 0.5)[2] == "Too few"
+    assert dataset_tiers.level_basis(70, 6.0) == "70 clips reach Good, 6.0 min only Moderate"
+    assert dataset_tiers.level_basis(30, 20.0) == "20.0 min reach Good, 30 clips only Moderate"
+    assert dataset_tiers.level_basis(60, 20.0) == "60 clips and 20.0 min both reach Good"
 
 
 def test_duration_histogram_reads_as_aligned_one_second_bins():
-    lines = prepare.duration_histogram([3.2, 4.5, 4.6, 9.9, 12.0, 13.0], 3.0, 13.0, width=10)
+    lines = prepare_summary.duration_histogram([3.2, 4.5, 4.6, 9.9, 12.0, 13.0], 3.0, 13.0, width=10)
     assert len(lines) == 10  # 3-4 s ... 12-13 s
     assert lines[0] == "    3-4 s | #####      1"
     assert lines[1] == "    4-5 s | ########## 2"

@@ -7,6 +7,7 @@ import pytest
 
 from voicelab import quality
 from voicelab.audio import read_audio
+from voicelab.models import quality as quality_models
 from voicelab.testing import speak
 
 SENTENCES = (
@@ -95,7 +96,7 @@ def test_dnsmos_refuses_silence():
 def test_models_are_loaded_once(voices, monkeypatch):
     quality.speaker_embeddings(voices[0][:1], quality.SAMPLE_RATE)
     built = []
-    monkeypatch.setattr(quality, "_build_encoder", lambda device: built.append(device))
+    monkeypatch.setattr(quality_models, "_build_encoder", lambda device: built.append(device))
     quality.speaker_embeddings(voices[0][:1], quality.SAMPLE_RATE)
     assert built == []
 

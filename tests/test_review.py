@@ -7,6 +7,7 @@ import csv
 import pytest
 
 from voicelab import review as rv
+from voicelab.dataset import REVIEW_HEADER, PreparedDataset
 from voicelab.review import ClipSignals
 
 NORMAL_TEXT = "this is a perfectly ordinary sentence of speech"  # 47 chars
@@ -69,7 +70,7 @@ def test_speaking_rate_outliers_are_judged_against_the_dataset_median():
     typical = [clip(f"n{i}", duration=NORMAL_S) for i in range(5)]
     fast = clip("fast", text=NORMAL_TEXT * 2, duration=NORMAL_S * 1.15)  # 1.74x the median, still plausible
     slow = clip("slow", duration=NORMAL_S * 2)  # half the median rate
-    flagged = {i.signals.filename: i for i in rv.review([*typical, fast, slow])}
+    flagged = {i.signals.key: i for i in rv.review([*typical, fast, slow])}
     assert set(flagged) == {"fast", "slow"}
     assert "x the median 13.4" in reasons(flagged["fast"])
     assert "0.50x the median" in reasons(flagged["slow"])
@@ -89,7 +90,7 @@ def test_riskiest_first_and_reasons_accumulate():
             clip("fine"),
         ]
     )
-    assert [i.signals.filename for i in items] == ["bad", "mild"]
+    assert [i.signals.key for i in items] == ["bad", "mild"]
     assert len(items[0].flags) == 4  # log-prob, no-speech, phrase, too short
 
 
@@ -106,7 +107,7 @@ def test_unknown_numbers_are_not_invented():
 
 def test_review_file_has_reasons_and_numbers(tmp_path):
     items = rv.review([clip("bad", logprob=-1.5, no_speech=0.7, ratio=1.1), clip("ok")])
-    path = rv.write_review(tmp_path / "transcript_review.csv", items)
+    path = PreparedDataset(tmp_path).write_review(rv.review_rows(items))
     with path.open(encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 1
@@ -121,8 +122,8 @@ def test_review_file_has_reasons_and_numbers(tmp_path):
 def test_empty_review_still_replaces_a_stale_one(tmp_path):
     path = tmp_path / "transcript_review.csv"
     path.write_text("stale\n", encoding="utf-8")
-    rv.write_review(path, [])
-    assert path.read_text(encoding="utf-8").splitlines() == [",".join(rv.REVIEW_HEADER)]
+    PreparedDataset(tmp_path).write_review([])
+    assert path.read_text(encoding="utf-8").splitlines() == [",".join(REVIEW_HEADER)]
 
 
 def _at(similarity: float, seed: int):
@@ -150,7 +151,7 @@ def test_speaker_flags_other_voices_and_lists_outliers_without_excluding_them():
     ctx = rv.speaker_context(clips)
     sims = ctx.similarity
     assert sims["c12"] < rv.DEFAULT_SPEAKER_THRESHOLD < sims["c13"] < ctx.outlier_below
-    items = {i.signals.filename: i for i in rv.review(clips, ctx)}
+    items = {i.signals.key: i for i in rv.review(clips, ctx)}
     assert next(iter(items)) == "c12"
     assert reasons(items["c12"]).startswith("other speaker? similarity")
     assert items["c12"].quality_reasons  # what --exclude-flagged copies to excluded.csv

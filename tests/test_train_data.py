@@ -28,12 +28,12 @@ def test_transcript_rows_and_skips(tmp_path):
         "clip3,   \n\nclip5.wav,With suffix.\n",
     )
     rows, skipped = ds.read_training_rows(path)
-    assert [(r.filename, r.text) for r in rows] == [
+    assert [(r.key, r.text) for r in rows] == [
         ("clip1", "Hello there."),
         ("clip2", "Commas, quoted, are fine."),
         ("clip5", "With suffix."),
     ]
-    assert {s.filename: s.reason for s in skipped} == {"clip3": "empty text"}
+    assert {s.key: s.reason for s in skipped} == {"clip3": "empty text"}
 
 
 def test_transcript_reads_what_transcribe_writes(tmp_path):
@@ -42,7 +42,7 @@ def test_transcript_reads_what_transcribe_writes(tmp_path):
 
     path = write_transcript(tmp_path / "t.csv", [("b", 'Say "hi", then\nstop.'), ("a", "Plain.")])
     rows, skipped = ds.read_training_rows(path)
-    assert [(r.filename, r.text) for r in rows] == [("a", "Plain."), ("b", 'Say "hi", then\nstop.')]
+    assert [(r.key, r.text) for r in rows] == [("a", "Plain."), ("b", 'Say "hi", then\nstop.')]
     assert skipped == []
 
 
@@ -71,7 +71,7 @@ def test_resolve_clips_skips_missing_and_escaping_names(tmp_path):
     rows = [ds.TranscriptRow(n, "text") for n in ["here", "gone", "../here", ".hidden"]]
     clips, skipped = ds.resolve_clips(tmp_path, rows)
     assert [c.path for c in clips] == [tmp_path / "here.wav"]
-    assert [s.filename for s in skipped] == ["gone", "../here", ".hidden"]
+    assert [s.key for s in skipped] == ["gone", "../here", ".hidden"]
     assert "gone.wav not found" in skipped[0].reason
 
 

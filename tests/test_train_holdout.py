@@ -10,8 +10,8 @@ import pytest
 from test_train_lora import common_args, make_dataset
 from voicelab.cli import train_lora
 from voicelab.training import holdout
-from voicelab.training.report import LOSS_LOG_FILE, LOSS_PLOT_FILE, LossPoint, loss_points, read_loss_log
-from voicelab.voice import VoiceMetadata
+from voicelab.training.report import loss_points
+from voicelab.voice import LossPoint, VoiceFolder, VoiceMetadata
 
 
 def test_default_share_is_five_percent_with_a_floor_of_two_from_twenty_clips():
@@ -85,13 +85,13 @@ def test_held_out_clip_is_scored_and_recorded(held_out_voice):
     assert len(meta.eval_clips) == 1 and meta.eval_clips[0] in {"clip0", "clip1", "stereo"}
     assert meta.dataset["clips_used"] == 2 and meta.dataset["clips_held_out"] == 1
     assert meta.final_eval_loss is not None and math.isfinite(meta.final_eval_loss)
-    points = read_loss_log(voice / LOSS_LOG_FILE)
+    points = VoiceFolder(voice).read_loss_log()
     assert [p.step for p in points] == [2, 3]
     assert all(p.eval_loss is not None and math.isfinite(p.eval_loss) for p in points)
     assert points[-1].eval_loss == pytest.approx(meta.final_eval_loss, abs=1e-6)
-    with (voice / LOSS_LOG_FILE).open(newline="") as f:
+    with VoiceFolder(voice).loss_log_path.open(newline="") as f:
         assert "eval_loss" in next(csv.reader(f))
-    assert (voice / LOSS_PLOT_FILE).read_bytes().startswith(b"\x89PNG")
+    assert VoiceFolder(voice).loss_curve_path.read_bytes().startswith(b"\x89PNG")
 
 
 def test_small_dataset_holds_out_nothing_by_default_and_says_so(
@@ -103,7 +103,7 @@ def test_small_dataset_holds_out_nothing_by_default_and_says_so(
     meta = VoiceMetadata.read(tmp_path / "voices" / "ivan")
     assert meta.eval_clips == [] and meta.final_eval_loss is None
     assert "none is held out" in caplog.text
-    assert all(p.eval_loss is None for p in read_loss_log(tmp_path / "voices" / "ivan" / LOSS_LOG_FILE))
+    assert all(p.eval_loss is None for p in VoiceFolder(tmp_path / "voices" / "ivan").read_loss_log())
 
 
 def test_eval_clips_must_leave_a_training_clip(tmp_path, tiny_orpheus_dir, tiny_snac_dir, capsys):

@@ -20,11 +20,13 @@ from voicelab.cli import train_lora
 from voicelab.model_identity import fingerprint_model
 from voicelab.training import build, snac_codec
 from voicelab.training import dataset as ds
-from voicelab.training.report import LOSS_LOG_FILE, LOSS_PLOT_FILE, read_loss_log
 from voicelab.voice import (
     ADAPTER_CONFIG_FILE,
     ADAPTER_WEIGHTS_FILE,
+    LOSS_LOG_FILE,
+    LOSS_PLOT_FILE,
     VOICE_FILE,
+    VoiceFolder,
     VoiceMetadata,
     adapter_problems,
 )
@@ -108,7 +110,7 @@ def test_voice_folder_has_everything(trained):
     assert (voice / LOSS_PLOT_FILE).read_bytes().startswith(b"\x89PNG")
     assert not (voice / "README.md").exists(), "no placeholder model card from peft"
     # every --logging-steps, and always the last step (3 is not a multiple of 2)
-    assert [p.step for p in read_loss_log(voice / LOSS_LOG_FILE)] == [2, 3]
+    assert [p.step for p in VoiceFolder(voice).read_loss_log()] == [2, 3]
     leftovers = [p.name for p in trained["voices"].iterdir() if p.name != "alice"]
     assert leftovers == [], "no staging or checkpoint folder remains after success"
 
@@ -234,7 +236,7 @@ def test_prepare_skips_too_long_clips_without_truncating(trained, tiny_tokenizer
     prepared = build.prepare_examples(req, tiny_tokenizer, progress=False)
     assert all(len(e) <= 100 for e in prepared.examples)
     assert all(e.input_ids[-2:] == [orpheus.END_OF_SPEECH, orpheus.END_OF_AI] for e in prepared.examples)
-    too_long = [s.filename for s in prepared.skipped if "--max-seq-len" in s.reason]
+    too_long = [s.key for s in prepared.skipped if "--max-seq-len" in s.reason]
     assert too_long and all(name in caplog.text for name in too_long)
     assert len(prepared.examples) + len(too_long) == 3
 
@@ -362,7 +364,7 @@ def test_interrupt_saves_checkpoint_and_resume_finishes(tmp_path, tiny_orpheus_d
     meta = VoiceMetadata.read(voices / "carol")
     assert meta.training["steps"] == 5
     assert meta.training["resumed_from"].endswith(checkpoints[0])
-    assert [p.step for p in read_loss_log(voices / "carol" / LOSS_LOG_FILE)] == [1, 2, 3, 4, 5]
+    assert [p.step for p in VoiceFolder(voices / "carol").read_loss_log()] == [1, 2, 3, 4, 5]
     assert not request.checkpoint_dir.exists()
 
 

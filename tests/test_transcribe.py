@@ -84,7 +84,7 @@ def test_end_to_end_on_tiny_whisper(
     assert names == sorted(names)
     assert set(names) <= {"clip_000", "clip_001"}  # stems, no extension
     assert all(text and text == " ".join(text.split()) for _, text in rows)  # trimmed, collapsed
-    signals = tr.read_signals(clips / "transcript_signals.jsonl")
+    signals = dataset.PreparedDataset(clips).read_signals()
     assert set(signals) == {"clip_000", "clip_001"}  # every readable clip seen once
     assert len(rows) + sum(1 for s in signals.values() if not s.text) == 2  # rows + empties = clips
     for name, rec in signals.items():
@@ -336,7 +336,7 @@ def test_row_cut_short_by_power_loss_is_redone(synthetic_clips):
     folder, texts = synthetic_clips
     run(folder, FakeTranscriber(texts))
     out = folder / "transcript.csv"
-    tr.write_signals(dataset.signals_path_for(out), {})  # as if the signals never made it to disk
+    dataset.PreparedDataset.of_transcript(out).write_signals({})  # as if the signals never made it to disk
     content = out.read_text(encoding="utf-8")
     out.write_text(content[: content.rindex("spoken")], encoding="utf-8")  # last record half-written
     again = FakeTranscriber(texts)

@@ -14,8 +14,10 @@ from voicelab import testing
 from voicelab import transcribe as tr
 from voicelab.audio import read_audio
 from voicelab.cli import transcribe as transcribe_cli
-from voicelab.dataset import read_transcript
+from voicelab.dataset import PreparedDataset, read_transcript
+from voicelab.models.whisper import WhisperModelError
 from voicelab.testing.whisper_ct2 import build_tiny_faster_whisper
+from voicelab.transcribe import backends
 
 pytestmark = pytest.mark.usefixtures("restore_torch_threads")
 
@@ -51,7 +53,7 @@ def test_a_batch_gives_each_clip_its_own_transcript(fw_clips, transcriber, monke
         routed.append(list(segments))
         return real(segments)
 
-    monkeypatch.setattr(tr, "summarize_segments", recording)
+    monkeypatch.setattr(backends, "summarize_segments", recording)
     batched = transcriber.transcribe_batch(audios)
     assert len(batched) == len(audios) and len(routed) == len(audios)
     lengths = sorted(len(a) / tr.WHISPER_SAMPLE_RATE for a in audios)
@@ -95,7 +97,7 @@ def test_same_files_as_the_default_backend(tmp_path, fw_clips, tiny_ct2_dir, cap
     args = [str(folder), "--backend", "faster-whisper", "--model", str(tiny_ct2_dir), "--batch-size", "2"]
     assert transcribe_cli.main([*args, "--device", "cpu", *fast_transcribe_flags]) == 0
     rows = read_transcript(folder / "transcript.csv")
-    signals = tr.read_signals(folder / "transcript_signals.jsonl")
+    signals = PreparedDataset(folder).read_signals()
     assert set(signals) == {"clip_000", "clip_001", "clip_002"}
     assert [n for n, _ in rows] == sorted(n for n, s in signals.items() if s.text)
     for name, rec in signals.items():
@@ -112,11 +114,11 @@ def test_cuda_fallback_and_unknown_model(monkeypatch, tiny_ct2_dir, caplog, tmp_
     t = tr.load_transcriber("faster-whisper", str(tiny_ct2_dir), device="cuda", options=options, threads=1)
     assert t.model.model.device == "cpu"
     assert "CUDA is not available" in caplog.text
-    with pytest.raises(tr.TranscribeError, match=r"distil-large-v3.*CTranslate2 model folder"):
+    with pytest.raises(WhisperModelError, match=r"distil-large-v3.*CTranslate2 model folder"):
         tr.load_transcriber("faster-whisper", "enormous", device="cpu", options=options)
     checkpoint_file = tmp_path / "model.pt"
     checkpoint_file.write_bytes(b"")
-    with pytest.raises(tr.TranscribeError):
+    with pytest.raises(WhisperModelError):
         tr.load_transcriber("faster-whisper", str(checkpoint_file), device="cpu", options=options)
 
 

@@ -1,36 +1,51 @@
 """The prepared dataset folder ``prepared/NAME/``: every file in it, how clips are named, and the formats.
 
-One folder per character, written by the data steps and read by training and the studio:
+One folder per character, written by the data steps and read by training and the studio. This module is
+the folder's only owner: ``PreparedDataset(dir)`` knows every path below and reads and writes every file;
+other modules ask it (``ds.transcript_path``, ``ds.read_transcript()``, ``ds.write_exclusions(...)``) and
+never spell a file name (``tests/test_architecture.py`` checks it). Every write to the folder goes through
+a ``PreparedDataset`` method.
 
-=========================  ================  =========================================================
-file                       written by        what
-=========================  ================  =========================================================
-``{key}.wav``              prepare-audio     the clips: 16-bit mono WAV at 24 kHz, 3-13 s
-``manifest.csv``           prepare-audio     one row per clip: source span, levels, how each edge was cut
-``transcript.csv``         transcribe        ``filename,text``: the text of every clip (the guide's format)
-``transcript_signals.jsonl``  transcribe     Whisper's numbers and audio measures per clip seen
-``transcript_review.csv``  transcribe        the clips worth a listen, riskiest first, with reasons
-``dataset_report.png``     transcribe        clip lengths, speaker similarity, DNSMOS, minutes per source
-``dataset_report.json``    transcribe        the speaker comparison the report shows, to redraw it later
-``excluded.csv``           a person/studio   ``filename,reason``: clips left out of training (text kept)
-``exclusion_decisions.csv``  transcribe/studio  ``filename,decision``: which clips were excluded and which a
-                                             person restored, so ``--exclude-flagged`` never undoes a restore
-``sources_left_out.csv``   prepare-audio     recordings that failed or gave no clip, remembered until changed
-``.snac_cache/``           train-lora        SNAC codes per clip, keyed by content
-=========================  ================  =========================================================
+==============================  ================  =====================================================
+file                            written by        what
+==============================  ================  =====================================================
+``{key}.wav``                   prepare-audio     the clips: 16-bit mono WAV at 24 kHz, 3-13 s
+``manifest.csv``                prepare-audio     one row per clip: source span, levels, how each edge was cut
+``transcript.csv``              transcribe        ``filename,text``: the text of every clip (the guide's format)
+``transcript_signals.jsonl``    transcribe        Whisper's numbers and audio measures per clip seen
+``transcript_review.csv``       transcribe        the clips worth a listen, riskiest first, with reasons
+``dataset_report.png``          transcribe        clip lengths, speaker similarity, DNSMOS, minutes per source
+``dataset_report.json``         transcribe        the speaker comparison the report shows, to redraw it later
+``excluded.csv``                a person/studio   ``filename,reason``: clips left out of training (text kept)
+``exclusion_decisions.csv``     transcribe/studio ``filename,decision``: clips excluded, and those a person
+                                                  restored (``--exclude-flagged`` never undoes a restore)
+``sources_left_out.csv``        prepare-audio     recordings that failed or gave no clip, remembered until changed
+``.studio.lock``                the studio        locked while a save rewrites a file (one save at a time)
+``.snac_cache/``                train-lora        SNAC codes per clip, keyed by content
+==============================  ================  =====================================================
 
-A clip is named everywhere by its **key**, the file stem without ``.wav`` (``talk_003``): in
-``transcript.csv``, ``manifest.csv``, ``excluded.csv`` and the review. Readers also accept ``talk_003.wav``.
+A clip is named everywhere by its **key**, the file stem without ``.wav`` (``talk_003``), and code calls
+it ``key``. The files keep their historical column names for it: the ``filename`` column of
+``transcript.csv``, ``excluded.csv`` and ``transcript_review.csv``, the ``clip`` column of
+``manifest.csv`` and the ``filename`` field of ``transcript_signals.jsonl`` all hold keys. Readers also
+accept ``talk_003.wav``.
+
+A transcript may live under another name (``transcribe --output``, ``train-lora --transcript``); its
+signals and review files follow it: ``{stem}_signals.jsonl`` and ``{stem}_review.csv`` beside it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import io
 import json
 import logging
 import re
-from collections.abc import Iterable, Mapping
+import tempfile
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -44,19 +59,46 @@ TRANSCRIPT_FILE = "transcript.csv"
 MANIFEST_FILE = "manifest.csv"
 SIGNALS_FILE = "transcript_signals.jsonl"
 REVIEW_FILE = "transcript_review.csv"
+REPORT_FILE = "dataset_report.png"
 EXCLUDED_FILE = "excluded.csv"
 DECISIONS_FILE = "exclusion_decisions.csv"
-REPORT_FILE = "dataset_report.png"
 REPORT_INPUTS_FILE = "dataset_report.json"
 SOURCES_LEFT_OUT_FILE = "sources_left_out.csv"
+LOCK_FILE = ".studio.lock"
 CACHE_DIR = ".snac_cache"
+SCRATCH_PREFIX = ".prepare-scratch-"
+"""prepare-audio's unlinked scratch file of decoded samples (gone when the run ends, even on a crash)."""
+SIGNALS_SUFFIX = "_signals.jsonl"
+REVIEW_SUFFIX = "_review.csv"
+"""The signals and review files are named after their transcript: ``{stem}_signals.jsonl``."""
+FILE_NAMES = (
+    TRANSCRIPT_FILE,
+    MANIFEST_FILE,
+    SIGNALS_FILE,
+    REVIEW_FILE,
+    REPORT_FILE,
+    REPORT_INPUTS_FILE,
+    EXCLUDED_FILE,
+    DECISIONS_FILE,
+    SOURCES_LEFT_OUT_FILE,
+    LOCK_FILE,
+    CACHE_DIR,
+    SCRATCH_PREFIX,
+    SIGNALS_SUFFIX,
+    REVIEW_SUFFIX,
+)
+"""Every name this module gives a file of the folder: no other module may spell one."""
 ENCODING = "utf-8"
 INDEX_DIGITS = 3
 """Clip keys are ``{stem}_{index:03d}`` (the guide's naming); indexes past 999 just grow wider."""
 
-TRANSCRIPT_HEADER = ("filename", "text")
-EXCLUDED_HEADER = ("filename", "reason")
-DECISIONS_HEADER = ("filename", "decision")
+KEY_COLUMN = "filename"
+"""The column (and signals field) that holds the clip key in transcript, excluded, review and signals."""
+MANIFEST_KEY_COLUMN = "clip"
+"""The manifest's column for the clip key."""
+TRANSCRIPT_HEADER = (KEY_COLUMN, "text")
+EXCLUDED_HEADER = (KEY_COLUMN, "reason")
+DECISIONS_HEADER = (KEY_COLUMN, "decision")
 EXCLUDED = "excluded"
 RESTORED = "restored"
 """A clip's decision: it was in excluded.csv when voicelab last wrote or read it, or a person took it out."""
@@ -105,9 +147,9 @@ def indexed_key(stem: str, index: int) -> str:
     return f"{stem}_{index:0{INDEX_DIGITS}d}"
 
 
-def clip_path(dataset_dir: Path, name: str) -> Path | None:
-    """The WAV a key names inside ``dataset_dir``, or None when the name is empty or would leave the folder."""
-    key = clip_key(name)
+def clip_path(dataset_dir: Path, key: str) -> Path | None:
+    """The WAV a key names inside ``dataset_dir``, or None when the key is empty or would leave the folder."""
+    key = clip_key(key)
     filename = f"{key}{CLIP_SUFFIX}"
     if not key or Path(filename).name != filename or filename.startswith("."):
         return None
@@ -131,16 +173,6 @@ def find_clips(dataset_dir: Path) -> list[Path]:
             f'(make prepare-audio ARGS="raw_audio/NAME/ {dataset_dir}/")'
         )
     return clips
-
-
-def signals_path_for(transcript: Path) -> Path:
-    """``transcript_signals.jsonl`` beside ``transcript.csv`` (``{stem}_signals.jsonl`` for another name)."""
-    return transcript.with_name(f"{transcript.stem}_signals.jsonl")
-
-
-def review_path_for(transcript: Path) -> Path:
-    """``transcript_review.csv`` beside ``transcript.csv`` (``{stem}_review.csv`` for another name)."""
-    return transcript.with_name(f"{transcript.stem}_review.csv")
 
 
 # ------------------------------------------------------------------------------------ transcript.csv
@@ -248,89 +280,22 @@ class TranscriptAppender(DurableAppender):
     def __init__(self, path: Path | str):
         super().__init__(path, encoding=ENCODING)
 
-    def append(self, filename: str, text: str) -> None:
+    def append(self, key: str, text: str) -> None:
         # One write per record: a partial record can only be the last one (see read_transcript_for_resume).
-        self.write(format_row(clip_key(filename), text))
+        self.write(format_row(clip_key(key), text))
 
 
 # -------------------------------------------------------------------------------------- excluded.csv
 
 
 def read_exclusions(dataset_dir: Path | str) -> dict[str, str]:
-    """Clips a person left out of training: key -> reason (``{}`` when there is no ``excluded.csv``)."""
-    path = Path(dataset_dir) / EXCLUDED_FILE
-    if not path.exists():
-        return {}
-    return dict(_parse(path, _read_text(path), EXCLUDED_HEADER))
+    """``PreparedDataset(dataset_dir).read_exclusions()``."""
+    return PreparedDataset(dataset_dir).read_exclusions()
 
 
 def write_exclusions(dataset_dir: Path | str, exclusions: Mapping[str, str]) -> Path:
-    """Replace ``excluded.csv`` atomically (removed when nothing is excluded), and record the decisions:
-    a clip taken out of it is restored (``--exclude-flagged`` will not exclude it again)."""
-    restored_clips(dataset_dir)  # first, what a person changed by hand since voicelab last looked
-    path = Path(dataset_dir) / EXCLUDED_FILE
-    if not exclusions:
-        path.unlink(missing_ok=True)
-    else:
-        _write_pairs(path, EXCLUDED_HEADER, {clip_key(k): r for k, r in exclusions.items()})
-    _sync_decisions(dataset_dir, {clip_key(k) for k in exclusions})
-    return path
-
-
-# ---------------------------------------------------------------------------- exclusion_decisions.csv
-
-
-def read_decisions(dataset_dir: Path | str) -> dict[str, str]:
-    """key -> ``EXCLUDED`` or ``RESTORED`` (``{}`` without the file); see ``restored_clips``."""
-    path = Path(dataset_dir) / DECISIONS_FILE
-    if not path.exists():
-        return {}
-    return dict(_parse(path, _read_text(path), DECISIONS_HEADER))
-
-
-def restored_clips(dataset_dir: Path | str) -> set[str]:
-    """Clips a person put back after they had been excluded: a line deleted from ``excluded.csv`` (by
-    hand, or Restore in the studio). An automatic flag must not exclude them again.
-
-    Brings ``exclusion_decisions.csv`` up to date with ``excluded.csv`` as it is now: a clip recorded as
-    excluded that is no longer listed becomes restored; every listed clip is recorded as excluded (so a
-    line added by hand and deleted later counts as a restore too).
-    """
-    return {
-        k for k, d in _sync_decisions(dataset_dir, set(read_exclusions(dataset_dir))).items() if d == RESTORED
-    }
-
-
-def _sync_decisions(dataset_dir: Path | str, excluded: set[str]) -> dict[str, str]:
-    decisions = read_decisions(dataset_dir)
-    updated = {k: (RESTORED if d == EXCLUDED and k not in excluded else d) for k, d in decisions.items()}
-    updated.update(dict.fromkeys(excluded, EXCLUDED))
-    if updated != decisions:
-        _write_pairs(Path(dataset_dir) / DECISIONS_FILE, DECISIONS_HEADER, updated)
-    return updated
-
-
-# ------------------------------------------------------------------------------- dataset_report.json
-
-
-def write_report_inputs(dataset_dir: Path | str, inputs: Mapping) -> Path:
-    """``dataset_report.json``: what the report shows that the folder's other files cannot give again."""
-    path = Path(dataset_dir) / REPORT_INPUTS_FILE
-    write_text_atomic(path, json.dumps(dict(inputs), allow_nan=False) + "\n")
-    return path
-
-
-def read_report_inputs(dataset_dir: Path | str) -> dict | None:
-    """``dataset_report.json`` (None when absent or unreadable: the report cannot be redrawn)."""
-    path = Path(dataset_dir) / REPORT_INPUTS_FILE
-    try:
-        data = json.loads(path.read_text(encoding=ENCODING))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as e:
-        logger.warning("%s unreadable (%s): the dataset report is not redrawn", path, e)
-        return None
-    return data if isinstance(data, dict) else None
+    """``PreparedDataset(dataset_dir).write_exclusions(exclusions)``."""
+    return PreparedDataset(dataset_dir).write_exclusions(exclusions)
 
 
 # -------------------------------------------------------------------------------------- manifest.csv
@@ -340,8 +305,8 @@ def read_report_inputs(dataset_dir: Path | str) -> dict | None:
 class ClipRecord:
     """One manifest row. Times are seconds in the source; levels are dBFS of the written clip."""
 
-    clip: str
-    """The clip's key (``talk_003``)."""
+    key: str
+    """The clip's key (``talk_003``), in the manifest's ``clip`` column."""
     source: str
     start_s: float
     end_s: float
@@ -362,7 +327,8 @@ class ClipRecord:
 
     @classmethod
     def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
+        """The manifest's columns, in order (the key's column is ``MANIFEST_KEY_COLUMN``)."""
+        return [MANIFEST_KEY_COLUMN if f.name == "key" else f.name for f in fields(cls)]
 
     @classmethod
     def older_field_names(cls) -> list[str]:
@@ -370,7 +336,7 @@ class ClipRecord:
         return cls.field_names()[:-2]
 
     def to_row(self) -> dict[str, str]:
-        row = {k: str(v) for k, v in asdict(self).items()}
+        row = {(MANIFEST_KEY_COLUMN if k == "key" else k): str(v) for k, v in asdict(self).items()}
         row["peak_limited"] = "yes" if self.peak_limited else "no"
         row["threshold_dbfs"] = "" if self.threshold_dbfs is None else str(self.threshold_dbfs)
         return row
@@ -379,7 +345,7 @@ class ClipRecord:
     def from_row(cls, row: dict[str, str]) -> ClipRecord:
         floats = ("start_s", "end_s", "duration_s", "rms_dbfs", "peak_dbfs", "gain_db")
         return cls(
-            clip=clip_key(row["clip"]),  # manifests written before keys dropped ".wav"
+            key=clip_key(row[MANIFEST_KEY_COLUMN]),  # manifests written before keys dropped ".wav"
             source=row["source"],
             **{name: float(row[name]) for name in floats},
             peak_limited=row["peak_limited"] == "yes",
@@ -450,8 +416,17 @@ class SourceLeftOut:
 
 
 def read_sources_left_out(dataset_dir: Path | str) -> dict[str, SourceLeftOut]:
+    """``PreparedDataset(dataset_dir).read_sources_left_out()``."""
+    return PreparedDataset(dataset_dir).read_sources_left_out()
+
+
+def write_sources_left_out(dataset_dir: Path | str, notes: Mapping[str, SourceLeftOut]) -> None:
+    """``PreparedDataset(dataset_dir).write_sources_left_out(notes)``."""
+    PreparedDataset(dataset_dir).write_sources_left_out(notes)
+
+
+def _read_sources_left_out(path: Path) -> dict[str, SourceLeftOut]:
     """Recordings left out by earlier runs, by source key (``{}`` when none; an unreadable file is ignored)."""
-    path = Path(dataset_dir) / SOURCES_LEFT_OUT_FILE
     if not path.exists():
         return {}
     try:
@@ -467,9 +442,8 @@ def read_sources_left_out(dataset_dir: Path | str) -> dict[str, SourceLeftOut]:
         return {}
 
 
-def write_sources_left_out(dataset_dir: Path | str, notes: Mapping[str, SourceLeftOut]) -> None:
+def _write_sources_left_out(path: Path, notes: Mapping[str, SourceLeftOut]) -> None:
     """Replace ``sources_left_out.csv`` atomically (removed when nothing is left out)."""
-    path = Path(dataset_dir) / SOURCES_LEFT_OUT_FILE
     if not notes:
         path.unlink(missing_ok=True)
         return
@@ -480,3 +454,434 @@ def write_sources_left_out(dataset_dir: Path | str, notes: Mapping[str, SourceLe
     for key in sorted(notes):
         writer.writerow(asdict(notes[key]))
     write_text_atomic(path, buffer.getvalue())
+
+
+# ------------------------------------------------------------------------- transcript_signals.jsonl
+
+
+@dataclass(frozen=True)
+class ClipSignals:
+    """What is known about one clip: its text, audio length and Whisper's numbers (``None`` = unknown).
+
+    One record of ``transcript_signals.jsonl`` (one JSON object a line; the key in its ``filename``
+    field). Written by transcribe, read by the review, the studio and a resumed transcribe.
+    """
+
+    key: str
+    text: str
+    duration_s: float | None
+    avg_logprob: float | None = None
+    no_speech_prob: float | None = None
+    compression_ratio: float | None = None
+    # audio measures (voicelab.quality), stored so a rerun need not compute them again
+    speech_s: float | None = None
+    dnsmos_sig: float | None = None
+    dnsmos_bak: float | None = None
+    dnsmos_ovrl: float | None = None
+    embedding: list[float] | None = None
+
+    @property
+    def has_quality(self) -> bool:
+        return self.embedding is not None
+
+    def to_json(self) -> str:
+        """One line of the signals file (without the newline); the key first, as ``filename``."""
+        record = asdict(self)
+        return json.dumps({KEY_COLUMN: record.pop("key"), **record}, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, line: str) -> ClipSignals:
+        """Raises ``ValueError``, ``TypeError``, ``KeyError`` or ``AttributeError`` for a line that is not
+        a record."""
+        record = json.loads(line)
+        key = record.pop(KEY_COLUMN)
+        return cls(key, **record)
+
+
+def read_signals(path: Path) -> dict[str, ClipSignals]:
+    """Records of a signals file by key (last wins); a line cut short by a crash is skipped."""
+    found: dict[str, ClipSignals] = {}
+    if not path.exists():
+        return found
+    with path.open(encoding=ENCODING) as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = ClipSignals.from_json(line)
+            except (ValueError, TypeError, KeyError, AttributeError) as e:
+                logger.warning("%s: line %d unreadable (%s); ignored", path, line_no, e)
+                continue
+            found[rec.key] = rec
+    return found
+
+
+def _write_signals(path: Path, signals: Mapping[str, ClipSignals]) -> None:
+    with atomic_output(path) as tmp, tmp.open("w", encoding=ENCODING) as f:
+        for key in sorted(signals):
+            f.write(signals[key].to_json() + "\n")
+
+
+class SignalsAppender(DurableAppender):
+    """Appends records to a signals file, each durable before the next (a crash loses at most one)."""
+
+    def __init__(self, path: Path | str):
+        super().__init__(path, encoding=ENCODING)
+
+    def append(self, rec: ClipSignals) -> None:
+        self.write(rec.to_json() + "\n")
+
+
+# ---------------------------------------------------------------------------- transcript_review.csv
+
+REVIEW_COLUMNS = (
+    (KEY_COLUMN, None),
+    ("risk", 2),
+    ("reasons", None),
+    ("text", None),
+    ("duration_s", 2),
+    ("chars_per_s", 1),
+    ("avg_logprob", 3),
+    ("no_speech_prob", 3),
+    ("compression_ratio", 2),
+    ("speaker_similarity", 3),
+    ("dnsmos_sig", 2),
+    ("dnsmos_bak", 2),
+    ("dnsmos_ovrl", 2),
+    ("words_per_s", 2),
+)
+"""The review's columns, in order, with the decimals each number is written with (None: text)."""
+REVIEW_HEADER = tuple(name for name, _ in REVIEW_COLUMNS)
+
+
+@dataclass(frozen=True)
+class ReviewRow:
+    """One row of ``transcript_review.csv``: a clip worth a listen, and the numbers behind its reasons."""
+
+    key: str
+    risk: float | None
+    reasons: str
+    text: str
+    duration_s: float | None = None
+    chars_per_s: float | None = None
+    avg_logprob: float | None = None
+    no_speech_prob: float | None = None
+    compression_ratio: float | None = None
+    speaker_similarity: float | None = None
+    dnsmos_sig: float | None = None
+    dnsmos_bak: float | None = None
+    dnsmos_ovrl: float | None = None
+    words_per_s: float | None = None
+
+    def to_record(self) -> tuple[str, ...]:
+        values = (getattr(self, f.name) for f in fields(self))
+        return tuple(
+            value if digits is None else _number(value, digits)
+            for (_, digits), value in zip(REVIEW_COLUMNS, values, strict=True)
+        )
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, str | None]) -> ReviewRow:
+        """A row read back; numbers that do not parse read as ``None``."""
+        numbers = {name: _float(row.get(name)) for name, digits in REVIEW_COLUMNS[1:] if digits is not None}
+        return cls(
+            key=clip_key(row[KEY_COLUMN] or ""),
+            reasons=row.get("reasons", ""),  # type: ignore[arg-type]
+            text=row.get("text", ""),  # type: ignore[arg-type]
+            **numbers,
+        )
+
+
+def _number(value: float | None, digits: int) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+# --------------------------------------------------------------------------------- the folder object
+
+_save_lock = threading.Lock()
+
+
+class PreparedDataset:
+    """The folder ``prepared/NAME/`` (see the module docstring): its paths, and every read and write.
+
+    ``transcript``: a transcript under another name or folder (``--output``, ``--transcript``); its
+    signals and review files sit beside it. The other files are in ``folder``.
+    """
+
+    def __init__(self, folder: Path | str, transcript: Path | str | None = None):
+        self.dir = Path(folder)
+        self.transcript_path = Path(transcript) if transcript is not None else self.dir / TRANSCRIPT_FILE
+
+    @classmethod
+    def of_transcript(cls, transcript: PreparedDataset | Path | str) -> PreparedDataset:
+        """The dataset a transcript file belongs to (its folder); a ``PreparedDataset`` as it is."""
+        if isinstance(transcript, PreparedDataset):
+            return transcript
+        return cls(Path(transcript).parent, transcript)
+
+    def __repr__(self) -> str:
+        return f"PreparedDataset({str(self.dir)!r})"
+
+    # --- paths -----------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.dir.name
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.dir / MANIFEST_FILE
+
+    @property
+    def signals_path(self) -> Path:
+        """``transcript_signals.jsonl`` beside the transcript (``{stem}_signals.jsonl`` for another name)."""
+        return self.transcript_path.with_name(f"{self.transcript_path.stem}{SIGNALS_SUFFIX}")
+
+    @property
+    def review_path(self) -> Path:
+        """``transcript_review.csv`` beside the transcript (``{stem}_review.csv`` for another name)."""
+        return self.transcript_path.with_name(f"{self.transcript_path.stem}{REVIEW_SUFFIX}")
+
+    @property
+    def report_path(self) -> Path:
+        return self.dir / REPORT_FILE
+
+    @property
+    def excluded_path(self) -> Path:
+        return self.dir / EXCLUDED_FILE
+
+    @property
+    def sources_left_out_path(self) -> Path:
+        return self.dir / SOURCES_LEFT_OUT_FILE
+
+    @property
+    def snac_cache_dir(self) -> Path:
+        return self.dir / CACHE_DIR
+
+    def require(self) -> PreparedDataset:
+        """This dataset when its folder exists; else ``DatasetError`` saying how a dataset folder is made."""
+        require_dataset_dir(self.dir)
+        return self
+
+    def has_transcript(self) -> bool:
+        return self.transcript_path.is_file()
+
+    def has_review(self) -> bool:
+        return self.review_path.is_file()
+
+    def has_report(self) -> bool:
+        return self.report_path.is_file()
+
+    # --- clips -----------------------------------------------------------------------------------
+    def clip_path(self, key: str) -> Path | None:
+        """The WAV of ``key``, or None when the key is empty or would leave the folder."""
+        return clip_path(self.dir, key)
+
+    def find_clips(self) -> list[Path]:
+        """The WAV clips, sorted; ``DatasetError`` when the folder is missing or holds none."""
+        return find_clips(self.dir)
+
+    def keys(self) -> list[str]:
+        """Keys of the clips in the folder, sorted (empty when there is none, or no folder)."""
+        try:
+            return [clip_key(p) for p in self.find_clips()]
+        except DatasetError:
+            return []
+
+    def write_clip(self, key: str, audio, sample_rate: int) -> Path:
+        """Write clip ``key`` (float32 ``(T,)``; 16-bit WAV, atomically)."""
+        from voicelab.audio import write_wav
+
+        path = self.dir / clip_filename(key)
+        write_wav(path, audio, sample_rate)
+        return path
+
+    def remove_clip(self, key: str) -> None:
+        (self.dir / clip_filename(key)).unlink(missing_ok=True)
+
+    def indexed_keys(self, stem: str) -> list[str]:
+        """Keys of the clips named ``{stem}_NNN`` in the folder (``indexed_key``), in directory order."""
+        pattern = re.compile(re.escape(stem) + rf"_\d{{{INDEX_DIGITS},}}")
+        return [
+            clip_key(p)
+            for p in self.dir.iterdir()
+            if p.name.endswith(CLIP_SUFFIX) and pattern.fullmatch(clip_key(p))
+        ]
+
+    def scratch_file(self):
+        """An unlinked temporary file in the folder (same disk as the clips), gone when closed."""
+        return tempfile.TemporaryFile(dir=self.dir, prefix=SCRATCH_PREFIX)
+
+    # --- transcript.csv --------------------------------------------------------------------------
+    def read_transcript(self) -> list[tuple[str, str]]:
+        """Rows ``(key, text)`` in file order; see ``read_transcript``."""
+        return read_transcript(self.transcript_path)
+
+    def read_rows(self) -> dict[str, str]:
+        """The transcript as key -> text (empty when the file does not exist yet)."""
+        return dict(self.read_transcript()) if self.has_transcript() else {}
+
+    def read_transcript_for_resume(self) -> list[tuple[str, str]]:
+        """Rows of the transcript an interrupted run left (``[]`` when there is none)."""
+        if not self.transcript_path.exists():
+            return []
+        return read_transcript_for_resume(self.transcript_path)
+
+    def write_transcript(self, rows: Iterable[tuple[str, str]]) -> Path:
+        """Replace the transcript atomically, rows sorted by key."""
+        return write_transcript(self.transcript_path, rows)
+
+    def transcript_appender(self) -> TranscriptAppender:
+        """Rows appended one durable record at a time (the transcript must exist)."""
+        return TranscriptAppender(self.transcript_path)
+
+    # --- transcript_signals.jsonl ----------------------------------------------------------------
+    def read_signals(self) -> dict[str, ClipSignals]:
+        return read_signals(self.signals_path)
+
+    def write_signals(self, signals: Mapping[str, ClipSignals]) -> None:
+        """Replace the signals file atomically, records sorted by key."""
+        _write_signals(self.signals_path, signals)
+
+    def signals_appender(self) -> SignalsAppender:
+        return SignalsAppender(self.signals_path)
+
+    # --- transcript_review.csv -------------------------------------------------------------------
+    def write_review(self, rows: Sequence[ReviewRow]) -> Path:
+        """Write the review atomically (header only when nothing was flagged, so stale lists never linger)."""
+        with atomic_output(self.review_path) as tmp, tmp.open("w", encoding=ENCODING, newline="") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow(REVIEW_HEADER)
+            writer.writerows(row.to_record() for row in rows)
+        return self.review_path
+
+    def read_review(self) -> list[ReviewRow]:
+        """The review's rows in file order (riskiest first); empty when it does not exist."""
+        path = self.review_path
+        if not path.is_file():
+            return []
+        try:
+            with path.open(encoding=ENCODING, newline="") as f:
+                return [ReviewRow.from_row(row) for row in csv.DictReader(f) if row.get(KEY_COLUMN)]
+        except (UnicodeDecodeError, csv.Error) as e:
+            raise DatasetError(f"{path}: unreadable ({e}); run make transcribe again to rewrite it") from e
+
+    # --- dataset_report.png, dataset_report.json -------------------------------------------------
+    def write_report(self, draw: Callable[[Path], None]) -> Path:
+        """``draw(tmp)`` writes the picture to a temporary path, which then replaces the report atomically."""
+        with atomic_output(self.report_path) as tmp:
+            draw(tmp)
+        return self.report_path
+
+    def write_report_inputs(self, inputs: Mapping) -> Path:
+        """``dataset_report.json``: what the report shows that the folder's other files cannot give again
+        (the speaker comparison transcribe made), so the report can be redrawn when exclusions change."""
+        path = self.dir / REPORT_INPUTS_FILE
+        write_text_atomic(path, json.dumps(dict(inputs), allow_nan=False) + "\n")
+        return path
+
+    def read_report_inputs(self) -> dict | None:
+        """``dataset_report.json`` (None when absent or unreadable: the report cannot be redrawn)."""
+        path = self.dir / REPORT_INPUTS_FILE
+        try:
+            data = json.loads(path.read_text(encoding=ENCODING))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            logger.warning("%s unreadable (%s): the dataset report is not redrawn", path, e)
+            return None
+        return data if isinstance(data, dict) else None
+
+    def report_is_stale(self) -> bool:
+        """True when the exclusions, their decisions or the transcript changed after the report was drawn."""
+        drawn = self.report_path.stat().st_mtime_ns
+        inputs = (self.excluded_path, self.decisions_path, self.transcript_path)
+        return any(p.is_file() and p.stat().st_mtime_ns > drawn for p in inputs)
+
+    # --- excluded.csv ----------------------------------------------------------------------------
+    def read_exclusions(self) -> dict[str, str]:
+        """Clips a person left out of training: key -> reason (``{}`` when there is no ``excluded.csv``)."""
+        path = self.excluded_path
+        if not path.exists():
+            return {}
+        return dict(_parse(path, _read_text(path), EXCLUDED_HEADER))
+
+    def write_exclusions(self, exclusions: Mapping[str, str]) -> Path:
+        """Replace ``excluded.csv`` atomically (removed when nothing is excluded), and record the
+        decisions: a clip taken out of it is restored (``--exclude-flagged`` will not exclude it again)."""
+        self.restored_clips()  # first, what a person changed by hand since voicelab last looked
+        path = self.excluded_path
+        if not exclusions:
+            path.unlink(missing_ok=True)
+        else:
+            _write_pairs(path, EXCLUDED_HEADER, {clip_key(k): r for k, r in exclusions.items()})
+        self._sync_decisions({clip_key(k) for k in exclusions})
+        return path
+
+    # --- exclusion_decisions.csv -----------------------------------------------------------------
+    @property
+    def decisions_path(self) -> Path:
+        return self.dir / DECISIONS_FILE
+
+    def read_decisions(self) -> dict[str, str]:
+        """key -> ``EXCLUDED`` or ``RESTORED`` (``{}`` without the file); see ``restored_clips``."""
+        path = self.decisions_path
+        if not path.exists():
+            return {}
+        return dict(_parse(path, _read_text(path), DECISIONS_HEADER))
+
+    def restored_clips(self) -> set[str]:
+        """Clips a person put back after they had been excluded: a line deleted from ``excluded.csv`` (by
+        hand, or Restore in the studio). An automatic flag must not exclude them again.
+
+        Brings ``exclusion_decisions.csv`` up to date with ``excluded.csv`` as it is now: a clip recorded
+        as excluded that is no longer listed becomes restored; every listed clip is recorded as excluded
+        (so a line added by hand and deleted later counts as a restore too).
+        """
+        decisions = self._sync_decisions(set(self.read_exclusions()))
+        return {key for key, decision in decisions.items() if decision == RESTORED}
+
+    def _sync_decisions(self, excluded: set[str]) -> dict[str, str]:
+        decisions = self.read_decisions()
+        updated = {k: (RESTORED if d == EXCLUDED and k not in excluded else d) for k, d in decisions.items()}
+        updated.update(dict.fromkeys(excluded, EXCLUDED))
+        if updated != decisions:
+            _write_pairs(self.decisions_path, DECISIONS_HEADER, updated)
+        return updated
+
+    # --- manifest.csv ----------------------------------------------------------------------------
+    def read_manifest(self) -> list[ClipRecord]:
+        return read_manifest(self.manifest_path)
+
+    def write_manifest(self, records: Iterable[ClipRecord]) -> None:
+        write_manifest(self.manifest_path, records)
+
+    def remove_manifest(self) -> None:
+        self.manifest_path.unlink(missing_ok=True)
+
+    def clip_sources(self) -> dict[str, str]:
+        """Clip key -> source recording, from the manifest (``{}`` without one; ``ManifestError`` when
+        it cannot be read)."""
+        return {r.key: r.source for r in self.read_manifest()}
+
+    # --- sources_left_out.csv --------------------------------------------------------------------
+    def read_sources_left_out(self) -> dict[str, SourceLeftOut]:
+        return _read_sources_left_out(self.sources_left_out_path)
+
+    def write_sources_left_out(self, notes: Mapping[str, SourceLeftOut]) -> None:
+        _write_sources_left_out(self.sources_left_out_path, notes)
+
+    # --- .studio.lock ----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def saving(self) -> Iterator[None]:
+        """Saves read, change and rewrite whole files: one at a time (threads and worker processes
+        alike, through a lock on ``.studio.lock``), so two quick saves never lose one."""
+        with _save_lock, (self.dir / LOCK_FILE).open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+            yield

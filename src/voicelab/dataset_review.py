@@ -10,50 +10,15 @@ can be restored.
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import fcntl
 import io
-import threading
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from voicelab.dataset import (
-    CLIP_SUFFIX,
-    DECISIONS_FILE,
-    EXCLUDED_FILE,
-    REPORT_FILE,
-    REVIEW_FILE,
-    SIGNALS_FILE,
-    TRANSCRIPT_FILE,
-    DatasetError,
-    clip_key,
-    find_clips,
-    normalize_text,
-    read_exclusions,
-    read_transcript,
-    write_exclusions,
-    write_transcript,
-)
+from voicelab.dataset import PreparedDataset, clip_filename, clip_key, normalize_text
 from voicelab.errors import UsageError
 from voicelab.fileio import resolve_inside
 
 DEFAULT_EXCLUDE_REASON = "excluded in the studio"
-
-LOCK_FILE = ".studio.lock"
-"""Hidden file in the dataset folder that server processes lock while they save (``make serve`` workers)."""
-
-_write_lock = threading.Lock()
-
-
-@contextlib.contextmanager
-def saving(folder: Path) -> Iterator[None]:
-    """Saves read, change and rewrite whole files: one at a time (threads and worker processes alike),
-    so two quick saves never lose one."""
-    with _write_lock, (folder / LOCK_FILE).open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
-        yield
 
 
 class DatasetNotFoundError(UsageError):
@@ -64,17 +29,11 @@ class EditError(UsageError):
     """An edit that cannot be saved as asked (an empty text); the message says why."""
 
 
-def read_rows(folder: Path) -> dict[str, str]:
-    """``transcript.csv`` as clip key -> text (empty when the file does not exist yet)."""
-    path = folder / TRANSCRIPT_FILE
-    return dict(read_transcript(path)) if path.is_file() else {}
-
-
 @dataclass
 class ClipView:
     """One clip as the review page shows it."""
 
-    filename: str  # the clip key: the WAV's stem
+    key: str  # the clip key: the WAV's stem
     text: str | None  # transcript.csv's text; None when the clip has no row
     risk: float | None = None  # from transcript_review.csv; None when not flagged
     reasons: str = ""
@@ -82,6 +41,11 @@ class ClipView:
     edited: bool = False  # the text differs from Whisper's
     excluded: bool = False
     exclude_reason: str = ""
+
+    def as_json(self) -> dict:
+        """What the studio API sends: the key under ``filename``, as the page has always read it."""
+        fields = asdict(self)
+        return {"filename": fields.pop("key"), **fields}
 
 
 def dataset_dir(prepared_dir: Path, name: str) -> Path:
@@ -96,18 +60,10 @@ def clip_path(prepared_dir: Path, name: str, clip: str) -> Path:
     """The WAV of ``clip`` (key or file name) in dataset ``name``; refuses anything outside the dataset."""
     folder = dataset_dir(prepared_dir, name)
     key = clip_key(clip)
-    path = resolve_inside(folder, key + CLIP_SUFFIX)
+    path = resolve_inside(folder, clip_filename(key))
     if Path(key).name != key or not path.is_file():
         raise DatasetNotFoundError(f"dataset {name!r} has no clip {clip!r}")
     return path
-
-
-def clip_keys(folder: Path) -> list[str]:
-    """Keys of the clips in ``folder`` (``dataset.find_clips``), empty when it has none."""
-    try:
-        return [clip_key(p) for p in find_clips(folder)]
-    except DatasetError:
-        return []
 
 
 def list_datasets(prepared_dir: Path) -> list[dict]:
@@ -116,16 +72,17 @@ def list_datasets(prepared_dir: Path) -> list[dict]:
         return []
     found = []
     for folder in sorted(p for p in prepared_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        keys = clip_keys(folder)
+        ds = PreparedDataset(folder)
+        keys = ds.keys()
         if not keys:
             continue
         found.append(
             {
                 "name": folder.name,
                 "clips": len(keys),
-                "transcript": (folder / TRANSCRIPT_FILE).is_file(),
-                "review": (folder / REVIEW_FILE).is_file(),
-                "report": (folder / REPORT_FILE).is_file(),
+                "transcript": ds.has_transcript(),
+                "review": ds.has_review(),
+                "report": ds.has_report(),
             }
         )
     return found
@@ -134,67 +91,40 @@ def list_datasets(prepared_dir: Path) -> list[dict]:
 # --------------------------------------------------------------------------------------------- review
 
 
-def _float(value: str | None) -> float | None:
-    try:
-        return float(value) if value not in (None, "") else None
-    except ValueError:
-        return None
+def whisper_texts(ds: PreparedDataset) -> dict[str, str]:
+    """What Whisper wrote for each clip (the signals file), to tell edited rows apart."""
+    return {key: rec.text for key, rec in ds.read_signals().items()}
 
 
-def read_review(folder: Path) -> list[dict[str, str]]:
-    """Rows of ``transcript_review.csv`` in file order (riskiest first); empty when it does not exist."""
-    path = folder / REVIEW_FILE
-    if not path.is_file():
-        return []
-    try:
-        with path.open(encoding="utf-8", newline="") as f:
-            return [row for row in csv.DictReader(f) if row.get("filename")]
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise DatasetError(f"{path}: unreadable ({e}); run make transcribe again to rewrite it") from e
-
-
-def whisper_texts(folder: Path) -> dict[str, str]:
-    """What Whisper wrote for each clip (``transcript_signals.jsonl``), to tell edited rows apart."""
-    from voicelab.transcribe import read_signals  # transcribe's heavy imports happen inside its functions
-
-    return {key: rec.text for key, rec in read_signals(folder / SIGNALS_FILE).items()}
-
-
-def review_clips(folder: Path) -> list[ClipView]:
-    """Every clip of the dataset: those of the review first, riskiest first, then the rest by name."""
-    transcript = read_rows(folder)
-    exclusions = read_exclusions(folder)
-    whisper = whisper_texts(folder)
-    present = clip_keys(folder)
-    views = []
-    for row in read_review(folder):
-        key = clip_key(row["filename"])
-        if key in present:
-            views.append(
-                ClipView(
-                    key,
-                    transcript.get(key),
-                    risk=_float(row.get("risk")),
-                    reasons=row.get("reasons", ""),
-                    duration_s=_float(row.get("duration_s")),
-                )
-            )
-    seen = {v.filename for v in views}
+def review_clips(ds: PreparedDataset) -> list[ClipView]:
+    """Every clip of the dataset: those of the review first, riskiest first, then the rest by key."""
+    transcript = ds.read_rows()
+    exclusions = ds.read_exclusions()
+    whisper = whisper_texts(ds)
+    present = ds.keys()
+    views = [
+        ClipView(
+            row.key, transcript.get(row.key), risk=row.risk, reasons=row.reasons, duration_s=row.duration_s
+        )
+        for row in ds.read_review()
+        if row.key in present
+    ]
+    seen = {v.key for v in views}
     views += [ClipView(key, transcript.get(key)) for key in present if key not in seen]
     for view in views:
-        heard = whisper.get(view.filename)
+        heard = whisper.get(view.key)
         view.edited = view.text is not None and heard is not None and view.text != heard
-        if view.filename in exclusions:
-            view.excluded, view.exclude_reason = True, exclusions[view.filename]
+        if view.key in exclusions:
+            view.excluded, view.exclude_reason = True, exclusions[view.key]
     return views
 
 
 def describe_dataset(prepared_dir: Path, name: str) -> dict:
-    folder = dataset_dir(prepared_dir, name)
+    ds = PreparedDataset(dataset_dir(prepared_dir, name))
     return {
-        "name": folder.name,
-        "report": (folder / REPORT_FILE).is_file(),
-        "clips": [asdict(v) for v in review_clips(folder)],
+        "name": ds.name,
+        "report": ds.has_report(),
+        "clips": [v.as_json() for v in review_clips(ds)],
     }
 
 
@@ -212,52 +142,54 @@ def save_clip(
     ``None`` leaves that part as it is. The text is trimmed and its whitespace runs collapsed, as the
     transcribe step writes it; an empty text is refused (exclude the clip instead).
     """
-    folder = clip_path(prepared_dir, name, clip).parent
+    ds = PreparedDataset(clip_path(prepared_dir, name, clip).parent)
     key = clip_key(clip)
-    with saving(folder):
+    with ds.saving():
         if text is not None:
-            clean = normalize_text(text)
-            if not clean:
-                raise EditError(f"clip {key}: the text is empty; exclude the clip instead of blanking it")
-            rows = read_rows(folder)
-            if rows.get(key) != clean:
-                rows[key] = clean
-                write_transcript(folder / TRANSCRIPT_FILE, rows.items())
+            _save_text(ds, key, text)
         if excluded is not None:
-            exclusions = read_exclusions(folder)
-            before = dict(exclusions)
-            if excluded:
-                exclusions[key] = (
-                    normalize_text(reason or "") or exclusions.get(key) or DEFAULT_EXCLUDE_REASON
-                )
-            else:
-                exclusions.pop(key, None)
-            if exclusions != before:
-                write_exclusions(folder, exclusions)
-    return next(v for v in review_clips(folder) if v.filename == key)
+            _save_exclusion(ds, key, excluded, reason)
+    return next(v for v in review_clips(ds) if v.key == key)
+
+
+def _save_text(ds: PreparedDataset, key: str, text: str) -> None:
+    clean = normalize_text(text)
+    if not clean:
+        raise EditError(f"clip {key}: the text is empty; exclude the clip instead of blanking it")
+    rows = ds.read_rows()
+    if rows.get(key) != clean:
+        rows[key] = clean
+        ds.write_transcript(rows.items())
+
+
+def _save_exclusion(ds: PreparedDataset, key: str, excluded: bool, reason: str | None) -> None:
+    exclusions = ds.read_exclusions()
+    before = dict(exclusions)
+    if excluded:
+        exclusions[key] = normalize_text(reason or "") or exclusions.get(key) or DEFAULT_EXCLUDE_REASON
+    else:
+        exclusions.pop(key, None)
+    if exclusions != before:
+        ds.write_exclusions(exclusions)
 
 
 def report_picture(prepared_dir: Path, name: str, layout: str = "wide") -> Path | bytes:
-    """``dataset_report.png`` of dataset ``name`` (must exist), redrawn first when the exclusions or the
-    transcript changed since it was drawn; ``layout="narrow"``: drawn in one column for a phone (bytes).
-    Without the speaker comparison transcribe keeps for a redraw, the picture as it is."""
+    """The dataset report picture of dataset ``name`` (must exist), redrawn first when the exclusions or
+    the transcript changed since it was drawn; ``layout="narrow"``: drawn in one column for a phone
+    (bytes). Without the speaker comparison transcribe keeps for a redraw, the picture as it is."""
     from voicelab.dataset_report import redraw_report
 
-    folder = dataset_dir(prepared_dir, name)
-    path = resolve_inside(folder, REPORT_FILE)
+    ds = PreparedDataset(dataset_dir(prepared_dir, name))
+    path = resolve_inside(ds.dir, ds.report_path.name)
     if not path.is_file():
-        raise DatasetNotFoundError(f"dataset {name!r} has no {REPORT_FILE}; the quality step writes it")
-    with saving(folder):  # one drawing at a time: matplotlib's pyplot is not thread-safe
-        if _report_is_stale(folder, path):
-            redraw_report(folder)
+        raise DatasetNotFoundError(
+            f"dataset {name!r} has no {ds.report_path.name}; the quality step writes it"
+        )
+    with ds.saving():  # one drawing at a time: matplotlib's pyplot is not thread-safe
+        if ds.report_is_stale():
+            redraw_report(ds)
         if layout == "narrow":
             picture = io.BytesIO()
-            if redraw_report(folder, layout=layout, out=picture):
+            if redraw_report(ds, layout=layout, out=picture):
                 return picture.getvalue()
     return path
-
-
-def _report_is_stale(folder: Path, report: Path) -> bool:
-    drawn = report.stat().st_mtime_ns
-    inputs = (folder / name for name in (EXCLUDED_FILE, DECISIONS_FILE, TRANSCRIPT_FILE))
-    return any(p.is_file() and p.stat().st_mtime_ns > drawn for p in inputs)

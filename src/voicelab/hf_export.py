@@ -40,7 +40,7 @@ class ExportReport:
     out_dir: Path
     exported: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
-    """(clip, reason) for every transcript row left out."""
+    """(clip key, reason) for every transcript row left out."""
     excluded: int = 0
     """How many of ``skipped`` a person left out (``excluded.csv``); the others lack text or a clip."""
 
@@ -59,14 +59,14 @@ def export_audiofolder(
     The folder is assembled beside ``out_dir`` and renamed into place, so a failed export leaves nothing
     half-written; an existing ``out_dir`` is replaced only with ``overwrite``.
     """
-    dataset_dir = dataset.require_dataset_dir(dataset_dir)
+    ds = dataset.PreparedDataset(dataset_dir, transcript or None).require()
+    dataset_dir = ds.dir
     out_dir = Path(out_dir)
     _check_output(dataset_dir, out_dir, text_column, overwrite)
-    exclusions = {} if include_excluded else dataset.read_exclusions(dataset_dir)
-    transcript = Path(transcript) if transcript else dataset_dir / dataset.TRANSCRIPT_FILE
-    rows, skipped = training_rows.read_training_rows(transcript, exclusions)
-    clips, missing = training_rows.resolve_clips(dataset_dir, rows)
-    report = ExportReport(out_dir, skipped=[(s.filename, s.reason) for s in [*skipped, *missing]])
+    exclusions = {} if include_excluded else ds.read_exclusions()
+    rows, skipped = training_rows.read_training_rows(ds, exclusions)
+    clips, missing = training_rows.resolve_clips(ds, rows)
+    report = ExportReport(out_dir, skipped=[(s.key, s.reason) for s in [*skipped, *missing]])
     if not clips:
         first = f", e.g. {report.skipped[0][0]}: {report.skipped[0][1]}" if report.skipped else ""
         raise ExportError(

@@ -1,5 +1,8 @@
 """Raw recordings -> clean training clips (3-13 s, 16-bit mono WAV) and ``manifest.csv``.
 
+The prepared folder's files are written through ``voicelab.dataset.PreparedDataset``; the end-of-run
+summary is ``voicelab.prepare_summary``'s, the guide's dataset-size table ``voicelab.dataset_tiers``'.
+
 Each source is read twice, never whole in memory:
 
 1. decode block by block, downmix, resample (soxr, streaming) to the target rate, append the samples
@@ -14,10 +17,7 @@ leaves a manifest row without its clip. Sources already in the manifest are skip
 from __future__ import annotations
 
 import logging
-import math
-import re
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,20 +26,7 @@ import numpy as np
 
 from voicelab import orpheus, segment
 from voicelab.audio import AUDIO_SUFFIXES, AudioDecodeError, AudioError, AudioInfo, is_audio_file
-from voicelab.dataset import (
-    INDEX_DIGITS,
-    MANIFEST_FILE,
-    SOURCES_LEFT_OUT_FILE,
-    ClipRecord,
-    ManifestError,
-    SourceLeftOut,
-    clip_filename,
-    indexed_key,
-    read_manifest,
-    read_sources_left_out,
-    write_manifest,
-    write_sources_left_out,
-)
+from voicelab.dataset import ClipRecord, ManifestError, PreparedDataset, SourceLeftOut, indexed_key
 from voicelab.errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -50,24 +37,6 @@ rounding and for inter-sample peaks when the clip is resampled later (SNAC, play
 SECONDS_DECIMALS = 3  # manifest times to the millisecond
 DB_DECIMALS = 2
 SCRATCH_DTYPE = np.float32
-
-DATASET_LEVELS = (
-    # (min clips, clips label, ~minutes, quality, notes): the guide's "Dataset Size vs Quality" table;
-    # the minutes a row needs are in LEVEL_MINUTES.
-    (200, "200+ clips", "~60 min", "Diminishing returns", "more data helps but gains taper off"),
-    (100, "100-200 clips", "~30 min", "Very good", "consistent quality, handles varied text well"),
-    (50, "50-100 clips", "~15 min", "Good", "clear voice identity, natural prosody"),
-    (20, "20-50 clips", "~5 min", "Moderate", "recognisable voice characteristics, some artifacts"),
-    # the guide's table jumps from 10 to 20 clips; say so rather than call 11-19 clips "5-10"
-    (11, "11-19 clips", "~2-4 min", "Poor to moderate", "between the guide's Poor and Moderate rows"),
-    (5, "5-10 clips", "~1 min", "Poor", "model barely adapts, often sounds like the base model"),
-    (0, "under 5 clips", "under 1 min", "Too few", "below the smallest dataset the guide lists"),
-)
-
-
-LEVEL_MINUTES = (60.0, 30.0, 15.0, 5.0, 2.0, 1.0, 0.0)
-"""Minutes of clips each DATASET_LEVELS row needs (its "~N min"; 2 for the 11-19 clip gap row): a
-dataset sits in the lower of the rows its clip count and its minutes reach."""
 
 
 class PrepareError(UsageError):
@@ -196,8 +165,8 @@ def clip_stem(source_key: str, taken: set[str]) -> str:
     return f"{candidates[-1]}_{n}"
 
 
-def _stem_of(clip: str) -> str:
-    return clip.rsplit("_", 1)[0]
+def _stem_of(key: str) -> str:
+    return key.rsplit("_", 1)[0]
 
 
 # ------------------------------------------------------------------------------------------ clip maths
@@ -265,21 +234,19 @@ def prepare_source(
     info: AudioInfo,
     source_key: str,
     stem: str,
-    output_dir: Path,
+    output: PreparedDataset | Path,
     settings: PrepareSettings,
     on_progress: Callable[[float], None] = lambda _seconds: None,
 ) -> SourceResult:
-    """Cut one recording into clips in ``output_dir``; returns its manifest rows and what was left out.
-
-    Raises ``AudioError`` (naming the file) when it cannot be decoded; nothing is written then.
+    """Cut one recording into clips in the ``output`` dataset; returns its manifest rows and what was left
+    out. Raises ``AudioError`` (naming the file) when it cannot be decoded; nothing is written then.
     """
-    from voicelab.audio import write_wav
-
+    ds = output if isinstance(output, PreparedDataset) else PreparedDataset(output)
     rate = settings.sample_rate
     hop = segment.frame_hop(rate)
     fade_samples = round(segment.FADE_SECONDS * rate)
     params = settings.split_params()
-    with tempfile.TemporaryFile(dir=output_dir, prefix=".prepare-scratch-") as scratch:
+    with ds.scratch_file() as scratch:
         env_db, n_samples = _decode_to_scratch(info, rate, scratch, on_progress)
         threshold, method = segment.choose_threshold(env_db, params.threshold_db)
         plan = segment.plan_clips(env_db, replace(params, threshold_db=threshold))
@@ -295,11 +262,11 @@ def prepare_source(
             audio, gain_db, limited = normalise(
                 apply_fades(_read_span(scratch, start, stop), fade_samples), settings.target_loudness
             )
-            name = indexed_key(stem, index)
-            write_wav(output_dir / clip_filename(name), audio, rate)
+            key = indexed_key(stem, index)
+            ds.write_clip(key, audio, rate)
             result.records.append(
                 ClipRecord(
-                    clip=name,
+                    key=key,
                     source=source_key,
                     start_s=round(start / rate, SECONDS_DECIMALS),
                     end_s=round(stop / rate, SECONDS_DECIMALS),
@@ -318,14 +285,13 @@ def prepare_source(
     return result
 
 
-def _remove_orphans(output_dir: Path, stem: str, keep: set[str]) -> None:
-    """Delete ``{stem}_NNN.wav`` clips that no manifest row lists (left by a crash or an older run)."""
-    pattern = re.compile(re.escape(stem) + rf"_\d{{{INDEX_DIGITS},}}\.wav")
-    keep_files = {clip_filename(key) for key in keep}
-    for path in output_dir.iterdir():
-        if pattern.fullmatch(path.name) and path.name not in keep_files:
-            logger.info("removing %s: no manifest row lists it", path)
-            path.unlink()
+def _remove_orphans(ds: PreparedDataset, stem: str, keep: set[str]) -> None:
+    """Delete the clips of ``stem`` (``{stem}_NNN``) that no manifest row lists (left by a crash or an
+    older run)."""
+    for key in ds.indexed_keys(stem):
+        if key not in keep:
+            logger.info("removing %s: no manifest row lists it", ds.clip_path(key))
+            ds.remove_clip(key)
 
 
 @dataclass
@@ -333,7 +299,7 @@ class _Run:
     """What every source of one run shares: where clips go, the manifest so far, the stems taken, and the
     recordings left out (remembered in ``sources_left_out.csv``)."""
 
-    output_dir: Path
+    ds: PreparedDataset
     settings: PrepareSettings
     records: list[ClipRecord]
     left_out: dict[str, SourceLeftOut]
@@ -341,7 +307,7 @@ class _Run:
 
     def leave_out(self, path: Path, key: str, reason: str) -> None:
         self.left_out[key] = SourceLeftOut.of(path, key, reason)
-        write_sources_left_out(self.output_dir, self.left_out)
+        self.ds.write_sources_left_out(self.left_out)
 
     def prepare(self, key: str, path: Path, info: AudioInfo | AudioError, bar) -> SourceResult:
         """One source: its clips written and its manifest rows saved, or the reason it gave none."""
@@ -350,10 +316,10 @@ class _Run:
             self.leave_out(path, key, str(info))
             return SourceResult(source=key, error=str(info))
         stem = clip_stem(key, set(self.stems.values()))
-        _remove_orphans(self.output_dir, stem, {r.clip for r in self.records})
+        _remove_orphans(self.ds, stem, {r.key for r in self.records})
         tracker = _SourceProgress(bar, (info.duration_s or 0.0) / 60)
         try:
-            result = prepare_source(info, key, stem, self.output_dir, self.settings, tracker.advance)
+            result = prepare_source(info, key, stem, self.ds, self.settings, tracker.advance)
         except AudioError as e:
             logger.error("%s", e)
             self.leave_out(path, key, str(e))
@@ -367,9 +333,9 @@ class _Run:
             return result
         self.stems[key] = stem
         self.records.extend(result.records)
-        write_manifest(self.output_dir / MANIFEST_FILE, self.records)
+        self.ds.write_manifest(self.records)
         if self.left_out.pop(key, None) is not None:
-            write_sources_left_out(self.output_dir, self.left_out)
+            self.ds.write_sources_left_out(self.left_out)
         logger.info(
             "%s: %.1f s -> %d clip(s), %.1f s kept",
             key,
@@ -400,12 +366,11 @@ def prepare_dataset(
     check_paths(input_path, output_dir)
     sources = find_sources(input_path)
     output_dir.mkdir(parents=True, exist_ok=True)
+    ds = PreparedDataset(output_dir)
     if overwrite:
-        _clear_previous(output_dir)
-    run = _Run(
-        output_dir, settings, read_manifest(output_dir / MANIFEST_FILE), read_sources_left_out(output_dir)
-    )
-    run.stems = {r.source: _stem_of(r.clip) for r in run.records}
+        _clear_previous(ds)
+    run = _Run(ds, settings, ds.read_manifest(), ds.read_sources_left_out())
+    run.stems = {r.source: _stem_of(r.key) for r in run.records}
     report = PrepareReport(output=output_dir, settings=settings)
     todo = _plan(sources, run, report, retry_left_out)
     total_min = sum((i.duration_s or 0.0) / 60 for _, _, i in todo if isinstance(i, AudioInfo))
@@ -492,131 +457,14 @@ def _probe(path: Path) -> AudioInfo | AudioError:
         return e
 
 
-def _clear_previous(output_dir: Path) -> None:
+def _clear_previous(ds: PreparedDataset) -> None:
     """--overwrite: delete the clips the old manifest lists, the manifest, and what was left out."""
-    manifest_path = output_dir / MANIFEST_FILE
-    write_sources_left_out(output_dir, {})
+    ds.write_sources_left_out({})
     try:
-        old = read_manifest(manifest_path)
+        old = ds.read_manifest()
     except ManifestError as e:
         logger.warning("%s; it is replaced", e)
         old = []
     for record in old:
-        (output_dir / clip_filename(record.clip)).unlink(missing_ok=True)
-    manifest_path.unlink(missing_ok=True)
-
-
-# -------------------------------------------------------------------------------------------- summary
-
-
-def dataset_level(n_clips: int, minutes: float | None = None) -> tuple[str, str, str, str]:
-    """The row of the guide's "Dataset Size vs Quality" table a dataset falls in: the lower of the rows
-    reached by ``n_clips`` and by ``minutes`` of clips (70 clips of 6 min is "Moderate", not "Good")."""
-    for (minimum, clips, label, quality, notes), min_minutes in zip(
-        DATASET_LEVELS, LEVEL_MINUTES, strict=True
-    ):
-        if n_clips >= minimum and (minutes is None or minutes >= min_minutes):
-            return clips, label, quality, notes
-    raise AssertionError("DATASET_LEVELS ends with a row for 0 clips and 0 minutes")
-
-
-def level_basis(n_clips: int, minutes: float) -> str:
-    """Which of clips and minutes set the level: "14 clips reach Poor to moderate, 0.8 min only Too few"."""
-    by_clips = dataset_level(n_clips)[2]
-    by_minutes = dataset_level(DATASET_LEVELS[0][0], minutes)[2]
-    if by_clips == by_minutes:
-        return f"{n_clips} clips and {minutes:.1f} min both reach {by_clips}"
-    if dataset_level(n_clips, minutes)[2] == by_minutes:
-        return f"{n_clips} clips reach {by_clips}, {minutes:.1f} min only {by_minutes}"
-    return f"{minutes:.1f} min reach {by_minutes}, {n_clips} clips only {by_clips}"
-
-
-def duration_histogram(durations: list[float], low: float, high: float, width: int = 30) -> list[str]:
-    """Text histogram of clip durations in 1 s bins from ``floor(low)`` to ``ceil(high)``."""
-    edges = list(range(math.floor(low), math.ceil(high) + 1))
-    if len(edges) < 2 or not durations:
-        return []
-    counts, _ = np.histogram(np.clip(durations, edges[0], edges[-1]), bins=edges)
-    biggest = max(int(counts.max()), 1)
-    labels = [f"{lo}-{lo + 1} s" for lo in edges[:-1]]
-    label_width = max(len(label) for label in labels)
-    lines = []
-    for label, count in zip(labels, counts, strict=True):
-        bar = "#" * math.ceil(width * int(count) / biggest) if count else ""
-        lines.append(f"  {label:>{label_width}} | {bar:<{width}} {int(count)}")
-    return lines
-
-
-def format_summary(report: PrepareReport) -> str:
-    """The end-of-run report a user reads: what was made, what was left out and why, where the dataset stands."""
-    s = report.settings
-    new = report.new_records
-    done, failed = report.done, report.failed
-    input_min = sum(r.duration_s for r in done) / 60
-    lines = [
-        f"Prepared {len(done)} file(s), {len(failed)} failed, {len(report.skipped)} already done (skipped) "
-        f"-> {report.output}",
-        f"  clips written: {len(new)} ({sum(r.duration_s for r in new) / 60:.1f} min) "
-        f"from {input_min:.1f} min of audio",
-    ]
-    if done:
-        silence = sum(r.silence_s for r in done) / 60
-        short = sum(r.short_speech_s for r in done) / 60
-        lines.append(
-            f"  left out: {silence:.1f} min silence and pauses (under {s.silence_threshold:g} dBFS), "
-            f"{short:.1f} min speech too short for a {s.min_duration:g}-{s.max_duration:g} s clip"
-        )
-    limited = sum(r.peak_limited for r in new)
-    if limited:
-        lines.append(
-            f"  {limited} clip(s) peak-limited: quieter than {s.target_loudness:g} dBFS RMS so that no sample "
-            f"clips (peak_limited=yes in {MANIFEST_FILE})"
-        )
-    inside = [r for r in new if segment.CUT_FORCED in (r.start_cut, r.end_cut)]
-    if inside:
-        lines.append(
-            f"  {len(inside)} clip(s) cut inside speech with no pause to cut at (cut=forced in {MANIFEST_FILE}): "
-            "listen to them, or raise --silence-threshold (e.g. -35) so the gaps between words count as silence"
-        )
-    adaptive = [r for r in done if r.cut_method == segment.METHOD_ADAPTIVE]
-    if adaptive:
-        shown = ", ".join(f"{r.source} ({r.threshold_db:g} dBFS)" for r in adaptive[:5])
-        more = f", ... ({len(adaptive)} in all)" if len(adaptive) > 5 else ""
-        lines.append(
-            f"  cuts: {len(done) - len(adaptive)} file(s) at the fixed {s.silence_threshold:g} dBFS threshold, "
-            f"{len(adaptive)} quiet one(s) at an adaptive threshold {segment.ADAPTIVE_DEPTH_DB:g} dB under their "
-            f"own speech level, where {s.silence_threshold:g} dBFS would cut inside words "
-            f"(cut_method in {MANIFEST_FILE}): {shown}{more}"
-        )
-    elif done:
-        lines.append(
-            f"  cuts: every file at the fixed {s.silence_threshold:g} dBFS threshold (cut_method=fixed)"
-        )
-    if report.remembered:
-        lines.append(
-            f"  {len(report.remembered)} file(s) left out by an earlier run and unchanged since, not tried again "
-            f"(why: {SOURCES_LEFT_OUT_FILE}; fix or replace them, or rerun with --retry-failed): "
-            + ", ".join(note.source for note in report.remembered)
-        )
-    silent = [r.source for r in done if not r.records]
-    if silent:
-        lines.append(f"  no clips from {len(silent)} file(s): {', '.join(silent)}")
-    if failed:
-        lines.append(f"  failed ({len(failed)}), left out:")
-        lines.extend(f"    {r.error}" for r in failed)
-    dataset = report.dataset
-    if dataset:
-        durations = [r.duration_s for r in dataset]
-        lines.append(f"Clip durations, whole dataset ({len(dataset)} clips):")
-        lines.extend(duration_histogram(durations, s.min_duration, s.max_duration))
-    total_min = sum(r.duration_s for r in dataset) / 60
-    _clips, _minutes, quality, notes = dataset_level(len(dataset), total_min)
-    lines.append(
-        f"Dataset: {len(dataset)} clips, {total_min:.1f} min -> guide's Dataset Size vs Quality table: "
-        f"{quality} ({notes}; {level_basis(len(dataset), total_min)})"
-    )
-    rank = [lvl[3] for lvl in DATASET_LEVELS].index(quality)
-    if rank > 0:
-        nxt, need_min = DATASET_LEVELS[rank - 1], LEVEL_MINUTES[rank - 1]
-        lines.append(f"  next level: {nxt[3]} from {nxt[0]} clips and {need_min:g} min")
-    return "\n".join(lines)
+        ds.remove_clip(record.key)
+    ds.remove_manifest()

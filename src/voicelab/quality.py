@@ -1,55 +1,44 @@
 """Per-clip quality measures: who is speaking, how clean the audio is, how fast the speech is.
 
 - ``speaker_embeddings``: a 256-d voice print per clip from Resemblyzer's GE2E speaker encoder (its
-  weights ship inside the ``resemblyzer`` wheel, so nothing is downloaded). The encoder is built here
-  from those weights rather than through ``resemblyzer.VoiceEncoder``, whose package import needs
-  ``webrtcvad`` -> ``pkg_resources``, which current setuptools no longer ships.
+  weights ship inside the ``resemblyzer`` wheel, so nothing is downloaded).
 - ``dominant_speaker`` / ``cosine_similarity``: the dataset's main voice (a centroid that ignores a
   minority of other speakers) and each clip's similarity to it.
 - ``dnsmos``: Microsoft's DNSMOS P.835 scores (SIG speech quality, BAK background, OVRL overall, 1-5),
   run from the ONNX models that ship inside the ``speechmos`` wheel.
 - ``speech_rate`` / ``speech_seconds``: words per second of actual speech (pauses excluded).
 
-Heavy imports (torch, librosa, onnxruntime) happen inside functions; each model is loaded once per
-process and reused (``_cached``).
+Both models load through ``voicelab.models.quality`` (once per process). Heavy imports (torch, librosa,
+onnxruntime) happen inside functions.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
+
+from voicelab.models.quality import EMBEDDING_DIM, MEL_CHANNELS, dnsmos_model, speaker_encoder
 
 SAMPLE_RATE = 16_000
 """Both models work on 16 kHz mono; other rates are resampled first."""
 
-# Resemblyzer's GE2E encoder (its hparams): 40 mel channels from 25 ms windows every 10 ms, a 3-layer
-# 256-unit LSTM and a 256-d projection; an utterance is scored as overlapping 1.6 s partials.
+# Resemblyzer's GE2E encoder (its hparams): mel channels (MEL_CHANNELS) from 25 ms windows every 10 ms;
+# an utterance is scored as overlapping 1.6 s partials (the model: voicelab.models.quality).
 MEL_WINDOW_S = 0.025
 MEL_HOP_S = 0.010
-MEL_CHANNELS = 40
-ENCODER_HIDDEN = 256
-ENCODER_LAYERS = 3
-EMBEDDING_DIM = 256
 PARTIAL_FRAMES = 160  # 1.6 s of 10 ms frames
 PARTIALS_PER_SECOND = 1.3  # Resemblyzer's default overlap: a new partial every ~0.77 s
 MIN_LAST_PARTIAL_COVERAGE = 0.75  # a zero-padded last partial counts only if 75% of it is audio
 LEVEL_TARGET_DBFS = -30.0  # Resemblyzer normalises quiet input up to this level before the mel
 PARTIALS_PER_FORWARD = 256  # partials per LSTM batch: bounds memory on long datasets (~25 MB of mels)
-RESEMBLYZER_WEIGHTS = "pretrained.pt"
 
 # DNSMOS P.835 (the "sig_bak_ovr" model): scores 9.01 s windows, hopped by 1 s; a shorter clip is
 # repeated up to one window (the reference implementation's rule).
 DNSMOS_WINDOW_S = 9.01
 DNSMOS_HOP_S = 1.0
-DNSMOS_MODEL = ("dnsmos_models", "sig_bak_ovr.onnx")
-DNSMOS_P808_MODEL = ("dnsmos_models", "model_v8.onnx")
 
 # Robust centroid: the clips whose median similarity to all others is in the top half seed the
 # centroid. A clip of the main voice is close to most clips whenever that voice holds over half of them;
@@ -63,13 +52,6 @@ SPEECH_FRAME_S = 0.020
 SPEECH_LOUD_PERCENTILE = 95
 SPEECH_RANGE_DB = 35.0
 
-_models: dict[tuple, Any] = {}
-_models_lock = threading.Lock()
-
-
-class QualityModelError(RuntimeError):
-    """A quality model's package or weights are missing; the message names the package to install."""
-
 
 @dataclass(frozen=True)
 class DnsmosScore:
@@ -80,25 +62,6 @@ class DnsmosScore:
     ovrl: float  # overall
 
 
-def _cached(key: tuple, build: Callable[[], Any]) -> Any:
-    """The model stored under ``key``, built once per process."""
-    with _models_lock:
-        if key not in _models:
-            _models[key] = build()
-        return _models[key]
-
-
-def _package_file(package: str, *parts: str) -> Path:
-    """A data file inside an installed package, found without importing the package."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise QualityModelError(f"the {package!r} package is not installed: pip install {package}")
-    path = Path(next(iter(spec.submodule_search_locations)), *parts)
-    if not path.is_file():
-        raise QualityModelError(f"{path}: missing from the {package!r} package; reinstall it")
-    return path
-
-
 def _to_16k(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     from voicelab.audio import resample, to_mono
 
@@ -107,30 +70,6 @@ def _to_16k(audio: np.ndarray, sample_rate: int) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------ speaker embedding
-
-
-def _build_encoder(device: str):
-    import torch
-    from torch import nn
-
-    class SpeakerEncoder(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.lstm = nn.LSTM(MEL_CHANNELS, ENCODER_HIDDEN, ENCODER_LAYERS, batch_first=True)
-            self.linear = nn.Linear(ENCODER_HIDDEN, EMBEDDING_DIM)
-
-        def forward(self, mels):  # (B, PARTIAL_FRAMES, MEL_CHANNELS) -> (B, EMBEDDING_DIM), L2-normed
-            _, (hidden, _) = self.lstm(mels)
-            raw = torch.relu(self.linear(hidden[-1]))
-            return raw / raw.norm(dim=1, keepdim=True).clamp_min(1e-12)
-
-    checkpoint = torch.load(
-        _package_file("resemblyzer", RESEMBLYZER_WEIGHTS), map_location="cpu", weights_only=True
-    )
-    state = {k: v for k, v in checkpoint["model_state"].items() if k.startswith(("lstm.", "linear."))}
-    model = SpeakerEncoder()
-    model.load_state_dict(state)
-    return model.eval().to(device)
 
 
 def _partial_mels(audio: np.ndarray) -> np.ndarray:
@@ -171,7 +110,7 @@ def speaker_embeddings(audios: Sequence[np.ndarray], sample_rate: int, *, device
 
     if not audios:
         return np.zeros((0, EMBEDDING_DIM), np.float32)
-    model = _cached(("resemblyzer", device), lambda: _build_encoder(device))
+    model = speaker_encoder(device)
     partials = [_partial_mels(_to_16k(a, sample_rate)) for a in audios]
     stacked = np.concatenate(partials)
     outs = []
@@ -224,23 +163,13 @@ def cosine_similarity(embeddings: np.ndarray, reference: np.ndarray) -> np.ndarr
 # ------------------------------------------------------------------------------------------------ DNSMOS
 
 
-def _build_dnsmos():
-    try:
-        from speechmos.dnsmos import DNSMOS
-    except ImportError as e:
-        raise QualityModelError(f"DNSMOS needs the speechmos package: pip install speechmos ({e})") from e
-    return DNSMOS(
-        str(_package_file("speechmos", *DNSMOS_MODEL)), str(_package_file("speechmos", *DNSMOS_P808_MODEL))
-    )
-
-
 def dnsmos(audio: np.ndarray, sample_rate: int) -> DnsmosScore:
     """DNSMOS P.835 scores of one clip: the mean over its 9 s windows (a shorter clip is looped to 9 s).
 
     Only the P.835 model runs; speechmos's own ``__call__`` also runs the P.808 model, which adds a third
     to the time for a score the review does not use.
     """
-    model = _cached(("dnsmos",), _build_dnsmos)
+    model = dnsmos_model()
     audio = np.clip(_to_16k(audio, sample_rate), -1.0, 1.0).astype(np.float32)
     if not audio.size or not np.any(audio):
         raise ValueError("DNSMOS needs a clip with sound in it (got silence)")

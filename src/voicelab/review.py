@@ -10,15 +10,13 @@ it writes a separate, riskiest-first list.
 
 from __future__ import annotations
 
-import csv
 import re
 import statistics
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from voicelab.fileio import atomic_output
+from voicelab.dataset import TRANSCRIPT_FILE, ClipSignals, ReviewRow
 
 # Whisper's own decode-failure thresholds (whisper.transcribe defaults): past them Whisper itself
 # considers a decode failed and retries at a higher temperature.
@@ -95,28 +93,6 @@ _NON_WORD = re.compile(r"[^\w']+")
 
 
 @dataclass(frozen=True)
-class ClipSignals:
-    """What is known about one clip: its text, audio length and Whisper's numbers (``None`` = unknown)."""
-
-    filename: str
-    text: str
-    duration_s: float | None
-    avg_logprob: float | None = None
-    no_speech_prob: float | None = None
-    compression_ratio: float | None = None
-    # audio measures (voicelab.quality), stored so a rerun need not compute them again
-    speech_s: float | None = None
-    dnsmos_sig: float | None = None
-    dnsmos_bak: float | None = None
-    dnsmos_ovrl: float | None = None
-    embedding: list[float] | None = None
-
-    @property
-    def has_quality(self) -> bool:
-        return self.embedding is not None
-
-
-@dataclass(frozen=True)
 class SpeakerContext:
     """Each clip's similarity to the dataset's voice, and what a clip is compared against."""
 
@@ -151,7 +127,7 @@ def speaker_context(
     emb = np.asarray([c.embedding for c in with_emb], dtype=np.float32)
     target = np.asarray(reference, dtype=np.float32) if reference is not None else dominant_speaker(emb)
     sims = cosine_similarity(emb, target)
-    similarity = {c.filename: float(v) for c, v in zip(with_emb, sims, strict=True)}
+    similarity = {c.key: float(v) for c, v in zip(with_emb, sims, strict=True)}
     median = float(np.median(sims))
     voice = sims[sims >= threshold]
     mad = float(np.median(np.abs(voice - np.median(voice)))) if len(voice) else 0.0
@@ -231,11 +207,11 @@ def assess(
     cps = chars_per_second(clip.text, clip.duration_s)
     ratio = clip.compression_ratio if clip.compression_ratio is not None else compression_ratio(clip.text)
     item = ReviewItem(clip, cps, ratio if clip.text else None)
-    item.speaker_similarity = speakers.similarity.get(clip.filename) if speakers else None
+    item.speaker_similarity = speakers.similarity.get(clip.key) if speakers else None
     item.words_per_s = words_per_second(clip)
     flags = item.flags
     if not clip.text:
-        flags.append(Flag("empty transcript: no row in transcript.csv (missed speech?)", EMPTY_SEVERITY))
+        flags.append(Flag(f"empty transcript: no row in {TRANSCRIPT_FILE} (missed speech?)", EMPTY_SEVERITY))
     if clip.avg_logprob is not None and clip.avg_logprob < LOW_AVG_LOGPROB:
         excess = (LOW_AVG_LOGPROB - clip.avg_logprob) / abs(LOW_AVG_LOGPROB)
         flags.append(Flag(f"low avg log-prob {clip.avg_logprob:.2f} < {LOW_AVG_LOGPROB}", 1 + excess))
@@ -342,7 +318,7 @@ def _rate_flags(cps: float, median_cps: float | None) -> list[Flag]:
 
 
 def review(clips: Sequence[ClipSignals], speakers: SpeakerContext | None = None) -> list[ReviewItem]:
-    """Flagged clips only, riskiest first (ties by filename); the speaking-rate medians are the dataset's.
+    """Flagged clips only, riskiest first (ties by key); the speaking-rate medians are the dataset's.
 
     ``speakers``: each clip's similarity to the dataset's voice (``speaker_context``); computed from the
     clips' embeddings with the default threshold when not given.
@@ -353,56 +329,28 @@ def review(clips: Sequence[ClipSignals], speakers: SpeakerContext | None = None)
     median_wps = median_words_per_second(clips)
     items = [assess(c, median_cps, speakers, median_wps) for c in clips]
     flagged = [i for i in items if i.flags]
-    flagged.sort(key=lambda i: (-i.risk, i.signals.filename))
+    flagged.sort(key=lambda i: (-i.risk, i.signals.key))
     return flagged
 
 
-REVIEW_HEADER = (
-    "filename",
-    "risk",
-    "reasons",
-    "text",
-    "duration_s",
-    "chars_per_s",
-    "avg_logprob",
-    "no_speech_prob",
-    "compression_ratio",
-    "speaker_similarity",
-    "dnsmos_sig",
-    "dnsmos_bak",
-    "dnsmos_ovrl",
-    "words_per_s",
-)
-
-
-def _num(value: float | None, digits: int) -> str:
-    return "" if value is None else f"{value:.{digits}f}"
-
-
-def write_review(path: Path | str, items: Sequence[ReviewItem]) -> Path:
-    """Write the review CSV atomically (header only when nothing was flagged, so stale lists never linger)."""
-    path = Path(path)
-    with atomic_output(path) as tmp, tmp.open("w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(REVIEW_HEADER)
-        for item in items:
-            s = item.signals
-            writer.writerow(
-                (
-                    s.filename,
-                    _num(item.risk, 2),
-                    "; ".join(flag.reason for flag in item.flags),
-                    s.text,
-                    _num(s.duration_s, 2),
-                    _num(item.chars_per_s, 1),
-                    _num(s.avg_logprob, 3),
-                    _num(s.no_speech_prob, 3),
-                    _num(item.compression_ratio, 2),
-                    _num(item.speaker_similarity, 3),
-                    _num(s.dnsmos_sig, 2),
-                    _num(s.dnsmos_bak, 2),
-                    _num(s.dnsmos_ovrl, 2),
-                    _num(item.words_per_s, 2),
-                )
-            )
-    return path
+def review_rows(items: Sequence[ReviewItem]) -> list[ReviewRow]:
+    """The review file's rows (``PreparedDataset.write_review``) for ``items``, in their order."""
+    return [
+        ReviewRow(
+            key=item.signals.key,
+            risk=item.risk,
+            reasons="; ".join(flag.reason for flag in item.flags),
+            text=item.signals.text,
+            duration_s=item.signals.duration_s,
+            chars_per_s=item.chars_per_s,
+            avg_logprob=item.signals.avg_logprob,
+            no_speech_prob=item.signals.no_speech_prob,
+            compression_ratio=item.compression_ratio,
+            speaker_similarity=item.speaker_similarity,
+            dnsmos_sig=item.signals.dnsmos_sig,
+            dnsmos_bak=item.signals.dnsmos_bak,
+            dnsmos_ovrl=item.signals.dnsmos_ovrl,
+            words_per_s=item.words_per_s,
+        )
+        for item in items
+    ]

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from voicelab.audio import AUDIO_SUFFIXES
-from voicelab.dataset import CLIP_SUFFIX, MANIFEST_FILE, DatasetError
+from voicelab.dataset import CLIP_SUFFIX, DatasetError, PreparedDataset
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def raw_recording_signs(folder: Path, clips: Sequence[Path]) -> list[str]:
     import soundfile as sf
 
     folder = Path(folder)
-    if (folder / MANIFEST_FILE).exists():
+    if PreparedDataset(folder).manifest_path.exists():
         return []
     rates, multichannel, long = set(), [], []
     for clip in clips:
@@ -91,7 +91,8 @@ def refuse_raw_recordings(folder: Path, clips: Sequence[Path], suggested_output:
     signs = raw_recording_signs(folder, clips)
     if signs:
         raise RawRecordingsError(
-            f"{folder} looks like raw recordings, not prepare-audio's clips (no {MANIFEST_FILE}; "
+            f"{folder} looks like raw recordings, not prepare-audio's clips "
+            f"(no {PreparedDataset(folder).manifest_path.name}; "
             f"{'; '.join(signs)}): run prepare-audio first, "
             f'make prepare-audio ARGS="{shlex.quote(f"{folder}/")} {suggested_output}/", then transcribe '
             f"{suggested_output}/ (or pass --not-prepared to transcribe these files as they are)"

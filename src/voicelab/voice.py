@@ -1,24 +1,83 @@
 """What a trained voice is on disk, and the rules vLLM applies to its LoRA adapter.
 
-A voice is a folder ``voices/{name}/`` holding a peft LoRA adapter (``adapter_config.json`` +
-``adapter_model.safetensors``) and ``voice.json`` (how it was made, and the prompt prefix serving must use).
-Training writes it; the server's registry reads it. Both use this module.
+A voice is a folder ``voices/{name}/``; ``VoiceFolder(dir)`` is its only owner: it knows every path in it
+and reads and writes every file, and ``voice_folders(voices_dir)`` is the one scan of ``voices/``. Other
+modules ask it (``voice.adapter_config_path``, ``voice.read_metadata()``, ``voice.eval_dir``) and never
+spell a file name (``tests/test_architecture.py`` checks it).
+
+=================================  ==============  ====================================================
+file                               written by      what
+=================================  ==============  ====================================================
+``adapter_config.json``            train-lora      the peft LoRA adapter's configuration (vLLM reads it)
+``adapter_model.safetensors``      train-lora      its weights (``adapter_model.bin`` also served)
+``voice.json``                     train-lora      how it was made, and the prompt prefix serving must use
+``loss_log.csv``                   train-lora      ``step,epoch,loss,eval_loss,learning_rate,grad_norm``
+``loss_curve.png``                 train-lora      the training (and held-out) loss against step
+``eval/``                          evaluate        ``eval.json`` (every number), ``summary.md`` (verdicts),
+                                                   ``samples/*.wav``, ``compare-OTHER.md`` (``--compare``)
+``eval-checkpoint-STEP/``          evaluate        the same for a checkpoint (``--compare`` with one)
+=================================  ==============  ====================================================
+
+Beside the voices, ``voices/`` holds train-lora's dot-folders (never voices): ``.staging-NAME-PID/`` (a
+voice being assembled), ``.checkpoints-NAME/checkpoint-STEP/`` (for ``--resume``) and
+``.replaced-NAME-PID/`` (an old voice set aside while its replacement moves in).
 """
 
 from __future__ import annotations
 
+import csv
 import json
+import logging
+import os
 import re
+import shutil
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from voicelab import orpheus
 from voicelab.errors import UsageError
+from voicelab.fileio import atomic_output, write_text_atomic
+
+logger = logging.getLogger(__name__)
 
 ADAPTER_CONFIG_FILE = "adapter_config.json"
 ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
+ADAPTER_PICKLE_FILE = "adapter_model.bin"
+ADAPTER_WEIGHT_FILES = (ADAPTER_WEIGHTS_FILE, ADAPTER_PICKLE_FILE)
+"""peft writes safetensors; vLLM also loads the older pickle file."""
 VOICE_FILE = "voice.json"
+MODEL_CARD_FILE = "README.md"
+"""The placeholder model card peft writes beside an adapter ("More Information Needed"); voice.json
+describes the voice, so training removes it."""
+LOSS_LOG_FILE = "loss_log.csv"
+LOSS_PLOT_FILE = "loss_curve.png"
+EVAL_DIR = "eval"
+EVAL_FILE = "eval.json"
+EVAL_SUMMARY_FILE = "summary.md"
+SAMPLES_DIR = "samples"
+COMPARE_PREFIX = "compare-"
+STAGING_PREFIX = ".staging-"
+CHECKPOINTS_PREFIX = ".checkpoints-"
+REPLACED_PREFIX = ".replaced-"
+FILE_NAMES = (
+    ADAPTER_CONFIG_FILE,
+    ADAPTER_WEIGHTS_FILE,
+    ADAPTER_PICKLE_FILE,
+    VOICE_FILE,
+    LOSS_LOG_FILE,
+    LOSS_PLOT_FILE,
+    EVAL_FILE,
+    EVAL_SUMMARY_FILE,
+    COMPARE_PREFIX,
+    STAGING_PREFIX,
+    CHECKPOINTS_PREFIX,
+    REPLACED_PREFIX,
+)
+"""Every file name this module gives in ``voices/``: no other module may spell one."""
+DIR_NAMES = (EVAL_DIR, SAMPLES_DIR)
+"""Folder names that are common words: other modules may not use them as a whole string either."""
 ENGINE_NAME = "orpheus"
 DEFAULT_BASE_MODEL = "canopylabs/orpheus-tts-0.1-pretrained"
 """The user guide's base model; an adapter records the base it was trained on in ``base_model_name_or_path``."""
@@ -99,6 +158,7 @@ class VoiceMetadata:
 
     @classmethod
     def read(cls, folder: Path) -> VoiceMetadata:
+        """``voice.json`` of the voice in ``folder``; ``ValueError`` naming the file when it is unusable."""
         path = Path(folder) / VOICE_FILE
         try:
             return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
@@ -160,3 +220,328 @@ def adapter_problems(
             f"trained on base model {config.get('base_model_name_or_path')!r}, but {base_model!r} is served"
         )
     return problems
+
+
+# ------------------------------------------------------------------------------------------- loss_log.csv
+
+LOSS_LOG_FIELDS = ("step", "epoch", "loss", "eval_loss", "learning_rate", "grad_norm")
+"""``eval_loss``: loss on the held-out clips (blank when none were held out or not scored at that step)."""
+LOSS_FORMAT = ".6f"
+
+
+@dataclass(frozen=True)
+class LossPoint:
+    """One row of ``loss_log.csv``."""
+
+    step: int
+    epoch: float
+    loss: float | None
+    """Training loss (None at a step where only the eval loss was logged)."""
+    learning_rate: float | None = None
+    grad_norm: float | None = None
+    eval_loss: float | None = None
+
+
+def _blank(value: float | None, fmt: str = ".6g") -> str:
+    return "" if value is None else format(value, fmt)
+
+
+def _write_loss_log(path: Path, points: Sequence[LossPoint]) -> Path:
+    with atomic_output(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(LOSS_LOG_FIELDS)
+        for p in points:
+            writer.writerow(
+                [
+                    p.step,
+                    f"{p.epoch:.4f}",
+                    _blank(p.loss, LOSS_FORMAT),
+                    _blank(p.eval_loss, LOSS_FORMAT),
+                    _blank(p.learning_rate),
+                    _blank(p.grad_norm),
+                ]
+            )
+    return path
+
+
+def _read_loss_log(path: Path) -> list[LossPoint]:
+    def number(row: dict, key: str) -> float | None:
+        return float(row[key]) if row.get(key) else None
+
+    with Path(path).open(newline="", encoding="utf-8") as f:
+        return [
+            LossPoint(
+                step=int(row["step"]),
+                epoch=float(row["epoch"]),
+                loss=number(row, "loss"),
+                learning_rate=number(row, "learning_rate"),
+                grad_norm=number(row, "grad_norm"),
+                eval_loss=number(row, "eval_loss"),
+            )
+            for row in csv.DictReader(f)
+        ]
+
+
+# ------------------------------------------------------------------------------------------------- eval/
+
+PRIVATE_SUMMARY_KEYS = ("closest_training_clip",)
+"""Left out of the public voice list: a dataset clip's key is a training detail (it is in eval.json)."""
+
+
+CHECK_FIELDS = ("check", "value", "threshold", "verdict", "advice")
+"""What each check of ``eval.json`` says: its name, the number, the bar, the verdict, what to try."""
+
+
+# ---------------------------------------------------------------------------------------- the folder object
+
+
+class VoiceFolder:
+    """The folder ``voices/NAME/`` (see the module docstring): its paths, and every read and write."""
+
+    def __init__(self, folder: Path | str):
+        self.dir = Path(folder)
+
+    def __repr__(self) -> str:
+        return f"VoiceFolder({str(self.dir)!r})"
+
+    @property
+    def name(self) -> str:
+        return self.dir.name
+
+    # --- the adapter -----------------------------------------------------------------------------
+    @property
+    def adapter_config_path(self) -> Path:
+        return self.dir / ADAPTER_CONFIG_FILE
+
+    @property
+    def adapter_weights_path(self) -> Path:
+        return self.dir / ADAPTER_WEIGHTS_FILE
+
+    @property
+    def adapter_weight_paths(self) -> list[Path]:
+        """Every weights file name vLLM loads (safetensors first)."""
+        return [self.dir / name for name in ADAPTER_WEIGHT_FILES]
+
+    def has_adapter(self) -> bool:
+        """True when ``adapter_config.json`` is here: a trained voice (or a checkpoint of one)."""
+        return self.adapter_config_path.is_file()
+
+    def read_adapter_config(self) -> Any:
+        """``adapter_config.json`` as parsed JSON (``OSError``/``ValueError`` when it cannot be)."""
+        return json.loads(self.adapter_config_path.read_text(encoding="utf-8"))
+
+    def remove_model_card(self) -> None:
+        (self.dir / MODEL_CARD_FILE).unlink(missing_ok=True)
+
+    def fingerprint(self) -> tuple:
+        """Sizes and mtimes of the adapter files and voice.json: it changes when the voice is retrained."""
+        parts = []
+        for name in (ADAPTER_CONFIG_FILE, *ADAPTER_WEIGHT_FILES, VOICE_FILE):
+            path = self.dir / name
+            if path.is_file():
+                stat = path.stat()
+                parts.append((name, stat.st_size, stat.st_mtime_ns))
+        return tuple(parts)
+
+    def resolve_files(self, root: Path) -> ResolvedVoiceFiles:
+        """Every file of the voice resolved inside ``root`` (``voices/``): a symlink pointing out (the
+        folder, its config, weights or voice.json) raises ``UnsafePathError``."""
+        from voicelab.fileio import resolve_inside
+
+        name = self.name
+        return ResolvedVoiceFiles(
+            folder=resolve_inside(root, name),
+            adapter_config=resolve_inside(root, f"{name}/{ADAPTER_CONFIG_FILE}"),
+            weights=[resolve_inside(root, f"{name}/{w}") for w in ADAPTER_WEIGHT_FILES],
+            metadata=resolve_inside(root, f"{name}/{VOICE_FILE}"),
+        )
+
+    # --- voice.json ------------------------------------------------------------------------------
+    @property
+    def metadata_path(self) -> Path:
+        return self.dir / VOICE_FILE
+
+    def read_metadata(self) -> VoiceMetadata:
+        return VoiceMetadata.read(self.dir)
+
+    def write_metadata(self, metadata: VoiceMetadata) -> None:
+        write_text_atomic(self.metadata_path, metadata.to_json())
+
+    # --- the loss files --------------------------------------------------------------------------
+    @property
+    def loss_log_path(self) -> Path:
+        return self.dir / LOSS_LOG_FILE
+
+    @property
+    def loss_curve_path(self) -> Path:
+        return self.dir / LOSS_PLOT_FILE
+
+    def write_loss_log(self, points: Sequence[LossPoint]) -> Path:
+        """``loss_log.csv``, atomically."""
+        return _write_loss_log(self.loss_log_path, points)
+
+    def read_loss_log(self) -> list[LossPoint]:
+        """The points of ``loss_log.csv`` (logs written before the ``eval_loss`` column read as without it)."""
+        return _read_loss_log(self.loss_log_path)
+
+    def write_loss_curve(self, draw: Callable[[Path], None]) -> Path:
+        """``draw(tmp)`` writes the PNG to a temporary path, which then replaces ``loss_curve.png``."""
+        with atomic_output(self.loss_curve_path) as tmp:
+            draw(tmp)
+        return self.loss_curve_path
+
+    # --- eval/ -----------------------------------------------------------------------------------
+    @property
+    def eval_dir(self) -> Path:
+        """``eval/``: the last ``make evaluate`` of the voice."""
+        return self.dir / EVAL_DIR
+
+    def checkpoint_eval_dir(self, checkpoint: str) -> Path:
+        """``eval-checkpoint-STEP/``: the evaluation of one of the voice's checkpoints (never inside it)."""
+        return self.dir / f"{EVAL_DIR}-{checkpoint}"
+
+    @property
+    def eval_json_path(self) -> Path:
+        return self.eval_dir / EVAL_FILE
+
+    @staticmethod
+    def sample_file(model: str, sample_id: str) -> str:
+        """Where one generated sample goes, relative to its eval folder (as ``eval.json`` records it)."""
+        return f"{SAMPLES_DIR}/{model}_{sample_id}.wav"
+
+    def write_evaluation(
+        self,
+        eval_dir: Path,
+        report: Mapping[str, Any],
+        summary: str,
+        samples: Mapping[str, Any],
+        sample_rate: int,
+    ) -> Path:
+        """``eval.json`` (``report``), ``summary.md`` and ``samples/*.wav`` (``samples``: ``sample_file``
+        -> float32 audio) under ``eval_dir``; old samples are replaced. Returns the ``eval.json`` path."""
+        from voicelab.audio import write_wav
+
+        samples_dir = Path(eval_dir) / SAMPLES_DIR
+        if samples_dir.exists():
+            shutil.rmtree(samples_dir)
+        samples_dir.mkdir(parents=True)
+        for file, audio in samples.items():
+            write_wav(Path(eval_dir) / file, audio, sample_rate)
+        numbers = Path(eval_dir) / EVAL_FILE
+        write_text_atomic(numbers, json.dumps(report, indent=2, allow_nan=False) + "\n")
+        write_text_atomic(Path(eval_dir) / EVAL_SUMMARY_FILE, summary)
+        return numbers
+
+    def write_comparison(self, other: str, table: str) -> Path:
+        """``eval/compare-OTHER.md``: the side-by-side table of ``--compare``."""
+        out = self.eval_dir / f"{COMPARE_PREFIX}{other}.md"
+        write_text_atomic(out, table)
+        return out
+
+    def read_eval_summary(self) -> dict[str, Any] | None:
+        """The headline numbers and verdicts of the voice's last evaluation (None when it has none or it is
+        unreadable); read through ``resolve_inside`` so a planted symlink cannot leak another file."""
+        from voicelab.fileio import UnsafePathError, resolve_inside
+
+        try:
+            path = resolve_inside(self.dir, f"{EVAL_DIR}/{EVAL_FILE}")
+            data = json.loads(path.read_text(encoding="utf-8"))
+            public = {k: v for k, v in data["summary"].items() if k not in PRIVATE_SUMMARY_KEYS}
+            return {
+                "created_at": data["created_at"],
+                **public,
+                "verdicts": {c["check"]: c["verdict"] for c in data["checks"]},
+            }
+        except (UnsafePathError, OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def read_eval_checks(self) -> dict[str, Any] | None:
+        """The last evaluation's checks (``CHECK_FIELDS`` each) and when it ran; None without one, or when
+        ``eval.json`` is unreadable or points out of the voice folder."""
+        data = self._read_inside(f"{EVAL_DIR}/{EVAL_FILE}")
+        if not isinstance(data, dict) or not isinstance(data.get("checks"), list):
+            return None
+        checks = [{k: c.get(k) for k in CHECK_FIELDS} for c in data["checks"] if isinstance(c, dict)]
+        return {"created_at": data.get("created_at"), "checks": checks}
+
+    def read_card(self) -> dict[str, Any]:
+        """What the studio's voice card adds to the public voice list: the prompt prefix serving uses, the
+        base model without a server path (its hub id, or its folder's name), whether a loss curve exists,
+        and the last evaluation's checks. Every file read through ``resolve_inside``."""
+        from voicelab.models import looks_like_local_path
+
+        meta = self._read_inside(VOICE_FILE)
+        meta = meta if isinstance(meta, dict) else {}
+        base = meta.get("base_model_hub_id") or meta.get("base_model")
+        if base and not meta.get("base_model_hub_id") and looks_like_local_path(base):
+            base = f"{Path(str(base)).name} (a folder)"
+        return {
+            "prompt_prefix": meta.get("prompt_prefix"),
+            "base_model": base or None,
+            "loss_curve": self.safe_loss_curve() is not None,
+            "evaluation": self.read_eval_checks(),
+        }
+
+    def safe_loss_curve(self) -> Path | None:
+        """``loss_curve.png`` resolved inside the folder; None when there is none (or it points out)."""
+        from voicelab.fileio import UnsafePathError, resolve_inside
+
+        try:
+            path = resolve_inside(self.dir, LOSS_PLOT_FILE)
+        except UnsafePathError:
+            return None
+        return path if path.is_file() else None
+
+    def _read_inside(self, relative: str) -> Any:
+        """A JSON file of the folder through ``resolve_inside``; None when absent, unreadable or outside."""
+        from voicelab.fileio import UnsafePathError, resolve_inside
+
+        try:
+            return json.loads(resolve_inside(self.dir, relative).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (UnsafePathError, OSError, ValueError) as e:
+            logger.warning("%s/%s: unreadable (%s); not shown", self.dir, relative, e)
+            return None
+
+
+@dataclass(frozen=True)
+class ResolvedVoiceFiles:
+    """A voice's files with every symlink resolved, each checked to be inside ``voices/``."""
+
+    folder: Path
+    adapter_config: Path
+    weights: list[Path]
+    metadata: Path
+
+
+def voice_folders(voices_dir: Path | str) -> list[VoiceFolder]:
+    """The one scan of ``voices/``: every sub-folder that may be a voice (dot-folders and stray files are
+    not), sorted by name. A missing ``voices_dir`` has none (a fresh checkout has trained nothing yet)."""
+    root = Path(voices_dir)
+    if not root.is_dir():
+        return []
+    return [VoiceFolder(p) for p in sorted(root.iterdir()) if not p.name.startswith(".") and p.is_dir()]
+
+
+def trained_voices(voices_dir: Path | str) -> Iterator[VoiceFolder]:
+    """The folders of ``voice_folders`` that hold an adapter."""
+    return (v for v in voice_folders(voices_dir) if v.has_adapter())
+
+
+# --------------------------------------------------------------------------------- voices/ around the voices
+
+
+def checkpoints_dir(voices_dir: Path | str, name: str) -> Path:
+    """``.checkpoints-NAME/``: train-lora's Trainer checkpoints of voice ``name`` (for ``--resume``)."""
+    return Path(voices_dir) / f"{CHECKPOINTS_PREFIX}{name}"
+
+
+def staging_dir(voices_dir: Path | str, name: str) -> Path:
+    """``.staging-NAME-PID/``: where this process assembles voice ``name`` before publishing it."""
+    return Path(voices_dir) / f"{STAGING_PREFIX}{name}-{os.getpid()}"
+
+
+def set_aside_dir(voice_dir: Path) -> Path:
+    """``.replaced-NAME-PID/``: where an old voice waits while its replacement is renamed into place."""
+    return voice_dir.with_name(f"{REPLACED_PREFIX}{voice_dir.name}-{os.getpid()}")

@@ -145,8 +145,10 @@ def require_output_dir(path: Path, flag: str) -> Path:
 
 def require_output_file(path: Path, flag: str) -> Path:
     """A file path whose folder exists and can be written, and which is not a folder itself."""
+    from voicelab.dataset import TRANSCRIPT_FILE
+
     if path.is_dir():
-        raise UsageError(f"{flag} {path} is a folder; give a file path (e.g. {path / 'transcript.csv'})")
+        raise UsageError(f"{flag} {path} is a folder; give a file path (e.g. {path / TRANSCRIPT_FILE})")
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise UsageError(f"{flag} {path}: folder {folder} does not exist")

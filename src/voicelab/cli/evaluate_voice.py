@@ -54,6 +54,7 @@ THRESHOLD_HELP = {
 
 def build_parser() -> argparse.ArgumentParser:
     from voicelab.evaluate import NOVEL_SENTENCES, EvalSettings, Thresholds
+    from voicelab.voice import VOICE_FILE
 
     defaults = EvalSettings()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
@@ -65,9 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluate NAME and OTHER (another voice, or a checkpoint folder of NAME) side by side",
     )
     p.add_argument("--voices-dir", type=Path, default=Path("voices"), help="root folder of the voices")
-    p.add_argument("--dataset-dir", type=Path, help="the voice's prepared folder (default: from voice.json)")
-    p.add_argument("--base-model", help="Orpheus checkpoint: hub id or local folder (default: voice.json's)")
-    p.add_argument("--snac-model", help="SNAC 24 kHz codec: hub id or local folder (default: voice.json's)")
+    p.add_argument(
+        "--dataset-dir", type=Path, help=f"the voice's prepared folder (default: from {VOICE_FILE})"
+    )
+    p.add_argument(
+        "--base-model", help=f"Orpheus checkpoint: hub id or local folder (default: {VOICE_FILE}'s)"
+    )
+    p.add_argument(
+        "--snac-model", help=f"SNAC 24 kHz codec: hub id or local folder (default: {VOICE_FILE}'s)"
+    )
     p.add_argument(
         "--vllm-url",
         help="generate through this vLLM server (e.g. http://127.0.0.1:8001); default: VOICELAB_VLLM_URL "
@@ -166,27 +173,15 @@ def settings_from(args: argparse.Namespace):
     )
 
 
-def _all_voice_names(voices_dir: Path) -> list[str]:
-    from voicelab.voice import ADAPTER_CONFIG_FILE
-
-    if not voices_dir.is_dir():
-        return []
-    return sorted(
-        p.name
-        for p in voices_dir.iterdir()
-        if not p.name.startswith(".") and (p / ADAPTER_CONFIG_FILE).is_file()
-    )
-
-
 def select_voices(args: argparse.Namespace) -> tuple[list, list[str]]:
     """The voices (or checkpoints) to evaluate, and the errors of those that cannot be."""
     from voicelab import evaluate as ev
     from voicelab.errors import UsageError
-    from voicelab.voice import InvalidVoiceNameError
+    from voicelab.voice import InvalidVoiceNameError, trained_voices
 
     requests: list[tuple[str, Path | None]] = []
     if args.all:
-        requests = [(name, None) for name in _all_voice_names(args.voices_dir)]
+        requests = [(voice.name, None) for voice in trained_voices(args.voices_dir)]
         if not requests:
             return [], [f"no trained voice in {args.voices_dir} (train one with `make train-lora`)"]
     else:
@@ -206,15 +201,6 @@ def select_voices(args: argparse.Namespace) -> tuple[list, list[str]]:
         except (UsageError, InvalidVoiceNameError) as e:
             errors.append(f"{name}: {e}")
     return voices, errors
-
-
-def eval_dir_for(vut) -> Path:
-    """voices/NAME/eval/, or voices/NAME/eval-checkpoint-STEP/ for a checkpoint (never inside it)."""
-    from voicelab.evaluate import EVAL_DIR
-
-    if vut.label == vut.name:
-        return vut.voice_dir / EVAL_DIR
-    return vut.voice_dir / f"{EVAL_DIR}-{vut.adapter_dir.name}"
 
 
 async def run_all(voices: list, settings) -> tuple[list[dict], list[str]]:
@@ -241,7 +227,7 @@ async def run_all(voices: list, settings) -> tuple[list[dict], list[str]]:
             except (EngineError, ContractError) as e:
                 failures.append(f"{vut.label}: {e}")
                 continue
-            path = ev.write_outputs(eval_dir_for(vut), report, samples)
+            path = ev.write_outputs(vut.folder, vut.eval_dir, report, samples)
             print(ev.render_summary(report))
             print(f"written: {path}\n")
             reports.append(report)
@@ -307,11 +293,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _write_comparison(vut, reports: list[dict]) -> None:
     from voicelab import evaluate as ev
-    from voicelab.fileio import write_text_atomic
 
     table = ev.compare_table(reports)
-    out = vut.voice_dir / ev.EVAL_DIR / f"compare-{reports[1]['voice'].replace('@', '-')}.md"
-    write_text_atomic(out, table)
+    out = vut.folder.write_comparison(reports[1]["voice"].replace("@", "-"), table)
     print(table)
     print(f"written: {out}")
 

@@ -21,16 +21,21 @@ from voicelab.cli.common import EXIT_OK, HelpFormatter, run_step, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from voicelab import hf_export
+    from voicelab import dataset, hf_export
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("dataset_dir", type=Path, help="prepared dataset folder (prepared/NAME/)")
     parser.add_argument("out_dir", type=Path, help="folder to write the audiofolder to (exports/NAME/)")
     parser.add_argument(
-        "--transcript", type=Path, default=None, help="transcript CSV (default: {dataset_dir}/transcript.csv)"
+        "--transcript",
+        type=Path,
+        default=None,
+        help=f"transcript CSV (default: {{dataset_dir}}/{dataset.TRANSCRIPT_FILE})",
     )
     parser.add_argument(
-        "--include-excluded", action="store_true", help="also export the clips listed in excluded.csv"
+        "--include-excluded",
+        action="store_true",
+        help=f"also export the clips listed in {dataset.EXCLUDED_FILE}",
     )
     parser.add_argument(
         "--text-column",

@@ -67,12 +67,16 @@ def warn_if_not_a_voice_name(output: Path) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from voicelab.dataset import MANIFEST_FILE
+
     parser = argparse.ArgumentParser(
         description=__doc__,
         formatter_class=HelpFormatter,
     )
     parser.add_argument("input", type=Path, metavar="INPUT", help="folder of recordings, or one audio file")
-    parser.add_argument("output", type=Path, metavar="OUTPUT", help="folder for the clips and manifest.csv")
+    parser.add_argument(
+        "output", type=Path, metavar="OUTPUT", help=f"folder for the clips and {MANIFEST_FILE}"
+    )
     parser.add_argument(
         "--sample-rate",
         type=positive_int,
@@ -130,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from voicelab.prepare import PrepareSettings, check_paths, find_sources, format_summary, prepare_dataset
+    from voicelab.prepare import PrepareSettings, check_paths, find_sources, prepare_dataset
+    from voicelab.prepare_summary import format_summary
 
     check_paths(args.input, args.output)
     find_sources(args.input)  # a missing or empty INPUT is reported before OUTPUT is created

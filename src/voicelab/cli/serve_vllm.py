@@ -21,7 +21,6 @@ See docs/deploy.md for several GPUs and several machines.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import shutil
@@ -101,12 +100,11 @@ def build_parser(defaults) -> argparse.ArgumentParser:
 def warn_resolver_mismatches(adapters, base_model: str) -> None:
     """Name the voices vLLM's filesystem resolver would not load (another base_model_name_or_path)."""
     from voicelab.server import vllm_command as vc
-    from voicelab.voice import ADAPTER_CONFIG_FILE
+    from voicelab.voice import VoiceFolder
 
     recorded = {}
     for a in adapters:
-        config = json.loads((Path(a.path) / ADAPTER_CONFIG_FILE).read_text(encoding="utf-8"))
-        recorded[a.name] = config.get("base_model_name_or_path")
+        recorded[a.name] = VoiceFolder(a.path).read_adapter_config().get("base_model_name_or_path")
     for name, reason in vc.resolver_mismatches(recorded, base_model).items():
         print(
             f"warning: the LoRA resolver will not load voice {name}: {reason}; pass --base-model with "

@@ -33,7 +33,8 @@ MIN_SEQ_LEN = 64  # the prompt scaffolding alone is ~10 tokens; anything shorter
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from voicelab.voice import DEFAULT_BASE_MODEL, DEFAULT_SNAC_MODEL
+    from voicelab.dataset import CACHE_DIR, TRANSCRIPT_FILE
+    from voicelab.voice import DEFAULT_BASE_MODEL, DEFAULT_SNAC_MODEL, VOICE_FILE
 
     p = argparse.ArgumentParser(
         description=__doc__,
@@ -42,8 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "character", help="voice name: letters, digits, '_' and '-' (folder and vLLM adapter name)"
     )
-    p.add_argument("dataset_dir", type=Path, help="prepared clips folder (24 kHz WAVs + transcript.csv)")
-    p.add_argument("--transcript", type=Path, help="transcript CSV (default: DATASET_DIR/transcript.csv)")
+    p.add_argument("dataset_dir", type=Path, help=f"prepared clips folder (24 kHz WAVs + {TRANSCRIPT_FILE})")
+    p.add_argument("--transcript", type=Path, help=f"transcript CSV (default: DATASET_DIR/{TRANSCRIPT_FILE})")
     p.add_argument("--voices-dir", type=Path, default=Path("voices"), help="root folder of the voices")
     p.add_argument(
         "--base-model", default=DEFAULT_BASE_MODEL, help="Orpheus checkpoint: hub id or local folder"
@@ -81,10 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="clips per SNAC encoder call (default: 8 on cuda, 1 on cpu)",
     )
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the SNAC code cache")
-    p.add_argument("--cache-dir", type=Path, help="SNAC code cache (default: DATASET_DIR/.snac_cache)")
+    p.add_argument("--cache-dir", type=Path, help=f"SNAC code cache (default: DATASET_DIR/{CACHE_DIR})")
     p.add_argument(
         "--prompt-prefix",
-        help="text put before every transcript, recorded in voice.json for serving (default: 'CHARACTER: ')",
+        help=f"text put before every transcript, recorded in {VOICE_FILE} for serving (default: 'CHARACTER: ')",
     )
     p.add_argument(
         "--drop-duplicate-frames",
@@ -175,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     check_args(parser, args)
     setup_logging(args.verbose)
-    checkpoints = args.voices_dir / f".checkpoints-{args.character}"
+    from voicelab.voice import checkpoints_dir
+
+    checkpoints = checkpoints_dir(args.voices_dir, args.character)
     return run_step(
         lambda: _train(args),
         verbose=args.verbose,

@@ -31,8 +31,11 @@ from voicelab.cli.common import (
     run_step,
     setup_logging,
 )
+from voicelab.dataset import EXCLUDED_FILE, REPORT_FILE, TRANSCRIPT_FILE
 from voicelab.errors import UsageError
 from voicelab.review import DEFAULT_SPEAKER_THRESHOLD
+
+OUTPUT_HELP = f"output CSV path (default: {{input_dir}}/{TRANSCRIPT_FILE})"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,9 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
     )
     parser.add_argument("input_dir", type=Path, help="folder of .wav clips (what prepare-audio wrote)")
-    parser.add_argument(
-        "--output", type=Path, default=None, help="output CSV path (default: {input_dir}/transcript.csv)"
-    )
+    parser.add_argument("--output", type=Path, default=None, help=OUTPUT_HELP)
     parser.add_argument(
         "--model",
         default="medium",
@@ -114,7 +115,7 @@ def _add_quality_flags(parser: argparse.ArgumentParser) -> None:
         type=finite_float,
         default=DEFAULT_SPEAKER_THRESHOLD,
         help="flag clips whose speaker similarity to the dataset's voice is under this (cosine, -1..1); "
-        "see the similarity plot in dataset_report.png",
+        f"see the similarity plot in {REPORT_FILE}",
     )
     parser.add_argument(
         "--reference",
@@ -127,7 +128,7 @@ def _add_quality_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--exclude-flagged",
         action="store_true",
-        help="list clips flagged as another speaker, noisy or distorted in excluded.csv, which training "
+        help=f"list clips flagged as another speaker, noisy or distorted in {EXCLUDED_FILE}, which training "
         "skips (audio and transcript rows stay; delete a line there to put a clip back: a clip a person "
         "restored is never excluded again)",
     )
@@ -164,7 +165,9 @@ def _transcribe(args: argparse.Namespace) -> int:
     clips = dataset.find_clips(args.input_dir)
     if not args.not_prepared:
         _refuse_raw_recordings(args.input_dir, clips)
-    output = require_output_file(args.output or args.input_dir / dataset.TRANSCRIPT_FILE, "--output")
+    output = require_output_file(
+        args.output or dataset.PreparedDataset(args.input_dir).transcript_path, "--output"
+    )
     language = tr.normalize_language(args.language)
     tr.check_model(args.backend, args.model)
     try:
@@ -258,7 +261,7 @@ def _print_quality(summary: tr.TranscribeSummary, args) -> None:
             f"audio measures (speaker, DNSMOS, speech time) for {summary.measured} clips in "
             f"{summary.quality_s:.1f} s"
             + (
-                f"; {reused} reused from {dataset.signals_path_for(summary.output).name}"
+                f"; {reused} reused from {dataset.PreparedDataset.of_transcript(summary.output).signals_path.name}"
                 if reused > 0
                 else ""
             )
@@ -276,7 +279,9 @@ def _print_quality(summary: tr.TranscribeSummary, args) -> None:
                 f"({dataset.DECISIONS_FILE}; delete a line there to let the flags decide again)"
             )
         elif not args.exclude_flagged:
-            print("  listen to them; --exclude-flagged leaves them out of training (excluded.csv)")
+            print(
+                f"  listen to them; --exclude-flagged leaves them out of training ({dataset.EXCLUDED_FILE})"
+            )
     if summary.report_path is not None:
         print(f"dataset report: {summary.report_path}")
 

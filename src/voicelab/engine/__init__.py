@@ -19,6 +19,7 @@ from voicelab.engine.base import (
 )
 from voicelab.engine.decoder import StreamingSnacDecoder
 from voicelab.engine.local import LocalEngine
+from voicelab.engine.stack import SpeechStack, StackSettings, build_speech_stack, require_vllm
 from voicelab.engine.synthesizer import Synthesizer, Usage, split_text
 from voicelab.engine.vllm import VLLMEngine
 
@@ -29,6 +30,8 @@ __all__ = [
     "IncompleteGenerationError",
     "LocalEngine",
     "SamplingParams",
+    "SpeechStack",
+    "StackSettings",
     "StreamingSnacDecoder",
     "Synthesizer",
     "TokenChunk",
@@ -37,5 +40,7 @@ __all__ = [
     "Usage",
     "VLLMEngine",
     "Voice",
+    "build_speech_stack",
+    "require_vllm",
     "split_text",
 ]

@@ -32,6 +32,7 @@ from voicelab.engine.base import (
     UnknownVoiceError,
     Voice,
 )
+from voicelab.voice import ADAPTER_CONFIG_FILE, VoiceFolder
 
 logger = logging.getLogger(__name__)
 
@@ -87,9 +88,9 @@ class LocalEngine:
         with self._lock:
             if self._adapters.get(name) == str(path):
                 return
-            if not (path / "adapter_config.json").is_file():
+            if not VoiceFolder(path).has_adapter():
                 raise EngineRequestError(
-                    f"voice {name!r}: no adapter_config.json in {path}; train the voice or fix its folder",
+                    f"voice {name!r}: no {ADAPTER_CONFIG_FILE} in {path}; train the voice or fix its folder",
                     status_code=404,
                 )
             try:

@@ -25,6 +25,7 @@ from voicelab.engine.base import (
     UnknownVoiceError,
     Voice,
 )
+from voicelab.voice import ADAPTER_CONFIG_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ class VLLMEngine:
             raise UnknownVoiceError(
                 f"vLLM does not serve voice {voice.name!r} ({message}); load its adapter first, or with "
                 "the LoRA resolver check that the folder is in vLLM's voices folder and that its "
-                "adapter_config.json base_model_name_or_path is the model vLLM serves"
+                f"{ADAPTER_CONFIG_FILE} base_model_name_or_path is the model vLLM serves"
             )
         raise EngineRequestError(
             f"vLLM answered {response.status_code} for voice {voice.name!r}: {message}",

@@ -1,8 +1,8 @@
 """The speech backend the server drives: a token engine and a synthesizer on top of it.
 
-``build_backend(settings)`` picks the engine (vLLM over HTTP, or the embedded local engine) and loads
-the tokenizer and the SNAC decoder once. It runs in the app's lifespan, never at import time; tests pass
-their own factory to ``create_app`` instead.
+``build_backend(settings)`` builds the speech stack (``voicelab.engine.stack.build_speech_stack``: vLLM
+over HTTP or the embedded local engine, the tokenizer and the SNAC decoder, loaded once). It runs in the
+app's lifespan, never at import time; tests pass their own factory to ``create_app`` instead.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from voicelab.engine.base import SamplingParams, TokenEngine, Voice
+from voicelab.engine.stack import StackSettings, build_speech_stack
 from voicelab.engine.synthesizer import Usage
 from voicelab.server.settings import Settings
 
@@ -53,32 +54,28 @@ class Backend:
 BackendFactory = Callable[[Settings], Awaitable[Backend]]
 
 
+def stack_settings(settings: Settings) -> StackSettings:
+    """The server's settings, as the speech stack takes them."""
+    vllm = settings.engine_kind == "vllm"
+    api_key = settings.vllm_api_key.get_secret_value() if settings.vllm_api_key else None
+    return StackSettings(
+        base_model=settings.base_model,
+        snac_model=settings.snac_model,
+        device=settings.device,
+        snac_device=settings.snac_device,
+        vllm_url=settings.vllm_url if vllm else None,
+        vllm_api_key=api_key if vllm else None,
+        vllm_timeout_s=settings.vllm_timeout_s,
+    )
+
+
 async def build_backend(settings: Settings) -> Backend:
     """The production backend for ``settings`` (heavy: loads the tokenizer, SNAC and maybe the model)."""
-    from voicelab.engine.decoder import StreamingSnacDecoder
-    from voicelab.engine.synthesizer import Synthesizer
-    from voicelab.models import load_tokenizer
-
-    kind = settings.engine_kind
-    # first, and checked against the Orpheus contract: a non-Orpheus base model stops the start-up here
-    tokenizer = await asyncio.to_thread(load_tokenizer, settings.base_model)
-    decoder = await asyncio.to_thread(StreamingSnacDecoder, settings.snac_model, settings.snac_device)
-    engine: TokenEngine
-    if kind == "vllm":
-        from voicelab.engine.vllm import VLLMEngine
-
-        api_key = settings.vllm_api_key.get_secret_value() if settings.vllm_api_key else None
-        engine = VLLMEngine(
-            settings.vllm_url,
-            api_key=api_key,
-            timeout=settings.vllm_timeout_s,
-            base_model=settings.base_model,
-        )
+    stack = await build_speech_stack(stack_settings(settings))
+    if stack.kind == "vllm":
         logger.info("engine: vLLM at %s (base model %s)", settings.vllm_url, settings.base_model)
     else:
-        from voicelab.engine.local import LocalEngine
-
-        engine = await asyncio.to_thread(LocalEngine, settings.base_model, device=settings.device)
         logger.info("engine: local %s on %s", settings.base_model, settings.device)
-    synthesizer = Synthesizer(engine, tokenizer, decoder)
-    return Backend(kind=kind, engine=engine, synthesizer=synthesizer, extra_closers=(decoder,))
+    return Backend(
+        kind=stack.kind, engine=stack.engine, synthesizer=stack.synthesizer, extra_closers=(stack.decoder,)
+    )

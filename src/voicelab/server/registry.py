@@ -17,24 +17,23 @@ from pathlib import Path
 from typing import Any
 
 from voicelab.engine.base import EngineError, EngineUnavailableError, TokenEngine, UnknownVoiceError, Voice
-from voicelab.evaluate import read_eval_summary
-from voicelab.fileio import UnsafePathError, resolve_inside
+from voicelab.fileio import UnsafePathError
 from voicelab.model_identity import model_identity
 from voicelab.voice import (
     ADAPTER_CONFIG_FILE,
-    ADAPTER_WEIGHTS_FILE,
+    ADAPTER_WEIGHT_FILES,
     VOICE_FILE,
     InvalidVoiceNameError,
+    ResolvedVoiceFiles,
+    VoiceFolder,
     VoiceMetadata,
     adapter_problems,
     default_prompt_prefix,
     validate_voice_name,
+    voice_folders,
 )
 
 logger = logging.getLogger(__name__)
-
-ADAPTER_WEIGHT_FILES = (ADAPTER_WEIGHTS_FILE, "adapter_model.bin")
-"""peft writes safetensors; vLLM also loads the older pickle file."""
 
 
 class VoiceNotFoundError(LookupError):
@@ -71,7 +70,9 @@ class VoiceEntry:
             "object": "voice",
             "created_at": self.metadata.created_at if self.metadata else None,
             "training": self._training_summary(),
-            "evaluation": read_eval_summary(self.voice.adapter_path) if self.voice.adapter_path else None,
+            "evaluation": (
+                VoiceFolder(self.voice.adapter_path).read_eval_summary() if self.voice.adapter_path else None
+            ),
         }
 
     def _training_summary(self) -> dict[str, Any]:
@@ -116,16 +117,6 @@ class ReloadReport:
             "skipped": self.skipped,
             "failed": self.failed,
         }
-
-
-def _fingerprint(folder: Path) -> tuple:
-    parts = []
-    for name in (ADAPTER_CONFIG_FILE, *ADAPTER_WEIGHT_FILES, VOICE_FILE):
-        path = folder / name
-        if path.is_file():
-            stat = path.stat()
-            parts.append((name, stat.st_size, stat.st_mtime_ns))
-    return tuple(parts)
 
 
 def _same_model(recorded: Any, served: str) -> bool:
@@ -173,7 +164,7 @@ def base_model_refusal(recorded: Any, metadata: VoiceMetadata | None, served: st
             "content cannot be compared: point VOICELAB_BASE_MODEL at a local copy or download it first"
         )
     return (
-        f"{head}; voice.json records no fingerprint of its base model (trained by an older voicelab) and "
+        f"{head}; {VOICE_FILE} records no fingerprint of its base model (trained by an older voicelab) and "
         f"{recorded!r} is not on this machine, so they cannot be compared: serve it with "
         f"VOICELAB_BASE_MODEL={recorded} or retrain the voice"
     )
@@ -188,51 +179,62 @@ def inspect_voice_folder(
         validate_voice_name(name)
         # Every file is resolved inside voices/: a symlink pointing out (the folder, its config, weights or
         # voice.json) would let anything on disk be loaded as an adapter or read as a voice's settings.
-        resolved = resolve_inside(root, name)
-        config_path = resolve_inside(root, f"{name}/{ADAPTER_CONFIG_FILE}")
-        weights = [resolve_inside(root, f"{name}/{w}") for w in ADAPTER_WEIGHT_FILES]
-        voice_file = resolve_inside(root, f"{name}/{VOICE_FILE}")
+        files = VoiceFolder(folder).resolve_files(root)
     except (InvalidVoiceNameError, UnsafePathError) as e:
         return str(e)
-    if not config_path.is_file():
-        return f"no {ADAPTER_CONFIG_FILE} (not a trained voice)"
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        return f"unreadable {ADAPTER_CONFIG_FILE}: {e}"
-    if not isinstance(config, dict):
-        return f"{ADAPTER_CONFIG_FILE} is not a JSON object"
-    if not any(w.is_file() for w in weights):
-        return f"no adapter weights ({' or '.join(ADAPTER_WEIGHT_FILES)}); training did not finish?"
-    problems = adapter_problems(config, max_lora_rank=max_lora_rank)
-    if problems:
-        return "; ".join(problems)
-
-    metadata: VoiceMetadata | None = None
-    if voice_file.exists():
-        try:
-            metadata = VoiceMetadata.read(voice_file.parent)
-        except ValueError as e:
-            # Without its voice.json the prompt prefix used in training is unknown; guessing one would
-            # make the voice speak noise with no error, so a broken file skips the voice.
-            return str(e)
-        if metadata.name != name:
-            logger.warning("voice %s: voice.json names it %r; serving it as %r", name, metadata.name, name)
-        prefix = metadata.prompt_prefix
-    else:
-        prefix = default_prompt_prefix(name)
-        logger.warning(
-            "voice %s has no %s; assuming the training prompt prefix %r (retrain or add voice.json if it speaks noise)",
-            name,
-            VOICE_FILE,
-            prefix,
-        )
+    config = _servable_config(files, max_lora_rank)
+    if isinstance(config, str):
+        return config
+    found = _metadata_and_prefix(files, name)
+    if isinstance(found, str):
+        return found
+    metadata, prefix = found
     if base_model is not None:
         refused = base_model_refusal(config.get("base_model_name_or_path"), metadata, base_model)
         if refused:
             return refused
-    voice = Voice(name=name, adapter_path=resolved, prompt_prefix=prefix)
-    return VoiceEntry(voice=voice, rank=int(config["r"]), fingerprint=_fingerprint(folder), metadata=metadata)
+    voice = Voice(name=name, adapter_path=files.folder, prompt_prefix=prefix)
+    fingerprint = VoiceFolder(folder).fingerprint()
+    return VoiceEntry(voice=voice, rank=int(config["r"]), fingerprint=fingerprint, metadata=metadata)
+
+
+def _servable_config(files: ResolvedVoiceFiles, max_lora_rank: int | None) -> dict | str:
+    """The adapter's config when vLLM would serve it, else the reason it would not."""
+    if not files.adapter_config.is_file():
+        return f"no {ADAPTER_CONFIG_FILE} (not a trained voice)"
+    try:
+        config = json.loads(files.adapter_config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return f"unreadable {ADAPTER_CONFIG_FILE}: {e}"
+    if not isinstance(config, dict):
+        return f"{ADAPTER_CONFIG_FILE} is not a JSON object"
+    if not any(w.is_file() for w in files.weights):
+        return f"no adapter weights ({' or '.join(ADAPTER_WEIGHT_FILES)}); training did not finish?"
+    problems = adapter_problems(config, max_lora_rank=max_lora_rank)
+    return "; ".join(problems) if problems else config
+
+
+def _metadata_and_prefix(files: ResolvedVoiceFiles, name: str) -> tuple[VoiceMetadata | None, str] | str:
+    """voice.json (None without one) and the prompt prefix to serve with, or why the voice is skipped."""
+    if not files.metadata.exists():
+        prefix = default_prompt_prefix(name)
+        logger.warning(
+            "voice %s has no %s; assuming the training prompt prefix %r (retrain or add %s if it speaks noise)",
+            name,
+            VOICE_FILE,
+            prefix,
+            VOICE_FILE,
+        )
+        return None, prefix
+    try:
+        metadata = VoiceMetadata.read(files.metadata.parent)
+    except ValueError as e:
+        # Without its voice.json the prompt prefix used in training is unknown; guessing one would
+        # make the voice speak noise with no error, so a broken file skips the voice.
+        return str(e)
+    if metadata.name != name:
+        logger.warning("voice %s: %s names it %r; serving it as %r", name, VOICE_FILE, metadata.name, name)
+    return metadata, metadata.prompt_prefix
 
 
 def scan_voices(
@@ -248,14 +250,12 @@ def scan_voices(
     if not root.is_dir():
         return result
     root = root.resolve()
-    for folder in sorted(root.iterdir()):
-        if folder.name.startswith(".") or not folder.is_dir():
-            continue  # dotfiles, README.md, stray files: not voice folders
-        found = inspect_voice_folder(folder, root, base_model=base_model, max_lora_rank=max_lora_rank)
+    for voice in voice_folders(root):  # dotfiles, README.md, stray files: not voice folders
+        found = inspect_voice_folder(voice.dir, root, base_model=base_model, max_lora_rank=max_lora_rank)
         if isinstance(found, str):
-            result.skipped[folder.name] = found
+            result.skipped[voice.name] = found
         else:
-            result.voices[folder.name] = found
+            result.voices[voice.name] = found
     return result
 
 

@@ -15,7 +15,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from voicelab.engine import base
-from voicelab.voice import DEFAULT_BASE_MODEL, DEFAULT_SNAC_MODEL, VLLM_LORA_RANKS
+from voicelab.voice import ADAPTER_CONFIG_FILE, DEFAULT_BASE_MODEL, DEFAULT_SNAC_MODEL, VLLM_LORA_RANKS
 
 ENV_PREFIX = "VOICELAB_"
 DEFAULT_ENV_FILE = Path(".env")
@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     voices_dir: Path = Field(
-        Path("voices"), description="Folder scanned for voices/{name}/adapter_config.json"
+        Path("voices"), description=f"Folder scanned for voices/{{name}}/{ADAPTER_CONFIG_FILE}"
     )
     engine: EngineKind = Field(
         "auto", description="'vllm', 'local' (embedded transformers), or 'auto': vllm when vllm_url is set"

@@ -3,15 +3,13 @@
 The page is plain HTML/CSS/JS shipped in the package (``static/studio/``), nothing loaded from elsewhere.
 It talks to the public API (``/v1/...``) and to the JSON endpoints here (``/studio/api/...``), which are
 guarded by the same API keys. The dataset endpoints read and write only inside ``settings.prepared_dir``
-and answer 403 when ``VOICELAB_STUDIO=false``; the voice endpoints only read ``voices/NAME/`` (voice.json,
-the loss curve, ``eval/eval.json``), and show no path of the server.
+and answer 403 when ``VOICELAB_STUDIO=false``; the voice endpoints only read a voice folder (through
+``VoiceFolder``: its metadata, loss curve and evaluation), and show no path of the server.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import asdict
 from pathlib import Path
 from typing import Literal
 
@@ -23,12 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from voicelab import dataset_review
 from voicelab.dataset import DatasetError
 from voicelab.errors import UsageError
-from voicelab.evaluate import EVAL_DIR, EVAL_FILE
 from voicelab.fileio import UnsafePathError, resolve_inside
-from voicelab.models import looks_like_local_path
 from voicelab.server.errors import ApiError
-from voicelab.training.report import LOSS_PLOT_FILE
-from voicelab.voice import VOICE_FILE
+from voicelab.voice import VoiceFolder
 
 logger = logging.getLogger(__name__)
 
@@ -129,8 +124,8 @@ def save_clip(name: str, clip: str, edit: ClipEdit, request: Request) -> dict:
         )
     except UsageError as e:
         raise to_studio_error(e) from e
-    logger.info("studio: saved clip %s of dataset %s", view.filename, name)
-    return asdict(view)
+    logger.info("studio: saved clip %s of dataset %s", view.key, name)
+    return view.as_json()
 
 
 @api.get("/datasets/{name}/report")
@@ -145,43 +140,12 @@ def get_report(name: str, request: Request, layout: Literal["wide", "narrow"] = 
     return FileResponse(picture, media_type="image/png", headers={"Cache-Control": "no-store"})
 
 
-def _voice_dir(request: Request, voice: str) -> Path:
+def _voice_folder(request: Request, voice: str) -> VoiceFolder:
     voices_dir = Path(request.app.state.settings.voices_dir)
     folder = resolve_inside(voices_dir, voice)
     if Path(voice).name != voice or not folder.is_dir():
         raise dataset_review.DatasetNotFoundError(f"no voice folder {voice!r} in {voices_dir}")
-    return folder
-
-
-def _read_json(folder: Path, relative: str):
-    """A JSON file of the voice folder (through ``resolve_inside``), or None when absent or unreadable."""
-    try:
-        return json.loads(resolve_inside(folder, relative).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (UnsafePathError, OSError, ValueError) as e:
-        logger.warning("%s/%s: unreadable (%s); not shown", folder, relative, e)
-        return None
-
-
-def base_model_label(metadata: dict) -> str | None:
-    """The base model as the page shows it: its hub id, or a folder's name (never a path on the server)."""
-    hub_id = metadata.get("base_model_hub_id")
-    base = metadata.get("base_model")
-    if hub_id:
-        return str(hub_id)
-    if not base:
-        return None
-    return f"{Path(str(base)).name} (a folder)" if looks_like_local_path(base) else str(base)
-
-
-def evaluation_checks(report) -> dict | None:
-    """The last evaluation's verdicts, one row per check, as the card's table shows them."""
-    if not isinstance(report, dict) or not isinstance(report.get("checks"), list):
-        return None
-    fields = ("check", "value", "threshold", "verdict", "advice")
-    checks = [{k: c.get(k) for k in fields} for c in report["checks"] if isinstance(c, dict)]
-    return {"created_at": report.get("created_at"), "checks": checks}
+    return VoiceFolder(folder)
 
 
 @api.get("/voices/{voice}")
@@ -189,28 +153,19 @@ def get_voice_details(voice: str, request: Request) -> dict:
     """What a voice card shows beside ``GET /v1/audio/voices``: the prompt prefix serving uses, the base
     model (path-free), whether a training loss curve exists, and the last evaluation's checks."""
     try:
-        folder = _voice_dir(request, voice)
-        curve = resolve_inside(folder, LOSS_PLOT_FILE)
+        card = _voice_folder(request, voice).read_card()
     except UsageError as e:
         raise to_studio_error(e) from e
-    metadata = _read_json(folder, VOICE_FILE)
-    metadata = metadata if isinstance(metadata, dict) else {}
-    return {
-        "voice": voice,
-        "prompt_prefix": metadata.get("prompt_prefix"),
-        "base_model": base_model_label(metadata),
-        "loss_curve": curve.is_file(),
-        "evaluation": evaluation_checks(_read_json(folder, f"{EVAL_DIR}/{EVAL_FILE}")),
-    }
+    return {"voice": voice, **card}
 
 
 @api.get("/voices/{voice}/loss-curve")
 def get_loss_curve(voice: str, request: Request) -> FileResponse:
-    """``loss_curve.png`` of a voice (training and held-out loss per step)."""
+    """The voice's training loss curve (training and held-out loss per step)."""
     try:
-        path = resolve_inside(_voice_dir(request, voice), LOSS_PLOT_FILE)
-        if not path.is_file():
-            raise dataset_review.DatasetNotFoundError(f"voice {voice!r} has no {LOSS_PLOT_FILE}")
+        path = _voice_folder(request, voice).safe_loss_curve()
+        if path is None:
+            raise dataset_review.DatasetNotFoundError(f"voice {voice!r} has no loss curve")
     except UsageError as e:
         raise to_studio_error(e) from e
     return FileResponse(path, media_type="image/png")

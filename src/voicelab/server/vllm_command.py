@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from voicelab.voice import VLLM_LORA_RANKS, smallest_vllm_rank
+from voicelab.voice import ADAPTER_CONFIG_FILE, VLLM_LORA_RANKS, smallest_vllm_rank
 
 DEFAULT_HOST = "127.0.0.1"
 """vLLM's own --api-key guards only /v1; keep it on a private interface behind the voicelab API."""
@@ -180,7 +180,7 @@ def resolver_mismatches(adapters_base_models: Mapping[str, str | None], served_m
     local path and a hub id of the same weights do not match).
     """
     return {
-        name: f"adapter_config.json has base_model_name_or_path {recorded!r}, vLLM serves {served_model!r}"
+        name: f"{ADAPTER_CONFIG_FILE} has base_model_name_or_path {recorded!r}, vLLM serves {served_model!r}"
         for name, recorded in sorted(adapters_base_models.items())
         if recorded != served_model
     }

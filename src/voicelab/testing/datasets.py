@@ -17,36 +17,33 @@ def write_reviewed_dataset(
     *,
     with_report: bool = False,
 ) -> Path:
-    """``folder`` as transcribe leaves it: ``{name}.wav`` per text (silent, ``seconds`` long, 16-bit),
+    """``folder`` as transcribe leaves it: ``{key}.wav`` per text (silent, ``seconds`` long, 16-bit),
     ``transcript.csv``, ``transcript_signals.jsonl`` (Whisper heard exactly ``texts``, confidently) and
     ``transcript_review.csv`` judged by the real review. ``with_report``: also the audio measures (one
     speaker, clean) and the dataset report drawn from them, as transcribe's quality step leaves them.
     """
-    import soundfile as sf
+    from voicelab.dataset import ClipSignals, PreparedDataset
+    from voicelab.review import review, review_rows
 
-    from voicelab.dataset import REVIEW_FILE, SIGNALS_FILE, TRANSCRIPT_FILE, write_transcript
-    from voicelab.review import ClipSignals, review, write_review
-    from voicelab.transcribe import write_signals
-
-    folder = Path(folder)
-    folder.mkdir(parents=True)
+    ds = PreparedDataset(folder)
+    ds.dir.mkdir(parents=True)
     signals = []
-    for (name, text), length in zip(texts.items(), seconds, strict=True):
-        sf.write(folder / f"{name}.wav", np.zeros(int(rate * length), np.float32), rate, subtype="PCM_16")
+    for (key, text), length in zip(texts.items(), seconds, strict=True):
+        ds.write_clip(key, np.zeros(int(rate * length), np.float32), rate)
         signals.append(
-            ClipSignals(name, text, length, avg_logprob=-0.2, no_speech_prob=0.01, compression_ratio=1.2)
+            ClipSignals(key, text, length, avg_logprob=-0.2, no_speech_prob=0.01, compression_ratio=1.2)
         )
-    write_transcript(folder / TRANSCRIPT_FILE, texts.items())
+    ds.write_transcript(texts.items())
     if with_report:
         signals = _with_measures(signals)
-    write_signals(folder / SIGNALS_FILE, {s.filename: s for s in signals})
-    write_review(folder / REVIEW_FILE, review(signals))
+    ds.write_signals({s.key: s for s in signals})
+    ds.write_review(review_rows(review(signals)))
     if with_report:
         from voicelab.dataset_report import write_dataset_report
         from voicelab.review import speaker_context
 
-        write_dataset_report(folder / "dataset_report.png", signals, speaker_context(signals))
-    return folder
+        write_dataset_report(ds, signals, speaker_context(signals))
+    return ds.dir
 
 
 EMBEDDING_DIM = 256  # Resemblyzer's

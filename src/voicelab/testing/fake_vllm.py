@@ -57,6 +57,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from voicelab import orpheus
+from voicelab.voice import ADAPTER_CONFIG_FILE, VoiceFolder
 
 VLLM_DEFAULT_MAX_TOKENS = 16  # what vLLM uses when a request omits max_tokens
 MALFORMED_TOKEN_ID = 9906  # a Llama-3 text token ("Hello"): not an audio token
@@ -236,8 +237,8 @@ class FakeVLLMServer:
         if not Path(path).exists():
             msg = f"Loading lora {name} failed: No adapter found for {path}"
             return JSONResponse(_error_body(msg, "NotFoundError", 404), 404)
-        if not (Path(path) / "adapter_config.json").is_file():
-            msg = f"Loading lora {name} failed: invalid adapter at {path} (no adapter_config.json)"
+        if not VoiceFolder(path).has_adapter():
+            msg = f"Loading lora {name} failed: invalid adapter at {path} (no {ADAPTER_CONFIG_FILE})"
             return JSONResponse(_error_body(msg, "BadRequestError", 400), 400)
         self.adapters[name] = str(path)
         return PlainTextResponse(f"Success: LoRA adapter '{name}' added successfully.")
@@ -282,7 +283,7 @@ class FakeVLLMServer:
             return False
         path = self.lora_resolver_dir / model
         try:
-            config = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
+            config = VoiceFolder(path).read_adapter_config()
         except (OSError, json.JSONDecodeError):
             return False
         if config.get("peft_type") != "LORA" or config.get("base_model_name_or_path") != self.base_model:

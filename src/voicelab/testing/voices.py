@@ -75,15 +75,17 @@ TRAINED_METADATA = {
 
 
 def write_loss_curve(voice_dir: Path | str, steps: int = 60) -> Path:
-    """``loss_log.csv`` and ``loss_curve.png`` as training writes them, for a loss that falls."""
-    from voicelab.training.report import LOSS_LOG_FILE, LOSS_PLOT_FILE, LossPoint, plot_loss, write_loss_log
+    """The loss log and loss curve as training writes them, for a loss that falls."""
+    from voicelab.training.report import plot_loss
+    from voicelab.voice import LossPoint, VoiceFolder
 
     points = [
         LossPoint(step, step / steps, 6.0 - 2.0 * step / steps, eval_loss=6.2 - 1.8 * step / steps)
         for step in range(1, steps + 1)
     ]
-    write_loss_log(Path(voice_dir) / LOSS_LOG_FILE, points)
-    return plot_loss(Path(voice_dir) / LOSS_PLOT_FILE, points, Path(voice_dir).name)
+    voice = VoiceFolder(voice_dir)
+    voice.write_loss_log(points)
+    return voice.write_loss_curve(lambda tmp: plot_loss(tmp, points, voice.name))
 
 
 EVAL_SUMMARY = {
@@ -111,14 +113,18 @@ EVAL_SUMMARY = {
 
 
 def write_evaluation(voice_dir: Path | str, summary: dict[str, Any] | None = None) -> Path:
-    """``eval/`` as ``make evaluate`` writes it (eval.json with its checks, summary.md), without samples."""
-    from voicelab.evaluate import EVAL_DIR, SCHEMA_VERSION, Thresholds, verdicts, write_outputs
+    """The evaluation as ``make evaluate`` writes it (the numbers with their checks, the summary),
+    without samples."""
+    from voicelab.evaluate import Thresholds, verdicts, write_outputs
+    from voicelab.evaluate.runtime import SCHEMA_VERSION
+    from voicelab.voice import VoiceFolder
 
     summary = {**EVAL_SUMMARY, **(summary or {})}
     thresholds = Thresholds()
+    voice = VoiceFolder(voice_dir)
     report = {
         "schema": SCHEMA_VERSION,
-        "voice": Path(voice_dir).name,
+        "voice": voice.name,
         "created_at": "2026-12-01T09:30:00+00:00",
         "settings": {"engine": "vllm"},
         "thresholds": vars(thresholds),
@@ -127,7 +133,7 @@ def write_evaluation(voice_dir: Path | str, summary: dict[str, Any] | None = Non
         "summary": summary,
         "checks": verdicts(summary, thresholds),
     }
-    return write_outputs(Path(voice_dir) / EVAL_DIR, report, [])
+    return write_outputs(voice, voice.eval_dir, report, [])
 
 
 def build_tiny_voice(

@@ -1,9 +1,9 @@
 """Dataset folder -> voice folder: the whole ``train-lora`` step, as one function.
 
-Layout under ``voices_dir`` (the registry ignores dot-folders):
-  * ``{name}/``                      the finished voice (published by one rename at the very end)
-  * ``.staging-{name}-{pid}/``        the voice being assembled; removed if anything fails
-  * ``.checkpoints-{name}/checkpoint-STEP/``  Trainer checkpoints for ``--resume`` (deleted on success)
+Layout under ``voices_dir`` (``voicelab.voice`` names every folder; the registry ignores dot-folders):
+the finished voice ``NAME/`` is published by one rename at the very end, from a staging dot-folder that
+is removed if anything fails; the Trainer's ``checkpoint-STEP/`` folders for ``--resume`` sit in a
+checkpoints dot-folder (deleted on success).
 
 Under ``torchrun``/``accelerate launch`` every process runs this; the main process prepares the data and
 broadcasts it (so all ranks train on the same examples), and only the main process writes the voice.
@@ -41,18 +41,19 @@ from voicelab.voice import (
     DEFAULT_BASE_MODEL,
     DEFAULT_SNAC_MODEL,
     LORA_TARGET_MODULES,
-    VOICE_FILE,
+    VoiceFolder,
     VoiceMetadata,
     adapter_problems,
+    checkpoints_dir,
     default_prompt_prefix,
+    set_aside_dir,
     smallest_vllm_rank,
+    staging_dir,
     validate_voice_name,
 )
 
 logger = logging.getLogger(__name__)
 
-STAGING_PREFIX = ".staging-"
-CHECKPOINTS_PREFIX = ".checkpoints-"
 MAX_SKIPPED_LOGGED = 20
 
 
@@ -81,7 +82,7 @@ class TrainRequest:
     max_seq_len: int = 2048
     snac_device: str = "cpu"
     use_cache: bool = True
-    cache_dir: Path | None = None  # None: {dataset_dir}/.snac_cache
+    cache_dir: Path | None = None  # None: the dataset's SNAC code cache
     encode_batch_size: int | None = None  # None: snac_codec.auto_batch_size(snac_device)
     eval_clips: int | None = None  # clips held out for eval loss; None: holdout.default_eval_count
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -100,7 +101,12 @@ class TrainRequest:
 
     @property
     def checkpoint_dir(self) -> Path:
-        return Path(self.voices_dir) / f"{CHECKPOINTS_PREFIX}{self.name}"
+        return checkpoints_dir(self.voices_dir, self.name)
+
+    @property
+    def dataset(self) -> dataset.PreparedDataset:
+        """The prepared dataset, with ``transcript`` when one was given."""
+        return dataset.PreparedDataset(self.dataset_dir, self.transcript)
 
 
 @dataclass
@@ -109,7 +115,7 @@ class PreparedData:
     skipped: list[ds.Skipped]
     stats: dict[str, Any]
     eval_examples: list[orpheus.TrainingExample] = field(default_factory=list)
-    eval_names: list[str] = field(default_factory=list)
+    eval_keys: list[str] = field(default_factory=list)
     """Clips held out of training (eval loss; ``make evaluate`` speaks their texts)."""
 
 
@@ -127,32 +133,31 @@ class TrainResult:
 # --- data ------------------------------------------------------------------------------------------
 def prepare_examples(req: TrainRequest, tokenizer, *, progress: bool = True) -> PreparedData:
     """Transcript + WAVs -> training sequences (through the contract), SNAC codes cached per clip."""
-    dataset_dir = dataset.require_dataset_dir(req.dataset_dir)
-    transcript = req.transcript or dataset_dir / dataset.TRANSCRIPT_FILE
-    rows, skipped = ds.read_training_rows(transcript, dataset.read_exclusions(dataset_dir))
+    data = req.dataset.require()
+    rows, skipped = ds.read_training_rows(data, data.read_exclusions())
     n_rows = len(rows) + len(skipped)  # skipped so far: empty text, malformed lines
-    clips, missing = ds.resolve_clips(req.dataset_dir, rows)
+    clips, missing = ds.resolve_clips(data, rows)
     skipped += missing
 
     frames, enc, encode_seconds = _encode_clips(req, clips, skipped, progress)
 
-    examples, names, too_long, audio_frames = [], [], [], {}
+    examples, keys, too_long, audio_frames = [], [], [], {}
     for clip in clips:
-        if clip.name not in frames:
+        if clip.key not in frames:
             continue
-        clip_frames = frames[clip.name]
+        clip_frames = frames[clip.key]
         if req.drop_duplicate_frames:
             clip_frames = orpheus.remove_duplicate_frames(clip_frames)
         example = orpheus.training_example(
             tokenizer, clip.text, orpheus.frames_to_tokens(clip_frames), req.prefix
         )
         if len(example) > req.max_seq_len:
-            too_long.append(clip.name)
-            skipped.append(ds.Skipped(clip.name, f"{len(example)} tokens > --max-seq-len {req.max_seq_len}"))
+            too_long.append(clip.key)
+            skipped.append(ds.Skipped(clip.key, f"{len(example)} tokens > --max-seq-len {req.max_seq_len}"))
             continue
         examples.append(example)
-        names.append(clip.name)
-        audio_frames[clip.name] = len(clip_frames)
+        keys.append(clip.key)
+        audio_frames[clip.key] = len(clip_frames)
     if too_long:
         # never truncated: a cut sequence would lose the end-of-speech token the model must learn
         logger.warning(
@@ -167,10 +172,10 @@ def prepare_examples(req: TrainRequest, tokenizer, *, progress: bool = True) -> 
             f"no usable clip in {req.dataset_dir}: {n_rows} rows, "
             f"{len(skipped)} skipped (see the messages above)"
         )
-    examples, eval_examples, eval_names, train_frames = _split_held_out(req, names, examples, audio_frames)
+    examples, eval_examples, eval_keys, train_frames = _split_held_out(req, keys, examples, audio_frames)
     stats = {
         "dataset_dir": str(Path(req.dataset_dir).resolve()),
-        "transcript": str(Path(transcript).resolve()),
+        "transcript": str(data.transcript_path.resolve()),
         "rows": n_rows,
         "clips_used": len(examples),
         "clips_held_out": len(eval_examples),
@@ -182,30 +187,30 @@ def prepare_examples(req: TrainRequest, tokenizer, *, progress: bool = True) -> 
         "snac_from_cache": enc.from_cache,
         "snac_encode_seconds": round(encode_seconds, 2),
     }
-    return PreparedData(examples, skipped, stats, eval_examples, eval_names)
+    return PreparedData(examples, skipped, stats, eval_examples, eval_keys)
 
 
-def _split_held_out(req: TrainRequest, names: list[str], examples: list, frames: dict[str, int]):
-    """(training examples, held-out examples, held-out names, training audio frames)."""
-    eval_names = _hold_out(req, names)
-    held = set(eval_names)
-    eval_examples = [e for n, e in zip(names, examples, strict=True) if n in held]
-    train = [e for n, e in zip(names, examples, strict=True) if n not in held]
-    return train, eval_examples, eval_names, sum(f for n, f in frames.items() if n not in held)
+def _split_held_out(req: TrainRequest, keys: list[str], examples: list, frames: dict[str, int]):
+    """(training examples, held-out examples, held-out keys, training audio frames)."""
+    eval_keys = _hold_out(req, keys)
+    held = set(eval_keys)
+    eval_examples = [e for k, e in zip(keys, examples, strict=True) if k in held]
+    train = [e for k, e in zip(keys, examples, strict=True) if k not in held]
+    return train, eval_examples, eval_keys, sum(f for k, f in frames.items() if k not in held)
 
 
-def _hold_out(req: TrainRequest, names: list[str]) -> list[str]:
+def _hold_out(req: TrainRequest, keys: list[str]) -> list[str]:
     """The clips held out for evaluation: ``--eval-clips`` or the default share, whole recordings first."""
-    count = holdout.default_eval_count(len(names)) if req.eval_clips is None else req.eval_clips
+    count = holdout.default_eval_count(len(keys)) if req.eval_clips is None else req.eval_clips
     if req.eval_clips is None and count == 0:
         logger.warning(
             "%d clips: fewer than %d, so none is held out for evaluation (no eval loss; `make evaluate` "
             "falls back to training clips as the speaker reference). Pass --eval-clips N to hold some out",
-            len(names),
+            len(keys),
             holdout.MIN_CLIPS_FOR_DEFAULT_EVAL,
         )
     try:
-        chosen = holdout.choose_eval_clips(names, count, req.train.seed, _clip_sources(req.dataset_dir))
+        chosen = holdout.choose_eval_clips(keys, count, req.train.seed, _clip_sources(req.dataset))
     except holdout.HoldoutError as e:
         raise dataset.DatasetError(str(e)) from e
     if chosen:
@@ -213,16 +218,13 @@ def _hold_out(req: TrainRequest, names: list[str]) -> list[str]:
     return chosen
 
 
-def _clip_sources(dataset_dir: Path) -> dict[str, str] | None:
-    """Clip name -> source recording, from the manifest `make prepare-audio` writes (None without one)."""
-    from voicelab import dataset
-
+def _clip_sources(data: dataset.PreparedDataset) -> dict[str, str] | None:
+    """Clip key -> source recording, from the manifest `make prepare-audio` writes (None without one)."""
     try:
-        records = dataset.read_manifest(Path(dataset_dir) / dataset.MANIFEST_FILE)
+        return data.clip_sources() or None
     except (dataset.ManifestError, OSError) as e:
         logger.warning("manifest unreadable (%s): held-out clips are drawn without regard to recordings", e)
         return None
-    return {dataset.clip_key(r.clip): r.source for r in records} or None
 
 
 def _encode_clips(req: TrainRequest, clips, skipped: list[ds.Skipped], progress: bool):
@@ -235,18 +237,18 @@ def _encode_clips(req: TrainRequest, clips, skipped: list[ds.Skipped], progress:
 
     snac = cache = fingerprint = None
     if req.use_cache:
-        cache = snac_codec.CodeCache(req.cache_dir or Path(req.dataset_dir) / dataset.CACHE_DIR)
+        cache = snac_codec.CodeCache(req.cache_dir or req.dataset.snac_cache_dir)
         fingerprint = snac_codec.checkpoint_fingerprint(req.snac_model)
         if fingerprint is None:  # a hub id not downloaded yet: loading fetches its files
             snac = load()
             fingerprint = snac_codec.checkpoint_fingerprint(req.snac_model)
             fingerprint = fingerprint or snac_codec.weights_fingerprint(snac)
 
-    def unreadable(name: str, error: Exception) -> None:
-        skipped.append(ds.Skipped(name, f"unreadable audio: {error}"))
+    def unreadable(key: str, error: Exception) -> None:
+        skipped.append(ds.Skipped(key, f"unreadable audio: {error}"))
 
     frames, stats = snac_codec.encode_clips(
-        [(clip.name, lambda clip=clip: ds.load_clip_audio(clip)) for clip in clips],
+        [(clip.key, lambda clip=clip: ds.load_clip_audio(clip)) for clip in clips],
         snac,
         fingerprint,
         cache=cache,
@@ -261,7 +263,7 @@ def _encode_clips(req: TrainRequest, clips, skipped: list[ds.Skipped], progress:
 
 def _log_skipped(skipped: list[ds.Skipped]) -> None:
     for s in skipped[:MAX_SKIPPED_LOGGED]:
-        logger.warning("skipped %s: %s", s.filename or "(no filename)", s.reason)
+        logger.warning("skipped %s: %s", s.key or "(no filename)", s.reason)
     if len(skipped) > MAX_SKIPPED_LOGGED:
         logger.warning("... and %d more skipped rows", len(skipped) - MAX_SKIPPED_LOGGED)
 
@@ -293,9 +295,8 @@ def check_request(req: TrainRequest) -> Path | None:
     """Checks that need neither torch nor transformers (so they answer at once); returns the checkpoint
     to resume from (or None)."""
     validate_voice_name(req.name)
-    dataset_dir = dataset.require_dataset_dir(req.dataset_dir)
-    transcript = req.transcript or dataset_dir / dataset.TRANSCRIPT_FILE
-    if not Path(transcript).is_file():
+    transcript = req.dataset.require().transcript_path
+    if not transcript.is_file():
         raise dataset.DatasetError(
             f"{transcript}: transcript not found (run `make transcribe` first, or pass --transcript PATH)"
         )
@@ -407,7 +408,7 @@ def _metadata(req, prepared, precision, steps, losses, final_loss, resume_from) 
         **{k: v for k, v in asdict(req.train).items() if k != "progress"},
         "lora_target_modules": list(LORA_TARGET_MODULES),
         "max_seq_len": req.max_seq_len,
-        "eval_clips": len(prepared.eval_names),
+        "eval_clips": len(prepared.eval_keys),
         "precision": precision,
         "steps": steps,
         "resumed_from": str(resume_from) if resume_from else None,
@@ -427,7 +428,7 @@ def _metadata(req, prepared, precision, steps, losses, final_loss, resume_from) 
         training=training,
         final_loss=final_loss,
         final_eval_loss=next((p.eval_loss for p in reversed(losses) if p.eval_loss is not None), None),
-        eval_clips=list(prepared.eval_names),
+        eval_clips=list(prepared.eval_keys),
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         voicelab_version=__version__,
     )
@@ -435,18 +436,19 @@ def _metadata(req, prepared, precision, steps, losses, final_loss, resume_from) 
 
 def _publish(req: TrainRequest, peft_model, metadata: VoiceMetadata, losses) -> None:
     """Assemble the voice in a staging dot-folder, check it, then rename it into place."""
-    staging = Path(req.voices_dir) / f"{STAGING_PREFIX}{req.name}-{os.getpid()}"
+    staging = staging_dir(req.voices_dir, req.name)
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
+    voice = VoiceFolder(staging)
     try:
         config = save_adapter(peft_model, staging, req.base_model)
         problems = adapter_problems(config, base_model=req.base_model)
         if problems:
             raise AdapterRejectedError("the trained adapter would not load in vLLM: " + "; ".join(problems))
-        (staging / VOICE_FILE).write_text(metadata.to_json(), encoding="utf-8")
-        report.write_loss_log(staging / report.LOSS_LOG_FILE, losses)
-        report.plot_loss(staging / report.LOSS_PLOT_FILE, losses, f"{req.name}: LoRA loss")
+        voice.write_metadata(metadata)
+        voice.write_loss_log(losses)
+        voice.write_loss_curve(lambda tmp: report.plot_loss(tmp, losses, f"{req.name}: LoRA loss"))
         give_default_modes(
             staging
         )  # safetensors writes its file 0600: a vLLM run as another user must read it
@@ -461,7 +463,7 @@ def _replace_dir(new: Path, target: Path) -> None:
     """Move ``new`` to ``target``; an existing ``target`` is set aside first and deleted only afterwards."""
     old = None
     if target.exists():
-        old = target.with_name(f".replaced-{target.name}-{os.getpid()}")
+        old = set_aside_dir(target)
         os.replace(target, old)
     try:
         os.replace(new, target)

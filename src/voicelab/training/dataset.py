@@ -1,9 +1,10 @@
 """The training side of a prepared dataset: the transcript's rows checked for training, and the clips.
 
-The folder and its files are ``voicelab.dataset``'s; this module picks what training can use. Rows that
+The folder and its files are ``voicelab.dataset.PreparedDataset``'s; this module picks what training
+can use. Rows that
 cannot be used (missing WAV, empty text, excluded by a person in ``excluded.csv``, unreadable audio) are
 skipped, listed and counted; problems with the file itself (no such file, not a ``filename,text`` CSV,
-duplicate filenames) raise, because they mean the wrong file was passed.
+duplicate keys) raise, because they mean the wrong file was passed.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TranscriptRow:
-    filename: str
+    key: str
     text: str
 
 
@@ -31,48 +32,52 @@ class TranscriptRow:
 class Skipped:
     """A row left out of training and why."""
 
-    filename: str
+    key: str
     reason: str
 
 
 @dataclass(frozen=True)
 class Clip:
-    """A usable row: its WAV path and transcript text."""
+    """A usable row: its key, WAV path and transcript text."""
 
-    name: str
+    key: str
     path: Path
     text: str
 
 
 def read_training_rows(
-    path: Path, exclusions: dict[str, str] | None = None
+    transcript: dataset.PreparedDataset | Path | str, exclusions: dict[str, str] | None = None
 ) -> tuple[list[TranscriptRow], list[Skipped]]:
-    """The transcript's rows for training: (rows, skipped).
+    """The rows of a dataset's transcript (or of a transcript file) for training: (rows, skipped).
 
     Rows with empty text, and clips listed in ``exclusions`` (key -> reason, from ``excluded.csv``), are
-    skipped; a missing file, a malformed CSV or duplicate filenames raise ``dataset.DatasetError``.
+    skipped; a missing file, a malformed CSV or duplicate keys raise ``dataset.DatasetError``.
     """
-    path = Path(path)
+    if isinstance(transcript, dataset.PreparedDataset):
+        ds = transcript
+    else:  # a transcript file
+        ds = dataset.PreparedDataset(Path(transcript).parent, transcript)
+    path = ds.transcript_path
     if not path.is_file():
         raise dataset.DatasetError(
             f"{path}: transcript not found (run `make transcribe` first, or pass --transcript PATH)"
         )
     try:
-        records = dataset.read_transcript(path)
+        records = ds.read_transcript()
     except OSError as e:
         raise dataset.DatasetError(f"{path}: cannot read it ({e})") from e
     exclusions = exclusions or {}
     rows: list[TranscriptRow] = []
     skipped: list[Skipped] = []
-    for filename, raw_text in records:
+    for key, raw_text in records:
         text = raw_text.strip()
-        if filename in exclusions:
-            skipped.append(Skipped(filename, f"excluded ({dataset.EXCLUDED_FILE}): {exclusions[filename]}"))
+        if key in exclusions:
+            skipped.append(Skipped(key, f"excluded ({ds.excluded_path.name}): {exclusions[key]}"))
         elif not text:
-            skipped.append(Skipped(filename, "empty text"))
+            skipped.append(Skipped(key, "empty text"))
         else:
-            rows.append(TranscriptRow(filename, text))
-    counts = Counter(row.filename for row in rows)
+            rows.append(TranscriptRow(key, text))
+    counts = Counter(row.key for row in rows)
     duplicates = sorted(name for name, n in counts.items() if n > 1)
     if duplicates:
         raise dataset.DatasetError(
@@ -82,18 +87,21 @@ def read_training_rows(
     return rows, skipped
 
 
-def resolve_clips(dataset_dir: Path, rows: list[TranscriptRow]) -> tuple[list[Clip], list[Skipped]]:
-    """Rows -> clips whose WAV exists in ``dataset_dir``; the others are skipped with the reason."""
-    dataset_dir = dataset.require_dataset_dir(dataset_dir)
+def resolve_clips(
+    folder: dataset.PreparedDataset | Path | str, rows: list[TranscriptRow]
+) -> tuple[list[Clip], list[Skipped]]:
+    """Rows -> clips whose WAV exists in the dataset's folder; the others are skipped with the reason."""
+    ds = folder if isinstance(folder, dataset.PreparedDataset) else dataset.PreparedDataset(folder)
+    ds.require()
     clips, skipped = [], []
     for row in rows:
-        path = dataset.clip_path(dataset_dir, row.filename)
+        path = ds.clip_path(row.key)
         if path is None:
-            skipped.append(Skipped(row.filename, "not a clip name inside the dataset folder"))
+            skipped.append(Skipped(row.key, "not a clip name inside the dataset folder"))
         elif not path.is_file():
-            skipped.append(Skipped(row.filename, f"{path.name} not found in {dataset_dir}"))
+            skipped.append(Skipped(row.key, f"{path.name} not found in {ds.dir}"))
         else:
-            clips.append(Clip(row.filename, path, row.text))
+            clips.append(Clip(row.key, path, row.text))
     return clips, skipped
 
 

@@ -37,42 +37,42 @@ def default_eval_count(n_clips: int) -> int:
 
 
 def choose_eval_clips(
-    names: Sequence[str],
+    keys: Sequence[str],
     count: int,
     seed: int,
     sources: Mapping[str, str] | None = None,
 ) -> list[str]:
-    """``count`` clip names from ``names`` to hold out (in ``names`` order), the same for the same seed.
+    """``count`` clip keys from ``keys`` to hold out (in ``keys`` order), the same for the same seed.
 
-    ``sources`` maps clip name -> source recording (from the manifest); clips without an entry count as
+    ``sources`` maps clip key -> source recording (from the manifest); clips without an entry count as
     their own recording. Whole recordings are taken when that lands within the budget; otherwise single
     clips. At least one clip always stays for training.
     """
     if count <= 0:
         return []
-    if count >= len(names):
+    if count >= len(keys):
         raise HoldoutError(
-            f"--eval-clips {count}: the dataset has only {len(names)} usable clips and at least one must "
+            f"--eval-clips {count}: the dataset has only {len(keys)} usable clips and at least one must "
             "stay for training; pass a smaller --eval-clips (or 0)"
         )
     rng = random.Random(seed)
-    chosen = _whole_recordings(names, count, rng, sources) if sources else None
+    chosen = _whole_recordings(keys, count, rng, sources) if sources else None
     if chosen is None:
-        if sources and len({sources.get(n, n) for n in names}) > 1:
+        if sources and len({sources.get(k, k) for k in keys}) > 1:
             logger.warning(
                 "cannot hold out %d clips as whole recordings (the recordings are too long for the "
                 "budget): some held-out clips share a recording with training clips",
                 count,
             )
-        chosen = set(rng.sample(sorted(names), count))
-    return [n for n in names if n in chosen]
+        chosen = set(rng.sample(sorted(keys), count))
+    return [k for k in keys if k in chosen]
 
 
-def _whole_recordings(names, count, rng, sources) -> set[str] | None:
+def _whole_recordings(keys, count, rng, sources) -> set[str] | None:
     groups: dict[str, list[str]] = {}
-    for name in names:
-        groups.setdefault(sources.get(name, name), []).append(name)
-    budget = max(count, int(MAX_WHOLE_RECORDING_FRACTION * len(names)))
+    for key in keys:
+        groups.setdefault(sources.get(key, key), []).append(key)
+    budget = max(count, int(MAX_WHOLE_RECORDING_FRACTION * len(keys)))
     order = sorted(groups)
     rng.shuffle(order)
     chosen: list[str] = []
@@ -81,6 +81,6 @@ def _whole_recordings(names, count, rng, sources) -> set[str] | None:
             break
         if len(chosen) + len(groups[source]) <= budget:
             chosen += groups[source]
-    if len(chosen) < count or len(chosen) >= len(names):
+    if len(chosen) < count or len(chosen) >= len(keys):
         return None
     return set(chosen)

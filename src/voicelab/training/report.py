@@ -1,37 +1,24 @@
-"""Loss log (CSV) and loss-curve PNG written next to a trained voice."""
+"""The loss curve of a training run: the Trainer's log as ``LossPoint`` rows, and their picture.
+
+The files (``loss_log.csv``, ``loss_curve.png``) are the voice folder's: ``voicelab.voice.VoiceFolder``
+names and writes them.
+"""
 
 from __future__ import annotations
 
-import csv
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
-from voicelab.fileio import atomic_output
+from voicelab.voice import LossPoint
 
 logger = logging.getLogger(__name__)
 
-LOSS_LOG_FILE = "loss_log.csv"
-LOSS_PLOT_FILE = "loss_curve.png"
-LOSS_LOG_FIELDS = ("step", "epoch", "loss", "eval_loss", "learning_rate", "grad_norm")
-"""``eval_loss``: loss on the held-out clips (blank when none were held out or not scored at that step)."""
 PLOT_SIZE_INCHES = (8, 4.5)
 PLOT_DPI = 100
-LOSS_FORMAT = ".6f"
 MARKERS_BELOW = 50
 """Curves with fewer points than this get a dot per point (a short run is otherwise hard to read)."""
-
-
-@dataclass(frozen=True)
-class LossPoint:
-    step: int
-    epoch: float
-    loss: float | None
-    """Training loss (None at a step where only the eval loss was logged)."""
-    learning_rate: float | None = None
-    grad_norm: float | None = None
-    eval_loss: float | None = None
 
 
 def loss_points(log_history: Sequence[dict]) -> list[LossPoint]:
@@ -60,51 +47,9 @@ def _optional_float(value) -> float | None:
     return None if value is None else float(value)
 
 
-def write_loss_log(path: Path, points: Sequence[LossPoint]) -> Path:
-    with atomic_output(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(LOSS_LOG_FIELDS)
-        for p in points:
-            writer.writerow(
-                [
-                    p.step,
-                    f"{p.epoch:.4f}",
-                    _blank(p.loss, LOSS_FORMAT),
-                    _blank(p.eval_loss, LOSS_FORMAT),
-                    _blank(p.learning_rate),
-                    _blank(p.grad_norm),
-                ]
-            )
-    return path
-
-
-def _blank(value: float | None, fmt: str = ".6g") -> str:
-    return "" if value is None else format(value, fmt)
-
-
-def read_loss_log(path: Path) -> list[LossPoint]:
-    """The points of a ``loss_log.csv`` (logs written before the ``eval_loss`` column read as without it)."""
-
-    def number(row: dict, key: str) -> float | None:
-        return float(row[key]) if row.get(key) else None
-
-    with Path(path).open(newline="", encoding="utf-8") as f:
-        return [
-            LossPoint(
-                step=int(row["step"]),
-                epoch=float(row["epoch"]),
-                loss=number(row, "loss"),
-                learning_rate=number(row, "learning_rate"),
-                grad_norm=number(row, "grad_norm"),
-                eval_loss=number(row, "eval_loss"),
-            )
-            for row in csv.DictReader(f)
-        ]
-
-
 def plot_loss(path: Path, points: Sequence[LossPoint], title: str) -> Path:
-    """Training loss (and the held-out clips' eval loss, when logged) against step, as a PNG (headless
-    matplotlib backend)."""
+    """Training loss (and the held-out clips' eval loss, when logged) against step, as a PNG written to
+    ``path`` (headless matplotlib backend; ``VoiceFolder.write_loss_curve`` makes the write atomic)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -129,8 +74,7 @@ def plot_loss(path: Path, points: Sequence[LossPoint], title: str) -> Path:
         ax.set_title(title)
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        with atomic_output(path) as tmp:
-            fig.savefig(tmp, dpi=PLOT_DPI, format="png")
+        fig.savefig(path, dpi=PLOT_DPI, format="png")
     finally:
         plt.close(fig)
     return path

@@ -241,7 +241,8 @@ def encode_clips(
     on_error: Callable[[str, Exception], None] | None = None,
     progress: bool = True,
 ) -> tuple[dict[str, np.ndarray], EncodeStats]:
-    """Frames for each ``(name, load_audio)`` item, reading and writing ``cache`` unless it is None.
+    """Frames for each ``(clip key, load_audio)`` item, by clip key, reading and writing ``cache`` unless it
+    is None.
 
     ``model`` may be None with ``load_model`` given: it is then called once, at the first clip the cache
     does not hold (a fully cached run never loads the codec). ``fingerprint`` keys the cache (unused
@@ -271,12 +272,12 @@ def encode_clips(
         pending.sort(key=lambda item: len(item[2]))
         for indices in plan_passes([len(audio) for _, _, audio in pending], batch_size, cap):
             chunk = [pending[i] for i in indices]
-            for (name, key, _), frames in zip(
+            for (key, digest, _), frames in zip(
                 chunk, encode_batch(model, [audio for _, _, audio in chunk], device), strict=True
             ):
-                result[name] = frames
+                result[key] = frames
                 if cache is not None:
-                    cache.put(key, frames)
+                    cache.put(digest, frames)
                 stats.encoded += 1
             bar.update(len(chunk))
     bar.close()
@@ -284,25 +285,26 @@ def encode_clips(
 
 
 def _lookup(items, fingerprint, cache, result, stats, on_error, bar) -> list[tuple[str, str, np.ndarray]]:
-    """Load each item's audio; cached frames go into ``result``, the rest come back as (name, key, audio)."""
+    """Load each item's audio; cached frames go into ``result``, the rest come back as (clip key, cache
+    key, audio)."""
     from voicelab.audio import AudioError
 
     pending = []
-    for name, load in items:
+    for key, load in items:
         try:
             audio = load()
         except AudioError as e:
             stats.failed += 1
             if on_error is not None:
-                on_error(name, e)
+                on_error(key, e)
             bar.update(1)
             continue
-        key = cache_key(audio, fingerprint) if cache is not None else ""
-        frames = cache.get(key, frames_for(len(audio))) if cache is not None else None
+        digest = cache_key(audio, fingerprint) if cache is not None else ""
+        frames = cache.get(digest, frames_for(len(audio))) if cache is not None else None
         if frames is not None:
-            result[name] = frames
+            result[key] = frames
             stats.from_cache += 1
             bar.update(1)
         else:
-            pending.append((name, key, audio))
+            pending.append((key, digest, audio))
     return pending

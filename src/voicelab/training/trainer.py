@@ -15,12 +15,9 @@ from typing import Any
 
 from voicelab import orpheus
 from voicelab.errors import UsageError
-from voicelab.voice import LORA_TARGET_MODULES
+from voicelab.voice import LORA_TARGET_MODULES, VoiceFolder
 
 logger = logging.getLogger(__name__)
-
-PEFT_MODEL_CARD = "README.md"
-"""Written by peft's save_pretrained beside every adapter."""
 
 LORA_DROPOUT = 0.0
 """No dropout: voice datasets are small and the adapter must reproduce them closely (as public Orpheus
@@ -298,12 +295,10 @@ def _checkpointing_args(enabled: bool) -> dict[str, Any]:
 
 
 def save_adapter(peft_model, out_dir: Path, base_model: str) -> dict:
-    """Write ``adapter_config.json`` + ``adapter_model.safetensors``; returns the config as written."""
-    import json
-
+    """Write the adapter (config + safetensors weights) into ``out_dir``; returns the config as written."""
     peft_model.peft_config["default"].base_model_name_or_path = base_model
     # the vocabulary is never changed, so never save embedding layers (peft's "auto" may probe the hub)
     peft_model.save_pretrained(str(out_dir), safe_serialization=True, save_embedding_layers=False)
-    # peft also writes a placeholder model card ("More Information Needed"); voice.json describes the voice
-    (Path(out_dir) / PEFT_MODEL_CARD).unlink(missing_ok=True)
-    return json.loads((Path(out_dir) / "adapter_config.json").read_text(encoding="utf-8"))
+    voice = VoiceFolder(out_dir)
+    voice.remove_model_card()
+    return voice.read_adapter_config()

@@ -1,7 +1,8 @@
-"""Loading the models every step shares: the Orpheus tokenizer and base model, and the SNAC codec.
+"""The one place models are loaded: the Orpheus tokenizer and base model and the SNAC codec (here),
+Whisper (``voicelab.models.whisper``), and the speaker encoder and DNSMOS (``voicelab.models.quality``).
 
 Training (``training/build.py``), the embedded engine (``engine/local.py``), the streaming decoder
-(``engine/decoder.py``) and the server's start-up (``server/backend.py``) all load through these functions,
+(``engine/decoder.py``) and the server's start-up (``engine/stack.py``) all load through these functions,
 so each runs the same Orpheus contract checks (``orpheus.py``) and fails with the same ``ModelLoadError``:
 
 * the tokenizer spells the special tokens the contract relies on at the contract's ids (a Llama tokenizer

@@ -1,0 +1,122 @@
+"""prepare-audio's end-of-run report: what was made, what was left out and why, where the dataset stands."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from voicelab import segment
+from voicelab.dataset import MANIFEST_FILE, SOURCES_LEFT_OUT_FILE
+from voicelab.dataset_tiers import DATASET_LEVELS, LEVEL_MINUTES, dataset_level, level_basis
+from voicelab.prepare import PrepareReport
+
+ADAPTIVE_SHOWN = 5  # how many adaptively cut sources the summary names before "..."
+
+
+def duration_histogram(durations: list[float], low: float, high: float, width: int = 30) -> list[str]:
+    """Text histogram of clip durations in 1 s bins from ``floor(low)`` to ``ceil(high)``."""
+    edges = list(range(math.floor(low), math.ceil(high) + 1))
+    if len(edges) < 2 or not durations:
+        return []
+    counts, _ = np.histogram(np.clip(durations, edges[0], edges[-1]), bins=edges)
+    biggest = max(int(counts.max()), 1)
+    labels = [f"{lo}-{lo + 1} s" for lo in edges[:-1]]
+    label_width = max(len(label) for label in labels)
+    lines = []
+    for label, count in zip(labels, counts, strict=True):
+        bar = "#" * math.ceil(width * int(count) / biggest) if count else ""
+        lines.append(f"  {label:>{label_width}} | {bar:<{width}} {int(count)}")
+    return lines
+
+
+def format_summary(report: PrepareReport) -> str:
+    """The end-of-run report a user reads: what was made, what was left out and why, where the dataset stands."""
+    return "\n".join([*_made(report), *_cuts(report), *_left_out(report), *_standing(report)])
+
+
+def _made(report: PrepareReport) -> list[str]:
+    s, new, done = report.settings, report.new_records, report.done
+    input_min = sum(r.duration_s for r in done) / 60
+    lines = [
+        f"Prepared {len(done)} file(s), {len(report.failed)} failed, {len(report.skipped)} already done "
+        f"(skipped) -> {report.output}",
+        f"  clips written: {len(new)} ({sum(r.duration_s for r in new) / 60:.1f} min) "
+        f"from {input_min:.1f} min of audio",
+    ]
+    if done:
+        silence = sum(r.silence_s for r in done) / 60
+        short = sum(r.short_speech_s for r in done) / 60
+        lines.append(
+            f"  left out: {silence:.1f} min silence and pauses (under {s.silence_threshold:g} dBFS), "
+            f"{short:.1f} min speech too short for a {s.min_duration:g}-{s.max_duration:g} s clip"
+        )
+    limited = sum(r.peak_limited for r in new)
+    if limited:
+        lines.append(
+            f"  {limited} clip(s) peak-limited: quieter than {s.target_loudness:g} dBFS RMS so that no sample "
+            f"clips (peak_limited=yes in {MANIFEST_FILE})"
+        )
+    return lines
+
+
+def _cuts(report: PrepareReport) -> list[str]:
+    s, done, lines = report.settings, report.done, []
+    inside = [r for r in report.new_records if segment.CUT_FORCED in (r.start_cut, r.end_cut)]
+    if inside:
+        lines.append(
+            f"  {len(inside)} clip(s) cut inside speech with no pause to cut at (cut=forced in {MANIFEST_FILE}): "
+            "listen to them, or raise --silence-threshold (e.g. -35) so the gaps between words count as silence"
+        )
+    adaptive = [r for r in done if r.cut_method == segment.METHOD_ADAPTIVE]
+    if adaptive:
+        shown = ", ".join(f"{r.source} ({r.threshold_db:g} dBFS)" for r in adaptive[:ADAPTIVE_SHOWN])
+        more = f", ... ({len(adaptive)} in all)" if len(adaptive) > ADAPTIVE_SHOWN else ""
+        lines.append(
+            f"  cuts: {len(done) - len(adaptive)} file(s) at the fixed {s.silence_threshold:g} dBFS threshold, "
+            f"{len(adaptive)} quiet one(s) at an adaptive threshold {segment.ADAPTIVE_DEPTH_DB:g} dB under their "
+            f"own speech level, where {s.silence_threshold:g} dBFS would cut inside words "
+            f"(cut_method in {MANIFEST_FILE}): {shown}{more}"
+        )
+    elif done:
+        lines.append(
+            f"  cuts: every file at the fixed {s.silence_threshold:g} dBFS threshold (cut_method=fixed)"
+        )
+    return lines
+
+
+def _left_out(report: PrepareReport) -> list[str]:
+    lines = []
+    if report.remembered:
+        lines.append(
+            f"  {len(report.remembered)} file(s) left out by an earlier run and unchanged since, not tried again "
+            f"(why: {SOURCES_LEFT_OUT_FILE}; fix or replace them, or rerun with --retry-failed): "
+            + ", ".join(note.source for note in report.remembered)
+        )
+    silent = [r.source for r in report.done if not r.records]
+    if silent:
+        lines.append(f"  no clips from {len(silent)} file(s): {', '.join(silent)}")
+    if report.failed:
+        lines.append(f"  failed ({len(report.failed)}), left out:")
+        lines.extend(f"    {r.error}" for r in report.failed)
+    return lines
+
+
+def _standing(report: PrepareReport) -> list[str]:
+    """The whole dataset's clip lengths and its row of the guide's table (and what the next row needs)."""
+    s, dataset, lines = report.settings, report.dataset, []
+    if dataset:
+        durations = [r.duration_s for r in dataset]
+        lines.append(f"Clip durations, whole dataset ({len(dataset)} clips):")
+        lines.extend(duration_histogram(durations, s.min_duration, s.max_duration))
+    total_min = sum(r.duration_s for r in dataset) / 60
+    _clips, _minutes, quality, notes = dataset_level(len(dataset), total_min)
+    lines.append(
+        f"Dataset: {len(dataset)} clips, {total_min:.1f} min -> guide's Dataset Size vs Quality table: "
+        f"{quality} ({notes}; {level_basis(len(dataset), total_min)})"
+    )
+    rank = [lvl[3] for lvl in DATASET_LEVELS].index(quality)
+    if rank > 0:
+        nxt, need_min = DATASET_LEVELS[rank - 1], LEVEL_MINUTES[rank - 1]
+        lines.append(f"  next level: {nxt[3]} from {nxt[0]} clips and {need_min:g} min")
+    return lines

@@ -1,0 +1,242 @@
+"""The transcribe step: clips -> transcript rows (durable one by one), signals, then the review.
+
+``transcribe_clips`` runs the plan ``voicelab.transcribe.resume`` made, through a Whisper transcriber
+(``voicelab.transcribe.backends``), measuring each clip's audio beside it (``voicelab.transcribe.signals``),
+and ends with the review (``voicelab.transcribe.review_inputs``). Every file is written through
+``voicelab.dataset.PreparedDataset``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from voicelab.audio import AudioError, read_audio
+from voicelab.dataset import ClipSignals, PreparedDataset, SignalsAppender, TranscriptAppender, clip_key
+from voicelab.transcribe.backends import WHISPER_SAMPLE_RATE, ClipResult, Transcriber
+from voicelab.transcribe.resume import ResumePlan, clip_duration_s
+from voicelab.transcribe.review_inputs import ReviewOutcome, finish_review
+from voicelab.transcribe.signals import QUALITY_BATCH, QualityOptions, measure_quality
+
+logger = logging.getLogger(__name__)
+
+BAR_FORMAT = "{l_bar}{bar}| {n:.1f}/{total:.1f} min [{elapsed}<{remaining}]{postfix}"
+
+
+@dataclass
+class TranscribeSummary:
+    output: Path
+    review_path: Path
+    clips: int = 0  # clips in the folder
+    kept: int = 0  # clips done by an earlier run
+    transcribed: int = 0  # rows written this run
+    empty: int = 0  # clips Whisper found no text in this run (no row)
+    failed: list[str] = field(default_factory=list)  # "path: reason" of unreadable clips
+    audio_s: float = 0.0  # audio transcribed this run
+    flagged: int = 0  # clips listed in the review
+    rows: int = 0  # rows in the output now
+    missing: list[str] = field(default_factory=list)  # rows kept whose clip is gone (ResumePlan.missing)
+    changed: list[str] = field(default_factory=list)  # clips redone because their audio changed
+    measured: int = 0  # clips given audio measures this run (speaker embedding, DNSMOS, speech time)
+    quality_s: float = 0.0  # seconds spent on those measures
+    other_speaker: int = 0  # clips flagged as another speaker
+    noisy: int = 0  # clips flagged for background noise/music or distorted speech
+    excluded_new: int = 0  # clips added to excluded.csv this run
+    kept_restored: int = 0  # flagged clips left in, since a person restored them earlier
+    excluded_path: Path | None = None
+    report_path: Path | None = None
+
+    @property
+    def rowless(self) -> int:
+        """Clips done by an earlier run that have no row now (the user deleted it, or no speech found)."""
+        return self.kept - (self.rows - self.transcribed - len(self.missing))
+
+    def add_review(self, outcome: ReviewOutcome) -> None:
+        self.flagged, self.other_speaker, self.noisy = outcome.flagged, outcome.other_speaker, outcome.noisy
+        self.excluded_new, self.excluded_path = outcome.excluded_new, outcome.excluded_path
+        self.kept_restored = outcome.kept_restored
+        self.report_path = outcome.report_path
+
+
+def read_16k(path: Path) -> np.ndarray:
+    """A clip as Whisper takes it: float32 mono at 16 kHz."""
+    return read_audio(path, WHISPER_SAMPLE_RATE)[0]
+
+
+def transcribe_clips(
+    clips: Sequence[Path],
+    output: PreparedDataset | Path,
+    transcriber: Transcriber | None,
+    plan: ResumePlan,
+    *,
+    progress: bool = True,
+    read: Callable[[Path], np.ndarray] | None = None,
+    quality: QualityOptions | None = None,
+) -> TranscribeSummary:
+    """Transcribe ``plan.todo`` into the dataset's transcript (``output``: the dataset, or its transcript
+    file), durable row by row, then sort it and write the review.
+
+    With ``quality``, each clip's audio measures are taken beside Whisper (and for clips an earlier run
+    left unmeasured), the review weighs them, and the dataset report (and excluded.csv) are written.
+    The transcript is first rewritten (atomically) with the kept rows, then each new row is appended with
+    flush + fsync, so the file is a valid CSV at every moment. At the end (and on Ctrl-C or an error)
+    it is rewritten sorted, atomically.
+    """
+    if plan.todo and transcriber is None:
+        raise ValueError("clips to transcribe but no transcriber given")
+    ds = PreparedDataset.of_transcript(output)
+    summary = TranscribeSummary(output=ds.transcript_path, review_path=ds.review_path, clips=len(clips))
+    summary.kept = len(clips) - len(plan.todo)
+    summary.missing, summary.changed = list(plan.missing), list(plan.changed)
+    work = _Pass(ds, transcriber, read or read_16k, quality, summary, dict(plan.rows), dict(plan.signals))
+    ds.write_transcript(work.rows.items())
+    ds.write_signals(work.signals)
+    work.run(clips, plan.todo, progress)
+    summary.rows = len(work.rows)
+    summary.add_review(finish_review(ds, clips, work.rows, work.signals, work.read, quality))
+    return summary
+
+
+@dataclass
+class _Pass:
+    """One run over the clips: where rows and records go, and what has been done so far."""
+
+    ds: PreparedDataset
+    transcriber: Transcriber | None
+    read: Callable[[Path], np.ndarray]
+    quality: QualityOptions | None
+    summary: TranscribeSummary
+    rows: dict[str, str]
+    signals: dict[str, ClipSignals]
+
+    def run(self, clips: Sequence[Path], todo: list[Path], progress: bool) -> None:
+        """Transcribe ``todo`` (then catch up on unmeasured clips); the files are sorted at the end."""
+        from voicelab.progress import progress_bar
+
+        durations = {c: clip_duration_s(c) or 0.0 for c in todo}
+        # a bar on a terminal; in a log (make transcribe > log), a line every 5% of the clips
+        bar = progress_bar(
+            len(todo),
+            desc="transcribing clips",
+            enabled=progress,
+            amount=(sum(durations.values()) / 60, "min of audio"),
+            unit="min",
+            bar_format=BAR_FORMAT,
+        )
+        rows_out, signals_out = self.ds.transcript_appender(), self.ds.signals_appender()
+        try:
+            step = self.transcriber.batch_size if self.transcriber is not None else 1
+            for start in range(0, len(todo), step):
+                batch = todo[start : start + step]
+                self.transcribe(batch, rows_out, signals_out)
+                bar.update(sum(durations[c] for c in batch) / 60)
+                bar.set_postfix_str(f"clips {start + len(batch)}/{len(todo)}", refresh=False)
+            if self.quality is not None:
+                _catch_up_quality(
+                    clips, self.rows, self.signals, signals_out, self.read, self.quality, self.summary
+                )
+        finally:
+            bar.close()
+            rows_out.close()
+            signals_out.close()
+            self.sort_files()
+
+    def transcribe(
+        self, batch: Sequence[Path], rows_out: TranscriptAppender, signals_out: SignalsAppender
+    ) -> None:
+        ok, audios = _read_clips(batch, self.read, self.summary.failed)
+        results = self.transcriber.transcribe_batch(audios) if audios else []  # type: ignore[union-attr]
+        measures = _measure(audios, self.quality, self.summary)
+        for clip, audio, result, m in zip(ok, audios, results, measures, strict=True):
+            key, duration = clip_key(clip), len(audio) / WHISPER_SAMPLE_RATE
+            logger.debug("%s (%.1f s): %r", clip.name, duration, result.text)
+            if result.text:
+                rows_out.append(key, result.text)  # the row first: it is what matters
+                self.rows[key] = result.text
+                self.summary.transcribed += 1
+            else:
+                logger.info("%s: no speech recognised; no row written", clip.name)
+                self.summary.empty += 1
+            record = ClipSignals(key, result.text, round(duration, 3), *_numbers(result), **m)
+            signals_out.append(record)
+            self.signals[key] = record
+            self.summary.audio_s += duration
+
+    def sort_files(self) -> None:
+        try:
+            self.ds.write_transcript(self.rows.items())
+            self.ds.write_signals(self.signals)
+        except OSError as e:  # the appended file is already valid; sorting is a nicety
+            logger.warning("%s left in transcription order, not sorted: %s", self.ds.transcript_path, e)
+
+
+def _measure(
+    audios: Sequence[np.ndarray], quality: QualityOptions | None, summary: TranscribeSummary
+) -> list[dict]:
+    """The audio measures of a batch (``{}`` each without ``quality``), timed into ``summary``."""
+    if quality is None or not audios:
+        return [{} for _ in audios]
+    began = time.perf_counter()
+    measures = measure_quality(audios, quality.device)
+    summary.quality_s += time.perf_counter() - began
+    summary.measured += len(audios)
+    return measures
+
+
+def _catch_up_quality(
+    clips: Sequence[Path],
+    rows: dict[str, str],
+    signals: dict[str, ClipSignals],
+    appender: SignalsAppender,
+    read: Callable[[Path], np.ndarray],
+    options: QualityOptions,
+    summary: TranscribeSummary,
+) -> None:
+    """Measure the clips done earlier without audio measures (an older run), never Whisper again."""
+    stale = [
+        c
+        for c in clips
+        if (clip_key(c) in signals and not signals[clip_key(c)].has_quality)
+        or (clip_key(c) in rows and clip_key(c) not in signals)
+    ]
+    if stale:
+        logger.info("measuring %d clip(s) transcribed by an earlier run without audio measures", len(stale))
+    for start in range(0, len(stale), QUALITY_BATCH):
+        ok, audios = _read_clips(stale[start : start + QUALITY_BATCH], read, summary.failed)
+        if not audios:
+            continue
+        began = time.perf_counter()
+        measures = measure_quality(audios, options.device)
+        summary.quality_s += time.perf_counter() - began
+        summary.measured += len(audios)
+        for clip, audio, m in zip(ok, audios, measures, strict=True):
+            key = clip_key(clip)
+            old = signals.get(key)
+            duration = round(len(audio) / WHISPER_SAMPLE_RATE, 3)
+            rec = replace(old, **m) if old else ClipSignals(key, rows.get(key, ""), duration, **m)
+            appender.append(rec)
+            signals[key] = rec
+
+
+def _read_clips(
+    batch: Sequence[Path], read: Callable[[Path], np.ndarray], failed: list[str]
+) -> tuple[list[Path], list[np.ndarray]]:
+    """The clips of ``batch`` that read, and their audio; each unreadable one is logged and added to ``failed``."""
+    ok, audios = [], []
+    for clip in batch:
+        try:
+            audios.append(read(clip))
+            ok.append(clip)
+        except AudioError as e:
+            logger.error("skipped: %s", e)
+            failed.append(str(e))  # AudioError messages start with the path
+    return ok, audios
+
+
+def _numbers(result: ClipResult) -> tuple[float | None, float | None, float | None]:
+    return result.avg_logprob, result.no_speech_prob, result.compression_ratio
