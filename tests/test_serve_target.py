@@ -82,6 +82,20 @@ def test_an_unusable_base_model_is_one_line_from_make_dev_serve_vllm_and_train_l
         assert ours == [line], done.stderr
         assert "uvicorn" not in done.stdout + done.stderr  # stopped before the server (and its watcher)
 
+    # a hub id on a machine without network (the hub's name does not resolve): the same, at once
+    no_network = {
+        **env,
+        "VOICELAB_BASE_MODEL": "voicelab-tests/not-a-model",
+        "HF_ENDPOINT": "https://hub.invalid",
+    }
+    no_network.update({"HF_HOME": str(tmp_path / "hf"), "HTTPS_PROXY": "", "https_proxy": ""})
+    command = ["make", "-s", "-f", str(REPO / "Makefile"), f"VENV={REPO / '.venv'}", "dev"]
+    done = subprocess.run(
+        [*command, f"PORT={free_port()}"], cwd=tmp_path, env=no_network, capture_output=True, text=True
+    )
+    assert done.returncode == 2 and "cannot be reached: no network?" in done.stderr, done.stderr
+    assert len([t for t in done.stderr.splitlines() if not t.startswith("make")]) == 1
+
     capsys.readouterr()
     assert serve_vllm.main(["--base-model", str(missing), "--voices-dir", str(tmp_path / "voices")]) == 2
     assert capsys.readouterr().err.splitlines() == [line]

@@ -163,12 +163,35 @@ def _model_files(
         what = "a file, not a folder" if folder.exists() else "no such folder"
         raise ModelLoadError(f"cannot load the {kind} {text!r} ({what}); " + offline_hint(text, *hint))
     cached = _cached_hub_files(text, files)
-    if cached is None and hub_offline():
-        raise ModelLoadError(
-            f"cannot load the {kind} {text!r} (HF_HUB_OFFLINE is set and it is not in the hub cache); "
-            + offline_hint(text, *hint)
-        )
+    if cached is None:
+        why = "HF_HUB_OFFLINE is set" if hub_offline() else _hub_unreachable()
+        if why:
+            raise ModelLoadError(
+                f"cannot load the {kind} {text!r} (not in the hub cache, and {why}); "
+                + offline_hint(text, *hint)
+            )
     return cached
+
+
+def _hub_unreachable() -> str | None:
+    """Why a download from the hub cannot even start (its host does not resolve: no network), or None.
+
+    A name lookup, no request: it answers at once where a download would retry for a minute. Behind a
+    proxy the hub's name need not resolve locally, so no verdict is given there."""
+    import socket
+    import urllib.parse
+    import urllib.request
+
+    from huggingface_hub import constants
+
+    if urllib.request.getproxies():
+        return None
+    host = urllib.parse.urlparse(constants.ENDPOINT).hostname or ""
+    try:
+        socket.getaddrinfo(host, None)
+    except (OSError, UnicodeError):
+        return f"the hub ({host}) cannot be reached: no network?"
+    return None
 
 
 def _cached_hub_files(repo_id: str, files: tuple[str, ...]) -> list[Path] | None:
