@@ -274,9 +274,11 @@ def _print_quality(summary: tr.TranscribeSummary, args) -> None:
         if summary.excluded_new:
             print(f"  {summary.excluded_new} of them added to {summary.excluded_path}: training skips them")
         if summary.kept_restored:
+            one = summary.kept_restored == 1
             print(
-                f"  {summary.kept_restored} of them stay in training: a person restored them "
-                f"({dataset.DECISIONS_FILE}; delete a line there to let the flags decide again)"
+                f"  {summary.kept_restored} of them {'stays' if one else 'stay'} in training: a person "
+                f"restored {'it' if one else 'them'} ({dataset.DECISIONS_FILE}; delete a line there to let "
+                "the flags decide again)"
             )
         elif not args.exclude_flagged:
             print(
