@@ -272,6 +272,7 @@ def test_a_failed_speak_says_why_next_to_the_button_and_max_tokens_gets_the_audi
         playwright_api.expect(error).to_be_visible()
         playwright_api.expect(error).to_contain_text("generation ended early")
         playwright_api.expect(error).to_contain_text("raise max_tokens")
+        playwright_api.expect(error).to_contain_text("Max tokens, above, sets the budget")
         assert "network error" not in error.inner_text()
         assert page.locator("#error").is_hidden()  # the banner is for the page, not for Speak
         assert error.bounding_box()["y"] - page.locator("#speak").bounding_box()["y"] < 80  # beside it

@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 FIGURE_SIZE_IN = (12, 8)
 DPI = 100  # 1200 x 800 px
-LAYOUTS = {"wide": ((2, 2), FIGURE_SIZE_IN, 40, 120), "narrow": ((4, 1), (4, 12.5), 20, 34)}
+LAYOUTS = {"wide": ((2, 2), FIGURE_SIZE_IN, 40, 120), "narrow": ((4, 1), (4, 12.5), 20, 30)}
 """(rows, columns) of the four panels, inches, the longest source name shown and the longest title line:
 two by two on a screen; one column 400 px wide for a phone (about its screen's width, so the text keeps
 its size)."""

@@ -503,8 +503,11 @@ async function streamPcm(response, started, stats) {
   try {
     for await (const event of sseEvents(response)) {
       if (event.type === "error") {
-        const message = (event.error && event.error.message) || "the server stopped the generation";
-        throw new ApiFailure(response.status, `Stopped after ${heard()}: ${message}`);
+        const error = event.error || {};
+        const budget = error.code === "incomplete_generation" && /max_tokens/.test(error.message || "")
+          ? " (Max tokens, above, sets the budget: the audio then ends there)"
+          : "";
+        throw new ApiFailure(response.status, `Stopped after ${heard()}: ${error.message || "the server stopped the generation"}${budget}`);
       }
       if (event.type !== "speech.audio.delta") continue;
       const value = base64Bytes(event.audio);
