@@ -40,7 +40,7 @@ prepare-audio: ## Split raw recordings into 3-13 s clips: ARGS="raw_audio/NAME/ 
 transcribe: ## Whisper transcripts: ARGS="prepared/NAME/ --model large"
 	$(PY) scripts/transcribe.py $(ARGS)
 
-train-lora: ## Train a LoRA voice: ARGS="NAME prepared/NAME/ --device cuda --epochs 1"
+train-lora: ## Train a LoRA voice: ARGS="NAME prepared/NAME/ --device cuda" (epochs and stop chosen from the data)
 	$(PY) scripts/train_lora.py $(ARGS)
 
 evaluate: ## Measure a trained voice (similarity, WER, DNSMOS, runaways, overfitting): ARGS="NAME" or ARGS="--all"

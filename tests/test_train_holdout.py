@@ -73,7 +73,20 @@ def held_out_voice(tmp_path_factory, tiny_orpheus_dir, tiny_snac_dir):
     voices = root / "voices"
     args = common_args(voices, tiny_orpheus_dir, tiny_snac_dir)
     rc = train_lora.main(
-        ["hana", str(data), *args, "--eval-clips", "1", "--max-steps", "3", "--logging-steps", "2"]
+        [
+            "hana",
+            str(data),
+            *args,
+            "--eval-clips",
+            "1",
+            "--max-steps",
+            "3",
+            "--logging-steps",
+            "2",
+            "--eval-steps",
+            "2",
+            "--no-early-stop",
+        ]
     )
     return rc, voices / "hana"
 
@@ -89,6 +102,10 @@ def test_held_out_clip_is_scored_and_recorded(held_out_voice):
     assert [p.step for p in points] == [2, 3]
     assert all(p.eval_loss is not None and math.isfinite(p.eval_loss) for p in points)
     assert points[-1].eval_loss == pytest.approx(meta.final_eval_loss, abs=1e-6)
+    # --no-early-stop: every step trained, the last one published, whatever the eval loss did
+    assert not meta.stopping["early_stopping"] and meta.stopping["stop_reason"] == "completed"
+    assert meta.stopping["published_step"] == meta.stopping["stopped_at_step"] == 3
+    assert "--no-early-stop" in meta.stopping["stop_detail"]
     with VoiceFolder(voice).loss_log_path.open(newline="") as f:
         assert "eval_loss" in next(csv.reader(f))
     assert VoiceFolder(voice).loss_curve_path.read_bytes().startswith(b"\x89PNG")

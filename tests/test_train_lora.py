@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import signal
 from pathlib import Path
@@ -29,6 +30,7 @@ from voicelab.voice import (
     VoiceFolder,
     VoiceMetadata,
     adapter_problems,
+    checkpoints_dir,
 )
 
 SR = orpheus.SAMPLE_RATE
@@ -307,7 +309,11 @@ def test_bad_input_is_refused(case, message, tmp_path, tiny_orpheus_dir, tiny_sn
         ["--snac-batch-size", "0"],
         ["--batch-size", "0"],
         ["--max-steps", "two"],
-        ["--resume", "--overwrite"],
+        ["--epochs", "0"],
+        ["--epochs", "nan"],
+        ["--epochs", "many"],
+        ["--eval-steps", "0"],
+        ["--early-stop-patience", "0"],
     ],
 )
 def test_out_of_range_flags_are_usage_errors(flags, tmp_path, capsys):
@@ -318,11 +324,38 @@ def test_out_of_range_flags_are_usage_errors(flags, tmp_path, capsys):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-def test_cuda_without_cuda_suggests_cpu(tmp_path, capsys):
+def test_cuda_without_cuda_suggests_cpu(tmp_path, capsys, monkeypatch):
     (tmp_path / "transcript.csv").write_text("filename,text\na,Hello.\n")
-    rc = train_lora.main(["bob", str(tmp_path), "--device", "cuda", "--voices-dir", str(tmp_path / "v")])
-    assert rc == 2
-    assert "--device cpu" in capsys.readouterr().err
+    argv = ["bob", str(tmp_path), "--device", "cuda", "--voices-dir", str(tmp_path / "v")]
+    assert train_lora.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--device cpu" in err
+    if torch.version.cuda is None:
+        assert "CPU-only build" in err and "install a CUDA build" in err
+    # a CUDA build of torch that sees no GPU: the machine is the problem, not the install
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert train_lora.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "built for CUDA 12.8 but sees no GPU" in err and "CUDA_VISIBLE_DEVICES is empty" in err
+    assert "install a CUDA build" not in err
+
+
+def test_cuda_message_names_what_is_wrong():
+    from voicelab.training.trainer import cuda_unavailable_message
+
+    def message(**kw):
+        base = {"torch_version": "2.13.0", "cuda_build": "12.8", "init_error": None, "visible_devices": None}
+        return cuda_unavailable_message("--device", "cuda", **{**base, **kw})
+
+    cpu_build = message(torch_version="2.13.0+cpu", cuda_build=None)
+    assert "CPU-only build" in cpu_build and "install a CUDA build" in cpu_build
+    no_driver = message(init_error="Found no NVIDIA driver on your system.")
+    assert "Found no NVIDIA driver" in no_driver and "nvidia-smi" in no_driver
+    hidden = message(visible_devices="3")
+    assert "CUDA_VISIBLE_DEVICES=3 may name no GPU" in hidden
+    for text in (no_driver, hidden, message(visible_devices="")):
+        assert "install a CUDA build" not in text and "--device cpu" in text
 
 
 # --- Ctrl-C and --resume ------------------------------------------------------------------------------
@@ -366,6 +399,86 @@ def test_interrupt_saves_checkpoint_and_resume_finishes(tmp_path, tiny_orpheus_d
     assert meta.training["resumed_from"].endswith(checkpoints[0])
     assert [p.step for p in VoiceFolder(voices / "carol").read_loss_log()] == [1, 2, 3, 4, 5]
     assert not request.checkpoint_dir.exists()
+
+
+def test_interrupted_retrain_resumes_with_the_printed_command_and_the_voice_stays_live(
+    trained, tmp_path, tiny_orpheus_dir, tiny_snac_dir, capsys, caplog, monkeypatch
+):
+    """--overwrite, Ctrl-C: the live voice is untouched and still served; the printed command (--resume
+    added) continues the retrain's checkpoints and replaces the voice only when it ends."""
+    import shlex
+    import shutil
+
+    from transformers import TrainerCallback
+
+    from voicelab.server.registry import scan_voices
+
+    voices = tmp_path / "voices"
+    shutil.copytree(trained["voice"], voices / "alice")  # the live voice, as trained by the fixture
+    live = (voices / "alice" / ADAPTER_WEIGHTS_FILE).read_bytes()
+    argv = ["alice", str(trained["data"]), *common_args(voices, tiny_orpheus_dir, tiny_snac_dir)]
+    argv += ["--max-steps", "3", "--logging-steps", "1", "--overwrite"]
+
+    class CtrlCAtStep2(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == 1:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    train_voice = build.train_voice
+    monkeypatch.setattr(build, "train_voice", lambda req: train_voice(req, extra_callbacks=[CtrlCAtStep2()]))
+    assert train_lora.main(argv) == 130
+    out = capsys.readouterr().out
+    assert "still served" in out
+    assert (voices / "alice" / ADAPTER_WEIGHTS_FILE).read_bytes() == live
+    assert "alice" in scan_voices(voices, base_model=str(tiny_orpheus_dir)).voices
+
+    command = out.split("continue with:\n", 1)[1].strip()
+    prefix = 'make train-lora ARGS="'
+    assert command.startswith(prefix) and command.endswith('"')
+    resumed = shlex.split(command[len(prefix) : -1])  # what the recipe's shell makes of $(ARGS)
+    assert resumed == [*argv, "--resume"]
+    monkeypatch.setattr(build, "train_voice", train_voice)
+    assert train_lora.main(resumed) == 0
+    assert capsys.readouterr().out.count("written to") == 1, "one 'voice written' line"
+    assert not [r for r in caplog.records if "written to" in r.getMessage() and r.levelno >= logging.INFO]
+    meta = VoiceMetadata.read(voices / "alice")
+    assert meta.training["steps"] == 3 and meta.training["resumed_from"].endswith("checkpoint-2")
+    assert (voices / "alice" / ADAPTER_WEIGHTS_FILE).read_bytes() != live
+    assert not checkpoints_dir(voices, "alice").exists()
+
+
+def test_resume_of_an_existing_voice_without_overwrite_says_how(trained, capsys):
+    (checkpoints_dir(trained["voices"], "alice") / "checkpoint-1").mkdir(parents=True)
+    try:
+        assert train_lora.main(["alice", str(trained["data"]), *trained["args"], "--resume"]) == 2
+    finally:
+        import shutil
+
+        shutil.rmtree(checkpoints_dir(trained["voices"], "alice"))
+    assert "--resume --overwrite" in capsys.readouterr().err
+
+
+def test_excluded_clips_are_counted_once_and_listed_with_verbose(
+    tmp_path, tiny_tokenizer, tiny_snac_dir, caplog
+):
+    data = make_dataset(tmp_path / "data")
+    rows = [(f"ex{i}", f"Excluded line {i}.") for i in range(5)]
+    for name, _ in rows:
+        write_wav(data / f"{name}.wav", testing.speech_like_noise([(0.3, 0.05)], SR)[:, 0], SR)
+    transcript = list(dataset.read_transcript(data / "transcript.csv"))
+    write_transcript(data, [*transcript, *rows])
+    dataset.write_exclusions(data, {name: "another speaker" for name, _ in rows})
+    request = build.TrainRequest(name="exa", dataset_dir=data, snac_model=str(tiny_snac_dir))
+    with caplog.at_level(logging.INFO, logger="voicelab"):
+        prepared = build.prepare_examples(request, tiny_tokenizer, progress=False)
+    assert prepared.stats["clips_excluded"] == 5 and len(prepared.examples) == 3
+    assert "5 clips excluded in excluded.csv are left out (-v lists them)" in caplog.text
+    assert not any("ex0" in r.getMessage() for r in caplog.records if r.levelno >= logging.INFO)
+    assert "skipped corrupt" in caplog.text, "problems are still warned about one by one"
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="voicelab"):
+        build.prepare_examples(request, tiny_tokenizer, progress=False)
+    assert all(f"left out ex{i}: excluded" in caplog.text for i in range(5))
 
 
 def test_resume_without_checkpoint_is_an_error(tmp_path, tiny_orpheus_dir, tiny_snac_dir, capsys):

@@ -137,13 +137,27 @@ class VoiceMetadata:
     training: dict[str, Any] = field(default_factory=dict)
     final_loss: float | None = None
     final_eval_loss: float | None = None
+    """The last eval loss logged; with early stopping the published step's is ``published_eval_loss``."""
     eval_clips: list[str] = field(default_factory=list)
     """Clips held out of training (``make evaluate`` uses them as the speaker reference)."""
+    stopping: dict[str, Any] = field(default_factory=dict)
+    """How long training ran and which step is this adapter: the epochs and how they were chosen, early
+    stopping's settings, the best step and its eval loss, the step training stopped at, why
+    (``stop_reason``: ``early_stopped`` or ``completed``; ``stop_detail`` in words) and ``published_step``
+    (``voicelab.training.length.StopRecord``; empty for voices trained before it was recorded)."""
     created_at: str | None = None
     voicelab_version: str | None = None
     base_model_fingerprint: str | None = None
     """The base model's content (``voicelab.model_identity``): the same model at another path is accepted."""
     base_model_hub_id: str | None = None
+
+    @property
+    def published_eval_loss(self) -> float | None:
+        """The held-out eval loss of the adapter as published: the best checkpoint's when early stopping
+        chose it, else the last one logged."""
+        if self.stopping.get("early_stopping") and self.stopping.get("best_eval_loss") is not None:
+            return self.stopping["best_eval_loss"]
+        return self.final_eval_loss
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"

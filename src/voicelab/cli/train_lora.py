@@ -1,10 +1,13 @@
 """Train an Orpheus LoRA voice from a prepared dataset into voices/CHARACTER/.
 
-  python scripts/train_lora.py CHARACTER prepared/CHARACTER/ --device cuda --epochs 1
+  python scripts/train_lora.py CHARACTER prepared/CHARACTER/ --device cuda
 
 Reads DATASET_DIR/transcript.csv (filename,text) and the 24 kHz WAVs it names, SNAC-encodes them (cached
-in DATASET_DIR/.snac_cache/), and trains a LoRA adapter vLLM can serve. Checkpoints are written to
-VOICES_DIR/.checkpoints-CHARACTER/ every --save-steps and on Ctrl-C; --resume continues from the last.
+in DATASET_DIR/.snac_cache/), and trains a LoRA adapter vLLM can serve. The run chooses its own length:
+epochs from the number of clips (the user guide's table), and early stopping on the held-out clips' eval
+loss, publishing the checkpoint where it was lowest (--epochs N and --no-early-stop override).
+Checkpoints are written to VOICES_DIR/.checkpoints-CHARACTER/ and on Ctrl-C; --resume continues from the
+last (with --overwrite too, when retraining a voice: the live voice is replaced only when the run ends).
 Multi-GPU: run the same command under `accelerate launch` or `torchrun --nproc_per_node N`.
 
 Exit codes: 0 done, 1 training failed, 2 bad invocation or no usable input, 130 interrupted (resumable).
@@ -26,10 +29,34 @@ from voicelab.cli.common import (
     run_step,
     setup_logging,
 )
+from voicelab.training.length import (  # pure, light
+    DEFAULT_PATIENCE,
+    EPOCHS_FEW,
+    EPOCHS_MANY,
+    EPOCHS_MEDIUM,
+    FEW_CLIPS_BELOW,
+    MANY_CLIPS_ABOVE,
+)
 
 MAX_LEARNING_RATE = 0.1  # above this LoRA training diverges; typical values are 1e-5 .. 1e-3
 MAX_LORA_RANK = 512  # vLLM's largest --max-lora-rank
 MIN_SEQ_LEN = 64  # the prompt scaffolding alone is ~10 tokens; anything shorter cannot hold a clip
+
+
+AUTO = "auto"
+
+
+def epochs_arg(text: str) -> float | None:
+    """argparse ``type=`` for --epochs: ``auto`` (None: chosen from the dataset) or a number > 0."""
+    if text.strip().lower() == AUTO:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number of epochs, got {text!r}") from None
+    if not value > 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be > 0 (or 'auto'), got {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,28 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--snac-model", default=DEFAULT_SNAC_MODEL, help="SNAC 24 kHz codec: hub id or local folder"
     )
-    p.add_argument("--epochs", type=float, default=1.0, help="training epochs (fractions allowed)")
-    p.add_argument(
-        "--max-steps", type=positive_int, help="stop after this many optimizer steps (overrides --epochs)"
-    )
-    p.add_argument("--batch-size", type=positive_int, default=1, help="clips per device per step")
-    p.add_argument(
-        "--gradient-accumulation-steps", type=positive_int, default=1, help="batches per optimizer step"
-    )
-    p.add_argument("--learning-rate", type=float, default=5e-5, help="peak learning rate")
-    p.add_argument(
-        "--lr-scheduler",
-        choices=["linear", "cosine", "constant"],
-        default="linear",
-        help="learning-rate schedule",
-    )
-    p.add_argument("--lora-rank", type=int, default=32, help="LoRA rank (serve with --max-lora-rank >= it)")
-    p.add_argument("--lora-alpha", type=int, default=64, help="LoRA alpha (scale = alpha / rank)")
-    p.add_argument("--max-seq-len", type=int, default=2048, help="longer clips are skipped, never truncated")
-    p.add_argument("--save-steps", type=positive_int, default=500, help="checkpoint every N optimizer steps")
-    p.add_argument(
-        "--logging-steps", type=positive_int, default=10, help="log the loss every N optimizer steps"
-    )
+    _add_length_args(p)
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="training device")
     p.add_argument("--snac-device", choices=["cpu", "cuda"], default="cpu", help="SNAC encoder device")
     p.add_argument(
@@ -102,14 +108,75 @@ def build_parser() -> argparse.ArgumentParser:
         "from 20 clips up; none below); whole source recordings when the manifest names them; 0: train on all",
     )
     p.add_argument("--seed", type=int, default=42, help="random seed (LoRA init, data order, held-out clips)")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint of this voice")
     p.add_argument(
-        "--overwrite", action="store_true", help="replace an existing voice / discard old checkpoints"
+        "--resume",
+        action="store_true",
+        help="continue from the last checkpoint of this voice (with --overwrite: of its retrain)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing voice when training ends; without --resume, discard old checkpoints",
     )
     p.add_argument("--keep-checkpoints", action="store_true", help="keep the checkpoints after success")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
+
+
+def _add_length_args(p: argparse.ArgumentParser) -> None:
+    """How long the run trains and at what pace: epochs, steps, batches, rate, checkpoints, early stopping."""
+    p.add_argument(
+        "--epochs",
+        type=epochs_arg,
+        default=None,
+        metavar="auto|N",
+        help=f"training epochs (fractions allowed); auto: {EPOCHS_FEW} below {FEW_CLIPS_BELOW} clips, "
+        f"{EPOCHS_MEDIUM} from {FEW_CLIPS_BELOW} to {MANY_CLIPS_ABOVE}, {EPOCHS_MANY} above {MANY_CLIPS_ABOVE} "
+        "(the guide's table, on the clips trained on)",
+    )
+    p.add_argument(
+        "--max-steps", type=positive_int, help="stop after this many optimizer steps (overrides --epochs)"
+    )
+    p.add_argument("--batch-size", type=positive_int, default=1, help="clips per device per step")
+    p.add_argument(
+        "--gradient-accumulation-steps", type=positive_int, default=1, help="batches per optimizer step"
+    )
+    p.add_argument("--learning-rate", type=float, default=5e-5, help="peak learning rate")
+    p.add_argument(
+        "--lr-scheduler",
+        choices=["linear", "cosine", "constant"],
+        default="linear",
+        help="learning-rate schedule",
+    )
+    p.add_argument("--lora-rank", type=int, default=32, help="LoRA rank (serve with --max-lora-rank >= it)")
+    p.add_argument("--lora-alpha", type=int, default=64, help="LoRA alpha (scale = alpha / rank)")
+    p.add_argument("--max-seq-len", type=int, default=2048, help="longer clips are skipped, never truncated")
+    p.add_argument(
+        "--save-steps",
+        type=positive_int,
+        help="checkpoint every N optimizer steps (default: 500; with early stopping, at every evaluation)",
+    )
+    p.add_argument(
+        "--logging-steps", type=positive_int, default=10, help="log the loss every N optimizer steps"
+    )
+    p.add_argument(
+        "--eval-steps",
+        type=positive_int,
+        help="measure the held-out clips' eval loss every N steps (default: 4 times an epoch)",
+    )
+    p.add_argument(
+        "--no-early-stop",
+        action="store_true",
+        help="train every epoch and publish the last step (default: stop when the eval loss stops "
+        "improving and publish the checkpoint where it was lowest)",
+    )
+    p.add_argument(
+        "--early-stop-patience",
+        type=positive_int,
+        default=DEFAULT_PATIENCE,
+        help="evaluations without a new lowest eval loss before training stops",
+    )
 
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -120,12 +187,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(f"--lora-alpha {args.lora_alpha}: must be a positive integer (commonly 2 x rank)")
     if not 0 < args.learning_rate <= MAX_LEARNING_RATE:
         parser.error(f"--learning-rate {args.learning_rate}: must be > 0 and <= {MAX_LEARNING_RATE}")
-    if args.epochs <= 0:
-        parser.error(f"--epochs {args.epochs}: must be > 0")
     if args.max_seq_len < MIN_SEQ_LEN:
         parser.error(f"--max-seq-len {args.max_seq_len}: must be >= {MIN_SEQ_LEN}")
-    if args.resume and args.overwrite:
-        parser.error("--resume continues the checkpoints that --overwrite would discard: pass only one")
     if args.no_cache and args.cache_dir:
         parser.error("--cache-dir has no effect with --no-cache")
 
@@ -159,6 +222,9 @@ def request_from_args(args: argparse.Namespace):
             gradient_checkpointing=args.gradient_checkpointing,
             save_steps=args.save_steps,
             logging_steps=args.logging_steps,
+            eval_steps=args.eval_steps,
+            early_stop=not args.no_early_stop,
+            patience=args.early_stop_patience,
             lr_scheduler=args.lr_scheduler,
             max_steps=args.max_steps,
             seed=args.seed,
@@ -173,6 +239,7 @@ def request_from_args(args: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     check_args(parser, args)
     setup_logging(args.verbose)
@@ -180,13 +247,41 @@ def main(argv: list[str] | None = None) -> int:
 
     checkpoints = checkpoints_dir(args.voices_dir, args.character)
     return run_step(
-        lambda: _train(args),
+        lambda: _train(args, argv),
         verbose=args.verbose,
-        on_interrupt=f"aborted; the last checkpoint (if any) is in {checkpoints}: rerun with --resume",
+        on_interrupt=f"aborted; the last checkpoint (if any) is in {checkpoints}; continue with:\n"
+        f"  {resume_command(argv)}",
     )
 
 
-def _train(args: argparse.Namespace) -> int:
+MAKE_UNSAFE = set('"$`\\')
+"""Characters that the shell (inside ARGS="...") or make would change: then the script form is printed."""
+
+
+def resume_command(argv: list[str]) -> str:
+    """The command that continues an interrupted run: the same arguments plus --resume, as `make` takes
+    them (or as the script, when an argument holds a character the make form would mangle)."""
+    import shlex
+
+    args = list(argv) if "--resume" in argv else [*argv, "--resume"]
+    joined = shlex.join(args)
+    if MAKE_UNSAFE.isdisjoint(joined):
+        return f'make train-lora ARGS="{joined}"'
+    return f".venv/bin/python scripts/train_lora.py {joined}"
+
+
+def interrupted_message(result, request, argv: list[str]) -> str:
+    """What was kept, what is still live, and the exact command that continues."""
+    lines = [f"interrupted at step {result.global_step}; checkpoint saved in {result.checkpoint_dir}"]
+    if request.voice_dir.exists():
+        lines.append(
+            f"{request.voice_dir} is untouched and still served; the resumed run replaces it when it ends"
+        )
+    lines.append(f"continue with:\n  {resume_command(argv)}")
+    return "\n".join(lines)
+
+
+def _train(args: argparse.Namespace, argv: list[str]) -> int:
     from voicelab.models import check_base_model_source
     from voicelab.training import build
 
@@ -194,19 +289,16 @@ def _train(args: argparse.Namespace) -> int:
     # Everything that can be checked without torch or transformers, first: a bad name, a missing dataset
     # or an existing voice is reported in a second, not after half a minute of imports.
     build.check_request(request)
+    build.check_devices(request)
     check_base_model_source(args.base_model)  # the same message as the server's and make vllm's
     require_local_model(args.snac_model, "--snac-model", "model folder")
-    build.check_devices(request)
     if args.no_progress:  # transformers' own bars too ("Loading weights")
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
     result = build.train_voice(request)
     if result.interrupted:
-        print(
-            f"interrupted at step {result.global_step}; checkpoint saved in {result.checkpoint_dir}\n"
-            f"continue with: the same command plus --resume"
-        )
+        print(interrupted_message(result, request, argv))
         return EXIT_INTERRUPTED
     if result.metadata is None:  # a non-main process of a multi-process run: rank 0 reports
         return EXIT_OK
@@ -221,15 +313,32 @@ def format_summary(result) -> str:
         loss += (
             f", eval loss {result.metadata.final_eval_loss:.4f} on {stats['clips_held_out']} held-out clips"
         )
+    excluded = f" ({stats['clips_excluded']} of them excluded)" if stats.get("clips_excluded") else ""
     return (
         f"voice {result.metadata.name!r} written to {result.voice_dir}\n"
         f"  clips: {stats['clips_used']} used, {stats['clips_held_out']} held out, "
-        f"{stats['clips_skipped']} skipped; "
+        f"{stats['clips_skipped']} skipped{excluded}; "
         f"{stats['audio_seconds']:.1f} s of audio, {stats['tokens']} tokens "
         f"(SNAC: {stats['snac_encoded']} encoded, {stats['snac_from_cache']} from cache)\n"
         f"  steps: {result.global_step}, final loss {loss}\n"
+        f"{format_stopping(result.stopping)}"
         f"  prompt prefix: {result.metadata.prompt_prefix!r}; "
         f"serve with --max-lora-rank >= {result.metadata.training['vllm_max_lora_rank']}"
+    )
+
+
+def format_stopping(record) -> str:
+    """Two summary lines: the epochs and where they came from; where it stopped, why, what was published."""
+    if record is None:
+        return ""
+    published = f"published step {record.published_step}"
+    if record.early_stopping and record.best_eval_loss is not None:
+        published += f" (the lowest eval loss, {record.best_eval_loss:.4f})"
+    elif not record.early_stopping:
+        published += " (the last)"
+    return (
+        f"  epochs: {record.epochs:g} ({record.epochs_from})\n"
+        f"  stopped at step {record.stopped_at_step}: {record.stop_detail}; {published}\n"
     )
 
 

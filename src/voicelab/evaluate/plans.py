@@ -110,6 +110,19 @@ def load_voice_under_test(
     )
 
 
+def adapter_eval_loss(vut: VoiceUnderTest) -> float | None:
+    """The held-out eval loss training logged for this adapter: the published step's for the voice, the
+    checkpoint's own step's (from the voice's loss log) for a kept checkpoint."""
+    if vut.label == vut.name:
+        return vut.metadata.published_eval_loss
+    from voicelab.training.build import checkpoint_step
+
+    step, folder = checkpoint_step(vut.adapter_dir), vut.folder
+    if step is None or not folder.loss_log_path.is_file():
+        return None
+    return next((p.eval_loss for p in folder.read_loss_log() if p.step == step), None)
+
+
 def _clips(data: PreparedDataset, held: set[str]) -> tuple[list[Any], list[Any]]:
     """The dataset's usable clips: (held out, trained on)."""
     from voicelab.training import dataset as training_rows

@@ -19,7 +19,7 @@ from voicelab.evaluate.metrics import (
     measure_speaker,
     training_codes,
 )
-from voicelab.evaluate.plans import NOVEL_SENTENCES, VoiceUnderTest, plan_texts
+from voicelab.evaluate.plans import NOVEL_SENTENCES, VoiceUnderTest, adapter_eval_loss, plan_texts
 from voicelab.evaluate.recording import RecordingEngine, Sample, generate_all
 from voicelab.evaluate.verdicts import Thresholds, summarize, verdicts
 
@@ -144,7 +144,7 @@ async def evaluate_voice(
     )
     reference = measure(vut, samples, runtime, settings)
     summary = summarize(samples, reference, settings.thresholds)
-    summary["eval_loss"] = vut.metadata.final_eval_loss
+    summary["eval_loss"] = adapter_eval_loss(vut)
     report = _report(vut, runtime, settings, reference, summary)
     return finite_or_none(report), samples
 

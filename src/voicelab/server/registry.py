@@ -35,6 +35,18 @@ from voicelab.voice import (
 
 logger = logging.getLogger(__name__)
 
+STOPPING_SUMMARY_FIELDS = (
+    "epochs",
+    "early_stopping",
+    "best_step",
+    "best_eval_loss",
+    "stopped_at_step",
+    "stop_reason",
+    "published_step",
+)
+"""From voice.json's ``stopping``: how long the voice trained and which checkpoint it is (null for voices
+trained before it was recorded). ``epochs_from`` and ``stop_detail`` are prose for the log, not the API."""
+
 
 class VoiceNotFoundError(LookupError):
     """A request named a voice the registry does not serve; lists the ones it does."""
@@ -79,6 +91,7 @@ class VoiceEntry:
         meta = self.metadata
         dataset = meta.dataset if meta else {}
         training = meta.training if meta else {}
+        stopping = meta.stopping if meta else {}
         return {
             "lora_rank": self.rank,
             "clips": dataset.get("clips_used"),
@@ -86,6 +99,7 @@ class VoiceEntry:
             "steps": training.get("steps"),
             "final_loss": meta.final_loss if meta else None,
             "final_eval_loss": meta.final_eval_loss if meta else None,
+            **{key: stopping.get(key) for key in STOPPING_SUMMARY_FIELDS},
         }
 
 

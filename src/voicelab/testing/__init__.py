@@ -8,6 +8,7 @@ public call users make with real weights: ``AutoModelForCausalLM.from_pretrained
 from voicelab.testing.espeak import espeak_available, speak, speech_like_noise
 from voicelab.testing.models import (
     REAL_SNAC_CONFIG,
+    SHARP_OUTPUT_SCALE,
     TINY_SNAC_CONFIG,
     build_tiny_orpheus,
     build_tiny_snac,
@@ -17,6 +18,7 @@ from voicelab.testing.models import (
 
 __all__ = [
     "REAL_SNAC_CONFIG",
+    "SHARP_OUTPUT_SCALE",
     "TINY_SNAC_CONFIG",
     "build_tiny_orpheus",
     "build_tiny_snac",

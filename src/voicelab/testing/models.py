@@ -11,6 +11,10 @@ from voicelab import orpheus
 
 logger = logging.getLogger(__name__)
 
+SHARP_OUTPUT_SCALE = 16.0
+"""``build_tiny_orpheus(output_scale=...)`` for a model that can overfit: logits spanning ~20 nats, as a
+real checkpoint's do (the random model's span ~1.3: 8 = sqrt(hidden 64) x embedding norm ~0.16)."""
+
 _TRAINING_SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
     "Hello there, how are you doing today?",
@@ -101,12 +105,19 @@ def build_tiny_tokenizer(out_dir: Path | str, *, id_shift: int = 0):
     return fast
 
 
-def build_tiny_orpheus(out_dir: Path | str, *, seed: int = 0, id_shift: int = 0) -> Path:
+def build_tiny_orpheus(
+    out_dir: Path | str, *, seed: int = 0, id_shift: int = 0, output_scale: float = 1.0
+) -> Path:
     """A 2-layer Llama with the Orpheus vocabulary and token ids, plus its tokenizer, in ``out_dir``.
 
     Loads with ``AutoModelForCausalLM.from_pretrained(out_dir)`` like the real checkpoint. ``id_shift``
     > 0 gives it a tokenizer whose special-token ids are shifted (see ``build_tiny_tokenizer``): the model's
     vocabulary is still Orpheus' size, so only the tokenizer check can tell it is not Orpheus.
+
+    ``output_scale`` multiplies the final norm's weight. At 1 the random model's logits span about one nat
+    (small tied embeddings behind an RMS norm), so no training can make it confident and it never overfits
+    within a test's few steps; SHARP_OUTPUT_SCALE gives it a real language model's logit range, so a few
+    steps memorise a clip (tests of overfitting and early stopping).
     """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -127,6 +138,9 @@ def build_tiny_orpheus(out_dir: Path | str, *, seed: int = 0, id_shift: int = 0)
         pad_token_id=orpheus.PAD,
     )
     model = LlamaForCausalLM(config)
+    if output_scale != 1.0:
+        with torch.no_grad():
+            model.model.norm.weight.mul_(output_scale)
     model.save_pretrained(out_dir)
     build_tiny_tokenizer(out_dir, id_shift=id_shift)
     logger.info("tiny Orpheus-layout Llama written to %s", out_dir)

@@ -17,7 +17,7 @@ import os
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from voicelab.errors import UsageError
 from voicelab.fileio import give_default_modes
 from voicelab.model_identity import model_identity
 from voicelab.training import dataset as ds
-from voicelab.training import holdout, report, snac_codec
+from voicelab.training import holdout, length, report, snac_codec
 from voicelab.training.trainer import (
     LoraSettings,
     TrainSettings,
@@ -128,6 +128,8 @@ class TrainResult:
     final_loss: float | None
     prepared: PreparedData
     metadata: VoiceMetadata | None
+    stopping: length.StopRecord | None = None
+    """How long it trained, where it stopped and why, which step was published (None when interrupted)."""
 
 
 # --- data ------------------------------------------------------------------------------------------
@@ -166,7 +168,7 @@ def prepare_examples(req: TrainRequest, tokenizer, *, progress: bool = True) -> 
             req.max_seq_len,
             ", ".join(too_long),
         )
-    _log_skipped(skipped)
+    _log_skipped(skipped, data)
     if not examples:
         raise dataset.DatasetError(
             f"no usable clip in {req.dataset_dir}: {n_rows} rows, "
@@ -180,6 +182,7 @@ def prepare_examples(req: TrainRequest, tokenizer, *, progress: bool = True) -> 
         "clips_used": len(examples),
         "clips_held_out": len(eval_examples),
         "clips_skipped": len(skipped),
+        "clips_excluded": sum(s.excluded for s in skipped),
         "audio_seconds": round(train_frames * orpheus.SAMPLES_PER_FRAME / orpheus.SAMPLE_RATE, 2),
         "tokens": sum(len(e) for e in examples),
         "longest_sequence": max(len(e) for e in examples),
@@ -261,16 +264,31 @@ def _encode_clips(req: TrainRequest, clips, skipped: list[ds.Skipped], progress:
     return frames, stats, time.perf_counter() - started
 
 
-def _log_skipped(skipped: list[ds.Skipped]) -> None:
-    for s in skipped[:MAX_SKIPPED_LOGGED]:
+def _log_skipped(skipped: list[ds.Skipped], data: dataset.PreparedDataset) -> None:
+    """One line for the clips excluded on purpose (``-v`` lists them), a warning for each other one."""
+    excluded = [s for s in skipped if s.excluded]
+    if excluded:
+        logger.info(
+            "%d clips excluded in %s are left out (-v lists them)", len(excluded), data.excluded_path.name
+        )
+        for s in excluded:
+            logger.debug("left out %s: %s", s.key, s.reason)
+    problems = [s for s in skipped if not s.excluded]
+    for s in problems[:MAX_SKIPPED_LOGGED]:
         logger.warning("skipped %s: %s", s.key or "(no filename)", s.reason)
-    if len(skipped) > MAX_SKIPPED_LOGGED:
-        logger.warning("... and %d more skipped rows", len(skipped) - MAX_SKIPPED_LOGGED)
+    if len(problems) > MAX_SKIPPED_LOGGED:
+        logger.warning("... and %d more skipped rows", len(problems) - MAX_SKIPPED_LOGGED)
 
 
 # --- the step ----------------------------------------------------------------------------------------
 _CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
 """What the Trainer calls the folder of the checkpoint after step N."""
+
+
+def checkpoint_step(folder: Path) -> int | None:
+    """The step of a ``checkpoint-STEP`` folder (None for any other folder)."""
+    match = _CHECKPOINT_NAME.fullmatch(Path(folder).name)
+    return int(match.group(1)) if match else None
 
 
 def last_checkpoint(folder: Path) -> Path | None:
@@ -300,9 +318,14 @@ def check_request(req: TrainRequest) -> Path | None:
         raise dataset.DatasetError(
             f"{transcript}: transcript not found (run `make transcribe` first, or pass --transcript PATH)"
         )
-    if req.voice_dir.exists() and not req.overwrite:
-        raise VoiceExistsError(f"{req.voice_dir} already exists: pass --overwrite to replace it")
     last = last_checkpoint(req.checkpoint_dir)
+    if req.voice_dir.exists() and not req.overwrite:
+        if req.resume and last is not None:
+            raise VoiceExistsError(
+                f"{req.voice_dir} already exists: to continue retraining it, pass --resume --overwrite "
+                "(it stays served until the resumed run ends and replaces it)"
+            )
+        raise VoiceExistsError(f"{req.voice_dir} already exists: pass --overwrite to replace it")
     if req.resume:
         if last is None:
             raise CheckpointError(
@@ -346,19 +369,7 @@ def train_voice(req: TrainRequest, *, extra_callbacks=()) -> TrainResult:
 
     if hint := multi_gpu_hint(req.train.device, state.num_processes, torch.cuda.device_count()):
         logger.warning(hint)
-    tokenizer = models.load_tokenizer(req.base_model)
-
-    prepared: PreparedData | Exception
-    if state.is_main_process:
-        try:
-            prepared = prepare_examples(req, tokenizer, progress=progress)
-        except (UsageError, orpheus.ContractError) as e:
-            prepared = e
-    else:
-        prepared = None
-    prepared = _share(state, prepared)
-    if isinstance(prepared, Exception):
-        raise prepared
+    prepared = _prepare_on_main(req, state, models.load_tokenizer(req.base_model), progress)
     logger.info(
         "%d clips (%.1f s of audio, %d tokens) ready; %d skipped",
         prepared.stats["clips_used"],
@@ -367,6 +378,8 @@ def train_voice(req: TrainRequest, *, extra_callbacks=()) -> TrainResult:
         prepared.stats["clips_skipped"],
     )
 
+    plan = plan_length(req, prepared, state.num_processes)
+    train = replace(req.train, epochs=plan.epochs, eval_steps=plan.eval_steps, early_stop=plan.early_stopping)
     precision = choose_precision(req.train.device)
     model = models.load_base_model(req.base_model, dtype=precision)
     if req.overwrite and resume_from is None and state.is_main_process and req.checkpoint_dir.exists():
@@ -375,7 +388,7 @@ def train_voice(req: TrainRequest, *, extra_callbacks=()) -> TrainResult:
     outcome = train_lora(
         model,
         prepared.examples,
-        req.train,
+        train,
         req.lora,
         base_model=req.base_model,
         precision=precision,
@@ -390,28 +403,100 @@ def train_voice(req: TrainRequest, *, extra_callbacks=()) -> TrainResult:
         logger.warning("interrupted at step %d; checkpoint in %s", outcome.global_step, req.checkpoint_dir)
         return TrainResult(None, req.checkpoint_dir, True, outcome.global_step, final_loss, prepared, None)
 
+    record = _stop_record(plan, outcome, losses)
     metadata = None
     if state.is_main_process:
-        metadata = _metadata(req, prepared, precision, outcome.global_step, losses, final_loss, resume_from)
-        _publish(req, outcome.model, metadata, losses)
+        run = _Run(train, precision, outcome.global_step, resume_from, record)
+        metadata = _metadata(req, prepared, run, losses, final_loss)
+        _publish(req, outcome.model, metadata, losses, record.published_step)
         if not req.keep_checkpoints:
             shutil.rmtree(req.checkpoint_dir, ignore_errors=True)
     state.wait_for_everyone()
     return TrainResult(
-        req.voice_dir, req.checkpoint_dir, False, outcome.global_step, final_loss, prepared, metadata
+        req.voice_dir, req.checkpoint_dir, False, outcome.global_step, final_loss, prepared, metadata, record
     )
 
 
-def _metadata(req, prepared, precision, steps, losses, final_loss, resume_from) -> VoiceMetadata:
+def _prepare_on_main(req: TrainRequest, state, tokenizer, progress: bool) -> PreparedData:
+    """The main process prepares the examples and every process gets them (or the error, raised on all)."""
+    prepared: PreparedData | Exception | None = None
+    if state.is_main_process:
+        try:
+            prepared = prepare_examples(req, tokenizer, progress=progress)
+        except (UsageError, orpheus.ContractError) as e:
+            prepared = e
+    prepared = _share(state, prepared)
+    if isinstance(prepared, Exception):
+        raise prepared
+    return prepared
+
+
+def plan_length(req: TrainRequest, prepared: PreparedData, processes: int) -> length.LengthPlan:
+    """``--epochs auto``, the evaluation interval and early stopping, resolved for this dataset."""
+    n_train = len(prepared.examples)
+    plan = length.plan_length(
+        epochs=req.train.epochs,
+        max_steps=req.train.max_steps,
+        n_train=n_train,
+        n_held_out=len(prepared.eval_examples),
+        epoch_steps=length.steps_per_epoch(
+            n_train, req.train.batch_size, req.train.gradient_accumulation_steps, processes
+        ),
+        eval_steps=req.train.eval_steps,
+        early_stop=req.train.early_stop,
+        patience=req.train.patience,
+        eval_clips_asked=req.eval_clips,
+    )
+    if plan.early_stopping and req.train.save_steps:
+        logger.warning(
+            "--save-steps %d is not used with early stopping: a checkpoint is saved at every evaluation "
+            "(every %d steps) so the best one can be published",
+            req.train.save_steps,
+            plan.eval_steps,
+        )
+    return plan
+
+
+def _stop_record(plan: length.LengthPlan, outcome, losses) -> length.StopRecord:
+    """With early stopping the Trainer's best checkpoint (the one published); without, the lowest eval
+    loss logged, for information (the last step is published)."""
+    best_step, best_loss = outcome.best_step, outcome.best_eval_loss
+    if not plan.early_stopping:
+        scored = [p for p in losses if p.eval_loss is not None]
+        best = min(scored, key=lambda p: p.eval_loss, default=None)  # the earliest of equal losses
+        best_step, best_loss = (best.step, best.eval_loss) if best else (None, None)
+    record = length.stop_record(
+        plan,
+        stopped_at=outcome.global_step,
+        max_steps=outcome.max_steps,
+        best_step=best_step,
+        best_eval_loss=best_loss,
+    )
+    logger.info("stopped at step %d: %s", record.stopped_at_step, record.stop_detail)
+    return record
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What the run was (resolved settings, precision) and how it ended, for voice.json."""
+
+    train: TrainSettings
+    precision: str
+    steps: int
+    resumed_from: Path | None
+    stopping: length.StopRecord
+
+
+def _metadata(req: TrainRequest, prepared: PreparedData, run: _Run, losses, final_loss) -> VoiceMetadata:
     training = {
         **{f"lora_{k}": v for k, v in asdict(req.lora).items()},
-        **{k: v for k, v in asdict(req.train).items() if k != "progress"},
+        **{k: v for k, v in asdict(run.train).items() if k != "progress"},
         "lora_target_modules": list(LORA_TARGET_MODULES),
         "max_seq_len": req.max_seq_len,
         "eval_clips": len(prepared.eval_keys),
-        "precision": precision,
-        "steps": steps,
-        "resumed_from": str(resume_from) if resume_from else None,
+        "precision": run.precision,
+        "steps": run.steps,
+        "resumed_from": str(run.resumed_from) if run.resumed_from else None,
         "vllm_max_lora_rank": smallest_vllm_rank(req.lora.rank),
     }
     base = model_identity(req.base_model)  # recorded so a copy of the model at another path is accepted
@@ -429,12 +514,13 @@ def _metadata(req, prepared, precision, steps, losses, final_loss, resume_from) 
         final_loss=final_loss,
         final_eval_loss=next((p.eval_loss for p in reversed(losses) if p.eval_loss is not None), None),
         eval_clips=list(prepared.eval_keys),
+        stopping=run.stopping.to_dict(),
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         voicelab_version=__version__,
     )
 
 
-def _publish(req: TrainRequest, peft_model, metadata: VoiceMetadata, losses) -> None:
+def _publish(req: TrainRequest, peft_model, metadata: VoiceMetadata, losses, published_step: int) -> None:
     """Assemble the voice in a staging dot-folder, check it, then rename it into place."""
     staging = staging_dir(req.voices_dir, req.name)
     if staging.exists():
@@ -448,7 +534,10 @@ def _publish(req: TrainRequest, peft_model, metadata: VoiceMetadata, losses) -> 
             raise AdapterRejectedError("the trained adapter would not load in vLLM: " + "; ".join(problems))
         voice.write_metadata(metadata)
         voice.write_loss_log(losses)
-        voice.write_loss_curve(lambda tmp: report.plot_loss(tmp, losses, f"{req.name}: LoRA loss"))
+        title = f"{req.name}: LoRA loss"
+        voice.write_loss_curve(
+            lambda tmp: report.plot_loss(tmp, losses, title, published_step=published_step)
+        )
         give_default_modes(
             staging
         )  # safetensors writes its file 0600: a vLLM run as another user must read it
@@ -456,7 +545,7 @@ def _publish(req: TrainRequest, peft_model, metadata: VoiceMetadata, losses) -> 
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    logger.info("voice written to %s", req.voice_dir)
+    logger.debug("voice written to %s", req.voice_dir)  # the command's summary says it
 
 
 def _replace_dir(new: Path, target: Path) -> None:

@@ -34,6 +34,8 @@ class Skipped:
 
     key: str
     reason: str
+    excluded: bool = False
+    """Left out on purpose (``excluded.csv``), not for a problem: counted once, not warned about one by one."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,8 @@ def read_training_rows(
     for key, raw_text in records:
         text = raw_text.strip()
         if key in exclusions:
-            skipped.append(Skipped(key, f"excluded ({ds.excluded_path.name}): {exclusions[key]}"))
+            reason = f"excluded ({ds.excluded_path.name}): {exclusions[key]}"
+            skipped.append(Skipped(key, reason, excluded=True))
         elif not text:
             skipped.append(Skipped(key, "empty text"))
         else:

@@ -17,6 +17,7 @@ logger = logging.getLogger(__name__)
 
 PLOT_SIZE_INCHES = (8, 4.5)
 PLOT_DPI = 100
+PUBLISHED_COLOR = "tab:red"
 MARKERS_BELOW = 50
 """Curves with fewer points than this get a dot per point (a short run is otherwise hard to read)."""
 
@@ -47,9 +48,13 @@ def _optional_float(value) -> float | None:
     return None if value is None else float(value)
 
 
-def plot_loss(path: Path, points: Sequence[LossPoint], title: str) -> Path:
+def plot_loss(
+    path: Path, points: Sequence[LossPoint], title: str, *, published_step: int | None = None
+) -> Path:
     """Training loss (and the held-out clips' eval loss, when logged) against step, as a PNG written to
-    ``path`` (headless matplotlib backend; ``VoiceFolder.write_loss_curve`` makes the write atomic)."""
+    ``path`` (headless matplotlib backend; ``VoiceFolder.write_loss_curve`` makes the write atomic).
+    ``published_step``: the checkpoint that became the voice, marked by a vertical line (and a ring on its
+    eval loss) when there is an eval curve to choose on."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -65,6 +70,8 @@ def plot_loss(path: Path, points: Sequence[LossPoint], title: str) -> Path:
         for label, xy in curves:
             marker = "." if len(xy) < MARKERS_BELOW else None
             ax.plot([x for x, _ in xy], [y for _, y in xy], marker=marker, label=label)
+        if published_step is not None and len(curves) > 1:
+            _mark_published(ax, points, published_step)
         if len(curves) > 1:
             ax.legend()
         if not curves:
@@ -78,3 +85,12 @@ def plot_loss(path: Path, points: Sequence[LossPoint], title: str) -> Path:
     finally:
         plt.close(fig)
     return path
+
+
+def _mark_published(ax, points: Sequence[LossPoint], step: int) -> None:
+    """A dashed vertical line at the published checkpoint, a ring on its eval loss, both in the legend."""
+    eval_loss = next((p.eval_loss for p in points if p.step == step and p.eval_loss is not None), None)
+    label = f"published: step {step}" + (f" (eval loss {eval_loss:.3f})" if eval_loss is not None else "")
+    ax.axvline(step, color=PUBLISHED_COLOR, linestyle="--", linewidth=1, label=label)
+    if eval_loss is not None:
+        ax.plot([step], [eval_loss], "o", markersize=10, markerfacecolor="none", color=PUBLISHED_COLOR)

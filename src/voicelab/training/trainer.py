@@ -15,6 +15,7 @@ from typing import Any
 
 from voicelab import orpheus
 from voicelab.errors import UsageError
+from voicelab.training.length import DEFAULT_PATIENCE
 from voicelab.voice import LORA_TARGET_MODULES, VoiceFolder
 
 logger = logging.getLogger(__name__)
@@ -23,7 +24,12 @@ LORA_DROPOUT = 0.0
 """No dropout: voice datasets are small and the adapter must reproduce them closely (as public Orpheus
 LoRA recipes do)."""
 CHECKPOINTS_KEPT = 2
-"""Older checkpoints are deleted as new ones are written (each holds adapter + optimizer state)."""
+"""Older checkpoints are deleted as new ones are written (each holds adapter + optimizer state); with
+early stopping the best one is kept too (the Trainer never rotates it away)."""
+SAVE_STEPS = 500
+"""Checkpoint interval without early stopping (with it, a checkpoint is saved at every evaluation)."""
+EVAL_METRIC = "eval_loss"
+"""What early stopping and the best checkpoint go by: the held-out clips' loss, lower is better."""
 INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 """Ctrl-C, and what torchrun/accelerate send their workers when they are interrupted."""
 
@@ -41,13 +47,16 @@ class LoraSettings:
 
 @dataclass(frozen=True)
 class TrainSettings:
-    epochs: float = 1.0
+    epochs: float | None = None  # None: ``--epochs auto`` (training.length.auto_epochs)
     batch_size: int = 1
     learning_rate: float = 5e-5
     gradient_accumulation_steps: int = 1
     gradient_checkpointing: bool = False
-    save_steps: int = 500
+    save_steps: int | None = None  # None: SAVE_STEPS, or at every evaluation with early stopping
     logging_steps: int = 10
+    eval_steps: int | None = None  # None: eval loss at every logging step (build sets it from the dataset)
+    early_stop: bool = True
+    patience: int = DEFAULT_PATIENCE
     lr_scheduler: str = "linear"
     max_steps: int | None = None
     group_by_length: bool = True  # batches of similar lengths (only matters for batch size > 1)
@@ -57,14 +66,64 @@ class TrainSettings:
 
 
 def check_device(device: str, flag: str = "--device") -> None:
-    """Raise ``DeviceError`` when ``device`` is CUDA and there is none."""
+    """Raise ``DeviceError`` when ``device`` is CUDA and there is none, saying what is actually wrong."""
+    import os
+
     import torch
 
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise DeviceError(
-            f"{flag} {device}: CUDA is not available on this machine (torch {torch.__version__}); "
-            f"pass {flag} cpu (slow for the real 3B model) or install a CUDA build of torch"
+    if not device.startswith("cuda") or torch.cuda.is_available():
+        return
+    raise DeviceError(
+        cuda_unavailable_message(
+            flag,
+            device,
+            torch_version=torch.__version__,
+            cuda_build=torch.version.cuda,
+            init_error=_cuda_init_error(),
+            visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
         )
+    )
+
+
+def _cuda_init_error() -> str | None:
+    """Why CUDA failed to start, in torch's words (no driver, driver too old, no device), or None."""
+    import torch
+
+    try:
+        torch.cuda.init()
+    except (RuntimeError, AssertionError) as e:  # a CPU build raises AssertionError
+        return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return None
+
+
+def cuda_unavailable_message(
+    flag: str,
+    device: str,
+    *,
+    torch_version: str,
+    cuda_build: str | None,
+    init_error: str | None,
+    visible_devices: str | None,
+) -> str:
+    """What to say when ``device`` is CUDA and torch sees none: a CPU-only torch needs a CUDA build; a CUDA
+    build that sees no GPU has a machine problem (hidden by CUDA_VISIBLE_DEVICES, no driver, no GPU)."""
+    fallback = f"pass {flag} cpu" + (" (slow for the real 3B model)" if flag == "--device" else "")
+    if cuda_build is None:
+        return (
+            f"{flag} {device}: this torch ({torch_version}) is a CPU-only build; install a CUDA build of "
+            f"torch (README, Set-up) or {fallback}"
+        )
+    prefix = f"{flag} {device}: torch {torch_version} is built for CUDA {cuda_build} but sees no GPU"
+    if visible_devices is not None and not visible_devices.strip():
+        return f"{prefix}: CUDA_VISIBLE_DEVICES is empty, which hides every GPU; unset it, or {fallback}"
+    cause = f" ({init_error})" if init_error else ""
+    hidden = (
+        f"; CUDA_VISIBLE_DEVICES={visible_devices} may name no GPU of this machine" if visible_devices else ""
+    )
+    return (
+        f"{prefix}{cause}{hidden}; check that `nvidia-smi` lists a GPU (the NVIDIA driver is installed and "
+        f"not older than CUDA {cuda_build} needs), or {fallback}"
+    )
 
 
 def multi_gpu_hint(device: str, processes: int, gpus: int) -> str | None:
@@ -182,11 +241,16 @@ def make_interrupt_callback():
 
 @dataclass
 class TrainOutcome:
-    model: Any  # the unwrapped PeftModel
+    model: Any  # the unwrapped PeftModel; with early stopping, holding the best checkpoint's adapter
     log_history: list[dict]
     global_step: int
     interrupted: bool
     train_loss: float | None
+    max_steps: int = 0
+    """The steps the run was planned to take (epochs x steps per epoch, or --max-steps)."""
+    best_step: int | None = None
+    """With early stopping: the step of the lowest eval loss, whose checkpoint ``model`` holds."""
+    best_eval_loss: float | None = None
 
 
 def train_lora(
@@ -203,14 +267,19 @@ def train_lora(
     eval_examples: Sequence[orpheus.TrainingExample] = (),
 ) -> TrainOutcome:
     """Wrap ``model`` with a fresh LoRA adapter and train it on ``examples``; ``eval_examples`` (held-out
-    clips) are scored every ``logging_steps`` and at the end (``eval_loss`` in the log history).
+    clips) are scored every ``eval_steps`` and at the end (``eval_loss`` in the log history).
 
     Checkpoints go to ``checkpoint_dir/checkpoint-STEP`` every ``save_steps`` (and on interrupt);
-    ``resume_from`` continues from one of them (weights, optimizer, scheduler, data position).
+    ``resume_from`` continues from one of them (weights, optimizer, scheduler, data position, and the
+    best-so-far record of early stopping). With ``settings.early_stop`` and held-out clips, the Trainer's
+    own early stopping runs (``EarlyStoppingCallback``, ``load_best_model_at_end``): the returned model
+    holds the adapter of the checkpoint with the lowest eval loss.
     """
     from peft import get_peft_model
-    from transformers import Trainer, TrainingArguments, set_seed
+    from transformers import Trainer, set_seed
 
+    if settings.epochs is None and not settings.max_steps:
+        raise ValueError("epochs not resolved: training.length.plan_length turns --epochs auto into a number")
     model.config.use_cache = False  # the KV cache is useless in training and clashes with checkpointing
     # The Trainer seeds only when it is built, after the LoRA matrices are drawn: seed their init here too,
     # so --seed makes a run reproducible whatever used the global RNG before.
@@ -221,10 +290,42 @@ def train_lora(
         "LoRA r=%d alpha=%d: %d trainable of %d parameters", lora.rank, lora.alpha, n_trainable, n_total
     )
 
+    early_stop = settings.early_stop and bool(eval_examples)
+    args = _training_args(settings, precision, checkpoint_dir, bool(eval_examples), early_stop)
+    interrupt = make_interrupt_callback()
+    trainer = Trainer(
+        model=peft_model,
+        args=args,
+        train_dataset=TokenDataset(examples),
+        eval_dataset=TokenDataset(eval_examples) if eval_examples else None,
+        data_collator=collate,
+        callbacks=[interrupt, *_early_stopping_callbacks(settings, early_stop), *extra_callbacks],
+    )
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    unwrapped = trainer.accelerator.unwrap_model(trainer.model)
+    state = trainer.state
+    best = early_stop and state.best_model_checkpoint is not None
+    return TrainOutcome(
+        model=unwrapped,
+        log_history=list(state.log_history),
+        global_step=int(state.global_step),
+        interrupted=interrupt.interrupted,
+        train_loss=float(result.training_loss) if result.training_loss is not None else None,
+        max_steps=int(state.max_steps),
+        best_step=int(state.best_global_step) if best else None,
+        best_eval_loss=float(state.best_metric) if best else None,
+    )
+
+
+def _training_args(
+    settings: TrainSettings, precision: str, checkpoint_dir: Path, evaluate: bool, early_stop: bool
+):
+    from transformers import TrainingArguments
+
     grouped = settings.group_by_length and settings.batch_size * settings.gradient_accumulation_steps > 1
-    args = TrainingArguments(
+    return TrainingArguments(
         output_dir=str(checkpoint_dir),
-        num_train_epochs=settings.epochs,
+        num_train_epochs=settings.epochs or 1.0,  # None only with max_steps, which then decides
         max_steps=settings.max_steps if settings.max_steps else -1,
         per_device_train_batch_size=settings.batch_size,
         gradient_accumulation_steps=settings.gradient_accumulation_steps,
@@ -232,8 +333,6 @@ def train_lora(
         lr_scheduler_type=settings.lr_scheduler,
         weight_decay=0.0,
         logging_steps=settings.logging_steps,
-        save_strategy="steps",
-        save_steps=settings.save_steps,
         save_total_limit=CHECKPOINTS_KEPT,
         seed=settings.seed,
         use_cpu=settings.device == "cpu",
@@ -247,38 +346,45 @@ def train_lora(
         ddp_find_unused_parameters=False,  # every LoRA matrix is used in every step
         report_to="none",
         disable_tqdm=not settings.progress,
-        **_eval_args(settings, bool(eval_examples)),
-    )
-    interrupt = make_interrupt_callback()
-    trainer = Trainer(
-        model=peft_model,
-        args=args,
-        train_dataset=TokenDataset(examples),
-        eval_dataset=TokenDataset(eval_examples) if eval_examples else None,
-        data_collator=collate,
-        callbacks=[interrupt, *extra_callbacks],
-    )
-    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    unwrapped = trainer.accelerator.unwrap_model(trainer.model)
-    return TrainOutcome(
-        model=unwrapped,
-        log_history=list(trainer.state.log_history),
-        global_step=int(trainer.state.global_step),
-        interrupted=interrupt.interrupted,
-        train_loss=float(result.training_loss) if result.training_loss is not None else None,
+        **_eval_args(settings, evaluate),
+        **_save_args(settings, early_stop),
     )
 
 
 def _eval_args(settings: TrainSettings, enabled: bool) -> dict[str, Any]:
-    """Eval loss on the held-out clips at every logging step (so the two curves share their x values)."""
+    """Eval loss on the held-out clips every ``eval_steps`` (default: every logging step)."""
     if not enabled:
         return {"eval_strategy": "no"}
     return {
         "eval_strategy": "steps",
-        "eval_steps": settings.logging_steps,
+        "eval_steps": settings.eval_steps or settings.logging_steps,
         "per_device_eval_batch_size": settings.batch_size,
         "prediction_loss_only": True,
     }
+
+
+def _save_args(settings: TrainSettings, early_stop: bool) -> dict[str, Any]:
+    """Checkpoints every ``save_steps``; with early stopping, at every evaluation (so the best one exists)
+    and the Trainer keeps the best, reloads it at the end, and carries its record across ``--resume``."""
+    if not early_stop:
+        return {"save_strategy": "steps", "save_steps": settings.save_steps or SAVE_STEPS}
+    return {
+        "save_strategy": "steps",
+        "save_steps": settings.eval_steps or settings.logging_steps,
+        "load_best_model_at_end": True,
+        "metric_for_best_model": EVAL_METRIC,
+        "greater_is_better": False,
+        # the patience count survives Ctrl-C + --resume along with the best-so-far checkpoint
+        "restore_callback_states_from_checkpoint": True,
+    }
+
+
+def _early_stopping_callbacks(settings: TrainSettings, early_stop: bool) -> list[Any]:
+    if not early_stop:
+        return []
+    from transformers import EarlyStoppingCallback
+
+    return [EarlyStoppingCallback(early_stopping_patience=settings.patience)]
 
 
 def _checkpointing_args(enabled: bool) -> dict[str, Any]:
