@@ -32,6 +32,12 @@ DATASET = (
     "It was nice to meet you at last.",
 )
 FEW = ["--sentences", "1", "--max-heldout", "1", "--max-tokens", "70", "--no-progress", "--device", "cpu"]
+FEW += [
+    "--tag-sentences",
+    "1",
+    "--tags",
+    "laugh",
+]  # the tags check: one tag, one sentence (and its plain twin)
 """One novel sentence, one held-out text, pieces of at most 10 frames: the plumbing, CPU-cheap."""
 
 
@@ -77,6 +83,7 @@ def summary(**values):
         "too_long": 0,
         "long_silences": 0,
         "max_code_overlap": 0.1,
+        "trained_tags_read_aloud": 0,
     }
     return {**base, **values}
 
@@ -89,6 +96,10 @@ def test_verdicts_follow_the_thresholds_and_their_overrides():
         for c in ev.verdicts(summary(wer=0.3, similarity_gain=-0.01), ev.Thresholds())
     }
     assert failing["word error rate"] == "FAIL" and failing["similarity gain over the base model"] == "FAIL"
+    read = {
+        c["check"]: c["verdict"] for c in ev.verdicts(summary(trained_tags_read_aloud=1), ev.Thresholds())
+    }
+    assert read["trained tags read aloud"] == "FAIL"
     lenient = {c["check"]: c["verdict"] for c in ev.verdicts(summary(wer=0.3), ev.Thresholds(max_wer=0.5))}
     assert lenient["word error rate"] == "pass"
     unmeasured = {c["check"]: c["verdict"] for c in ev.verdicts(summary(dnsmos_ovrl=None), ev.Thresholds())}
@@ -218,7 +229,7 @@ def test_eval_json_has_every_part_and_only_finite_numbers(evaluated, trained, ti
     assert report["summary"]["eval_loss"] == pytest.approx(meta.published_eval_loss)
     assert {(s["model"], s["kind"]) for s in report["samples"]} == {
         (m, k) for m in ("voice", "base") for k in ("heldout", "novel")
-    }
+    } | {("voice", "tag"), ("voice", "tag-plain")}
     for key in (
         "speaker_similarity",
         "base_speaker_similarity",
@@ -243,6 +254,29 @@ def test_samples_are_whole_snac_frames_and_summary_has_a_verdict_per_check(evalu
         assert f"| {check['check']} |" in summary and check["verdict"] in ("pass", "FAIL", "n/a")
     # --max-tokens 70 stops every random-model piece early: each one is reported as a runaway
     assert report["summary"]["hit_max_tokens"] == 2
+
+
+def test_tags_check_through_the_embedded_engine(evaluated):
+    """zed was trained without tags: <laugh> is checked as part of the base set, with and without it."""
+    from voicelab.evaluate import tag_check
+
+    _, eval_dir = evaluated
+    report = json.loads((eval_dir / EVAL_FILE).read_text())
+    (laugh,) = report["tags"]["per_tag"]
+    assert (laugh["tag"], laugh["set"], laugh["trained"]) == ("laugh", "base", None)
+    assert (
+        laugh["verdict"] in tag_check.VERDICTS
+        and laugh["trials"][0]["text"] == tag_check.trial("laugh", 0).tagged
+    )
+    spoken = {s["id"]: s for s in report["samples"] if s["kind"] in ("tag", "tag-plain")}
+    assert set(spoken) == {"tag_laugh_0", "tagplain_0"} and all(
+        (eval_dir / s["file"]).is_file() for s in spoken.values()
+    )
+    assert spoken["tag_laugh_0"]["tag_verdict"] == laugh["verdict"]
+    assert report["summary"]["tags"] == {"laugh": f"{laugh['verdict']} (base)"}
+    check = next(c for c in report["checks"] if c["check"] == "trained tags read aloud")
+    assert check["verdict"] == "n/a"  # no trained tag to hold to it
+    assert "| <laugh> | base | 0 |" in (eval_dir / EVAL_SUMMARY_FILE).read_text()
 
 
 def test_the_voice_list_shows_the_evaluation(evaluated, trained, tiny_orpheus_dir):

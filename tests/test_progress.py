@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from voicelab.progress import LINES_PER_RUN, LineProgress, QuietProgress, progress_bar
+from voicelab.progress import LINES_PER_RUN, LineProgress, QuietProgress, bar_or_lines
 
 
 def test_without_a_terminal_a_line_every_twentieth_of_the_items(caplog):
@@ -34,6 +34,6 @@ def test_batches_that_jump_past_a_line_still_log_once_each(caplog):
 
 
 def test_off_or_nothing_to_do_is_quiet(capsys):
-    assert isinstance(progress_bar(0, desc="x"), QuietProgress)
-    assert isinstance(progress_bar(5, desc="x", enabled=False), QuietProgress)
-    assert isinstance(progress_bar(5, desc="x"), LineProgress)  # pytest's stderr is not a terminal
+    assert isinstance(bar_or_lines(0, desc="x"), QuietProgress)
+    assert isinstance(bar_or_lines(5, desc="x", enabled=False), QuietProgress)
+    assert isinstance(bar_or_lines(5, desc="x"), LineProgress)  # pytest's stderr is not a terminal

@@ -365,7 +365,7 @@ def test_a_broken_transcript_is_named_not_overwritten(client, prepared):
 def test_saves_at_the_same_time_are_all_kept(prepared):
     from concurrent.futures import ThreadPoolExecutor
 
-    edits = {key: f"{text} (checked)" for key, text in TEXTS.items()}
+    edits = {key: f"{text} Checked." for key, text in TEXTS.items()}  # "(checked)" is an annotation now
     with ThreadPoolExecutor(len(edits)) as pool:
         list(
             pool.map(lambda kv: dataset_review.save_clip(prepared, "alice", kv[0], text=kv[1]), edits.items())

@@ -46,7 +46,7 @@ import re
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from voicelab.errors import UsageError
@@ -456,6 +456,180 @@ def _write_sources_left_out(path: Path, notes: Mapping[str, SourceLeftOut]) -> N
     write_text_atomic(path, buffer.getvalue())
 
 
+# ------------------------------------------------------------------------------------ expressive tags
+
+ORPHEUS_TAGS = ("laugh", "chuckle", "sigh", "cough", "sniffle", "groan", "yawn", "gasp")
+"""The expressive tags of Orpheus (its README, for the fine-tuned model), written ``<laugh>`` in a text.
+They are plain text to the model, not special tokens: a voice renders a tag only if its training texts
+held it (else the model may read "laugh" aloud), so training texts carry exactly these spellings."""
+TAG_EXAMPLES_NEEDED = 100
+"""Examples of a tag for the model to learn it: the Orpheus maintainers' advice for fine-tuning."""
+MAX_TAG_SPAN_CHARS = 40
+"""A bracketed span longer than this is left alone: annotations are a few words ("(laughs nervously)",
+"[BACKGROUND MUSIC]"); a longer one is more likely a real parenthesis of the speaker's."""
+
+_TAG_WORDS = {
+    word: tag
+    for tag, words in {
+        "laugh": ("laugh", "laughs", "laughing", "laughed", "laughter"),
+        "chuckle": ("chuckle", "chuckles", "chuckling", "chuckled"),
+        "sigh": ("sigh", "sighs", "sighing", "sighed"),
+        "cough": ("cough", "coughs", "coughing", "coughed"),
+        "sniffle": ("sniffle", "sniffles", "sniffling", "sniffled", "sniff", "sniffs", "sniffing"),
+        "groan": ("groan", "groans", "groaning", "groaned"),
+        "yawn": ("yawn", "yawns", "yawning", "yawned"),
+        "gasp": ("gasp", "gasps", "gasping", "gasped"),
+    }.items()
+    for word in words
+}
+"""Words of an annotation -> the tag: Whisper writes "(laughs)", "[LAUGHTER]", "(laughing)", "*sighs*"."""
+
+_SPAN = MAX_TAG_SPAN_CHARS
+_TAG_SPAN = re.compile(
+    rf"\((?P<round>[^()\n]{{1,{_SPAN}}})\)"
+    rf"|\[(?P<square>[^\[\]\n]{{1,{_SPAN}}})\]"
+    rf"|<(?P<angle>[^<>\n]{{1,{_SPAN}}})>"
+    rf"|\*(?P<star>[^\W\d_][^*\n]{{0,{_SPAN - 2}}}[^\W\d_]|[^\W\d_])\*"
+)
+"""An annotation: a short span in round, square or angle brackets, or between asterisks (``*sighs*``;
+an asterisk span starts and ends with a letter, so ``2 * 3 * 4`` is arithmetic, not a span)."""
+_SPAN_WORD = re.compile(r"[^\W\d_]+")
+_HORIZONTAL_SPACE = " \t"
+_ATTACHING_PUNCTUATION = ".,!?;:…"
+"""Punctuation that stays attached to what precedes it: ``funny (laughs).`` -> ``funny <laugh>.``."""
+
+
+@dataclass(frozen=True)
+class TaggedText:
+    """A text with its annotations normalised: Orpheus tags in their one spelling, the others removed."""
+
+    text: str
+    tags: tuple[str, ...] = ()
+    """The tags it holds (``"laugh"``), in order."""
+    unknown: tuple[str, ...] = ()
+    """The annotations removed from it, as they were written (``"<giggle>"``, ``"[MUSIC]"``)."""
+
+
+def tag_spelling(tag: str) -> str:
+    """How a text carries ``tag``: ``<laugh>``, exactly as the serving prompt will."""
+    return f"<{tag}>"
+
+
+def unknown_tag_message(spelled: str) -> str:
+    return (
+        f"unknown tag {spelled}: the base model would read it aloud; map it or remove it "
+        f"(the tags Orpheus knows: {' '.join(tag_spelling(t) for t in ORPHEUS_TAGS)})"
+    )
+
+
+def _span_tag(match: re.Match) -> str | None:
+    """The tag an annotation means (its first tag word), ``None`` for an unknown one."""
+    content = next(g for g in match.groups() if g is not None)
+    return next((_TAG_WORDS[w] for w in _SPAN_WORD.findall(content.lower()) if w in _TAG_WORDS), None)
+
+
+def normalize_tags(text: str) -> TaggedText:
+    """The one tag normaliser of every writer of training text (transcribe, the studio, train-lora).
+
+    Each annotation (``(laughs)``, ``[LAUGHTER]``, ``*sighs*``, ``<Laugh>``, ``(chuckling)``) becomes its
+    Orpheus tag (``<laugh>``), set off by single spaces (punctuation right after it stays attached); an
+    annotation that names no Orpheus tag (``<giggle>``, ``[MUSIC]``) is removed and listed in ``unknown``.
+    Words the speaker says ("he laughed") are untouched, and so is a text without annotations, character
+    for character. A span without a letter (``[?]``) or longer than ``MAX_TAG_SPAN_CHARS`` is not an
+    annotation. Idempotent.
+    """
+    out, tags, unknown, pos = "", [], [], 0
+    for match in _TAG_SPAN.finditer(text):
+        if not _SPAN_WORD.search(match.group(0)):
+            continue
+        out += text[pos : match.start()]
+        pos = match.end()
+        while pos < len(text) and text[pos] in _HORIZONTAL_SPACE:
+            pos += 1
+        out = out.rstrip(_HORIZONTAL_SPACE)
+        tag = _span_tag(match)
+        if tag is not None:
+            tags.append(tag)
+            out += (" " if out and not out[-1].isspace() else "") + tag_spelling(tag)
+        else:
+            unknown.append(match.group(0))
+        following = text[pos : pos + 1]
+        if out and following and not following.isspace() and following not in _ATTACHING_PUNCTUATION:
+            out += "" if out[-1].isspace() else " "
+    return TaggedText(out + text[pos:], tuple(tags), tuple(unknown))
+
+
+def spoken_tags(text: str) -> tuple[str, ...]:
+    """The tags whose word ``text`` says as a word ("he laughed" -> ``laugh``), in order of first mention;
+    annotations and tags are not words said."""
+    words = _SPAN_WORD.findall(_TAG_SPAN.sub(" ", text).lower())
+    return tuple(dict.fromkeys(_TAG_WORDS[w] for w in words if w in _TAG_WORDS))
+
+
+@dataclass(frozen=True)
+class TagCount:
+    clips: int = 0
+    """Texts (clips) holding the tag at least once."""
+    occurrences: int = 0
+
+
+@dataclass(frozen=True)
+class TagCensus:
+    """The tags of a set of texts: known tags by name, unknown annotations by their spelling."""
+
+    tags: dict[str, TagCount] = field(default_factory=dict)
+    unknown: dict[str, TagCount] = field(default_factory=dict)
+
+    def ordered(self) -> list[tuple[str, TagCount]]:
+        """The known tags found, in ``ORPHEUS_TAGS`` order."""
+        return [(tag, self.tags[tag]) for tag in ORPHEUS_TAGS if tag in self.tags]
+
+    def as_dict(self) -> dict[str, dict[str, int]]:
+        """``{tag: {"clips": n, "occurrences": m}}`` in ``ORPHEUS_TAGS`` order (what voice.json records)."""
+        return {tag: asdict(count) for tag, count in self.ordered()}
+
+
+def count_tags(texts: Iterable[str]) -> TagCensus:
+    """How many clips hold each tag, and how often (texts go through ``normalize_tags`` first)."""
+    known: dict[str, list[int]] = {}
+    unknown: dict[str, list[int]] = {}
+    for text in texts:
+        tagged = normalize_tags(text)
+        for counts, found in ((known, tagged.tags), (unknown, tagged.unknown)):
+            for name in set(found):
+                entry = counts.setdefault(name, [0, 0])
+                entry[0] += 1
+                entry[1] += found.count(name)
+
+    def frozen(counts: dict[str, list[int]]) -> dict[str, TagCount]:
+        return {name: TagCount(*counts[name]) for name in sorted(counts)}
+
+    return TagCensus(frozen(known), frozen(unknown))
+
+
+def describe_tags(census: TagCensus) -> list[str]:
+    """Lines for a step's summary: each tag's clips and occurrences, the guidance, the unknown ones."""
+    if not census.tags and not census.unknown:
+        return [
+            "expressive tags: none in the texts (a voice trained on these texts will not render <laugh> and "
+            "the like: see the guide's section on expressive tags)"
+        ]
+    lines = []
+    if census.tags:
+        counts = ", ".join(
+            f"{tag_spelling(t)} {c.clips} clips ({c.occurrences}x)" for t, c in census.ordered()
+        )
+        lines.append(f"expressive tags: {counts}")
+        few = [tag_spelling(t) for t, c in census.ordered() if c.clips < TAG_EXAMPLES_NEEDED]
+        if few:
+            lines.append(
+                f"  a tag the model must learn needs about {TAG_EXAMPLES_NEEDED} examples; fewer for "
+                f"{', '.join(few)}"
+            )
+    lines += [f"  {unknown_tag_message(spelled)} ({c.clips} clips)" for spelled, c in census.unknown.items()]
+    return lines
+
+
 # ------------------------------------------------------------------------- transcript_signals.jsonl
 
 
@@ -479,10 +653,15 @@ class ClipSignals:
     dnsmos_bak: float | None = None
     dnsmos_ovrl: float | None = None
     embedding: list[float] | None = None
+    nonspeech_s: float | None = None
+    """Sounding seconds of the clip's longest non-speech sound (``voicelab.vocal_events``; 0: none)."""
+    nonspeech_at_s: float | None = None
+    """Where that sound starts, seconds into the clip."""
 
     @property
     def has_quality(self) -> bool:
-        return self.embedding is not None
+        """Every audio measure is stored (records from older runs lack the newer ones: measured again)."""
+        return self.embedding is not None and self.nonspeech_s is not None
 
     def to_json(self) -> str:
         """One line of the signals file (without the newline); the key first, as ``filename``."""
@@ -549,6 +728,7 @@ REVIEW_COLUMNS = (
     ("dnsmos_bak", 2),
     ("dnsmos_ovrl", 2),
     ("words_per_s", 2),
+    ("nonspeech_s", 2),
 )
 """The review's columns, in order, with the decimals each number is written with (None: text)."""
 REVIEW_HEADER = tuple(name for name, _ in REVIEW_COLUMNS)
@@ -572,6 +752,7 @@ class ReviewRow:
     dnsmos_bak: float | None = None
     dnsmos_ovrl: float | None = None
     words_per_s: float | None = None
+    nonspeech_s: float | None = None
 
     def to_record(self) -> tuple[str, ...]:
         values = (getattr(self, f.name) for f in fields(self))

@@ -1,7 +1,8 @@
 """dataset_report.png: one picture of a prepared dataset for a person to look at before training.
 
-Four panels: clip lengths, speaker similarity to the dataset's voice (threshold marked), DNSMOS scores,
-minutes kept per source; the title gives the guide's tier by the lower of clips and minutes. Kept =
+Five panels: clip lengths, speaker similarity to the dataset's voice (threshold marked), DNSMOS scores,
+minutes kept per source, and the expressive tags (clips per Orpheus tag against the ~100 examples a tag
+needs, unknown annotations named); the title gives the guide's tier by the lower of clips and minutes. Kept =
 clips with a transcript row that excluded.csv does not list (what training uses).
 
 The speaker comparison it shows (threshold and reference given to transcribe) is kept beside it, so the
@@ -17,17 +18,29 @@ from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from voicelab.dataset import ClipSignals, ManifestError, PreparedDataset
+from voicelab.dataset import (
+    ORPHEUS_TAGS,
+    TAG_EXAMPLES_NEEDED,
+    ClipSignals,
+    ManifestError,
+    PreparedDataset,
+    count_tags,
+    tag_spelling,
+)
 from voicelab.review import LOW_BAK, SpeakerContext
 
 logger = logging.getLogger(__name__)
 
-FIGURE_SIZE_IN = (12, 8)
-DPI = 100  # 1200 x 800 px
-LAYOUTS = {"wide": ((2, 2), FIGURE_SIZE_IN, 40, 120), "narrow": ((4, 1), (4, 12.5), 20, 30)}
-"""(rows, columns) of the four panels, inches, the longest source name shown and the longest title line:
-two by two on a screen; one column 400 px wide for a phone (about its screen's width, so the text keeps
-its size)."""
+FIGURE_SIZE_IN = (17, 8)
+DPI = 100  # 1700 x 800 px
+WIDE = [["lengths", "speaker", "tags"], ["dnsmos", "sources", "tags"]]
+NARROW = [["lengths"], ["speaker"], ["dnsmos"], ["sources"], ["tags"]]
+LAYOUTS = {"wide": (WIDE, FIGURE_SIZE_IN, 40, 120), "narrow": (NARROW, (4, 15.5), 20, 30)}
+"""The panels' places (a matplotlib mosaic), inches, the longest source name shown and the longest title
+line: two rows beside the tags on a screen; one column 400 px wide for a phone (about its screen's width,
+so the text keeps its size; five panels of ~3 in each)."""
+MAX_UNKNOWN_SHOWN = 4  # unknown annotations named in the tags panel's title (most frequent first)
+TAG_AXIS_HEADROOM = 1.2  # the tags' x axis reaches past the guidance line and the longest bar
 SIMILARITY_BINS = 40
 SCORE_BINS = 32
 MOS_RANGE = (1.0, 5.0)
@@ -52,6 +65,35 @@ def _minutes_per_source(kept: Sequence[ClipSignals], sources: dict[str, str]) ->
         rest = sum(m for _, m in ranked[MAX_SOURCES_SHOWN - 1 :])
         ranked = [*ranked[: MAX_SOURCES_SHOWN - 1], (f"{len(ranked) - MAX_SOURCES_SHOWN + 1} others", rest)]
     return ranked
+
+
+def _draw_tags(ax, kept: Sequence[ClipSignals], line: int) -> None:
+    """Clips (and occurrences) per Orpheus tag in the kept texts, the guidance line, the unknown ones
+    (wrapped at ``line`` characters)."""
+    census = count_tags(c.text for c in kept)
+    counts = [census.tags.get(t) for t in ORPHEUS_TAGS]
+    clips = [c.clips if c else 0 for c in counts]
+    rows = range(len(ORPHEUS_TAGS))
+    ax.barh(rows, clips, color=["tab:green" if n >= TAG_EXAMPLES_NEEDED else "tab:orange" for n in clips])
+    ax.set_yticks(rows, [tag_spelling(t) for t in ORPHEUS_TAGS])
+    ax.invert_yaxis()
+    for row, count in zip(rows, counts, strict=True):
+        if count:
+            ax.annotate(
+                f" {count.clips} clips ({count.occurrences}x)", (count.clips, row), va="center", fontsize=8
+            )
+    ax.axvline(
+        TAG_EXAMPLES_NEEDED, color="tab:red", linestyle="--", label=f"~{TAG_EXAMPLES_NEEDED} to learn a tag"
+    )
+    ax.set_xlim(0, TAG_AXIS_HEADROOM * max([TAG_EXAMPLES_NEEDED, *clips]))
+    ax.legend(loc="lower right")
+    frequent = sorted(census.unknown.items(), key=lambda kv: -kv[1].clips)[:MAX_UNKNOWN_SHOWN]
+    unknown = ", ".join(f"{s} ({c.clips})" for s, c in frequent)
+    ax.set(
+        title="Expressive tags (clips kept)"
+        + ("\n" + textwrap.fill(f"unknown, removed in training: {unknown}", line) if unknown else ""),
+        xlabel="clips",
+    )
 
 
 def write_dataset_report(
@@ -90,9 +132,9 @@ def draw_report(
     kept = [c for c in clips if c.text and c.key not in excluded]
     kept_min = sum(c.duration_s or 0.0 for c in kept) / 60
     tier = dataset_level(len(kept), kept_min)[2]
-    (rows, columns), size, longest_name, line = LAYOUTS[layout]
-    fig, grid = plt.subplots(rows, columns, figsize=size)
-    axes = grid.reshape(2, 2)  # the same four panels in reading order, whatever the layout
+    mosaic, size, longest_name, line = LAYOUTS[layout]
+    fig, panels = plt.subplot_mosaic(mosaic, figsize=size)
+    axes = [[panels["lengths"], panels["speaker"]], [panels["dnsmos"], panels["sources"]]]
     title = f"{ds.name}: {len(kept)} clips kept ({len(excluded)} excluded) -> guide's tier: {tier}"
     fig.suptitle(
         textwrap.fill(title, line) + "\n" + textwrap.fill(f"({level_basis(len(kept), kept_min)})", line)
@@ -101,6 +143,7 @@ def draw_report(
     _similarity(axes[0][1], speakers, line)
     _dnsmos(axes[1][0], clips)
     _per_source(axes[1][1], _minutes_per_source(kept, _sources(ds)), longest_name)
+    _draw_tags(panels["tags"], kept, line)
     fig.tight_layout()
     try:
         fig.savefig(out, format="png", dpi=DPI, metadata={"Title": title})

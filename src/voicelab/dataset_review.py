@@ -11,10 +11,19 @@ can be restored.
 from __future__ import annotations
 
 import io
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from voicelab.dataset import PreparedDataset, clip_filename, clip_key, normalize_text
+from voicelab.dataset import (
+    ORPHEUS_TAGS,
+    TAG_EXAMPLES_NEEDED,
+    PreparedDataset,
+    clip_filename,
+    clip_key,
+    count_tags,
+    normalize_tags,
+    normalize_text,
+)
 from voicelab.errors import UsageError
 from voicelab.fileio import resolve_inside
 
@@ -41,6 +50,8 @@ class ClipView:
     edited: bool = False  # the text differs from Whisper's
     excluded: bool = False
     exclude_reason: str = ""
+    removed_tags: list[str] = field(default_factory=list)
+    """Annotations the last save took out of the text: no Orpheus tag means them (``<giggle>``)."""
 
     def as_json(self) -> dict:
         """What the studio API sends: the key under ``filename``, as the page has always read it."""
@@ -121,10 +132,29 @@ def review_clips(ds: PreparedDataset) -> list[ClipView]:
 
 def describe_dataset(prepared_dir: Path, name: str) -> dict:
     ds = PreparedDataset(dataset_dir(prepared_dir, name))
+    clips = review_clips(ds)
     return {
         "name": ds.name,
         "report": ds.has_report(),
-        "clips": [v.as_json() for v in review_clips(ds)],
+        "clips": [v.as_json() for v in clips],
+        "tags": describe_tags(clips),
+    }
+
+
+def dataset_tags(prepared_dir: Path, name: str) -> dict:
+    """``describe_tags`` of dataset ``name``."""
+    return describe_tags(review_clips(PreparedDataset(dataset_dir(prepared_dir, name))))
+
+
+def describe_tags(clips: list[ClipView]) -> dict:
+    """The expressive tags of the clips training would use (a text, not excluded): per tag, clips and
+    occurrences; the annotations training would remove; how many examples a tag needs."""
+    census = count_tags(v.text for v in clips if v.text and not v.excluded)
+    return {
+        "orpheus_tags": list(ORPHEUS_TAGS),
+        "examples_needed": TAG_EXAMPLES_NEEDED,
+        "counts": census.as_dict(),
+        "unknown": {spelled: count.clips for spelled, count in census.unknown.items()},
     }
 
 
@@ -139,27 +169,35 @@ def save_clip(
 ) -> ClipView:
     """Apply a person's edit to one clip: new text (transcript.csv), excluded or restored (excluded.csv).
 
-    ``None`` leaves that part as it is. The text is trimmed and its whitespace runs collapsed, as the
-    transcribe step writes it; an empty text is refused (exclude the clip instead).
+    ``None`` leaves that part as it is. The text goes through the tag normaliser (``(laughs)`` becomes
+    ``<laugh>``, an unknown annotation is removed and listed in ``removed_tags``), is trimmed and its
+    whitespace runs collapsed, as the transcribe step writes it; an empty text is refused (exclude the
+    clip instead).
     """
     ds = PreparedDataset(clip_path(prepared_dir, name, clip).parent)
     key = clip_key(clip)
+    removed: list[str] = []
     with ds.saving():
         if text is not None:
-            _save_text(ds, key, text)
+            removed = _save_text(ds, key, text)
         if excluded is not None:
             _save_exclusion(ds, key, excluded, reason)
-    return next(v for v in review_clips(ds) if v.key == key)
+    view = next(v for v in review_clips(ds) if v.key == key)
+    view.removed_tags = removed
+    return view
 
 
-def _save_text(ds: PreparedDataset, key: str, text: str) -> None:
-    clean = normalize_text(text)
+def _save_text(ds: PreparedDataset, key: str, text: str) -> list[str]:
+    """Write the clip's text through the tag normaliser; returns the unknown annotations it removed."""
+    tagged = normalize_tags(text)
+    clean = normalize_text(tagged.text)
     if not clean:
         raise EditError(f"clip {key}: the text is empty; exclude the clip instead of blanking it")
     rows = ds.read_rows()
     if rows.get(key) != clean:
         rows[key] = clean
         ds.write_transcript(rows.items())
+    return list(tagged.unknown)
 
 
 def _save_exclusion(ds: PreparedDataset, key: str, excluded: bool, reason: str | None) -> None:

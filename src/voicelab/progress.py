@@ -4,6 +4,14 @@ On a terminal: tqdm's bar. Elsewhere (``make transcribe ... > log``, ``| tee``, 
 either silent or a smear of carriage returns: one log line every few items, so a run of hours still says
 how far it is and how long it has left. Both take the same calls (``update``, ``set_postfix_str``,
 ``close``), so a loop does not care which it got.
+
+Public names (everything else is private):
+
+- ``bar_or_lines(total_items, desc=, enabled=, amount=, **tqdm_kwargs)``: the object a loop reports to.
+- ``LineProgress``: the log-line reporter alone (a loop that is never on a terminal, or another reporter
+  that wants the same lines when no bar is drawn).
+- ``QuietProgress``: the reporter that shows nothing; the three methods above are the whole contract.
+- ``LINES_PER_RUN``: how many lines a run without a terminal gets.
 """
 
 from __future__ import annotations
@@ -13,13 +21,15 @@ import math
 import sys
 import time
 
+__all__ = ["LINES_PER_RUN", "LineProgress", "QuietProgress", "bar_or_lines"]
+
 logger = logging.getLogger(__name__)
 
 LINES_PER_RUN = 20
 """Without a terminal, at most about this many progress lines per run (one every 5%)."""
 
 
-def progress_bar(total_items: int, *, desc: str, enabled: bool = True, amount=None, **tqdm_kwargs):
+def bar_or_lines(total_items: int, *, desc: str, enabled: bool = True, amount=None, **tqdm_kwargs):
     """A progress object over ``total_items`` items.
 
     ``amount``: (total, unit) when the bar measures something else than items (minutes of audio): the

@@ -84,6 +84,12 @@ MIN_SPEAKER_SPREAD = 0.01
 QUALITY_FLAG_PREFIXES = ("other speaker?", "background noise/music", "distorted speech")
 """Reasons of the audio-quality flags: the ones ``--exclude-flagged`` copies into excluded.csv."""
 
+UNTAGGED_SOUND_S = 0.3
+"""A non-speech sound with this much sound in it (``vocal_events.MIN_EVENT_SOUND_S``), in a clip whose
+text has no tag: the model learns to make the sound at random, or to read it as the words around it."""
+UNTAGGED_SOUND_SEVERITY = 1.0
+"""Worth a listen (add the tag, or trim the sound), not evidence that the clip is wrong."""
+
 # Fixed weights for signals that have no natural scale: a known hallucination phrase is strong
 # evidence on its own; an empty transcript or an unknown-number clip is worth a look but ranks lower.
 PHRASE_SEVERITY = 2.0
@@ -233,6 +239,7 @@ def assess(
     if cps is not None and clip.text:
         flags.extend(_rate_flags(cps, median_cps))
     flags.extend(_quality_flags(item, speakers))
+    flags.extend(_untagged_sound_flags(clip))
     if item.words_per_s is not None and median_wps and not any("speaking rate" in f.reason for f in flags):
         flags.extend(_speech_rate_flags(item.words_per_s, median_wps))
     return item
@@ -273,6 +280,24 @@ def _quality_flags(item: ReviewItem, speakers: SpeakerContext | None) -> list[Fl
             Flag(f"distorted speech: SIG {clip.dnsmos_sig:.1f} < {LOW_SIG:g}", 1 + LOW_SIG - clip.dnsmos_sig)
         )
     return flags
+
+
+def _untagged_sound_flags(clip: ClipSignals) -> list[Flag]:
+    """A long non-speech sound (a laugh, a sigh?) in a clip whose text holds no expressive tag."""
+    from voicelab.dataset import normalize_tags
+
+    if not clip.text or not clip.nonspeech_s or clip.nonspeech_s < UNTAGGED_SOUND_S:
+        return []
+    if normalize_tags(clip.text).tags:
+        return []
+    at = f" at {clip.nonspeech_at_s:.1f} s" if clip.nonspeech_at_s is not None else ""
+    return [
+        Flag(
+            f"non-speech sound{at} ({clip.nonspeech_s:.1f} s; a laugh, sigh, cough?) but no tag in the "
+            "text: add the tag (<laugh>) or trim the sound",
+            UNTAGGED_SOUND_SEVERITY,
+        )
+    ]
 
 
 def _speech_rate_flags(wps: float, median_wps: float) -> list[Flag]:
@@ -351,6 +376,7 @@ def review_rows(items: Sequence[ReviewItem]) -> list[ReviewRow]:
             dnsmos_bak=item.signals.dnsmos_bak,
             dnsmos_ovrl=item.signals.dnsmos_ovrl,
             words_per_s=item.words_per_s,
+            nonspeech_s=item.signals.nonspeech_s,
         )
         for item in items
     ]

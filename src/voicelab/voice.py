@@ -140,6 +140,9 @@ class VoiceMetadata:
     """The last eval loss logged; with early stopping the published step's is ``published_eval_loss``."""
     eval_clips: list[str] = field(default_factory=list)
     """Clips held out of training (``make evaluate`` uses them as the speaker reference)."""
+    tags: dict[str, dict[str, int]] = field(default_factory=dict)
+    """The expressive tags the voice was trained with: ``{"laugh": {"clips": n, "occurrences": m}}``
+    (training clips only; a tag missing here was never seen, so the voice may read it aloud)."""
     stopping: dict[str, Any] = field(default_factory=dict)
     """How long training ran and which step is this adapter: the epochs and how they were chosen, early
     stopping's settings, the best step and its eval loss, the step training stopped at, why

@@ -8,7 +8,9 @@ The voice speaks the texts of the clips train-lora held out and a fixed set of n
 engine the server uses (embedded by default, vLLM with --vllm-url); the base model speaks them too. Then:
 speaker similarity to the held-out clips (and the base model's, and the difference), Whisper WER/CER
 against the text, DNSMOS, speech rate against the dataset's, runaways, long silences, and overlap of the
-novel sentences' audio codes with training clips (overfitting). Each check gets a verdict against a
+novel sentences' audio codes with training clips (overfitting), and the expressive tags: each tag the voice
+was trained with, and the rest of Orpheus' set, spoken with and without the tag, judged rendered, ignored
+or read aloud. Each check gets a verdict against a
 threshold flag below; README step 4 says what to do when one fails.
 
 Exit codes: 0 evaluated (see the verdicts; --strict: 1 when a check fails), 1 a voice could not be
@@ -50,6 +52,38 @@ THRESHOLD_HELP = {
     "max_silence_s": "no silence inside a sample longer than this (seconds)",
     "max_code_overlap": "a novel sentence sharing more than this share of codes with a training clip is overfitting",
 }
+
+
+def tag_list(value: str) -> tuple[str, ...]:
+    """``--tags laugh,sigh``: Orpheus tags, with or without the angle brackets."""
+    from voicelab.dataset import ORPHEUS_TAGS
+
+    tags = tuple(t.strip().strip("<>").lower() for t in value.split(",") if t.strip())
+    unknown = [t for t in tags if t not in ORPHEUS_TAGS]
+    if unknown or not tags:
+        raise argparse.ArgumentTypeError(
+            f"{', '.join(unknown) or 'nothing'}: not an Orpheus tag; use some of {','.join(ORPHEUS_TAGS)}"
+        )
+    return tags
+
+
+def _add_tags_check_flags(p: argparse.ArgumentParser, default_sentences: int) -> None:
+    from voicelab.dataset import ORPHEUS_TAGS
+    from voicelab.evaluate.tag_check import TAG_SENTENCES
+
+    p.add_argument(
+        "--tag-sentences",
+        type=non_negative_int,
+        default=default_sentences,
+        help=f"tags check: sentences per tag, each also spoken without the tag (at most "
+        f"{len(TAG_SENTENCES)}; 0: no tags check)",
+    )
+    p.add_argument(
+        "--tags",
+        type=tag_list,
+        help="tags check: only these tags, comma-separated (default: the voice's trained tags and the rest "
+        "of Orpheus' set: " + ",".join(ORPHEUS_TAGS) + ")",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_int,
         help="generated tokens per piece at most (default: the server's budget, derived from the text)",
     )
+    _add_tags_check_flags(p, defaults.tag_sentences)
     group = p.add_argument_group("thresholds (a check fails past them)")
     for f in fields(Thresholds):
         group.add_argument(
@@ -168,6 +203,8 @@ def settings_from(args: argparse.Namespace):
         repetition_penalty=args.repetition_penalty,
         seed=args.seed,
         max_tokens=args.max_tokens,
+        tag_sentences=args.tag_sentences,
+        tags=args.tags,
         thresholds=Thresholds(**{f.name: getattr(args, f.name) for f in fields(Thresholds)}),
         progress=not args.no_progress,
     )

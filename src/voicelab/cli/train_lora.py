@@ -323,8 +323,20 @@ def format_summary(result) -> str:
         f"  steps: {result.global_step}, final loss {loss}\n"
         f"{format_stopping(result.stopping)}"
         f"  prompt prefix: {result.metadata.prompt_prefix!r}; "
-        f"serve with --max-lora-rank >= {result.metadata.training['vllm_max_lora_rank']}"
+        f"serve with --max-lora-rank >= {result.metadata.training['vllm_max_lora_rank']}\n"
+        + "\n".join(f"  {line}" for line in _tag_lines(result.metadata.tags, stats.get("unknown_tags", {})))
     )
+
+
+def _tag_lines(tags: dict, unknown: dict) -> list[str]:
+    """The tags the voice was trained with, the guidance, and the unknown annotations left out."""
+    from voicelab import dataset
+
+    census = dataset.TagCensus(
+        {tag: dataset.TagCount(**counts) for tag, counts in tags.items()},
+        {spelled: dataset.TagCount(clips, clips) for spelled, clips in unknown.items()},
+    )
+    return dataset.describe_tags(census)
 
 
 def format_stopping(record) -> str:

@@ -137,6 +137,17 @@ def _add_quality_flags(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="skip the audio measures (speaker embedding, DNSMOS, speech time) and the dataset report",
     )
+    _add_tags_flag(parser)
+
+
+def _add_tags_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tags",
+        action="store_true",
+        help="let Whisper write its non-speech annotations ((laughs), [sighs]), which it suppresses by "
+        "default, and write them as Orpheus tags (<laugh>, <sigh>); unknown ones are removed and reported. "
+        "Off by default: its effect on plain transcripts could not be measured without real Whisper weights",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -189,6 +200,7 @@ def _transcribe(args: argparse.Namespace) -> int:
                 temperatures=tr.temperature_schedule(
                     args.temperature, args.temperature_increment_on_fallback, args.max_fallbacks
                 ),
+                annotations=args.tags,
             ),
             compute_type=args.compute_type,
             batch_size=args.batch_size or tr.DEFAULT_BATCH_SIZE,
@@ -245,6 +257,11 @@ def format_summary(summary: tr.TranscribeSummary, input_dir: Path) -> str:
             f"{len(summary.missing)} rows name clips not in {input_dir} (kept; training skips them): "
             + tr.list_some(summary.missing)
         )
+    lines += dataset.describe_tags(summary.tags)
+    lines += [
+        f"  {dataset.unknown_tag_message(spelled)} (Whisper wrote it {times}x; removed)"
+        for spelled, times in sorted(summary.unknown_tags.items())
+    ]
     if summary.flagged:
         lines.append(f"{summary.flagged} clips flagged for a listen, riskiest first: {summary.review_path}")
     else:

@@ -11,7 +11,8 @@ vLLM). The base model speaks the same texts without the adapter. Then:
 * speech rate against the dataset's; runaways (a piece that hit max_tokens, audio far longer than the
   text needs) and long silences inside the audio;
 * overfitting: for each novel sentence, the training clip whose SNAC codes it shares most of (frame
-  n-grams); a high share means the voice replays a training clip instead of reading the text.
+  n-grams); a high share means the voice replays a training clip instead of reading the text;
+* expressive tags (``tag_check``): per tag, rendered, ignored or read aloud.
 
 Every number lands in ``eval.json``; ``summary.md`` has one verdict per check against ``Thresholds``
 (documented, overridable from the command line). The files are ``voicelab.voice.VoiceFolder``'s.
@@ -19,7 +20,8 @@ Every number lands in ``eval.json``; ``summary.md`` has one verdict per check ag
 The package, by job: ``plans`` (the voice under test and the texts it speaks), ``recording`` (generation
 through the engine, frames recorded), ``metrics`` (the measures, pure functions and the steps applying
 them), ``verdicts`` (thresholds, headline numbers, one verdict per check), ``report`` (summary.md, the
-comparison table, the files), ``runtime`` (models loaded once per run, one voice end to end). Heavy
+comparison table, the files), ``runtime`` (models loaded once per run, one voice end to end),
+``tag_check`` (the tags check: each tag spoken with and without it, and judged). Heavy
 imports happen inside functions. The names below are the package's public interface.
 """
 

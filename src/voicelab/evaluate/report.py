@@ -12,6 +12,7 @@ from typing import Any
 from voicelab import orpheus
 from voicelab.evaluate.metrics import finite_or_none
 from voicelab.evaluate.recording import Sample
+from voicelab.evaluate.tag_check import render_tags
 from voicelab.voice import VoiceFolder
 
 
@@ -49,6 +50,7 @@ def render_summary(report: dict[str, Any]) -> str:
         f"Closest training clip to a novel sentence: {s['closest_training_clip'] or 'n/a'} "
         f"(code overlap {_fmt(s['max_code_overlap'])}).",
     ]
+    lines += render_tags(report.get("tags"))
     failed = [c for c in report["checks"] if c["verdict"] == "FAIL"]
     if failed:
         lines += ["", "What to try:"] + [f"- {c['check']}: {c['advice']}" for c in failed]

@@ -21,6 +21,7 @@ from voicelab.evaluate.metrics import (
 )
 from voicelab.evaluate.plans import NOVEL_SENTENCES, VoiceUnderTest, adapter_eval_loss, plan_texts
 from voicelab.evaluate.recording import RecordingEngine, Sample, generate_all
+from voicelab.evaluate.tag_check import DEFAULT_TAG_SENTENCES, run_tags_check, tags_summary
 from voicelab.evaluate.verdicts import Thresholds, summarize, verdicts
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,10 @@ class EvalSettings:
     seed: int = 42
     max_tokens: int | None = None
     """Per generated piece; None: the budget the server uses, derived from the text."""
+    tag_sentences: int = DEFAULT_TAG_SENTENCES
+    """Sentences per tag of the tags check (0: no tags check)."""
+    tags: tuple[str, ...] | None = None
+    """The tags to check; None: the voice's trained tags and the rest of Orpheus' set."""
     thresholds: Thresholds = field(default_factory=Thresholds)
     progress: bool = True
 
@@ -145,8 +150,20 @@ async def evaluate_voice(
     reference = measure(vut, samples, runtime, settings)
     summary = summarize(samples, reference, settings.thresholds)
     summary["eval_loss"] = adapter_eval_loss(vut)
-    report = _report(vut, runtime, settings, reference, summary)
-    return finite_or_none(report), samples
+    tag_report, tag_samples = await run_tags_check(
+        runtime.synthesizer,
+        runtime.recorder,
+        voices["voice"],
+        params,
+        runtime.transcriber,
+        trained=vut.metadata.tags,
+        sentences=settings.tag_sentences,
+        only=settings.tags,
+        progress=settings.progress,
+    )
+    summary.update(tags_summary(tag_report))
+    report = _report(vut, runtime, settings, reference, summary, tag_report)
+    return finite_or_none(report), [*samples, *tag_samples]
 
 
 def measure(vut: VoiceUnderTest, samples: list[Sample], runtime: Runtime, settings: EvalSettings) -> dict:
@@ -173,7 +190,9 @@ def measure(vut: VoiceUnderTest, samples: list[Sample], runtime: Runtime, settin
     }
 
 
-def _report(vut: VoiceUnderTest, runtime: Runtime, settings: EvalSettings, reference: dict, summary: dict):
+def _report(
+    vut: VoiceUnderTest, runtime: Runtime, settings: EvalSettings, reference: dict, summary: dict, tags
+):
     """``eval.json``'s content without the per-sample list."""
     from datetime import datetime, timezone
 
@@ -198,6 +217,7 @@ def _report(vut: VoiceUnderTest, runtime: Runtime, settings: EvalSettings, refer
         "eval_clips": vut.eval_clips,
         "reference": reference,
         "summary": summary,
+        "tags": tags,
     }
     report["checks"] = verdicts(summary, settings.thresholds)
     return report

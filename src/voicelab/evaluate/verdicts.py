@@ -87,6 +87,8 @@ ADVICE = {
     "cover each clip's whole speech",
     "silence": "long pauses: trim silences in the dataset (make prepare-audio), fewer epochs",
     "overfitting": "the voice replays a training clip: fewer epochs, a lower learning rate, more data",
+    "tags": "a trained tag is read as a word: more clips with that tag (about 100), spelled as the "
+    "prompt spells it (<laugh>); check the transcripts put the tag where the sound is",
 }
 
 BOUNDED_CHECKS = (
@@ -121,6 +123,7 @@ def verdicts(summary: dict[str, Any], th: Thresholds) -> list[dict[str, Any]]:
     rate_ok = None if ratio is None else abs(ratio - 1) <= th.max_rate_deviation
     runaways = s["hit_max_tokens"] + s["too_long"]
     overlap = s["max_code_overlap"]
+    read_aloud = s.get("trained_tags_read_aloud")  # None: no tags check, or no trained tag
     return [
         *_bounded(s, th),
         _check("speech rate / dataset's", ratio, rate_ok, f"1 +- {th.max_rate_deviation}", ADVICE["rate"]),
@@ -144,5 +147,12 @@ def verdicts(summary: dict[str, Any], th: Thresholds) -> list[dict[str, Any]]:
             None if overlap is None else overlap <= th.max_code_overlap,
             f"<= {th.max_code_overlap}",
             ADVICE["overfitting"],
+        ),
+        _check(
+            "trained tags read aloud",
+            read_aloud,
+            None if read_aloud is None else read_aloud == 0,
+            "0",
+            ADVICE["tags"],
         ),
     ]

@@ -1,10 +1,11 @@
-"""Loading the audio-quality models: Resemblyzer's GE2E speaker encoder and DNSMOS P.835.
+"""Loading the audio-quality models: Resemblyzer's GE2E speaker encoder, DNSMOS P.835 and Silero VAD.
 
-Both ship their weights inside their wheels (``resemblyzer``, ``speechmos``), so nothing is downloaded;
-each is loaded once per process and reused (``speaker_encoder``, ``dnsmos_model``). The speaker encoder
+All ship their weights inside their wheels (``resemblyzer``, ``speechmos``, ``silero-vad``), so nothing is
+downloaded; each is loaded once per process and reused (``speaker_encoder``, ``dnsmos_model``,
+``vad_model``). The speaker encoder
 is built here from Resemblyzer's weights rather than through ``resemblyzer.VoiceEncoder``, whose package
 import needs ``webrtcvad`` -> ``pkg_resources``, which current setuptools no longer ships. What the models
-measure is ``voicelab.quality``'s.
+measure is ``voicelab.quality``'s (the VAD's, ``voicelab.vocal_events``').
 """
 
 from __future__ import annotations
@@ -94,3 +95,20 @@ def _build_dnsmos():
 def dnsmos_model():
     """speechmos' DNSMOS (its ONNX sessions), loaded once per process."""
     return _cached(("dnsmos",), _build_dnsmos)
+
+
+def _build_vad():
+    try:
+        from silero_vad import load_silero_vad
+    except ImportError as e:
+        raise QualityModelError(
+            f"Silero VAD needs the silero-vad package: pip install silero-vad ({e})"
+        ) from e
+    return load_silero_vad(onnx=True)
+
+
+def vad_model():
+    """Silero VAD through onnxruntime on the CPU (a speech probability per 32 ms window), loaded once per
+    process. It keeps state between windows: callers score one clip at a time and reset it before each
+    (``voicelab.vocal_events`` holds a lock around it)."""
+    return _cached(("silero-vad",), _build_vad)

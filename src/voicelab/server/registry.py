@@ -99,6 +99,7 @@ class VoiceEntry:
             "steps": training.get("steps"),
             "final_loss": meta.final_loss if meta else None,
             "final_eval_loss": meta.final_eval_loss if meta else None,
+            "tags": meta.tags if meta else {},
             **{key: stopping.get(key) for key in STOPPING_SUMMARY_FIELDS},
         }
 

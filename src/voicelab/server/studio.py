@@ -128,6 +128,15 @@ def save_clip(name: str, clip: str, edit: ClipEdit, request: Request) -> dict:
     return view.as_json()
 
 
+@api.get("/datasets/{name}/tags")
+def get_dataset_tags(name: str, request: Request) -> dict:
+    """Clips and occurrences per expressive tag in what training would use, and the unknown annotations."""
+    try:
+        return dataset_review.dataset_tags(_prepared_dir(request), name)
+    except UsageError as e:
+        raise to_studio_error(e) from e
+
+
 @api.get("/datasets/{name}/report")
 def get_report(name: str, request: Request, layout: Literal["wide", "narrow"] = "wide") -> Response:
     """The dataset report, redrawn when the exclusions changed since; ``narrow``: one column, for a phone."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -167,10 +168,34 @@ def build_tiny_snac(out_dir: Path | str, *, real_size: bool = False, seed: int =
     return _write_snac(Path(out_dir), REAL_SNAC_CONFIG if real_size else TINY_SNAC_CONFIG, seed)
 
 
-def build_tiny_whisper(out_path: Path | str, *, seed: int = 0) -> Path:
+FAVOURED_LOGIT_SCALE = 3.0
+"""The first favoured token's embedding is this many times the decoder's constant output: its logit
+(3 x 25) dwarfs every random one (N(0, 25) over 51,865 tokens peaks near 5 x 4.5)."""
+FAVOURED_SCALE_STEP = 0.5
+"""Each next favoured token scores this much lower (2.5 x 25, ...): still far above the random ones."""
+FIXED_OUTPUT_NORM = 5.0
+
+
+def favour_tokens(embedding, final_norm, token_ids: Sequence[int]) -> None:
+    """Make a decoder whose output layer is tied to ``embedding`` emit the first of ``token_ids`` that
+    decoding does not suppress, at every step: the final layer norm outputs one fixed vector, and the
+    tokens' embeddings point along it, the first the furthest. What decoding lets through shows in the text."""
+    import torch
+
+    with torch.no_grad():
+        direction = torch.randn(final_norm.bias.shape[0])
+        fixed = FIXED_OUTPUT_NORM * direction / direction.norm()
+        final_norm.weight.zero_()
+        final_norm.bias.copy_(fixed)
+        for rank, token_id in enumerate(token_ids):
+            embedding.weight[token_id] = (FAVOURED_LOGIT_SCALE - FAVOURED_SCALE_STEP * rank) * fixed
+
+
+def build_tiny_whisper(out_path: Path | str, *, seed: int = 0, favoured_tokens: Sequence[int] = ()) -> Path:
     """A random 2-layer Whisper checkpoint file that ``whisper.load_model(out_path)`` loads.
 
     Its transcripts are garbage of varying length: assert on structure, never on words.
+    ``favoured_tokens``: the model says the first of them that decoding does not suppress, at every step.
     """
     import torch
     from whisper.model import ModelDimensions, Whisper
@@ -193,6 +218,8 @@ def build_tiny_whisper(out_path: Path | str, *, seed: int = 0) -> Path:
     # torch.empty in Whisper's TextDecoder: uninitialised memory would give NaN logits.
     with torch.no_grad():
         model.decoder.positional_embedding.normal_(0.0, 0.02)
+    if favoured_tokens:
+        favour_tokens(model.decoder.token_embedding, model.decoder.ln, favoured_tokens)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"dims": asdict(dims), "model_state_dict": model.state_dict()}, out_path)
     return out_path

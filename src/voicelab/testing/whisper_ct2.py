@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 # The multilingual openai-whisper layout (same token ids as every real multilingual model).
@@ -40,8 +41,13 @@ def _whisper_tokenizer_json(out_file: Path) -> None:
     tok.save(str(out_file))
 
 
-def build_tiny_faster_whisper(out_dir: Path | str, *, seed: int = 0) -> Path:
-    """A 2-layer random Whisper converted to CTranslate2 in ``out_dir`` (float32, ~15 MB)."""
+def build_tiny_faster_whisper(
+    out_dir: Path | str, *, seed: int = 0, favoured_tokens: Sequence[int] = ()
+) -> Path:
+    """A 2-layer random Whisper converted to CTranslate2 in ``out_dir`` (float32, ~15 MB).
+
+    ``favoured_tokens``: the model says the first of them that decoding does not suppress, at every step.
+    """
     import ctranslate2
     import torch
     from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
@@ -67,7 +73,13 @@ def build_tiny_faster_whisper(out_dir: Path | str, *, seed: int = 0) -> Path:
     )
     with tempfile.TemporaryDirectory() as tmp:
         hf_dir = Path(tmp)
-        WhisperForConditionalGeneration(config).save_pretrained(hf_dir)
+        model = WhisperForConditionalGeneration(config)
+        if favoured_tokens:
+            from voicelab.testing.models import favour_tokens
+
+            decoder = model.model.decoder
+            favour_tokens(decoder.embed_tokens, decoder.layer_norm, favoured_tokens)
+        model.save_pretrained(hf_dir)
         _whisper_tokenizer_json(hf_dir / "tokenizer.json")
         WhisperFeatureExtractor(feature_size=N_MELS).save_pretrained(hf_dir)
         if out_dir.exists():

@@ -117,6 +117,8 @@ class PreparedData:
     eval_examples: list[orpheus.TrainingExample] = field(default_factory=list)
     eval_keys: list[str] = field(default_factory=list)
     """Clips held out of training (eval loss; ``make evaluate`` speaks their texts)."""
+    tags: dict[str, dict[str, int]] = field(default_factory=dict)
+    """The expressive tags of the training texts: ``{tag: {"clips": n, "occurrences": m}}``."""
 
 
 @dataclass
@@ -160,21 +162,19 @@ def prepare_examples(req: TrainRequest, tokenizer, *, progress: bool = True) -> 
         examples.append(example)
         keys.append(clip.key)
         audio_frames[clip.key] = len(clip_frames)
-    if too_long:
-        # never truncated: a cut sequence would lose the end-of-speech token the model must learn
-        logger.warning(
-            "%d clips are longer than --max-seq-len %d and are skipped (not truncated): %s",
-            len(too_long),
-            req.max_seq_len,
-            ", ".join(too_long),
-        )
+    _warn_too_long(too_long, req.max_seq_len)
     _log_skipped(skipped, data)
     if not examples:
         raise dataset.DatasetError(
             f"no usable clip in {req.dataset_dir}: {n_rows} rows, "
             f"{len(skipped)} skipped (see the messages above)"
         )
-    examples, eval_examples, eval_keys, train_frames = _split_held_out(req, keys, examples, audio_frames)
+    _log_unknown_tags(clips)
+    texts = {clip.key: clip.text for clip in clips}
+    examples, eval_examples, eval_keys, train_frames = _split_held_out(
+        req, keys, examples, audio_frames, texts
+    )
+    trained_tags = _trained_tags(texts, keys, eval_keys)
     stats = {
         "dataset_dir": str(Path(req.dataset_dir).resolve()),
         "transcript": str(data.transcript_path.resolve()),
@@ -189,20 +189,57 @@ def prepare_examples(req: TrainRequest, tokenizer, *, progress: bool = True) -> 
         "snac_encoded": enc.encoded,
         "snac_from_cache": enc.from_cache,
         "snac_encode_seconds": round(encode_seconds, 2),
+        "held_out_tags": dataset.count_tags(texts[k] for k in eval_keys).as_dict(),
+        "unknown_tags": _unknown_tag_clips(clips),
     }
-    return PreparedData(examples, skipped, stats, eval_examples, eval_keys)
+    return PreparedData(examples, skipped, stats, eval_examples, eval_keys, trained_tags.as_dict())
 
 
-def _split_held_out(req: TrainRequest, keys: list[str], examples: list, frames: dict[str, int]):
+def _warn_too_long(too_long: list[str], max_seq_len: int) -> None:
+    if too_long:
+        # never truncated: a cut sequence would lose the end-of-speech token the model must learn
+        logger.warning(
+            "%d clips are longer than --max-seq-len %d and are skipped (not truncated): %s",
+            len(too_long),
+            max_seq_len,
+            ", ".join(too_long),
+        )
+
+
+def _trained_tags(texts: dict[str, str], keys: list[str], eval_keys: list[str]) -> dataset.TagCensus:
+    """The expressive tags of the texts trained on (held-out clips not counted), logged with the guidance."""
+    held = set(eval_keys)
+    census = dataset.count_tags(texts[k] for k in keys if k not in held)
+    for line in dataset.describe_tags(census):
+        logger.info(line)
+    return census
+
+
+def _unknown_tag_clips(clips) -> dict[str, int]:
+    """Each unknown annotation removed from the texts -> how many clips held it."""
+    census = dataset.count_tags(" ".join(clip.unknown_tags) for clip in clips)
+    return {spelled: count.clips for spelled, count in census.unknown.items()}
+
+
+def _log_unknown_tags(clips) -> None:
+    for spelled, n_clips in _unknown_tag_clips(clips).items():
+        logger.warning(
+            "%s; removed from %d clip text(s) for training", dataset.unknown_tag_message(spelled), n_clips
+        )
+
+
+def _split_held_out(
+    req: TrainRequest, keys: list[str], examples: list, frames: dict[str, int], texts: dict[str, str]
+):
     """(training examples, held-out examples, held-out keys, training audio frames)."""
-    eval_keys = _hold_out(req, keys)
+    eval_keys = _hold_out(req, keys, {k: dataset.normalize_tags(texts[k]).tags for k in keys})
     held = set(eval_keys)
     eval_examples = [e for k, e in zip(keys, examples, strict=True) if k in held]
     train = [e for k, e in zip(keys, examples, strict=True) if k not in held]
     return train, eval_examples, eval_keys, sum(f for k, f in frames.items() if k not in held)
 
 
-def _hold_out(req: TrainRequest, keys: list[str]) -> list[str]:
+def _hold_out(req: TrainRequest, keys: list[str], tags: dict[str, tuple[str, ...]]) -> list[str]:
     """The clips held out for evaluation: ``--eval-clips`` or the default share, whole recordings first."""
     count = holdout.default_eval_count(len(keys)) if req.eval_clips is None else req.eval_clips
     if req.eval_clips is None and count == 0:
@@ -213,7 +250,7 @@ def _hold_out(req: TrainRequest, keys: list[str]) -> list[str]:
             holdout.MIN_CLIPS_FOR_DEFAULT_EVAL,
         )
     try:
-        chosen = holdout.choose_eval_clips(keys, count, req.train.seed, _clip_sources(req.dataset))
+        chosen = holdout.choose_eval_clips(keys, count, req.train.seed, _clip_sources(req.dataset), tags)
     except holdout.HoldoutError as e:
         raise dataset.DatasetError(str(e)) from e
     if chosen:
@@ -514,6 +551,7 @@ def _metadata(req: TrainRequest, prepared: PreparedData, run: _Run, losses, fina
         final_loss=final_loss,
         final_eval_loss=next((p.eval_loss for p in reversed(losses) if p.eval_loss is not None), None),
         eval_clips=list(prepared.eval_keys),
+        tags=prepared.tags,
         stopping=run.stopping.to_dict(),
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         voicelab_version=__version__,

@@ -3,8 +3,10 @@
 The folder and its files are ``voicelab.dataset.PreparedDataset``'s; this module picks what training
 can use. Rows that
 cannot be used (missing WAV, empty text, excluded by a person in ``excluded.csv``, unreadable audio) are
-skipped, listed and counted; problems with the file itself (no such file, not a ``filename,text`` CSV,
-duplicate keys) raise, because they mean the wrong file was passed.
+skipped, listed and counted. Every text goes through ``dataset.normalize_tags``, so training carries each
+expressive tag exactly as the serving prompt will (``<laugh>``) and no unknown annotation; problems with
+the file itself (no such file, not a ``filename,text`` CSV, duplicate keys) raise, because they mean the
+wrong file was passed.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ logger = logging.getLogger(__name__)
 class TranscriptRow:
     key: str
     text: str
+    """The text as training uses it: tags normalised (``dataset.normalize_tags``)."""
+    unknown_tags: tuple[str, ...] = ()
+    """Annotations removed from the text because no Orpheus tag means them (``<giggle>``)."""
 
 
 @dataclass(frozen=True)
@@ -40,20 +45,23 @@ class Skipped:
 
 @dataclass(frozen=True)
 class Clip:
-    """A usable row: its key, WAV path and transcript text."""
+    """A usable row: its key, WAV path and transcript text (tags normalised)."""
 
     key: str
     path: Path
     text: str
+    unknown_tags: tuple[str, ...] = ()
 
 
 def read_training_rows(
     transcript: dataset.PreparedDataset | Path | str, exclusions: dict[str, str] | None = None
 ) -> tuple[list[TranscriptRow], list[Skipped]]:
-    """The rows of a dataset's transcript (or of a transcript file) for training: (rows, skipped).
+    """The rows of a dataset's transcript (or of a transcript file) for training: (rows, skipped), texts
+    through the tag normaliser.
 
-    Rows with empty text, and clips listed in ``exclusions`` (key -> reason, from ``excluded.csv``), are
-    skipped; a missing file, a malformed CSV or duplicate keys raise ``dataset.DatasetError``.
+    Rows with empty text (annotations alone count as empty), and clips listed in ``exclusions`` (key ->
+    reason, from ``excluded.csv``), are skipped; a missing file, a malformed CSV or duplicate keys raise
+    ``dataset.DatasetError``.
     """
     if isinstance(transcript, dataset.PreparedDataset):
         ds = transcript
@@ -72,14 +80,16 @@ def read_training_rows(
     rows: list[TranscriptRow] = []
     skipped: list[Skipped] = []
     for key, raw_text in records:
-        text = raw_text.strip()
+        tagged = dataset.normalize_tags(raw_text.strip())
+        text = tagged.text.strip()
         if key in exclusions:
             reason = f"excluded ({ds.excluded_path.name}): {exclusions[key]}"
             skipped.append(Skipped(key, reason, excluded=True))
         elif not text:
-            skipped.append(Skipped(key, "empty text"))
+            why = f"no spoken text (only {' '.join(tagged.unknown)})" if tagged.unknown else "empty text"
+            skipped.append(Skipped(key, why))
         else:
-            rows.append(TranscriptRow(key, text))
+            rows.append(TranscriptRow(key, text, tagged.unknown))
     counts = Counter(row.key for row in rows)
     duplicates = sorted(name for name, n in counts.items() if n > 1)
     if duplicates:
@@ -104,7 +114,7 @@ def resolve_clips(
         elif not path.is_file():
             skipped.append(Skipped(row.key, f"{path.name} not found in {ds.dir}"))
         else:
-            clips.append(Clip(row.key, path, row.text))
+            clips.append(Clip(row.key, path, row.text, row.unknown_tags))
     return clips, skipped
 
 

@@ -4,6 +4,10 @@ The held-out clips are drawn by a seeded shuffle, so the same dataset and ``--se
 same clips. When the dataset's manifest says which source recording each clip was cut from, whole
 recordings are held out, so no recording has clips on both sides: clips cut from one recording share its
 room, microphone and mood, and a held-out clip whose neighbours were trained on measures little.
+
+Expressive tags stay represented: each tag held by at least ``MIN_TAG_CLIPS_TO_HOLD_OUT`` clips has a
+held-out clip, swapped in for an untagged one (the count does not change; that one clip may share its
+recording with training clips), so the eval loss covers the tags and ``make evaluate`` speaks their texts.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ MIN_CLIPS_FOR_DEFAULT_EVAL = 20
 MAX_WHOLE_RECORDING_FRACTION = 0.2
 """Whole recordings may overshoot the requested count, but never hold out more than this share of the
 clips; when they would, single clips are drawn instead (and a warning says recordings are shared)."""
+MIN_TAG_CLIPS_TO_HOLD_OUT = 10
+"""A tag on fewer clips keeps all of them for training (each of its examples counts: about 100 are needed
+to learn a tag); from 10 on, one held-out clip costs it at most a tenth."""
 
 
 class HoldoutError(ValueError):
@@ -41,12 +48,14 @@ def choose_eval_clips(
     count: int,
     seed: int,
     sources: Mapping[str, str] | None = None,
+    tags: Mapping[str, Sequence[str]] | None = None,
 ) -> list[str]:
     """``count`` clip keys from ``keys`` to hold out (in ``keys`` order), the same for the same seed.
 
     ``sources`` maps clip key -> source recording (from the manifest); clips without an entry count as
     their own recording. Whole recordings are taken when that lands within the budget; otherwise single
-    clips. At least one clip always stays for training.
+    clips. ``tags`` maps clip key -> the expressive tags its text holds: a tag on enough clips gets a
+    held-out clip (see ``MIN_TAG_CLIPS_TO_HOLD_OUT``). At least one clip always stays for training.
     """
     if count <= 0:
         return []
@@ -65,7 +74,41 @@ def choose_eval_clips(
                 count,
             )
         chosen = set(rng.sample(sorted(keys), count))
+    if tags:
+        chosen = _represent_tags(chosen, keys, tags, rng)
     return [k for k in keys if k in chosen]
+
+
+def _represent_tags(
+    chosen: set[str], keys: Sequence[str], tags: Mapping[str, Sequence[str]], rng: random.Random
+) -> set[str]:
+    """``chosen`` without clips of rare tags (each swapped for a clip without one), and with one clip of
+    each common enough tag it lacks, swapped in for a clip that holds no tag still needed; the rarest tags
+    first, so they get the places."""
+    by_tag: dict[str, list[str]] = {}
+    for key in keys:
+        for tag in set(tags.get(key, ())):
+            by_tag.setdefault(tag, []).append(key)
+    rare = {t for t, clips in by_tag.items() if len(clips) < MIN_TAG_CLIPS_TO_HOLD_OUT}
+    chosen = set(chosen)
+    for key in sorted(k for k in chosen if rare.intersection(tags.get(k, ()))):
+        free = sorted(k for k in keys if k not in chosen and not rare.intersection(tags.get(k, ())))
+        if free:
+            chosen.remove(key)
+            chosen.add(rng.choice(free))
+    common = sorted((t for t in by_tag if t not in rare), key=lambda t: (len(by_tag[t]), t))
+    needed: set[str] = set()
+    for tag in common:
+        if any(tag in tags.get(k, ()) for k in chosen):
+            needed.add(tag)
+            continue
+        spare = sorted(k for k in chosen if not needed.intersection(tags.get(k, ())))
+        if not spare:
+            break
+        chosen.remove(rng.choice(spare))
+        chosen.add(rng.choice(sorted(by_tag[tag])))
+        needed.add(tag)
+    return chosen
 
 
 def _whole_recordings(keys, count, rng, sources) -> set[str] | None:

@@ -18,10 +18,11 @@ The package, by job:
   (optional extra, CTranslate2, clips decoded in batches); both read the same options and give the same
   results. Their models load through ``voicelab.models.whisper``.
 - ``resume``: what an earlier run left, and what is still to do.
-- ``signals``: the audio measures stored beside Whisper's numbers (speaker embedding, DNSMOS, speech time),
-  taken once per clip from the audio already in memory.
+- ``signals``: the audio measures stored beside Whisper's numbers (speaker embedding, DNSMOS, speech time,
+  the longest non-speech sound), taken once per clip from the audio already in memory.
 - ``review_inputs``: what the review looks at, and the review, exclusions and report written at the end.
-- ``run``: ``transcribe_clips``, the whole step.
+- ``run``: ``transcribe_clips``, the whole step; Whisper's texts go through ``dataset.normalize_tags``
+  (``--tags``: its non-speech annotations become Orpheus tags, ``voicelab.whisper_annotations``).
 
 The names below are this package's public interface (the command and the tests use them).
 """

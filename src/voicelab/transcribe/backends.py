@@ -91,6 +91,9 @@ class DecodeOptions:
     language: str = "en"
     beam_size: int = DEFAULT_BEAM_SIZE
     temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # whisper's fallback schedule
+    annotations: bool = False
+    """Let Whisper write non-speech annotations ("(laughs)"; ``voicelab.whisper_annotations``); off by
+    default, as Whisper itself has them (docs/tags.md says why)."""
 
 
 def temperature_schedule(
@@ -126,9 +129,12 @@ class OpenAIWhisperTranscriber:
     batch_size = 1
 
     def __init__(self, model, device: str, options: DecodeOptions):
+        from voicelab.whisper_annotations import openai_suppress_tokens
+
         self.model = model
         self.options = options
         self.fp16 = device.startswith("cuda")  # fp16 is CUDA-only in whisper; CPU runs fp32
+        self.suppress_tokens = openai_suppress_tokens(model, annotations=options.annotations)
 
     def transcribe_batch(self, audios: Sequence[np.ndarray]) -> list[ClipResult]:
         import whisper
@@ -147,6 +153,7 @@ class OpenAIWhisperTranscriber:
                 fp16=self.fp16,
                 # Clips are independent: conditioning on the previous window only spreads hallucinations.
                 condition_on_previous_text=False,
+                suppress_tokens=self.suppress_tokens,
                 verbose=None,
             )
             results.append(summarize_segments(out["segments"]))
@@ -167,10 +174,13 @@ class FasterWhisperTranscriber:
     def __init__(self, model, options: DecodeOptions, batch_size: int = DEFAULT_BATCH_SIZE):
         from faster_whisper import BatchedInferencePipeline
 
+        from voicelab.whisper_annotations import faster_suppress_tokens
+
         self.model = model
         self.pipeline = BatchedInferencePipeline(model)
         self.options = options
         self.batch_size = batch_size
+        self.suppress_tokens = faster_suppress_tokens(model, annotations=options.annotations)
 
     def _decode_kwargs(self, audios: Sequence[np.ndarray]) -> dict:
         longest = max(len(a) for a in audios) / WHISPER_SAMPLE_RATE
@@ -180,6 +190,7 @@ class FasterWhisperTranscriber:
             "temperature": list(self.options.temperatures),
             "condition_on_previous_text": False,
             "max_new_tokens": sample_len_for(longest),
+            "suppress_tokens": list(self.suppress_tokens),
         }
 
     def transcribe_batch(self, audios: Sequence[np.ndarray]) -> list[ClipResult]:

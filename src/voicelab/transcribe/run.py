@@ -17,7 +17,17 @@ from pathlib import Path
 import numpy as np
 
 from voicelab.audio import AudioError, read_audio
-from voicelab.dataset import ClipSignals, PreparedDataset, SignalsAppender, TranscriptAppender, clip_key
+from voicelab.dataset import (
+    ClipSignals,
+    PreparedDataset,
+    SignalsAppender,
+    TagCensus,
+    TranscriptAppender,
+    clip_key,
+    count_tags,
+    normalize_tags,
+    normalize_text,
+)
 from voicelab.transcribe.backends import WHISPER_SAMPLE_RATE, ClipResult, Transcriber
 from voicelab.transcribe.resume import ResumePlan, clip_duration_s
 from voicelab.transcribe.review_inputs import ReviewOutcome, finish_review
@@ -50,6 +60,10 @@ class TranscribeSummary:
     kept_restored: int = 0  # flagged clips left in, since a person restored them earlier
     excluded_path: Path | None = None
     report_path: Path | None = None
+    tags: TagCensus = field(default_factory=TagCensus)
+    """The expressive tags of every row of the transcript now (clips and occurrences per tag)."""
+    unknown_tags: dict[str, int] = field(default_factory=dict)
+    """Annotations Whisper wrote this run that no Orpheus tag means (removed): spelling -> times."""
 
     @property
     def rowless(self) -> int:
@@ -98,6 +112,7 @@ def transcribe_clips(
     ds.write_signals(work.signals)
     work.run(clips, plan.todo, progress)
     summary.rows = len(work.rows)
+    summary.tags = count_tags(work.rows.values())
     summary.add_review(finish_review(ds, clips, work.rows, work.signals, work.read, quality))
     return summary
 
@@ -116,11 +131,11 @@ class _Pass:
 
     def run(self, clips: Sequence[Path], todo: list[Path], progress: bool) -> None:
         """Transcribe ``todo`` (then catch up on unmeasured clips); the files are sorted at the end."""
-        from voicelab.progress import progress_bar
+        from voicelab.progress import bar_or_lines
 
         durations = {c: clip_duration_s(c) or 0.0 for c in todo}
         # a bar on a terminal; in a log (make transcribe > log), a line every 5% of the clips
-        bar = progress_bar(
+        bar = bar_or_lines(
             len(todo),
             desc="transcribing clips",
             enabled=progress,
@@ -151,6 +166,7 @@ class _Pass:
     ) -> None:
         ok, audios = _read_clips(batch, self.read, self.summary.failed)
         results = self.transcriber.transcribe_batch(audios) if audios else []  # type: ignore[union-attr]
+        results = _tags_normalised(results, self.summary)
         measures = _measure(audios, self.quality, self.summary)
         for clip, audio, result, m in zip(ok, audios, results, measures, strict=True):
             key, duration = clip_key(clip), len(audio) / WHISPER_SAMPLE_RATE
@@ -173,6 +189,17 @@ class _Pass:
             self.ds.write_signals(self.signals)
         except OSError as e:  # the appended file is already valid; sorting is a nicety
             logger.warning("%s left in transcription order, not sorted: %s", self.ds.transcript_path, e)
+
+
+def _tags_normalised(results: Sequence[ClipResult], summary: TranscribeSummary) -> list[ClipResult]:
+    """Whisper's annotations as Orpheus tags (``dataset.normalize_tags``); unknown ones counted, removed."""
+    out = []
+    for result in results:
+        tagged = normalize_tags(result.text)
+        for spelled in tagged.unknown:
+            summary.unknown_tags[spelled] = summary.unknown_tags.get(spelled, 0) + 1
+        out.append(replace(result, text=normalize_text(tagged.text)))
+    return out
 
 
 def _measure(

@@ -1,8 +1,9 @@
 """The audio measures transcribe stores beside Whisper's numbers in the signals file.
 
 Each clip's audio (already in memory at 16 kHz) is measured once (``voicelab.quality``): a speaker
-embedding, DNSMOS scores and its seconds of speech. They are stored in the signals file
-(``voicelab.dataset.ClipSignals``), so a rerun measures only clips it has no measures for.
+embedding, DNSMOS scores, its seconds of speech, and its longest non-speech sound
+(``voicelab.vocal_events``). They are stored in the signals file (``voicelab.dataset.ClipSignals``), so a
+rerun measures only clips it has no measures for.
 """
 
 from __future__ import annotations
@@ -70,14 +71,17 @@ def quality_device(requested: str) -> str:
 
 def measure_quality(audios: Sequence[np.ndarray], device: str = "cpu") -> list[dict]:
     """The stored audio measures of each 16 kHz clip: ``ClipSignals`` fields by name."""
-    from voicelab import quality
+    from voicelab import quality, vocal_events
 
     embeddings = quality.speaker_embeddings(audios, WHISPER_SAMPLE_RATE, device=quality_device(device))
     out = []
     for audio, emb in zip(audios, embeddings, strict=True):
+        sound = vocal_events.longest(vocal_events.sound_events(audio, WHISPER_SAMPLE_RATE))
         fields_: dict = {
             "speech_s": round(quality.speech_seconds(audio, WHISPER_SAMPLE_RATE), 3),
             "embedding": [round(float(x), EMBEDDING_DECIMALS) for x in emb],
+            "nonspeech_s": round(sound.sounding_s, 3) if sound else 0.0,
+            "nonspeech_at_s": round(sound.start_s, 3) if sound else None,
         }
         if np.any(audio):  # DNSMOS has nothing to score in digital silence
             score = quality.dnsmos(audio, WHISPER_SAMPLE_RATE)

@@ -345,6 +345,29 @@ function markSelectedVoice() {
   for (const item of $("voice-list").children) {
     item.classList.toggle("selected", item.dataset.voice === $("voice-select").value);
   }
+  markTrainedTags();
+}
+
+// The tag buttons say which tags the chosen voice was trained with (and what its evaluation found): a tag
+// it never saw in training may be read aloud as a word.
+function markTrainedTags() {
+  const voice = state.voices.find((v) => v.id === $("voice-select").value);
+  const trained = (voice && voice.training && voice.training.tags) || {};
+  const checked = (voice && voice.evaluation && voice.evaluation.tags) || {};
+  for (const button of $("speak-form").querySelectorAll("[data-tag]")) {
+    const name = button.dataset.tag.slice(1, -1);
+    const count = trained[name];
+    button.classList.toggle("trained", Boolean(voice && count));
+    button.classList.toggle("untrained", Boolean(voice && !count));
+    const verdict = checked[name] ? ` · evaluation: ${checked[name]}` : "";
+    button.title = !voice ? "" : count
+      ? `trained on ${count.clips} clips (${count.occurrences}x)${verdict}`
+      : `not in this voice's training data: it may read it aloud${verdict}`;
+  }
+  const names = Object.entries(trained).map(([t, c]) => `<${t}> ${c.clips} clips`);
+  $("tag-note").textContent = !voice ? "" : names.length
+    ? `${voice.id} was trained with ${names.join(", ")}; dashed tags were not in its data and may be read aloud.`
+    : `${voice.id} was trained without tags: each may be read aloud (see the guide's section on tags).`;
 }
 
 async function loadVoices() {
@@ -373,15 +396,17 @@ async function reloadVoices() {
   }
 }
 
-// A tag goes where the person left the caret in the text; before they have placed it (a textarea never
-// focused reports its caret at the start), at the end of the text.
-function insertTag(tag) {
-  const text = $("speak-text");
-  const [start, end] = state.caretPlaced ? [text.selectionStart, text.selectionEnd] : [text.value.length, text.value.length];
+// A tag goes where the person left the caret in the text; before they have placed it in the Speak text (a
+// textarea never focused reports its caret at the start), at the end of the text.
+function insertTag(tag, id = "speak-text") {
+  const text = $(id);
+  const placed = id !== "speak-text" || state.caretPlaced;
+  const [start, end] = placed ? [text.selectionStart, text.selectionEnd] : [text.value.length, text.value.length];
   const before = text.value.slice(0, start);
-  const spaced = (before && !/\s$/.test(before) ? " " : "") + tag + " ";
+  const after = text.value.slice(end);
+  const spaced = (before && !/\s$/.test(before) ? " " : "") + tag + (/^\s/.test(after) ? "" : " ");
   text.setRangeText(spaced, start, end, "end");
-  state.caretPlaced = true;
+  if (id === "speak-text") state.caretPlaced = true;
   text.focus();
 }
 
@@ -628,6 +653,8 @@ async function openDataset(name) {
   state.dataset = body;
   state.index = -1;
   showDatasetStatus();
+  showDatasetTags(body.tags);
+  renderTagKeys();
   renderClipList();
   $("dataset-report").hidden = !body.report;
   if (body.report) await showReport();
@@ -660,6 +687,36 @@ function showDatasetStatus() {
   $("dataset-status").textContent =
     `${clips.length} clips · ${count((c) => c.risk !== null)} flagged by the review (listed first) · ` +
     `${count((c) => c.edited)} edited · ${count((c) => c.excluded)} excluded`;
+}
+
+// Clips and occurrences per tag in what training would use, with the guidance; the unknown ones.
+function showDatasetTags(tags) {
+  state.dataset.tags = tags;
+  const counts = Object.entries(tags.counts).map(([t, c]) => `<${t}> ${c.clips} clips (${c.occurrences}x)`);
+  const unknown = Object.entries(tags.unknown).map(([t, n]) => `${t} (${n} clips)`);
+  $("dataset-tags").textContent =
+    `Tags: ${counts.join(" · ") || "none yet"} — about ${tags.examples_needed} examples for a tag the model must learn` +
+    (unknown.length ? `. Unknown, removed in training: ${unknown.join(", ")}` : "");
+}
+
+async function refreshDatasetTags() {
+  showDatasetTags(await apiJson(`/studio/api/datasets/${encodeURIComponent(state.dataset.name)}/tags`));
+}
+
+// One button and one key (Alt+1..8) per tag; the server's list, so the keys follow its order.
+function renderTagKeys() {
+  const buttons = state.dataset.tags.orpheus_tags.map((name, i) => {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.dataset.clipTag = `<${name}>`;
+    button.append(`<${name}>`);
+    const key = document.createElement("kbd");
+    key.textContent = `Alt+${i + 1}`;
+    button.append(key);
+    button.addEventListener("click", () => insertTag(button.dataset.clipTag, "clip-text"));
+    return button;
+  });
+  $("clip-tags").replaceChildren(...buttons);
 }
 
 function clipItem(clip, index) {
@@ -764,8 +821,10 @@ async function saveText() {
     return null;
   }
   $("clip-text").value = clip.text;
-  const done = `Saved ${clip.filename}.`;
+  const removed = clip.removed_tags.map((t) => `${t} removed: the base model would read it aloud; map it to an Orpheus tag or leave it out.`);
+  const done = [`Saved ${clip.filename}.`, ...removed].join(" ");
   $("clip-status").textContent = done;
+  await refreshDatasetTags();
   return done;
 }
 
@@ -823,6 +882,11 @@ function onDatasetKey(event) {
     Promise.resolve(action()).catch(errorIn("clip-error"));
   };
   if ((event.ctrlKey || event.metaKey) && event.key === "s") return run(saveText);
+  const tagKey = /^Digit([1-9])$/.exec(event.code);
+  const tags = state.dataset.tags ? state.dataset.tags.orpheus_tags : [];
+  if (event.altKey && tagKey && Number(tagKey[1]) <= tags.length) {
+    return run(() => insertTag(`<${tags[Number(tagKey[1]) - 1]}>`, "clip-text")); // the clip keeps playing
+  }
   const target = event.target;
   if (target === $("clip-text")) {
     if (event.key === "Enter" && !event.shiftKey && !event.altKey && !event.ctrlKey) return run(() => move(1));
