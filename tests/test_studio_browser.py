@@ -165,12 +165,12 @@ def test_voice_cards_show_what_the_api_says_labelled_and_rounded(page, server):
     # the evaluation: a one-line verdict count, the checks as a table when opened
     evaluation = alice.locator("details.evaluation")
     playwright_api.expect(evaluation.locator(":scope > summary")).to_contain_text("2026-12-01")
-    assert evaluation.locator(":scope > summary .verdict").all_inner_texts() == ["6 pass", "2 FAIL", "1 n/a"]
+    assert evaluation.locator(":scope > summary .verdict").all_inner_texts() == ["6 pass", "2 FAIL", "2 n/a"]  # tags: n/a, no tag checked
     heading = page.get_by_role("heading", name="Try a voice")
     assert heading.bounding_box()["y"] < page.viewport_size["height"]  # not pushed below the fold
     evaluation.locator(":scope > summary").click()
     rows = evaluation.locator("table.checks tbody tr")
-    playwright_api.expect(rows).to_have_count(9)
+    playwright_api.expect(rows).to_have_count(10)
     wer = evaluation.locator("table.checks tr", has_text="word error rate")
     assert wer.locator("td").all_inner_texts() == ["word error rate", "0.235", "<= 0.15", "FAIL"]
     playwright_api.expect(evaluation.locator(".advice")).to_contain_text("fewer epochs")
