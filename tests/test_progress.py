@@ -21,6 +21,17 @@ def test_without_a_terminal_a_line_every_twentieth_of_the_items(caplog):
     assert lines[-1] == "transcribing clips: 100/100 (100%), 50.0/50.0 min of audio, 5:00 elapsed"
 
 
+def test_the_time_left_leaves_out_a_slow_first_item(caplog):
+    """The first clip also loads the models: the estimate follows the pace after it."""
+    now = [0.0]
+    bar = LineProgress(100, desc="clips", clock=lambda: now[0])
+    with caplog.at_level(logging.INFO, logger="voicelab.progress"):
+        for done in range(1, 6):
+            now[0] += 60.0 if done == 1 else 3.0
+            bar.set_postfix_str(f"clips {done}/100")
+    assert caplog.records[0].getMessage() == "clips: 5/100 (5%), 1:12 elapsed, about 4:45 left"
+
+
 def test_batches_that_jump_past_a_line_still_log_once_each(caplog):
     bar = LineProgress(10, desc="clips")
     with caplog.at_level(logging.INFO, logger="voicelab.progress"):

@@ -76,6 +76,7 @@ class LineProgress(QuietProgress):
         self.next_line = self.every
         self.clock = clock
         self.started = clock()
+        self.first: tuple[float, int] | None = None  # (time, items) when the first items were done
 
     def update(self, step: float = 1) -> None:
         if self.amount_total is None:
@@ -91,6 +92,8 @@ class LineProgress(QuietProgress):
 
     def item_done(self, count: int = 1) -> None:
         self.items += count
+        if self.first is None:
+            self.first = (self.clock(), self.items)
         if self.items >= self.next_line or self.items == self.total_items:
             self.next_line = (self.items // self.every + 1) * self.every
             logger.info("%s", self.line())
@@ -103,8 +106,16 @@ class LineProgress(QuietProgress):
             parts.append(f"{self.amount:.1f}/{self.amount_total:.1f} {self.unit}")
         parts.append(f"{_clock(elapsed)} elapsed")
         if 0 < share < 1:
-            parts.append(f"about {_clock(elapsed / share - elapsed)} left")
+            parts.append(f"about {_clock(self._left(elapsed, share))} left")
         return ", ".join(parts)
+
+    def _left(self, elapsed: float, share: float) -> float:
+        """The time left at the pace since the first items were done, so a slow start (models loading
+        with the first item) does not inflate it; before a second report, the pace so far."""
+        at, items = self.first or (self.started, 0)
+        if self.items > items:
+            return (self.clock() - at) / (self.items - items) * (self.total_items - self.items)
+        return elapsed / share - elapsed
 
 
 def _clock(seconds: float) -> str:

@@ -91,11 +91,12 @@ def load_openai_whisper(name: str, device: str, flag: str = "--model"):
             return whisper.load_model(name, device=device)
         except (urllib.error.URLError, OSError) as e:
             cache = Path(os.getenv("XDG_CACHE_HOME", Path.home() / ".cache")) / "whisper"
+            checkpoint = Path(whisper._MODELS[name]).name
+            fetch = f'.venv/bin/python -c "import whisper; whisper.load_model({name!r})"'
             raise WhisperModelError(
                 f"Whisper model {name!r} is not in the cache ({cache}) and cannot be downloaded ({e}). "
-                f"On a machine with network run this once to cache it, or copy the checkpoint file "
-                f"(e.g. {Path(whisper._MODELS[name]).name}) here and pass {flag} "
-                f"/path/to/{Path(whisper._MODELS[name]).name}"
+                f"On a machine with network, cache it with {fetch}, then copy {checkpoint} from its "
+                f"~/.cache/whisper/ into {cache} here, or pass {flag} /path/to/{checkpoint}"
             ) from e
     check_model("openai-whisper", name)
     path = Path(name).expanduser()
