@@ -195,10 +195,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(
             f"--gpu-memory-utilization is a share of GPU memory in (0, 1], got {args.gpu_memory_utilization}"
         )
-    if not check_base_model(args.base_model, dry_run=args.dry_run):
-        return EXIT_USAGE
-    exe = None
+    exe = None  # vLLM missing first: installing it is the first thing to do
     if not args.dry_run and (exe := find_vllm(args.vllm)) is None:
+        return EXIT_USAGE
+    if not check_base_model(args.base_model, dry_run=args.dry_run):
         return EXIT_USAGE
     if not args.voices_dir.is_dir():
         print(
