@@ -12,7 +12,6 @@ import jiwer
 import numpy as np
 import pytest
 import soundfile as sf
-from fastapi.testclient import TestClient
 
 from test_server_api import FakeEngine, ScriptedSynthesizer
 from test_train_lora import common_args, train_memoriser, write_transcript
@@ -20,6 +19,7 @@ from voicelab import evaluate as ev
 from voicelab import orpheus, testing
 from voicelab.audio import read_audio
 from voicelab.cli import evaluate_voice, train_lora
+from voicelab.testing.server import local_client
 from voicelab.voice import EVAL_DIR, EVAL_FILE, EVAL_SUMMARY_FILE, VoiceFolder, VoiceMetadata
 
 SR = orpheus.SAMPLE_RATE
@@ -288,7 +288,7 @@ def test_the_voice_list_shows_the_evaluation(evaluated, trained, tiny_orpheus_di
         return Backend(kind="fake", engine=FakeEngine(), synthesizer=ScriptedSynthesizer())
 
     app = create_app(Settings(voices_dir=trained, base_model=str(tiny_orpheus_dir)), backend_factory=factory)
-    with TestClient(app) as client:
+    with local_client(app) as client:
         voices = {v["id"]: v for v in client.get("/v1/audio/voices").json()["voices"]}
     shown = voices["zed"]["evaluation"]
     report = json.loads((evaluated[1] / EVAL_FILE).read_text())

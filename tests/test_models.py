@@ -78,17 +78,16 @@ def test_the_server_refuses_to_start_with_the_same_message(
     engine, contract_message, shifted_orpheus_dir, tiny_snac_dir, tmp_path
 ):
     """The real start-up (build_backend in the lifespan): no server comes up on a non-Orpheus tokenizer."""
-    from fastapi.testclient import TestClient
-
     from voicelab.server.app import create_app
     from voicelab.server.settings import Settings
+    from voicelab.testing.server import local_client
 
     extra = {"vllm_url": "http://127.0.0.1:9"} if engine == "vllm" else {}  # never contacted
     settings = Settings(
         voices_dir=tmp_path, base_model=str(shifted_orpheus_dir), snac_model=str(tiny_snac_dir), **extra
     )
     assert settings.engine_kind == engine
-    with pytest.raises(models.ModelLoadError) as info, TestClient(create_app(settings)):
+    with pytest.raises(models.ModelLoadError) as info, local_client(create_app(settings)):
         pass
     assert str(info.value) == contract_message
 

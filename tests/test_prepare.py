@@ -101,7 +101,9 @@ def test_all_formats_succeed_and_clips_are_named_by_stem_and_index(formats_run):
     expected = sorted(f"{Path(n).stem}_{i:03d}" for n in FORMATS for i in range(len(EXPECTED_CLIPS)))
     assert sorted(r["clip"] for r in rows) == expected  # the clip key, as in transcript.csv
     assert sorted(p.stem for p in out.glob("*.wav")) == expected
-    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no temp or scratch left
+    assert [
+        p.name for p in out.iterdir() if p.name.startswith(".") and p.name != dataset.LOCK_FILE
+    ] == []  # no temp or scratch left
 
 
 def test_clips_are_16bit_mono_wav_at_the_target_rate_within_the_duration_bounds(formats_run):
@@ -295,6 +297,22 @@ def test_bad_files_are_reported_one_line_each_and_the_rest_is_prepared(good_wav,
     assert sorted(p.name for p in out.glob("*.wav")) == ["good_000.wav", "good_001.wav"]
 
 
+def test_a_file_name_that_is_not_utf8_is_named_skipped_and_the_rest_prepared(good_wav, tmp_path, capsys):
+    import os
+
+    shutil.copy(good_wav / "good.wav", os.fsencode(good_wav) + b"/bad\xff.wav")
+    out = tmp_path / "out"
+    assert run_cli(good_wav, out) == 1
+    summary = capsys.readouterr().out
+    assert "bad\\xff.wav: the file name is not valid UTF-8" in summary
+    assert {r["source"] for r in csv.DictReader((out / dataset.MANIFEST_FILE).open())} == {"good.wav"}
+    assert not (out / dataset.SOURCES_LEFT_OUT_FILE).exists()  # it cannot hold the name either
+    assert run_cli(good_wav, out) == 1  # named again, and the good file is not redone
+    summary = capsys.readouterr().out
+    assert "1 already done (skipped)" in summary and "clips written: 0" in summary
+    assert "bad\\xff.wav" in summary
+
+
 @needs_ffmpeg
 def test_missing_ffmpeg_says_to_install_it(good_wav, tmp_path, monkeypatch, capsys):
     wav = tmp_path / "talk.wav"
@@ -355,7 +373,7 @@ def test_a_crash_never_leaves_a_manifest_row_without_its_clip(good_wav, tmp_path
     rows = list(csv.DictReader((out / dataset.MANIFEST_FILE).open()))
     assert [r["clip"] for r in rows] == ["good_000", "good_001"]
     assert all((out / dataset.clip_filename(r["clip"])).exists() for r in rows)
-    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+    assert [p.name for p in out.iterdir() if p.name.startswith(".") and p.name != dataset.LOCK_FILE] == []
 
     monkeypatch.setattr(audio, "write_wav", real_write)
     prepare_dataset(good_wav, out, progress=False)

@@ -21,7 +21,6 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
-from fastapi.testclient import TestClient
 
 from voicelab import orpheus
 from voicelab.engine.base import (
@@ -34,7 +33,7 @@ from voicelab.server.app import create_app
 from voicelab.server.backend import Backend
 from voicelab.server.encoding import WAV_UNKNOWN_SIZE, aac_available
 from voicelab.server.settings import Settings
-from voicelab.testing.server import ServerThread
+from voicelab.testing.server import ServerThread, local_client
 from voicelab.testing.voices import write_voice_folder
 
 BASE = "org/orpheus-base"
@@ -139,7 +138,7 @@ def make_app(voices_dir, **settings):
 @pytest.fixture(scope="module")
 def api(voices_dir):
     app, engine, synth = make_app(voices_dir, max_concurrent_requests=4)
-    with TestClient(app) as client:
+    with local_client(app) as client:
         client.engine, client.synth = engine, synth
         yield client
 
@@ -446,7 +445,7 @@ def test_reload_adds_and_removes_voices_without_restart(voices_dir, tmp_path):
     root = tmp_path / "voices"
     shutil.copytree(voices_dir, root)
     app, engine, _ = make_app(root)
-    with TestClient(app) as client:
+    with local_client(app) as client:
         write_voice_folder(root, "carol", base_model=BASE)
         shutil.rmtree(root / "bob")
         report = client.post("/v1/voices/reload").json()
@@ -464,7 +463,7 @@ def test_reload_adds_and_removes_voices_without_restart(voices_dir, tmp_path):
 @pytest.fixture(scope="module")
 def secured(voices_dir):
     app, _, _ = make_app(voices_dir, api_keys=f"old-key,{KEY}")
-    with TestClient(app) as client:
+    with local_client(app) as client:
         yield client
 
 
@@ -560,6 +559,36 @@ def test_a_response_never_sent_still_frees_its_slot(voices_dir):
             assert synth.cancelled.is_set()
             # counted once, as a request the client left (not as a 200)
             assert 'status="499",voice="alice"} 1.0' in state.metrics.render().decode()
+
+    anyio.run(scenario)
+
+
+def test_a_voice_removed_mid_stream_keeps_its_own_counts(voices_dir, tmp_path):
+    """The label is the voice found when the request began, not "unknown" once it is gone."""
+    import anyio
+
+    from voicelab.server.speech import SpeechJob, SpeechRequest, SpeechServices
+
+    root = tmp_path / "voices"
+    shutil.copytree(voices_dir, root)
+    write_voice_folder(root, "carol", base_model=BASE)
+    app, _, _ = make_app(root)
+
+    async def scenario():
+        async with app.router.lifespan_context(app):
+            state = app.state
+            services = SpeechServices(
+                state.settings, state.registry, state.backend, state.limiter, state.metrics
+            )
+            request = SpeechRequest(voice="carol", input="[endless] still talking", response_format="pcm")
+            async with SpeechJob(services, request, 0.0) as job:
+                shutil.rmtree(root / "carol")
+                await state.registry.reload(state.backend.engine)  # carol is gone while her stream runs
+                assert "carol" not in state.registry.voices
+                job.succeeded()
+            text = state.metrics.render().decode()
+            assert 'voicelab_speech_requests_total{format="pcm",status="200",voice="carol"} 1.0' in text
+            assert 'voice="unknown"' not in text
 
     anyio.run(scenario)
 
@@ -663,7 +692,7 @@ def test_failures_tell_the_openai_sdk_whether_a_retry_can_help(api):
 
 def test_metrics_count_a_stream_cut_short_as_failed(voices_dir):
     app, _, _ = make_app(voices_dir)
-    with TestClient(app) as client:
+    with local_client(app) as client:
         assert speak(client, input="Cut short [midstream]", response_format="pcm").status_code == 200
         text = client.get("/metrics").text
     assert 'voicelab_speech_requests_total{format="pcm",status="502",voice="alice"}' in text
@@ -700,7 +729,7 @@ def test_docs_work_offline_from_the_package(api):
 
 def test_docs_can_be_turned_off(voices_dir):
     app, _, _ = make_app(voices_dir, docs=False)
-    with TestClient(app) as client:
+    with local_client(app) as client:
         assert_openai_error(client.get("/docs"), 404)
         assert_openai_error(client.get("/openapi.json"), 404)
         assert client.get("/health").status_code == 200
@@ -796,6 +825,6 @@ def test_the_body_limit_fits_the_longest_valid_request_and_is_a_setting(voices_d
     assert len(longest.encode()) <= settings.request_body_limit
     assert Settings(voices_dir=voices_dir, base_model=BASE, max_request_bytes=1000).request_body_limit == 1000
     app, _, _ = make_app(voices_dir, max_request_bytes=100)
-    with TestClient(app) as client:
+    with local_client(app) as client:
         assert_openai_error(speak(client, input="x" * 200), 413, "request_too_large")
         assert speak(client, input="Hi.").status_code == 200

@@ -6,6 +6,10 @@ the wrong method), so the schema and the behaviour cannot drift apart unnoticed.
 below 500; in OpenAI's error shape when 4xx, with a status the schema documents for that operation;
 audio or SSE of a documented content type when 200.
 
+The studio's endpoints get the same treatment against a real prepared dataset and voice evaluation: names
+drawn from the real ones, traversal, NUL and any text (percent-encoded into the path), edits drawn from
+the ``ClipEdit`` schema and mutated, with or without ``If-Match``.
+
 The seed is fixed (``derandomize``), so a failure reproduces. ``FUZZ_EXAMPLES`` sets the number of requests
 per engine (default 300, a few tens of seconds); the longer run is documented in docs/reliability.md.
 
@@ -19,6 +23,8 @@ from __future__ import annotations
 import json
 import os
 import re
+from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from fastapi.testclient import TestClient
@@ -28,7 +34,9 @@ from hypothesis import strategies as st
 from voicelab import orpheus
 from voicelab.server.app import create_app
 from voicelab.server.settings import Settings
+from voicelab.testing.datasets import write_reviewed_dataset
 from voicelab.testing.fake_vllm import FakeVLLMServer
+from voicelab.testing.server import local_client
 from voicelab.testing.voices import build_tiny_voice, write_voice_folder
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
@@ -135,7 +143,67 @@ def requests(openapi: dict, voice: str, *, local: bool) -> st.SearchStrategy[dic
     other = st.tuples(
         st.sampled_from(["GET", "POST", "PUT", "DELETE"]), st.sampled_from(sorted(openapi["paths"]))
     ).map(lambda t: {"method": t[0], "path": t[1]})
-    return st.one_of(json_body, json_body, json_body, odd_body, other)
+    return st.one_of(json_body, json_body, json_body, odd_body, other, studio_requests(openapi))
+
+
+REAL_NAMES = {
+    "name": ["alice"],
+    "voice": ["alice"],
+    "clip": ["clip_000", "clip_001", "clip_000.wav"],
+    "picture": ["similarity.png", "summary.md"],
+}
+"""The names that exist in the fuzz's folders, by path parameter: most requests use them, so edits reach
+the files."""
+HOSTILE_NAMES = ["..", ".", "%2e%2e", "\\..", "\x00", "n" * 256, "clip_000\x00", "alice/../alice"]
+
+
+def path_segment(name: str) -> str:
+    """``name`` percent-encoded as one path segment (lone surrogates as their UTF-8-like bytes). A ``/``
+    would split it (the server decodes ``%2F`` before routing) and a bare ``.``/``..`` segment would be
+    removed by the HTTP client, so those are dropped or escaped: the request reaches the drawn route."""
+    segment = quote(name.replace("/", "").encode("utf-8", "surrogatepass"), safe="") or "x"
+    return segment.replace(".", "%2E") if set(segment) == {"."} else segment
+
+
+def parameter_value(parameter: str) -> st.SearchStrategy[str]:
+    real = st.sampled_from(REAL_NAMES[parameter])
+    hostile = st.sampled_from(HOSTILE_NAMES) | st.text(CHARACTERS, min_size=1, max_size=12)
+    return st.one_of(real, real, real, hostile)
+
+
+@st.composite
+def studio_path(draw, template: str) -> str:
+    return re.sub(r"\{([^}]+)\}", lambda m: path_segment(draw(parameter_value(m.group(1)))), template)
+
+
+def studio_requests(openapi: dict) -> st.SearchStrategy[dict]:
+    """Reads and edits of the studio's endpoints with drawn names, bodies and If-Match headers."""
+    templates = sorted(path for path in openapi["paths"] if path.startswith("/studio/api/"))
+    edit = from_schema(openapi["components"]["schemas"]["ClipEdit"], openapi)
+    words = st.text(st.characters(categories=["L", "N", "P", "Zs"]), min_size=1, max_size=30)
+    plain = st.fixed_dictionaries({"text": words}, optional={"excluded": st.booleans(), "reason": words})
+    bodies = (
+        plain
+        | plain
+        | edit
+        | st.tuples(edit, st.sampled_from(["text", "excluded", "reason", "typo"]), JSON_VALUES).map(
+            lambda t: {**t[0], t[1]: t[2]}
+        )
+    )
+    methods = st.sampled_from(["GET", "PUT", "PUT", "DELETE"])
+    if_match = st.none() | st.sampled_from(["*", '"0123456789abcdef"', 'W/"x"', ""])
+
+    @st.composite
+    def one(draw) -> dict:
+        template = draw(st.sampled_from(templates))
+        request = {"method": draw(methods), "path": draw(studio_path(template)), "template": template}
+        if request["method"] == "PUT":
+            request["json"] = draw(bodies)
+        if (tag := draw(if_match)) is not None:
+            request["headers"] = {"If-Match": tag}
+        return request
+
+    return one()
 
 
 def cap_budget(body):
@@ -150,7 +218,7 @@ def cap_budget(body):
 
 
 def send(client: TestClient, request: dict):
-    headers = {}
+    headers = dict(request.get("headers", {}))
     if "json" in request:
         content = json.dumps(request["json"]).encode()
         headers["Content-Type"] = "application/json"
@@ -164,7 +232,9 @@ def send(client: TestClient, request: dict):
 def check(response, request: dict, openapi: dict) -> None:
     where = f"{request['method']} {request['path']} -> {response.status_code}: {response.text[:300]!r}"
     assert response.status_code < 500, where
-    operation = openapi["paths"].get(request["path"], {}).get(request["method"].lower())
+    operation = (
+        openapi["paths"].get(request.get("template", request["path"]), {}).get(request["method"].lower())
+    )
     if 400 <= response.status_code < 500:
         error = response.json()["error"]
         assert set(error) == {"message", "type", "param", "code"}, where
@@ -194,17 +264,29 @@ def fuzz(client: TestClient, voice: str, *, local: bool) -> None:
     one()
 
 
+def studio_folders(tmp_path_factory, voices: Path) -> Path:
+    """A prepared dataset and an evaluation for the studio's endpoints; returns the prepared folder."""
+    prepared = tmp_path_factory.mktemp("fuzz_prepared")
+    write_reviewed_dataset(prepared / "alice", {"clip_000": "One.", "clip_001": "Two."}, (3.0, 3.5))
+    evaluation = voices / "alice" / "eval"
+    evaluation.mkdir(parents=True, exist_ok=True)
+    (evaluation / "summary.md").write_text("similarity 0.8\n")
+    (evaluation / "similarity.png").write_bytes(b"\x89PNG\r\n\x1a\nfuzz")
+    return prepared
+
+
 def test_fuzz_the_embedded_engine(tmp_path_factory, tiny_orpheus_dir, tiny_snac_dir):
     voices = tmp_path_factory.mktemp("fuzz_local_voices")
     build_tiny_voice(voices, "tiny", tiny_orpheus_dir)
     settings_ = Settings(
+        prepared_dir=studio_folders(tmp_path_factory, voices),
         voices_dir=voices,
         base_model=str(tiny_orpheus_dir),
         snac_model=str(tiny_snac_dir),
         max_input_chars=FUZZ_INPUT_CHARS,
         log_level="ERROR",
     )
-    with TestClient(create_app(settings_)) as client:
+    with local_client(create_app(settings_)) as client:
         fuzz(client, "tiny", local=True)
 
 
@@ -217,8 +299,9 @@ def vllm_stand_in(tmp_path_factory, tiny_orpheus_dir):
         yield server
 
 
-def test_fuzz_with_the_vllm_stand_in(vllm_stand_in, tiny_orpheus_dir, tiny_snac_dir):
+def test_fuzz_with_the_vllm_stand_in(vllm_stand_in, tmp_path_factory, tiny_orpheus_dir, tiny_snac_dir):
     settings_ = Settings(
+        prepared_dir=studio_folders(tmp_path_factory, vllm_stand_in.voices_dir),
         voices_dir=vllm_stand_in.voices_dir,
         vllm_url=vllm_stand_in.url,
         base_model=str(tiny_orpheus_dir),
@@ -226,5 +309,5 @@ def test_fuzz_with_the_vllm_stand_in(vllm_stand_in, tiny_orpheus_dir, tiny_snac_
         max_input_chars=FUZZ_INPUT_CHARS,
         log_level="ERROR",
     )
-    with TestClient(create_app(settings_)) as client:
+    with local_client(create_app(settings_)) as client:
         fuzz(client, "alice", local=False)

@@ -9,14 +9,13 @@ import shutil
 import openai
 import pytest
 import soundfile as sf
-from fastapi.testclient import TestClient
 from starlette.responses import JSONResponse
 
 from voicelab import orpheus
 from voicelab.server.app import create_app
 from voicelab.server.settings import Settings
 from voicelab.testing.fake_vllm import FakeVLLMServer, Fault
-from voicelab.testing.server import ServerThread
+from voicelab.testing.server import ServerThread, local_client
 from voicelab.testing.voices import write_voice_folder
 
 
@@ -143,7 +142,7 @@ def test_reload_loads_and_unloads_adapters_at_runtime(
     root = tmp_path / "voices"
     shutil.copytree(voices_dir, root)
     app = create_app(vllm_settings(vllm, root, tiny_orpheus_dir, tiny_snac_dir))
-    with TestClient(app) as api:
+    with local_client(app) as api:
         write_voice_folder(root, "carol", base_model=str(tiny_orpheus_dir))
         shutil.rmtree(root / "bob")
         report = api.post("/v1/voices/reload").json()
@@ -175,7 +174,7 @@ def test_unreachable_vllm_gives_503_and_unhealthy(voices_dir, tiny_orpheus_dir, 
         base_model=str(tiny_orpheus_dir),
         snac_model=str(tiny_snac_dir),
     )
-    with TestClient(create_app(settings)) as api:  # starts anyway: vLLM may come up later
+    with local_client(create_app(settings)) as api:  # starts anyway: vLLM may come up later
         health = api.get("/health")
         assert health.status_code == 503 and health.json()["engine_reachable"] is False
         assert health.json()["voices"] == 2

@@ -20,6 +20,7 @@ from voicelab.server.app import create_app
 from voicelab.server.backend import Backend
 from voicelab.server.settings import Settings
 from voicelab.testing.datasets import write_reviewed_dataset
+from voicelab.testing.server import local_client
 from voicelab.testing.voices import TRAINED_METADATA, write_evaluation, write_loss_curve, write_voice_folder
 
 KEY = "studio-key"
@@ -80,7 +81,7 @@ def make_client(prepared, voices, **settings) -> TestClient:
         Settings(voices_dir=voices, prepared_dir=prepared, base_model="org/base", **settings),
         backend_factory=factory,
     )
-    return TestClient(app)
+    return local_client(app)
 
 
 @pytest.fixture
@@ -257,6 +258,17 @@ def test_a_voice_card_gets_the_prompt_prefix_base_model_loss_curve_and_checks(cl
     (tmp_path / "elsewhere" / "eval.json").write_text(json.dumps({"checks": []}))
     (voices / "bob" / "eval").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
     assert client.get("/studio/api/voices/bob").json()["evaluation"] is None  # not read through a symlink out
+
+
+def test_the_schema_says_what_the_voice_card_routes_answer(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    card = paths["/studio/api/voices/{voice}"]["get"]["responses"]
+    assert {"200", "400", "401", "404"} <= set(card)
+    curve = paths["/studio/api/voices/{voice}/loss-curve"]["get"]["responses"]
+    assert set(curve["200"]["content"]) == {"image/png"} and {"400", "401", "404"} <= set(curve)
+    report = paths["/studio/api/datasets/{name}/report"]["get"]
+    assert [p["name"] for p in report["parameters"] if p["in"] == "query"] == ["layout"]
+    assert {"400", "403", "404"} <= set(report["responses"])
 
 
 def test_a_hub_base_model_is_named_by_its_hub_id(client, voices):

@@ -34,7 +34,14 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
     "--autoplay-policy=no-user-gesture-required",
+    "--host-resolver-rules=MAP rebind.attacker.test 127.0.0.1",  # DNS rebinding, without DNS
 ]
+ATTACKER = "http://attacker.test"
+"""Another site: its page is served by Playwright's router, never by the network."""
+EVIL_SVG = (
+    '<svg xmlns="http://www.w3.org/2000/svg" width="40" height="20" onload="alert(\'onload\')">'
+    '<script>alert(document.domain)</script><rect width="40" height="20"/></svg>'
+)
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
 KEY = "studio-browser-key"
 STEP_TIMEOUT_MS = 20_000  # Playwright's own wait bound per step (a loaded 2-core CI machine is slow)
@@ -63,6 +70,11 @@ SECONDS = (3.0, 3.5, 4.0)
 def voices_dir(tmp_path_factory, tiny_orpheus_dir):
     """alice: trained, with its loss curve, evaluated (one check fails); bob: trained, not evaluated."""
     root = tmp_path_factory.mktemp("studio_voices")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     base = str(tiny_orpheus_dir)
     alice = write_voice_folder(
         root, "alice", base_model=base, prompt_prefix="Alice: ", metadata=TRAINED_METADATA
@@ -70,6 +82,13 @@ def voices_dir(tmp_path_factory, tiny_orpheus_dir):
     write_loss_curve(alice)
     write_evaluation(alice)
     write_voice_folder(root, "bob", base_model=base, metadata=TRAINED_METADATA)
+    evaluation = alice / "eval"  # pictures a person added beside evaluate's files
+    fig, ax = plt.subplots(figsize=(4, 2))
+    ax.bar(["alice", "reference"], [0.81, 0.9])
+    ax.set_title("speaker similarity")
+    fig.savefig(evaluation / "similarity.png", dpi=60)
+    plt.close(fig)
+    (evaluation / "evil.svg").write_text(EVIL_SVG)  # user-provided: shown, never run
     return root
 
 
@@ -114,8 +133,10 @@ def page(browser):
     context.set_default_timeout(STEP_TIMEOUT_MS)
     page = context.new_page()
     page.console_errors = []
+    page.dialogs = []
     page.on("console", lambda m: m.type == "error" and page.console_errors.append(m.text))
     page.on("pageerror", lambda e: page.console_errors.append(str(e)))
+    page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
     yield page
     context.close()
 
@@ -179,13 +200,17 @@ def test_voice_cards_show_what_the_api_says_labelled_and_rounded(page, server):
     numbers = evaluation.locator("details.numbers dl").first
     playwright_api.expect(numbers).to_contain_text("Word error rate")
     playwright_api.expect(numbers).to_contain_text("23.5%")
+    # evaluate's own report, folded, and the pictures in eval/ (alice's evaluation pictures)
+    playwright_api.expect(evaluation.locator(".eval-pictures img")).to_have_count(2)
+    playwright_api.expect(evaluation.locator("details.report pre")).to_contain_text("Evaluation of alice")
     bob = page.locator("#voice-list > li[data-voice='bob']")
     assert bob.locator("details.evaluation").count() == 0  # not evaluated: nothing to open
     listed = page.locator("#voice-list").inner_text()
     assert not re.search(LONG_DIGITS, listed) and "{" not in listed and "null" not in listed
     page.locator("#reload-voices").click()
     playwright_api.expect(page.locator("#voices-status")).to_contain_text("Reloaded. No changes.")
-    assert page.console_errors == []
+    assert page.console_errors == []  # a Content-Security-Policy violation would be one
+    assert page.dialogs == []  # the SVG's script did not run
     page.locator("#voice-list > li[data-voice='alice'] details.evaluation > summary").click()
     page.locator("#voice-list > li[data-voice='alice'] details.evaluation table.checks").wait_for()
     screenshot(page, "voices")
@@ -234,7 +259,7 @@ def test_speak_plays_while_generating_and_downloads_every_frame(page, server, vl
     page.locator("[data-tag='<laugh>']").click()
     assert page.locator("#speak-text").input_value() == f"{text} <laugh> "
     page.locator("#speak").click()
-    stats = page.wait_for_function("window.voicelabStudio.lastSpeech").json_value()
+    stats = page.wait_for_function("() => window.voicelabStudio.lastSpeech").json_value()
     with page.expect_download() as download:
         page.locator("#download").click()
     samples, rate = sf.read(io.BytesIO(Path(download.value.path()).read_bytes()), dtype="int16")
@@ -284,7 +309,7 @@ def test_a_failed_speak_says_why_next_to_the_button_and_max_tokens_gets_the_audi
         max_tokens = 200
         page.locator("#speak-max-tokens").fill(str(max_tokens))
         page.locator("#speak").click()
-        stats = page.wait_for_function("window.voicelabStudio.lastSpeech").json_value()
+        stats = page.wait_for_function("() => window.voicelabStudio.lastSpeech").json_value()
     finally:
         vllm.frames_per_prompt = None
     assert vllm.completions[-1].body["max_tokens"] == orpheus.whole_frames_budget(max_tokens)
@@ -327,7 +352,7 @@ def test_keyboard_review_edits_the_transcript_and_excludes_a_clip(page, server, 
     page.set_viewport_size(NARROW)  # a phone: nothing wider than the screen, in either view
     playwright_api.expect(report).to_have_attribute("data-layout", "narrow", timeout=STEP_TIMEOUT_MS)
     report.scroll_into_view_if_needed()
-    page.wait_for_function("document.querySelector('#dataset-report img').naturalWidth === 400")
+    page.wait_for_function("() => document.querySelector('#dataset-report img').naturalWidth === 400")
     assert report.bounding_box()["width"] <= NARROW["width"]
     assert report.evaluate("img => img.naturalWidth / img.width") < 1.25  # its text keeps its size
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
@@ -344,3 +369,80 @@ def test_a_bad_key_is_shown_in_words(page, server):
     playwright_api.expect(error).to_contain_text("invalid API key")
     playwright_api.expect(page.locator("#voice-list > li")).to_have_count(0)
     screenshot(page, "bad-key")
+
+
+def test_a_save_over_someone_elses_edit_shows_theirs_and_keeps_mine(page, server, prepared_dir):
+    import httpx
+
+    open_with_key(page, server)
+    page.locator("#tab-dataset").click()
+    playwright_api.expect(page.locator("#clip-name")).to_contain_text("clip_001")
+    url = f"{server.url}/studio/api/datasets/alice/clips/clip_001"
+    theirs = httpx.put(
+        url, json={"text": "Changed by another reviewer."}, headers={"Authorization": f"Bearer {KEY}"}
+    )
+    assert theirs.status_code == 200
+    page.locator("#clip-text").fill("My own words.")
+    page.locator("#clip-save").click()
+    error = page.locator("#clip-error")  # beside Save, the button that met the conflict
+    playwright_api.expect(error).to_contain_text("changed by someone else")
+    playwright_api.expect(error).to_contain_text("save again to replace theirs")
+    playwright_api.expect(page.locator("#clip-list > li[data-clip=clip_001]")).to_contain_text(
+        "Changed by another reviewer."
+    )
+    assert page.locator("#clip-text").input_value() == "My own words."
+    rows = dict(read_transcript(prepared_dir / "alice" / "transcript.csv"))
+    assert rows["clip_001"] == "Changed by another reviewer."
+    screenshot(page, "edit-conflict")
+    page.locator("#clip-save").click()  # now knowingly over theirs
+    playwright_api.expect(page.locator("#clip-status")).to_contain_text("Saved clip_001")
+    rows = dict(read_transcript(prepared_dir / "alice" / "transcript.csv"))
+    assert rows["clip_001"] == "My own words."
+    assert page.dialogs == [] and all("409" in e for e in page.console_errors)
+
+
+@pytest.fixture(scope="module")
+def open_server(vllm, tmp_path_factory, tiny_orpheus_dir, tiny_snac_dir):
+    """No API key: only the origin checks stand between another site and a write."""
+    voices = tmp_path_factory.mktemp("open_voices")
+    write_voice_folder(voices, "alice", base_model=str(tiny_orpheus_dir))
+    settings = Settings(
+        voices_dir=voices,
+        prepared_dir=tmp_path_factory.mktemp("open_prepared"),
+        vllm_url=vllm.url,
+        base_model=str(tiny_orpheus_dir),
+        snac_model=str(tiny_snac_dir),
+    )
+    with ServerThread(create_app(settings)) as running:
+        running.voices_dir = voices
+        yield running
+
+
+def test_another_sites_page_cannot_write_and_a_rebound_name_is_refused(page, open_server, tiny_orpheus_dir):
+    import httpx
+
+    write_voice_folder(open_server.voices_dir, "carol", base_model=str(tiny_orpheus_dir))  # found by a reload
+    attack = (
+        f'<form id="f" method="POST" action="{open_server.url}/v1/voices/reload"></form>'
+        '<script>document.getElementById("f").submit()</script>'
+    )
+    page.route(f"{ATTACKER}/**", lambda route: route.fulfill(content_type="text/html", body=attack))
+    page.goto(f"{ATTACKER}/")
+    page.wait_for_url(f"{open_server.url}/v1/voices/reload")
+    assert "cross_site_request" in page.content()  # the server got the POST and refused it
+    voices = httpx.get(f"{open_server.url}/v1/audio/voices").json()["voices"]
+    assert [v["id"] for v in voices] == ["alice"]  # the reload did not run
+    rebound = page.goto(f"http://rebind.attacker.test:{open_server.port}/v1/audio/voices")
+    assert rebound.status == 400 and "invalid_host" in page.content()
+    page.goto(f"{open_server.url}/")  # the page itself may reload
+    page.locator("#reload-voices").click()
+    playwright_api.expect(page.locator("#voices-status")).to_contain_text("added: carol")
+    assert page.console_errors == [] or all("400" in e or "403" in e for e in page.console_errors)
+
+
+def test_an_svg_opened_at_its_own_address_is_a_download_not_a_page(page, server):
+    page.context.set_extra_http_headers({"Authorization": f"Bearer {KEY}"})
+    with page.expect_download() as download, pytest.raises(playwright_api.Error):
+        page.goto(f"{server.url}/studio/api/voices/alice/eval/evil.svg")
+    assert download.value.suggested_filename == "evil.svg"
+    assert page.dialogs == []

@@ -7,8 +7,9 @@ import csv
 import pytest
 
 from voicelab.dataset import (
-    TranscriptAppender,
+    LOCK_FILE,
     TranscriptFormatError,
+    TranscriptWriter,
     format_row,
     normalize_text,
     read_transcript,
@@ -88,10 +89,10 @@ def test_excel_byte_order_mark_is_accepted(tmp_path):
 
 def test_appender_leaves_a_valid_csv_after_every_row(tmp_path):
     path = write_transcript(tmp_path / "t.csv", [])
-    with TranscriptAppender(path) as out:
-        for i, (name, text) in enumerate(TRICKY, 1):
-            out.append(name, text)
-            assert read_transcript(path) == TRICKY[:i]
+    out = TranscriptWriter(path)
+    for i, (name, text) in enumerate(TRICKY, 1):
+        assert out.add(name, text)
+        assert read_transcript(path) == TRICKY[:i]
 
 
 def test_resume_reader_drops_only_a_record_cut_short(tmp_path):
@@ -112,4 +113,4 @@ def test_write_is_atomic_on_failure(tmp_path):
     with pytest.raises(RuntimeError):
         write_transcript(path, rows())
     assert read_transcript(path) == [("clip_000", "kept")]
-    assert [p.name for p in tmp_path.iterdir()] == ["t.csv"]  # no temporary left behind
+    assert [p.name for p in tmp_path.iterdir() if p.name != LOCK_FILE] == ["t.csv"]  # no temporary left

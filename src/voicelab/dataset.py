@@ -20,7 +20,7 @@ file                            written by        what
 ``exclusion_decisions.csv``     transcribe/studio ``filename,decision``: clips excluded, and those a person
                                                   restored (``--exclude-flagged`` never undoes a restore)
 ``sources_left_out.csv``        prepare-audio     recordings that failed or gave no clip, remembered until changed
-``.studio.lock``                the studio        locked while a save rewrites a file (one save at a time)
+``.dataset.lock``               every writer      the folder's writer lock (``PreparedDataset.writing``); empty
 ``.snac_cache/``                train-lora        SNAC codes per clip, keyed by content
 ==============================  ================  =====================================================
 
@@ -32,25 +32,41 @@ accept ``talk_003.wav``.
 
 A transcript may live under another name (``transcribe --output``, ``train-lora --transcript``); its
 signals and review files follow it: ``{stem}_signals.jsonl`` and ``{stem}_review.csv`` beside it.
+
+One writer discipline for every file of the folder, kept by the ``PreparedDataset`` write methods so every
+writer gets it: a writer holds the folder's lock (``writing``: ``.dataset.lock``, threads and processes
+alike) while it reads, changes and writes, and it merges rather than overwriting from memory. It reads
+the file as it is now, applies its own rows and writes the whole atomically (``update_transcript``,
+``update_exclusions``, ``update_manifest``, ``update_sources_left_out``, ``merge_signals``), or appends
+one record to the current file (``transcript_writer``, ``signals_appender``). So transcribe,
+prepare-audio and a person saving in the studio at the same moment lose nothing: transcribe adds a clip's
+row only while no one else wrote one, and never rewrites the file from the rows it held.
+
+Every file is read through ``fileio.open_inside`` its folder: a symlink that leads out is refused, not
+read; nothing is written through a symlink (atomic writes replace the name; appends and the lock refuse
+a symlink).
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import fcntl
 import io
 import json
 import logging
+import os
 import re
 import tempfile
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from voicelab.errors import UsageError
-from voicelab.fileio import DurableAppender, atomic_output, write_text_atomic
+from voicelab.fileio import append_durably, atomic_output, open_inside, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +80,9 @@ EXCLUDED_FILE = "excluded.csv"
 DECISIONS_FILE = "exclusion_decisions.csv"
 REPORT_INPUTS_FILE = "dataset_report.json"
 SOURCES_LEFT_OUT_FILE = "sources_left_out.csv"
-LOCK_FILE = ".studio.lock"
+LOCK_FILE = ".dataset.lock"
+"""Held by every writer of the folder (``writing``)."""
+LOCK_FILE_MODE = 0o644
 CACHE_DIR = ".snac_cache"
 SCRATCH_PREFIX = ".prepare-scratch-"
 """prepare-audio's unlinked scratch file of decoded samples (gone when the run ends, even on a crash)."""
@@ -191,10 +209,47 @@ def format_row(*values: str) -> str:
 
 
 def _read_text(path: Path) -> str:
+    """The file's text, opened through ``fileio.open_inside`` its own folder (a symlink leading out is
+    refused: ``UnsafePathError``); ``FileNotFoundError`` when absent."""
+    with open_inside(path.parent, path.name) as handle:
+        data = handle.read()
     try:
-        return path.read_text(encoding=ENCODING)
+        return data.decode(ENCODING)
     except UnicodeDecodeError as e:
         raise TranscriptFormatError(f"{path}: not UTF-8 text ({e}); save it as UTF-8") from e
+
+
+_held = threading.local()
+
+
+@contextlib.contextmanager
+def writing(folder: Path | str) -> Iterator[None]:
+    """Hold ``folder``'s writer lock: one writer at a time, across threads and processes (``flock``).
+
+    Re-entrant within a thread, so a merge (``update_*``) can run inside a larger change that holds it.
+    The lock file is created if missing and never followed through a symlink.
+    """
+    key = os.path.realpath(folder)
+    held: set[str] = _held.__dict__.setdefault("folders", set())
+    if key in held:
+        yield
+        return
+    lock = Path(folder) / LOCK_FILE
+    try:
+        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, LOCK_FILE_MODE)
+    except OSError as e:
+        if e.errno == errno.ELOOP:  # a symlink in its place
+            raise DatasetError(f"{lock}: a symlink, not the folder's lock; delete it") from e
+        raise DatasetError(
+            f"{lock}: cannot take the folder's lock ({e.strerror}); it must be writable"
+        ) from e
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released when the file closes
+        held.add(key)
+        yield
+    finally:
+        held.discard(key)
+        os.close(fd)
 
 
 def _parse(path: Path, content: str, header: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -258,31 +313,83 @@ def read_transcript_for_resume(path: Path | str) -> list[tuple[str, str]]:
     return _parse(path, content, TRANSCRIPT_HEADER)
 
 
-def _write_pairs(path: Path, header: tuple[str, str], rows: Mapping[str, str]) -> Path:
-    with atomic_output(path) as tmp, tmp.open("w", encoding=ENCODING, newline="") as f:
+def _write_pairs(path: Path, header: tuple[str, str], rows: Iterable[tuple[str, str]]) -> Path:
+    """``header`` then ``rows`` in the order given, atomically, under the folder's lock."""
+    with writing(path.parent), atomic_output(path) as tmp, tmp.open("w", encoding=ENCODING, newline="") as f:
         f.write(format_row(*header))
-        for key in sorted(rows):
-            f.write(format_row(key, rows[key]))
+        for key, value in rows:
+            f.write(format_row(clip_key(key), value))
     return path
 
 
 def write_transcript(path: Path | str, rows: Iterable[tuple[str, str]]) -> Path:
-    """Write the whole transcript atomically, rows sorted by key (last one wins on duplicates)."""
-    return _write_pairs(Path(path), TRANSCRIPT_HEADER, {clip_key(k): t for k, t in rows})
+    """Write the whole transcript atomically, rows sorted by key (last one wins on duplicates): for a new
+    file. A file others may be writing is changed with ``update_transcript``."""
+    by_key = {clip_key(k): t for k, t in rows}
+    return _write_pairs(Path(path), TRANSCRIPT_HEADER, sorted(by_key.items()))
 
 
-class TranscriptAppender(DurableAppender):
-    """Appends rows to an existing transcript, each one durable (flush + fsync) before the next.
+def write_transcript_rows(path: Path | str, rows: Iterable[tuple[str, str]]) -> Path:
+    """Write the whole transcript atomically with ``rows`` exactly in the order given, duplicates kept."""
+    return _write_pairs(Path(path), TRANSCRIPT_HEADER, rows)
 
-    The file is a valid CSV after every row, so a crash loses at most the row being written.
+
+TranscriptChange = Callable[[list[tuple[str, str]]], list[tuple[str, str]]]
+
+
+def update_transcript(path: Path | str, change: TranscriptChange) -> list[tuple[str, str]]:
+    """The one way to change a transcript others may be writing: under the folder's lock, read it as it
+    is now (file order, duplicates kept; a last row cut short by a crash dropped), apply ``change`` and
+    write the result atomically. Returns the rows now in the file. ``change`` may raise to write nothing."""
+    path = Path(path)
+    with writing(path.parent):
+        rows = read_transcript_for_resume(path) if os.path.lexists(path) else []
+        changed = change(list(rows))
+        write_transcript_rows(path, changed)  # also when equal: a last row cut short is gone from the file
+        return changed
+
+
+def duplicate_keys(rows: Iterable[tuple[str, str]]) -> list[str]:
+    """Keys with more than one row, sorted."""
+    return sorted(key for key, n in Counter(key for key, _ in rows).items() if n > 1)
+
+
+def _signature(path: Path) -> tuple[int, int, int] | None:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+class TranscriptWriter:
+    """Adds rows to a transcript one at a time, each durable (fsync) and under the folder's lock, and never
+    a row for a clip that has one: someone (a person in the studio) wrote it meanwhile, and theirs stays.
+
+    Each row is appended to the file as it is now (opened afresh: a studio save that replaced the file
+    is not written over). The file is re-read only when someone else changed it since this writer's last
+    row. One write per record: a crash leaves at most the last record cut short
+    (``read_transcript_for_resume`` drops it).
     """
 
     def __init__(self, path: Path | str):
-        super().__init__(path, encoding=ENCODING)
+        self.path = Path(path)
+        self._keys: set[str] = set()
+        self._seen: tuple[int, int, int] | None = None
 
-    def append(self, key: str, text: str) -> None:
-        # One write per record: a partial record can only be the last one (see read_transcript_for_resume).
-        self.write(format_row(clip_key(key), text))
+    def add(self, key: str, text: str) -> bool:
+        """Append the row unless the clip has one now; True when appended."""
+        key = clip_key(key)
+        with writing(self.path.parent):
+            if self._seen is None or _signature(self.path) != self._seen:
+                present = os.path.lexists(self.path)
+                self._keys = {k for k, _ in read_transcript_for_resume(self.path)} if present else set()
+            if key in self._keys:
+                return False
+            append_durably(self.path, format_row(key, text), ENCODING)
+            self._keys.add(key)
+            self._seen = _signature(self.path)
+        return True
 
 
 # -------------------------------------------------------------------------------------- excluded.csv
@@ -358,10 +465,10 @@ class ClipRecord:
 
 def read_manifest(path: Path) -> list[ClipRecord]:
     """Rows of an existing manifest (``[]`` when there is none)."""
-    if not path.exists():
+    if not os.path.lexists(path):
         return []
     expected = ClipRecord.field_names()
-    with path.open(newline="", encoding=ENCODING) as f:
+    with io.StringIO(_read_text(path), newline="") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames not in (expected, ClipRecord.older_field_names()):
             raise ManifestError(
@@ -383,7 +490,8 @@ def write_manifest(path: Path, records: Iterable[ClipRecord]) -> None:
     writer.writeheader()
     for record in records:
         writer.writerow(record.to_row())
-    write_text_atomic(path, buffer.getvalue())
+    with writing(path.parent):
+        write_text_atomic(path, buffer.getvalue())
 
 
 # ------------------------------------------------------------------------------ sources_left_out.csv
@@ -427,33 +535,34 @@ def write_sources_left_out(dataset_dir: Path | str, notes: Mapping[str, SourceLe
 
 def _read_sources_left_out(path: Path) -> dict[str, SourceLeftOut]:
     """Recordings left out by earlier runs, by source key (``{}`` when none; an unreadable file is ignored)."""
-    if not path.exists():
+    if not os.path.lexists(path):
         return {}
     try:
-        with path.open(newline="", encoding=ENCODING) as f:
+        with io.StringIO(_read_text(path), newline="") as f:
             return {
                 row["source"]: SourceLeftOut(
                     row["source"], int(row["size"]), int(row["mtime_ns"]), row["reason"]
                 )
                 for row in csv.DictReader(f)
             }
-    except (OSError, KeyError, TypeError, ValueError, csv.Error) as e:
+    except (OSError, KeyError, TypeError, ValueError, csv.Error, UsageError) as e:
         logger.warning("%s unreadable (%s): every recording not in the manifest is tried again", path, e)
         return {}
 
 
 def _write_sources_left_out(path: Path, notes: Mapping[str, SourceLeftOut]) -> None:
     """Replace ``sources_left_out.csv`` atomically (removed when nothing is left out)."""
-    if not notes:
-        path.unlink(missing_ok=True)
-        return
-    names = [f.name for f in fields(SourceLeftOut)]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=names, lineterminator="\n")
-    writer.writeheader()
-    for key in sorted(notes):
-        writer.writerow(asdict(notes[key]))
-    write_text_atomic(path, buffer.getvalue())
+    with writing(path.parent):
+        if not notes:
+            path.unlink(missing_ok=True)
+            return
+        names = [f.name for f in fields(SourceLeftOut)]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=names, lineterminator="\n")
+        writer.writeheader()
+        for key in sorted(notes):
+            writer.writerow(asdict(notes[key]))
+        write_text_atomic(path, buffer.getvalue())
 
 
 # ------------------------------------------------------------------------------------ expressive tags
@@ -680,9 +789,9 @@ class ClipSignals:
 def read_signals(path: Path) -> dict[str, ClipSignals]:
     """Records of a signals file by key (last wins); a line cut short by a crash is skipped."""
     found: dict[str, ClipSignals] = {}
-    if not path.exists():
+    if not os.path.lexists(path):
         return found
-    with path.open(encoding=ENCODING) as f:
+    with io.StringIO(_read_text(path)) as f:
         for line_no, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -696,19 +805,24 @@ def read_signals(path: Path) -> dict[str, ClipSignals]:
 
 
 def _write_signals(path: Path, signals: Mapping[str, ClipSignals]) -> None:
-    with atomic_output(path) as tmp, tmp.open("w", encoding=ENCODING) as f:
+    with writing(path.parent), atomic_output(path) as tmp, tmp.open("w", encoding=ENCODING) as f:
         for key in sorted(signals):
             f.write(signals[key].to_json() + "\n")
 
 
-class SignalsAppender(DurableAppender):
-    """Appends records to a signals file, each durable before the next (a crash loses at most one)."""
+class SignalsAppender:
+    """Appends records to a signals file, each durable before the next (a crash loses at most one), to the
+    file as it is now, under the folder's lock."""
 
     def __init__(self, path: Path | str):
-        super().__init__(path, encoding=ENCODING)
+        self.path = Path(path)
 
     def append(self, rec: ClipSignals) -> None:
-        self.write(rec.to_json() + "\n")
+        with writing(self.path.parent):
+            append_durably(self.path, rec.to_json() + "\n", ENCODING)
+
+    def close(self) -> None:
+        """Nothing is held open between records."""
 
 
 # ---------------------------------------------------------------------------- transcript_review.csv
@@ -786,7 +900,13 @@ def _float(value: str | None) -> float | None:
 
 # --------------------------------------------------------------------------------- the folder object
 
-_save_lock = threading.Lock()
+
+def _decided(decisions: Mapping[str, str], exclusions: Mapping[str, str]) -> dict[str, str]:
+    """``decisions`` after ``exclusions``: a clip recorded as excluded and no longer listed is restored;
+    every listed clip is excluded."""
+    updated = {k: (RESTORED if d == EXCLUDED and k not in exclusions else d) for k, d in decisions.items()}
+    updated.update(dict.fromkeys(exclusions, EXCLUDED))
+    return updated
 
 
 class PreparedDataset:
@@ -853,6 +973,10 @@ class PreparedDataset:
     def has_transcript(self) -> bool:
         return self.transcript_path.is_file()
 
+    def writing(self) -> contextlib.AbstractContextManager[None]:
+        """The folder's writer lock (module docstring): every write method below takes it."""
+        return writing(self.dir)
+
     def has_review(self) -> bool:
         return self.review_path.is_file()
 
@@ -904,23 +1028,48 @@ class PreparedDataset:
         """Rows ``(key, text)`` in file order; see ``read_transcript``."""
         return read_transcript(self.transcript_path)
 
+    def read_transcript_rows(self) -> list[tuple[str, str]]:
+        """The transcript's rows in file order, duplicates included (empty when it does not exist yet)."""
+        return self.read_transcript() if os.path.lexists(self.transcript_path) else []
+
     def read_rows(self) -> dict[str, str]:
-        """The transcript as key -> text (empty when the file does not exist yet)."""
-        return dict(self.read_transcript()) if self.has_transcript() else {}
+        """The transcript as key -> text (empty when the file does not exist yet; a duplicated key shows
+        its last row, and ``duplicate_keys`` names it)."""
+        return dict(self.read_transcript_rows())
 
     def read_transcript_for_resume(self) -> list[tuple[str, str]]:
         """Rows of the transcript an interrupted run left (``[]`` when there is none)."""
-        if not self.transcript_path.exists():
+        if not os.path.lexists(self.transcript_path):
             return []
         return read_transcript_for_resume(self.transcript_path)
 
     def write_transcript(self, rows: Iterable[tuple[str, str]]) -> Path:
-        """Replace the transcript atomically, rows sorted by key."""
+        """Replace the transcript atomically, rows sorted by key: for a new file (a fixture, a first run).
+        A transcript others may be writing is changed with ``update_transcript``."""
         return write_transcript(self.transcript_path, rows)
 
-    def transcript_appender(self) -> TranscriptAppender:
-        """Rows appended one durable record at a time (the transcript must exist)."""
-        return TranscriptAppender(self.transcript_path)
+    def write_transcript_rows(self, rows: Iterable[tuple[str, str]]) -> Path:
+        """Replace the transcript atomically, rows in the order given (duplicates kept)."""
+        return write_transcript_rows(self.transcript_path, rows)
+
+    def update_transcript(self, change: TranscriptChange) -> list[tuple[str, str]]:
+        """Merge into the transcript as it is now, under the lock (``update_transcript``)."""
+        return update_transcript(self.transcript_path, change)
+
+    def sort_transcript(self) -> list[tuple[str, str]]:
+        """The transcript sorted by key in place, as it is now (stable: duplicates kept, and named)."""
+        rows = self.update_transcript(lambda rows: sorted(rows, key=lambda row: row[0]))
+        if duplicates := duplicate_keys(rows):
+            logger.warning(
+                "%s: clips with several rows (kept; keep one by hand): %s",
+                self.transcript_path,
+                ", ".join(duplicates),
+            )
+        return rows
+
+    def transcript_writer(self) -> TranscriptWriter:
+        """Rows added one durable record at a time, never over a row someone wrote meanwhile."""
+        return TranscriptWriter(self.transcript_path)
 
     # --- transcript_signals.jsonl ----------------------------------------------------------------
     def read_signals(self) -> dict[str, ClipSignals]:
@@ -930,13 +1079,24 @@ class PreparedDataset:
         """Replace the signals file atomically, records sorted by key."""
         _write_signals(self.signals_path, signals)
 
+    def merge_signals(self, signals: Mapping[str, ClipSignals]) -> dict[str, ClipSignals]:
+        """The signals file as it is now with ``signals`` applied over it, under the lock; returns the whole."""
+        with writing(self.signals_path.parent):
+            merged = {**self.read_signals(), **signals}
+            _write_signals(self.signals_path, merged)
+            return merged
+
     def signals_appender(self) -> SignalsAppender:
         return SignalsAppender(self.signals_path)
 
     # --- transcript_review.csv -------------------------------------------------------------------
     def write_review(self, rows: Sequence[ReviewRow]) -> Path:
         """Write the review atomically (header only when nothing was flagged, so stale lists never linger)."""
-        with atomic_output(self.review_path) as tmp, tmp.open("w", encoding=ENCODING, newline="") as f:
+        with (
+            writing(self.review_path.parent),
+            atomic_output(self.review_path) as tmp,
+            tmp.open("w", encoding=ENCODING, newline="") as f,
+        ):
             writer = csv.writer(f, lineterminator="\n")
             writer.writerow(REVIEW_HEADER)
             writer.writerows(row.to_record() for row in rows)
@@ -945,10 +1105,10 @@ class PreparedDataset:
     def read_review(self) -> list[ReviewRow]:
         """The review's rows in file order (riskiest first); empty when it does not exist."""
         path = self.review_path
-        if not path.is_file():
+        if not os.path.lexists(path):
             return []
         try:
-            with path.open(encoding=ENCODING, newline="") as f:
+            with io.StringIO(_read_text(path), newline="") as f:
                 return [ReviewRow.from_row(row) for row in csv.DictReader(f) if row.get(KEY_COLUMN)]
         except (UnicodeDecodeError, csv.Error) as e:
             raise DatasetError(f"{path}: unreadable ({e}); run make transcribe again to rewrite it") from e
@@ -956,7 +1116,7 @@ class PreparedDataset:
     # --- dataset_report.png, dataset_report.json -------------------------------------------------
     def write_report(self, draw: Callable[[Path], None]) -> Path:
         """``draw(tmp)`` writes the picture to a temporary path, which then replaces the report atomically."""
-        with atomic_output(self.report_path) as tmp:
+        with writing(self.dir), atomic_output(self.report_path) as tmp:
             draw(tmp)
         return self.report_path
 
@@ -964,17 +1124,18 @@ class PreparedDataset:
         """``dataset_report.json``: what the report shows that the folder's other files cannot give again
         (the speaker comparison transcribe made), so the report can be redrawn when exclusions change."""
         path = self.dir / REPORT_INPUTS_FILE
-        write_text_atomic(path, json.dumps(dict(inputs), allow_nan=False) + "\n")
+        with writing(self.dir):
+            write_text_atomic(path, json.dumps(dict(inputs), allow_nan=False) + "\n")
         return path
 
     def read_report_inputs(self) -> dict | None:
         """``dataset_report.json`` (None when absent or unreadable: the report cannot be redrawn)."""
         path = self.dir / REPORT_INPUTS_FILE
         try:
-            data = json.loads(path.read_text(encoding=ENCODING))
+            data = json.loads(_read_text(path))
         except FileNotFoundError:
             return None
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, UsageError) as e:  # UsageError: a symlink out, not UTF-8
             logger.warning("%s unreadable (%s): the dataset report is not redrawn", path, e)
             return None
         return data if isinstance(data, dict) else None
@@ -989,21 +1150,33 @@ class PreparedDataset:
     def read_exclusions(self) -> dict[str, str]:
         """Clips a person left out of training: key -> reason (``{}`` when there is no ``excluded.csv``)."""
         path = self.excluded_path
-        if not path.exists():
+        if not os.path.lexists(path):
             return {}
         return dict(_parse(path, _read_text(path), EXCLUDED_HEADER))
 
     def write_exclusions(self, exclusions: Mapping[str, str]) -> Path:
-        """Replace ``excluded.csv`` atomically (removed when nothing is excluded), and record the
-        decisions: a clip taken out of it is restored (``--exclude-flagged`` will not exclude it again)."""
-        self.restored_clips()  # first, what a person changed by hand since voicelab last looked
+        """Replace ``excluded.csv`` atomically, sorted by key (removed when nothing is excluded), and record
+        the decisions: a clip taken out of it is restored (``--exclude-flagged`` will not exclude it again).
+        A file others may be changing is changed with ``update_exclusions``."""
         path = self.excluded_path
-        if not exclusions:
-            path.unlink(missing_ok=True)
-        else:
-            _write_pairs(path, EXCLUDED_HEADER, {clip_key(k): r for k, r in exclusions.items()})
-        self._sync_decisions({clip_key(k) for k in exclusions})
+        with writing(self.dir):
+            self._sync_decisions()  # first, what a person changed by hand since voicelab last looked
+            if not exclusions:
+                path.unlink(missing_ok=True)
+            else:
+                _write_pairs(path, EXCLUDED_HEADER, sorted((clip_key(k), r) for k, r in exclusions.items()))
+            self._sync_decisions()
         return path
+
+    def update_exclusions(self, change: Callable[[dict[str, str]], dict[str, str]]) -> dict[str, str]:
+        """Change ``excluded.csv`` as it is now, under the lock (see ``update_transcript``); the decisions
+        follow (``restored_clips``), so ``change`` may ask which clips a person restored."""
+        with writing(self.dir):
+            exclusions = self.read_exclusions()
+            changed = change(dict(exclusions))
+            if changed != exclusions:
+                self.write_exclusions(changed)
+            return changed
 
     # --- exclusion_decisions.csv -----------------------------------------------------------------
     @property
@@ -1013,7 +1186,7 @@ class PreparedDataset:
     def read_decisions(self) -> dict[str, str]:
         """key -> ``EXCLUDED`` or ``RESTORED`` (``{}`` without the file); see ``restored_clips``."""
         path = self.decisions_path
-        if not path.exists():
+        if not os.path.lexists(path):
             return {}
         return dict(_parse(path, _read_text(path), DECISIONS_HEADER))
 
@@ -1021,20 +1194,24 @@ class PreparedDataset:
         """Clips a person put back after they had been excluded: a line deleted from ``excluded.csv`` (by
         hand, or Restore in the studio). An automatic flag must not exclude them again.
 
-        Brings ``exclusion_decisions.csv`` up to date with ``excluded.csv`` as it is now: a clip recorded
-        as excluded that is no longer listed becomes restored; every listed clip is recorded as excluded
-        (so a line added by hand and deleted later counts as a restore too).
+        Brings ``exclusion_decisions.csv`` up to date with ``excluded.csv`` as it is now (under the
+        folder's lock, and only when it changes): a clip recorded as excluded that is no longer listed
+        becomes restored; every listed clip is recorded as excluded (so a line added by hand and deleted
+        later counts as a restore too).
         """
-        decisions = self._sync_decisions(set(self.read_exclusions()))
+        decisions = self.read_decisions()
+        if _decided(decisions, self.read_exclusions()) != decisions:
+            decisions = self._sync_decisions()
         return {key for key, decision in decisions.items() if decision == RESTORED}
 
-    def _sync_decisions(self, excluded: set[str]) -> dict[str, str]:
-        decisions = self.read_decisions()
-        updated = {k: (RESTORED if d == EXCLUDED and k not in excluded else d) for k, d in decisions.items()}
-        updated.update(dict.fromkeys(excluded, EXCLUDED))
-        if updated != decisions:
-            _write_pairs(self.decisions_path, DECISIONS_HEADER, updated)
-        return updated
+    def _sync_decisions(self) -> dict[str, str]:
+        """The decisions brought up to date with ``excluded.csv`` as it is now, under the lock."""
+        with writing(self.dir):
+            decisions = self.read_decisions()
+            updated = _decided(decisions, self.read_exclusions())
+            if updated != decisions:
+                _write_pairs(self.decisions_path, DECISIONS_HEADER, sorted(updated.items()))
+            return updated
 
     # --- manifest.csv ----------------------------------------------------------------------------
     def read_manifest(self) -> list[ClipRecord]:
@@ -1043,8 +1220,17 @@ class PreparedDataset:
     def write_manifest(self, records: Iterable[ClipRecord]) -> None:
         write_manifest(self.manifest_path, records)
 
+    def update_manifest(self, source: str, records: Iterable[ClipRecord]) -> list[ClipRecord]:
+        """The manifest as it is now with ``source``'s rows replaced by ``records``, under the lock;
+        returns every row now in it."""
+        with writing(self.dir):
+            rows = [r for r in self.read_manifest() if r.source != source] + list(records)
+            self.write_manifest(rows)
+            return rows
+
     def remove_manifest(self) -> None:
-        self.manifest_path.unlink(missing_ok=True)
+        with writing(self.dir):
+            self.manifest_path.unlink(missing_ok=True)
 
     def clip_sources(self) -> dict[str, str]:
         """Clip key -> source recording, from the manifest (``{}`` without one; ``ManifestError`` when
@@ -1058,11 +1244,13 @@ class PreparedDataset:
     def write_sources_left_out(self, notes: Mapping[str, SourceLeftOut]) -> None:
         _write_sources_left_out(self.sources_left_out_path, notes)
 
-    # --- .studio.lock ----------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def saving(self) -> Iterator[None]:
-        """Saves read, change and rewrite whole files: one at a time (threads and worker processes
-        alike, through a lock on ``.studio.lock``), so two quick saves never lose one."""
-        with _save_lock, (self.dir / LOCK_FILE).open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
-            yield
+    def update_sources_left_out(self, source: str, note: SourceLeftOut | None) -> None:
+        """``sources_left_out.csv`` as it is now with ``source``'s note set (None: removed), under the lock."""
+        with writing(self.dir):
+            notes = self.read_sources_left_out()
+            if note is None:
+                if notes.pop(source, None) is None:
+                    return
+            else:
+                notes[source] = note
+            self.write_sources_left_out(notes)

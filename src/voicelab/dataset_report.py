@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import textwrap
+import threading
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, replace
@@ -43,6 +44,8 @@ MAX_UNKNOWN_SHOWN = 4  # unknown annotations named in the tags panel's title (mo
 TAG_AXIS_HEADROOM = 1.2  # the tags' x axis reaches past the guidance line and the longest bar
 SIMILARITY_BINS = 40
 SCORE_BINS = 32
+_DRAWING = threading.Lock()
+"""Held while pyplot draws (``draw_report``)."""
 MOS_RANGE = (1.0, 5.0)
 MAX_SOURCES_SHOWN = 25  # more sources than this: the 25 largest, the rest summed as "other"
 
@@ -111,6 +114,21 @@ def write_dataset_report(
 
 
 def draw_report(
+    out,
+    ds: PreparedDataset,
+    clips: Sequence[ClipSignals],
+    speakers: SpeakerContext,
+    *,
+    excluded: dict[str, str] | None = None,
+    layout: str = "wide",
+) -> None:
+    """``_draw_report``, one drawing at a time in the process: matplotlib's pyplot is not thread-safe, and
+    the studio redraws for requests in threads."""
+    with _DRAWING:
+        _draw_report(out, ds, clips, speakers, excluded=excluded, layout=layout)
+
+
+def _draw_report(
     out,
     ds: PreparedDataset,
     clips: Sequence[ClipSignals],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,9 +65,41 @@ def give_default_modes(folder: Path | str) -> None:
             os.chmod(path, mode)
 
 
+WRITE_PROBE_PREFIX = ".voicelab-write-test-"
+
+
+def probe_writable(folder: Path | str) -> None:
+    """Create and remove a file in ``folder``; raises ``OSError`` when that fails.
+
+    The one reliable test before long work: ``os.access`` answers yes to root even for ``/sys`` or a
+    folder marked immutable (``chattr +i``), where every write then fails.
+    """
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=WRITE_PROBE_PREFIX):
+        pass
+
+
 def write_text_atomic(path: Path | str, text: str, encoding: str = "utf-8") -> None:
     with atomic_output(path) as tmp:
         tmp.write_text(text, encoding=encoding)
+
+
+def append_durably(path: Path | str, text: str, encoding: str = "utf-8") -> None:
+    """Append ``text`` to the file ``path`` names now, flushed and fsynced before returning.
+
+    Opened afresh each time, so an append lands in the current file even after another writer replaced
+    it atomically (an open handle would keep writing to the replaced one); never through a symlink.
+    """
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o666)
+    try:
+        data = memoryview(text.encode(encoding))
+        while data:
+            data = data[os.write(fd, data) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class DurableAppender:
@@ -96,21 +129,98 @@ class DurableAppender:
 
 
 class UnsafePathError(UsageError):
-    """A name that would reach outside its folder (``..``, an absolute path, a symlink pointing out)."""
+    """A name that would reach outside its folder (``..``, an absolute path, a symlink pointing out), or
+    one no file can have (a NUL byte, longer than ``MAX_NAME_BYTES``)."""
+
+
+MAX_NAME_BYTES = 255
+"""The longest file name (one path part, in bytes) Linux, macOS and Windows file systems accept."""
+NAME_ENCODING = "utf-8"
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` (one part of a path) cannot be stored, served or written to a UTF-8 file; None if it can.
+
+    A file name read from disk that is not valid UTF-8 arrives with surrogate escapes (``\\udcff``); no
+    JSON answer or CSV row can carry it.
+    """
+    if "\x00" in name:
+        return "it contains a NUL byte"
+    try:
+        size = len(name.encode(NAME_ENCODING))
+    except UnicodeEncodeError:
+        return "it is not valid UTF-8 (rename the file)"
+    if size > MAX_NAME_BYTES:
+        return f"it is {size} bytes long; names are at most {MAX_NAME_BYTES}"
+    return None
+
+
+SHOWN_NAME_CHARS = 80
+"""A name quoted in a message is cut to this length (an over-long name would drown the message)."""
+
+
+def printable_name(name: str | Path) -> str:
+    """``name`` safe to print or log: bytes that are not UTF-8 shown as ``\\xNN``, cut to a readable length."""
+    text = os.fsencode(name).decode(NAME_ENCODING, errors="backslashreplace")
+    return text if len(text) <= SHOWN_NAME_CHARS else text[:SHOWN_NAME_CHARS] + "..."
 
 
 def resolve_inside(root: Path | str, relative: Path | str) -> Path:
     """``root / relative`` with every symlink resolved, refusing anything that lands outside ``root``.
 
     The one check for every file a feature reads or writes on a client's behalf (voice files, evaluation
-    files, dataset clips): ``..`` parts, absolute paths, empty names and symlinks that point out of ``root``
-    raise ``UnsafePathError``. Whether the file exists is not checked.
+    files, dataset clips): ``..`` parts, absolute paths, empty names, names no file can have (NUL, too
+    long) and symlinks that point out of ``root`` raise ``UnsafePathError``, whose message names
+    ``relative`` and ``root`` but never where a symlink points. Whether the file exists is not checked.
     """
-    base = Path(root).resolve()
     rel = Path(relative)
+    shown = printable_name(str(relative))
     if not str(relative).strip() or rel.is_absolute() or ".." in rel.parts:
-        raise UnsafePathError(f"{str(relative)!r} is not a name inside {root}")
-    target = (base / rel).resolve()
+        raise UnsafePathError(f"{shown!r} is not a name inside {root}")
+    for part in rel.parts:
+        if (problem := name_problem(part)) is not None:
+            raise UnsafePathError(f"{shown!r} is not a usable name: {problem}")
+    try:
+        base = Path(root).resolve()
+        target = (base / rel).resolve()
+    except (OSError, RuntimeError, ValueError) as e:  # a symlink loop, a part too long for the system
+        raise UnsafePathError(f"{shown!r} cannot be resolved inside {root} ({type(e).__name__})") from e
     if target == base or not target.is_relative_to(base):
-        raise UnsafePathError(f"{root}/{relative} resolves to {target}, outside {root}")
+        raise UnsafePathError(f"{shown!r} leads outside {root}")
     return target
+
+
+PROC_FD = Path("/proc/self/fd")
+"""Linux: where an open file descriptor's real path can be read back."""
+
+
+def open_inside(root: Path | str, relative: Path | str):
+    """Open ``root / relative`` for reading in binary, only if it is a regular file inside ``root``.
+
+    ``resolve_inside`` first; then the resolved path is opened without following a symlink in its last
+    part, and (on Linux) the path the open file really has is checked again, so a symlink swapped in
+    between the check and the open is refused too. Raises ``UnsafePathError``, or ``FileNotFoundError``
+    when there is no such regular file (also when it vanished after an earlier check). The caller closes
+    the returned file; once open, it stays readable even if the name is removed.
+    """
+    target = resolve_inside(root, relative)
+    shown = printable_name(str(relative))
+    try:
+        fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:  # gone, a symlink swapped in (ELOOP), no permission
+        raise FileNotFoundError(f"{shown}: no readable file of that name ({e.strerror})") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise FileNotFoundError(f"{shown}: not a regular file")
+        if PROC_FD.is_dir() and not Path(os.readlink(PROC_FD / str(fd))).is_relative_to(Path(root).resolve()):
+            raise UnsafePathError(f"{shown!r} leads outside {root}")
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
+def read_text_inside(root: Path | str, relative: Path | str, encoding: str = "utf-8", errors: str = "strict"):
+    """The text of ``root / relative`` read through ``open_inside``."""
+    with open_inside(root, relative) as handle:
+        return handle.read().decode(encoding, errors=errors)

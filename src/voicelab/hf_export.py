@@ -18,7 +18,7 @@ from pathlib import Path
 
 from voicelab import dataset
 from voicelab.errors import UsageError
-from voicelab.fileio import write_text_atomic
+from voicelab.fileio import probe_writable, write_text_atomic
 from voicelab.training import dataset as training_rows
 
 logger = logging.getLogger(__name__)
@@ -43,6 +43,9 @@ class ExportReport:
     """(clip key, reason) for every transcript row left out."""
     excluded: int = 0
     """How many of ``skipped`` a person left out (``excluded.csv``); the others lack text or a clip."""
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+    """(clip key, reason) for clips left out because their audio cannot be read, as train-lora skips them:
+    a fault in the dataset, so the export step ends with a non-zero status."""
 
 
 def export_audiofolder(
@@ -67,6 +70,7 @@ def export_audiofolder(
     rows, skipped = training_rows.read_training_rows(ds, exclusions)
     clips, missing = training_rows.resolve_clips(ds, rows)
     report = ExportReport(out_dir, skipped=[(s.key, s.reason) for s in [*skipped, *missing]])
+    clips = _readable(clips, report)
     if not clips:
         first = f", e.g. {report.skipped[0][0]}: {report.skipped[0][1]}" if report.skipped else ""
         raise ExportError(
@@ -98,6 +102,23 @@ def export_audiofolder(
     return report
 
 
+def _readable(clips: list, report: ExportReport) -> list:
+    """The clips whose audio train-lora can read (``training.dataset.load_clip_audio``); each other one is
+    logged and recorded in ``report.unreadable``."""
+    from voicelab.audio import AudioError
+
+    kept = []
+    for clip in clips:
+        try:
+            training_rows.load_clip_audio(clip)
+        except AudioError as e:
+            logger.error("not exported: %s (%s)", clip.key, e)
+            report.unreadable.append((clip.key, str(e)))
+            continue
+        kept.append(clip)
+    return kept
+
+
 def _check_output(dataset_dir: Path, out_dir: Path, text_column: str, overwrite: bool) -> None:
     if text_column == FILE_NAME_COLUMN or not text_column.strip():
         raise ExportError(f"--text-column {text_column!r}: give a column name other than {FILE_NAME_COLUMN}")
@@ -108,3 +129,10 @@ def _check_output(dataset_dir: Path, out_dir: Path, text_column: str, overwrite:
         raise ExportError(f"{out_dir} is a file; give a folder for the export")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
         raise ExportError(f"{out_dir} exists and is not empty; pass --overwrite to replace it")
+    try:  # the export is assembled beside out_dir: that folder must take new files
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        probe_writable(out_dir.parent)
+    except OSError as e:
+        raise ExportError(
+            f"{out_dir}: cannot write into {out_dir.parent} ({e.strerror}); choose a writable place"
+        ) from e

@@ -26,8 +26,9 @@ import numpy as np
 
 from voicelab import orpheus, segment
 from voicelab.audio import AUDIO_SUFFIXES, AudioDecodeError, AudioError, AudioInfo, is_audio_file
-from voicelab.dataset import ClipRecord, ManifestError, PreparedDataset, SourceLeftOut, indexed_key
+from voicelab.dataset import ENCODING, ClipRecord, ManifestError, PreparedDataset, SourceLeftOut, indexed_key
 from voicelab.errors import UsageError
+from voicelab.fileio import printable_name
 
 logger = logging.getLogger(__name__)
 
@@ -307,7 +308,7 @@ class _Run:
 
     def leave_out(self, path: Path, key: str, reason: str) -> None:
         self.left_out[key] = SourceLeftOut.of(path, key, reason)
-        self.ds.write_sources_left_out(self.left_out)
+        self.ds.update_sources_left_out(key, self.left_out[key])
 
     def prepare(self, key: str, path: Path, info: AudioInfo | AudioError, bar) -> SourceResult:
         """One source: its clips written and its manifest rows saved, or the reason it gave none."""
@@ -332,10 +333,10 @@ class _Run:
             self.leave_out(path, key, f"no clips: {why}")
             return result
         self.stems[key] = stem
-        self.records.extend(result.records)
-        self.ds.write_manifest(self.records)
+        # merged into the manifest as it is now (the folder's writer discipline), not written from memory
+        self.records = self.ds.update_manifest(key, result.records)
         if self.left_out.pop(key, None) is not None:
-            self.ds.write_sources_left_out(self.left_out)
+            self.ds.update_sources_left_out(key, None)
         logger.info(
             "%s: %.1f s -> %d clip(s), %.1f s kept",
             key,
@@ -377,10 +378,25 @@ def prepare_dataset(
     bar_format = "{l_bar}{bar}| {n:.1f}/{total:.1f} audio min [{elapsed}<{remaining}] {postfix}"
     with _progress_bar(total_min, bar_format, progress and bool(todo)) as bar:
         for key, path, info in todo:
-            bar.set_postfix_str(key, refresh=False)
+            bar.set_postfix_str(printable_name(key), refresh=False)
             report.results.append(run.prepare(key, path, info, bar))
     report.dataset = run.records
     return report
+
+
+def _unnamable(key: str) -> SourceResult | None:
+    """A source whose name the manifest (UTF-8) cannot hold: a failure naming it, before any work; else None.
+
+    It is not remembered in ``sources_left_out.csv`` (UTF-8 too), so each run names it again until renamed.
+    """
+    try:
+        key.encode(ENCODING)
+    except UnicodeEncodeError:
+        shown = printable_name(key)
+        error = f"{shown}: the file name is not valid UTF-8; rename it and run again"
+        logger.error("%s", error)
+        return SourceResult(source=shown, error=error)
+    return None
 
 
 def _plan(
@@ -391,7 +407,9 @@ def _plan(
     todo = []
     for path, key in sources:
         note = run.left_out.get(key)
-        if key in done:
+        if (unnamable := _unnamable(key)) is not None:
+            report.results.append(unnamable)
+        elif key in done:
             report.skipped.append(key)
         elif note is not None and not retry_left_out and note.matches(path):
             report.remembered.append(note)
@@ -459,12 +477,13 @@ def _probe(path: Path) -> AudioInfo | AudioError:
 
 def _clear_previous(ds: PreparedDataset) -> None:
     """--overwrite: delete the clips the old manifest lists, the manifest, and what was left out."""
-    ds.write_sources_left_out({})
-    try:
-        old = ds.read_manifest()
-    except ManifestError as e:
-        logger.warning("%s; it is replaced", e)
-        old = []
-    for record in old:
-        ds.remove_clip(record.key)
-    ds.remove_manifest()
+    with ds.writing():
+        ds.write_sources_left_out({})
+        try:
+            old = ds.read_manifest()
+        except ManifestError as e:
+            logger.warning("%s; it is replaced", e)
+            old = []
+        for record in old:
+            ds.remove_clip(record.key)
+        ds.remove_manifest()

@@ -176,10 +176,12 @@ class VoiceMetadata:
     @classmethod
     def read(cls, folder: Path) -> VoiceMetadata:
         """``voice.json`` of the voice in ``folder``; ``ValueError`` naming the file when it is unusable."""
+        from voicelab.fileio import UnsafePathError, read_text_inside  # no symlink out of the folder
+
         path = Path(folder) / VOICE_FILE
         try:
-            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, json.JSONDecodeError, ValueError, TypeError) as e:
+            return cls.from_dict(json.loads(read_text_inside(folder, VOICE_FILE)))
+        except (OSError, json.JSONDecodeError, ValueError, TypeError, UnsafePathError) as e:
             raise ValueError(f"{path}: unreadable voice.json ({e})") from e
 
 
@@ -309,6 +311,15 @@ CHECK_FIELDS = ("check", "value", "threshold", "verdict", "advice")
 """What each check of ``eval.json`` says: its name, the number, the bar, the verdict, what to try."""
 
 
+@dataclass(frozen=True)
+class EvalView:
+    """What the studio shows of an evaluation: the summary text, the numbers, the pictures' names."""
+
+    summary: str | None
+    numbers: dict[str, Any] | None
+    pictures: list[str]
+
+
 # ---------------------------------------------------------------------------------------- the folder object
 
 
@@ -344,8 +355,11 @@ class VoiceFolder:
         return self.adapter_config_path.is_file()
 
     def read_adapter_config(self) -> Any:
-        """``adapter_config.json`` as parsed JSON (``OSError``/``ValueError`` when it cannot be)."""
-        return json.loads(self.adapter_config_path.read_text(encoding="utf-8"))
+        """``adapter_config.json`` as parsed JSON (``OSError``/``ValueError`` when it cannot be; a symlink
+        out of the folder: ``UnsafePathError``)."""
+        from voicelab.fileio import read_text_inside
+
+        return json.loads(read_text_inside(self.dir, ADAPTER_CONFIG_FILE))
 
     def remove_model_card(self) -> None:
         (self.dir / MODEL_CARD_FILE).unlink(missing_ok=True)
@@ -457,12 +471,11 @@ class VoiceFolder:
 
     def read_eval_summary(self) -> dict[str, Any] | None:
         """The headline numbers and verdicts of the voice's last evaluation (None when it has none or it is
-        unreadable); read through ``resolve_inside`` so a planted symlink cannot leak another file."""
-        from voicelab.fileio import UnsafePathError, resolve_inside
+        unreadable); read through ``fileio.open_inside`` so a planted symlink cannot leak another file."""
+        from voicelab.fileio import UnsafePathError, read_text_inside
 
         try:
-            path = resolve_inside(self.dir, f"{EVAL_DIR}/{EVAL_FILE}")
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(read_text_inside(self.dir, f"{EVAL_DIR}/{EVAL_FILE}"))
             public = {k: v for k, v in data["summary"].items() if k not in PRIVATE_SUMMARY_KEYS}
             return {
                 "created_at": data["created_at"],
@@ -484,7 +497,7 @@ class VoiceFolder:
     def read_card(self) -> dict[str, Any]:
         """What the studio's voice card adds to the public voice list: the prompt prefix serving uses, the
         base model without a server path (its hub id, or its folder's name), whether a loss curve exists,
-        and the last evaluation's checks. Every file read through ``resolve_inside``."""
+        and the last evaluation's checks. Every file read through ``fileio.open_inside``."""
         from voicelab.models import looks_like_local_path
 
         meta = self._read_inside(VOICE_FILE)
@@ -509,17 +522,62 @@ class VoiceFolder:
             return None
         return path if path.is_file() else None
 
+    def open_loss_curve(self):
+        """``loss_curve.png`` opened through ``fileio.open_inside`` (binary; the caller closes it):
+        ``FileNotFoundError`` without one, ``UnsafePathError`` when it points out of the folder."""
+        from voicelab.fileio import open_inside
+
+        return open_inside(self.dir, LOSS_PLOT_FILE)
+
     def _read_inside(self, relative: str) -> Any:
-        """A JSON file of the folder through ``resolve_inside``; None when absent, unreadable or outside."""
-        from voicelab.fileio import UnsafePathError, resolve_inside
+        """A JSON file of the folder read through ``fileio.read_text_inside``; None when absent, unreadable
+        or a symlink out of the folder."""
+        from voicelab.fileio import UnsafePathError, read_text_inside
 
         try:
-            return json.loads(resolve_inside(self.dir, relative).read_text(encoding="utf-8"))
+            return json.loads(read_text_inside(self.dir, relative))
         except FileNotFoundError:
             return None
         except (UnsafePathError, OSError, ValueError) as e:
             logger.warning("%s/%s: unreadable (%s); not shown", self.dir, relative, e)
             return None
+
+    def safe_eval_dir(self) -> Path:
+        """``eval/`` resolved inside the voice folder (``UnsafePathError`` when it points out)."""
+        from voicelab.fileio import resolve_inside
+
+        return resolve_inside(self.dir, EVAL_DIR) if self.eval_dir.exists() else self.eval_dir
+
+    def read_eval_view(self, picture_suffixes: Sequence[str]) -> EvalView | None:
+        """The evaluation as the studio shows it (None without one); an unreadable eval.json is left out.
+
+        Every file is read through ``fileio.open_inside``: one that is a symlink out of the folder raises
+        ``UnsafePathError`` instead of being read. Pictures whose name no answer can carry are not listed.
+        """
+        from voicelab.fileio import name_problem, read_text_inside
+
+        folder = self.safe_eval_dir()
+        if not folder.is_dir():
+            return None
+        try:
+            parsed = json.loads(read_text_inside(folder, EVAL_FILE))
+        except FileNotFoundError:
+            parsed = None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            logger.warning("%s/%s: unreadable (%s); not shown", folder, EVAL_FILE, e)
+            parsed = None
+        try:
+            summary = read_text_inside(folder, EVAL_SUMMARY_FILE, errors="replace")
+        except FileNotFoundError:
+            summary = None
+        pictures = (
+            p
+            for p in folder.iterdir()
+            if name_problem(p.name) is None and p.suffix.lower() in picture_suffixes
+        )
+        return EvalView(
+            summary=summary, numbers=parsed, pictures=sorted(p.name for p in pictures if p.is_file())
+        )
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ EXIT_USAGE = 2
 """Bad invocation or unusable input (argparse's own code for usage errors)."""
 EXIT_INTERRUPTED = 130
 """Ctrl-C: 128 + SIGINT, the shell convention."""
+MAX_PORT = 2**16 - 1
 
 
 def positive_int(text: str) -> int:
@@ -127,10 +128,20 @@ def run_step(body: Callable[[], int], *, verbose: bool = False, on_interrupt: st
         return EXIT_FAILURE
 
 
+def _probe(folder: Path, flag: str, path: Path) -> None:
+    from voicelab.fileio import probe_writable
+
+    try:
+        probe_writable(folder)
+    except OSError as e:
+        raise UsageError(f"{flag} {path}: cannot write there ({e.strerror}); choose a writable place") from e
+
+
 def require_output_dir(path: Path, flag: str) -> Path:
     """An output folder that exists (made now if needed) and can be written; else ``UsageError`` naming it.
 
-    Checked before any work so that a read-only or mistyped output fails in a second, not after an hour.
+    Checked before any work so that a read-only or mistyped output fails in a second, not after an hour:
+    by writing a file there (``fileio.probe_writable``), since permission bits do not tell root the truth.
     """
     if path.exists() and not path.is_dir():
         raise UsageError(f"{flag} {path} is a file; give a folder (it will be created if missing)")
@@ -138,8 +149,7 @@ def require_output_dir(path: Path, flag: str) -> Path:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UsageError(f"{flag} {path}: cannot create it ({e.strerror}); choose a writable place") from e
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise UsageError(f"{flag} {path}: not writable; fix its permissions or choose another folder")
+    _probe(path, flag, path)
     return path
 
 
@@ -152,17 +162,34 @@ def require_output_file(path: Path, flag: str) -> Path:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise UsageError(f"{flag} {path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+    if path.exists() and not os.access(path, os.W_OK):
         raise UsageError(f"{flag} {path}: not writable; fix the permissions or choose another path")
+    _probe(folder, flag, path)
     return path
 
 
-def require_local_model(value: str, flag: str, what: str) -> None:
-    """A ``value`` that looks like a local path must exist; hub errors about such a value only confuse."""
+def require_local_model(
+    value: str, flag: str, what: str, *, folder: bool = False, missing_ok: bool = False
+) -> None:
+    """A ``value`` that looks like a local path must exist (and be a folder when ``folder``); hub errors
+    about such a value only confuse, and a file passed for a folder would be looked up on the hub.
+    ``missing_ok``: a path that is not there is left to the caller's own check (the base model's shared
+    message, ``models.check_base_model_source``)."""
     from voicelab.models import looks_like_local_path
 
-    if looks_like_local_path(value) and not Path(value).expanduser().exists():
+    path = Path(value).expanduser()
+    if looks_like_local_path(value) and not path.exists() and not missing_ok:
         raise UsageError(f"{flag} {value}: no such {what} (pass a local {what}, or a hub id / model name)")
+    if folder and path.exists() and not path.is_dir():
+        raise UsageError(f"{flag} {value} is a file; pass the {what} holding the model's files, or a hub id")
+
+
+def port_number(text: str) -> int:
+    """argparse ``type=`` for a TCP port: 1-65535."""
+    value = positive_int(text)
+    if value > MAX_PORT:
+        raise argparse.ArgumentTypeError(f"a port is 1-{MAX_PORT}, got {value}")
+    return value
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):

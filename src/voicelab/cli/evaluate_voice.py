@@ -240,6 +240,21 @@ def select_voices(args: argparse.Namespace) -> tuple[list, list[str]]:
     return voices, errors
 
 
+def keep_writable(voices: list) -> tuple[list, list[str]]:
+    """The voices whose folder can take the evaluation, and an error for each other one (checked before
+    any model loads, so a read-only folder fails in a second, not after the whole evaluation)."""
+    from voicelab.fileio import probe_writable
+
+    kept, errors = [], []
+    for vut in voices:
+        try:
+            probe_writable(vut.voice_dir)
+            kept.append(vut)
+        except OSError as e:
+            errors.append(f"{vut.label}: cannot write the evaluation into {vut.voice_dir} ({e.strerror})")
+    return kept, errors
+
+
 async def run_all(voices: list, settings) -> tuple[list[dict], list[str]]:
     """Evaluate each voice with one set of loaded models; returns the reports and the failures."""
     from voicelab import evaluate as ev
@@ -296,14 +311,23 @@ def _evaluate(args: argparse.Namespace) -> int:
     # every input before any model loads: the same messages as train-lora's and the server's
     require_local_model(args.whisper_model, "--whisper-model", "Whisper checkpoint")
     tr.check_model(args.whisper_backend, args.whisper_model)
+    for flag, value in (("--base-model", args.base_model), ("--snac-model", args.snac_model)):
+        if value:  # a file given for the folder, said with its flag; a missing one by the shared checks
+            require_local_model(value, flag, "model folder", folder=True, missing_ok=True)
     if args.base_model:
         check_base_model_source(args.base_model)
     if args.snac_model:
         check_snac_source(args.snac_model)
     voices, errors = select_voices(args)
+    voices, unwritable = keep_writable(voices)
+    errors += unwritable
     for error in errors:
         print(f"error: {error}", file=sys.stderr)
-    if not voices:
+    if not voices or (errors and not args.all):
+        # NAME and --compare OTHER go together: one that cannot be evaluated stops both before any
+        # model loads; --all evaluates the others and reports the rest at the end.
+        if voices:
+            print("nothing evaluated: fix the above first", file=sys.stderr)
         return EXIT_USAGE
     if args.no_progress:  # transformers' own bars too ("Loading weights")
         from transformers.utils import logging as hf_logging

@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from voicelab.cli.common import EXIT_OK, HelpFormatter, run_step, setup_logging
+from voicelab.cli.common import EXIT_FAILURE, EXIT_OK, HelpFormatter, run_step, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +73,13 @@ def _export(args: argparse.Namespace) -> int:
         f"{report.out_dir}: {report.exported} clips and {hf_export.METADATA_FILE} exported{left_out}; "
         f'load with datasets.load_dataset("audiofolder", data_dir="{report.out_dir}")'
     )
+    if report.unreadable:
+        listed = "\n  ".join(f"{name}: {reason}" for name, reason in report.unreadable)
+        print(f"unreadable clips (not exported; train-lora skips them too):\n  {listed}", file=sys.stderr)
+        print(
+            f"finished with errors: {len(report.unreadable)} clip(s) unreadable; exit status {EXIT_FAILURE}"
+        )
+        return EXIT_FAILURE
     return EXIT_OK
 
 

@@ -27,7 +27,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from voicelab.cli.common import EXIT_OK, EXIT_USAGE, HelpFormatter, positive_int
+from voicelab.cli.common import EXIT_OK, EXIT_USAGE, HelpFormatter, port_number, positive_int
 
 
 def build_parser(defaults) -> argparse.ArgumentParser:
@@ -42,7 +42,7 @@ def build_parser(defaults) -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", default=vc.DEFAULT_HOST, help="interface vLLM binds (keep it private)")
     parser.add_argument(
-        "--port", type=positive_int, default=vc.DEFAULT_PORT, help="vLLM port (make dev uses 8000)"
+        "--port", type=port_number, default=vc.DEFAULT_PORT, help="vLLM port (make dev uses 8000)"
     )
     parser.add_argument(
         "--max-model-len", type=positive_int, default=vc.DEFAULT_MAX_MODEL_LEN, help="context length"
@@ -150,6 +150,26 @@ def check_base_model(base_model: str, *, dry_run: bool) -> bool:
     return True
 
 
+def warn_open_lora_loading(host: str, extra: list[str]) -> None:
+    """vLLM on an interface other machines reach, with runtime LoRA loading on and no ``--api-key``: anyone
+    who reaches the port can load any adapter path on this machine and generate with it."""
+    from voicelab.server import vllm_command as vc
+
+    if (
+        vc.is_loopback(host)
+        or vc.API_KEY_FLAG in extra
+        or any(a.startswith(f"{vc.API_KEY_FLAG}=") for a in extra)
+    ):
+        return
+    print(
+        f"warning: vLLM will listen on {host} with runtime LoRA loading switched on and no {vc.API_KEY_FLAG}: "
+        "anyone who can reach the port can load adapters and generate speech. Keep --host 127.0.0.1 "
+        f"behind the voicelab API, or add `-- {vc.API_KEY_FLAG} KEY` and set VOICELAB_VLLM_API_KEY=KEY "
+        "for the API",
+        file=sys.stderr,
+    )
+
+
 def find_vllm(name: str) -> str | None:
     exe = shutil.which(name)
     if exe is None:
@@ -195,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(
             f"--gpu-memory-utilization is a share of GPU memory in (0, 1], got {args.gpu_memory_utilization}"
         )
+    warn_open_lora_loading(args.host, extra)
     exe = None  # vLLM missing first: installing it is the first thing to do
     if not args.dry_run and (exe := find_vllm(args.vllm)) is None:
         return EXIT_USAGE

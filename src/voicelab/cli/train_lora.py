@@ -26,6 +26,7 @@ from voicelab.cli.common import (
     non_negative_int,
     positive_int,
     require_local_model,
+    require_output_dir,
     run_step,
     setup_logging,
 )
@@ -289,9 +290,11 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
     # Everything that can be checked without torch or transformers, first: a bad name, a missing dataset
     # or an existing voice is reported in a second, not after half a minute of imports.
     build.check_request(request)
+    require_output_dir(args.voices_dir, "--voices-dir")
+    require_local_model(args.base_model, "--base-model", "model folder", folder=True, missing_ok=True)
+    require_local_model(args.snac_model, "--snac-model", "model folder", folder=True)
     build.check_devices(request)
     check_base_model_source(args.base_model)  # the same message as the server's and make vllm's
-    require_local_model(args.snac_model, "--snac-model", "model folder")
     if args.no_progress:  # transformers' own bars too ("Loading weights")
         from transformers.utils import logging as hf_logging
 

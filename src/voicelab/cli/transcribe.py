@@ -252,6 +252,11 @@ def format_summary(summary: tr.TranscribeSummary, input_dir: Path) -> str:
         )
     if summary.changed:
         lines.append(f"{len(summary.changed)} clips had new audio under an old name: transcribed again")
+    if summary.kept_edits:
+        lines.append(
+            f"{len(summary.kept_edits)} clips got a row from someone else while this ran (the studio): "
+            "theirs kept, Whisper's not written: " + tr.list_some(summary.kept_edits)
+        )
     if summary.missing:
         lines.append(
             f"{len(summary.missing)} rows name clips not in {input_dir} (kept; training skips them): "

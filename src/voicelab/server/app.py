@@ -18,6 +18,7 @@ from fastapi import FastAPI
 
 from voicelab.cli.common import SERVER_LOG_FORMAT, setup_logging
 from voicelab.server.backend import BackendFactory, build_backend
+from voicelab.server.browser_policy import SecurityHeaders
 from voicelab.server.errors import StreamAbortedError, install_error_handlers
 from voicelab.server.guard import RequestGuard
 from voicelab.server.metrics import ServerMetrics
@@ -104,8 +105,14 @@ def create_app(settings: Settings | None = None, *, backend_factory: BackendFact
     app.state.started_at = time.time()
     install_error_handlers(app)
     app.add_middleware(CutAbortedStreams)
-    # Added last, so it runs first: key and size are checked before anything reads the body.
-    app.add_middleware(RequestGuard, api_keys=settings.api_keys, max_body_bytes=settings.request_body_limit)
+    # Added last, so it runs first: host, origin, key and size are checked before anything reads the body.
+    app.add_middleware(
+        RequestGuard,
+        api_keys=settings.api_keys,
+        max_body_bytes=settings.request_body_limit,
+        allowed_hosts=settings.allowed_hosts,
+    )
+    app.add_middleware(SecurityHeaders)  # outermost: the guard's refusals carry the headers too
     app.include_router(v1)
     app.include_router(public)
     install_studio(app)

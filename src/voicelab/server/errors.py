@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from http import HTTPStatus
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from voicelab.engine.base import (
     EngineError,
@@ -58,6 +61,7 @@ class ApiError(Exception):
         param: str | None = None,
         code: str | None = None,
         headers: dict[str, str] | None = None,
+        extra: dict | None = None,
     ):
         super().__init__(message)
         self.status = status
@@ -66,9 +70,12 @@ class ApiError(Exception):
         self.param = param
         self.code = code
         self.headers = headers
+        self.extra = extra
+        """Fields beside ``error`` in the body (the clip as it is now, on an edit conflict)."""
 
     def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        error = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
+        return {"error": error, **(self.extra or {})}
 
     def response(self) -> JSONResponse:
         headers = {SHOULD_RETRY_HEADER: "true" if self.status in RETRYABLE_STATUSES else "false"}
@@ -82,6 +89,23 @@ class ErrorResponse(JSONResponse):
 
     def render(self, content) -> bytes:
         return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
+SHORT_FOLDER_NAMES = {"prepared_dir": "prepared", "voices_dir": "voices"}
+"""What answers call the data folders, in place of the server's absolute paths."""
+
+
+def without_server_paths(message: str, settings) -> str:
+    """``message`` with the absolute paths of the data folders replaced by their short names (``prepared``,
+    ``voices``): clients learn nothing about the server's file system (the log keeps the full paths)."""
+    spellings = {}
+    for setting, short in SHORT_FOLDER_NAMES.items():
+        folder = Path(getattr(settings, setting))
+        for spelled in {str(folder.resolve()), str(folder.absolute())}:
+            spellings[spelled] = short
+    for spelled in sorted(spellings, key=len, reverse=True):  # the longest first: a folder inside another
+        message = re.sub(re.escape(spelled) + r"(?![\w.-])", spellings[spelled], message)
+    return message
 
 
 def to_api_error(exc: Exception) -> ApiError:
@@ -190,6 +214,24 @@ def _http_error(exc: StarletteHTTPException) -> ApiError:
     return ApiError(exc.status_code, message, type=error_type, code=code, headers=dict(exc.headers or {}))
 
 
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route serves at the request's path, for ``Allow`` on a 405.
+
+    Starlette names only the methods of the first route whose path matched; a path served by several
+    routes (GET and PUT of a studio clip) would be answered ``Allow: GET`` alone. Each method is tried
+    against every route, as the router itself would match it.
+    """
+    routes = request.app.router.routes
+    return ", ".join(
+        method
+        for method in HTTP_METHODS
+        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -201,7 +243,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _http_error(exc).response()
+        error = _http_error(exc)
+        if exc.status_code == HTTPStatus.METHOD_NOT_ALLOWED and (allow := allowed_methods(request)):
+            error.headers = {**(error.headers or {}), "Allow": allow}
+        return error.response()
 
     for exc_type in (VoiceNotFoundError, UnsupportedFormatError, EngineError, ContractError):
 

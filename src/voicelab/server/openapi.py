@@ -10,6 +10,9 @@ Swagger UI's assets are served from the ``swagger-ui-bundle`` package, so ``/doc
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 from typing import Any
 
 from fastapi import FastAPI
@@ -72,10 +75,52 @@ METRICS_RESPONSES: dict[int | str, dict[str, Any]] = {
     }
 }
 BODY_VALIDATION_STATUS = "422"
+ERROR_BODY_REF = {"$ref": "#/components/schemas/ErrorBody"}
+GUARD_ERRORS = {
+    "400": "A Host name not in VOICELAB_ALLOWED_HOSTS, or a bad request",
+    "401": "Missing or wrong API key (only when VOICELAB_API_KEYS is set)",
+    "403": "A state-changing request sent by another site's page (Origin / Sec-Fetch-Site)",
+    "413": "Request body larger than VOICELAB_MAX_REQUEST_BYTES",
+}
+
+
+def _guard_statuses(method: str, path: str) -> list[str]:
+    """What ``server.guard`` may answer for this operation before its route runs."""
+    from voicelab.server.browser_policy import SAFE_METHODS
+    from voicelab.server.guard import BODY_METHODS, needs_key
+
+    method = method.upper()
+    statuses = ["400"]
+    if needs_key(method, path):
+        statuses.append("401")
+    if method not in SAFE_METHODS:
+        statuses.append("403")
+    if method in BODY_METHODS:
+        statuses.append("413")
+    return statuses
+
+
+def _add_guard_errors(schema: dict[str, Any]) -> None:
+    """Every operation documents the guard's answers (routes added later included)."""
+    schema.setdefault("components", {}).setdefault("schemas", {}).setdefault(
+        "ErrorBody", ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+    )
+    for path, path_item in schema.get("paths", {}).items():
+        for method, operation in path_item.items():
+            responses = operation.setdefault("responses", {})
+            for status in _guard_statuses(method, path):
+                responses.setdefault(
+                    status,
+                    {
+                        "description": GUARD_ERRORS[status],
+                        "content": {"application/json": {"schema": ERROR_BODY_REF}},
+                    },
+                )
 
 
 def openapi_schema(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's schema with 422 replaced by the 400 the server sends, cached on the app."""
+    """FastAPI's schema with 422 replaced by the 400 the server sends and the guard's answers added, cached
+    on the app."""
     if app.openapi_schema:
         return app.openapi_schema
     schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
@@ -86,6 +131,7 @@ def openapi_schema(app: FastAPI) -> dict[str, Any]:
             ok = responses.get("200", {}).get("content", {})
             if len(ok) > 1:  # FastAPI adds application/json to routes that answer something else
                 ok.pop("application/json", None)
+    _add_guard_errors(schema)
     components = schema.get("components", {}).get("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):
         components.pop(name, None)
@@ -106,12 +152,31 @@ def install_docs(app: FastAPI, *, enabled: bool) -> None:
     async def _schema() -> dict[str, Any]:
         return openapi_schema(app)
 
+    page = get_swagger_ui_html(
+        openapi_url=OPENAPI_URL,
+        title=f"{app.title} - API",
+        swagger_js_url=f"{SWAGGER_ASSETS_URL}/swagger-ui-bundle.js",
+        swagger_css_url=f"{SWAGGER_ASSETS_URL}/swagger-ui.css",
+        swagger_favicon_url=f"{SWAGGER_ASSETS_URL}/favicon-32x32.png",
+    ).body
+    headers = {"Content-Security-Policy": docs_csp(page.decode())}
+
     @app.get(DOCS_URL, include_in_schema=False)
     async def _docs() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url=OPENAPI_URL,
-            title=f"{app.title} - API",
-            swagger_js_url=f"{SWAGGER_ASSETS_URL}/swagger-ui-bundle.js",
-            swagger_css_url=f"{SWAGGER_ASSETS_URL}/swagger-ui.css",
-            swagger_favicon_url=f"{SWAGGER_ASSETS_URL}/favicon-32x32.png",
-        )
+        return HTMLResponse(page, headers=headers)
+
+
+_INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
+
+
+def docs_csp(html: str) -> str:
+    """The Swagger UI page's policy: its own files, plus its one inline start-up script by hash (no other
+    inline script runs). Its styles are set inline by the bundle, so styles may be inline."""
+    hashes = " ".join(
+        "'sha256-" + base64.b64encode(hashlib.sha256(script.encode()).digest()).decode() + "'"
+        for script in _INLINE_SCRIPT.findall(html)
+    )
+    return (
+        f"default-src 'self'; script-src 'self' {hashes}; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+    )

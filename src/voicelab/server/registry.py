@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from voicelab.engine.base import EngineError, EngineUnavailableError, TokenEngine, UnknownVoiceError, Voice
-from voicelab.fileio import UnsafePathError
+from voicelab.fileio import UnsafePathError, read_text_inside
 from voicelab.model_identity import model_identity
 from voicelab.voice import (
     ADAPTER_CONFIG_FILE,
@@ -218,8 +218,8 @@ def _servable_config(files: ResolvedVoiceFiles, max_lora_rank: int | None) -> di
     if not files.adapter_config.is_file():
         return f"no {ADAPTER_CONFIG_FILE} (not a trained voice)"
     try:
-        config = json.loads(files.adapter_config.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        config = json.loads(read_text_inside(files.adapter_config.parent, files.adapter_config.name))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, UnsafePathError) as e:
         return f"unreadable {ADAPTER_CONFIG_FILE}: {e}"
     if not isinstance(config, dict):
         return f"{ADAPTER_CONFIG_FILE} is not a JSON object"

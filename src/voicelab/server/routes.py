@@ -10,7 +10,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from voicelab.server import openapi, speech
-from voicelab.server.errors import to_api_error
+from voicelab.server.errors import to_api_error, without_server_paths
+from voicelab.server.guard import has_valid_key
 from voicelab.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 logger = logging.getLogger(__name__)
@@ -113,7 +114,10 @@ async def reload_voices(request: Request) -> dict:
     state = request.app.state
     report = await state.registry.reload(state.backend.engine)
     state.metrics.voices.set(len(state.registry.voices))
-    return {**report.as_dict(), "voices": state.registry.names()}
+    body = {**report.as_dict(), "voices": state.registry.names()}
+    for part in ("skipped", "failed"):  # reasons name files: without the server's paths
+        body[part] = {name: without_server_paths(why, state.settings) for name, why in body[part].items()}
+    return body
 
 
 @public.get("/health", responses=openapi.HEALTH_RESPONSES)
@@ -138,4 +142,8 @@ async def health(request: Request) -> JSONResponse:
 
 @public.get("/metrics", response_class=PlainTextResponse, responses=openapi.METRICS_RESPONSES)
 async def metrics(request: Request) -> Response:
-    return Response(request.app.state.metrics.render(), media_type=METRICS_CONTENT_TYPE)
+    """Open to scrapers; voice names only for a request with a valid key when keys are set."""
+    with_voices = has_valid_key(request.headers.get("authorization", ""), request.app.state.settings.api_keys)
+    return Response(
+        request.app.state.metrics.render(with_voices=with_voices), media_type=METRICS_CONTENT_TYPE
+    )

@@ -29,6 +29,9 @@ JSON_BYTES_PER_CHAR = 12
 ``\\uXXXX`` escapes."""
 TEXT_FIELDS_PER_REQUEST = 2
 """``input`` and ``instructions``, each up to ``max_input_chars``."""
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+"""The default ``allowed_hosts``: this machine only, whatever the port (a page on another site that makes
+its own name resolve to 127.0.0.1, DNS rebinding, still sends its own name as Host and is refused)."""
 REQUEST_OVERHEAD_BYTES = 16 * 1024
 """Room for the other fields of a speech request (voice, format, sampling) and generous whitespace."""
 
@@ -99,6 +102,13 @@ class Settings(BaseSettings):
     studio: bool = Field(
         True, description="Serve the studio's dataset endpoints (false: read-only voices page)"
     )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(LOCAL_HOSTS),
+        description="Comma-separated host names the server answers to (the Host header, any port); others "
+        "get 400. Add the name clients use: the proxy's public name behind a reverse proxy, the machine's "
+        "name or address with `make serve HOST=0.0.0.0`. '*.example.com' matches its sub-domains; '*' "
+        "turns the check off (only behind a proxy that checks Host itself)",
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -107,6 +117,22 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [key.strip() for key in value.split(",") if key.strip()]
         return value
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value):
+        if isinstance(value, str):
+            return [host.strip() for host in value.split(",") if host.strip()]
+        return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _check_hosts(cls, value: list[str]) -> list[str]:
+        from voicelab.server.browser_policy import check_host_pattern
+
+        if not value:
+            raise ValueError(f"{ENV_PREFIX}ALLOWED_HOSTS is empty: nothing could reach the server")
+        return [check_host_pattern(host) for host in value]
 
     @field_validator("log_level", mode="before")
     @classmethod

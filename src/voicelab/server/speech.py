@@ -256,7 +256,8 @@ class SpeechJob:
             self.status, self._error_code = api.status, api.code
         status = self.status or CLIENT_CLOSED_REQUEST
         metrics = self.services.metrics
-        label = voice_label(self.services.registry, self.voice)
+        # The voice found when the request began: one removed mid-stream keeps its counts
+        label = self.entry.name if self.entry else UNKNOWN_VOICE_LABEL
         metrics.requests.labels(label, self.request.response_format, str(int(status))).inc()
         if status >= HTTPStatus.BAD_REQUEST and status != CLIENT_CLOSED_REQUEST:
             metrics.errors.labels(label, self._error_code or "error").inc()
@@ -399,7 +400,3 @@ async def buffered_body(job: SpeechJob, is_disconnected: Callable[[], Awaitable[
     body = b"".join([piece async for piece in job.encoded(is_disconnected)])
     job.succeeded()
     return body
-
-
-def voice_label(registry: VoiceRegistry, name: str) -> str:
-    return name if name in registry.voices else UNKNOWN_VOICE_LABEL

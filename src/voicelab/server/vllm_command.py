@@ -14,6 +14,7 @@ shared folder, with no load call); ``both`` does the two.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,9 @@ from voicelab.voice import ADAPTER_CONFIG_FILE, VLLM_LORA_RANKS, smallest_vllm_r
 
 DEFAULT_HOST = "127.0.0.1"
 """vLLM's own --api-key guards only /v1; keep it on a private interface behind the voicelab API."""
+API_KEY_FLAG = "--api-key"
+"""vLLM's own key; it guards /v1/..., runtime LoRA loading (/v1/load_lora_adapter) included."""
+LOOPBACK_NAMES = ("localhost",)
 DEFAULT_PORT = 8001
 """8000 is where `make dev` serves the voicelab API."""
 DEFAULT_MAX_MODEL_LEN = 8192
@@ -47,6 +51,16 @@ LORA_LOADING_MODES = ("static", "resolver", "both")
 SINGLE_API_SERVER = 1
 """vLLM starts one front-end process per data-parallel rank by default, and refuses runtime LoRA updating
 (which the resolver needs) with more than one; one front-end also keeps one table of loaded adapters."""
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine reaches (127.0.0.0/8, ::1, localhost)."""
+    if host.strip().lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,16 @@ import threading
 import time
 
 STARTUP_POLL_S = 0.02
+LOCAL_URL = "http://127.0.0.1"
+"""Where in-process test clients say they are: a host the server answers to by default (Starlette's
+TestClient would otherwise send ``Host: testserver``, which ``VOICELAB_ALLOWED_HOSTS`` refuses)."""
+
+
+def local_client(app, **kwargs):
+    """``fastapi.testclient.TestClient`` for ``app``, addressed as 127.0.0.1 like a local client."""
+    from fastapi.testclient import TestClient
+
+    return TestClient(app, base_url=LOCAL_URL, **kwargs)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -41,6 +41,8 @@ class ResumePlan:
     """Kept rows whose clip is not in the folder (deleted or renamed): training skips them."""
     changed: list[str] = field(default_factory=list)
     """Clips whose audio changed since they were transcribed: their old rows are dropped and redone."""
+    fresh: bool = False
+    """--overwrite: every row is dropped at the start and every clip transcribed again."""
 
 
 def list_some(names: Sequence[str]) -> str:
@@ -61,7 +63,7 @@ def plan_resume(clips: Sequence[Path], output: PreparedDataset | Path, *, overwr
     by accident.
     """
     if overwrite:
-        return ResumePlan({}, {}, list(clips))
+        return ResumePlan({}, {}, list(clips), fresh=True)
     ds = PreparedDataset.of_transcript(output)
     rows = dict(ds.read_transcript_for_resume())
     signals = ds.read_signals()

@@ -111,16 +111,20 @@ def _finish_quality(
     outcome: ReviewOutcome,
 ) -> None:
     """excluded.csv (new flags added; a person's entries kept) and the dataset report."""
-    excluded = ds.read_exclusions()
-    if quality.exclude_flagged:
-        restored = ds.restored_clips()  # a person's restore outlives the flag
-        new = {i.signals.key: "; ".join(i.quality_reasons) for i in items if i.quality_reasons}
-        outcome.kept_restored = sum(k in restored for k in new)
-        new = {k: v for k, v in new.items() if k not in excluded and k not in restored}
-        if new:
-            excluded.update(new)
-            outcome.excluded_path = ds.write_exclusions(excluded)
-        outcome.excluded_new = len(new)
+    flagged = {i.signals.key: "; ".join(i.quality_reasons) for i in items if i.quality_reasons}
+    added: dict[str, str] = {}
+
+    def add_flagged(excluded: dict[str, str]) -> dict[str, str]:  # merged as the file is now; a person's stay
+        if quality.exclude_flagged:
+            restored = ds.restored_clips()  # a person's restore outlives the flag (read under the same lock)
+            outcome.kept_restored = sum(k in restored for k in flagged)
+            added.update({k: v for k, v in flagged.items() if k not in excluded and k not in restored})
+        return {**excluded, **added}
+
+    excluded = ds.update_exclusions(add_flagged)
+    if added:
+        outcome.excluded_path = ds.excluded_path
+    outcome.excluded_new = len(added)
     if quality.report:
         from voicelab.dataset_report import write_dataset_report
 

@@ -22,7 +22,7 @@ from voicelab.dataset import (
     PreparedDataset,
     SignalsAppender,
     TagCensus,
-    TranscriptAppender,
+    TranscriptWriter,
     clip_key,
     count_tags,
     normalize_tags,
@@ -60,6 +60,8 @@ class TranscribeSummary:
     kept_restored: int = 0  # flagged clips left in, since a person restored them earlier
     excluded_path: Path | None = None
     report_path: Path | None = None
+    kept_edits: list[str] = field(default_factory=list)
+    """Clips Whisper transcribed whose row someone else (a person in the studio) wrote meanwhile: kept."""
     tags: TagCensus = field(default_factory=TagCensus)
     """The expressive tags of every row of the transcript now (clips and occurrences per tag)."""
     unknown_tags: dict[str, int] = field(default_factory=dict)
@@ -97,9 +99,11 @@ def transcribe_clips(
 
     With ``quality``, each clip's audio measures are taken beside Whisper (and for clips an earlier run
     left unmeasured), the review weighs them, and the dataset report (and excluded.csv) are written.
-    The transcript is first rewritten (atomically) with the kept rows, then each new row is appended with
-    flush + fsync, so the file is a valid CSV at every moment. At the end (and on Ctrl-C or an error)
-    it is rewritten sorted, atomically.
+    Every write follows the dataset's writer discipline (``PreparedDataset.writing``): the transcript
+    first loses the rows this run redoes (all with --overwrite), then each new row is appended, durable,
+    unless the clip got a row meanwhile (a person's edit in the studio stays); at the end (and on Ctrl-C or
+    an error) it is sorted as it is then. Nothing is written from the rows held in memory, so nobody's
+    edit is lost.
     """
     if plan.todo and transcriber is None:
         raise ValueError("clips to transcribe but no transcriber given")
@@ -107,8 +111,9 @@ def transcribe_clips(
     summary = TranscribeSummary(output=ds.transcript_path, review_path=ds.review_path, clips=len(clips))
     summary.kept = len(clips) - len(plan.todo)
     summary.missing, summary.changed = list(plan.missing), list(plan.changed)
-    work = _Pass(ds, transcriber, read or read_16k, quality, summary, dict(plan.rows), dict(plan.signals))
-    ds.write_transcript(work.rows.items())
+    redone = set(plan.changed)
+    rows = ds.update_transcript(lambda now: [] if plan.fresh else [r for r in now if r[0] not in redone])
+    work = _Pass(ds, transcriber, read or read_16k, quality, summary, dict(rows), dict(plan.signals))
     ds.write_signals(work.signals)
     work.run(clips, plan.todo, progress)
     summary.rows = len(work.rows)
@@ -143,7 +148,7 @@ class _Pass:
             unit="min",
             bar_format=BAR_FORMAT,
         )
-        rows_out, signals_out = self.ds.transcript_appender(), self.ds.signals_appender()
+        rows_out, signals_out = self.ds.transcript_writer(), self.ds.signals_appender()
         try:
             step = self.transcriber.batch_size if self.transcriber is not None else 1
             for start in range(0, len(todo), step):
@@ -157,12 +162,10 @@ class _Pass:
                 )
         finally:
             bar.close()
-            rows_out.close()
-            signals_out.close()
             self.sort_files()
 
     def transcribe(
-        self, batch: Sequence[Path], rows_out: TranscriptAppender, signals_out: SignalsAppender
+        self, batch: Sequence[Path], rows_out: TranscriptWriter, signals_out: SignalsAppender
     ) -> None:
         ok, audios = _read_clips(batch, self.read, self.summary.failed)
         results = self.transcriber.transcribe_batch(audios) if audios else []  # type: ignore[union-attr]
@@ -171,24 +174,34 @@ class _Pass:
         for clip, audio, result, m in zip(ok, audios, results, measures, strict=True):
             key, duration = clip_key(clip), len(audio) / WHISPER_SAMPLE_RATE
             logger.debug("%s (%.1f s): %r", clip.name, duration, result.text)
-            if result.text:
-                rows_out.append(key, result.text)  # the row first: it is what matters
+            if _add_row(rows_out, clip, result.text, self.summary):  # the row first: it is what matters
                 self.rows[key] = result.text
-                self.summary.transcribed += 1
-            else:
-                logger.info("%s: no speech recognised; no row written", clip.name)
-                self.summary.empty += 1
             record = ClipSignals(key, result.text, round(duration, 3), *_numbers(result), **m)
             signals_out.append(record)
             self.signals[key] = record
             self.summary.audio_s += duration
 
     def sort_files(self) -> None:
+        """Both files sorted as they are now (others' rows included), never rewritten from memory."""
         try:
-            self.ds.write_transcript(self.rows.items())
-            self.ds.write_signals(self.signals)
+            self.rows = dict(self.ds.sort_transcript())
+            self.signals = self.ds.merge_signals(self.signals)
         except OSError as e:  # the appended file is already valid; sorting is a nicety
             logger.warning("%s left in transcription order, not sorted: %s", self.ds.transcript_path, e)
+
+
+def _add_row(rows_out: TranscriptWriter, clip: Path, text: str, summary: TranscribeSummary) -> bool:
+    """Whisper's row for ``clip``, unless it is empty or someone wrote the clip's row meanwhile."""
+    if not text:
+        logger.info("%s: no speech recognised; no row written", clip.name)
+        summary.empty += 1
+        return False
+    if not rows_out.add(clip_key(clip), text):
+        logger.info("%s: someone wrote its row meanwhile (the studio?); theirs is kept", clip.name)
+        summary.kept_edits.append(clip_key(clip))
+        return False
+    summary.transcribed += 1
+    return True
 
 
 def _tags_normalised(results: Sequence[ClipResult], summary: TranscribeSummary) -> list[ClipResult]:

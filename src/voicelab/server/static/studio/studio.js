@@ -41,7 +41,11 @@ async function api(path, options = {}) {
     if (e.name === "AbortError") throw e;
     throw new ApiFailure(0, `the server did not answer (${e.message}); is it still running?`);
   }
-  if (!response.ok) throw new ApiFailure(response.status, await errorText(response));
+  if (!response.ok) {
+    const failure = new ApiFailure(response.status, await errorText(response));
+    failure.body = response.failureBody; // e.g. the clip as it is now, on an edit conflict
+    throw failure;
+  }
   return response;
 }
 
@@ -49,6 +53,7 @@ async function errorText(response) {
   let message = `${response.status} ${response.statusText}`;
   try {
     const body = await response.json();
+    response.failureBody = body;
     if (body && body.error && body.error.message) message = `${response.status}: ${body.error.message}`;
   } catch (_) {
     /* not JSON: keep the status line */
@@ -263,8 +268,38 @@ async function loadVoiceDetails(voice, item) {
   values[0].replaceChildren(valueNode(found.prompt_prefix === null ? null : JSON.stringify(found.prompt_prefix)));
   values[1].replaceChildren(valueNode(found.base_model));
   const extra = item.querySelector(".voice-extra");
-  if (voice.evaluation || found.evaluation) extra.append(evaluationView(voice.evaluation || {}, found.evaluation));
+  if (voice.evaluation || found.evaluation) {
+    const block = evaluationView(voice.evaluation || {}, found.evaluation);
+    extra.append(block);
+    await evaluationFiles(voice.id, block);
+  }
   if (found.loss_curve) extra.append(await lossCurve(voice.id));
+}
+
+// What else evaluate's folder holds (GET /studio/api/voices/NAME/eval): the report as written, folded, and
+// any pictures, shown through <img> (where an SVG's script never runs).
+async function evaluationFiles(voice, block) {
+  const found = await apiJson(`/studio/api/voices/${encodeURIComponent(voice)}/eval`);
+  if (found.summary) {
+    const report = document.createElement("details");
+    report.className = "report";
+    const title = document.createElement("summary");
+    title.textContent = "The report as evaluate wrote it (summary.md)";
+    const pre = document.createElement("pre");
+    pre.textContent = found.summary;
+    report.append(title, pre);
+    block.append(report);
+  }
+  if (!found.pictures.length) return;
+  const pictures = document.createElement("div");
+  pictures.className = "eval-pictures";
+  for (const name of found.pictures) {
+    const img = document.createElement("img");
+    img.alt = `Evaluation of ${voice}: ${name}`;
+    img.src = await blobUrl(`/studio/api/voices/${encodeURIComponent(voice)}/eval/${encodeURIComponent(name)}`);
+    pictures.append(img);
+  }
+  block.append(pictures);
 }
 
 function evaluationView(numbers, details) {
@@ -793,16 +828,31 @@ async function selectClip(index, { play, note = "" } = {}) {
   if (play ?? $("autoplay").checked) audio.play().catch(() => {});
 }
 
+// Saves only over the version this page last saw (If-Match): when someone else changed the clip since,
+// the server answers 409 with the clip as it is now; the list shows that, and the text box keeps the edit.
 async function putClip(clip, change) {
-  const updated = await apiJson(
-    `/studio/api/datasets/${encodeURIComponent(state.dataset.name)}/clips/${encodeURIComponent(clip.filename)}`,
-    { method: "PUT", headers: { "Content-Type": "application/json" }, body: JSON.stringify(change) },
-  );
+  const headers = { "Content-Type": "application/json" };
+  if (clip.etag) headers["If-Match"] = clip.etag;
+  const url = `/studio/api/datasets/${encodeURIComponent(state.dataset.name)}/clips/${encodeURIComponent(clip.filename)}`;
+  try {
+    showClip(clip, await apiJson(url, { method: "PUT", headers, body: JSON.stringify(change) }));
+  } catch (e) {
+    if (e.status === 409 && e.body && e.body.current) {
+      showClip(clip, e.body.current);
+      const now = `${clip.text ?? "(no text)"}${clip.excluded ? ", excluded" : ""}`;
+      e.message = `${clip.filename} was changed by someone else meanwhile (now: ${now}). ` +
+        "Your text is still in the box: save again to replace theirs.";
+    }
+    throw e;
+  }
+  return clip;
+}
+
+function showClip(clip, updated) {
   Object.assign(clip, updated);
   const index = state.dataset.clips.indexOf(clip);
   $("clip-list").children[index].replaceWith(clipItem(clip, index));
   showDatasetStatus();
-  return clip;
 }
 
 // Saves the text box when it differs from the saved text. Returns what it did ("Saved clip_003.", or ""
@@ -833,8 +883,11 @@ async function toggleExclude() {
   if (!clip) return;
   clearError("clip-error");
   const excluding = !clip.excluded;
-  await putClip(clip, { excluded: excluding, reason: $("exclude-reason").value });
-  $("clip-exclude").textContent = clip.excluded ? "Restore" : "Exclude";
+  try {
+    await putClip(clip, { excluded: excluding, reason: $("exclude-reason").value });
+  } finally {
+    $("clip-exclude").textContent = clip.excluded ? "Restore" : "Exclude";
+  }
   $("exclude-reason").value = clip.excluded ? clip.exclude_reason : "";
   $("clip-status").textContent = clip.excluded ? `Excluded ${clip.filename}: ${clip.exclude_reason}` : `Restored ${clip.filename}.`;
   await showReport();
