@@ -124,6 +124,40 @@ def dnsmos_and_timing(folder: Path, n: int, main_voice: str) -> None:
         print(f"| {name} | {1000 * total / n:.0f} |")
 
 
+def batched_vs_per_clip(folder: Path, n: int, main_voice: str, rounds: int) -> None:
+    """The audio measures as transcribe's default backend calls them today (one clip at a time) against
+    batched calls over the same clips: DNSMOS (``dnsmos_many``) and the speaker embedding; interleaved."""
+    from harness import Comparison, load_line
+    from voicelab import quality
+
+    audios, _ = _clips(folder, n, main_voice, main_voice)
+    quality.dnsmos_many(audios[:2], 16_000)
+    quality.speaker_embeddings(audios[:2], 16_000)
+    print(load_line("before"))
+    for what, one, many in (
+        (
+            "DNSMOS",
+            lambda: [quality.dnsmos(a, 16_000) for a in audios],
+            lambda: quality.dnsmos_many(audios, 16_000),
+        ),
+        (
+            "speaker embedding",
+            lambda: [quality.speaker_embeddings([a], 16_000) for a in audios],
+            lambda: quality.speaker_embeddings(audios, 16_000),
+        ),
+    ):
+        cmp = Comparison(f"{what}, one clip per call", f"{what}, {n} clips per call")
+        cmp.run(rounds, lambda one=one: timed_ms(one, n), lambda many=many: timed_ms(many, n))
+        print(cmp.report("ms per clip"))
+    print(load_line("after"))
+
+
+def timed_ms(fn, n: int) -> float:
+    start = time.perf_counter()
+    fn()
+    return 1000 * (time.perf_counter() - start) / n
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -132,12 +166,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--main", default="en-us", help="the dataset's voice (espeak-ng name)")
     parser.add_argument("--other", nargs="+", default=["en-us+f3", "en-gb-x-rp"], help="other voices")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: fair on a shared machine)")
+    parser.add_argument(
+        "--batched", type=int, default=0, help="only the per-clip vs batched comparison, this many rounds"
+    )
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
+        if args.batched:
+            batched_vs_per_clip(folder, args.clips, args.main, args.batched)
+            return 0
         print(
             "| mix | other speaker? P / R | any speaker flag P / R | main voice similarity "
             "| other voice similarity | other voice lowest |"

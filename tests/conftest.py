@@ -86,3 +86,33 @@ def restore_torch_threads():
     before = torch.get_num_threads()
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def built_sources(tmp_path_factory):
+    """Recordings with other voices and music, built once (voicelab.testing.conversations): two
+    conversations of the character with three other voices, a take with 20 s of music then the character
+    over a music bed, and a clean reference recording of the character."""
+    if not testing.espeak_available():
+        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
+    from voicelab.testing import conversations as cv
+
+    root = tmp_path_factory.mktemp("sources")
+    raw = root / "raw"
+    talks = [
+        cv.build_recording(cv.conversation_parts(cv.OTHER_VOICES, turns=8, seed=1), raw / "talk_one.wav"),
+        cv.build_recording(
+            cv.conversation_parts(cv.OTHER_VOICES[::-1], turns=8, seed=2), raw / "talk_two.wav", channels=2
+        ),
+    ]
+    sentences = [part for line in cv.TARGET_LINES[4:8] for part in ((cv.TARGET_VOICE, line), 0.4)][:-1]
+    music_take = cv.build_recording(sentences, raw / "music_take.wav", music_intro_s=20.0, music_bed_db=15.0)
+    reference = cv.build_recording(
+        [
+            (cv.TARGET_VOICE, "This is me, speaking clearly, with nobody else around."),
+            0.4,
+            (cv.TARGET_VOICE, "A few sentences are enough for the encoder to know my voice."),
+        ],
+        root / "reference.wav",
+    )
+    return {"raw": raw, "talks": talks, "music_take": music_take, "reference": reference.path, "root": root}

@@ -143,6 +143,68 @@ def test_other_speaker_ranks_first_and_can_be_excluded(tmp_path, mixed_dataset):
     assert set(dataset.read_exclusions(folder)) == {still_out, by_hand}
 
 
+def test_measures_taken_beside_whisper_are_the_per_clip_numbers(tmp_path, mixed_dataset):
+    """The measures run on worker threads, a batch's speaker prints together, while Whisper runs: the
+    stored numbers are those of measuring each clip alone (the prints to their 4 stored decimals)."""
+    from voicelab.transcribe.signals import measure_quality
+
+    src, texts, _others = mixed_dataset
+    folder = tmp_path / "prepared"
+    shutil.copytree(src, folder)
+    _run(folder, texts, report=False)
+    stored = dataset.PreparedDataset(folder).read_signals()
+    for clip in dataset.find_clips(folder):
+        alone = measure_quality([read_audio(clip, tr.WHISPER_SAMPLE_RATE)[0]])[0]
+        rec = stored[dataset.clip_key(clip)]
+        assert (rec.speech_s, rec.dnsmos_sig, rec.dnsmos_bak, rec.dnsmos_ovrl) == (
+            alone["speech_s"],
+            alone["dnsmos_sig"],
+            alone["dnsmos_bak"],
+            alone["dnsmos_ovrl"],
+        )
+        np.testing.assert_allclose(rec.embedding, alone["embedding"], atol=1.01e-4)
+
+
+def test_the_measures_run_while_whisper_transcribes(tmp_path, mixed_dataset, monkeypatch):
+    """Whisper's first batch waits for a measure to start: it starts only if the measures run beside it,
+    on another thread (a run that measured after Whisper would never let it go on)."""
+    import threading
+
+    from voicelab.transcribe import signals
+
+    src, texts, _others = mixed_dataset
+    folder = tmp_path / "prepared"
+    shutil.copytree(src, folder)
+    started, threads = threading.Event(), set()
+    real = signals.measure_quality
+
+    def measuring(audios, device="cpu"):
+        threads.add(threading.current_thread().name)
+        started.set()
+        return real(audios, device)
+
+    monkeypatch.setattr(signals, "measure_quality", measuring)
+    seen = []
+
+    class WaitsForTheMeasures(KnownText):
+        def transcribe_batch(self, audios):
+            seen.append(started.wait(timeout=120))  # a guard against hanging, not a time limit
+            return super().transcribe_batch(audios)
+
+    clips = dataset.find_clips(folder)
+    plan = tr.plan_resume(clips, folder / "transcript.csv", overwrite=False)
+    summary = tr.transcribe_clips(
+        clips,
+        folder / "transcript.csv",
+        WaitsForTheMeasures(texts),
+        plan,
+        progress=False,
+        quality=tr.QualityOptions(report=False),
+    )
+    assert seen and all(seen) and summary.measured == len(clips)
+    assert threading.main_thread().name not in threads
+
+
 def test_a_person_s_exclusions_are_kept_and_reference_clips_change_the_target(tmp_path, mixed_dataset):
     src, texts, others = mixed_dataset
     folder = tmp_path / "prepared"
@@ -157,6 +219,36 @@ def test_a_person_s_exclusions_are_kept_and_reference_clips_change_the_target(tm
     flagged = {r["filename"] for r in rows if "other speaker?" in r["reasons"]}
     assert flagged and not flagged & others
     assert "vs the reference clips" in rows[0]["reasons"]
+
+
+def test_the_review_measures_to_the_voice_prepare_audio_kept(tmp_path):
+    """prepare-audio saved the voice it kept: without --reference, transcribe's review measures every clip
+    to that voice, not to the dominant one. Twelve clips of one voice and three of another, whose print
+    prepare-audio kept: the twelve are the other speakers. (The prints are constructed: what is under
+    test is which voice the review measures to; test_other_speaker_ranks_first_... measures real audio.)"""
+    from voicelab.transcribe.review_inputs import finish_review
+
+    rng = np.random.default_rng(0)
+    kept, dominant = (quality.unit_rows(rng.normal(size=quality.EMBEDDING_DIM)) for _ in range(2))
+    near = lambda v: quality.unit_rows(v + 0.02 * rng.normal(size=v.shape)).tolist()  # noqa: E731
+    signals = {
+        f"clip_{i:03d}": dataset.ClipSignals(
+            f"clip_{i:03d}", SENTENCES[i], 4.0, embedding=near(kept if i % OTHER_EVERY == 0 else dominant)
+        )
+        for i in range(len(SENTENCES))
+    }
+    ds = dataset.PreparedDataset(tmp_path)
+    rows = {k: s.text for k, s in signals.items()}
+    assert (
+        finish_review(ds, [], rows, signals, read_audio, None).other_speaker == len(SENTENCES) // OTHER_EVERY
+    )
+    ds.write_voice_print(kept, 1.0)
+    outcome = finish_review(ds, [], rows, signals, read_audio, tr.QualityOptions(report=False))
+    assert outcome.other_speaker == len(SENTENCES) - len(SENTENCES) // OTHER_EVERY
+    assert "vs the reference" in _review_rows(tmp_path)[0]["reasons"]
+    ds.voice_print_path.write_text("{not json", encoding="utf-8")  # unreadable: the dominant voice again
+    outcome = finish_review(ds, [], rows, signals, read_audio, tr.QualityOptions(report=False))
+    assert outcome.other_speaker == len(SENTENCES) // OTHER_EVERY
 
 
 def test_noise_and_a_music_bed_lower_dnsmos_and_are_flagged(tmp_path, speech_dir):

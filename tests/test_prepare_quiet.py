@@ -150,3 +150,41 @@ def test_old_manifests_without_the_cut_method_still_read(tmp_path):
     path.write_text(",".join(cols) + "\n" + ",".join(row[c] for c in cols) + "\n", encoding="utf-8")
     (back,) = dataset.read_manifest(path)
     assert back.cut_method == segment.METHOD_FIXED and back.threshold_dbfs is None
+
+
+def _pink_noise(seconds: float, rate: int, level_dbfs: float, seed: int = 0) -> np.ndarray:
+    """Pink (1/f power) noise at ``level_dbfs`` RMS: the spectrum of room tone and hiss."""
+    rng = np.random.default_rng(seed)
+    n = round(seconds * rate)
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    freqs = np.fft.rfftfreq(n, 1 / rate)
+    spectrum[1:] /= np.sqrt(freqs[1:])
+    spectrum[0] = 0
+    noise = np.fft.irfft(spectrum, n)
+    return (noise * 10 ** (level_dbfs / 20) / np.sqrt(np.mean(noise**2))).astype(np.float32)
+
+
+@pytest.mark.parametrize("level_dbfs", [-66.0, -50.0])
+def test_room_tone_alone_gives_no_clip(tmp_path, capsys, level_dbfs):
+    """20 s of pink noise: no speech stands out of the floor, so nothing is called speech."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    sf.write(raw / "room_tone.wav", _pink_noise(20.0, 24_000, level_dbfs), 24_000, subtype="PCM_16")
+    assert prepare_audio.main([str(raw), str(tmp_path / "out")]) == 0
+    assert "clips written: 0" in capsys.readouterr().out
+    assert not list((tmp_path / "out").glob("*.wav"))
+    left_out = dataset.read_sources_left_out(tmp_path / "out")
+    assert list(left_out) == ["room_tone.wav"]
+
+
+def test_room_tone_keeps_its_level_spread_under_the_speech_rule():
+    """What tells noise from a quiet take: pink noise's 10 ms levels spread over a few dB only."""
+    audio = _pink_noise(20.0, 24_000, -66.0)
+    builder = segment.EnvelopeBuilder(segment.frame_hop(24_000))
+    builder.add(audio)
+    env = builder.finish()
+    spread = np.percentile(env, segment.SPEECH_LEVEL_PERCENTILE) - np.percentile(
+        env, segment.NOISE_FLOOR_PERCENTILE
+    )
+    assert spread < segment.MIN_SPEECH_OVER_FLOOR_DB / 2
+    assert segment.choose_threshold(env, -40.0) == (-40.0, segment.METHOD_FIXED)

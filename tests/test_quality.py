@@ -96,9 +96,49 @@ def test_dnsmos_refuses_silence():
 def test_models_are_loaded_once(voices, monkeypatch):
     quality.speaker_embeddings(voices[0][:1], quality.SAMPLE_RATE)
     built = []
-    monkeypatch.setattr(quality_models, "_build_encoder", lambda device: built.append(device))
+    monkeypatch.setattr(quality_models, "resemblyzer_weights", lambda: built.append("weights"))
     quality.speaker_embeddings(voices[0][:1], quality.SAMPLE_RATE)
     assert built == []
+
+
+def test_resemblyzers_weights_read_without_torch_are_torch_loads():
+    """The legacy torch file is read with a restricted unpickler (no torch import): the same tensors."""
+    torch = pytest.importorskip("torch")
+    ours = quality_models.resemblyzer_weights()
+    path = quality_models._package_file("resemblyzer", quality_models.RESEMBLYZER_WEIGHTS)
+    theirs = torch.load(path, map_location="cpu", weights_only=True)["model_state"]
+    assert sorted(ours) == sorted(k for k in theirs if k.startswith(("lstm.", "linear.")))
+    for name, value in ours.items():
+        np.testing.assert_array_equal(value, theirs[name].numpy())
+
+
+def test_a_file_that_is_not_a_float_tensor_file_is_refused(tmp_path):
+    import pickle
+
+    path = tmp_path / "evil.pt"
+    with path.open("wb") as f:
+        for header in (1, 1001, {}):
+            pickle.dump(header, f)
+        pickle.dump(print, f)  # a callable the reader must never resolve
+    with pytest.raises(pickle.UnpicklingError, match=r"builtins\.print"):
+        quality_models._read_legacy_torch_file(path)
+
+
+def test_the_numpy_encoder_gives_the_torch_modules_prints(voices):
+    """On the CPU the encoder runs in numpy (no torch import); on a GPU the torch module: same prints."""
+    pytest.importorskip("torch")
+    main, other = voices
+    mels = [
+        quality.voice_mels(a[: quality.SAMPLE_RATE * k])
+        for a, k in zip([*main, *other], (1, 2, 3, 2, 1, 3, 2), strict=True)
+    ]
+    lengths = np.array([len(m) for m in mels])
+    batch = np.zeros((len(mels), lengths.max(), quality_models.MEL_CHANNELS), np.float32)
+    for row, m in enumerate(mels):
+        batch[row, : len(m)] = m
+    numpy_prints = quality_models.speaker_encoder("cpu")(batch, lengths)
+    torch_prints = quality_models._build_torch_encoder("cpu")(batch, lengths)
+    np.testing.assert_allclose(numpy_prints, torch_prints, atol=2e-6)
 
 
 def test_speech_rate_counts_words_over_speech_not_pauses(speech_dir):
@@ -111,3 +151,62 @@ def test_speech_rate_counts_words_over_speech_not_pauses(speech_dir):
     rate = quality.speech_rate("One two three four five six. Seven eight nine ten.", spoken)
     assert rate == pytest.approx(10 / spoken)
     assert np.isnan(quality.speech_rate("words", 0.0))
+
+
+def test_dnsmos_in_our_session_gives_speechmos_sessions_scores(voices):
+    """One ONNX thread, no P.808 model: the numbers of speechmos' own session (its default options) on
+    the same 9 s windows, calibrated by speechmos."""
+    from speechmos.dnsmos import DNSMOS
+
+    clip = np.concatenate([voices[0][0], voices[0][1], voices[0][2]])  # over 9 s: several windows
+    theirs = DNSMOS(
+        str(quality_models._package_file("speechmos", *quality_models.DNSMOS_MODEL)),
+        str(quality_models._package_file("speechmos", "dnsmos_models", "model_v8.onnx")),
+    )
+    window, hop = int(quality.DNSMOS_WINDOW_S * quality.SAMPLE_RATE), quality.SAMPLE_RATE
+    raw = [
+        theirs.onnx_sess.run(None, {"input_1": clip[None, s : s + window]})[0][0]
+        for s in range(0, len(clip) - window + 1, hop)
+    ]
+    expected = np.mean([theirs.get_polyfit_val(*r, False) for r in raw], axis=0)
+    ours = quality.dnsmos(clip, quality.SAMPLE_RATE)
+    assert len(raw) > 1
+    assert (ours.sig, ours.bak, ours.ovrl) == pytest.approx(tuple(expected), abs=1e-6)
+
+
+def test_batched_dnsmos_gives_the_per_clip_scores(voices):
+    """dnsmos_many scores every clip's windows in shared runs: the same numbers as one clip at a time."""
+    main, _other = voices
+    long_clip = np.concatenate([main[0], main[1], main[0]])  # over 9 s: several windows
+    clips = [main[0], long_clip]
+    batched = quality.dnsmos_many(clips, quality.SAMPLE_RATE)
+    for clip, score in zip(clips, batched, strict=True):
+        alone = quality.dnsmos(clip, quality.SAMPLE_RATE)
+        assert score.sig == pytest.approx(alone.sig, abs=1e-4)
+        assert score.bak == pytest.approx(alone.bak, abs=1e-4)
+        assert score.ovrl == pytest.approx(alone.ovrl, abs=1e-4)
+    with pytest.raises(ValueError, match="clip 1 is silence"):
+        quality.dnsmos_many([main[0], np.zeros(quality.SAMPLE_RATE, np.float32)], quality.SAMPLE_RATE)
+
+
+def test_window_embeddings_of_a_whole_clip_match_the_encoder_on_its_mel(voices):
+    """prepare-audio's window prints and transcribe's clip prints come from one encoder: a window over a
+    whole 1.6 s partial gives that partial's print."""
+    main, _other = voices
+    clip = main[0][: quality.SAMPLE_RATE * 2]
+    partials = quality._partial_mels(clip)
+    window = quality.embed_mel_windows([partials[0]])[0]
+    direct = quality_models.speaker_encoder("cpu")(partials[:1])[0]
+    np.testing.assert_allclose(window, direct, atol=1e-5)
+
+
+def test_the_numpy_mel_is_librosas(voices):
+    """quality.mel_frames replaces librosa's melspectrogram (its import costs seconds): same numbers."""
+    librosa = pytest.importorskip("librosa")
+    clip = voices[0][0]
+    ours = quality.mel_frames(clip)
+    theirs = librosa.feature.melspectrogram(
+        y=clip, sr=quality.SAMPLE_RATE, n_fft=400, hop_length=160, n_mels=quality.MEL_CHANNELS
+    ).T
+    assert ours.shape == theirs.shape
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6 * float(theirs.max()))

@@ -20,6 +20,10 @@ file                            written by        what
 ``exclusion_decisions.csv``     transcribe/studio ``filename,decision``: clips excluded, and those a person
                                                   restored (``--exclude-flagged`` never undoes a restore)
 ``sources_left_out.csv``        prepare-audio     recordings that failed or gave no clip, remembered until changed
+``source_voices.csv``           prepare-audio     per recording: minutes kept, of other voices, of music dropped
+                                                  (written with --reference or --speaker auto)
+``voice_print.json``            prepare-audio     the voice kept (--reference or --speaker auto): reruns with
+                                                  --speaker auto keep it, transcribe's review measures to it
 ``.dataset.lock``               every writer      the folder's writer lock (``PreparedDataset.writing``); empty
 ``.snac_cache/``                train-lora        SNAC codes per clip, keyed by content
 ==============================  ================  =====================================================
@@ -80,6 +84,8 @@ EXCLUDED_FILE = "excluded.csv"
 DECISIONS_FILE = "exclusion_decisions.csv"
 REPORT_INPUTS_FILE = "dataset_report.json"
 SOURCES_LEFT_OUT_FILE = "sources_left_out.csv"
+SOURCE_VOICES_FILE = "source_voices.csv"
+VOICE_PRINT_FILE = "voice_print.json"
 LOCK_FILE = ".dataset.lock"
 """Held by every writer of the folder (``writing``)."""
 LOCK_FILE_MODE = 0o644
@@ -99,6 +105,8 @@ FILE_NAMES = (
     EXCLUDED_FILE,
     DECISIONS_FILE,
     SOURCES_LEFT_OUT_FILE,
+    SOURCE_VOICES_FILE,
+    VOICE_PRINT_FILE,
     LOCK_FILE,
     CACHE_DIR,
     SCRATCH_PREFIX,
@@ -431,6 +439,11 @@ class ClipRecord:
     recording, cut under its own speech level; see ``segment.choose_threshold``)."""
     threshold_dbfs: float | None = None
     """The silence threshold the source was cut at (empty in manifests written before it was recorded)."""
+    speaker_similarity: float | None = None
+    """Cosine similarity of the clip's voice to the character (--reference or --speaker auto; else empty)."""
+    music: str = ""
+    """``bed``: the character over a music bed (kept with --music-bed keep); ``no``: none found; empty: not
+    looked for (prepare-audio without --reference or --speaker auto only drops music alone)."""
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -440,12 +453,18 @@ class ClipRecord:
     @classmethod
     def older_field_names(cls) -> list[str]:
         """Columns of manifests written before ``cut_method`` and ``threshold_dbfs``: still read."""
-        return cls.field_names()[:-2]
+        return cls.field_names()[:-4]
+
+    @classmethod
+    def readable_field_names(cls) -> list[list[str]]:
+        """Every column set a manifest of this tool has had: older ones read with the new fields empty."""
+        return [cls.field_names(), cls.field_names()[:-2], cls.older_field_names()]
 
     def to_row(self) -> dict[str, str]:
         row = {(MANIFEST_KEY_COLUMN if k == "key" else k): str(v) for k, v in asdict(self).items()}
         row["peak_limited"] = "yes" if self.peak_limited else "no"
         row["threshold_dbfs"] = "" if self.threshold_dbfs is None else str(self.threshold_dbfs)
+        row["speaker_similarity"] = "" if self.speaker_similarity is None else str(self.speaker_similarity)
         return row
 
     @classmethod
@@ -460,6 +479,8 @@ class ClipRecord:
             end_cut=row["end_cut"],
             cut_method=row.get("cut_method") or "fixed",
             threshold_dbfs=float(row["threshold_dbfs"]) if row.get("threshold_dbfs") else None,
+            speaker_similarity=float(row["speaker_similarity"]) if row.get("speaker_similarity") else None,
+            music=row.get("music") or "",
         )
 
 
@@ -470,7 +491,7 @@ def read_manifest(path: Path) -> list[ClipRecord]:
     expected = ClipRecord.field_names()
     with io.StringIO(_read_text(path), newline="") as f:
         reader = csv.DictReader(f)
-        if reader.fieldnames not in (expected, ClipRecord.older_field_names()):
+        if reader.fieldnames not in ClipRecord.readable_field_names():
             raise ManifestError(
                 f"{path} has columns {reader.fieldnames}, not {expected}: it was not written by this tool "
                 "(or by another version); move it away or rerun with --overwrite"
@@ -563,6 +584,69 @@ def _write_sources_left_out(path: Path, notes: Mapping[str, SourceLeftOut]) -> N
         for key in sorted(notes):
             writer.writerow(asdict(notes[key]))
         write_text_atomic(path, buffer.getvalue())
+
+
+# ------------------------------------------------------------------ source_voices.csv, voice_print.json
+
+
+@dataclass(frozen=True)
+class SourceMinutes:
+    """Where one recording's minutes went when prepare-audio kept one voice (a row of
+    ``source_voices.csv``)."""
+
+    source: str
+    minutes: float
+    kept_min: float
+    other_voices_min: float
+    music_min: float
+    unjudged_min: float
+    """Sound too short (or too near a change of voice) to tell whose it is."""
+
+
+def _read_source_voices(path: Path) -> dict[str, SourceMinutes]:
+    if not os.path.lexists(path):
+        return {}
+    try:
+        with io.StringIO(_read_text(path), newline="") as f:
+            return {
+                row["source"]: SourceMinutes(
+                    row["source"], *(float(row[n.name]) for n in fields(SourceMinutes)[1:])
+                )
+                for row in csv.DictReader(f)
+            }
+    except (OSError, KeyError, TypeError, ValueError, csv.Error, UsageError) as e:
+        logger.warning("%s unreadable (%s): minutes per voice left out of the report", path, e)
+        return {}
+
+
+def _write_source_voices(path: Path, rows: Mapping[str, SourceMinutes]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=[f.name for f in fields(SourceMinutes)], lineterminator="\n")
+    writer.writeheader()
+    for key in sorted(rows):
+        writer.writerow(
+            {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(rows[key]).items()}
+        )
+    with writing(path.parent):
+        if not rows:
+            path.unlink(missing_ok=True)
+            return
+        write_text_atomic(path, buffer.getvalue())
+
+
+VOICE_PRINT_DECIMALS = 6
+"""A voice print's numbers are unit-vector components: 6 decimals keep cosines to about 1e-6."""
+
+
+def _read_voice_print(path: Path) -> tuple[list[float], float] | None:
+    if not os.path.lexists(path):
+        return None
+    try:
+        data = json.loads(_read_text(path))
+        return [float(x) for x in data["embedding"]], float(data["minutes"])
+    except (OSError, KeyError, TypeError, ValueError, UsageError) as e:
+        logger.warning("%s unreadable (%s): the voice is picked again", path, e)
+        return None
 
 
 # ------------------------------------------------------------------------------------ expressive tags
@@ -1254,3 +1338,46 @@ class PreparedDataset:
             else:
                 notes[source] = note
             self.write_sources_left_out(notes)
+
+    # --- source_voices.csv -----------------------------------------------------------------------
+    @property
+    def source_voices_path(self) -> Path:
+        return self.dir / SOURCE_VOICES_FILE
+
+    def read_source_voices(self) -> dict[str, SourceMinutes]:
+        """Per-recording minutes by source (``{}`` when the file is absent or unreadable)."""
+        return _read_source_voices(self.source_voices_path)
+
+    def write_source_voices(self, rows: Mapping[str, SourceMinutes]) -> None:
+        """Replace ``source_voices.csv`` atomically (removed when empty), under the lock."""
+        _write_source_voices(self.source_voices_path, rows)
+
+    def update_source_voices(self, row: SourceMinutes) -> None:
+        """``source_voices.csv`` as it is now with ``row``'s recording set, under the lock."""
+        with writing(self.dir):
+            rows = self.read_source_voices()
+            rows[row.source] = row
+            self.write_source_voices(rows)
+
+    # --- voice_print.json ------------------------------------------------------------------------
+    @property
+    def voice_print_path(self) -> Path:
+        return self.dir / VOICE_PRINT_FILE
+
+    def read_voice_print(self) -> tuple[list[float], float] | None:
+        """The voice prepare-audio kept in an earlier run (``--reference`` or ``--speaker auto``) and its
+        minutes then, or ``None``."""
+        return _read_voice_print(self.voice_print_path)
+
+    def write_voice_print(self, embedding: Iterable[float], minutes: float) -> None:
+        """Save the kept voice print atomically (``{"embedding": [...256 floats], "minutes": m}``)."""
+        body = {
+            "embedding": [round(float(x), VOICE_PRINT_DECIMALS) for x in embedding],
+            "minutes": round(minutes, 3),
+        }
+        with writing(self.dir):
+            write_text_atomic(self.voice_print_path, json.dumps(body) + "\n")
+
+    def remove_voice_print(self) -> None:
+        with writing(self.dir):
+            self.voice_print_path.unlink(missing_ok=True)

@@ -1,7 +1,8 @@
 """dataset_report.png: one picture of a prepared dataset for a person to look at before training.
 
 Five panels: clip lengths, speaker similarity to the dataset's voice (threshold marked), DNSMOS scores,
-minutes kept per source, and the expressive tags (clips per Orpheus tag against the ~100 examples a tag
+minutes kept per source (with the minutes of other voices and music prepare-audio dropped, when it kept
+one voice), and the expressive tags (clips per Orpheus tag against the ~100 examples a tag
 needs, unknown annotations named); the title gives the guide's tier by the lower of clips and minutes. Kept =
 clips with a transcript row that excluded.csv does not list (what training uses).
 
@@ -15,7 +16,7 @@ import logging
 import textwrap
 import threading
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from voicelab.dataset import (
     ClipSignals,
     ManifestError,
     PreparedDataset,
+    SourceMinutes,
     count_tags,
     tag_spelling,
 )
@@ -68,6 +70,27 @@ def _minutes_per_source(kept: Sequence[ClipSignals], sources: dict[str, str]) ->
         rest = sum(m for _, m in ranked[MAX_SOURCES_SHOWN - 1 :])
         ranked = [*ranked[: MAX_SOURCES_SHOWN - 1], (f"{len(ranked) - MAX_SOURCES_SHOWN + 1} others", rest)]
     return ranked
+
+
+def _dropped_bars(
+    ax, names: Sequence[str], kept: Sequence[float], voices: Mapping[str, SourceMinutes]
+) -> None:
+    """Beside each source's kept minutes, the minutes prepare-audio dropped as other voices and as music
+    (written when it kept one voice)."""
+    if not voices:
+        return
+    other = [voices[n].other_voices_min if n in voices else 0.0 for n in names]
+    music = [voices[n].music_min if n in voices else 0.0 for n in names]
+    rows = range(len(names))
+    ax.barh(rows, other, left=kept, color="tab:gray", label="other voices (dropped)")
+    ax.barh(
+        rows,
+        music,
+        left=[k + o for k, o in zip(kept, other, strict=True)],
+        color="tab:orange",
+        label="music (dropped)",
+    )
+    ax.legend(fontsize=8)
 
 
 def _draw_tags(ax, kept: Sequence[ClipSignals], line: int) -> None:
@@ -160,7 +183,7 @@ def _draw_report(
     _lengths(axes[0][0], clips)
     _similarity(axes[0][1], speakers, line)
     _dnsmos(axes[1][0], clips)
-    _per_source(axes[1][1], _minutes_per_source(kept, _sources(ds)), longest_name)
+    _per_source(axes[1][1], _minutes_per_source(kept, _sources(ds)), ds.read_source_voices(), longest_name)
     _draw_tags(panels["tags"], kept, line)
     fig.tight_layout()
     try:
@@ -228,10 +251,14 @@ def _dnsmos(ax, clips: Sequence[ClipSignals]) -> None:
     ax.set(title="DNSMOS (1 bad - 5 excellent)", xlabel="score", ylabel="clips")
 
 
-def _per_source(ax, per_source: list[tuple[str, float]], longest_name: int) -> None:
+def _per_source(
+    ax, per_source: list[tuple[str, float]], dropped: Mapping[str, SourceMinutes], longest_name: int
+) -> None:
     if per_source:
         names, mins = zip(*reversed(per_source), strict=True)
-        ax.barh(range(len(names)), mins, color="tab:purple")
+        rows = range(len(names))
+        ax.barh(rows, mins, color="tab:purple", label="kept")
+        _dropped_bars(ax, names, mins, dropped)
         shown = [n if len(n) <= longest_name else "..." + n[3 - longest_name :] for n in names]
-        ax.set_yticks(range(len(names)), shown, fontsize=8)
+        ax.set_yticks(rows, shown, fontsize=8)
     ax.set(title="Minutes kept per source", xlabel="minutes")

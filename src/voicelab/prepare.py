@@ -16,7 +16,9 @@ leaves a manifest row without its clip. Sources already in the manifest are skip
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -24,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voicelab import orpheus, segment
+from voicelab import orpheus, segment, speaker_turns
 from voicelab.audio import AUDIO_SUFFIXES, AudioDecodeError, AudioError, AudioInfo, is_audio_file
 from voicelab.dataset import ENCODING, ClipRecord, ManifestError, PreparedDataset, SourceLeftOut, indexed_key
 from voicelab.errors import UsageError
@@ -38,6 +40,8 @@ rounding and for inter-sample peaks when the clip is resampled later (SNAC, play
 SECONDS_DECIMALS = 3  # manifest times to the millisecond
 DB_DECIMALS = 2
 SCRATCH_DTYPE = np.float32
+MUSIC_BED_DROP, MUSIC_BED_KEEP = "drop", "keep"
+SIMILARITY_DECIMALS = 3
 
 
 class PrepareError(UsageError):
@@ -52,11 +56,29 @@ class PrepareSettings:
     sample_rate: int = orpheus.SAMPLE_RATE  # the rate Orpheus' SNAC codec works at
     min_duration: float = 3.0
     max_duration: float = 13.0
-    silence_threshold: float = -40.0
+    silence_threshold: float = segment.DEFAULT_THRESHOLD_DB
     """dBFS; 10 ms frames under it are silent."""
     silence_min_len_ms: int = 500
     target_loudness: float = -20.0
     """RMS dBFS of every written clip (unless the peak guard lowers it)."""
+    reference: tuple[Path, ...] = ()
+    """Recordings of the character: keep only their voice (``voicelab.speaker_turns``)."""
+    speaker_auto: bool = False
+    """Keep only the voice that speaks most across the folder."""
+    speaker_threshold: float = speaker_turns.SPEAKER_THRESHOLD
+    music_bed: str = MUSIC_BED_DROP
+    """With a voice to keep: ``drop`` the character's speech over a music bed, or ``keep`` it marked."""
+    separate_vocals: bool = False
+    """Work on each recording's vocals stem (demucs; ``voicelab.separation``)."""
+    demucs_model: str = "htdemucs"
+    demucs_repo: Path | None = None
+    """A local folder of demucs models (offline); without it demucs downloads the model on first use."""
+    device: str = "cpu"
+    """torch device of the vocal separation (and of the speaker encoder when not ``cpu``)."""
+
+    @property
+    def selects_voice(self) -> bool:
+        return bool(self.reference) or self.speaker_auto
 
     def split_params(self) -> segment.SplitParams:
         hop = segment.frame_hop(self.sample_rate)
@@ -81,6 +103,15 @@ class SourceResult:
     error: str | None = None
     cut_method: str = segment.METHOD_FIXED
     threshold_db: float | None = None
+    selected: bool = False
+    """One voice was kept (--reference or --speaker auto): the seconds below are measured."""
+    other_voice_s: float = 0.0
+    music_s: float = 0.0
+    """Music dropped: music alone, and (unless kept) the character over a music bed."""
+    unjudged_s: float = 0.0
+    """Sound too short, or too near a change of voice, to tell whose it is."""
+    character_s: float = 0.0
+    """The character's speech found (kept or not)."""
 
     @property
     def clip_s(self) -> float:
@@ -98,6 +129,11 @@ class PrepareReport:
     """Sources an earlier run left out (failed, or no clip), unchanged since: not tried again."""
     dataset: list[ClipRecord] = field(default_factory=list)
     """Every row of the manifest after this run: earlier runs included."""
+    reference: speaker_turns.VoiceReference | None = None
+    voices_found: list[speaker_turns.FoundVoice] = field(default_factory=list)
+    """--speaker auto: the voices found across the folder, the kept one first."""
+    voice_from_earlier_run: float | None = None
+    """--speaker auto on a rerun: the voice print an earlier run picked (its minutes then)."""
 
     @property
     def failed(self) -> list[SourceResult]:
@@ -238,19 +274,34 @@ def prepare_source(
     output: PreparedDataset | Path,
     settings: PrepareSettings,
     on_progress: Callable[[float], None] = lambda _seconds: None,
+    selection: speaker_turns.Selection | None = None,
+    measured: speaker_turns.SourceVoices | None = None,
+    separator=None,
 ) -> SourceResult:
     """Cut one recording into clips in the ``output`` dataset; returns its manifest rows and what was left
-    out. Raises ``AudioError`` (naming the file) when it cannot be decoded; nothing is written then.
+    out.
+
+    With ``selection`` only the character's stretches become clips (``measured``: its windows when an
+    earlier pass measured them). With ``separator`` (a demucs model, ``--separate-vocals``) everything
+    is done on the recording's vocals stem (``voicelab.separation``). Raises ``AudioError`` (naming the
+    file) when it cannot be decoded; nothing is written then.
     """
     ds = output if isinstance(output, PreparedDataset) else PreparedDataset(output)
     rate = settings.sample_rate
     hop = segment.frame_hop(rate)
-    fade_samples = round(segment.FADE_SECONDS * rate)
     params = settings.split_params()
-    with ds.scratch_file() as scratch:
-        env_db, n_samples = _decode_to_scratch(info, rate, scratch, on_progress)
+    with contextlib.ExitStack() as stack:
+        scratch, env_db, n_samples = _decode(info, ds, settings, on_progress, separator, stack)
         threshold, method = segment.choose_threshold(env_db, params.threshold_db)
-        plan = segment.plan_clips(env_db, replace(params, threshold_db=threshold))
+        params = replace(params, threshold_db=threshold)
+        voices = None
+        if selection is None:
+            plan = segment.plan_clips(env_db, params)
+        else:
+            if separator is not None:
+                measured = None  # the first pass measured the mix: the vocals are measured again
+            voices = measured or _measure(env_db, threshold, scratch, hop, rate, selection.device)
+            plan = speaker_turns.select_clips(env_db, threshold, params, selection, voices)
         result = SourceResult(
             source=source_key,
             duration_s=n_samples / rate,
@@ -258,32 +309,114 @@ def prepare_source(
             cut_method=method,
             threshold_db=round(threshold, DB_DECIMALS),
         )
-        for index, span in enumerate(plan.clips):
-            start, stop = span.start * hop, span.end * hop
-            audio, gain_db, limited = normalise(
-                apply_fades(_read_span(scratch, start, stop), fade_samples), settings.target_loudness
-            )
-            key = indexed_key(stem, index)
-            ds.write_clip(key, audio, rate)
-            result.records.append(
-                ClipRecord(
-                    key=key,
-                    source=source_key,
-                    start_s=round(start / rate, SECONDS_DECIMALS),
-                    end_s=round(stop / rate, SECONDS_DECIMALS),
-                    duration_s=round((stop - start) / rate, SECONDS_DECIMALS),
-                    rms_dbfs=round(segment.rms_dbfs(audio), DB_DECIMALS),
-                    peak_dbfs=round(segment.peak_dbfs(audio), DB_DECIMALS),
-                    gain_db=round(gain_db, DB_DECIMALS),
-                    peak_limited=limited,
-                    start_cut=span.start_cut,
-                    end_cut=span.end_cut,
-                    cut_method=method,
-                    threshold_dbfs=result.threshold_db,
-                )
-            )
-    result.silence_s = max(0.0, result.duration_s - result.clip_s - result.short_speech_s)
+        if voices is not None:
+            _count_voices(result, voices, selection)
+        for span in plan.clips:
+            _write_clip(scratch, span, stem, ds, settings, result, selection, voices)
+    dropped = result.short_speech_s + result.other_voice_s + result.music_s + result.unjudged_s
+    result.silence_s = max(0.0, result.duration_s - result.clip_s - dropped)
     return result
+
+
+def load_separator(settings: PrepareSettings):
+    """--separate-vocals: the demucs model (``models.separation.load_demucs``; ``SeparationModelError``)."""
+    from voicelab.models.separation import load_demucs
+
+    return load_demucs(settings.demucs_model, settings.demucs_repo, settings.device)
+
+
+def _decode(info: AudioInfo, ds: PreparedDataset, settings: PrepareSettings, on_progress, separator, stack):
+    """Pass 1: the recording decoded into a scratch file, its sample count and envelope; with ``separator``,
+    its vocals stem in a second scratch file and the stem's envelope instead."""
+    rate = settings.sample_rate
+    scratch = stack.enter_context(ds.scratch_file())
+    env_db, n_samples = _decode_to_scratch(info, rate, scratch, on_progress)
+    if separator is None:
+        return scratch, env_db, n_samples
+    from voicelab import separation
+
+    logger.info("%s: separating the vocals (%.1f min)", info.path, n_samples / rate / 60)
+    vocals = stack.enter_context(ds.scratch_file())
+    envelope = segment.EnvelopeBuilder(segment.frame_hop(rate))
+
+    def write(stem: np.ndarray) -> None:
+        envelope.add(stem)
+        vocals.write(stem.tobytes())
+
+    recording = separation.Recording(lambda a, b: _read_span(scratch, a, b).copy(), n_samples, rate)
+    separation.separate_vocals(separator, recording, write, device=settings.device)
+    return vocals, envelope.finish(), n_samples
+
+
+def _measure(env_db, threshold, scratch, hop: int, rate: int, device: str) -> speaker_turns.SourceVoices:
+    return speaker_turns.measure_windows(
+        env_db, threshold, lambda a, b: _read_span(scratch, a, b), hop, rate, device=device
+    )
+
+
+def measure_source(
+    info: AudioInfo, ds: PreparedDataset, settings: PrepareSettings
+) -> speaker_turns.SourceVoices:
+    """--speaker auto's first pass over one recording: its windows' voice prints (nothing written)."""
+    rate = settings.sample_rate
+    hop = segment.frame_hop(rate)
+    with ds.scratch_file() as scratch:
+        env_db, _ = _decode_to_scratch(info, rate, scratch, lambda _s: None)
+        threshold, _ = segment.choose_threshold(env_db, settings.silence_threshold)
+        return _measure(env_db, threshold, scratch, hop, rate, settings.device)
+
+
+def _count_voices(
+    result: SourceResult, voices: speaker_turns.SourceVoices, selection: speaker_turns.Selection
+) -> None:
+    result.selected = True
+    result.other_voice_s = voices.seconds(speaker_turns.OTHER)
+    result.music_s = voices.seconds(speaker_turns.MUSIC)
+    result.unjudged_s = voices.seconds(speaker_turns.SHORT)
+    result.character_s = voices.seconds(speaker_turns.KEEP, speaker_turns.MUSIC_BED)
+    if speaker_turns.MUSIC_BED not in selection.keep_labels:
+        result.music_s += voices.seconds(speaker_turns.MUSIC_BED)
+
+
+def _write_clip(scratch, span, stem, ds: PreparedDataset, settings, result, selection, voices) -> None:
+    """Read, fade, normalise and write one planned clip and add its manifest row."""
+    rate = settings.sample_rate
+    hop = segment.frame_hop(rate)
+    start, stop = span.start * hop, span.end * hop
+    raw = _read_span(scratch, start, stop)
+    similarity, music_mark = None, ""
+    if voices is not None:
+        sim = speaker_turns.clip_similarity(voices, span.start, span.end, selection.reference)
+        similarity = None if math.isnan(sim) else round(sim, SIMILARITY_DECIMALS)
+        bed = any(
+            w.label == speaker_turns.MUSIC_BED and w.start < span.end and w.end > span.start
+            for w in voices.windows
+        )
+        music_mark = "bed" if bed else "no"
+    audio, gain_db, limited = normalise(
+        apply_fades(raw, round(segment.FADE_SECONDS * rate)), settings.target_loudness
+    )
+    key = indexed_key(stem, len(result.records))
+    ds.write_clip(key, audio, rate)
+    result.records.append(
+        ClipRecord(
+            key=key,
+            source=result.source,
+            start_s=round(start / rate, SECONDS_DECIMALS),
+            end_s=round(stop / rate, SECONDS_DECIMALS),
+            duration_s=round((stop - start) / rate, SECONDS_DECIMALS),
+            rms_dbfs=round(segment.rms_dbfs(audio), DB_DECIMALS),
+            peak_dbfs=round(segment.peak_dbfs(audio), DB_DECIMALS),
+            gain_db=round(gain_db, DB_DECIMALS),
+            peak_limited=limited,
+            start_cut=span.start_cut,
+            end_cut=span.end_cut,
+            cut_method=result.cut_method,
+            threshold_dbfs=result.threshold_db,
+            speaker_similarity=similarity,
+            music=music_mark,
+        )
+    )
 
 
 def _remove_orphans(ds: PreparedDataset, stem: str, keep: set[str]) -> None:
@@ -305,6 +438,11 @@ class _Run:
     records: list[ClipRecord]
     left_out: dict[str, SourceLeftOut]
     stems: dict[str, str] = field(default_factory=dict)
+    selection: speaker_turns.Selection | None = None
+    measured: dict[str, speaker_turns.SourceVoices] = field(default_factory=dict)
+    """--speaker auto: each source's windows from the first pass."""
+    separator: object = None
+    """--separate-vocals: the demucs model, loaded once."""
 
     def leave_out(self, path: Path, key: str, reason: str) -> None:
         self.left_out[key] = SourceLeftOut.of(path, key, reason)
@@ -320,15 +458,27 @@ class _Run:
         _remove_orphans(self.ds, stem, {r.key for r in self.records})
         tracker = _SourceProgress(bar, (info.duration_s or 0.0) / 60)
         try:
-            result = prepare_source(info, key, stem, self.ds, self.settings, tracker.advance)
+            result = prepare_source(
+                info,
+                key,
+                stem,
+                self.ds,
+                self.settings,
+                tracker.advance,
+                self.selection,
+                self.measured.pop(key, None),
+                self.separator,
+            )
         except AudioError as e:
             logger.error("%s", e)
             self.leave_out(path, key, str(e))
             return SourceResult(source=key, error=str(e))
         finally:
             tracker.finish()
+        if result.selected:
+            _record_source_voices(self.ds, result)
         if not result.records:
-            why = "silence only" if result.short_speech_s == 0 else "speech too short for a clip"
+            why = _why_no_clips(result, self.settings)
             logger.warning("%s: no clips (%s)", info.path, why)
             self.leave_out(path, key, f"no clips: {why}")
             return result
@@ -347,6 +497,74 @@ class _Run:
         return result
 
 
+def _why_no_clips(result: SourceResult, settings: PrepareSettings) -> str:
+    if result.selected and result.character_s == 0:
+        return (
+            "the character never speaks in it (no stretch reaches similarity "
+            f"{settings.speaker_threshold:g} to their voice)"
+        )
+    if result.selected and result.music_s > 0 and settings.music_bed == MUSIC_BED_DROP:
+        return "the character speaks only over music, dropped by --music-bed drop (keep keeps it, marked)"
+    if result.music_s > 0 and result.short_speech_s == 0:
+        return "music only"
+    return "silence only" if result.short_speech_s == 0 else "speech too short for a clip"
+
+
+def _record_source_voices(ds: PreparedDataset, result: SourceResult) -> None:
+    from voicelab.dataset import SourceMinutes
+
+    ds.update_source_voices(
+        SourceMinutes(
+            result.source,
+            result.duration_s / 60,
+            result.clip_s / 60,
+            result.other_voice_s / 60,
+            result.music_s / 60,
+            result.unjudged_s / 60,
+        )
+    )
+
+
+def _selection(
+    settings: PrepareSettings, run: _Run, todo: list, report: PrepareReport
+) -> speaker_turns.Selection | None:
+    """The voice to keep: the references' voice print, or (--speaker auto) the voice that speaks most in
+    the sources of this run, measured in a first pass. ``None`` without either flag."""
+    if settings.reference:
+        report.reference = report.reference or speaker_turns.load_reference(
+            settings.reference, device=settings.device
+        )
+        reference = report.reference.embedding
+        run.ds.write_voice_print(reference, report.reference.seconds / 60)  # transcribe's review reads it
+    elif settings.speaker_auto and (earlier := run.ds.read_voice_print()) is not None:
+        reference = np.asarray(earlier[0], dtype=np.float32)
+        report.voice_from_earlier_run = earlier[1]
+        logger.info("--speaker auto: keeping the voice an earlier run picked (%s)", run.ds.voice_print_path)
+    elif settings.speaker_auto:
+        for key, _path, info in todo:
+            if isinstance(info, AudioInfo):
+                with contextlib.suppress(AudioError):  # the second pass reports it
+                    run.measured[key] = measure_source(info, run.ds, settings)
+        report.voices_found = speaker_turns.find_voices(list(run.measured.values()))
+        if not report.voices_found:
+            return None
+        reference = report.voices_found[0].embedding
+        run.ds.write_voice_print(reference, report.voices_found[0].seconds / 60)
+        logger.info(
+            "--speaker auto: keeping the voice that speaks most (%.1f min); %d other voice(s) found",
+            report.voices_found[0].seconds / 60,
+            len(report.voices_found) - 1,
+        )
+    else:
+        return None
+    return speaker_turns.Selection(
+        reference,
+        settings.speaker_threshold,
+        keep_music_bed=settings.music_bed == MUSIC_BED_KEEP,
+        device=settings.device,
+    )
+
+
 def prepare_dataset(
     input_path: Path,
     output_dir: Path,
@@ -355,13 +573,18 @@ def prepare_dataset(
     overwrite: bool = False,
     retry_left_out: bool = False,
     progress: bool = True,
+    reference: speaker_turns.VoiceReference | None = None,
+    separator=None,
 ) -> PrepareReport:
     """Prepare every audio file under ``input_path`` into ``output_dir`` (see the module docstring).
 
     A source that fails is logged (one line naming it and the reason) and recorded in the report and in
     ``sources_left_out.csv``; the others go on. A rerun skips sources already in the manifest, and those
-    left out before and unchanged since (unless ``retry_left_out``). Raises ``PrepareError`` or
-    ``dataset.ManifestError`` when nothing can start.
+    left out before and unchanged since (unless ``retry_left_out``). Raises ``PrepareError``,
+    ``speaker_turns.ReferenceError``, ``models.separation.SeparationModelError`` or
+    ``dataset.ManifestError`` when nothing can start. ``reference``: ``settings.reference`` already loaded
+    (``speaker_turns.load_reference``); ``separator``: the demucs model of ``settings.separate_vocals``
+    already loaded (``load_separator``).
     """
     settings = settings or PrepareSettings()
     check_paths(input_path, output_dir)
@@ -372,8 +595,11 @@ def prepare_dataset(
         _clear_previous(ds)
     run = _Run(ds, settings, ds.read_manifest(), ds.read_sources_left_out())
     run.stems = {r.source: _stem_of(r.key) for r in run.records}
-    report = PrepareReport(output=output_dir, settings=settings)
+    report = PrepareReport(output=output_dir, settings=settings, reference=reference)
     todo = _plan(sources, run, report, retry_left_out)
+    if settings.separate_vocals and todo:
+        run.separator = separator or load_separator(settings)
+    run.selection = _selection(settings, run, todo, report)
     total_min = sum((i.duration_s or 0.0) / 60 for _, _, i in todo if isinstance(i, AudioInfo))
     bar_format = "{l_bar}{bar}| {n:.1f}/{total:.1f} audio min [{elapsed}<{remaining}] {postfix}"
     with _progress_bar(total_min, bar_format, progress and bool(todo)) as bar:
@@ -476,9 +702,12 @@ def _probe(path: Path) -> AudioInfo | AudioError:
 
 
 def _clear_previous(ds: PreparedDataset) -> None:
-    """--overwrite: delete the clips the old manifest lists, the manifest, and what was left out."""
+    """--overwrite: delete the clips the old manifest lists, the manifest, what was left out, the minutes
+    per voice and the voice kept."""
     with ds.writing():
         ds.write_sources_left_out({})
+        ds.write_source_voices({})
+        ds.remove_voice_print()
         try:
             old = ds.read_manifest()
         except ManifestError as e:

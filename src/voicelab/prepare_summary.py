@@ -7,9 +7,9 @@ import math
 import numpy as np
 
 from voicelab import segment
-from voicelab.dataset import MANIFEST_FILE, SOURCES_LEFT_OUT_FILE
+from voicelab.dataset import MANIFEST_FILE, SOURCE_VOICES_FILE, SOURCES_LEFT_OUT_FILE, VOICE_PRINT_FILE
 from voicelab.dataset_tiers import DATASET_LEVELS, LEVEL_MINUTES, dataset_level, level_basis
-from voicelab.prepare import PrepareReport
+from voicelab.prepare import MUSIC_BED_KEEP, PrepareReport
 
 ADAPTIVE_SHOWN = 5  # how many adaptively cut sources the summary names before "..."
 
@@ -32,7 +32,9 @@ def duration_histogram(durations: list[float], low: float, high: float, width: i
 
 def format_summary(report: PrepareReport) -> str:
     """The end-of-run report a user reads: what was made, what was left out and why, where the dataset stands."""
-    return "\n".join([*_made(report), *_cuts(report), *_left_out(report), *_standing(report)])
+    return "\n".join(
+        [*_made(report), *_voice_lines(report), *_cuts(report), *_left_out(report), *_standing(report)]
+    )
 
 
 def _made(report: PrepareReport) -> list[str]:
@@ -57,6 +59,64 @@ def _made(report: PrepareReport) -> list[str]:
             f"  {limited} clip(s) peak-limited: quieter than {s.target_loudness:g} dBFS RMS so that no sample "
             f"clips (peak_limited=yes in {MANIFEST_FILE})"
         )
+    return lines
+
+
+MAX_SOURCES_LISTED = 20  # per-source lines in the summary; source_voices.csv has them all
+
+
+def _voice_lines(report: PrepareReport) -> list[str]:
+    """Which voice was kept, the others found, and per source where its minutes went."""
+    s = report.settings
+    lines = []
+    if s.separate_vocals and report.done:
+        lines.append(
+            f"  vocals separated (demucs {s.demucs_model}) in {len(report.done)} file(s): the cuts, voices and "
+            "music below were measured on the vocals stem, and the clips are cut from it"
+        )
+    if report.reference is not None:
+        lines.append(
+            f"  voice kept: the reference's ({len(report.reference.sources)} file(s), "
+            f"{report.reference.seconds:.1f} s of speech), similarity >= {s.speaker_threshold:g}"
+        )
+    elif report.voices_found:
+        kept, *others = report.voices_found
+        found = ", ".join(f"{v.seconds / 60:.1f} min" for v in others) or "none"
+        lines.append(
+            f"  voice kept (--speaker auto): the one that speaks most, {kept.seconds / 60:.1f} min; "
+            f"other voices found: {len(others)} ({found})"
+        )
+    elif report.voice_from_earlier_run is not None:
+        lines.append(
+            f"  voice kept (--speaker auto): the one an earlier run picked ({report.voice_from_earlier_run:.1f} "
+            f"min then; {VOICE_PRINT_FILE}; --overwrite picks again)"
+        )
+    elif s.speaker_auto:
+        lines.append("  --speaker auto: no voice found to keep (no stretch of speech long enough to judge)")
+    selected = [r for r in report.done if r.selected]
+    if not selected:
+        return lines
+    music_what = "music alone" if s.music_bed == MUSIC_BED_KEEP else "music, and speech over music"
+    lines.append(
+        f"  per source: min kept / other voices dropped / {music_what} dropped / too short to tell whose "
+        f"(all in {SOURCE_VOICES_FILE})"
+    )
+    for r in selected[:MAX_SOURCES_LISTED]:
+        lines.append(
+            f"    {r.source}: {r.clip_s / 60:.1f} / {r.other_voice_s / 60:.1f} / {r.music_s / 60:.1f} / "
+            f"{r.unjudged_s / 60:.1f}"
+        )
+    if len(selected) > MAX_SOURCES_LISTED:
+        lines.append(f"    ... {len(selected) - MAX_SOURCES_LISTED} more")
+    never = [r.source for r in selected if r.character_s == 0]
+    if never:
+        lines.append(
+            f"  the character never speaks in {len(never)} file(s) (in {SOURCES_LEFT_OUT_FILE}): "
+            + ", ".join(never)
+        )
+    kept_bed = sum(r.music == "bed" for r in report.new_records)
+    if kept_bed:
+        lines.append(f"  {kept_bed} clip(s) over a music bed, kept (music=bed in {MANIFEST_FILE})")
     return lines
 
 

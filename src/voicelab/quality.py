@@ -7,13 +7,17 @@
 - ``dnsmos``: Microsoft's DNSMOS P.835 scores (SIG speech quality, BAK background, OVRL overall, 1-5),
   run from the ONNX models that ship inside the ``speechmos`` wheel.
 - ``speech_rate`` / ``speech_seconds``: words per second of actual speech (pauses excluded).
+- ``voice_mels`` / ``embed_mel_windows``: the same encoder over windows of any length, batched, for
+  prepare-audio's choice of who speaks where (``voicelab.speaker_turns``); ``dnsmos_many``: DNSMOS of
+  several clips in shared runs. This module is the one home of what the speaker encoder measures.
 
-Both models load through ``voicelab.models.quality`` (once per process). Heavy imports (torch, librosa,
+Both models load through ``voicelab.models.quality`` (once per process). Heavy imports (torch,
 onnxruntime) happen inside functions.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,7 +37,7 @@ PARTIAL_FRAMES = 160  # 1.6 s of 10 ms frames
 PARTIALS_PER_SECOND = 1.3  # Resemblyzer's default overlap: a new partial every ~0.77 s
 MIN_LAST_PARTIAL_COVERAGE = 0.75  # a zero-padded last partial counts only if 75% of it is audio
 LEVEL_TARGET_DBFS = -30.0  # Resemblyzer normalises quiet input up to this level before the mel
-PARTIALS_PER_FORWARD = 256  # partials per LSTM batch: bounds memory on long datasets (~25 MB of mels)
+PARTIALS_PER_FORWARD = 64  # partials per encoder batch: bounds memory (the LSTM's gate inputs: ~42 MB)
 
 # DNSMOS P.835 (the "sig_bak_ovr" model): scores 9.01 s windows, hopped by 1 s; a shorter clip is
 # repeated up to one window (the reference implementation's rule).
@@ -72,16 +76,79 @@ def _to_16k(audio: np.ndarray, sample_rate: int) -> np.ndarray:
 # ------------------------------------------------------------------------------------ speaker embedding
 
 
-def _partial_mels(audio: np.ndarray) -> np.ndarray:
-    """``(P, PARTIAL_FRAMES, MEL_CHANNELS)`` mel partials covering a 16 kHz clip (Resemblyzer's slicing)."""
-    import librosa
-
-    hop = round(SAMPLE_RATE * MEL_HOP_S)
+def _level_up(audio: np.ndarray) -> np.ndarray:
+    """Raise quiet audio to ``LEVEL_TARGET_DBFS`` RMS (never lower it), as Resemblyzer does."""
     rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) if audio.size else 0.0
     if rms > 0:
         gain_db = LEVEL_TARGET_DBFS - 20 * np.log10(rms)
-        if gain_db > 0:  # raise quiet clips only, as Resemblyzer does
-            audio = audio * np.float32(10 ** (gain_db / 20))
+        if gain_db > 0:
+            return audio * np.float32(10 ** (gain_db / 20))
+    return audio
+
+
+def mel_frames(audio: np.ndarray) -> np.ndarray:
+    """``(F, MEL_CHANNELS)`` float32: the encoder's input for 16 kHz mono audio, one frame per 10 ms
+    (Resemblyzer's mel: linear power, 25 ms Hann windows, centred), ``F = len(audio) // hop + 1``.
+
+    The same numbers as ``librosa.feature.melspectrogram`` with these settings (to float32 rounding),
+    computed in numpy: importing librosa costs seconds of start-up (numba), longer than the work.
+    """
+    n_fft = round(SAMPLE_RATE * MEL_WINDOW_S)
+    hop = round(SAMPLE_RATE * MEL_HOP_S)
+    padded = np.pad(np.asarray(audio, dtype=np.float32), n_fft // 2)  # librosa: centred, zero-padded
+    n = 1 + (len(padded) - n_fft) // hop
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop][:n]
+    power = np.abs(np.fft.rfft(frames * _hann(n_fft), axis=1)) ** 2
+    return (power.astype(np.float32) @ _mel_filters(n_fft).T).astype(np.float32)
+
+
+def _hann(n: int) -> np.ndarray:
+    """The periodic Hann window (librosa's and scipy's ``get_window("hann", n)``)."""
+    return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)).astype(np.float32)
+
+
+def _slaney_mel(hz: np.ndarray) -> np.ndarray:
+    """Hz -> mel on Slaney's scale (librosa's default): linear to 1 kHz, logarithmic above."""
+    hz = np.asarray(hz, dtype=np.float64)
+    linear = hz / (200.0 / 3)
+    log_part = 15.0 + np.log(np.maximum(hz, 1e-10) / 1000.0) / (np.log(6.4) / 27.0)
+    return np.where(hz >= 1000.0, log_part, linear)
+
+
+def _slaney_hz(mel: np.ndarray) -> np.ndarray:
+    mel = np.asarray(mel, dtype=np.float64)
+    return np.where(mel >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27.0) * (mel - 15.0)), mel * (200.0 / 3))
+
+
+@functools.lru_cache(maxsize=4)
+def _mel_filters(n_fft: int) -> np.ndarray:
+    """``(MEL_CHANNELS, n_fft // 2 + 1)`` triangular filters, Slaney area-normalised, 0 Hz to Nyquist
+    (``librosa.filters.mel(sr=16000, n_fft=n_fft, n_mels=40)``)."""
+    fft_hz = np.linspace(0, SAMPLE_RATE / 2, n_fft // 2 + 1)
+    mel_hz = _slaney_hz(np.linspace(_slaney_mel(0.0), _slaney_mel(SAMPLE_RATE / 2), MEL_CHANNELS + 2))
+    gaps = np.diff(mel_hz)
+    ramps = mel_hz[:, None] - fft_hz[None, :]
+    lower = -ramps[:-2] / gaps[:-1, None]
+    upper = ramps[2:] / gaps[1:, None]
+    weights = np.maximum(0, np.minimum(lower, upper))
+    weights *= (2.0 / (mel_hz[2:] - mel_hz[:MEL_CHANNELS]))[:, None]
+    return weights.astype(np.float32)
+
+
+def voice_mels(audio: np.ndarray) -> np.ndarray:
+    """The encoder's input for a stretch of 16 kHz audio: raised to Resemblyzer's level, as a clip is."""
+    return mel_frames(_level_up(audio))
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Each row (or the one vector) scaled to length 1; zero rows stay zero."""
+    return _normalise_rows(x)
+
+
+def _partial_mels(audio: np.ndarray) -> np.ndarray:
+    """``(P, PARTIAL_FRAMES, MEL_CHANNELS)`` mel partials covering a 16 kHz clip (Resemblyzer's slicing)."""
+    hop = round(SAMPLE_RATE * MEL_HOP_S)
+    audio = _level_up(audio)
     n_frames = int(np.ceil((len(audio) + 1) / hop))
     step = round(SAMPLE_RATE / PARTIALS_PER_SECOND / hop)
     starts = list(range(0, max(1, n_frames - PARTIAL_FRAMES + step + 1), step))
@@ -89,15 +156,40 @@ def _partial_mels(audio: np.ndarray) -> np.ndarray:
     if coverage < MIN_LAST_PARTIAL_COVERAGE and len(starts) > 1:
         starts.pop()
     needed = (starts[-1] + PARTIAL_FRAMES) * hop
-    audio = np.pad(audio, (0, max(needed - len(audio), 0)))
-    mel = librosa.feature.melspectrogram(
-        y=audio.astype(np.float32, copy=False),
-        sr=SAMPLE_RATE,
-        n_fft=round(SAMPLE_RATE * MEL_WINDOW_S),
-        hop_length=hop,
-        n_mels=MEL_CHANNELS,
-    ).T.astype(np.float32)
+    mel = mel_frames(np.pad(audio, (0, max(needed - len(audio), 0))))
     return np.stack([mel[s : s + PARTIAL_FRAMES] for s in starts])
+
+
+WINDOWS_PER_FORWARD = 64
+"""Windows run together through the encoder, sorted by length; each step of the LSTM computes only the
+windows still running, so their lengths may differ. The cost is the LSTM's matrix products (1.35 M
+multiply-adds per frame, compute-bound): 4.5 ms of CPU per second of audio here (docs/benchmarks.md)."""
+ENCODER_THREADS = 1
+"""BLAS threads for the encoder's matrix products: on the shared 2-core machine a second BLAS thread spent
+10x the CPU spinning for a core it did not get (docs/benchmarks.md). Running groups of windows on two
+Python threads instead left the CPU as it was and grew the peak memory of an hour of audio from 190 to
+420 MB (each thread's allocator keeps its own freed buffers), for no wall time measurable under load."""
+
+
+def embed_mel_windows(mels: Sequence[np.ndarray], *, device: str = "cpu") -> np.ndarray:
+    """``(W, 256)`` L2-normalised voice prints of mel windows of any lengths (``(T_i, MEL_CHANNELS)``),
+    each the encoder's state after its own last frame, windows batched by length."""
+    from threadpoolctl import threadpool_limits
+
+    out = np.zeros((len(mels), EMBEDDING_DIM), np.float32)
+    if not len(mels):
+        return out
+    encoder = speaker_encoder(device)
+    order = np.argsort([len(m) for m in mels], kind="stable")
+    with threadpool_limits(limits=ENCODER_THREADS, user_api="blas"):
+        for lo in range(0, len(order), WINDOWS_PER_FORWARD):
+            group = order[lo : lo + WINDOWS_PER_FORWARD]
+            lengths = np.array([len(mels[k]) for k in group])
+            batch = np.zeros((len(group), int(lengths.max()), MEL_CHANNELS), np.float32)
+            for row, k in enumerate(group):
+                batch[row, : lengths[row]] = mels[k]
+            out[group] = encoder(batch, lengths)
+    return out
 
 
 def speaker_embeddings(audios: Sequence[np.ndarray], sample_rate: int, *, device: str = "cpu") -> np.ndarray:
@@ -106,19 +198,20 @@ def speaker_embeddings(audios: Sequence[np.ndarray], sample_rate: int, *, device
     Each clip is the normalised mean of its 1.6 s partials' embeddings; all partials of all clips go
     through the encoder in shared batches.
     """
-    import torch
+    from threadpoolctl import threadpool_limits
 
     if not audios:
         return np.zeros((0, EMBEDDING_DIM), np.float32)
-    model = speaker_encoder(device)
+    encoder = speaker_encoder(device)
     partials = [_partial_mels(_to_16k(a, sample_rate)) for a in audios]
     stacked = np.concatenate(partials)
-    outs = []
-    with torch.inference_mode():
-        for lo in range(0, len(stacked), PARTIALS_PER_FORWARD):
-            batch = torch.from_numpy(stacked[lo : lo + PARTIALS_PER_FORWARD]).to(device)
-            outs.append(model(batch).float().cpu().numpy())
-    flat = np.concatenate(outs)
+    with threadpool_limits(limits=ENCODER_THREADS, user_api="blas"):
+        flat = np.concatenate(
+            [
+                encoder(stacked[lo : lo + PARTIALS_PER_FORWARD])
+                for lo in range(0, len(stacked), PARTIALS_PER_FORWARD)
+            ]
+        )
     bounds = np.cumsum([0] + [len(p) for p in partials])
     means = np.stack([flat[a:b].mean(axis=0) for a, b in itertools.pairwise(bounds)])
     silent = np.array([not np.any(a) for a in audios])
@@ -177,12 +270,45 @@ def dnsmos(audio: np.ndarray, sample_rate: int) -> DnsmosScore:
     hop = int(DNSMOS_HOP_S * SAMPLE_RATE)
     if len(audio) < window:
         audio = np.tile(audio, int(np.ceil(window / len(audio))))
-    scores = []
-    for start in range(0, len(audio) - window + 1, hop):
-        raw = model.onnx_sess.run(None, {"input_1": audio[None, start : start + window]})[0][0]
-        scores.append(model.get_polyfit_val(*raw, False))  # raw network outputs -> calibrated MOS
+    scores = [
+        model.scores(audio[None, start : start + window])[0]
+        for start in range(0, len(audio) - window + 1, hop)
+    ]
     sig, bak, ovrl = np.mean(np.asarray(scores, dtype=np.float64), axis=0)
     return DnsmosScore(sig=float(sig), bak=float(bak), ovrl=float(ovrl))
+
+
+DNSMOS_WINDOWS_PER_RUN = 32
+"""9 s windows scored per ONNX run (the model's batch axis is free): 32 windows are 18 MB of input."""
+
+
+def dnsmos_many(audios: Sequence[np.ndarray], sample_rate: int) -> list[DnsmosScore]:
+    """``dnsmos`` of several clips, their windows scored together in batched runs of the same model (the
+    per-clip values to float rounding; ``tests/test_quality.py`` compares them)."""
+    model = dnsmos_model()
+    window = int(DNSMOS_WINDOW_S * SAMPLE_RATE)
+    hop = int(DNSMOS_HOP_S * SAMPLE_RATE)
+    windows, owner = [], []
+    for index, audio in enumerate(audios):
+        audio = np.clip(_to_16k(audio, sample_rate), -1.0, 1.0).astype(np.float32)
+        if not audio.size or not np.any(audio):
+            raise ValueError(f"DNSMOS needs clips with sound in them (clip {index} is silence)")
+        if len(audio) < window:
+            audio = np.tile(audio, int(np.ceil(window / len(audio))))
+        for start in range(0, len(audio) - window + 1, hop):
+            windows.append(audio[start : start + window])
+            owner.append(index)
+    scores = np.concatenate(
+        [
+            model.scores(np.stack(windows[lo : lo + DNSMOS_WINDOWS_PER_RUN]))
+            for lo in range(0, len(windows), DNSMOS_WINDOWS_PER_RUN)
+        ]
+    )
+    out = []
+    for index in range(len(audios)):
+        sig, bak, ovrl = scores[np.asarray(owner) == index].mean(axis=0)
+        out.append(DnsmosScore(sig=float(sig), bak=float(bak), ovrl=float(ovrl)))
+    return out
 
 
 # ------------------------------------------------------------------------------------------- speech rate

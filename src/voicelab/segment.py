@@ -35,6 +35,8 @@ FADE_SECONDS = 0.010
 MAX_JOIN_PAUSE_SECONDS = 2.0
 """Longest pause allowed inside a clip (or twice the pause length, if larger): a 5 s silence in the
 middle of a training clip teaches the model to stall."""
+DEFAULT_THRESHOLD_DB = -40.0
+"""The guide's silence threshold (prepare-audio's --silence-threshold default)."""
 DB_FLOOR = -200.0
 """Level given to digital silence (log of zero); far below any threshold a user would set."""
 
@@ -53,6 +55,11 @@ NOISE_FLOOR_PERCENTILE = 10
 """The recording's noise floor: this percentile of its frame levels (its quietest pauses)."""
 NOISE_MARGIN_DB = 6.0
 """An adaptive threshold stays this far above the noise floor, so pauses still read as silence."""
+MIN_SPEECH_OVER_FLOOR_DB = 20.0
+"""The adaptive threshold is used only where the loud level stands at least this far over the noise
+floor. Speech swings its 10 ms levels over 30 dB and more between syllables and pauses; steady noise
+alone (room tone, hiss, pink noise) spreads them over a few dB (pink noise: ~4 dB between these two
+percentiles, docs/benchmarks.md), and an adaptive threshold there would call the noise speech."""
 METHOD_FIXED = "fixed"
 METHOD_ADAPTIVE = "adaptive"
 
@@ -61,6 +68,8 @@ CUT_FILE_EDGE = "file-edge"
 CUT_PAUSE = "pause"
 CUT_SHORT_PAUSE = "short-pause"
 CUT_FORCED = "forced"
+CUT_VOICE = "voice-change"
+"""An edge where another voice or music was cut away (prepare-audio --reference / --speaker auto)."""
 
 
 def frame_hop(sample_rate: int) -> int:
@@ -218,7 +227,8 @@ def choose_threshold(env_db: np.ndarray, threshold_db: float) -> tuple[float, st
 
     ``threshold_db`` (the user's, or the guide's -40 dBFS) unless it would fall inside the recording's
     speech; then one ``ADAPTIVE_DEPTH_DB`` under its loud speech level, kept over its noise floor and
-    never above ``threshold_db``. Percentiles of the envelope only: milliseconds per hour of audio.
+    never above ``threshold_db``. A recording whose loud level does not stand ``MIN_SPEECH_OVER_FLOOR_DB``
+    over its floor (steady noise alone) keeps ``threshold_db``. Percentiles of the envelope only: milliseconds per hour of audio.
     """
     env_db = np.asarray(env_db, dtype=np.float32)
     audible = env_db[env_db > DB_FLOOR]
@@ -228,6 +238,8 @@ def choose_threshold(env_db: np.ndarray, threshold_db: float) -> tuple[float, st
     if threshold_db <= loud - MIN_THRESHOLD_DEPTH_DB:
         return threshold_db, METHOD_FIXED
     floor = float(np.percentile(env_db, NOISE_FLOOR_PERCENTILE))
+    if loud - floor < MIN_SPEECH_OVER_FLOOR_DB:  # no speech stands out of this floor: noise alone
+        return threshold_db, METHOD_FIXED
     adaptive = max(loud - ADAPTIVE_DEPTH_DB, floor + NOISE_MARGIN_DB)
     if adaptive >= threshold_db:  # a noise floor this high leaves nothing better than the fixed one
         return threshold_db, METHOD_FIXED

@@ -103,6 +103,30 @@ def build_parser() -> argparse.ArgumentParser:
         default=-20.0,
         help="RMS loudness of every clip (dBFS); lowered per clip where needed so that no sample clips",
     )
+    _add_voice_flags(parser)
+    separation = parser.add_argument_group(
+        "vocal separation (optional extra: pip install -e '.[separation]')",
+        "separate each recording's vocals from the music under them (demucs) before anything else",
+    )
+    separation.add_argument(
+        "--separate-vocals",
+        action="store_true",
+        help="work on each recording's vocals stem: a music bed under the character is taken out instead of "
+        "the speech being dropped (about 2 s of CPU per second of audio; fast on a GPU with --device cuda)",
+    )
+    separation.add_argument(
+        "--demucs-model",
+        default="htdemucs",
+        metavar="NAME",
+        help="demucs model (downloaded by demucs on first use, or found in --demucs-repo)",
+    )
+    separation.add_argument(
+        "--demucs-repo",
+        type=Path,
+        metavar="DIR",
+        help="a local folder of demucs models (NAME.yaml and its .th files, as demucs' own --repo): offline",
+    )
+    separation.add_argument("--device", default="cpu", help="torch device for the separation (cpu, cuda)")
     parser.add_argument(
         "--overwrite", action="store_true", help="redo every source (deletes the clips the manifest lists)"
     )
@@ -115,6 +139,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_voice_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags that keep one voice (--reference, --speaker auto) and tune it."""
+    from voicelab.dataset import MANIFEST_FILE
+
+    voice = parser.add_argument_group(
+        "sources with other voices or music",
+        "keep only the character's voice: cuts fall at every change of voice as well as in pauses, and "
+        "stretches too short to tell whose they are are dropped",
+    )
+    chooser = voice.add_mutually_exclusive_group()
+    chooser.add_argument(
+        "--reference",
+        type=Path,
+        nargs="+",
+        metavar="FILE",
+        help="clean recordings (or clips) of the character, at least 2 s of speech in all: only their "
+        "voice becomes clips",
+    )
+    chooser.add_argument(
+        "--speaker",
+        choices=["auto"],
+        help="auto: keep the voice that speaks most across the folder (the summary names the others found)",
+    )
+    voice.add_argument(
+        "--speaker-threshold",
+        type=positive_float,
+        help="cosine similarity to the character's voice from which a stretch is theirs (default 0.75)",
+    )
+    voice.add_argument(
+        "--music-bed",
+        choices=["drop", "keep"],
+        help="the character speaking over music: drop it (the default: a voice trained on it learns the "
+        "music too), or "
+        f"keep it marked music=bed in {MANIFEST_FILE}. Music alone never becomes a clip",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -124,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(
             f"--min-duration ({args.min_duration}) must be below --max-duration ({args.max_duration})"
         )
+    if not (args.reference or args.speaker):
+        for name, value in _voice_flags(args).items():
+            if value is not None:
+                parser.error(f"--{name.replace('_', '-')} applies only with --reference or --speaker auto")
     setup_logging(args.verbose)
     return run_step(
         lambda: _prepare(args),
@@ -133,6 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     )
 
 
+def _voice_flags(args: argparse.Namespace) -> dict:
+    """The flags that tune keeping one voice (``None``: not given, the setting's default)."""
+    return {"speaker_threshold": args.speaker_threshold, "music_bed": args.music_bed}
+
+
 def _prepare(args: argparse.Namespace) -> int:
     from voicelab.prepare import PrepareSettings, check_paths, find_sources, prepare_dataset
     from voicelab.prepare_summary import format_summary
@@ -140,7 +210,6 @@ def _prepare(args: argparse.Namespace) -> int:
     check_paths(args.input, args.output)
     find_sources(args.input)  # a missing or empty INPUT is reported before OUTPUT is created
     warn_if_not_a_voice_name(args.output)
-    require_output_dir(args.output, "OUTPUT")
     settings = PrepareSettings(
         sample_rate=args.sample_rate,
         min_duration=args.min_duration,
@@ -148,10 +217,34 @@ def _prepare(args: argparse.Namespace) -> int:
         silence_threshold=args.silence_threshold,
         silence_min_len_ms=args.silence_min_len,
         target_loudness=args.target_loudness,
+        reference=tuple(args.reference or ()),
+        speaker_auto=args.speaker == "auto",
+        **{k: v for k, v in _voice_flags(args).items() if v is not None},
+        separate_vocals=args.separate_vocals,
+        demucs_model=args.demucs_model,
+        demucs_repo=args.demucs_repo,
+        device=args.device,
     )
+    # a bad reference or separation model is reported before OUTPUT is created
+    reference = separator = None
+    if args.reference:
+        from voicelab.speaker_turns import load_reference
+
+        reference = load_reference(args.reference)
+    if args.separate_vocals:
+        from voicelab.prepare import load_separator
+
+        separator = load_separator(settings)
+    require_output_dir(args.output, "OUTPUT")
     with _logs_above_the_bar():
         report = prepare_dataset(
-            args.input, args.output, settings, overwrite=args.overwrite, retry_left_out=args.retry_failed
+            args.input,
+            args.output,
+            settings,
+            overwrite=args.overwrite,
+            retry_left_out=args.retry_failed,
+            reference=reference,
+            separator=separator,
         )
     print(format_summary(report))
     written = len(report.new_records)

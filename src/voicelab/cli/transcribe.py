@@ -281,7 +281,7 @@ def _print_quality(summary: tr.TranscribeSummary, args) -> None:
         reused = summary.clips - summary.measured - len(summary.failed)
         print(
             f"audio measures (speaker, DNSMOS, speech time) for {summary.measured} clips in "
-            f"{summary.quality_s:.1f} s"
+            f"{summary.quality_s:.1f} s beside Whisper ({summary.quality_wait_s:.1f} s waited for)"
             + (
                 f"; {reused} reused from {dataset.PreparedDataset.of_transcript(summary.output).signals_path.name}"
                 if reused > 0

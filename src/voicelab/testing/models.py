@@ -223,3 +223,27 @@ def build_tiny_whisper(out_path: Path | str, *, seed: int = 0, favoured_tokens: 
     out_path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"dims": asdict(dims), "model_state_dict": model.state_dict()}, out_path)
     return out_path
+
+
+TINY_DEMUCS_NAME = "tiny_htdemucs"
+
+
+def build_tiny_demucs(out_dir: Path | str, *, name: str = TINY_DEMUCS_NAME, seed: int = 0) -> Path:
+    """A small random Hybrid Transformer Demucs in a folder laid out as demucs' ``--repo`` expects
+    (``NAME.th``): ``demucs.pretrained.get_model(NAME, repo=out_dir)`` loads it as it loads a downloaded
+    ``htdemucs``. The same architecture and stems (drums, bass, other, vocals; 44.1 kHz stereo; depth 4,
+    so the transformer sees a short sequence) with 8 channels and one transformer layer instead of 48 and
+    5: ~0.4 s of CPU for 3 s of audio. Its stems are noise: assert on structure, never on separation.
+    Needs the ``separation`` extra (demucs)."""
+    import torch
+    from demucs.htdemucs import HTDemucs
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    model = HTDemucs(["drums", "bass", "other", "vocals"], channels=8, depth=4, t_layers=1, segment=4)
+    args, kwargs = model._init_args_kwargs
+    package = {"klass": HTDemucs, "args": args, "kwargs": kwargs, "state": model.state_dict()}
+    path = out_dir / f"{name}.th"
+    torch.save(package, path)
+    return path

@@ -81,13 +81,7 @@ def finish_review(
 ) -> ReviewOutcome:
     """The review file, and with ``quality`` excluded.csv and the dataset report."""
     inputs = review_inputs(rows, signals, clips)
-    reference = None
-    if quality is not None and quality.reference:
-        from voicelab.quality import speaker_embeddings
-
-        reference = speaker_embeddings(
-            [read(p) for p in quality.reference], WHISPER_SAMPLE_RATE, device=quality_device(quality.device)
-        )
+    reference = _reference(ds, read, quality)
     threshold = quality.speaker_threshold if quality is not None else DEFAULT_SPEAKER_THRESHOLD
     speakers = speaker_context(inputs, reference=reference, threshold=threshold)
     items = review(inputs, speakers)
@@ -100,6 +94,24 @@ def finish_review(
     if quality is not None:
         _finish_quality(ds, items, inputs, speakers, quality, outcome)
     return outcome
+
+
+def _reference(ds: PreparedDataset, read: Callable[[Path], np.ndarray], quality: QualityOptions | None):
+    """What speaker similarity is measured to: the user's reference clips; else the voice prepare-audio
+    kept (``--reference`` or ``--speaker auto``, its saved voice print); else ``None``, the dominant voice."""
+    if quality is None:
+        return None
+    if quality.reference:
+        from voicelab.quality import speaker_embeddings
+
+        return speaker_embeddings(
+            [read(p) for p in quality.reference], WHISPER_SAMPLE_RATE, device=quality_device(quality.device)
+        )
+    kept = ds.read_voice_print()
+    if kept is None:
+        return None
+    logger.info("speaker similarity measured to the voice prepare-audio kept (%s)", ds.voice_print_path)
+    return np.asarray(kept[0], dtype=np.float32)
 
 
 def _finish_quality(

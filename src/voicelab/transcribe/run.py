@@ -1,8 +1,8 @@
 """The transcribe step: clips -> transcript rows (durable one by one), signals, then the review.
 
 ``transcribe_clips`` runs the plan ``voicelab.transcribe.resume`` made, through a Whisper transcriber
-(``voicelab.transcribe.backends``), measuring each clip's audio beside it (``voicelab.transcribe.signals``),
-and ends with the review (``voicelab.transcribe.review_inputs``). Every file is written through
+(``voicelab.transcribe.backends``), measuring each clip's audio beside it on worker threads while Whisper
+runs (``voicelab.transcribe.signals.Measurer``), and ends with the review (``voicelab.transcribe.review_inputs``). Every file is written through
 ``voicelab.dataset.PreparedDataset``.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,7 +32,7 @@ from voicelab.dataset import (
 from voicelab.transcribe.backends import WHISPER_SAMPLE_RATE, ClipResult, Transcriber
 from voicelab.transcribe.resume import ResumePlan, clip_duration_s
 from voicelab.transcribe.review_inputs import ReviewOutcome, finish_review
-from voicelab.transcribe.signals import QUALITY_BATCH, QualityOptions, measure_quality
+from voicelab.transcribe.signals import QUALITY_BATCH, Measurer, PendingMeasures, QualityOptions
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,8 @@ class TranscribeSummary:
     missing: list[str] = field(default_factory=list)  # rows kept whose clip is gone (ResumePlan.missing)
     changed: list[str] = field(default_factory=list)  # clips redone because their audio changed
     measured: int = 0  # clips given audio measures this run (speaker embedding, DNSMOS, speech time)
-    quality_s: float = 0.0  # seconds spent on those measures
+    quality_s: float = 0.0  # seconds the measuring threads spent on those measures
+    quality_wait_s: float = 0.0  # seconds the run waited for them once Whisper was done (not hidden)
     other_speaker: int = 0  # clips flagged as another speaker
     noisy: int = 0  # clips flagged for background noise/music or distorted speech
     excluded_new: int = 0  # clips added to excluded.csv this run
@@ -113,13 +115,28 @@ def transcribe_clips(
     summary.missing, summary.changed = list(plan.missing), list(plan.changed)
     redone = set(plan.changed)
     rows = ds.update_transcript(lambda now: [] if plan.fresh else [r for r in now if r[0] not in redone])
-    work = _Pass(ds, transcriber, read or read_16k, quality, summary, dict(rows), dict(plan.signals))
+    work = _Pass(ds, transcriber, read or read_16k, summary, dict(rows), dict(plan.signals))
     ds.write_signals(work.signals)
-    work.run(clips, plan.todo, progress)
+    if quality is None:
+        work.run(clips, plan.todo, progress)
+    else:
+        with Measurer(quality.device) as work.measurer:
+            work.run(clips, plan.todo, progress)
+        summary.quality_s = work.measurer.busy_s
     summary.rows = len(work.rows)
     summary.tags = count_tags(work.rows.values())
     summary.add_review(finish_review(ds, clips, work.rows, work.signals, work.read, quality))
     return summary
+
+
+@dataclass
+class _Batch:
+    """Clips read, their audio measures under way, Whisper still to run."""
+
+    clips: list[Path]
+    ok: list[Path]
+    audios: list[np.ndarray]
+    pending: PendingMeasures | None
 
 
 @dataclass
@@ -129,10 +146,10 @@ class _Pass:
     ds: PreparedDataset
     transcriber: Transcriber | None
     read: Callable[[Path], np.ndarray]
-    quality: QualityOptions | None
     summary: TranscribeSummary
     rows: dict[str, str]
     signals: dict[str, ClipSignals]
+    measurer: Measurer | None = None
 
     def run(self, clips: Sequence[Path], todo: list[Path], progress: bool) -> None:
         """Transcribe ``todo`` (then catch up on unmeasured clips); the files are sorted at the end."""
@@ -151,26 +168,41 @@ class _Pass:
         rows_out, signals_out = self.ds.transcript_writer(), self.ds.signals_appender()
         try:
             step = self.transcriber.batch_size if self.transcriber is not None else 1
-            for start in range(0, len(todo), step):
-                batch = todo[start : start + step]
-                self.transcribe(batch, rows_out, signals_out)
-                bar.update(sum(durations[c] for c in batch) / 60)
-                bar.set_postfix_str(f"clips {start + len(batch)}/{len(todo)}", refresh=False)
-            if self.quality is not None:
+            batches = [todo[start : start + step] for start in range(0, len(todo), step)]
+            # the measures of the next batches start while Whisper works on this one (one per worker)
+            ahead = self.measurer.workers if self.measurer is not None and batches else 0
+            queue: deque[_Batch] = deque()
+            done = 0
+            for index, batch in enumerate(batches):
+                queue.append(self.start(batch))
+                while queue and (len(queue) > ahead or index == len(batches) - 1):
+                    finished = self.transcribe(queue.popleft(), rows_out, signals_out)
+                    done += len(finished)
+                    bar.set_postfix_str(f"clips {done}/{len(todo)}", refresh=False)
+                    bar.update(sum(durations[c] for c in finished) / 60)
+            if self.measurer is not None:
                 _catch_up_quality(
-                    clips, self.rows, self.signals, signals_out, self.read, self.quality, self.summary
+                    clips, self.rows, self.signals, signals_out, self.read, self.measurer, self.summary
                 )
         finally:
             bar.close()
             self.sort_files()
 
-    def transcribe(
-        self, batch: Sequence[Path], rows_out: TranscriptWriter, signals_out: SignalsAppender
-    ) -> None:
+    def start(self, batch: Sequence[Path]) -> _Batch:
+        """Read a batch's clips and start their audio measures."""
         ok, audios = _read_clips(batch, self.read, self.summary.failed)
+        pending = self.measurer.submit(audios) if self.measurer is not None and audios else None
+        return _Batch(list(batch), ok, audios, pending)
+
+    def transcribe(
+        self, work: _Batch, rows_out: TranscriptWriter, signals_out: SignalsAppender
+    ) -> list[Path]:
+        """Whisper on a started batch, then its rows and records (each row before its record); returns the
+        batch's clips."""
+        ok, audios = work.ok, work.audios
         results = self.transcriber.transcribe_batch(audios) if audios else []  # type: ignore[union-attr]
         results = _tags_normalised(results, self.summary)
-        measures = _measure(audios, self.quality, self.summary)
+        measures = _measures(work.pending, len(audios), self.summary)
         for clip, audio, result, m in zip(ok, audios, results, measures, strict=True):
             key, duration = clip_key(clip), len(audio) / WHISPER_SAMPLE_RATE
             logger.debug("%s (%.1f s): %r", clip.name, duration, result.text)
@@ -180,6 +212,7 @@ class _Pass:
             signals_out.append(record)
             self.signals[key] = record
             self.summary.audio_s += duration
+        return work.clips
 
     def sort_files(self) -> None:
         """Both files sorted as they are now (others' rows included), never rewritten from memory."""
@@ -215,16 +248,14 @@ def _tags_normalised(results: Sequence[ClipResult], summary: TranscribeSummary) 
     return out
 
 
-def _measure(
-    audios: Sequence[np.ndarray], quality: QualityOptions | None, summary: TranscribeSummary
-) -> list[dict]:
-    """The audio measures of a batch (``{}`` each without ``quality``), timed into ``summary``."""
-    if quality is None or not audios:
-        return [{} for _ in audios]
+def _measures(pending: PendingMeasures | None, n: int, summary: TranscribeSummary) -> list[dict]:
+    """A batch's audio measures (``{}`` each without them), the wait for them timed into ``summary``."""
+    if pending is None:
+        return [{} for _ in range(n)]
     began = time.perf_counter()
-    measures = measure_quality(audios, quality.device)
-    summary.quality_s += time.perf_counter() - began
-    summary.measured += len(audios)
+    measures = pending.result()
+    summary.quality_wait_s += time.perf_counter() - began
+    summary.measured += n
     return measures
 
 
@@ -234,7 +265,7 @@ def _catch_up_quality(
     signals: dict[str, ClipSignals],
     appender: SignalsAppender,
     read: Callable[[Path], np.ndarray],
-    options: QualityOptions,
+    measurer: Measurer,
     summary: TranscribeSummary,
 ) -> None:
     """Measure the clips done earlier without audio measures (an older run), never Whisper again."""
@@ -250,10 +281,7 @@ def _catch_up_quality(
         ok, audios = _read_clips(stale[start : start + QUALITY_BATCH], read, summary.failed)
         if not audios:
             continue
-        began = time.perf_counter()
-        measures = measure_quality(audios, options.device)
-        summary.quality_s += time.perf_counter() - began
-        summary.measured += len(audios)
+        measures = _measures(measurer.submit(audios), len(audios), summary)
         for clip, audio, m in zip(ok, audios, measures, strict=True):
             key = clip_key(clip)
             old = signals.get(key)

@@ -4,11 +4,22 @@ Each clip's audio (already in memory at 16 kHz) is measured once (``voicelab.qua
 embedding, DNSMOS scores, its seconds of speech, and its longest non-speech sound
 (``voicelab.vocal_events``). They are stored in the signals file (``voicelab.dataset.ClipSignals``), so a
 rerun measures only clips it has no measures for.
+
+The measures run on worker threads (``Measurer``) while Whisper transcribes the same clips: the speaker
+encoder (numpy) and the ONNX models (DNSMOS, Silero VAD) release the GIL, so on a machine with a core
+Whisper does not use they cost no wall time (docs/benchmarks.md). The numbers are those of
+``measure_quality`` on one clip at a time.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
+import os
+import threading
+import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,3 +103,78 @@ def measure_quality(audios: Sequence[np.ndarray], device: str = "cpu") -> list[d
             )
         out.append(fields_)
     return out
+
+
+def measure_workers(device: str) -> int:
+    """Worker threads for the audio measures. With Whisper on a GPU (``device`` CUDA) the CPU is free:
+    one per core but the one Whisper's loop runs on. With Whisper on the CPU, one: Whisper needs the other
+    cores (``--threads`` tells it how many it may take; on 2 cores, 1 leaves the measures a core of their
+    own). Each worker measures on one core (``quality.ENCODER_THREADS``, ``models.quality.DNSMOS_THREADS``).
+    """
+    if device.startswith("cuda"):
+        return max(1, len(os.sched_getaffinity(0)) - 1)
+    return 1
+
+
+class PendingMeasures:
+    """The audio measures of one batch of clips, being taken on the workers."""
+
+    def __init__(self, futures: list[Future]):
+        self._futures = futures
+
+    def result(self) -> list[dict]:
+        """Each clip's measures (``ClipSignals`` fields by name), in order; waits for them."""
+        return [fields_ for future in self._futures for fields_ in future.result()]
+
+
+class Measurer:
+    """Takes the audio measures of clips on worker threads, beside the caller's Whisper.
+
+    ``submit(audios)`` returns at once; the clips are shared among the workers in contiguous parts, each
+    part's speaker embeddings taken in one batch. ``busy_s``: seconds the workers spent measuring.
+    ``device``: Whisper's and the speaker encoder's (``--device``); asked on first use, since checking
+    for CUDA imports torch.
+    """
+
+    def __init__(self, device: str = "cpu", workers: int | None = None):
+        self.requested_device = device
+        self._workers = workers
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self.busy_s = 0.0
+
+    @functools.cached_property
+    def device(self) -> str:
+        return quality_device(self.requested_device)
+
+    @functools.cached_property
+    def workers(self) -> int:
+        return self._workers or measure_workers(self.device)
+
+    def submit(self, audios: Sequence[np.ndarray]) -> PendingMeasures:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="audio-measures")
+        parts = min(self.workers, len(audios))
+        bounds = [round(k * len(audios) / parts) for k in range(parts + 1)] if parts else [0]
+        return PendingMeasures(
+            [self._pool.submit(self._measure, audios[a:b]) for a, b in itertools.pairwise(bounds)]
+        )
+
+    def _measure(self, audios: Sequence[np.ndarray]) -> list[dict]:
+        began = time.perf_counter()
+        try:
+            return measure_quality(audios, self.device)
+        finally:
+            with self._lock:
+                self.busy_s += time.perf_counter() - began
+
+    def close(self) -> None:
+        """Wait for the measures under way; drop those not started (a Ctrl-C)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> Measurer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
