@@ -1,10 +1,26 @@
-"""Session fixtures: tiny random models built offline, once per test session (never committed)."""
+"""Shared fixtures: tiny random models built offline, once per test session (never committed); a voices
+folder, the OpenAI SDK on a module's ``server``, the stand-in vLLM, Chromium and a page; the repository
+root. Texts the tests speak are in ``voicelab.testing.texts``."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
 from voicelab import testing
+from voicelab.testing.browser import CHROMIUM
+
+REPO = Path(__file__).resolve().parents[1]
+"""The repository root (tests import it: ``from conftest import REPO``)."""
+BROWSER_MARKS = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason=f"no Chromium at {CHROMIUM}: install the distribution's package (apt-get install chromium)",
+    ),
+]
+"""``pytestmark`` of a module of browser tests (they use the ``browser`` and ``page`` fixtures below)."""
 
 
 def pytest_addoption(parser):
@@ -30,6 +46,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="module")
+def anyio_backend():
+    """``@pytest.mark.anyio`` tests run on asyncio (the server's loop), never on trio."""
+    return "asyncio"
 
 
 @pytest.fixture(scope="session")
@@ -73,8 +95,8 @@ def speech_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def fast_transcribe_flags():
-    """Greedy, no fallback, one thread: the tiny model decodes fast, and on a loaded 2-core machine extra
-    threads only spin (a 20x slowdown measured here)."""
+    """Greedy, no fallback, one thread: the tiny model decodes fast, and on a loaded machine extra threads
+    only spin."""
     return ["--temperature-increment-on-fallback", "0", "--beam-size", "1", "--no-progress", "--threads", "1"]
 
 
@@ -86,6 +108,67 @@ def restore_torch_threads():
     before = torch.get_num_threads()
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def voices_dir(tmp_path_factory, tiny_orpheus_dir):
+    """A voices folder with two voices on the tiny model: alice (prompt prefix "Alice: ") and bob."""
+    from voicelab.testing.voices import write_voice_folder
+
+    root = tmp_path_factory.mktemp("voices")
+    write_voice_folder(root, "alice", base_model=str(tiny_orpheus_dir), prompt_prefix="Alice: ")
+    write_voice_folder(root, "bob", base_model=str(tiny_orpheus_dir))
+    return root
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    """The OpenAI SDK on the module's ``server`` (retries off, so a failure shows as it happened)."""
+    import openai
+
+    with openai.OpenAI(base_url=f"{server.url}/v1", api_key="none", max_retries=0) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def vllm(tiny_orpheus_dir):
+    """The stand-in vLLM on the tiny model, pacing its tokens as a GPU would stream them."""
+    from voicelab.testing.browser import TOKEN_DELAY_S
+    from voicelab.testing.fake_vllm import FakeVLLMServer
+
+    with FakeVLLMServer(base_model=str(tiny_orpheus_dir), token_delay=TOKEN_DELAY_S) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Chromium (the distribution's, by path) driven by Playwright; browser tests only."""
+    from playwright.sync_api import sync_playwright
+
+    from voicelab.testing.browser import CHROMIUM_ARGS
+
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh browser page that records console errors (``page.console_errors``) and dialogs, which it
+    dismisses (``page.dialogs``), and keeps downloads."""
+    from voicelab.testing.browser import STEP_TIMEOUT_MS
+
+    context = browser.new_context(accept_downloads=True)
+    context.set_default_timeout(STEP_TIMEOUT_MS)
+    page = context.new_page()
+    page.console_errors = []
+    page.dialogs = []
+    page.on("console", lambda m: m.type == "error" and page.console_errors.append(m.text))
+    page.on("pageerror", lambda e: page.console_errors.append(str(e)))
+    page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
+    yield page
+    context.close()
 
 
 @pytest.fixture(scope="session")

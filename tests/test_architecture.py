@@ -6,9 +6,13 @@ import ast
 import re
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO
+
 SRC = REPO / "src"
-MAX_FUNCTION_LINES = 80
+MAX_FUNCTION_LINES = 60
+"""Longest function in src/, from its ``def`` line to its last line."""
+LONG_BECAUSE = "Longer than 60 lines because"
+"""A function's docstring that starts a sentence with this says why it is longer, and may be."""
 
 
 def module_name(path: Path) -> str:
@@ -52,7 +56,8 @@ def test_every_function_in_src_is_short():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 length = node.end_lineno - node.lineno + 1
-                if length >= MAX_FUNCTION_LINES:
+                explained = LONG_BECAUSE in (ast.get_docstring(node) or "")
+                if length > MAX_FUNCTION_LINES and not explained:
                     long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({length} lines)")
     assert not long, long
 

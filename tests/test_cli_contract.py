@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from conftest import REPO
 from voicelab.cli import prepare_audio, train_lora
 from voicelab.cli import transcribe as transcribe_cli
 from voicelab.testing import speech_like_noise
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture

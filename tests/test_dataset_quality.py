@@ -18,26 +18,10 @@ from voicelab import dataset, dataset_review, quality, testing
 from voicelab import transcribe as tr
 from voicelab.audio import read_audio
 from voicelab.cli import transcribe as transcribe_cli
+from voicelab.testing.texts import SENTENCES
 
 pytestmark = pytest.mark.usefixtures("restore_torch_threads")
 
-SENTENCES = (
-    "The quick brown fox jumps over the lazy dog near the river bank.",
-    "She sells sea shells by the sea shore every summer morning.",
-    "I would like a cup of coffee and a slice of cake, please.",
-    "Tomorrow we travel north to see the mountains covered in snow.",
-    "Please remember to lock the door when you leave the house.",
-    "The library opens at nine and closes late on Thursdays.",
-    "My grandmother grew tomatoes and beans in her little garden.",
-    "A sudden storm rolled in from the sea just after lunch.",
-    "He carried the heavy box up three flights of narrow stairs.",
-    "We watched the sun go down behind the old stone bridge.",
-    "Every evening the children played football in the park.",
-    "The train to the city was late again this morning.",
-    "Could you tell me the way to the nearest post office?",
-    "The old clock in the hall stopped at a quarter past four.",
-    "They painted the kitchen a bright and cheerful yellow.",
-)
 MAIN_VOICE = "en-us"
 OTHER_VOICE = "en-us+f3"  # espeak-ng's female variant: a different speaker, same language
 OTHER_EVERY = 5  # clips 4, 9, 14 are the other voice: 12 to 3, the 4:1 mix

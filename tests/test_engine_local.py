@@ -26,11 +26,6 @@ pytestmark = pytest.mark.anyio
 GREEDY = SamplingParams(temperature=0.0, max_tokens=21)
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
 def _build_adapter(base_dir, out_dir, seed):
     """A random (non-identity) rank-4 LoRA on the seven projections, saved the way training saves one."""
     import torch

@@ -27,11 +27,6 @@ PROMPT += [orpheus.START_OF_AI, orpheus.START_OF_SPEECH]
 
 
 @pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
-@pytest.fixture
 def adapter_dir(tmp_path):
     folder = tmp_path / "alice"
     folder.mkdir()

@@ -348,6 +348,7 @@ def test_all_on_an_empty_folder_says_there_is_nothing(tmp_path, capsys):
     assert "no trained voice" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # the verdict: test_verdicts_follow_the_thresholds_and_their_overrides, fast
 def test_memorised_clip_is_flagged_as_overfitting(
     tmp_path, tiny_orpheus_dir, tiny_snac_dir, tiny_whisper_path
 ):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from conftest import REPO
 from voicelab import dataset, orpheus
 from voicelab.audio import write_wav
 from voicelab.cli import export_dataset
@@ -133,5 +134,5 @@ def test_ctrl_c_leaves_no_partial_export(prepared, tmp_path, capsys, monkeypatch
 def test_console_command_is_declared():
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
-    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
     assert pyproject["project"]["scripts"]["voicelab-export-dataset"] == "voicelab.cli.export_dataset:main"

@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-OUTSIDE_RUN = Path(__file__).resolve().parents[1] / "benchmarks" / "outside_run.py"
+from conftest import REPO
+
+OUTSIDE_RUN = REPO / "benchmarks" / "outside_run.py"
 
 
 @pytest.mark.slow

@@ -2,7 +2,8 @@
 
     make prepare-audio -> make transcribe -> make train-lora -> make dev (local engine) -> OpenAI SDK -> WAV
 
-About 30 s on two CPU cores; part of ``make test``.
+Slow (``make test-all`` runs it; its time is in docs/benchmarks.md): each step has its own fast test, the
+serving one in tests/test_server_local.py.
 """
 
 from __future__ import annotations
@@ -11,27 +12,18 @@ import io
 import os
 import signal
 import subprocess
-from pathlib import Path
 
 import openai
+import pytest
 import soundfile as sf
 
+from conftest import REPO
 from voicelab import orpheus, testing
+from voicelab.testing import texts
 from voicelab.testing.server import free_port, wait_until_healthy
 
-REPO = Path(__file__).resolve().parents[1]
 CHARACTER = "narrator"
 MAX_FRAMES = 8
-
-SENTENCES = [
-    "The quick brown fox jumps over the lazy dog near the river bank today.",
-    1.0,
-    "She sells sea shells by the sea shore every single summer morning.",
-    1.0,
-    "A journey of a thousand miles begins with one small step forward.",
-    1.0,
-    "Hello there, how are you doing on this fine and sunny afternoon?",
-]
 
 
 def make(target: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -47,13 +39,14 @@ def make(target: str, args: list[str], env: dict[str, str] | None = None) -> sub
     return result
 
 
+@pytest.mark.slow
 def test_recordings_to_served_voice_through_make_targets(
     tmp_path, speech_dir, tiny_orpheus_dir, tiny_snac_dir, tiny_whisper_path
 ):
     raw = tmp_path / "raw_audio" / CHARACTER
     prepared = tmp_path / "prepared" / CHARACTER
     voices = tmp_path / "voices"
-    testing.speak(SENTENCES, raw / "take1.wav")
+    testing.speak(texts.TAKE, raw / "take1.wav")
 
     make("prepare-audio", [str(raw), str(prepared)])
     clips = sorted(prepared.glob("*.wav"))

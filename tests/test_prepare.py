@@ -12,12 +12,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from conftest import REPO
 from voicelab import audio, dataset, dataset_tiers, prepare, prepare_summary
 from voicelab.cli import prepare_audio
 from voicelab.prepare import PrepareSettings, prepare_dataset
 from voicelab.testing import speak, speech_like_noise
-
-REPO = Path(__file__).resolve().parents[1]
 
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
 

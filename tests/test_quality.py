@@ -8,15 +8,9 @@ import pytest
 from voicelab import quality
 from voicelab.audio import read_audio
 from voicelab.models import quality as quality_models
-from voicelab.testing import speak
+from voicelab.testing import speak, texts
 
-SENTENCES = (
-    "The quick brown fox jumps over the lazy dog near the river bank.",
-    "She sells sea shells by the sea shore every summer morning.",
-    "I would like a cup of coffee and a slice of cake, please.",
-    "Tomorrow we travel north to see the mountains covered in snow.",
-    "Please remember to lock the door when you leave the house.",
-)
+SENTENCES = texts.SENTENCES[:5]
 MAIN_VOICE = "en-us"
 OTHER_VOICE = "en-us+f3"  # espeak-ng's female variant of the same language: a different speaker
 

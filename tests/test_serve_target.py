@@ -6,16 +6,15 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import httpx
 import pytest
 
+from conftest import REPO
 from voicelab.testing.fake_vllm import FakeVLLMServer
 from voicelab.testing.server import free_port, wait_until_healthy
 from voicelab.testing.voices import build_tiny_voice
 
-REPO = Path(__file__).resolve().parents[1]
 WORKERS = 2
 
 

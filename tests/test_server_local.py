@@ -34,12 +34,6 @@ def server(tmp_path_factory, tiny_orpheus_dir, tiny_snac_dir):
         yield running
 
 
-@pytest.fixture(scope="module")
-def client(server):
-    with openai.OpenAI(base_url=f"{server.url}/v1", api_key="none", max_retries=0) as c:
-        yield c
-
-
 def test_sdk_create_returns_a_valid_wav_of_whole_frames(client):
     audio = client.audio.speech.create(
         model="orpheus",

@@ -45,14 +45,6 @@ class PickyVLLM(FakeVLLMServer):
 
 
 @pytest.fixture(scope="module")
-def voices_dir(tmp_path_factory, tiny_orpheus_dir):
-    root = tmp_path_factory.mktemp("vllm_voices")
-    write_voice_folder(root, "alice", base_model=str(tiny_orpheus_dir), prompt_prefix="Alice: ")
-    write_voice_folder(root, "bob", base_model=str(tiny_orpheus_dir))
-    return root
-
-
-@pytest.fixture(scope="module")
 def vllm(tiny_orpheus_dir, voices_dir):
     # `make vllm` already passed alice as a static adapter: the API's load must accept "already loaded".
     with PickyVLLM(
@@ -72,21 +64,15 @@ def vllm_settings(vllm, voices_dir, tiny_orpheus_dir, tiny_snac_dir, **extra) ->
 
 
 @pytest.fixture(scope="module")
-def api(vllm, voices_dir, tiny_orpheus_dir, tiny_snac_dir):
+def server(vllm, voices_dir, tiny_orpheus_dir, tiny_snac_dir):
     app = create_app(vllm_settings(vllm, voices_dir, tiny_orpheus_dir, tiny_snac_dir))
-    with ServerThread(app) as server:
-        server.app = app
-        yield server
+    with ServerThread(app) as running:
+        running.app = app
+        yield running
 
 
-@pytest.fixture(scope="module")
-def client(api):
-    with openai.OpenAI(base_url=f"{api.url}/v1", api_key="unused", max_retries=0) as c:
-        yield c
-
-
-def test_start_up_loads_every_voice_into_vllm(api, vllm):
-    assert api.app.state.backend.kind == "vllm"
+def test_start_up_loads_every_voice_into_vllm(server, vllm):
+    assert server.app.state.backend.kind == "vllm"
     assert sorted(vllm.adapters) == ["alice", "bob"]
     loads = [r.body["lora_name"] for r in vllm.requests if r.path == "/v1/load_lora_adapter"]
     assert sorted(loads) == ["alice", "bob"]  # alice answered 400 "already loaded" and still counts
@@ -185,7 +171,7 @@ def test_unreachable_vllm_gives_503_and_unhealthy(voices_dir, tiny_orpheus_dir, 
         assert response.json()["error"]["code"] == "engine_unavailable"
 
 
-def test_client_hang_up_cancels_the_vllm_request(api, vllm):
+def test_client_hang_up_cancels_the_vllm_request(server, vllm):
     import httpx
 
     vllm.token_delay = 0.02
@@ -195,7 +181,10 @@ def test_client_hang_up_cancels_the_vllm_request(api, vllm):
             "input": "A long sentence to keep the fake busy. " * 3,
             "response_format": "pcm",
         }
-        with httpx.Client(base_url=api.url) as http, http.stream("POST", "/v1/audio/speech", json=body) as r:
+        with (
+            httpx.Client(base_url=server.url) as http,
+            http.stream("POST", "/v1/audio/speech", json=body) as r,
+        ):
             pieces = r.iter_bytes()
             assert len(next(pieces)) > 0
         record = vllm.completions[-1]
@@ -205,7 +194,7 @@ def test_client_hang_up_cancels_the_vllm_request(api, vllm):
         vllm.token_delay = 0.0
 
 
-def test_failure_after_audio_started_drops_the_connection_without_a_traceback(api, vllm):
+def test_failure_after_audio_started_drops_the_connection_without_a_traceback(server, vllm):
     """Over real HTTP: the client gets the audio sent so far, then a broken transfer (never a short file
     that looks complete); the server logs the cause once, not an ASGI traceback."""
     import logging
@@ -225,7 +214,7 @@ def test_failure_after_audio_started_drops_the_connection_without_a_traceback(ap
     body = {"model": "orpheus", "voice": "alice", "input": "This one breaks.", "response_format": "pcm"}
     received = b""
     try:
-        with httpx.stream("POST", f"{api.url}/v1/audio/speech", json=body) as response:
+        with httpx.stream("POST", f"{server.url}/v1/audio/speech", json=body) as response:
             assert response.status_code == 200
             with pytest.raises(httpx.RemoteProtocolError):
                 for chunk in response.iter_bytes():
@@ -238,9 +227,9 @@ def test_failure_after_audio_started_drops_the_connection_without_a_traceback(ap
 
 # --- the stock OpenAI SDK and a generation that ends early -------------------------------------------
 @pytest.fixture(scope="module")
-def stock_client(api):
+def stock_client(server):
     """The SDK as the README shows it: default max_retries (2)."""
-    with openai.OpenAI(base_url=f"{api.url}/v1", api_key="unused") as c:
+    with openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused") as c:
         yield c
 
 
@@ -280,7 +269,7 @@ def test_sdk_streaming_sees_a_cut_transfer_once(stock_client, vllm):
     assert len(vllm.completions) == before + 1
 
 
-def test_a_voice_vllm_loses_twice_is_an_engine_fault_not_not_found(api, vllm, stock_client):
+def test_a_voice_vllm_loses_twice_is_an_engine_fault_not_not_found(server, vllm, stock_client):
     # vLLM answering 404 for the adapter however often it is loaded (e.g. restarting in a loop)
     vllm.faults.extend([Fault(http_status=404, message="The model `alice` does not exist.")] * 2)
     with pytest.raises(openai.InternalServerError) as info:

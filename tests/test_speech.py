@@ -30,11 +30,6 @@ pytestmark = pytest.mark.anyio
 SPF = orpheus.SAMPLES_PER_FRAME
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
 @pytest.fixture(scope="module")
 def decoder(tiny_snac_dir):
     import torch

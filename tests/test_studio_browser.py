@@ -14,49 +14,28 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
+from conftest import BROWSER_MARKS, REPO
 from voicelab import orpheus
 from voicelab.dataset import read_exclusions, read_transcript
 from voicelab.server.app import create_app
 from voicelab.server.settings import Settings
+from voicelab.testing.browser import KEY, STEP_TIMEOUT_MS, open_with_key, screenshot
 from voicelab.testing.datasets import write_reviewed_dataset
-from voicelab.testing.fake_vllm import FakeVLLMServer
 from voicelab.testing.server import ServerThread
 from voicelab.testing.voices import TRAINED_METADATA, write_evaluation, write_loss_curve, write_voice_folder
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-    "--host-resolver-rules=MAP rebind.attacker.test 127.0.0.1",  # DNS rebinding, without DNS
-]
 ATTACKER = "http://attacker.test"
 """Another site: its page is served by Playwright's router, never by the network."""
 EVIL_SVG = (
     '<svg xmlns="http://www.w3.org/2000/svg" width="40" height="20" onload="alert(\'onload\')">'
     '<script>alert(document.domain)</script><rect width="40" height="20"/></svg>'
 )
-SCREENSHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
-KEY = "studio-browser-key"
-STEP_TIMEOUT_MS = 20_000  # Playwright's own wait bound per step (a loaded 2-core CI machine is slow)
-TOKEN_DELAY_S = 0.005  # the stand-in vLLM paces its tokens, so audio arrives over time as from a GPU
+SCREENSHOTS = REPO / "artifacts" / "screenshots"
 NARROW = {"width": 390, "height": 844}  # a phone
 LONG_DIGITS = r"\d\.\d{5,}"  # a float printed raw (4.123456789012345) instead of rounded
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason=f"no Chromium at {CHROMIUM}: install the distribution's package (apt-get install chromium)",
-    ),
-]
+pytestmark = BROWSER_MARKS
 
 TEXTS = {
     "clip_000": "A perfectly ordinary sentence here.",
@@ -100,12 +79,6 @@ def prepared_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def vllm(tiny_orpheus_dir):
-    with FakeVLLMServer(base_model=str(tiny_orpheus_dir), token_delay=TOKEN_DELAY_S) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def server(vllm, voices_dir, prepared_dir, tiny_orpheus_dir, tiny_snac_dir):
     settings = Settings(
         voices_dir=voices_dir,
@@ -117,39 +90,6 @@ def server(vllm, voices_dir, prepared_dir, tiny_orpheus_dir, tiny_snac_dir):
     )
     with ServerThread(create_app(settings)) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with playwright_api.sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(accept_downloads=True)
-    context.set_default_timeout(STEP_TIMEOUT_MS)
-    page = context.new_page()
-    page.console_errors = []
-    page.dialogs = []
-    page.on("console", lambda m: m.type == "error" and page.console_errors.append(m.text))
-    page.on("pageerror", lambda e: page.console_errors.append(str(e)))
-    page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
-    yield page
-    context.close()
-
-
-def screenshot(page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
-
-
-def open_with_key(page, server, key: str = KEY) -> None:
-    page.goto(server.url + "/")
-    page.locator("#api-key").fill(key)
-    page.locator("#api-key").press("Enter")
 
 
 def api_voices(server) -> list[str]:
@@ -213,7 +153,7 @@ def test_voice_cards_show_what_the_api_says_labelled_and_rounded(page, server):
     assert page.dialogs == []  # the SVG's script did not run
     page.locator("#voice-list > li[data-voice='alice'] details.evaluation > summary").click()
     page.locator("#voice-list > li[data-voice='alice'] details.evaluation table.checks").wait_for()
-    screenshot(page, "voices")
+    screenshot(page, SCREENSHOTS, "voices")
 
 
 def test_fields_a_newer_api_adds_are_shown_labelled(page, server):
@@ -270,7 +210,7 @@ def test_speak_plays_while_generating_and_downloads_every_frame(page, server, vl
     assert stats["chunks"] > 1 and stats["firstAudioMs"] < stats["totalMs"]  # played before the end
     playwright_api.expect(page.locator("#speak-stats")).to_contain_text("First audio after")
     assert page.console_errors == []
-    screenshot(page, "speak")
+    screenshot(page, SCREENSHOTS, "speak")
 
 
 def test_a_tag_clicked_before_the_text_was_touched_goes_at_the_end(page, server):
@@ -302,7 +242,7 @@ def test_a_failed_speak_says_why_next_to_the_button_and_max_tokens_gets_the_audi
         assert "network error" not in error.inner_text()
         assert page.locator("#error").is_hidden()  # the banner is for the page, not for Speak
         assert error.bounding_box()["y"] - page.locator("#speak").bounding_box()["y"] < 80  # beside it
-        screenshot(page, "speak-error")
+        screenshot(page, SCREENSHOTS, "speak-error")
         page.locator("#tab-dataset").click()
         page.locator("#tab-voices").click()
         playwright_api.expect(error).to_be_hidden()  # another view: the old error is gone
@@ -348,7 +288,7 @@ def test_keyboard_review_edits_the_transcript_and_excludes_a_clip(page, server, 
     assert "clip_002" in read_exclusions(prepared_dir / "alice")
     playwright_api.expect(page.locator("#clip-list > li.edited")).to_have_count(1)
     assert page.console_errors == []
-    screenshot(page, "dataset")
+    screenshot(page, SCREENSHOTS, "dataset")
     page.set_viewport_size(NARROW)  # a phone: nothing wider than the screen, in either view
     playwright_api.expect(report).to_have_attribute("data-layout", "narrow", timeout=STEP_TIMEOUT_MS)
     report.scroll_into_view_if_needed()
@@ -356,10 +296,10 @@ def test_keyboard_review_edits_the_transcript_and_excludes_a_clip(page, server, 
     assert report.bounding_box()["width"] <= NARROW["width"]
     assert report.evaluate("img => img.naturalWidth / img.width") < 1.25  # its text keeps its size
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
-    screenshot(page, "dataset-narrow")
+    screenshot(page, SCREENSHOTS, "dataset-narrow")
     page.locator("#tab-voices").click()
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
-    screenshot(page, "voices-narrow")
+    screenshot(page, SCREENSHOTS, "voices-narrow")
 
 
 def test_a_bad_key_is_shown_in_words(page, server):
@@ -368,7 +308,7 @@ def test_a_bad_key_is_shown_in_words(page, server):
     playwright_api.expect(error).to_be_visible()
     playwright_api.expect(error).to_contain_text("invalid API key")
     playwright_api.expect(page.locator("#voice-list > li")).to_have_count(0)
-    screenshot(page, "bad-key")
+    screenshot(page, SCREENSHOTS, "bad-key")
 
 
 def test_a_save_over_someone_elses_edit_shows_theirs_and_keeps_mine(page, server, prepared_dir):
@@ -393,7 +333,7 @@ def test_a_save_over_someone_elses_edit_shows_theirs_and_keeps_mine(page, server
     assert page.locator("#clip-text").input_value() == "My own words."
     rows = dict(read_transcript(prepared_dir / "alice" / "transcript.csv"))
     assert rows["clip_001"] == "Changed by another reviewer."
-    screenshot(page, "edit-conflict")
+    screenshot(page, SCREENSHOTS, "edit-conflict")
     page.locator("#clip-save").click()  # now knowingly over theirs
     playwright_api.expect(page.locator("#clip-status")).to_contain_text("Saved clip_001")
     rows = dict(read_transcript(prepared_dir / "alice" / "transcript.csv"))

@@ -7,30 +7,26 @@ import json
 
 import pytest
 
-from test_studio_browser import (  # noqa: F401  (fixtures: Chromium, a page, the stand-in vLLM)
-    KEY,
-    browser,
-    open_with_key,
-    page,
-    playwright_api,
-    pytestmark,
-    screenshot,
-    vllm,
-)
+from conftest import BROWSER_MARKS, REPO
 from voicelab.dataset import read_transcript
 from voicelab.server.app import create_app
 from voicelab.server.settings import Settings
+from voicelab.testing.browser import KEY, open_with_key, screenshot
 from voicelab.testing.datasets import write_reviewed_dataset
 from voicelab.testing.server import ServerThread
 from voicelab.testing.voices import write_voice_folder
 from voicelab.voice import VOICE_FILE
+
+playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+pytestmark = BROWSER_MARKS
+SCREENSHOTS = REPO / "artifacts" / "screenshots"
 
 TEXTS = {"clip_000": "I can't believe you did that, it's brilliant.", "clip_001": "Fine, have it your way."}
 SECONDS = (12.0, 12.0)  # long enough to still be playing while the keys are pressed
 
 
 @pytest.fixture(scope="module")
-def server(vllm, tmp_path_factory, tiny_orpheus_dir, tiny_snac_dir):  # noqa: F811
+def server(vllm, tmp_path_factory, tiny_orpheus_dir, tiny_snac_dir):
     root = tmp_path_factory.mktemp("tags_studio")
     write_reviewed_dataset(root / "prepared" / "alice", TEXTS, SECONDS)
     folder = write_voice_folder(root / "voices", "alice", base_model=str(tiny_orpheus_dir))
@@ -54,7 +50,7 @@ def server(vllm, tmp_path_factory, tiny_orpheus_dir, tiny_snac_dir):  # noqa: F8
         yield running
 
 
-def test_tag_buttons_say_which_tags_the_voice_was_trained_with(page, server):  # noqa: F811
+def test_tag_buttons_say_which_tags_the_voice_was_trained_with(page, server):
     open_with_key(page, server)
     playwright_api.expect(page.locator("#voice-select option")).to_have_count(1)
     laugh, sigh = page.locator("[data-tag='<laugh>']"), page.locator("[data-tag='<sigh>']")
@@ -67,10 +63,10 @@ def test_tag_buttons_say_which_tags_the_voice_was_trained_with(page, server):  #
         "alice was trained with <laugh> 120 clips"
     )
     assert page.console_errors == []
-    screenshot(page, "voices-tags")
+    screenshot(page, SCREENSHOTS, "voices-tags")
 
 
-def test_keys_insert_tags_at_the_cursor_while_the_clip_plays_and_the_save_normalises(page, server):  # noqa: F811
+def test_keys_insert_tags_at_the_cursor_while_the_clip_plays_and_the_save_normalises(page, server):
     open_with_key(page, server)
     page.locator("#tab-dataset").click()
     playwright_api.expect(page.locator("#clip-tags button")).to_have_count(8)
@@ -92,4 +88,4 @@ def test_keys_insert_tags_at_the_cursor_while_the_clip_plays_and_the_save_normal
     assert rows["clip_000"] == "I can't believe you did that, <laugh> it's brilliant. <sigh>"
     playwright_api.expect(page.locator("#dataset-tags")).to_contain_text("<laugh> 1 clips (1x)")
     assert page.console_errors == []
-    screenshot(page, "dataset-tags")
+    screenshot(page, SCREENSHOTS, "dataset-tags")

@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from conftest import REPO
 from test_train_lora import common_args, make_dataset
 from voicelab.voice import ADAPTER_CONFIG_FILE, VoiceMetadata, adapter_problems
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_lora.py"
+SCRIPT = REPO / "scripts" / "train_lora.py"
 WORLD_SIZE = 2
 
 
@@ -38,7 +38,10 @@ LAUNCHERS = {
 }
 
 
-@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+@pytest.mark.parametrize(  # the same code under both launchers: accelerate only in the slow run
+    "launcher",
+    [pytest.param(n, marks=pytest.mark.slow) if n == "accelerate" else n for n in sorted(LAUNCHERS)],
+)
 def test_two_process_run_writes_one_voice(launcher, tmp_path, tiny_orpheus_dir, tiny_snac_dir):
     data = make_dataset(tmp_path / "data")  # 3 usable clips
     voices = tmp_path / "voices"

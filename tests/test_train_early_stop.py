@@ -215,6 +215,7 @@ def test_improving_run_obeys_epochs_2_and_runs_to_the_end(tmp_path, sharp_orpheu
     assert_same_weights(adapter(voices / "ivy"), adapter(checkpoints_dir(voices, "ivy") / "checkpoint-4"))
 
 
+@pytest.mark.slow  # resuming itself: test_train_lora.py::test_interrupt_saves_checkpoint_and_resume_finishes
 def test_resume_after_ctrl_c_keeps_the_best_so_far(tmp_path, sharp_orpheus_dir, tiny_snac_dir, overfit_run):
     """Interrupted one step after the best checkpoint: the resumed process never saw that evaluation, yet
     it stops where the uninterrupted run stopped and publishes the same best checkpoint."""

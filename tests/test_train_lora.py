@@ -19,7 +19,7 @@ from voicelab import dataset, models, orpheus, testing
 from voicelab.audio import write_wav
 from voicelab.cli import train_lora
 from voicelab.model_identity import fingerprint_model
-from voicelab.training import build, snac_codec
+from voicelab.training import build, config, snac_codec
 from voicelab.training import dataset as ds
 from voicelab.voice import (
     ADAPTER_CONFIG_FILE,
@@ -377,8 +377,8 @@ def test_interrupt_saves_checkpoint_and_resume_finishes(tmp_path, tiny_orpheus_d
         voices_dir=voices,
         base_model=str(tiny_orpheus_dir),
         snac_model=str(tiny_snac_dir),
-        lora=build.LoraSettings(rank=8, alpha=16),
-        train=build.TrainSettings(device="cpu", max_steps=5, logging_steps=1, progress=False),
+        lora=config.LoraSettings(rank=8, alpha=16),
+        train=config.TrainSettings(device="cpu", max_steps=5, logging_steps=1, progress=False),
     )
     result = build.train_voice(request, extra_callbacks=[CtrlCAtStep2()])
     assert result.interrupted and result.voice_dir is None

@@ -6,23 +6,19 @@ import logging
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+from conftest import REPO
 from voicelab import dataset, testing
 from voicelab import transcribe as tr
 from voicelab.cli import transcribe as transcribe_cli
 from voicelab.dataset import read_transcript, write_transcript
+from voicelab.testing import texts
 
-REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "transcribe.py"
-SENTENCES = [
-    "Hello there, how are you doing today?",
-    "The quick brown fox jumps over the lazy dog, quite quickly.",
-]
 pytestmark = pytest.mark.usefixtures("restore_torch_threads")
 
 
@@ -30,7 +26,7 @@ pytestmark = pytest.mark.usefixtures("restore_torch_threads")
 def spoken_clips(speech_dir):
     """Two espeak-ng clips (22.05 kHz WAV, like real input at a rate Whisper must resample)."""
     folder = speech_dir / "transcribe_clips"
-    for i, sentence in enumerate(SENTENCES):
+    for i, sentence in enumerate(texts.SENTENCES[:2]):
         testing.speak([sentence, 0.3], folder / f"clip_{i:03d}.wav")
     return folder
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import REPO
 from voicelab.cli import serve_vllm
 from voicelab.server.vllm_command import (
     CPU_LORA_HEADROOM,
@@ -25,7 +26,7 @@ from voicelab.server.vllm_command import (
 from voicelab.testing.voices import write_voice_folder
 
 BASE = "canopylabs/orpheus-tts-0.1-pretrained"
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "serve_vllm.py"
+SCRIPT = REPO / "scripts" / "serve_vllm.py"
 
 
 # Every `vllm serve` flag and environment variable `make vllm` may use, with where vLLM 0.33.0 (the
@@ -253,9 +254,6 @@ def test_resolver_mode_names_voices_it_would_not_load(tmp_path, capsys):
     assert cmd[2] == str(model)
 
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
 def interpolate(value: str) -> str:
     """Compose's ${NAME:-default} / ${NAME:?message}: the default, or a placeholder for a required value."""
     return re.sub(r"\$\{(\w+)(?::-([^}]*)|:\?[^}]*)?\}", lambda m: m.group(2) or f"<{m.group(1)}>", value)
@@ -266,9 +264,9 @@ def test_compose_file_runs_the_same_verified_vllm_command_and_settings():
 
     from voicelab.server.settings import ENV_PREFIX, Settings
 
-    compose = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())
+    compose = yaml.safe_load((REPO / "deploy" / "compose.yaml").read_text())
     vllm, api = compose["services"]["vllm"], compose["services"]["api"]
-    makefile_version = re.search(r"^VLLM_VERSION \?= (\S+)$", (ROOT / "Makefile").read_text(), re.M)[1]
+    makefile_version = re.search(r"^VLLM_VERSION \?= (\S+)$", (REPO / "Makefile").read_text(), re.M)[1]
     assert vllm["image"] == f"vllm/vllm-openai:v{makefile_version}"
     assert vllm["entrypoint"] == ["vllm", "serve"]
     cmd = ["vllm", "serve", *(interpolate(str(c)) for c in vllm["command"])]
@@ -289,4 +287,4 @@ def test_compose_file_runs_the_same_verified_vllm_command_and_settings():
     api_mounts = {v.split(":")[1]: v.split(":")[0] for v in api["volumes"]}
     assert api_mounts[api_env["VOICELAB_VOICES_DIR"]] == "../voices"
     assert api_env["VOICELAB_VLLM_URL"] == f"http://vllm:{flag(cmd, '--port')}"
-    assert (ROOT / "deploy" / api["build"]["dockerfile"].removeprefix("deploy/")).is_file()
+    assert (REPO / "deploy" / api["build"]["dockerfile"].removeprefix("deploy/")).is_file()

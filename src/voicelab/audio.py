@@ -33,8 +33,9 @@ AUDIO_SUFFIXES = SOUNDFILE_SUFFIXES | FFMPEG_SUFFIXES
 PCM16_MAX = 32767  # int16 full scale; float 1.0 maps here
 PCM16_SCALE = 1.0 / 32768  # libsndfile's int16 -> float scaling (a power of two: exact in float32)
 RESAMPLE_QUALITY = "HQ"
-"""soxr's HQ: 20-bit precision (-120 dB), beyond the 16-bit clips written (-96 dB), 1.5x faster than VHQ
-(28-bit): on 10 min of speech the two differ by at most 3.5e-6, a tenth of one 16-bit step."""
+"""soxr's HQ: 20-bit precision (-120 dB), beyond the 16-bit clips written (-96 dB), and faster than VHQ
+(28-bit; docs/benchmarks.md): on 10 min of speech the two differ by at most 3.5e-6, a tenth of one 16-bit
+step."""
 
 BLOCK_FRAMES = 1 << 16
 """Frames decoded per block when streaming: ~1.5 s at 44.1 kHz, 2 MiB for 8 float32 channels."""
@@ -84,7 +85,7 @@ def to_mono(audio: np.ndarray) -> np.ndarray:
         channels = audio.shape[1]
         if channels == 1:
             return audio[:, 0]
-        # A matrix-vector product, not .mean(axis=1): numpy reduces a short inner axis ~40x slower.
+        # A matrix-vector product, not .mean(axis=1): numpy reduces a short inner axis element by element.
         return audio @ np.full(channels, 1.0 / channels, dtype=np.float32)
     return audio
 
@@ -300,7 +301,8 @@ def _soundfile_blocks(info: AudioInfo, block_frames: int) -> Iterator[np.ndarray
 
     try:
         with sf.SoundFile(info.path) as f:
-            # 16-bit PCM is read as int16 and scaled here: same floats, 4x faster than libsndfile's float read
+            # 16-bit PCM is read as int16 and scaled here: same floats, cheaper than libsndfile's float read
+            # (docs/benchmarks.md)
             as_int16 = f.subtype == "PCM_16"
             while True:
                 block = f.read(block_frames, dtype="int16" if as_int16 else "float32", always_2d=True)

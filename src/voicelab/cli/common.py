@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import sys
 import traceback
@@ -17,6 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from voicelab.errors import UsageError
+
+# The flag value types live with the options (voicelab.options); the commands import them from here too.
+from voicelab.options import finite_float as finite_float
+from voicelab.options import non_negative_int as non_negative_int
+from voicelab.options import positive_float as positive_float
+from voicelab.options import positive_int as positive_int
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -26,47 +31,6 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 """Ctrl-C: 128 + SIGINT, the shell convention."""
 MAX_PORT = 2**16 - 1
-
-
-def positive_int(text: str) -> int:
-    """argparse ``type=`` for counts and sizes: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    """argparse ``type=`` for counts where 0 means "none": an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """argparse ``type=`` for durations and other amounts: a finite number > 0 (``nan``/``inf`` refused)."""
-    value = finite_float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
-
-
-def finite_float(text: str) -> float:
-    """argparse ``type=`` for a float that must be a real number: ``float()`` alone accepts nan and inf."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
 
 
 CLI_LOG_FORMAT = "%(levelname)s: %(message)s"
@@ -194,10 +158,17 @@ def port_number(text: str) -> int:
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """Keeps the description's line breaks and shows each flag's default, unless the help text already
-    explains it or there is none to show (a switch's ``False`` says nothing)."""
+    explains it or there is none to show (a switch's ``False``, or the ``True`` of a ``--no-X`` switch,
+    says nothing)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if action.default in (None, argparse.SUPPRESS) or action.default is False or "default" in text:
+        switch = action.nargs == 0 and isinstance(action.default, bool)
+        if (
+            action.default in (None, argparse.SUPPRESS)
+            or action.default is False
+            or switch
+            or "default" in text
+        ):
             return text
         return super()._get_help_string(action)

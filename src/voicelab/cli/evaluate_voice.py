@@ -38,20 +38,9 @@ from voicelab.cli.common import (
     run_step,
     setup_logging,
 )
+from voicelab.options import add_options, from_args
 
 logger = logging.getLogger("voicelab.evaluate")
-
-THRESHOLD_HELP = {
-    "min_similarity": "speaker similarity to the held-out clips at least",
-    "min_similarity_gain": "voice minus base model similarity at least",
-    "max_wer": "word error rate at most",
-    "max_cer": "character error rate at most",
-    "min_dnsmos": "DNSMOS overall (1-5) at least",
-    "max_rate_deviation": "speech rate within this share of the dataset's",
-    "max_duration_ratio": "a sample longer than this x the time its words need is a runaway",
-    "max_silence_s": "no silence inside a sample longer than this (seconds)",
-    "max_code_overlap": "a novel sentence sharing more than this share of codes with a training clip is overfitting",
-}
 
 
 def tag_list(value: str) -> tuple[str, ...]:
@@ -87,11 +76,26 @@ def _add_tags_check_flags(p: argparse.ArgumentParser, default_sentences: int) ->
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from voicelab.evaluate import NOVEL_SENTENCES, EvalSettings, Thresholds
-    from voicelab.voice import VOICE_FILE
+    from voicelab.evaluate import EvalSettings, Thresholds
 
     defaults = EvalSettings()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    _add_voice_flags(p)
+    _add_model_flags(p, defaults)
+    _add_sampling_flags(p, defaults)
+    _add_tags_check_flags(p, defaults.tag_sentences)
+    group = p.add_argument_group("thresholds (a check fails past them)")
+    add_options(group, Thresholds, [f.name for f in fields(Thresholds)])
+    p.add_argument("--strict", action="store_true", help="exit 1 when a check fails")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def _add_voice_flags(p: argparse.ArgumentParser) -> None:
+    """Which voice (or voices) to evaluate, and where its files are."""
+    from voicelab.voice import VOICE_FILE
+
     p.add_argument("name", nargs="?", help="the voice to evaluate (a folder under --voices-dir)")
     p.add_argument("--all", action="store_true", help="evaluate every voice under --voices-dir")
     p.add_argument(
@@ -109,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--snac-model", help=f"SNAC 24 kHz codec: hub id or local folder (default: {VOICE_FILE}'s)"
     )
+
+
+def _add_model_flags(p: argparse.ArgumentParser, defaults) -> None:
+    """The engine that speaks (vLLM or embedded) and the Whisper model that listens."""
     p.add_argument(
         "--vllm-url",
         help="generate through this vLLM server (e.g. http://127.0.0.1:8001); default: VOICELAB_VLLM_URL "
@@ -127,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="Whisper implementation",
     )
     p.add_argument("--language", default=defaults.language, help="language of the voice")
+
+
+def _add_sampling_flags(p: argparse.ArgumentParser, defaults) -> None:
+    """What is spoken (novel and held-out texts) and how it is sampled."""
+    from voicelab.evaluate import NOVEL_SENTENCES
+
     p.add_argument(
         "--sentences",
         type=non_negative_int,
@@ -155,16 +169,6 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_int,
         help="generated tokens per piece at most (default: the server's budget, derived from the text)",
     )
-    _add_tags_check_flags(p, defaults.tag_sentences)
-    group = p.add_argument_group("thresholds (a check fails past them)")
-    for f in fields(Thresholds):
-        group.add_argument(
-            f"--{f.name.replace('_', '-')}", type=finite_float, default=f.default, help=THRESHOLD_HELP[f.name]
-        )
-    p.add_argument("--strict", action="store_true", help="exit 1 when a check fails")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    return p
 
 
 def _server_vllm_url() -> str | None:
@@ -205,7 +209,7 @@ def settings_from(args: argparse.Namespace):
         max_tokens=args.max_tokens,
         tag_sentences=args.tag_sentences,
         tags=args.tags,
-        thresholds=Thresholds(**{f.name: getattr(args, f.name) for f in fields(Thresholds)}),
+        thresholds=from_args(Thresholds, args),
         progress=not args.no_progress,
     )
 

@@ -104,6 +104,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="RMS loudness of every clip (dBFS); lowered per clip where needed so that no sample clips",
     )
     _add_voice_flags(parser)
+    _add_separation_flags(parser)
+    parser.add_argument(
+        "--overwrite", action="store_true", help="redo every source (deletes the clips the manifest lists)"
+    )
+    parser.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="try again the recordings an earlier run left out (unreadable, or no clip) even if unchanged",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each step (voicelab detail only)")
+    return parser
+
+
+def _add_separation_flags(parser: argparse.ArgumentParser) -> None:
+    """Vocal separation (demucs), an optional extra: its own help group."""
     separation = parser.add_argument_group(
         "vocal separation (optional extra: pip install -e '.[separation]')",
         "separate each recording's vocals from the music under them (demucs) before anything else",
@@ -127,16 +142,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="a local folder of demucs models (NAME.yaml and its .th files, as demucs' own --repo): offline",
     )
     separation.add_argument("--device", default="cpu", help="torch device for the separation (cpu, cuda)")
-    parser.add_argument(
-        "--overwrite", action="store_true", help="redo every source (deletes the clips the manifest lists)"
-    )
-    parser.add_argument(
-        "--retry-failed",
-        action="store_true",
-        help="try again the recordings an earlier run left out (unreadable, or no clip) even if unchanged",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log each step (voicelab detail only)")
-    return parser
 
 
 def _add_voice_flags(parser: argparse.ArgumentParser) -> None:

@@ -51,6 +51,16 @@ def build_parser(defaults) -> argparse.ArgumentParser:
     parser.add_argument(
         "--gpu-memory-utilization", type=float, default=vc.DEFAULT_GPU_MEMORY_UTILIZATION, help="GPU share"
     )
+    _add_lora_flags(parser, defaults)
+    _add_parallel_flags(parser)
+    parser.add_argument("extra", nargs=argparse.REMAINDER, help="after --: more vllm serve arguments")
+    return parser
+
+
+def _add_lora_flags(parser: argparse.ArgumentParser, defaults) -> None:
+    """How the voices become LoRA adapters: rank bound, slots, and static or on-demand loading."""
+    from voicelab.server import vllm_command as vc
+
     parser.add_argument(
         "--max-lora-rank",
         type=int,
@@ -84,6 +94,10 @@ def build_parser(defaults) -> argparse.ArgumentParser:
         const="resolver",
         help="short for --voice-loading resolver",
     )
+
+
+def _add_parallel_flags(parser: argparse.ArgumentParser) -> None:
+    """How many GPUs: model copies and the GPUs each copy is split over."""
     parser.add_argument(
         "--data-parallel-size",
         type=positive_int,
@@ -93,8 +107,6 @@ def build_parser(defaults) -> argparse.ArgumentParser:
     parser.add_argument(
         "--tensor-parallel-size", type=positive_int, default=1, help="GPUs one model copy is split over"
     )
-    parser.add_argument("extra", nargs=argparse.REMAINDER, help="after --: more vllm serve arguments")
-    return parser
 
 
 def warn_resolver_mismatches(adapters, base_model: str) -> None:

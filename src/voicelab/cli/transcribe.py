@@ -45,6 +45,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("input_dir", type=Path, help="folder of .wav clips (what prepare-audio wrote)")
     parser.add_argument("--output", type=Path, default=None, help=OUTPUT_HELP)
+    _add_whisper_flags(parser)
+    _add_review_flags(parser)
+    _add_tags_flag(parser)
+    parser.add_argument(
+        "--not-prepared",
+        action="store_true",
+        help="transcribe a folder prepare-audio did not make even when its files look like raw recordings "
+        "(not mono, over 30 s, audio in sub-folders); by default that stops with exit 2",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="transcribe every clip again instead of resuming"
+    )
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="hide the progress bar (without a terminal: the log line every 5%% of the clips)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every clip (debug detail)")
+    return parser
+
+
+def _add_whisper_flags(parser: argparse.ArgumentParser) -> None:
+    """Which Whisper, where it runs, and how it decodes."""
     parser.add_argument(
         "--model",
         default="medium",
@@ -89,27 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="at most this many retries at a higher temperature per clip: each is a whole decode, so this "
         "caps the work a clip that makes Whisper loop can cost (Whisper's own limit is 5)",
     )
-    _add_quality_flags(parser)
-    parser.add_argument(
-        "--not-prepared",
-        action="store_true",
-        help="transcribe a folder prepare-audio did not make even when its files look like raw recordings "
-        "(not mono, over 30 s, audio in sub-folders); by default that stops with exit 2",
-    )
-    parser.add_argument(
-        "--overwrite", action="store_true", help="transcribe every clip again instead of resuming"
-    )
-    parser.add_argument(
-        "--no-progress",
-        action="store_true",
-        help="hide the progress bar (without a terminal: the log line every 5%% of the clips)",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log every clip (debug detail)")
-    return parser
 
 
-def _add_quality_flags(parser: argparse.ArgumentParser) -> None:
-    """The audio measures beside Whisper: speaker similarity, DNSMOS, and what to do with flagged clips."""
+def _add_review_flags(parser: argparse.ArgumentParser) -> None:
+    """The audio measures and what the review does with them."""
     parser.add_argument(
         "--speaker-threshold",
         type=finite_float,
@@ -137,7 +143,6 @@ def _add_quality_flags(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="skip the audio measures (speaker embedding, DNSMOS, speech time) and the dataset report",
     )
-    _add_tags_flag(parser)
 
 
 def _add_tags_flag(parser: argparse.ArgumentParser) -> None:

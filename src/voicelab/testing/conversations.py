@@ -147,22 +147,7 @@ def build_recording(
 
     hop = round(TRIM_FRAME_S * rate)
     intro = round(music_intro_s / TRIM_FRAME_S) * hop
-    pieces: list[np.ndarray] = [np.zeros(intro, np.float32)]
-    labels: list[tuple[int, int, str, str]] = []  # sample start, end, voice, text
-    at = intro
-    with tempfile.TemporaryDirectory(prefix="voicelab-conv-") as work:
-        for part in parts:
-            if isinstance(part, (int, float)):
-                n = round(float(part) / TRIM_FRAME_S) * hop
-                pieces.append(np.zeros(n, np.float32))
-                at += n
-                continue
-            voice, text = part
-            audio = _spoken(text, voice, Path(work), rate)
-            pieces.append(audio)
-            labels.append((at, at + len(audio), voice, text))
-            at += len(audio)
-    speech = np.concatenate(pieces)
+    speech, labels = _speak_parts(parts, rate, hop, intro)
     names = tuple(dict.fromkeys(v for _, _, v, _ in labels))
     frames = len(speech) // hop
     voices = np.full(frames, -1, np.int8)
@@ -191,6 +176,29 @@ def build_recording(
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(path, out, rate, subtype="PCM_16")
     return Recording(path, rate, _merge_turns(labels, rate), voices, names, music)
+
+
+def _speak_parts(
+    parts: Sequence[tuple[str, str] | float], rate: int, hop: int, intro: int
+) -> tuple[np.ndarray, list[tuple[int, int, str, str]]]:
+    """``intro`` samples of silence, then each turn spoken and each pause, whole frames of ``hop``; with
+    each turn's (sample start, end, voice, text)."""
+    pieces: list[np.ndarray] = [np.zeros(intro, np.float32)]
+    labels: list[tuple[int, int, str, str]] = []
+    at = intro
+    with tempfile.TemporaryDirectory(prefix="voicelab-conv-") as work:
+        for part in parts:
+            if isinstance(part, (int, float)):
+                n = round(float(part) / TRIM_FRAME_S) * hop
+                pieces.append(np.zeros(n, np.float32))
+                at += n
+                continue
+            voice, text = part
+            audio = _spoken(text, voice, Path(work), rate)
+            pieces.append(audio)
+            labels.append((at, at + len(audio), voice, text))
+            at += len(audio)
+    return np.concatenate(pieces), labels
 
 
 def _merge_turns(labels: list[tuple[int, int, str, str]], rate: int) -> list[Turn]:

@@ -28,9 +28,8 @@ from voicelab.fileio import give_default_modes
 from voicelab.model_identity import model_identity
 from voicelab.training import dataset as ds
 from voicelab.training import holdout, length, report, snac_codec
+from voicelab.training.config import TrainRequest, TrainSettings
 from voicelab.training.trainer import (
-    LoraSettings,
-    TrainSettings,
     check_device,
     choose_precision,
     multi_gpu_hint,
@@ -38,14 +37,10 @@ from voicelab.training.trainer import (
     train_lora,
 )
 from voicelab.voice import (
-    DEFAULT_BASE_MODEL,
-    DEFAULT_SNAC_MODEL,
     LORA_TARGET_MODULES,
     VoiceFolder,
     VoiceMetadata,
     adapter_problems,
-    checkpoints_dir,
-    default_prompt_prefix,
     set_aside_dir,
     smallest_vllm_rank,
     staging_dir,
@@ -67,46 +62,6 @@ class CheckpointError(UsageError):
 
 class AdapterRejectedError(RuntimeError):
     """The saved adapter breaks a rule vLLM applies; the voice is not published."""
-
-
-@dataclass
-class TrainRequest:
-    name: str
-    dataset_dir: Path
-    transcript: Path | None = None
-    voices_dir: Path = Path("voices")
-    base_model: str = DEFAULT_BASE_MODEL
-    snac_model: str = DEFAULT_SNAC_MODEL
-    prompt_prefix: str | None = None  # None: default_prompt_prefix(name)
-    drop_duplicate_frames: bool = False
-    max_seq_len: int = 2048
-    snac_device: str = "cpu"
-    use_cache: bool = True
-    cache_dir: Path | None = None  # None: the dataset's SNAC code cache
-    encode_batch_size: int | None = None  # None: snac_codec.auto_batch_size(snac_device)
-    eval_clips: int | None = None  # clips held out for eval loss; None: holdout.default_eval_count
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    train: TrainSettings = field(default_factory=TrainSettings)
-    resume: bool = False
-    overwrite: bool = False
-    keep_checkpoints: bool = False
-
-    @property
-    def prefix(self) -> str:
-        return default_prompt_prefix(self.name) if self.prompt_prefix is None else self.prompt_prefix
-
-    @property
-    def voice_dir(self) -> Path:
-        return Path(self.voices_dir) / self.name
-
-    @property
-    def checkpoint_dir(self) -> Path:
-        return checkpoints_dir(self.voices_dir, self.name)
-
-    @property
-    def dataset(self) -> dataset.PreparedDataset:
-        """The prepared dataset, with ``transcript`` when one was given."""
-        return dataset.PreparedDataset(self.dataset_dir, self.transcript)
 
 
 @dataclass

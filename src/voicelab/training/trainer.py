@@ -15,14 +15,11 @@ from typing import Any
 
 from voicelab import orpheus
 from voicelab.errors import UsageError
-from voicelab.training.length import DEFAULT_PATIENCE
+from voicelab.training.config import LoraSettings, TrainSettings
 from voicelab.voice import LORA_TARGET_MODULES, VoiceFolder
 
 logger = logging.getLogger(__name__)
 
-LORA_DROPOUT = 0.0
-"""No dropout: voice datasets are small and the adapter must reproduce them closely (as public Orpheus
-LoRA recipes do)."""
 CHECKPOINTS_KEPT = 2
 """Older checkpoints are deleted as new ones are written (each holds adapter + optimizer state); with
 early stopping the best one is kept too (the Trainer never rotates it away)."""
@@ -36,33 +33,6 @@ INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 class DeviceError(UsageError):
     """The requested device is not available."""
-
-
-@dataclass(frozen=True)
-class LoraSettings:
-    rank: int = 32
-    alpha: int = 64
-    dropout: float = LORA_DROPOUT
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    epochs: float | None = None  # None: ``--epochs auto`` (training.length.auto_epochs)
-    batch_size: int = 1
-    learning_rate: float = 5e-5
-    gradient_accumulation_steps: int = 1
-    gradient_checkpointing: bool = False
-    save_steps: int | None = None  # None: SAVE_STEPS, or at every evaluation with early stopping
-    logging_steps: int = 10
-    eval_steps: int | None = None  # None: eval loss at every logging step (build sets it from the dataset)
-    early_stop: bool = True
-    patience: int = DEFAULT_PATIENCE
-    lr_scheduler: str = "linear"
-    max_steps: int | None = None
-    group_by_length: bool = True  # batches of similar lengths (only matters for batch size > 1)
-    seed: int = 42
-    device: str = "cuda"
-    progress: bool = True
 
 
 def check_device(device: str, flag: str = "--device") -> None:
@@ -275,21 +245,11 @@ def train_lora(
     own early stopping runs (``EarlyStoppingCallback``, ``load_best_model_at_end``): the returned model
     holds the adapter of the checkpoint with the lowest eval loss.
     """
-    from peft import get_peft_model
-    from transformers import Trainer, set_seed
+    from transformers import Trainer
 
     if settings.epochs is None and not settings.max_steps:
         raise ValueError("epochs not resolved: training.length.plan_length turns --epochs auto into a number")
-    model.config.use_cache = False  # the KV cache is useless in training and clashes with checkpointing
-    # The Trainer seeds only when it is built, after the LoRA matrices are drawn: seed their init here too,
-    # so --seed makes a run reproducible whatever used the global RNG before.
-    set_seed(settings.seed)
-    peft_model = get_peft_model(model, lora_config(lora, base_model))
-    n_trainable, n_total = peft_model.get_nb_trainable_parameters()
-    logger.info(
-        "LoRA r=%d alpha=%d: %d trainable of %d parameters", lora.rank, lora.alpha, n_trainable, n_total
-    )
-
+    peft_model = _with_fresh_lora(model, lora, base_model, settings.seed)
     early_stop = settings.early_stop and bool(eval_examples)
     args = _training_args(settings, precision, checkpoint_dir, bool(eval_examples), early_stop)
     interrupt = make_interrupt_callback()
@@ -302,6 +262,28 @@ def train_lora(
         callbacks=[interrupt, *_early_stopping_callbacks(settings, early_stop), *extra_callbacks],
     )
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    return _outcome(trainer, result, interrupt, early_stop)
+
+
+def _with_fresh_lora(model, lora: LoraSettings, base_model: str, seed: int):
+    """``model`` wrapped in a new LoRA adapter, its matrices drawn from ``seed``."""
+    from peft import get_peft_model
+    from transformers import set_seed
+
+    model.config.use_cache = False  # the KV cache is useless in training and clashes with checkpointing
+    # The Trainer seeds only when it is built, after the LoRA matrices are drawn: seed their init here too,
+    # so --seed makes a run reproducible whatever used the global RNG before.
+    set_seed(seed)
+    peft_model = get_peft_model(model, lora_config(lora, base_model))
+    n_trainable, n_total = peft_model.get_nb_trainable_parameters()
+    logger.info(
+        "LoRA r=%d alpha=%d: %d trainable of %d parameters", lora.rank, lora.alpha, n_trainable, n_total
+    )
+    return peft_model
+
+
+def _outcome(trainer, result, interrupt, early_stop: bool) -> TrainOutcome:
+    """What the finished (or interrupted) Trainer leaves: the unwrapped model, its log, where it stopped."""
     unwrapped = trainer.accelerator.unwrap_model(trainer.model)
     state = trainer.state
     best = early_stop and state.best_model_checkpoint is not None
