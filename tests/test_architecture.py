@@ -193,3 +193,174 @@ def test_the_server_imports_no_evaluate_or_transcribe_module():
                 todo.append(dep)
     forbidden = sorted(n for n in seen if n.startswith(("voicelab.evaluate", "voicelab.transcribe")))
     assert not forbidden, [f"{n} (imported by {seen[n]})" for n in forbidden]
+
+
+# --- docs/architecture.md says what the code is ---------------------------------------------------------
+ARCHITECTURE = REPO / "docs" / "architecture.md"
+PACKAGE = SRC / "voicelab"
+SHELLS = ("voicelab.cli", "voicelab.server", "voicelab.testing")
+"""Packages that may import the core; the core imports none of them."""
+FILE_SUFFIXES = {"json", "jsonl", "csv", "md", "png", "wav", "py", "lock", "safetensors", "bin", "txt"}
+"""A dotted name ending in one of these is a file (``voice.json``), not ``module.attribute``."""
+_CODE = re.compile(r"`([^`\n]+)`")
+REPO_FOLDERS = ("src/", "tests/", "scripts/", "benchmarks/", "docs/")
+
+
+def _table_rows(header: str) -> list[list[str]]:
+    """The cells of each row of the document's table whose first header cell is ``header``."""
+    lines = ARCHITECTURE.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {header} |"))
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+def _module_map() -> dict[str, str]:
+    """Each module the map names (``server/guard.py``, relative to ``src/voicelab/``) -> its row's first cell;
+    a package row (``server/``) names its modules relative to the package."""
+    named = {}
+    for first, job in _table_rows("module"):
+        for token in _CODE.findall(first):
+            named[token] = first
+            if token.endswith("/"):
+                named |= {token + m: first for m in _CODE.findall(job) if m.endswith(".py") and "/" not in m}
+    return named
+
+
+def _top_level_names(tree: ast.Module) -> dict[str, ast.AST]:
+    """Names a module defines at its top level (functions, classes, assignments, imports) -> their node."""
+    names: dict[str, ast.AST] = {}
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names[node.name] = node
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {t.id: node for t in targets if isinstance(t, ast.Name)}
+        elif isinstance(node, ast.ImportFrom | ast.Import):
+            names |= {(a.asname or a.name).split(".")[0]: node for a in node.names}
+    return names
+
+
+def _module_file(parts: list[str]) -> Path | None:
+    base = PACKAGE.joinpath(*parts)
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _resolves(dotted: str) -> bool:
+    """Whether ``voicelab.a.b.Name.attr`` names a module, then a top-level name, then a class member."""
+    parts = dotted.split(".")[1:]
+    for cut in range(len(parts), 0, -1):
+        if (path := _module_file(parts[:cut])) is None:
+            continue
+        rest, node = parts[cut:], ast.parse(path.read_text())
+        for name in rest:
+            scope = _top_level_names(node) if isinstance(node, ast.Module | ast.ClassDef) else {}
+            if isinstance(node, ast.ClassDef):
+                scope |= _top_level_names(ast.Module(body=node.body, type_ignores=[]))
+                scope |= {n.target.id: n for n in node.body if isinstance(n, ast.AnnAssign)}
+            if name not in scope:
+                return False
+            node = scope[name]
+        return True
+    return False
+
+
+def _dotted_names(text: str) -> set[str]:
+    """``voicelab.x.Y`` names, and ``x.Y`` where ``x`` is a module of ``voicelab`` (``dataset.FILE_NAMES``),
+    spelt in backticks; file names (``voice.json``) left out."""
+    top = {p.stem for p in PACKAGE.glob("*.py")} | {p.name for p in PACKAGE.iterdir() if p.is_dir()}
+    found = set()
+    for token in _CODE.findall(text):
+        if (
+            not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+", token)
+            or token.rsplit(".", 1)[1] in FILE_SUFFIXES
+        ):
+            continue
+        if token.startswith("voicelab."):
+            found.add(token)
+        elif token.split(".")[0] in top:
+            found.add(f"voicelab.{token}")
+    return found
+
+
+def _source_paths(text: str) -> set[str]:
+    """Source paths spelt in backticks: ``*.py`` (relative to the repository, ``src/`` or ``src/voicelab/``), and
+    anything under the repository's own folders (``tests/``, ``benchmarks/``...); data folders left out."""
+    found = set()
+    for token in _CODE.findall(text):
+        path = token.split(" ")[0].replace("<step>", "prepare_audio")
+        if re.fullmatch(r"[\w./-]+\.py", path) or path.startswith(REPO_FOLDERS):
+            found.add(path)
+    return found
+
+
+def test_every_module_and_path_the_architecture_page_names_exists():
+    text = ARCHITECTURE.read_text()
+    missing = sorted(name for name in _dotted_names(text) if not _resolves(name))
+    named = _module_map()
+    missing += [f"module map: {m}" for m in named if not (PACKAGE / m).exists()]
+    for path in _source_paths(text) - named.keys():
+        in_a_package = any(m.endswith("/" + path) for m in named)
+        if not in_a_package and not any(any(root.glob(path)) for root in (REPO, SRC, PACKAGE)):
+            missing.append(f"path: {path}")
+    links = re.findall(r"\]\(([^)#:]+)\)", text)  # relative links, to other pages of docs/
+    missing += [f"link: {link}" for link in links if not (ARCHITECTURE.parent / link).exists()]
+    assert not missing, missing
+
+
+def test_the_module_map_has_a_line_for_every_module():
+    """A module added to ``src/voicelab/`` gets its line in docs/architecture.md's module map."""
+    named = _module_map()
+    modules = {str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"}
+    assert sorted(modules - named.keys()) == []
+
+
+def _owner_names(owner) -> set[str]:
+    return {*owner.FILE_NAMES, *getattr(owner, "DIR_NAMES", ())}
+
+
+def _covers(token: str, name: str, dirs: set[str]) -> bool:
+    """Whether the table's ``token`` (``.staging-NAME-PID/``, ``{key}.wav``) is the owner's ``name``: the
+    same, a name made with a prefix (``compare-``) or suffix (``_review.csv``), or a folder's ``eval-...``."""
+    token = token.rstrip("/*")
+    if token == name or (name.endswith("-") and token.startswith(name)):
+        return True
+    if name.startswith(("_", ".")) and token.endswith(name) and token != name.lstrip("."):
+        return True
+    return name in dirs and token.startswith(f"{name}-")
+
+
+def test_the_folder_tables_list_exactly_the_names_their_owner_defines():
+    """docs/architecture.md's table of each data folder names every file its owner defines
+    (``dataset.FILE_NAMES``, ``voice.FILE_NAMES`` and ``voice.DIR_NAMES``) and nothing the owner does not."""
+    from voicelab import dataset, voice
+
+    problems = []
+    for header, names, dirs in (
+        ("file in prepared/NAME/", _owner_names(dataset) | {dataset.CLIP_SUFFIX}, set()),
+        ("file in voices/NAME/", _owner_names(voice), set(voice.DIR_NAMES)),
+    ):
+        listed = [t for row in _table_rows(header) for t in _CODE.findall(row[0])]
+        problems += [
+            f"{header}: {t} is no name of the owner"
+            for t in listed
+            if not any(_covers(t, n, dirs) for n in names)
+        ]
+        problems += [f"{header}: {n} missing" for n in names if not any(_covers(t, n, dirs) for t in listed)]
+    assert not problems, problems
+
+
+def test_the_library_core_imports_no_shell():
+    """cli/, server/ and testing/ call the core; nothing of the core imports them, even inside a function."""
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        name = module_name(path)
+        if not name.startswith(SHELLS):
+            offenders += [f"{name} imports {dep}" for dep in all_imports(path) if dep.startswith(SHELLS)]
+    assert not offenders, offenders
