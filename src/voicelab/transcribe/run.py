@@ -59,6 +59,7 @@ class TranscribeSummary:
     other_speaker: int = 0  # clips flagged as another speaker
     noisy: int = 0  # clips flagged for background noise/music or distorted speech
     excluded_new: int = 0  # clips added to excluded.csv this run
+    kept_restored: int = 0  # flagged clips left in, since a person restored them earlier
     excluded_path: Path | None = None
     report_path: Path | None = None
     kept_edits: list[str] = field(default_factory=list)
@@ -76,6 +77,7 @@ class TranscribeSummary:
     def add_review(self, outcome: ReviewOutcome) -> None:
         self.flagged, self.other_speaker, self.noisy = outcome.flagged, outcome.other_speaker, outcome.noisy
         self.excluded_new, self.excluded_path = outcome.excluded_new, outcome.excluded_path
+        self.kept_restored = outcome.kept_restored
         self.report_path = outcome.report_path
 
 
@@ -151,16 +153,17 @@ class _Pass:
 
     def run(self, clips: Sequence[Path], todo: list[Path], progress: bool) -> None:
         """Transcribe ``todo`` (then catch up on unmeasured clips); the files are sorted at the end."""
-        from tqdm import tqdm
+        from voicelab.progress import bar_or_lines
 
         durations = {c: clip_duration_s(c) or 0.0 for c in todo}
-        # disable=None: tqdm stays quiet when stderr is not a terminal, so logs hold no bar redraws
-        bar = tqdm(
-            total=sum(durations.values()) / 60,
+        # a bar on a terminal; in a log (make transcribe > log), a line every 5% of the clips
+        bar = bar_or_lines(
+            len(todo),
+            desc="transcribing clips",
+            enabled=progress,
+            amount=(sum(durations.values()) / 60, "min of audio"),
             unit="min",
-            desc="transcribing (audio min)",
             bar_format=BAR_FORMAT,
-            disable=None if progress and todo else True,
         )
         rows_out, signals_out = self.ds.transcript_writer(), self.ds.signals_appender()
         try:
