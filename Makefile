@@ -72,9 +72,12 @@ PORT ?= 8000
 
 WORKERS ?= 1
 
+# check_server says in one line what would stop the start-up (settings, model folders), before uvicorn runs.
 dev: ## Development: the TTS API and the studio page on HOST:PORT (http://127.0.0.1:8000/), reloading on src/ edits; settings: VOICELAB_* or .env
+	@$(PY) -m voicelab.cli.check_server
 	$(PY) -m uvicorn voicelab.server.app:create_app --factory --reload --reload-dir src --host $(HOST) --port $(PORT) $(ARGS)
 
 # Each worker is a process with its own engine client, SNAC decoder, voice registry, limits and metrics.
 serve: ## Production: the TTS API on HOST:PORT, WORKERS processes (1), no reload, access log; settings: VOICELAB_* or .env
+	@$(PY) -m voicelab.cli.check_server
 	$(PY) -m uvicorn voicelab.server.app:create_app --factory --host $(HOST) --port $(PORT) --workers $(WORKERS) --access-log $(ARGS)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from voicelab import dataset, quality, testing
+from voicelab import dataset, dataset_review, quality, testing
 from voicelab import transcribe as tr
 from voicelab.audio import read_audio
 from voicelab.cli import transcribe as transcribe_cli
@@ -77,6 +77,12 @@ def _run(folder, texts, **quality_kw):
     )
 
 
+def delete_line(path, key):
+    """What a person does in an editor: delete the line of one clip."""
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    path.write_text("".join(line for line in lines if not line.startswith(f"{key},")), encoding="utf-8")
+
+
 def test_other_speaker_ranks_first_and_can_be_excluded(tmp_path, mixed_dataset):
     src, texts, others = mixed_dataset
     folder = tmp_path / "prepared"
@@ -103,6 +109,22 @@ def test_other_speaker_ranks_first_and_can_be_excluded(tmp_path, mixed_dataset):
     # the report is a real PNG
     report = dataset.PreparedDataset(folder).report_path
     assert summary.report_path == report and report.read_bytes().startswith(b"\x89PNG")
+
+    # a person puts two back, one by deleting its line, one with the studio's Restore: a rerun with
+    # --exclude-flagged flags them again but leaves them in, and says so
+    by_hand, in_studio, still_out = sorted(others)
+    delete_line(folder / dataset.EXCLUDED_FILE, by_hand)
+    dataset_review.save_clip(folder.parent, folder.name, in_studio, excluded=False)
+    again = _run(folder, texts, exclude_flagged=True)
+    assert set(dataset.read_exclusions(folder)) == {still_out}
+    assert again.excluded_new == 0 and again.kept_restored == 2 and again.other_speaker == len(others)
+    decisions = dataset.PreparedDataset(folder).read_decisions()
+    assert decisions[by_hand] == decisions[in_studio] == dataset.RESTORED
+    assert decisions[still_out] == dataset.EXCLUDED
+    # deleting a line of the decisions lets the flag decide again
+    delete_line(folder / dataset.DECISIONS_FILE, by_hand)
+    _run(folder, texts, exclude_flagged=True)
+    assert set(dataset.read_exclusions(folder)) == {still_out, by_hand}
 
 
 def test_measures_taken_beside_whisper_are_the_per_clip_numbers(tmp_path, mixed_dataset):

@@ -389,3 +389,32 @@ def test_vllm_url_comes_from_the_server_settings_when_not_given(monkeypatch, tmp
     assert evaluate_voice.settings_from(args).vllm_url is None
     args = evaluate_voice.build_parser().parse_args(["bob", "--device", "cpu", "--vllm-url", "http://h:1"])
     assert evaluate_voice.settings_from(args).vllm_url == "http://h:1"
+
+
+def test_a_whisper_model_missing_offline_is_named_with_the_flag_before_any_model_loads(
+    trained, tmp_path, monkeypatch, capsys
+):
+    """No network (a proxy that refuses every connection stands in for it: nothing is ever downloaded) and
+    an empty Whisper cache: evaluate names --whisper-model and stops before loading the base model."""
+    from voicelab import models
+
+    loaded = []
+    real = models.load_tokenizer
+    monkeypatch.setattr(models, "load_tokenizer", lambda *a, **k: loaded.append(a) or real(*a, **k))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    for proxy in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(proxy, "http://127.0.0.1:9")  # the discard port: connection refused
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    rc = evaluate_voice.main(["zed", "--voices-dir", str(trained), "--whisper-model", "tiny.en", *FEW])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "pass --whisper-model /path/to/tiny.en.pt" in err and "--model " not in err
+    assert loaded == []  # stopped before the tokenizer, the base model and SNAC
+
+
+def test_a_base_model_that_is_not_there_is_said_before_whisper_loads(trained, tmp_path, capsys):
+    missing = tmp_path / "orpheus"
+    rc = evaluate_voice.main(["zed", "--voices-dir", str(trained), "--base-model", str(missing), *FEW])
+    assert rc == 2
+    assert f"cannot load the base model {str(missing)!r} (no such folder)" in capsys.readouterr().err

@@ -122,6 +122,16 @@ def test_a_base_model_that_cannot_be_loaded_gets_the_offline_hint(tmp_path):
     )
 
 
+def test_snac_pointed_at_the_orpheus_folder_is_not_told_to_download_into_it(tiny_orpheus_dir):
+    with pytest.raises(models.ModelLoadError) as info:
+        models.load_snac(tiny_orpheus_dir)
+    message = str(info.value)
+    assert f"{tiny_orpheus_dir} holds config.json, " in message  # what the folder does hold
+    assert "not the SNAC codec (config.json and pytorch_model.bin)" in message
+    assert "`.venv/bin/hf download hubertsiuzdak/snac_24khz --local-dir models/snac_24khz`" in message
+    assert f"--local-dir {tiny_orpheus_dir}" not in message
+
+
 def test_load_errors_are_usage_errors():
     assert issubclass(models.ModelLoadError, UsageError)
     assert issubclass(DeviceError, UsageError)
@@ -136,3 +146,22 @@ def test_resolve_dtype_names_and_precisions():
     assert models.resolve_dtype(None, "cpu") is torch.float32
     with pytest.raises(ValueError, match="unknown dtype"):
         models.resolve_dtype("float7")
+
+
+def test_a_hub_id_without_network_is_refused_at_once(monkeypatch):
+    """No cached copy and a hub whose name does not resolve (``.invalid`` never does): one line now, not a
+    minute of retries. Proxies are cleared: behind one, the name need not resolve locally."""
+    from huggingface_hub import constants
+
+    for proxy in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(proxy, raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "https://hub.invalid")
+    with pytest.raises(models.ModelLoadError) as info:
+        models.check_base_model_source("voicelab-tests/not-a-model")
+    message = str(info.value)
+    assert "(not in the hub cache, and the hub (hub.invalid) cannot be reached: no network?)" in message
+    assert "hf download voicelab-tests/not-a-model --local-dir" in message
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(models.ModelLoadError, match="not in the hub cache, and HF_HUB_OFFLINE is set"):
+        models.check_snac_source("voicelab-tests/not-a-codec")

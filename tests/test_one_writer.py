@@ -187,6 +187,28 @@ def test_a_linked_transcript_or_exclusion_list_is_neither_served_nor_quoted(stud
     assert (folder / name).is_symlink()  # not replaced either: the save stopped before writing
 
 
+def test_a_linked_exclusion_record_is_neither_read_nor_written_through(studio):
+    """Excluding or restoring a clip updates exclusion_decisions.csv under the folder's lock, read through
+    open_inside: linked out, the save is refused before anything is written."""
+    folder = studio.root / "prepared" / "alice"
+    outside = studio.root / "outside" / "secret.csv"
+    before = outside.read_bytes()
+    (folder / dataset.DECISIONS_FILE).symlink_to(outside)
+    response = studio.put("/studio/api/datasets/alice/clips/clip_000", json={"excluded": True})
+    assert response.status_code == 400, response.text
+    assert "SECRET" not in response.text and str(studio.root) not in response.text
+    assert outside.read_bytes() == before and (folder / dataset.DECISIONS_FILE).is_symlink()
+    assert dataset.read_exclusions(folder) == {}  # all or nothing: excluded.csv was not written either
+
+
+def test_a_loss_curve_linked_out_of_the_voice_is_refused_not_sent(studio):
+    voice = studio.root / "voices" / "alice"
+    (voice / "loss_curve.png").symlink_to(studio.root / "outside" / "passwd")
+    response = studio.get("/studio/api/voices/alice/loss-curve")
+    assert response.status_code == 400 and "SECRET" not in response.text
+    assert str(studio.root) not in response.text
+
+
 @pytest.mark.parametrize("lock", [dataset.LOCK_FILE, ".studio.lock"])
 def test_a_linked_lock_file_creates_nothing_at_its_target(studio, lock):
     target = studio.root / "outside" / "created-through-the-lock"

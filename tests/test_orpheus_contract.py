@@ -206,16 +206,22 @@ def test_max_new_tokens_grows_with_text_and_passes_the_14_second_cap():
     short = orpheus.max_new_tokens_for_text("Hi.")
     long = orpheus.max_new_tokens_for_text("word " * 100)
     assert short > 16
-    assert (short - 1) % orpheus.CODES_PER_FRAME == 0
+    assert short % orpheus.CODES_PER_FRAME == 0 and long % orpheus.CODES_PER_FRAME == 0  # whole frames
     assert long > 1200  # 500 characters of text need more than 14 s of audio
-    assert orpheus.max_new_tokens_for_text("word " * 100, cap=2000) == 2000
-    # "Hi.": 3 chars / 5 chars/s + 3 s headroom = 3.6 s = 42.2 frames -> 43 frames x 7 tokens + end of speech
-    assert short == 43 * 7 + 1
+    assert orpheus.max_new_tokens_for_text("word " * 100, cap=2000) == 1995  # 285 whole frames
+    # "Hi.": 3 chars / 5 chars/s + 3 s headroom = 3.6 s = 42.2 frames -> 43 frames + 1 for the end of speech
+    assert short == 44 * 7
 
 
 def test_budget_for_a_prompt_counts_each_id_as_the_longest_text_token():
-    # 10 ids x 8 chars = 80 chars: 16 s + 3 s headroom = 19 s = 222.7 frames -> 223 frames x 7 + 1
-    assert orpheus.max_new_tokens_for_prompt(list(range(10))) == 223 * 7 + 1
+    # 10 ids x 8 chars = 80 chars: 16 s + 3 s headroom = 19 s = 222.7 frames -> 223 frames + 1 (end of speech)
+    assert orpheus.max_new_tokens_for_prompt(list(range(10))) == 224 * 7
+
+
+def test_a_budget_is_whole_frames():
+    assert orpheus.whole_frames_budget(2000) == 1995
+    assert orpheus.whole_frames_budget(7 * 30) == 7 * 30
+    assert orpheus.whole_frames_budget(5) == 5  # under one frame: nothing to round to
 
 
 def test_added_tokens_are_spelled_custom_token_n():

@@ -424,3 +424,20 @@ def test_duration_histogram_reads_as_aligned_one_second_bins():
     assert lines[-1] == "  12-13 s | ########## 2"  # a clip of exactly --max-duration lands in the last bin
     assert len({line.index("|") for line in lines}) == 1  # bars start in one column
     assert sum(int(line.split()[-1]) for line in lines) == 6
+
+
+def test_an_output_folder_name_that_cannot_be_a_voice_name_is_warned_with_a_better_one(
+    good_wav, tmp_path, caplog
+):
+    from voicelab.voice import suggest_voice_name, validate_voice_name
+
+    assert prepare_audio.main([str(good_wav), str(tmp_path / "prepared" / "Old Keeper")]) == 0
+    warning = caplog.text
+    assert "'Old Keeper' cannot be a voice name" in warning
+    assert str(tmp_path / "prepared" / "Old_Keeper") in warning
+    caplog.clear()
+    assert prepare_audio.main([str(good_wav), str(tmp_path / "prepared" / "old_keeper")]) == 0
+    assert "cannot be a voice name" not in caplog.text
+    for odd in ("Old Keeper", "élan vital!", "a" * 80, "???", "ok-name_1"):
+        assert validate_voice_name(suggest_voice_name(odd))
+    assert suggest_voice_name("ok-name_1") == "ok-name_1"

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 
 import httpx
+import pytest
 
 from conftest import REPO
 from voicelab.testing.fake_vllm import FakeVLLMServer
@@ -54,3 +56,62 @@ def test_make_serve_runs_workers_from_a_dotenv_file(tmp_path, tiny_orpheus_dir, 
     assert log.count("Started server process") == WORKERS, log[-3000:]
     assert '"POST /v1/audio/speech HTTP/1.1" 200' in log  # the access log
     assert "Will watch for changes" not in log  # no reloader (make dev has one)
+
+
+def test_an_unusable_base_model_is_one_line_from_make_dev_serve_vllm_and_train_lora(tmp_path, capsys):
+    """The same mistake, the same one line, from every step that loads the base model; the make targets
+    end at once (no reload watcher left running, no hub requests for a path)."""
+    from voicelab import models
+    from voicelab.cli import serve_vllm, train_lora
+    from voicelab.testing.datasets import write_reviewed_dataset
+
+    missing = tmp_path / "models" / "orpheus"
+    with pytest.raises(models.ModelLoadError) as expected:
+        models.check_base_model_source(missing)
+    line = f"error: {expected.value}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VOICELAB_", "HF_HUB_OFFLINE"))}
+    env["VOICELAB_BASE_MODEL"] = str(missing)
+    for target in ("dev", "serve"):
+        command = ["make", "-s", "-f", str(REPO / "Makefile"), f"VENV={REPO / '.venv'}", target]
+        done = subprocess.run(
+            [*command, f"PORT={free_port()}"], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 2, done.stdout + done.stderr
+        ours = [text for text in done.stderr.splitlines() if not text.startswith("make")]
+        assert ours == [line], done.stderr
+        assert "uvicorn" not in done.stdout + done.stderr  # stopped before the server (and its watcher)
+
+    # a hub id on a machine without network (the hub's name does not resolve): the same, at once
+    no_network = {
+        **env,
+        "VOICELAB_BASE_MODEL": "voicelab-tests/not-a-model",
+        "HF_ENDPOINT": "https://hub.invalid",
+    }
+    no_network.update({"HF_HOME": str(tmp_path / "hf"), "HTTPS_PROXY": "", "https_proxy": ""})
+    command = ["make", "-s", "-f", str(REPO / "Makefile"), f"VENV={REPO / '.venv'}", "dev"]
+    done = subprocess.run(
+        [*command, f"PORT={free_port()}"], cwd=tmp_path, env=no_network, capture_output=True, text=True
+    )
+    assert done.returncode == 2 and "cannot be reached: no network?" in done.stderr, done.stderr
+    assert len([t for t in done.stderr.splitlines() if not t.startswith("make")]) == 1
+
+    capsys.readouterr()
+    installed = ["--vllm", sys.executable]  # any executable: the base model is refused before it runs
+    voices = ["--voices-dir", str(tmp_path / "voices")]
+    assert serve_vllm.main(["--base-model", str(missing), *voices, *installed]) == 2
+    assert capsys.readouterr().err.splitlines() == [line]
+    data = write_reviewed_dataset(tmp_path / "prepared" / "bob", {"bob_000": "Hello there."}, [3.0])
+    argv = ["bob", str(data), "--base-model", str(missing), "--voices-dir", str(tmp_path / "voices")]
+    assert train_lora.main([*argv, "--device", "cpu"]) == 2
+    assert capsys.readouterr().err.splitlines() == [line]
+
+
+def test_logging_set_up_prints_a_hub_warning_once():
+    code = (
+        "import logging, huggingface_hub\n"
+        "from voicelab.cli.common import setup_logging\n"
+        "setup_logging()\n"
+        "logging.getLogger('huggingface_hub.utils._http').warning('Retrying in 1s')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stderr.count("Retrying in 1s") == 1, done.stderr

@@ -155,6 +155,23 @@ async def test_max_tokens_hit_is_incomplete(decoder, tiny_tokenizer, voice):
     assert error.value.reason == IncompleteGenerationError.LENGTH
 
 
+@pytest.mark.parametrize("max_tokens", [None, 2000])
+async def test_a_piece_that_runs_out_of_budget_ends_on_a_whole_frame(
+    decoder, tiny_tokenizer, voice, caplog, max_tokens
+):
+    """Derived or asked for, the budget is whole frames: a runaway piece uses all of it and leaves no
+    partial trailing frame to drop (and log) behind."""
+    with _server(voice, frames_per_prompt=400) as server:
+        synth = Synthesizer(VLLMEngine(server.url), tiny_tokenizer, decoder)
+        with pytest.raises(IncompleteGenerationError) as error:
+            await _speak(synth, voice, "Hi.", SamplingParams(max_tokens=max_tokens))
+        sent = server.completions[-1].body["max_tokens"]
+    assert error.value.reason == IncompleteGenerationError.LENGTH
+    assert sent % orpheus.CODES_PER_FRAME == 0
+    assert sent == (orpheus.max_new_tokens_for_text("Hi.") if max_tokens is None else 1995)
+    assert "partial trailing frame" not in caplog.text
+
+
 async def test_malformed_ids_raise_contract_error(decoder, tiny_tokenizer, voice):
     for token_ids in (True, False):
         with _server(voice, supports_token_ids=token_ids) as server:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 
 import numpy as np
 import pytest
 import soundfile as sf
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from voicelab import dataset_review
 from voicelab import transcribe as tr
@@ -19,6 +21,7 @@ from voicelab.server.backend import Backend
 from voicelab.server.settings import Settings
 from voicelab.testing.datasets import write_reviewed_dataset
 from voicelab.testing.server import local_client
+from voicelab.testing.voices import TRAINED_METADATA, write_evaluation, write_loss_curve, write_voice_folder
 
 KEY = "studio-key"
 CLIP_SECONDS = (3.0, 3.5, 4.0, 4.5)  # plausible speaking rates for TEXTS: only clip_001 is flagged
@@ -61,10 +64,11 @@ def prepared(tmp_path):
 @pytest.fixture
 def voices(tmp_path):
     root = tmp_path / "voices"
-    (root / "alice" / "eval").mkdir(parents=True)
-    (root / "alice" / "eval" / "summary.md").write_text("# alice\nspeaker similarity 0.81: pass\n")
-    (root / "alice" / "eval" / "eval.json").write_text(json.dumps({"speaker_similarity": 0.81}))
-    (root / "alice" / "eval" / "similarity.png").write_bytes(b"\x89PNG\r\n\x1a\nfake")
+    alice = write_voice_folder(
+        root, "alice", base_model="/srv/models/orpheus", prompt_prefix="Alice: ", metadata=TRAINED_METADATA
+    )
+    write_evaluation(alice)
+    write_loss_curve(alice)
     (root / "bob").mkdir()
     return root
 
@@ -165,8 +169,9 @@ def test_bad_edits_are_refused_in_words(client, prepared):
         "/studio/api/datasets/alice/clips/%2E%2E",
         "/studio/api/datasets/alice/clips/%2E%2E%2Fsecret",
         "/studio/api/datasets/alice/clips/%2Fetc%2Fpasswd",
-        "/studio/api/voices/%2E%2E/eval",
-        "/studio/api/voices/alice/eval/..%2F..%2Fsecret.png",
+        "/studio/api/voices/%2E%2E",
+        "/studio/api/voices/%2E%2E/loss-curve",
+        "/studio/api/voices/..%2F..%2Fsecret",
     ],
 )
 def test_traversal_is_refused(client, path):
@@ -210,7 +215,7 @@ def test_studio_off_closes_the_dataset_endpoints_only(prepared, voices):
             assert response.status_code == 403
             assert "VOICELAB_STUDIO" in response.json()["error"]["message"]
         assert c.get("/").status_code == 200
-        assert c.get("/studio/api/voices/alice/eval").status_code == 200
+        assert c.get("/studio/api/voices/alice").status_code == 200
 
 
 def test_the_api_keys_guard_the_studio_endpoints(prepared, voices):
@@ -220,27 +225,57 @@ def test_the_api_keys_guard_the_studio_endpoints(prepared, voices):
         bad = c.get("/studio/api/datasets", headers={"Authorization": "Bearer wrong"})
         assert bad.status_code == 401 and bad.json()["error"]["code"] == "invalid_api_key"
         assert c.put("/studio/api/datasets/alice/clips/clip_000", json={"text": "x"}).status_code == 401
-        assert c.get("/studio/api/voices/alice/eval").status_code == 401
+        assert c.get("/studio/api/voices/alice").status_code == 401
         good = c.get("/studio/api/datasets", headers={"Authorization": f"Bearer {KEY}"})
         assert good.status_code == 200
 
 
-def test_voice_evaluation_where_it_exists(client, voices, tmp_path):
-    body = client.get("/studio/api/voices/alice/eval").json()
-    assert body["summary"].startswith("# alice") and body["numbers"] == {"speaker_similarity": 0.81}
-    assert body["pictures"] == ["similarity.png"]
-    picture = client.get("/studio/api/voices/alice/eval/similarity.png")
-    assert picture.status_code == 200 and picture.headers["content-type"] == "image/png"
-    assert client.get("/studio/api/voices/alice/eval/summary.md").status_code == 404  # pictures only
-    assert client.get("/studio/api/voices/bob/eval").json() == {
+def test_a_voice_card_gets_the_prompt_prefix_base_model_loss_curve_and_checks(client, voices, tmp_path):
+    body = client.get("/studio/api/voices/alice").json()
+    assert body["prompt_prefix"] == "Alice: "
+    assert body["base_model"] == "orpheus (a folder)"  # a folder's name, never the server's path
+    assert "/srv" not in json.dumps(body)
+    assert body["loss_curve"] is True
+    checks = {c["check"]: c for c in body["evaluation"]["checks"]}
+    assert (
+        checks["word error rate"]["verdict"] == "FAIL" and checks["word error rate"]["threshold"] == "<= 0.15"
+    )
+    assert checks["word error rate"]["advice"] and body["evaluation"]["created_at"].startswith("2026-12-01")
+    curve = client.get("/studio/api/voices/alice/loss-curve")
+    assert curve.status_code == 200 and curve.headers["content-type"] == "image/png"
+    assert curve.content[:8] == b"\x89PNG\r\n\x1a\n"
+    # a folder without voice.json, loss curve or evaluation: nothing to show, no error
+    assert client.get("/studio/api/voices/bob").json() == {
         "voice": "bob",
-        "summary": None,
-        "numbers": None,
-        "pictures": [],
+        "prompt_prefix": None,
+        "base_model": None,
+        "loss_curve": False,
+        "evaluation": None,
     }
+    assert client.get("/studio/api/voices/bob/loss-curve").status_code == 404
+    assert client.get("/studio/api/voices/carol").status_code == 404
     (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "eval.json").write_text(json.dumps({"checks": []}))
     (voices / "bob" / "eval").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
-    assert client.get("/studio/api/voices/bob/eval").status_code == 400
+    assert client.get("/studio/api/voices/bob").json()["evaluation"] is None  # not read through a symlink out
+
+
+def test_the_schema_says_what_the_voice_card_routes_answer(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    card = paths["/studio/api/voices/{voice}"]["get"]["responses"]
+    assert {"200", "400", "401", "404"} <= set(card)
+    curve = paths["/studio/api/voices/{voice}/loss-curve"]["get"]["responses"]
+    assert set(curve["200"]["content"]) == {"image/png"} and {"400", "401", "404"} <= set(curve)
+    report = paths["/studio/api/datasets/{name}/report"]["get"]
+    assert [p["name"] for p in report["parameters"] if p["in"] == "query"] == ["layout"]
+    assert {"400", "403", "404"} <= set(report["responses"])
+
+
+def test_a_hub_base_model_is_named_by_its_hub_id(client, voices):
+    write_voice_folder(
+        voices, "dora", base_model="/srv/cache/x", metadata={"base_model_hub_id": "org/orpheus"}
+    )
+    assert client.get("/studio/api/voices/dora").json()["base_model"] == "org/orpheus"
 
 
 def test_the_dataset_report_is_served_where_it_exists(client, prepared):
@@ -249,6 +284,31 @@ def test_the_dataset_report_is_served_where_it_exists(client, prepared):
     assert client.get("/studio/api/datasets").json()["datasets"][0]["report"] is True
     response = client.get("/studio/api/datasets/alice/report")
     assert response.status_code == 200 and response.content.endswith(b"report")
+
+
+def report_title(png: bytes) -> str:
+    """The headline the report draws (also written into the PNG's Title)."""
+    return Image.open(io.BytesIO(png)).text["Title"]
+
+
+def test_the_report_follows_exclusions_made_in_the_page_and_has_a_phone_layout(client, tmp_path):
+    root = tmp_path / "reported"
+    write_reviewed_dataset(root / "bob", TEXTS, CLIP_SECONDS, with_report=True)
+    with make_client(root, tmp_path / "voices") as c:
+        before = c.get("/studio/api/datasets/bob/report")
+        assert before.headers["content-type"] == "image/png"
+        assert report_title(before.content).startswith("bob: 4 clips kept (0 excluded)")
+        c.put("/studio/api/datasets/bob/clips/clip_001", json={"excluded": True, "reason": "not her"})
+        after = c.get("/studio/api/datasets/bob/report")
+        assert report_title(after.content).startswith("bob: 3 clips kept (1 excluded)")
+        assert (root / "bob" / "dataset_report.png").read_bytes() == after.content  # redrawn in place
+        narrow = c.get("/studio/api/datasets/bob/report", params={"layout": "narrow"})
+        width, height = Image.open(io.BytesIO(narrow.content)).size
+        assert width == 400 and height > 2 * width  # one column of panels, a phone's shape
+        assert report_title(narrow.content).startswith("bob: 3 clips kept (1 excluded)")
+        c.put("/studio/api/datasets/bob/clips/clip_001", json={"excluded": False})
+        assert "4 clips kept (0 excluded)" in report_title(c.get("/studio/api/datasets/bob/report").content)
+        assert c.get("/studio/api/datasets/bob/report", params={"layout": "tall"}).status_code == 400
 
 
 # ------------------------------------------------------------------ a later transcribe run keeps the edit

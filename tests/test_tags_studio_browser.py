@@ -73,7 +73,7 @@ def test_keys_insert_tags_at_the_cursor_while_the_clip_plays_and_the_save_normal
     playwright_api.expect(page.locator("#dataset-tags")).to_contain_text("about 100 examples")
     page.locator("#clip-list li[data-clip='clip_000'] button").click()  # selected, and it plays
     playwright_api.expect(page.locator("#clip-name")).to_contain_text("clip_000")
-    page.wait_for_function("!document.getElementById('clip-audio').paused")
+    page.wait_for_function("() => !document.getElementById('clip-audio').paused")
     text = page.locator("#clip-text")
     text.focus()
     page.evaluate("() => { const t = document.getElementById('clip-text'); t.setSelectionRange(29, 29); }")

@@ -176,6 +176,7 @@ def test_offline_download_failure_explains_local_file(clips, tmp_path, monkeypat
     err = capsys.readouterr().err
     assert "cannot be downloaded" in err and "--model /path/to/base.pt" in err
     assert str(tmp_path / "empty-cache" / "whisper") in err
+    assert "import whisper; whisper.load_model('base')" in err  # the command that caches it
     assert "Traceback" not in err
 
 

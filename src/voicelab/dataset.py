@@ -30,7 +30,10 @@ file                            written by        what
 ``transcript_signals.jsonl``    transcribe        Whisper's numbers and audio measures per clip seen
 ``transcript_review.csv``       transcribe        the clips worth a listen, riskiest first, with reasons
 ``dataset_report.png``          transcribe        clip lengths, speaker similarity, DNSMOS, minutes per source
+``dataset_report.json``         transcribe        the speaker comparison the report shows, to redraw it later
 ``excluded.csv``                a person/studio   ``filename,reason``: clips left out of training (text kept)
+``exclusion_decisions.csv``     transcribe/studio ``filename,decision``: clips excluded, and those a person
+                                                  restored (``--exclude-flagged`` never undoes a restore)
 ``sources_left_out.csv``        prepare-audio     recordings that failed or gave no clip, remembered until changed
 ``source_voices.csv``           prepare-audio     per recording: minutes kept, of other voices, of music dropped
                                                   (written with --reference or --speaker auto)
@@ -95,6 +98,8 @@ SIGNALS_FILE = "transcript_signals.jsonl"
 REVIEW_FILE = "transcript_review.csv"
 REPORT_FILE = "dataset_report.png"
 EXCLUDED_FILE = "excluded.csv"
+DECISIONS_FILE = "exclusion_decisions.csv"
+REPORT_INPUTS_FILE = "dataset_report.json"
 SOURCES_LEFT_OUT_FILE = "sources_left_out.csv"
 SOURCE_VOICES_FILE = "source_voices.csv"
 VOICE_PRINT_FILE = "voice_print.json"
@@ -115,7 +120,9 @@ FILE_NAMES = (
     SIGNALS_FILE,
     REVIEW_FILE,
     REPORT_FILE,
+    REPORT_INPUTS_FILE,
     EXCLUDED_FILE,
+    DECISIONS_FILE,
     SOURCES_LEFT_OUT_FILE,
     SOURCE_VOICES_FILE,
     VOICE_PRINT_FILE,
@@ -138,6 +145,10 @@ MANIFEST_KEY_COLUMN = "clip"
 """The manifest's column for the clip key."""
 TRANSCRIPT_HEADER = (KEY_COLUMN, "text")
 EXCLUDED_HEADER = (KEY_COLUMN, "reason")
+DECISIONS_HEADER = (KEY_COLUMN, "decision")
+EXCLUDED = "excluded"
+RESTORED = "restored"
+"""A clip's decision: it was in excluded.csv when voicelab last wrote or read it, or a person took it out."""
 _WHITESPACE_RUN = re.compile(r"\s+")
 
 
@@ -995,6 +1006,14 @@ def _float(value: str | None) -> float | None:
 # --------------------------------------------------------------------------------- the folder object
 
 
+def _decided(decisions: Mapping[str, str], exclusions: Mapping[str, str]) -> dict[str, str]:
+    """``decisions`` after ``exclusions``: a clip recorded as excluded and no longer listed is restored;
+    every listed clip is excluded."""
+    updated = {k: (RESTORED if d == EXCLUDED and k not in exclusions else d) for k, d in decisions.items()}
+    updated.update(dict.fromkeys(exclusions, EXCLUDED))
+    return updated
+
+
 class PreparedDataset:
     """The folder ``prepared/NAME/`` (see the module docstring): its paths, and every read and write.
 
@@ -1208,12 +1227,38 @@ class PreparedDataset:
         except (UnicodeDecodeError, csv.Error) as e:
             raise DatasetError(f"{path}: unreadable ({e}); run make transcribe again to rewrite it") from e
 
-    # --- dataset_report.png ----------------------------------------------------------------------
+    # --- dataset_report.png, dataset_report.json -------------------------------------------------
     def write_report(self, draw: Callable[[Path], None]) -> Path:
         """``draw(tmp)`` writes the picture to a temporary path, which then replaces the report atomically."""
         with writing(self.dir), atomic_output(self.report_path) as tmp:
             draw(tmp)
         return self.report_path
+
+    def write_report_inputs(self, inputs: Mapping) -> Path:
+        """``dataset_report.json``: what the report shows that the folder's other files cannot give again
+        (the speaker comparison transcribe made), so the report can be redrawn when exclusions change."""
+        path = self.dir / REPORT_INPUTS_FILE
+        with writing(self.dir):
+            write_text_atomic(path, json.dumps(dict(inputs), allow_nan=False) + "\n")
+        return path
+
+    def read_report_inputs(self) -> dict | None:
+        """``dataset_report.json`` (None when absent or unreadable: the report cannot be redrawn)."""
+        path = self.dir / REPORT_INPUTS_FILE
+        try:
+            data = json.loads(_read_text(path))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, UsageError) as e:  # UsageError: a symlink out, not UTF-8
+            logger.warning("%s unreadable (%s): the dataset report is not redrawn", path, e)
+            return None
+        return data if isinstance(data, dict) else None
+
+    def report_is_stale(self) -> bool:
+        """True when the exclusions, their decisions or the transcript changed after the report was drawn."""
+        drawn = self.report_path.stat().st_mtime_ns
+        inputs = (self.excluded_path, self.decisions_path, self.transcript_path)
+        return any(p.is_file() and p.stat().st_mtime_ns > drawn for p in inputs)
 
     # --- excluded.csv ----------------------------------------------------------------------------
     def read_exclusions(self) -> dict[str, str]:
@@ -1224,24 +1269,63 @@ class PreparedDataset:
         return dict(_parse(path, _read_text(path), EXCLUDED_HEADER))
 
     def write_exclusions(self, exclusions: Mapping[str, str]) -> Path:
-        """Replace ``excluded.csv`` atomically, sorted by key (removed when nothing is excluded)."""
+        """Replace ``excluded.csv`` atomically, sorted by key (removed when nothing is excluded), and record
+        the decisions: a clip taken out of it is restored (``--exclude-flagged`` will not exclude it again).
+        A file others may be changing is changed with ``update_exclusions``."""
         path = self.excluded_path
         with writing(self.dir):
+            self._sync_decisions()  # first, what a person changed by hand since voicelab last looked
             if not exclusions:
                 path.unlink(missing_ok=True)
-                return path
-            return _write_pairs(
-                path, EXCLUDED_HEADER, sorted((clip_key(k), r) for k, r in exclusions.items())
-            )
+            else:
+                _write_pairs(path, EXCLUDED_HEADER, sorted((clip_key(k), r) for k, r in exclusions.items()))
+            self._sync_decisions()
+        return path
 
     def update_exclusions(self, change: Callable[[dict[str, str]], dict[str, str]]) -> dict[str, str]:
-        """Change ``excluded.csv`` as it is now, under the lock (see ``update_transcript``)."""
+        """Change ``excluded.csv`` as it is now, under the lock (see ``update_transcript``); the decisions
+        follow (``restored_clips``), so ``change`` may ask which clips a person restored."""
         with writing(self.dir):
             exclusions = self.read_exclusions()
             changed = change(dict(exclusions))
             if changed != exclusions:
                 self.write_exclusions(changed)
             return changed
+
+    # --- exclusion_decisions.csv -----------------------------------------------------------------
+    @property
+    def decisions_path(self) -> Path:
+        return self.dir / DECISIONS_FILE
+
+    def read_decisions(self) -> dict[str, str]:
+        """key -> ``EXCLUDED`` or ``RESTORED`` (``{}`` without the file); see ``restored_clips``."""
+        path = self.decisions_path
+        if not os.path.lexists(path):
+            return {}
+        return dict(_parse(path, _read_text(path), DECISIONS_HEADER))
+
+    def restored_clips(self) -> set[str]:
+        """Clips a person put back after they had been excluded: a line deleted from ``excluded.csv`` (by
+        hand, or Restore in the studio). An automatic flag must not exclude them again.
+
+        Brings ``exclusion_decisions.csv`` up to date with ``excluded.csv`` as it is now (under the
+        folder's lock, and only when it changes): a clip recorded as excluded that is no longer listed
+        becomes restored; every listed clip is recorded as excluded (so a line added by hand and deleted
+        later counts as a restore too).
+        """
+        decisions = self.read_decisions()
+        if _decided(decisions, self.read_exclusions()) != decisions:
+            decisions = self._sync_decisions()
+        return {key for key, decision in decisions.items() if decision == RESTORED}
+
+    def _sync_decisions(self) -> dict[str, str]:
+        """The decisions brought up to date with ``excluded.csv`` as it is now, under the lock."""
+        with writing(self.dir):
+            decisions = self.read_decisions()
+            updated = _decided(decisions, self.read_exclusions())
+            if updated != decisions:
+                _write_pairs(self.decisions_path, DECISIONS_HEADER, sorted(updated.items()))
+            return updated
 
     # --- manifest.csv ----------------------------------------------------------------------------
     def read_manifest(self) -> list[ClipRecord]:

@@ -5,13 +5,19 @@ minutes kept per source (with the minutes of other voices and music prepare-audi
 one voice), and the expressive tags (clips per Orpheus tag against the ~100 examples a tag
 needs, unknown annotations named); the title gives the guide's tier by the lower of clips and minutes. Kept =
 clips with a transcript row that excluded.csv does not list (what training uses).
+
+The speaker comparison it shows (threshold and reference given to transcribe) is kept beside it, so the
+studio can draw it again when exclusions change, and in one column for a phone (``LAYOUTS``).
 """
 
 from __future__ import annotations
 
 import logging
+import textwrap
+import threading
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from voicelab.dataset import (
@@ -30,11 +36,18 @@ logger = logging.getLogger(__name__)
 
 FIGURE_SIZE_IN = (17, 8)
 DPI = 100  # 1700 x 800 px
-PANELS = [["lengths", "speaker", "tags"], ["dnsmos", "sources", "tags"]]
+WIDE = [["lengths", "speaker", "tags"], ["dnsmos", "sources", "tags"]]
+NARROW = [["lengths"], ["speaker"], ["dnsmos"], ["sources"], ["tags"]]
+LAYOUTS = {"wide": (WIDE, FIGURE_SIZE_IN, 40, 120), "narrow": (NARROW, (4, 15.5), 20, 30)}
+"""The panels' places (a matplotlib mosaic), inches, the longest source name shown and the longest title
+line: two rows beside the tags on a screen; one column 400 px wide for a phone (about its screen's width,
+so the text keeps its size; five panels of ~3 in each)."""
 MAX_UNKNOWN_SHOWN = 4  # unknown annotations named in the tags panel's title (most frequent first)
 TAG_AXIS_HEADROOM = 1.2  # the tags' x axis reaches past the guidance line and the longest bar
 SIMILARITY_BINS = 40
 SCORE_BINS = 32
+_DRAWING = threading.Lock()
+"""Held while pyplot draws (``draw_report``)."""
 MOS_RANGE = (1.0, 5.0)
 MAX_SOURCES_SHOWN = 25  # more sources than this: the 25 largest, the rest summed as "other"
 
@@ -80,8 +93,9 @@ def _dropped_bars(
     ax.legend(fontsize=8)
 
 
-def _draw_tags(ax, kept: Sequence[ClipSignals]) -> None:
-    """Clips (and occurrences) per Orpheus tag in the kept texts, the guidance line, the unknown ones."""
+def _draw_tags(ax, kept: Sequence[ClipSignals], line: int) -> None:
+    """Clips (and occurrences) per Orpheus tag in the kept texts, the guidance line, the unknown ones
+    (wrapped at ``line`` characters)."""
     census = count_tags(c.text for c in kept)
     counts = [census.tags.get(t) for t in ORPHEUS_TAGS]
     clips = [c.clips if c else 0 for c in counts]
@@ -103,7 +117,7 @@ def _draw_tags(ax, kept: Sequence[ClipSignals]) -> None:
     unknown = ", ".join(f"{s} ({c.clips})" for s, c in frequent)
     ax.set(
         title="Expressive tags (clips kept)"
-        + (f"\nunknown, removed in training: {unknown}" if unknown else ""),
+        + ("\n" + textwrap.fill(f"unknown, removed in training: {unknown}", line) if unknown else ""),
         xlabel="clips",
     )
 
@@ -116,7 +130,38 @@ def write_dataset_report(
     excluded: dict[str, str] | None = None,
 ) -> Path:
     """Draw the report for ``clips`` (the review's inputs) into the dataset's report picture (PNG, written
-    atomically); returns its path."""
+    atomically), and keep the speaker comparison it shows for a later redraw; returns its path."""
+    path = ds.write_report(lambda tmp: draw_report(tmp, ds, clips, speakers, excluded=excluded))
+    ds.write_report_inputs(asdict(speakers))
+    return path
+
+
+def draw_report(
+    out,
+    ds: PreparedDataset,
+    clips: Sequence[ClipSignals],
+    speakers: SpeakerContext,
+    *,
+    excluded: dict[str, str] | None = None,
+    layout: str = "wide",
+) -> None:
+    """``_draw_report``, one drawing at a time in the process: matplotlib's pyplot is not thread-safe, and
+    the studio redraws for requests in threads."""
+    with _DRAWING:
+        _draw_report(out, ds, clips, speakers, excluded=excluded, layout=layout)
+
+
+def _draw_report(
+    out,
+    ds: PreparedDataset,
+    clips: Sequence[ClipSignals],
+    speakers: SpeakerContext,
+    *,
+    excluded: dict[str, str] | None = None,
+    layout: str = "wide",
+) -> None:
+    """The report as a PNG into ``out`` (a path or a binary file); ``layout``: a key of ``LAYOUTS``. The
+    title is also the PNG's ``Title``, for tools (and tests) to read."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed
@@ -128,22 +173,48 @@ def write_dataset_report(
     kept = [c for c in clips if c.text and c.key not in excluded]
     kept_min = sum(c.duration_s or 0.0 for c in kept) / 60
     tier = dataset_level(len(kept), kept_min)[2]
-    fig, panels = plt.subplot_mosaic(PANELS, figsize=FIGURE_SIZE_IN)
+    mosaic, size, longest_name, line = LAYOUTS[layout]
+    fig, panels = plt.subplot_mosaic(mosaic, figsize=size)
     axes = [[panels["lengths"], panels["speaker"]], [panels["dnsmos"], panels["sources"]]]
+    title = f"{ds.name}: {len(kept)} clips kept ({len(excluded)} excluded) -> guide's tier: {tier}"
     fig.suptitle(
-        f"{ds.name}: {len(kept)} clips kept ({len(excluded)} excluded) -> guide's tier: {tier}\n"
-        f"({level_basis(len(kept), kept_min)})"
+        textwrap.fill(title, line) + "\n" + textwrap.fill(f"({level_basis(len(kept), kept_min)})", line)
     )
     _lengths(axes[0][0], clips)
-    _similarity(axes[0][1], speakers)
+    _similarity(axes[0][1], speakers, line)
     _dnsmos(axes[1][0], clips)
-    _per_source(axes[1][1], _minutes_per_source(kept, _sources(ds)), ds.read_source_voices())
-    _draw_tags(panels["tags"], kept)
+    _per_source(axes[1][1], _minutes_per_source(kept, _sources(ds)), ds.read_source_voices(), longest_name)
+    _draw_tags(panels["tags"], kept, line)
     fig.tight_layout()
     try:
-        return ds.write_report(lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
+        fig.savefig(out, format="png", dpi=DPI, metadata={"Title": title})
     finally:
         plt.close(fig)
+
+
+def redraw_report(ds: PreparedDataset, *, layout: str = "wide", out=None) -> bool:
+    """Draw the report again from the folder's files: the clips' measures and texts, the exclusions as
+    they are now, the speaker comparison transcribe kept. Into the report picture (atomically), or into
+    ``out``. False when there is no speaker comparison kept (a report drawn before it was)."""
+    inputs = ds.read_report_inputs()
+    if inputs is None:
+        return False
+    speakers = SpeakerContext(**inputs)
+    clips = _clips_now(ds.read_rows(), ds.read_signals())
+    excluded = ds.read_exclusions()
+    if out is not None:
+        draw_report(out, ds, clips, speakers, excluded=excluded, layout=layout)
+    else:
+        ds.write_report(lambda tmp: draw_report(tmp, ds, clips, speakers, excluded=excluded, layout=layout))
+    return True
+
+
+def _clips_now(rows: dict[str, str], signals: dict[str, ClipSignals]) -> list[ClipSignals]:
+    """Each clip's measures with its text as the transcript has it now (a person may have edited it)."""
+    clips = [
+        replace(signals[k], text=t) if k in signals else ClipSignals(k, t, None) for k, t in rows.items()
+    ]
+    return clips + [rec for k, rec in signals.items() if k not in rows]
 
 
 def _lengths(ax, clips: Sequence[ClipSignals]) -> None:
@@ -151,7 +222,7 @@ def _lengths(ax, clips: Sequence[ClipSignals]) -> None:
     ax.set(title="Clip length", xlabel="seconds", ylabel="clips")
 
 
-def _similarity(ax, speakers: SpeakerContext) -> None:
+def _similarity(ax, speakers: SpeakerContext, line: int) -> None:
     sims = list(speakers.similarity.values())
     if sims:
         ax.hist(sims, bins=SIMILARITY_BINS, color="tab:green")
@@ -162,7 +233,8 @@ def _similarity(ax, speakers: SpeakerContext) -> None:
             ax.axvline(speakers.outlier_below, color="tab:orange", linestyle=":", label="unlike the rest")
         ax.legend()
     against = "reference clips" if speakers.by_reference else "dominant voice"
-    ax.set(title=f"Speaker similarity to the {against}", xlabel="cosine similarity", ylabel="clips")
+    title = textwrap.fill(f"Speaker similarity to the {against}", line)
+    ax.set(title=title, xlabel="cosine similarity", ylabel="clips")
 
 
 def _dnsmos(ax, clips: Sequence[ClipSignals]) -> None:
@@ -179,11 +251,14 @@ def _dnsmos(ax, clips: Sequence[ClipSignals]) -> None:
     ax.set(title="DNSMOS (1 bad - 5 excellent)", xlabel="score", ylabel="clips")
 
 
-def _per_source(ax, per_source: list[tuple[str, float]], dropped: Mapping[str, SourceMinutes]) -> None:
+def _per_source(
+    ax, per_source: list[tuple[str, float]], dropped: Mapping[str, SourceMinutes], longest_name: int
+) -> None:
     if per_source:
         names, mins = zip(*reversed(per_source), strict=True)
         rows = range(len(names))
         ax.barh(rows, mins, color="tab:purple", label="kept")
         _dropped_bars(ax, names, mins, dropped)
-        ax.set_yticks(rows, [n if len(n) <= 40 else "..." + n[-37:] for n in names], fontsize=8)
+        shown = [n if len(n) <= longest_name else "..." + n[3 - longest_name :] for n in names]
+        ax.set_yticks(rows, shown, fontsize=8)
     ax.set(title="Minutes kept per source", xlabel="minutes")

@@ -17,6 +17,7 @@ has a version (``etag``, from its text and exclusion); a save that names the ver
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import unicodedata
@@ -339,12 +340,24 @@ def _write_edit(ds: PreparedDataset, rows, new_rows, exclusions, new_exclusions)
         raise
 
 
-def report_path(prepared_dir: Path, name: str) -> Path:
-    """The dataset report picture of dataset ``name`` (must exist)."""
+def report_picture(prepared_dir: Path, name: str, layout: str = "wide") -> Path | bytes:
+    """The dataset report picture of dataset ``name`` (must exist), redrawn first when the exclusions or
+    the transcript changed since it was drawn; ``layout="narrow"``: drawn in one column for a phone
+    (bytes). Without the speaker comparison transcribe keeps for a redraw, the picture as it is."""
+    from voicelab.dataset_report import redraw_report
+
     ds = PreparedDataset(dataset_dir(prepared_dir, name))
     path = resolve_inside(ds.dir, ds.report_path.name)
     if not path.is_file():
         raise DatasetNotFoundError(
             f"dataset {name!r} has no {ds.report_path.name}; the quality step writes it"
         )
+    if ds.report_is_stale():
+        with ds.writing():  # a writer of the folder: under its lock, and only once
+            if ds.report_is_stale():
+                redraw_report(ds)
+    if layout == "narrow":
+        picture = io.BytesIO()
+        if redraw_report(ds, layout=layout, out=picture):
+            return picture.getvalue()
     return path

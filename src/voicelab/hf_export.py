@@ -41,6 +41,8 @@ class ExportReport:
     exported: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
     """(clip key, reason) for every transcript row left out."""
+    excluded: int = 0
+    """How many of ``skipped`` a person left out (``excluded.csv``); the others lack text or a clip."""
     unreadable: list[tuple[str, str]] = field(default_factory=list)
     """(clip key, reason) for clips left out because their audio cannot be read, as train-lora skips them:
     a fault in the dataset, so the export step ends with a non-zero status."""
@@ -94,8 +96,9 @@ def export_audiofolder(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     report.exported = len(clips)
+    report.excluded = sum(name in exclusions for name, _ in report.skipped)
     for name, reason in report.skipped:
-        logger.info("not exported: %s (%s)", name, reason)
+        logger.debug("not exported: %s (%s)", name, reason)  # the summary counts them; -v lists them
     return report
 
 

@@ -324,7 +324,8 @@ def max_new_tokens_for_text(
 
     ``BUDGET_CHARS_PER_SECOND`` is a generous lower bound on speaking rate, so the budget never cuts
     real speech (the famous fixed 1200-token cap stops audio at ~14 s).
-    Rounded up to whole frames.
+    Whole frames: rounded up, plus one frame of room for the end-of-speech token, so a generation that
+    uses the whole budget still ends on a frame boundary.
     """
     return _max_new_tokens_for_chars(len(text), max_chars_per_second, headroom_seconds, cap)
 
@@ -347,11 +348,20 @@ def _max_new_tokens_for_chars(
     n_chars: int, max_chars_per_second: float, headroom_seconds: float, cap: int | None
 ) -> int:
     seconds = n_chars / max_chars_per_second + headroom_seconds
-    frames = int(np.ceil(seconds * SAMPLE_RATE / SAMPLES_PER_FRAME))
-    tokens = frames * CODES_PER_FRAME + 1  # + END_OF_SPEECH
+    frames = int(np.ceil(seconds * SAMPLE_RATE / SAMPLES_PER_FRAME)) + 1  # + room for END_OF_SPEECH
+    tokens = frames * CODES_PER_FRAME
     if cap is not None:
-        tokens = min(tokens, cap)
+        tokens = min(tokens, whole_frames_budget(cap))
     return tokens
+
+
+def whole_frames_budget(max_tokens: int) -> int:
+    """``max_tokens`` rounded down to whole frames. Codes past the last whole frame can only be dropped, so
+    a budget that ends inside a frame generates tokens for nothing (and leaves a partial frame behind).
+    A budget under one frame is left as it is: it cannot produce audio either way."""
+    if max_tokens < CODES_PER_FRAME:
+        return max_tokens
+    return max_tokens - max_tokens % CODES_PER_FRAME
 
 
 # --- streaming parser --------------------------------------------------------------------------------

@@ -83,7 +83,7 @@ DEFAULT_BASE_MODEL = "canopylabs/orpheus-tts-0.1-pretrained"
 """The user guide's base model; an adapter records the base it was trained on in ``base_model_name_or_path``."""
 DEFAULT_SNAC_MODEL = "hubertsiuzdak/snac_24khz"
 
-VOICE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+VOICE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # 64: MAX_VOICE_NAME_CHARS
 """A voice name is a folder name and a vLLM adapter name: letters, digits, '_' and '-' only."""
 
 LORA_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -104,6 +104,17 @@ def validate_voice_name(name: str) -> str:
             "(it becomes a folder under voices/ and a vLLM adapter name)"
         )
     return name
+
+
+_NOT_IN_A_NAME = re.compile(r"[^A-Za-z0-9_-]+")
+MAX_VOICE_NAME_CHARS = 64
+
+
+def suggest_voice_name(text: str) -> str:
+    """A valid voice name close to ``text``: each run of other characters becomes ``_``
+    (``"Old Keeper"`` -> ``"Old_Keeper"``), cut to the allowed length; ``"voice"`` when nothing is left."""
+    name = _NOT_IN_A_NAME.sub("_", text).strip("_")[:MAX_VOICE_NAME_CHARS]
+    return name or "voice"
 
 
 def default_prompt_prefix(name: str) -> str:
@@ -296,6 +307,10 @@ PRIVATE_SUMMARY_KEYS = ("closest_training_clip",)
 """Left out of the public voice list: a dataset clip's key is a training detail (it is in eval.json)."""
 
 
+CHECK_FIELDS = ("check", "value", "threshold", "verdict", "advice")
+"""What each check of ``eval.json`` says: its name, the number, the bar, the verdict, what to try."""
+
+
 @dataclass(frozen=True)
 class EvalView:
     """What the studio shows of an evaluation: the summary text, the numbers, the pictures' names."""
@@ -473,6 +488,63 @@ class VoiceFolder:
                 "verdicts": {c["check"]: c["verdict"] for c in data["checks"]},
             }
         except (UnsafePathError, OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def read_eval_checks(self) -> dict[str, Any] | None:
+        """The last evaluation's checks (``CHECK_FIELDS`` each) and when it ran; None without one, or when
+        ``eval.json`` is unreadable or points out of the voice folder."""
+        data = self._read_inside(f"{EVAL_DIR}/{EVAL_FILE}")
+        if not isinstance(data, dict) or not isinstance(data.get("checks"), list):
+            return None
+        checks = [{k: c.get(k) for k in CHECK_FIELDS} for c in data["checks"] if isinstance(c, dict)]
+        return {"created_at": data.get("created_at"), "checks": checks}
+
+    def read_card(self) -> dict[str, Any]:
+        """What the studio's voice card adds to the public voice list: the prompt prefix serving uses, the
+        base model without a server path (its hub id, or its folder's name), whether a loss curve exists,
+        and the last evaluation's checks. Every file read through ``fileio.open_inside``."""
+        from voicelab.models import looks_like_local_path
+
+        meta = self._read_inside(VOICE_FILE)
+        meta = meta if isinstance(meta, dict) else {}
+        base = meta.get("base_model_hub_id") or meta.get("base_model")
+        if base and not meta.get("base_model_hub_id") and looks_like_local_path(base):
+            base = f"{Path(str(base)).name} (a folder)"
+        return {
+            "prompt_prefix": meta.get("prompt_prefix"),
+            "base_model": base or None,
+            "loss_curve": self.safe_loss_curve() is not None,
+            "evaluation": self.read_eval_checks(),
+        }
+
+    def safe_loss_curve(self) -> Path | None:
+        """``loss_curve.png`` resolved inside the folder; None when there is none (or it points out)."""
+        from voicelab.fileio import UnsafePathError, resolve_inside
+
+        try:
+            path = resolve_inside(self.dir, LOSS_PLOT_FILE)
+        except UnsafePathError:
+            return None
+        return path if path.is_file() else None
+
+    def open_loss_curve(self):
+        """``loss_curve.png`` opened through ``fileio.open_inside`` (binary; the caller closes it):
+        ``FileNotFoundError`` without one, ``UnsafePathError`` when it points out of the folder."""
+        from voicelab.fileio import open_inside
+
+        return open_inside(self.dir, LOSS_PLOT_FILE)
+
+    def _read_inside(self, relative: str) -> Any:
+        """A JSON file of the folder read through ``fileio.read_text_inside``; None when absent, unreadable
+        or a symlink out of the folder."""
+        from voicelab.fileio import UnsafePathError, read_text_inside
+
+        try:
+            return json.loads(read_text_inside(self.dir, relative))
+        except FileNotFoundError:
+            return None
+        except (UnsafePathError, OSError, ValueError) as e:
+            logger.warning("%s/%s: unreadable (%s); not shown", self.dir, relative, e)
             return None
 
     def safe_eval_dir(self) -> Path:

@@ -37,6 +37,11 @@ CLI_LOG_FORMAT = "%(levelname)s: %(message)s"
 SERVER_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+LIBRARY_LOGGERS_WITH_OWN_HANDLER = ("huggingface_hub",)
+"""Libraries that print through a handler of their own and also pass each record up to the root logger:
+under our root handler every one of their warnings would appear twice."""
+
+
 def setup_logging(
     verbose: bool = False, *, level: str | int | None = None, fmt: str = CLI_LOG_FORMAT
 ) -> None:
@@ -44,7 +49,8 @@ def setup_logging(
 
     voicelab's own messages at INFO (``-v``: DEBUG, or ``level`` when given, e.g. the server's
     ``VOICELAB_LOG_LEVEL``); other libraries' at WARNING, since their debug output would drown ours. One
-    handler on the root logger, added once (uvicorn and pytest keep theirs).
+    handler on the root logger, added once (uvicorn and pytest keep theirs); a library that has its own
+    handler keeps it, and stops passing its records to ours (each message once).
     """
     root = logging.getLogger()
     if not root.handlers:  # else someone (uvicorn's --log-config, pytest) already decided where logs go
@@ -52,6 +58,8 @@ def setup_logging(
         handler.setFormatter(logging.Formatter(fmt))
         root.addHandler(handler)
         root.setLevel(logging.WARNING)
+        for name in LIBRARY_LOGGERS_WITH_OWN_HANDLER:
+            logging.getLogger(name).propagate = False
     if level is None:
         level = logging.DEBUG if verbose else logging.INFO
     logging.getLogger("voicelab").setLevel(level)
@@ -124,13 +132,17 @@ def require_output_file(path: Path, flag: str) -> Path:
     return path
 
 
-def require_local_model(value: str, flag: str, what: str, *, folder: bool = False) -> None:
+def require_local_model(
+    value: str, flag: str, what: str, *, folder: bool = False, missing_ok: bool = False
+) -> None:
     """A ``value`` that looks like a local path must exist (and be a folder when ``folder``); hub errors
-    about such a value only confuse, and a file passed for a folder would be looked up on the hub."""
+    about such a value only confuse, and a file passed for a folder would be looked up on the hub.
+    ``missing_ok``: a path that is not there is left to the caller's own check (the base model's shared
+    message, ``models.check_base_model_source``)."""
     from voicelab.models import looks_like_local_path
 
     path = Path(value).expanduser()
-    if looks_like_local_path(value) and not path.exists():
+    if looks_like_local_path(value) and not path.exists() and not missing_ok:
         raise UsageError(f"{flag} {value}: no such {what} (pass a local {what}, or a hub id / model name)")
     if folder and path.exists() and not path.is_dir():
         raise UsageError(f"{flag} {value} is a file; pass the {what} holding the model's files, or a hub id")

@@ -316,12 +316,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from voicelab import transcribe as tr
     from voicelab.engine import EngineError
+    from voicelab.models import check_base_model_source, check_snac_source
 
+    # every input before any model loads: the same messages as train-lora's and the server's
     require_local_model(args.whisper_model, "--whisper-model", "Whisper checkpoint")
+    tr.check_model(args.whisper_backend, args.whisper_model)
     for flag, value in (("--base-model", args.base_model), ("--snac-model", args.snac_model)):
-        if value:
-            require_local_model(value, flag, "model folder", folder=True)
+        if value:  # a file given for the folder, said with its flag; a missing one by the shared checks
+            require_local_model(value, flag, "model folder", folder=True, missing_ok=True)
+    if args.base_model:
+        check_base_model_source(args.base_model)
+    if args.snac_model:
+        check_snac_source(args.snac_model)
     voices, errors = select_voices(args)
     voices, unwritable = keep_writable(voices)
     errors += unwritable

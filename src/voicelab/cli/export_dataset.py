@@ -68,8 +68,7 @@ def _export(args: argparse.Namespace) -> int:
         text_column=args.text_column,
         overwrite=args.overwrite,
     )
-    n = len(report.skipped)
-    left_out = f"; {n} transcript row{'s' if n != 1 else ''} left out (-v lists them)" if n else ""
+    left_out = _left_out(len(report.skipped), report.excluded)
     print(
         f"{report.out_dir}: {report.exported} clips and {hf_export.METADATA_FILE} exported{left_out}; "
         f'load with datasets.load_dataset("audiofolder", data_dir="{report.out_dir}")'
@@ -82,6 +81,18 @@ def _export(args: argparse.Namespace) -> int:
         )
         return EXIT_FAILURE
     return EXIT_OK
+
+
+def _left_out(n: int, excluded: int) -> str:
+    """'; 3 transcript rows left out (1 in excluded.csv, 2 without text or clip; -v lists them)'."""
+    from voicelab.dataset import EXCLUDED_FILE
+
+    if not n:
+        return ""
+    parts = [f"{excluded} in {EXCLUDED_FILE}"] if excluded else []
+    if n - excluded:
+        parts.append(f"{n - excluded} without text or clip")
+    return f"; {n} transcript row{'s' if n != 1 else ''} left out ({', '.join(parts)}; -v lists them)"
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import sys
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from voicelab.cli.common import (
     run_step,
     setup_logging,
 )
+
+logger = logging.getLogger(__name__)
 
 MIN_SAMPLE_RATE = 8000  # telephone audio; below it speech loses the consonants a voice is made of
 
@@ -45,6 +48,23 @@ def _logs_above_the_bar():
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     return logging_redirect_tqdm()
+
+
+def warn_if_not_a_voice_name(output: Path) -> None:
+    """The guide names the voice after its dataset folder (prepared/$CHARACTER/): say now, before the
+    work, when that name cannot be a voice name, rather than at train-lora after transcribing."""
+    from voicelab.voice import VOICE_NAME_RE, suggest_voice_name
+
+    given = output if output.name else output.resolve()  # "prepared/x/" as typed; "." as a real name
+    name = given.name
+    if not VOICE_NAME_RE.fullmatch(name):
+        better = given.with_name(suggest_voice_name(name))
+        logger.warning(
+            "%r cannot be a voice name (1-64 letters, digits, '_' or '-'), and the guide's later steps name "
+            "the voice after this folder: use e.g. %s as OUTPUT (or give train-lora another NAME)",
+            name,
+            better,
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -202,6 +222,7 @@ def _prepare(args: argparse.Namespace) -> int:
 
     check_paths(args.input, args.output)
     find_sources(args.input)  # a missing or empty INPUT is reported before OUTPUT is created
+    warn_if_not_a_voice_name(args.output)
     settings = PrepareSettings(
         sample_rate=args.sample_rate,
         min_duration=args.min_duration,

@@ -149,6 +149,19 @@ def serve_options(args, adapters):
     )
 
 
+def check_base_model(base_model: str, *, dry_run: bool) -> bool:
+    """False (after one line saying why, the same as the API's and train-lora's) for a base model vLLM
+    surely cannot load. A dry run only warns: its command may be meant for another machine."""
+    from voicelab.models import ModelLoadError, check_base_model_source
+
+    try:
+        check_base_model_source(base_model)
+    except ModelLoadError as e:
+        print(f"{'warning' if dry_run else 'error'}: {e}", file=sys.stderr)
+        return dry_run
+    return True
+
+
 def warn_open_lora_loading(host: str, extra: list[str]) -> None:
     """vLLM on an interface other machines reach, with runtime LoRA loading on and no ``--api-key``: anyone
     who reaches the port can load any adapter path on this machine and generate with it."""
@@ -215,8 +228,10 @@ def main(argv: list[str] | None = None) -> int:
             f"--gpu-memory-utilization is a share of GPU memory in (0, 1], got {args.gpu_memory_utilization}"
         )
     warn_open_lora_loading(args.host, extra)
-    exe = None
+    exe = None  # vLLM missing first: installing it is the first thing to do
     if not args.dry_run and (exe := find_vllm(args.vllm)) is None:
+        return EXIT_USAGE
+    if not check_base_model(args.base_model, dry_run=args.dry_run):
         return EXIT_USAGE
     if not args.voices_dir.is_dir():
         print(

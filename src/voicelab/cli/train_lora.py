@@ -152,15 +152,17 @@ def interrupted_message(result, request, argv: list[str]) -> str:
 
 
 def _train(request: TrainRequest, argv: list[str]) -> int:
+    from voicelab.models import check_base_model_source
     from voicelab.training import build
 
     # Everything that can be checked without torch or transformers, first: a bad name, a missing dataset
     # or an existing voice is reported in a second, not after half a minute of imports.
     build.check_request(request)
     require_output_dir(request.voices_dir, "--voices-dir")
-    require_local_model(request.base_model, "--base-model", "model folder", folder=True)
+    require_local_model(request.base_model, "--base-model", "model folder", folder=True, missing_ok=True)
     require_local_model(request.snac_model, "--snac-model", "model folder", folder=True)
     build.check_devices(request)
+    check_base_model_source(request.base_model)  # the same message as the server's and make vllm's
     if not request.train.progress:  # transformers' own bars too ("Loading weights")
         from transformers.utils import logging as hf_logging
 

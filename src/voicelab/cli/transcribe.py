@@ -24,6 +24,7 @@ from voicelab.cli.common import (
     EXIT_OK,
     HelpFormatter,
     finite_float,
+    non_negative_int,
     positive_int,
     require_local_model,
     require_output_file,
@@ -48,9 +49,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_review_flags(parser)
     _add_tags_flag(parser)
     parser.add_argument(
+        "--not-prepared",
+        action="store_true",
+        help="transcribe a folder prepare-audio did not make even when its files look like raw recordings "
+        "(not mono, over 30 s, audio in sub-folders); by default that stops with exit 2",
+    )
+    parser.add_argument(
         "--overwrite", action="store_true", help="transcribe every clip again instead of resuming"
     )
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="hide the progress bar (without a terminal: the log line every 5%% of the audio)",
+    )
     progress.add_argument(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="log every clip (debug detail)")
     return parser
@@ -95,6 +106,13 @@ def _add_whisper_flags(parser: argparse.ArgumentParser) -> None:
         help="raise the temperature by this when a decode looks failed, up to 1.0 (0 = never retry; "
         "faster-whisper batches use the first temperature only)",
     )
+    parser.add_argument(
+        "--max-fallbacks",
+        type=non_negative_int,
+        default=tr.DEFAULT_MAX_FALLBACKS,
+        help="at most this many retries at a higher temperature per clip: each is a whole decode, so this "
+        "caps the work a clip that makes Whisper loop can cost (Whisper's own limit is 5)",
+    )
 
 
 def _add_review_flags(parser: argparse.ArgumentParser) -> None:
@@ -118,7 +136,8 @@ def _add_review_flags(parser: argparse.ArgumentParser) -> None:
         "--exclude-flagged",
         action="store_true",
         help=f"list clips flagged as another speaker, noisy or distorted in {EXCLUDED_FILE}, which training "
-        "skips (audio and transcript rows stay; delete a line there to put a clip back)",
+        "skips (audio and transcript rows stay; delete a line there to put a clip back: a clip a person "
+        "restored is never excluded again)",
     )
     parser.add_argument(
         "--no-quality",
@@ -167,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
 def _transcribe(args: argparse.Namespace) -> int:
     require_local_model(args.model, "--model", "Whisper checkpoint or model folder")
     clips = dataset.find_clips(args.input_dir)
+    if not args.not_prepared:
+        _refuse_raw_recordings(args.input_dir, clips)
     output = require_output_file(
         args.output or dataset.PreparedDataset(args.input_dir).transcript_path, "--output"
     )
@@ -189,7 +210,7 @@ def _transcribe(args: argparse.Namespace) -> int:
                 language=language,
                 beam_size=args.beam_size,
                 temperatures=tr.temperature_schedule(
-                    args.temperature, args.temperature_increment_on_fallback
+                    args.temperature, args.temperature_increment_on_fallback, args.max_fallbacks
                 ),
                 annotations=args.tags,
             ),
@@ -219,6 +240,14 @@ def _transcribe(args: argparse.Namespace) -> int:
         print(f"finished with errors: {len(summary.failed)} clip(s) unreadable; exit status {EXIT_FAILURE}")
         return EXIT_FAILURE
     return EXIT_OK
+
+
+def _refuse_raw_recordings(input_dir: Path, clips: list[Path]) -> None:
+    from voicelab.unprepared import refuse_raw_recordings
+    from voicelab.voice import suggest_voice_name
+
+    name = suggest_voice_name(input_dir.resolve().name)
+    refuse_raw_recordings(input_dir, clips, Path("prepared") / name)
 
 
 def format_summary(summary: tr.TranscribeSummary, input_dir: Path) -> str:
@@ -278,6 +307,13 @@ def _print_quality(summary: tr.TranscribeSummary, args) -> None:
         )
         if summary.excluded_new:
             print(f"  {summary.excluded_new} of them added to {summary.excluded_path}: training skips them")
+        if summary.kept_restored:
+            one = summary.kept_restored == 1
+            print(
+                f"  {summary.kept_restored} of them {'stays' if one else 'stay'} in training: a person "
+                f"restored {'it' if one else 'them'} ({dataset.DECISIONS_FILE}; delete a line there to let "
+                "the flags decide again)"
+            )
         elif not args.exclude_flagged:
             print(
                 f"  listen to them; --exclude-flagged leaves them out of training ({dataset.EXCLUDED_FILE})"

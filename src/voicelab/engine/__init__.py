@@ -19,7 +19,7 @@ from voicelab.engine.base import (
 )
 from voicelab.engine.decoder import StreamingSnacDecoder
 from voicelab.engine.local import LocalEngine
-from voicelab.engine.stack import SpeechStack, StackSettings, build_speech_stack
+from voicelab.engine.stack import SpeechStack, StackSettings, build_speech_stack, require_vllm
 from voicelab.engine.synthesizer import Synthesizer, Usage, split_text
 from voicelab.engine.vllm import VLLMEngine
 
@@ -41,5 +41,6 @@ __all__ = [
     "VLLMEngine",
     "Voice",
     "build_speech_stack",
+    "require_vllm",
     "split_text",
 ]

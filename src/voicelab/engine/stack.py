@@ -99,10 +99,30 @@ async def _open_engine(settings: StackSettings) -> TokenEngine:
     if settings.vllm_timeout_s is not None:
         options["timeout"] = settings.vllm_timeout_s
     engine = VLLMEngine(settings.vllm_url, **options)
-    if settings.check_vllm_health and not await engine.health():
+    if settings.check_vllm_health:
+        try:
+            await _require_health(engine, settings.vllm_url)
+        except BaseException:
+            await engine.aclose()
+            raise
+    return engine
+
+
+async def require_vllm(url: str, **options: Any) -> None:
+    """Raise ``EngineUnavailableError`` unless vLLM at ``url`` answers ``/health`` (a check before any
+    model loads)."""
+    from voicelab.engine.vllm import VLLMEngine
+
+    engine = VLLMEngine(url, **options)
+    try:
+        await _require_health(engine, url)
+    finally:
         await engine.aclose()
+
+
+async def _require_health(engine: TokenEngine, url: str) -> None:
+    if not await engine.health():
         raise EngineUnavailableError(
-            f"vLLM at {settings.vllm_url} is not reachable (no answer on /health): start it with "
+            f"vLLM at {url} is not reachable (no answer on /health): start it with "
             "`make vllm`, check --vllm-url, or leave --vllm-url out to use the embedded engine"
         )
-    return engine

@@ -246,6 +246,8 @@ class Synthesizer:
         prompt = orpheus.inference_prompt_ids(self.tokenizer, piece, voice.prompt_prefix)
         if params.max_tokens is None:
             params = replace(params, max_tokens=orpheus.max_new_tokens_for_text(piece))
+        else:
+            params = replace(params, max_tokens=orpheus.whole_frames_budget(params.max_tokens))
         usage.prompt_tokens += len(prompt)
         usage.pieces += 1
         parser = orpheus.AudioTokenParser()

@@ -82,35 +82,38 @@ async def open_runtime(settings: EvalSettings, base_model: str, snac_model: str)
     """The speech stack the server uses (``voicelab.engine.build_speech_stack``: vLLM when
     ``settings.vllm_url``, else embedded), its engine recorded, and Whisper.
 
+    Every input is checked first (the models' sources, vLLM answering), and Whisper loads before the base
+    model and SNAC: a model missing offline fails at once, not after minutes of loading the others.
     Raises ``EngineUnavailableError`` when vLLM does not answer its health check.
     """
     from voicelab import transcribe as tr
-    from voicelab.engine import StackSettings, build_speech_stack
+    from voicelab.engine import StackSettings, build_speech_stack, require_vllm
+    from voicelab.models import check_base_model_source, check_snac_source
 
+    check_base_model_source(base_model)
+    check_snac_source(snac_model)
+    if settings.vllm_url:
+        await require_vllm(settings.vllm_url, base_model=base_model)
+    options = tr.DecodeOptions(
+        language=tr.normalize_language(settings.language), beam_size=1, temperatures=(0.0,)
+    )
+    transcriber = await asyncio.to_thread(
+        tr.load_transcriber,
+        settings.whisper_backend,
+        settings.whisper_model,
+        device=settings.device,
+        options=options,
+        flag="--whisper-model",
+    )
     stack = await build_speech_stack(
         StackSettings(
             base_model=base_model,
             snac_model=snac_model,
             device=settings.device,
             vllm_url=settings.vllm_url,
-            check_vllm_health=True,
         ),
         wrap_engine=RecordingEngine,
     )
-    options = tr.DecodeOptions(
-        language=tr.normalize_language(settings.language), beam_size=1, temperatures=(0.0,)
-    )
-    try:
-        transcriber = await asyncio.to_thread(
-            tr.load_transcriber,
-            settings.whisper_backend,
-            settings.whisper_model,
-            device=settings.device,
-            options=options,
-        )
-    except BaseException:
-        await stack.aclose()
-        raise
     recorder = stack.engine  # the RecordingEngine around the stack's engine
     return Runtime(base_model, snac_model, recorder, stack.synthesizer, transcriber, stack.decoder)  # type: ignore[arg-type]
 

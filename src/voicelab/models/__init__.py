@@ -18,6 +18,7 @@ Nothing heavy is imported here: torch, transformers and snac load inside the fun
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -65,10 +66,25 @@ def looks_like_local_path(value: str | Path) -> bool:
     return text.startswith(("/", ".", "~")) or text.count("/") > 1 or "\\" in text or text.endswith(".pt")
 
 
+SHOWN_FILES = 4
+"""A hint names this many files of a folder that holds the wrong thing."""
+
+
 def offline_hint(model_id: str | Path, setting: str, holding: str, hub_id: str) -> str:
     """The fix for a model that cannot be loaded: a local folder, downloaded once with the hub CLI.
 
-    ``hub_id``: what to download when ``model_id`` is itself a folder (the project's default model)."""
+    ``hub_id``: what to download when ``model_id`` is itself a folder (the project's default model). A
+    folder that already holds files (another model: the Orpheus folder given as SNAC) is never offered as
+    the download's destination; the hint names what it holds and proposes a folder of its own."""
+    folder = Path(str(model_id)).expanduser()
+    if folder.is_dir() and any(folder.iterdir()):
+        held = sorted(p.name for p in folder.iterdir())
+        listed = ", ".join(held[:SHOWN_FILES]) + (", ..." if len(held) > SHOWN_FILES else "")
+        return (
+            f"{model_id} holds {listed}, not {holding}: pass a folder holding it ({setting}); "
+            "download one once on a machine with network, into a folder of its "
+            f"own: `.venv/bin/hf download {hub_id} --local-dir models/{hub_id.rsplit('/', 1)[-1]}`"
+        )
     if looks_like_local_path(model_id):
         return (
             f"pass a folder holding {holding} ({setting}); download one once on a machine with network: "
@@ -81,7 +97,117 @@ def offline_hint(model_id: str | Path, setting: str, holding: str, hub_id: str) 
 
 
 _BASE_MODEL_HINT = (BASE_MODEL_SETTING, "the Orpheus checkpoint and tokenizer", DEFAULT_BASE_MODEL)
-_SNAC_HINT = (SNAC_MODEL_SETTING, " and ".join(SNAC_CHECKPOINT_FILES), DEFAULT_SNAC_MODEL)
+_SNAC_HINT = (
+    SNAC_MODEL_SETTING,
+    f"the SNAC codec ({' and '.join(SNAC_CHECKPOINT_FILES)})",
+    DEFAULT_SNAC_MODEL,
+)
+
+
+BASE_MODEL_CONFIG_FILE = "config.json"
+"""What every transformers checkpoint holds, and where its vocabulary size is written."""
+
+
+def check_base_model_source(base_model: str | Path) -> None:
+    """Raise ``ModelLoadError`` when ``base_model`` surely cannot be loaded, before anything is loaded.
+
+    One message for one mistake, whichever step meets it (the server's start-up, ``make vllm``,
+    train-lora, evaluate): a path that is not there or holds something else, a hub id while
+    ``HF_HUB_OFFLINE`` is set that is not in the hub cache, or a checkpoint whose vocabulary is not
+    Orpheus'. A hub id that may still be downloaded passes (only the hub can tell). Reads one JSON file;
+    never the network."""
+    config = _model_files(base_model, "base model", (BASE_MODEL_CONFIG_FILE,), _BASE_MODEL_HINT)
+    if config is None:
+        return
+    try:
+        vocab = json.loads(config[0].read_text(encoding="utf-8")).get("vocab_size")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:
+        raise ModelLoadError(
+            f"cannot load the base model {str(base_model)!r}: its {BASE_MODEL_CONFIG_FILE} is unreadable "
+            f"({e}); " + offline_hint(base_model, *_BASE_MODEL_HINT)
+        ) from e
+    if isinstance(vocab, int) and vocab != orpheus.VOCAB_SIZE:
+        raise _not_orpheus(
+            base_model, f"its vocabulary has {vocab} tokens, not Orpheus' {orpheus.VOCAB_SIZE}"
+        )
+
+
+def check_snac_source(model_id: str | Path) -> None:
+    """``check_base_model_source`` for the SNAC codec: its two files where it is a folder or cached."""
+    _model_files(model_id, "SNAC model", SNAC_CHECKPOINT_FILES, _SNAC_HINT)
+
+
+def hub_offline() -> bool:
+    """``HF_HUB_OFFLINE`` as the hub library read it: no download will be tried."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def _model_files(
+    model_id: str | Path, kind: str, files: tuple[str, ...], hint: tuple[str, str, str]
+) -> list[Path] | None:
+    """``files`` of a local folder or a cached hub id; None for a hub id the hub may still provide."""
+    text = str(model_id)
+    folder = Path(text).expanduser()
+    if folder.is_dir():
+        found = [folder / name for name in files]
+        if all(f.is_file() for f in found):
+            return found
+        empty = not any(folder.iterdir())
+        what = (
+            "an empty folder" if empty else f"missing {', '.join(f.name for f in found if not f.is_file())}"
+        )
+        raise ModelLoadError(f"cannot load the {kind} {text!r} ({what}); " + offline_hint(text, *hint))
+    if looks_like_local_path(text):
+        what = "a file, not a folder" if folder.exists() else "no such folder"
+        raise ModelLoadError(f"cannot load the {kind} {text!r} ({what}); " + offline_hint(text, *hint))
+    cached = _cached_hub_files(text, files)
+    if cached is None:
+        why = "HF_HUB_OFFLINE is set" if hub_offline() else _hub_unreachable()
+        if why:
+            raise ModelLoadError(
+                f"cannot load the {kind} {text!r} (not in the hub cache, and {why}); "
+                + offline_hint(text, *hint)
+            )
+    return cached
+
+
+def _hub_unreachable() -> str | None:
+    """Why a download from the hub cannot even start (its host does not resolve: no network), or None.
+
+    A name lookup, no request: it answers at once where a download would retry for a minute. Behind a
+    proxy the hub's name need not resolve locally, so no verdict is given there."""
+    import socket
+    import urllib.parse
+    import urllib.request
+
+    from huggingface_hub import constants
+
+    if urllib.request.getproxies():
+        return None
+    host = urllib.parse.urlparse(constants.ENDPOINT).hostname or ""
+    try:
+        socket.getaddrinfo(host, None)
+    except (OSError, UnicodeError):
+        return f"the hub ({host}) cannot be reached: no network?"
+    return None
+
+
+def _cached_hub_files(repo_id: str, files: tuple[str, ...]) -> list[Path] | None:
+    """The hub cache's copies of ``files`` of ``repo_id`` (never the network); None unless all are there."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = []
+    for name in files:
+        try:
+            path = try_to_load_from_cache(repo_id, name)
+        except ValueError:  # not a valid repository id
+            return None
+        if not isinstance(path, str):  # None (not cached) or "known to be absent"
+            return None
+        found.append(Path(path))
+    return found
 
 
 def _cannot_load(kind: str, model_id: str | Path, error: Exception, hint: tuple[str, str, str]) -> str:
@@ -116,6 +242,7 @@ def load_tokenizer(base_model: str | Path):
     """The base model's tokenizer (``AutoTokenizer.from_pretrained``), checked against the contract."""
     from transformers import AutoTokenizer
 
+    check_base_model_source(base_model)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(base_model))
     except (OSError, ValueError) as e:
@@ -148,6 +275,7 @@ def load_base_model(base_model: str | Path, *, dtype=None, device: str | None = 
     to ``device`` when given; raises ``ModelLoadError`` unless its vocabulary is Orpheus'."""
     from transformers import AutoModelForCausalLM
 
+    check_base_model_source(base_model)
     torch_dtype = resolve_dtype(dtype, device or "cpu")
     try:
         model = AutoModelForCausalLM.from_pretrained(str(base_model), dtype=torch_dtype)
@@ -174,6 +302,7 @@ def load_snac(model_id: str | Path, device: str = "cpu"):
 
     from voicelab.snac_inference import prepare_for_inference
 
+    check_snac_source(model_id)
     try:
         model = SNAC.from_pretrained(str(model_id))
     except Exception as e:  # hub errors, missing files, bad state dicts: all mean "cannot load"
@@ -196,15 +325,4 @@ def snac_checkpoint_files(model_id: str | Path) -> list[Path] | None:
     if folder.is_dir():
         files = [folder / name for name in SNAC_CHECKPOINT_FILES]
         return files if all(f.is_file() for f in files) else None
-    from huggingface_hub import try_to_load_from_cache
-
-    files = []
-    for name in SNAC_CHECKPOINT_FILES:
-        try:
-            found = try_to_load_from_cache(str(model_id), name)
-        except ValueError:  # not a valid repository id
-            return None
-        if not isinstance(found, str):  # None (not cached) or "known to be absent"
-            return None
-        files.append(Path(found))
-    return files
+    return _cached_hub_files(str(model_id), SNAC_CHECKPOINT_FILES)

@@ -80,8 +80,9 @@ def check_model(backend: str, name: str) -> None:
     raise _unknown_model(name, available_models(), "local CTranslate2 model folder")
 
 
-def load_openai_whisper(name: str, device: str):
-    """``whisper.load_model`` on a model name (downloaded on first use) or a local checkpoint file."""
+def load_openai_whisper(name: str, device: str, flag: str = "--model"):
+    """``whisper.load_model`` on a model name (downloaded on first use) or a local checkpoint file.
+    ``flag``: the command's flag for the model, named in the offline hint."""
     import whisper
 
     names = openai_model_names()
@@ -90,10 +91,12 @@ def load_openai_whisper(name: str, device: str):
             return whisper.load_model(name, device=device)
         except (urllib.error.URLError, OSError) as e:
             cache = Path(os.getenv("XDG_CACHE_HOME", Path.home() / ".cache")) / "whisper"
+            checkpoint = Path(whisper._MODELS[name]).name
+            fetch = f'.venv/bin/python -c "import whisper; whisper.load_model({name!r})"'
             raise WhisperModelError(
                 f"Whisper model {name!r} is not in the cache ({cache}) and cannot be downloaded ({e}). "
-                f"On a machine with network run this once to cache it, or copy the checkpoint file "
-                f"(e.g. {name}.pt) here and pass --model /path/to/{name}.pt"
+                f"On a machine with network, cache it with {fetch}, then copy {checkpoint} from its "
+                f"~/.cache/whisper/ into {cache} here, or pass {flag} /path/to/{checkpoint}"
             ) from e
     check_model("openai-whisper", name)
     path = Path(name).expanduser()
@@ -103,7 +106,7 @@ def load_openai_whisper(name: str, device: str):
         raise WhisperModelError(f"{path}: not a loadable Whisper checkpoint ({e})") from e
 
 
-def load_faster_whisper(name: str, device: str, compute_type: str, threads: int = 0):
+def load_faster_whisper(name: str, device: str, compute_type: str, threads: int = 0, flag: str = "--model"):
     """faster-whisper ``WhisperModel`` from a size name, a Hugging Face repo id or a local CTranslate2 folder."""
     try:
         from faster_whisper import WhisperModel
@@ -126,7 +129,7 @@ def load_faster_whisper(name: str, device: str, compute_type: str, threads: int 
     except OSError as e:  # huggingface_hub's offline and HTTP errors are OSErrors
         raise WhisperModelError(
             f"faster-whisper model {name!r} is not in the Hugging Face cache (~/.cache/huggingface/hub) and "
-            f"cannot be downloaded ({e}). Download it on a machine with network, or pass --model "
+            f"cannot be downloaded ({e}). Download it on a machine with network, or pass {flag} "
             "/path/to/ctranslate2-model-folder"
         ) from e
     except (RuntimeError, ValueError) as e:
@@ -135,7 +138,15 @@ def load_faster_whisper(name: str, device: str, compute_type: str, threads: int 
         ) from e
 
 
-def load_whisper(backend: str, name: str, *, device: str, compute_type: str = "auto", threads: int = 0):
+def load_whisper(
+    backend: str,
+    name: str,
+    *,
+    device: str,
+    compute_type: str = "auto",
+    threads: int = 0,
+    flag: str = "--model",
+):
     """``(model, device)`` for ``backend``; ``device`` falls back to the CPU (with a warning) without CUDA.
 
     ``threads`` > 0 caps CPU threads (torch's, process-wide, for openai-whisper; CTranslate2's for
@@ -147,12 +158,12 @@ def load_whisper(backend: str, name: str, *, device: str, compute_type: str = "a
         if threads > 0:
             torch.set_num_threads(threads)
         device = resolve_device(device, torch.cuda.is_available())
-        return load_openai_whisper(name, device), device
+        return load_openai_whisper(name, device, flag), device
     if backend == "faster-whisper":
         try:
             import ctranslate2
         except ImportError as e:
             raise WhisperModelError(FASTER_WHISPER_MISSING) from e
         device = resolve_device(device, ctranslate2.get_cuda_device_count() > 0)
-        return load_faster_whisper(name, device, compute_type, threads), device
+        return load_faster_whisper(name, device, compute_type, threads, flag), device
     raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")

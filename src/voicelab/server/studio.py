@@ -4,8 +4,9 @@ The page is plain HTML/CSS/JS shipped in the package (``static/studio/``), nothi
 It talks to the public API (``/v1/...``) and to the JSON endpoints here (``/studio/api/...``), which are
 guarded by the same API keys (and, like every route, by ``server.guard``: Host, same-site writes). The
 dataset endpoints read and write only inside ``settings.prepared_dir`` and answer 403 when
-``VOICELAB_STUDIO=false``; the voice endpoints only read ``voices/NAME/eval/``. Every file is opened
-through ``fileio.open_inside`` and sent from that open handle, and answers never show the server's paths.
+``VOICELAB_STUDIO=false``; the voice endpoints only read a voice folder (through ``VoiceFolder``: its
+metadata, loss curve and evaluation). Every file is opened through ``fileio.open_inside`` and sent from
+that open handle, and answers never show the server's paths.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI, Header, Request
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
@@ -237,11 +238,15 @@ def get_dataset_tags(name: str, request: Request) -> dict:
         **DATASET_NAME_ERRORS,
     },
 )
-def get_report(name: str, request: Request) -> Response:
+def get_report(name: str, request: Request, layout: Literal["wide", "narrow"] = "wide") -> Response:
+    """The dataset report, redrawn when the exclusions changed since; ``narrow``: one column, for a phone."""
+    headers = {"Cache-Control": "no-store"}
     with studio_errors(request):
-        path = dataset_review.report_path(_prepared_dir(request), name)
-        handle = open_inside(path.parent, path.name)
-    return file_response(handle, PNG_MEDIA_TYPE)
+        picture = dataset_review.report_picture(_prepared_dir(request), name, layout)
+        if isinstance(picture, bytes):
+            return Response(picture, media_type=PNG_MEDIA_TYPE, headers=headers)
+        handle = open_inside(picture.parent, picture.name)
+    return file_response(handle, PNG_MEDIA_TYPE, headers)
 
 
 def _voice_folder(request: Request, voice: str) -> VoiceFolder:
@@ -250,6 +255,34 @@ def _voice_folder(request: Request, voice: str) -> VoiceFolder:
     if Path(voice).name != voice or not folder.is_dir():
         raise dataset_review.DatasetNotFoundError(f"no voice folder {voice!r} in {voices_dir}")
     return VoiceFolder(folder)
+
+
+@api.get("/voices/{voice}", responses=NAME_ERRORS)
+def get_voice_details(voice: str, request: Request) -> dict:
+    """What a voice card shows beside ``GET /v1/audio/voices``: the prompt prefix serving uses, the base
+    model (path-free), whether a training loss curve exists, and the last evaluation's checks."""
+    with studio_errors(request):
+        card = _voice_folder(request, voice).read_card()
+    return {"voice": voice, **card}
+
+
+@api.get(
+    "/voices/{voice}/loss-curve",
+    response_model=None,
+    responses={
+        200: {"description": "The training loss curve", "content": {PNG_MEDIA_TYPE: _BINARY}},
+        **NAME_ERRORS,
+    },
+)
+def get_loss_curve(voice: str, request: Request) -> Response:
+    """The voice's training loss curve (training and held-out loss per step)."""
+    with studio_errors(request):
+        folder = _voice_folder(request, voice)
+        try:
+            handle = folder.open_loss_curve()
+        except FileNotFoundError as e:
+            raise dataset_review.DatasetNotFoundError(f"voice {voice!r} has no loss curve") from e
+    return file_response(handle, PNG_MEDIA_TYPE)
 
 
 @api.get("/voices/{voice}/eval", responses=NAME_ERRORS)

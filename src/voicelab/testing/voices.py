@@ -43,9 +43,11 @@ def write_voice_folder(
     rank: int = 8,
     prompt_prefix: str | None = None,
     with_voice_json: bool = True,
+    metadata: dict[str, Any] | None = None,
     **config_overrides: Any,
 ) -> Path:
-    """A voice folder whose weights file is a placeholder: enough for the registry, not for an engine."""
+    """A voice folder whose weights file is a placeholder: enough for the registry, not for an engine.
+    ``metadata``: more fields of voice.json (dataset stats, training, final loss, ...)."""
     folder = Path(voices_dir) / name
     folder.mkdir(parents=True, exist_ok=True)
     config = lora_config_dict(base_model, rank, **config_overrides)
@@ -56,9 +58,82 @@ def write_voice_folder(
             name=name,
             base_model=base_model,
             prompt_prefix=default_prompt_prefix(name) if prompt_prefix is None else prompt_prefix,
+            **(metadata or {}),
         )
         (folder / VOICE_FILE).write_text(meta.to_json(), encoding="utf-8")
     return folder
+
+
+TRAINED_METADATA = {
+    "dataset": {"clips_used": 118, "clips_held_out": 6, "audio_seconds": 853.2},
+    "training": {"steps": 354, "lora_rank": 8},
+    "final_loss": 4.123456789012345,
+    "final_eval_loss": 4.387654321098765,
+    "created_at": "2026-11-30T06:20:32+00:00",
+}
+"""voice.json fields of a plausible finished training (17-digit floats, as Python writes them)."""
+
+
+def write_loss_curve(voice_dir: Path | str, steps: int = 60) -> Path:
+    """The loss log and loss curve as training writes them, for a loss that falls."""
+    from voicelab.training.report import plot_loss
+    from voicelab.voice import LossPoint, VoiceFolder
+
+    points = [
+        LossPoint(step, step / steps, 6.0 - 2.0 * step / steps, eval_loss=6.2 - 1.8 * step / steps)
+        for step in range(1, steps + 1)
+    ]
+    voice = VoiceFolder(voice_dir)
+    voice.write_loss_log(points)
+    return voice.write_loss_curve(lambda tmp: plot_loss(tmp, points, voice.name))
+
+
+EVAL_SUMMARY = {
+    "speaker_similarity": 0.8123456789,
+    "base_speaker_similarity": 0.6012345678,
+    "similarity_gain": 0.2111111111,
+    "wer": 0.2345678901,
+    "cer": 0.0612345678,
+    "dnsmos_ovrl": 3.1234567,
+    "dnsmos_sig": 3.4567891,
+    "dnsmos_bak": 3.9876543,
+    "speech_rate": 2.7345678,
+    "dataset_speech_rate": 2.6123456,
+    "speech_rate_ratio": 1.0467891,
+    "samples": 16,
+    "hit_max_tokens": 0,
+    "too_long": 0,
+    "long_silences": 1,
+    "longest_silence_s": 1.2345678,
+    "max_code_overlap": None,
+    "closest_training_clip": None,
+    "overfit_sentences": 0,
+}
+"""An evaluation's headline numbers: one check fails (word error rate), one cannot be measured."""
+
+
+def write_evaluation(voice_dir: Path | str, summary: dict[str, Any] | None = None) -> Path:
+    """The evaluation as ``make evaluate`` writes it (the numbers with their checks, the summary),
+    without samples."""
+    from voicelab.evaluate import Thresholds, verdicts, write_outputs
+    from voicelab.evaluate.runtime import SCHEMA_VERSION
+    from voicelab.voice import VoiceFolder
+
+    summary = {**EVAL_SUMMARY, **(summary or {})}
+    thresholds = Thresholds()
+    voice = VoiceFolder(voice_dir)
+    report = {
+        "schema": SCHEMA_VERSION,
+        "voice": voice.name,
+        "created_at": "2026-12-01T09:30:00+00:00",
+        "settings": {"engine": "vllm"},
+        "thresholds": vars(thresholds),
+        "models": {"base_model": "canopylabs/orpheus-tts-0.1-pretrained"},
+        "reference": {"source": "held-out", "clips": ["a", "b"], "self_similarity": 0.86},
+        "summary": summary,
+        "checks": verdicts(summary, thresholds),
+    }
+    return write_outputs(voice, voice.eval_dir, report, [])
 
 
 def build_tiny_voice(

@@ -6,6 +6,7 @@ through ``voicelab.models.whisper``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -21,6 +22,16 @@ WHISPER_WINDOW_S = 30.0  # whisper.audio.CHUNK_LENGTH: one decoder pass sees at 
 DEFAULT_BEAM_SIZE = 5  # whisper's CLI default (whisper.transcribe itself decodes greedily)
 DEFAULT_BEST_OF = 5  # whisper's CLI default: candidates sampled at each fallback temperature
 DEFAULT_BATCH_SIZE = 8  # faster-whisper README's batched benchmark setting
+DEFAULT_MAX_FALLBACKS = 2
+"""Retries at a higher temperature per window (Whisper's CLI allows 5): each is a whole decode (best of 5
+samples), so a clip that makes Whisper loop costs at most 3 decodes instead of 6."""
+MAX_TEXT_TOKENS_PER_SECOND = 10
+"""Fast speech is 4-5 words a second and a word ~1.3 Whisper tokens, plus a few timestamp tokens per
+segment: a decode longer than this for its audio is looping, not transcribing."""
+MIN_SAMPLE_LEN = 32
+"""Tokens any window may take, however short its audio (timestamps, a short phrase)."""
+WHISPER_SAMPLE_LEN = 224
+"""Whisper's own limit per window: half of its 448-token text context."""
 
 
 class TranscribeError(UsageError):
@@ -85,11 +96,22 @@ class DecodeOptions:
     default, as Whisper itself has them (docs/tags.md says why)."""
 
 
-def temperature_schedule(start: float, increment: float) -> tuple[float, ...]:
-    """Whisper CLI's rule: ``start``, then +``increment`` up to 1.0 on fallback; ``increment`` 0 = no fallback."""
+def temperature_schedule(
+    start: float, increment: float, max_fallbacks: int | None = None
+) -> tuple[float, ...]:
+    """Whisper CLI's rule: ``start``, then +``increment`` up to 1.0 on fallback; ``increment`` 0 = no fallback.
+    ``max_fallbacks``: at most this many retries (``None``: up to 1.0, as Whisper)."""
     if increment <= 0:
         return (start,)
-    return tuple(float(t) for t in np.arange(start, 1.0 + 1e-6, increment))
+    schedule = tuple(float(t) for t in np.arange(start, 1.0 + 1e-6, increment))
+    return schedule if max_fallbacks is None else schedule[: 1 + max_fallbacks]
+
+
+def sample_len_for(duration_s: float) -> int:
+    """The most tokens one window of a clip this long may decode (``MAX_TEXT_TOKENS_PER_SECOND``), so a
+    model that loops stops there instead of at Whisper's 224-token limit, on every fallback."""
+    window = min(duration_s, WHISPER_WINDOW_S)
+    return min(WHISPER_SAMPLE_LEN, MIN_SAMPLE_LEN + math.ceil(window * MAX_TEXT_TOKENS_PER_SECOND))
 
 
 class Transcriber(Protocol):
@@ -127,6 +149,7 @@ class OpenAIWhisperTranscriber:
                 temperature=self.options.temperatures,
                 beam_size=self.options.beam_size,
                 best_of=DEFAULT_BEST_OF,
+                sample_len=sample_len_for(len(audio) / WHISPER_SAMPLE_RATE),
                 fp16=self.fp16,
                 # Clips are independent: conditioning on the previous window only spreads hallucinations.
                 condition_on_previous_text=False,
@@ -159,12 +182,14 @@ class FasterWhisperTranscriber:
         self.batch_size = batch_size
         self.suppress_tokens = faster_suppress_tokens(model, annotations=options.annotations)
 
-    def _decode_kwargs(self) -> dict:
+    def _decode_kwargs(self, audios: Sequence[np.ndarray]) -> dict:
+        longest = max(len(a) for a in audios) / WHISPER_SAMPLE_RATE
         return {
             "language": self.options.language,
             "beam_size": self.options.beam_size,
             "temperature": list(self.options.temperatures),
             "condition_on_previous_text": False,
+            "max_new_tokens": sample_len_for(longest),
             "suppress_tokens": list(self.suppress_tokens),
         }
 
@@ -174,7 +199,7 @@ class FasterWhisperTranscriber:
         for i, audio in enumerate(audios):
             if len(audio) > WHISPER_WINDOW_S * WHISPER_SAMPLE_RATE:
                 # A batch chunk is cut at 30 s; a longer clip goes through the sequential long-form decoder.
-                segments, _ = self.model.transcribe(audio, **self._decode_kwargs())
+                segments, _ = self.model.transcribe(audio, **self._decode_kwargs([audio]))
                 results[i] = summarize_segments(list(segments))
             else:
                 batched.append(i)
@@ -203,7 +228,7 @@ class FasterWhisperTranscriber:
             clip_timestamps=stamps,
             vad_filter=False,
             batch_size=self.batch_size,
-            **self._decode_kwargs(),
+            **self._decode_kwargs(audios),
         )
         per_clip: list[list] = [[] for _ in audios]
         for seg in segments:
@@ -220,10 +245,14 @@ def load_transcriber(
     compute_type: str = "auto",
     batch_size: int = DEFAULT_BATCH_SIZE,
     threads: int = 0,
+    flag: str = "--model",
 ) -> Transcriber:
     """Load the model once (``voicelab.models.whisper.load_whisper``: ``device`` falls back to the CPU,
-    with a warning, when CUDA is absent; ``threads`` caps CPU threads) and wrap it."""
-    loaded, device = load_whisper(backend, model, device=device, compute_type=compute_type, threads=threads)
+    with a warning, when CUDA is absent; ``threads`` caps CPU threads) and wrap it. ``flag``: the
+    command's flag for the model (``--whisper-model`` in evaluate), named in load errors."""
+    loaded, device = load_whisper(
+        backend, model, device=device, compute_type=compute_type, threads=threads, flag=flag
+    )
     if backend == "openai-whisper":
         return OpenAIWhisperTranscriber(loaded, device, options)
     return FasterWhisperTranscriber(loaded, options, batch_size)

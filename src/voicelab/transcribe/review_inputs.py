@@ -41,6 +41,8 @@ class ReviewOutcome:
     other_speaker: int = 0
     noisy: int = 0
     excluded_new: int = 0
+    kept_restored: int = 0
+    """Flagged clips left in training because a person restored them earlier."""
     excluded_path: Path | None = None
     report_path: Path | None = None
 
@@ -126,7 +128,9 @@ def _finish_quality(
 
     def add_flagged(excluded: dict[str, str]) -> dict[str, str]:  # merged as the file is now; a person's stay
         if quality.exclude_flagged:
-            added.update({k: v for k, v in flagged.items() if k not in excluded})
+            restored = ds.restored_clips()  # a person's restore outlives the flag (read under the same lock)
+            outcome.kept_restored = sum(k in restored for k in flagged)
+            added.update({k: v for k, v in flagged.items() if k not in excluded and k not in restored})
         return {**excluded, **added}
 
     excluded = ds.update_exclusions(add_flagged)

@@ -60,6 +60,7 @@ class TranscribeSummary:
     other_speaker: int = 0  # clips flagged as another speaker
     noisy: int = 0  # clips flagged for background noise/music or distorted speech
     excluded_new: int = 0  # clips added to excluded.csv this run
+    kept_restored: int = 0  # flagged clips left in, since a person restored them earlier
     excluded_path: Path | None = None
     report_path: Path | None = None
     kept_edits: list[str] = field(default_factory=list)
@@ -77,6 +78,7 @@ class TranscribeSummary:
     def add_review(self, outcome: ReviewOutcome) -> None:
         self.flagged, self.other_speaker, self.noisy = outcome.flagged, outcome.other_speaker, outcome.noisy
         self.excluded_new, self.excluded_path = outcome.excluded_new, outcome.excluded_path
+        self.kept_restored = outcome.kept_restored
         self.report_path = outcome.report_path
 
 

@@ -70,17 +70,26 @@ async function apiJson(path, options) {
   return (await api(path, options)).json();
 }
 
-function showError(e) {
+// An error is shown next to the control that caused it (a .field-error in the same block: "voices-error",
+// "speak-error", "dataset-error", "clip-error"); the banner at the top ("error") is for the page itself:
+// the API key, loading the page. Each is cleared when its control is used again or the view changes.
+function showError(e, where = "error") {
   if (e && e.name === "AbortError") return;
-  const box = $("error");
+  const box = $(where);
   box.textContent = e instanceof Error ? e.message : String(e);
   box.hidden = false;
 }
 
-function clearError() {
-  $("error").hidden = true;
-  $("error").textContent = "";
+function clearError(where = "error") {
+  $(where).hidden = true;
+  $(where).textContent = "";
 }
+
+function clearFieldErrors() {
+  for (const box of document.querySelectorAll(".field-error")) clearError(box.id);
+}
+
+const errorIn = (where) => (e) => showError(e, where);
 
 async function blobUrl(path) {
   const blob = await (await api(path)).blob();
@@ -90,39 +99,113 @@ async function blobUrl(path) {
 // ----------------------------------------------------------------------------------------- views
 
 function showView(name) {
+  clearFieldErrors();
   for (const view of ["voices", "dataset"]) {
     $(`view-${view}`).hidden = view !== name;
     $(`tab-${view}`).setAttribute("aria-pressed", String(view === name));
   }
-  if (name === "dataset" && !state.datasetsLoaded) loadDatasets().catch(showError);
+  if (name === "dataset" && !state.datasetsLoaded) loadDatasets().catch(errorIn("dataset-error"));
 }
 
 // ---------------------------------------------------------------------------------------- voices
 
-const VOICE_FIELDS = [
-  ["prompt_prefix", "Prompt prefix"],
-  ["lora_rank", "LoRA rank"],
-  ["base_model", "Base model"],
-  ["created_at", "Trained"],
-  ["final_loss", "Final loss"],
-];
-const HIDDEN_FIELDS = new Set(["id", "name", "object", ...VOICE_FIELDS.map(([k]) => k)]);
+// A voice card: what GET /v1/audio/voices says (training, evaluation) and what /studio/api/voices/NAME adds
+// (prompt prefix, base model, loss curve, the evaluation's checks). Known fields get a label and a unit;
+// any other field (one a newer server adds) is shown too, labelled from its name, so nothing needs
+// changing here when the API grows.
+const FORMATS = {
+  count: (v) => v.toLocaleString("en"),
+  loss: (v) => v.toFixed(3),
+  share: (v) => v.toFixed(2),
+  percent: (v) => `${(v * 100).toFixed(1)}%`,
+  seconds: (v) => (v >= 60 ? `${(v / 60).toFixed(1)} min` : `${v.toFixed(1)} s`),
+  rate: (v) => `${v.toFixed(2)} words/s`,
+  ratio: (v) => `× ${v.toFixed(2)}`,
+  score: (v) => `${v.toFixed(2)} / 5`,
+};
+const TRAINING_FIELDS = {
+  lora_rank: ["LoRA rank", FORMATS.count],
+  clips: ["Clips", FORMATS.count],
+  audio_seconds: ["Audio", FORMATS.seconds],
+  steps: ["Steps", FORMATS.count],
+  final_loss: ["Final loss", FORMATS.loss],
+  final_eval_loss: ["Final eval loss", FORMATS.loss],
+};
+const EVALUATION_FIELDS = {
+  speaker_similarity: ["Speaker similarity", FORMATS.share],
+  base_speaker_similarity: ["Base model's similarity", FORMATS.share],
+  similarity_gain: ["Similarity gain", FORMATS.share],
+  wer: ["Word error rate", FORMATS.percent],
+  cer: ["Character error rate", FORMATS.percent],
+  dnsmos_ovrl: ["DNSMOS overall", FORMATS.score],
+  dnsmos_sig: ["DNSMOS speech", FORMATS.score],
+  dnsmos_bak: ["DNSMOS background", FORMATS.score],
+  speech_rate: ["Speech rate", FORMATS.rate],
+  dataset_speech_rate: ["Dataset's speech rate", FORMATS.rate],
+  speech_rate_ratio: ["Rate vs the dataset's", FORMATS.ratio],
+  samples: ["Texts spoken", FORMATS.count],
+  hit_max_tokens: ["Hit max_tokens", FORMATS.count],
+  too_long: ["Too long", FORMATS.count],
+  long_silences: ["Long silences", FORMATS.count],
+  longest_silence_s: ["Longest silence", FORMATS.seconds],
+  max_code_overlap: ["Code overlap with training", FORMATS.share],
+  overfit_sentences: ["Overfit sentences", FORMATS.count],
+};
+const SIGNIFICANT_DIGITS = 3;
+const ISO_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}/;
 
-function formatValue(value) {
+function labelFor(key) {
+  const words = key.replaceAll("_", " ");
+  return words.charAt(0).toUpperCase() + words.slice(1);
+}
+
+function formatNumber(value) {
+  if (Number.isInteger(value)) return value.toLocaleString("en");
+  const rounded = Math.abs(value) >= 10 ** SIGNIFICANT_DIGITS ? value.toFixed(0) : value.toPrecision(SIGNIFICANT_DIGITS);
+  return String(Number(rounded));
+}
+
+function formatTime(text) {
+  const when = new Date(text);
+  if (Number.isNaN(when.getTime())) return text;
+  return `${when.toISOString().slice(0, 16).replace("T", " ")} UTC`;
+}
+
+// One value as text or, for an object, a nested list of labelled values.
+function valueNode(value, format) {
+  if (value !== null && typeof value === "object" && !Array.isArray(value)) return fieldList(value, {});
+  const span = document.createElement("span");
+  span.textContent = formatValue(value, format);
+  return span;
+}
+
+function formatValue(value, format) {
   if (value === null || value === undefined || value === "") return "—";
-  if (typeof value === "number") return Number.isInteger(value) ? String(value) : value.toFixed(4);
-  if (typeof value === "object") {
-    return Object.entries(value).map(([k, v]) => `${k}: ${typeof v === "object" ? JSON.stringify(v) : v}`).join(", ") || "—";
-  }
+  if (typeof value === "number") return format ? format(value) : formatNumber(value);
+  if (typeof value === "boolean") return value ? "yes" : "no";
+  if (Array.isArray(value)) return value.map((v) => formatValue(v)).join(", ") || "—";
+  if (typeof value === "string" && ISO_TIME.test(value)) return formatTime(value);
   return String(value);
 }
 
-function addField(dl, label, value) {
+function addField(dl, label, value, format) {
   const dt = document.createElement("dt");
   dt.textContent = label;
   const dd = document.createElement("dd");
-  dd.textContent = formatValue(value);
+  dd.append(valueNode(value, format));
   dl.append(dt, dd);
+}
+
+// Every field of ``fields``: the known ones (``known``: key -> [label, format]) first, in that order.
+function fieldList(fields, known, skip = new Set()) {
+  const dl = document.createElement("dl");
+  const keys = [...Object.keys(known).filter((k) => k in fields), ...Object.keys(fields).filter((k) => !(k in known))];
+  for (const key of keys) {
+    if (skip.has(key)) continue;
+    const [label, format] = known[key] || [labelFor(key), null];
+    addField(dl, label, fields[key], format);
+  }
+  return dl;
 }
 
 function renderVoices() {
@@ -132,32 +215,12 @@ function renderVoices() {
   const chosen = select.value;
   select.replaceChildren();
   for (const voice of state.voices) {
-    const item = document.createElement("li");
-    item.className = "card";
-    item.dataset.voice = voice.id;
-    const title = document.createElement("h3");
-    title.textContent = voice.name || voice.id;
-    const dl = document.createElement("dl");
-    for (const [key, label] of VOICE_FIELDS) addField(dl, label, voice[key]);
-    for (const [key, value] of Object.entries(voice)) {
-      if (!HIDDEN_FIELDS.has(key)) addField(dl, key.replaceAll("_", " "), value);
-    }
-    const use = document.createElement("button");
-    use.type = "button";
-    use.textContent = `Use ${voice.id}`;
-    use.addEventListener("click", () => {
-      select.value = voice.id;
-      markSelectedVoice();
-      $("speak-text").focus();
-    });
-    const evaluation = document.createElement("div");
-    evaluation.className = "eval";
-    item.append(title, dl, use, evaluation);
+    const item = voiceCard(voice);
     list.append(item);
     const option = document.createElement("option");
     option.value = option.textContent = voice.id;
     select.append(option);
-    loadEvaluation(voice.id, evaluation).catch(showError);
+    loadVoiceDetails(voice, item).catch(errorIn("voices-error"));
   }
   if (state.voices.some((v) => v.id === chosen)) select.value = chosen;
   if (state.voices.some((v) => v.id === state.linked.voice)) {
@@ -166,6 +229,156 @@ function renderVoices() {
   }
   markSelectedVoice();
   $("speak").disabled = state.voices.length === 0;
+}
+
+function voiceCard(voice) {
+  const item = document.createElement("li");
+  item.className = "card voice";
+  item.dataset.voice = voice.id;
+  const head = document.createElement("div");
+  head.className = "voice-head";
+  const title = document.createElement("h3");
+  title.textContent = voice.name || voice.id;
+  const use = document.createElement("button");
+  use.type = "button";
+  use.textContent = `Use ${voice.id}`;
+  use.addEventListener("click", () => {
+    $("voice-select").value = voice.id;
+    markSelectedVoice();
+    clearError("speak-error");
+    $("speak-text").focus();
+  });
+  head.append(title, use);
+  const facts = document.createElement("dl");
+  facts.className = "facts";
+  addField(facts, "Prompt prefix", null);
+  addField(facts, "Base model", null);
+  addField(facts, "Trained", voice.created_at);
+  const shown = new Set(["id", "name", "object", "created_at", "training", "evaluation"]);
+  for (const [key, value] of Object.entries(voice)) {
+    if (!shown.has(key)) addField(facts, labelFor(key), value); // a top-level field a newer API adds
+  }
+  const training = fieldList(voice.training || {}, TRAINING_FIELDS);
+  training.className = "training";
+  const extra = document.createElement("div");
+  extra.className = "voice-extra";
+  item.append(head, facts, training, extra);
+  return item;
+}
+
+// The prompt prefix and base model fill the first two facts; the evaluation and the loss curve follow.
+async function loadVoiceDetails(voice, item) {
+  const found = await apiJson(`/studio/api/voices/${encodeURIComponent(voice.id)}`);
+  const values = item.querySelectorAll(".facts dd");
+  values[0].replaceChildren(valueNode(found.prompt_prefix === null ? null : JSON.stringify(found.prompt_prefix)));
+  values[1].replaceChildren(valueNode(found.base_model));
+  const extra = item.querySelector(".voice-extra");
+  if (voice.evaluation || found.evaluation) {
+    const block = evaluationView(voice.evaluation || {}, found.evaluation);
+    extra.append(block);
+    await evaluationFiles(voice.id, block);
+  }
+  if (found.loss_curve) extra.append(await lossCurve(voice.id));
+}
+
+// What else evaluate's folder holds (GET /studio/api/voices/NAME/eval): the report as written, folded, and
+// any pictures, shown through <img> (where an SVG's script never runs).
+async function evaluationFiles(voice, block) {
+  const found = await apiJson(`/studio/api/voices/${encodeURIComponent(voice)}/eval`);
+  if (found.summary) {
+    const report = document.createElement("details");
+    report.className = "report";
+    const title = document.createElement("summary");
+    title.textContent = "The report as evaluate wrote it (summary.md)";
+    const pre = document.createElement("pre");
+    pre.textContent = found.summary;
+    report.append(title, pre);
+    block.append(report);
+  }
+  if (!found.pictures.length) return;
+  const pictures = document.createElement("div");
+  pictures.className = "eval-pictures";
+  for (const name of found.pictures) {
+    const img = document.createElement("img");
+    img.alt = `Evaluation of ${voice}: ${name}`;
+    img.src = await blobUrl(`/studio/api/voices/${encodeURIComponent(voice)}/eval/${encodeURIComponent(name)}`);
+    pictures.append(img);
+  }
+  block.append(pictures);
+}
+
+function evaluationView(numbers, details) {
+  const checks = (details && details.checks) || [];
+  const verdicts = checks.length ? checks.map((c) => c.verdict) : Object.values(numbers.verdicts || {});
+  const count = (v) => verdicts.filter((x) => x === v).length;
+  const block = document.createElement("details");
+  block.className = "evaluation";
+  const summary = document.createElement("summary");
+  const when = numbers.created_at || (details && details.created_at);
+  summary.append(`Evaluation${when ? ` (${formatTime(when).slice(0, 10)})` : ""}: `);
+  for (const [verdict, css] of [["pass", "pass"], ["FAIL", "fail"], ["n/a", "na"]]) {
+    if (!count(verdict)) continue;
+    const badge = document.createElement("span");
+    badge.className = `verdict ${css}`;
+    badge.textContent = `${count(verdict)} ${verdict}`;
+    summary.append(badge, " ");
+  }
+  block.append(summary);
+  if (checks.length) block.append(checksTable(checks));
+  const failed = checks.filter((c) => c.verdict === "FAIL" && c.advice);
+  if (failed.length) {
+    const advice = document.createElement("ul");
+    advice.className = "advice";
+    for (const c of failed) {
+      const li = document.createElement("li");
+      li.textContent = `${c.check}: ${c.advice}`;
+      advice.append(li);
+    }
+    block.append(advice);
+  }
+  const all = document.createElement("details");
+  all.className = "numbers";
+  const allSummary = document.createElement("summary");
+  allSummary.textContent = "Every number";
+  all.append(allSummary, fieldList(numbers, EVALUATION_FIELDS, new Set(["created_at", "verdicts"])));
+  block.append(all);
+  return block;
+}
+
+function checksTable(checks) {
+  const table = document.createElement("table");
+  table.className = "checks";
+  const head = table.createTHead().insertRow();
+  for (const title of ["Check", "Value", "Threshold", "Verdict"]) {
+    const th = document.createElement("th");
+    th.textContent = title;
+    head.append(th);
+  }
+  const body = table.createTBody();
+  for (const c of checks) {
+    const row = body.insertRow();
+    row.className = c.verdict === "FAIL" ? "fail" : c.verdict === "pass" ? "pass" : "na";
+    for (const text of [c.check, formatValue(c.value), c.threshold, c.verdict]) row.insertCell().textContent = text ?? "—";
+  }
+  return table;
+}
+
+async function lossCurve(voice) {
+  const url = await blobUrl(`/studio/api/voices/${encodeURIComponent(voice)}/loss-curve`);
+  const figure = document.createElement("figure");
+  figure.className = "loss-curve";
+  const link = document.createElement("a");
+  link.href = url;
+  link.target = "_blank";
+  link.title = "Open the loss curve at full size";
+  const img = document.createElement("img");
+  img.src = url;
+  img.alt = `Training loss of ${voice} by step (and the held-out clips' loss)`;
+  link.append(img);
+  const caption = document.createElement("figcaption");
+  caption.textContent = "Loss by step";
+  figure.append(link, caption);
+  return figure;
 }
 
 function markSelectedVoice() {
@@ -197,28 +410,6 @@ function markTrainedTags() {
     : `${voice.id} was trained without tags: each may be read aloud (see the guide's section on tags).`;
 }
 
-async function loadEvaluation(voice, into) {
-  const found = await apiJson(`/studio/api/voices/${encodeURIComponent(voice)}/eval`);
-  if (!found.summary && !found.pictures.length) return;
-  const details = document.createElement("details");
-  details.open = true;
-  const summary = document.createElement("summary");
-  summary.textContent = "Evaluation";
-  details.append(summary);
-  if (found.summary) {
-    const pre = document.createElement("pre");
-    pre.textContent = found.summary;
-    details.append(pre);
-  }
-  for (const name of found.pictures) {
-    const img = document.createElement("img");
-    img.alt = `Evaluation of ${voice}: ${name}`;
-    img.src = await blobUrl(`/studio/api/voices/${encodeURIComponent(voice)}/eval/${encodeURIComponent(name)}`);
-    details.append(img);
-  }
-  into.append(details);
-}
-
 async function loadVoices() {
   const body = await apiJson("/v1/audio/voices");
   state.voices = body.voices;
@@ -231,6 +422,7 @@ async function loadVoices() {
 async function reloadVoices() {
   const button = $("reload-voices");
   button.disabled = true;
+  clearError("voices-error");
   try {
     const report = await apiJson("/v1/voices/reload", { method: "POST" });
     await loadVoices();
@@ -244,13 +436,17 @@ async function reloadVoices() {
   }
 }
 
+// A tag goes where the person left the caret in the text; before they have placed it in the Speak text (a
+// textarea never focused reports its caret at the start), at the end of the text.
 function insertTag(tag, id = "speak-text") {
   const text = $(id);
-  const start = text.selectionStart;
+  const placed = id !== "speak-text" || state.caretPlaced;
+  const [start, end] = placed ? [text.selectionStart, text.selectionEnd] : [text.value.length, text.value.length];
   const before = text.value.slice(0, start);
-  const after = text.value.slice(text.selectionEnd);
+  const after = text.value.slice(end);
   const spaced = (before && !/\s$/.test(before) ? " " : "") + tag + (/^\s/.test(after) ? "" : " ");
-  text.setRangeText(spaced, start, text.selectionEnd, "end");
+  text.setRangeText(spaced, start, end, "end");
+  if (id === "speak-text") state.caretPlaced = true;
   text.focus();
 }
 
@@ -271,6 +467,7 @@ function speechRequest() {
     top_p: "speak-top-p",
     repetition_penalty: "speak-repetition",
     seed: "speak-seed",
+    max_tokens: "speak-max-tokens",
   };
   for (const [field, id] of Object.entries(optional)) {
     const value = numberOrNull(id);
@@ -337,40 +534,78 @@ class PcmPlayer {
   }
 }
 
+// Server-sent events carry the audio (base64 PCM) and, when generation fails after the first audio, the
+// server's reason as an "error" event; a plain audio stream could only break off ("network error").
+async function* sseEvents(response) {
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) return;
+    buffer += value;
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const data = buffer.slice(0, end).split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("");
+      buffer = buffer.slice(end + 2);
+      if (data) yield JSON.parse(data);
+    }
+  }
+}
+
+function base64Bytes(text) {
+  const binary = atob(text);
+  const bytes = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+  return bytes;
+}
+
 async function streamPcm(response, started, stats) {
   const player = new PcmPlayer(audioContext());
   state.speech.player = player;
-  const reader = response.body.getReader();
   const chunks = [];
   let carry = new Uint8Array(0);
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    const bytes = new Uint8Array(carry.length + value.length);
-    bytes.set(carry);
-    bytes.set(value, carry.length);
-    const whole = bytes.length - (bytes.length % BYTES_PER_SAMPLE); // a sample can straddle two reads
-    carry = bytes.slice(whole);
-    if (!whole) continue;
-    const samples = new Int16Array(bytes.slice(0, whole).buffer);
-    if (stats.chunks === 0) {
-      stats.firstAudioMs = performance.now() - started;
-      $("speak-stats").textContent = `First audio after ${Math.round(stats.firstAudioMs)} ms…`;
+  const heard = () => `${(stats.samples / SAMPLE_RATE).toFixed(2)} s of audio`;
+  try {
+    for await (const event of sseEvents(response)) {
+      if (event.type === "error") {
+        const error = event.error || {};
+        const budget = error.code === "incomplete_generation" && /max_tokens/.test(error.message || "")
+          ? " (Max tokens, above, sets the budget: the audio then ends there)"
+          : "";
+        throw new ApiFailure(response.status, `Stopped after ${heard()}: ${error.message || "the server stopped the generation"}${budget}`);
+      }
+      if (event.type !== "speech.audio.delta") continue;
+      const value = base64Bytes(event.audio);
+      const bytes = new Uint8Array(carry.length + value.length);
+      bytes.set(carry);
+      bytes.set(value, carry.length);
+      const whole = bytes.length - (bytes.length % BYTES_PER_SAMPLE); // a sample can straddle two events
+      carry = bytes.slice(whole);
+      if (!whole) continue;
+      const samples = new Int16Array(bytes.slice(0, whole).buffer);
+      if (stats.chunks === 0) {
+        stats.firstAudioMs = performance.now() - started;
+        $("speak-stats").textContent = `First audio after ${Math.round(stats.firstAudioMs)} ms…`;
+      }
+      stats.chunks += 1;
+      stats.samples += samples.length;
+      chunks.push(samples);
+      player.play(samples);
     }
-    stats.chunks += 1;
-    stats.samples += samples.length;
-    chunks.push(samples);
-    player.play(samples);
+  } catch (e) {
+    if (e instanceof ApiFailure || e.name === "AbortError") throw e;
+    throw new ApiFailure(0, `The connection broke after ${heard()} (${e.message}); the server's log says why.`);
   }
   return wavFromPcm(chunks, stats.samples);
 }
 
 async function speak(event) {
   event.preventDefault();
-  clearError();
+  clearError("speak-error");
   stopSpeech();
   const body = speechRequest();
   const format = body.response_format;
+  if (format === "pcm") body.stream_format = "sse";
   const controller = new AbortController();
   state.speech = { controller };
   $("speak").disabled = true;
@@ -407,7 +642,8 @@ async function speak(event) {
     window.voicelabStudio.lastSpeech = stats;
   } catch (e) {
     $("speak-stats").textContent = e.name === "AbortError" ? "Stopped." : "";
-    showError(e);
+    showError(e, "speak-error");
+    window.voicelabStudio.lastError = e.message;
   } finally {
     $("speak").disabled = state.voices.length === 0;
     $("stop").disabled = true;
@@ -452,6 +688,8 @@ async function loadDatasets() {
 }
 
 async function openDataset(name) {
+  clearError("dataset-error");
+  clearError("clip-error");
   const body = await apiJson(`/studio/api/datasets/${encodeURIComponent(name)}`);
   state.dataset = body;
   state.index = -1;
@@ -459,11 +697,29 @@ async function openDataset(name) {
   showDatasetTags(body.tags);
   renderTagKeys();
   renderClipList();
-  const report = $("dataset-report");
-  report.hidden = !body.report;
-  if (body.report) report.querySelector("img").src = await blobUrl(`/studio/api/datasets/${encodeURIComponent(name)}/report`);
+  $("dataset-report").hidden = !body.report;
+  if (body.report) await showReport();
   $("clip-editor").hidden = body.clips.length === 0;
   if (body.clips.length) await selectClip(0, { play: false });
+}
+
+// The report is drawn for the screen it is seen on (one column on a phone) and redrawn by the server
+// when the exclusions changed since it was drawn, so it follows the exclusions made here.
+const NARROW_SCREEN = window.matchMedia("(max-width: 760px)");
+
+async function showReport() {
+  if (!state.dataset || $("dataset-report").hidden) return;
+  const layout = NARROW_SCREEN.matches ? "narrow" : "wide";
+  const asked = (state.reportAsked = (state.reportAsked || 0) + 1);
+  const url = await blobUrl(`/studio/api/datasets/${encodeURIComponent(state.dataset.name)}/report?layout=${layout}`);
+  if (asked !== state.reportAsked) {
+    URL.revokeObjectURL(url); // a later request (another width, another exclusion) is on its way
+    return;
+  }
+  const img = $("dataset-report").querySelector("img");
+  if (img.src.startsWith("blob:")) URL.revokeObjectURL(img.src);
+  img.src = url;
+  img.dataset.layout = layout;
 }
 
 function showDatasetStatus() {
@@ -525,7 +781,7 @@ function clipItem(clip, index) {
   text.className = "text";
   text.textContent = clip.excluded ? `excluded: ${clip.exclude_reason}` : clip.text ?? "(no text)";
   button.append(text);
-  button.addEventListener("click", () => selectClip(index).catch(showError));
+  button.addEventListener("click", () => selectClip(index).catch(errorIn("clip-error")));
   item.append(button);
   if (index === state.index) item.setAttribute("aria-current", "true");
   return item;
@@ -539,9 +795,11 @@ function currentClip() {
   return state.dataset ? state.dataset.clips[state.index] : null;
 }
 
-async function selectClip(index, { play } = {}) {
+// ``note``: what the step that moved here did ("Saved clip_003."), kept in the status line.
+async function selectClip(index, { play, note = "" } = {}) {
   const clips = state.dataset.clips;
   if (index < 0 || index >= clips.length) return;
+  clearError("clip-error");
   state.index = index;
   const clip = clips[index];
   for (const item of $("clip-list").children) item.removeAttribute("aria-current");
@@ -553,7 +811,7 @@ async function selectClip(index, { play } = {}) {
   $("clip-text").value = clip.text ?? "";
   $("exclude-reason").value = clip.excluded ? clip.exclude_reason : "";
   $("clip-exclude").textContent = clip.excluded ? "Restore" : "Exclude";
-  $("clip-status").textContent = clip.excluded ? `Excluded: ${clip.exclude_reason}` : "";
+  $("clip-status").textContent = [note, clip.excluded ? `Excluded: ${clip.exclude_reason}` : ""].filter(Boolean).join(" ");
   const audio = $("clip-audio");
   const url = await blobUrl(`/studio/api/datasets/${encodeURIComponent(state.dataset.name)}/clips/${encodeURIComponent(clip.filename)}`);
   if (state.index !== index) {
@@ -603,29 +861,33 @@ function showClip(clip, updated) {
   showDatasetStatus();
 }
 
-// Saves the text box when it differs from the saved text; true when nothing was left unsaved.
+// Saves the text box when it differs from the saved text. Returns what it did ("Saved clip_003.", or ""
+// when there was nothing to save), or null when the save failed (the error is shown beside the editor).
 async function saveText() {
   const clip = currentClip();
-  if (!clip) return true;
+  if (!clip) return "";
   const text = $("clip-text").value;
-  if (text.trim() === (clip.text ?? "").trim()) return true;
+  if (text.trim() === (clip.text ?? "").trim()) return "";
+  clearError("clip-error");
   try {
     await putClip(clip, { text });
-    $("clip-text").value = clip.text;
-    const removed = clip.removed_tags.map((t) => `${t} removed: the base model would read it aloud; map it to an Orpheus tag or leave it out`);
-    $("clip-status").textContent = [`Saved ${clip.filename}.`, ...removed].join(" ");
-    clearError();
-    await refreshDatasetTags();
-    return true;
   } catch (e) {
-    showError(e);
-    return false;
+    $("clip-status").textContent = `${clip.filename} not saved.`;
+    showError(e, "clip-error");
+    return null;
   }
+  $("clip-text").value = clip.text;
+  const removed = clip.removed_tags.map((t) => `${t} removed: the base model would read it aloud; map it to an Orpheus tag or leave it out.`);
+  const done = [`Saved ${clip.filename}.`, ...removed].join(" ");
+  $("clip-status").textContent = done;
+  await refreshDatasetTags();
+  return done;
 }
 
 async function toggleExclude() {
   const clip = currentClip();
   if (!clip) return;
+  clearError("clip-error");
   const excluding = !clip.excluded;
   try {
     await putClip(clip, { excluded: excluding, reason: $("exclude-reason").value });
@@ -634,17 +896,19 @@ async function toggleExclude() {
   }
   $("exclude-reason").value = clip.excluded ? clip.exclude_reason : "";
   $("clip-status").textContent = clip.excluded ? `Excluded ${clip.filename}: ${clip.exclude_reason}` : `Restored ${clip.filename}.`;
+  await showReport();
 }
 
 async function move(step) {
-  if (!(await saveText())) return;
+  const saved = await saveText();
+  if (saved === null) return;
   const next = state.index + step;
   if (next < 0 || next >= state.dataset.clips.length) {
-    const saved = $("clip-status").textContent;
-    $("clip-status").textContent = `${saved} ${next < 0 ? "This is the first clip." : "That was the last clip."}`.trim();
+    const status = saved || $("clip-status").textContent;
+    $("clip-status").textContent = `${status} ${next < 0 ? "This is the first clip." : "That was the last clip."}`.trim();
     return;
   }
-  await selectClip(next);
+  await selectClip(next, { note: saved });
 }
 
 function togglePlay() {
@@ -674,7 +938,7 @@ function onDatasetKey(event) {
   if ($("view-dataset").hidden || !currentClip()) return;
   const run = (action) => {
     event.preventDefault();
-    Promise.resolve(action()).catch(showError);
+    Promise.resolve(action()).catch(errorIn("clip-error"));
   };
   if ((event.ctrlKey || event.metaKey) && event.key === "s") return run(saveText);
   const tagKey = /^Digit([1-9])$/.exec(event.code);
@@ -712,20 +976,29 @@ async function loadAll() {
 async function start() {
   $("tab-voices").addEventListener("click", () => showView("voices"));
   $("tab-dataset").addEventListener("click", () => showView("dataset"));
-  $("reload-voices").addEventListener("click", () => reloadVoices().catch(showError));
-  $("voice-select").addEventListener("change", markSelectedVoice);
+  $("reload-voices").addEventListener("click", () => reloadVoices().catch(errorIn("voices-error")));
+  $("voice-select").addEventListener("change", () => {
+    markSelectedVoice();
+    clearError("speak-error");
+  });
+  for (const type of ["keyup", "mouseup", "input", "select"]) {
+    $("speak-text").addEventListener(type, () => {
+      state.caretPlaced = true;
+    });
+  }
   for (const button of document.querySelectorAll("[data-tag]")) {
     button.addEventListener("click", () => insertTag(button.dataset.tag));
   }
   $("speak-form").addEventListener("submit", speak);
   $("stop").addEventListener("click", stopSpeech);
-  $("dataset-select").addEventListener("change", (e) => openDataset(e.target.value).catch(showError));
-  $("clip-prev").addEventListener("click", () => move(-1).catch(showError));
-  $("clip-next").addEventListener("click", () => move(1).catch(showError));
+  $("dataset-select").addEventListener("change", (e) => openDataset(e.target.value).catch(errorIn("dataset-error")));
+  $("clip-prev").addEventListener("click", () => move(-1).catch(errorIn("clip-error")));
+  $("clip-next").addEventListener("click", () => move(1).catch(errorIn("clip-error")));
   $("clip-play").addEventListener("click", togglePlay);
   $("clip-save").addEventListener("click", () => saveText());
-  $("clip-exclude").addEventListener("click", () => toggleExclude().catch(showError));
+  $("clip-exclude").addEventListener("click", () => toggleExclude().catch(errorIn("clip-error")));
   document.addEventListener("keydown", onDatasetKey);
+  NARROW_SCREEN.addEventListener("change", () => showReport().catch(errorIn("dataset-error")));
   $("key-form").addEventListener("submit", (event) => {
     event.preventDefault();
     state.key = $("api-key").value.trim();
