@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all lint format prepare-audio transcribe train-lora evaluate export-dataset vllm install-vllm dev serve
+.PHONY: help install test test-all lint format voice prepare-audio transcribe train-lora evaluate export-dataset vllm install-vllm dev serve
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-15s %s\n", $$1, $$2}'
@@ -33,6 +33,13 @@ lint: ## ruff check and format check
 format: ## Apply ruff fixes and formatting
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
+
+NAME ?=
+SOURCE ?=
+
+voice: ## Recordings to a voice in one go: NAME=alice SOURCE="folder/ file.wav https://..." [ARGS="--no-review ..."]
+	@test -n "$(NAME)" -a -n "$(SOURCE)" || { echo 'usage: make voice NAME=alice SOURCE="recordings/alice/ https://..." [ARGS="--device cuda ..."]' >&2; exit 2; }
+	$(PY) scripts/voice.py $(NAME) $(SOURCE) $(ARGS)
 
 prepare-audio: ## Split raw recordings into 3-13 s clips: ARGS="raw_audio/NAME/ prepared/NAME/"
 	$(PY) scripts/prepare_audio.py $(ARGS)

@@ -32,6 +32,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from voicelab import orpheus
+from voicelab.server import jobs
 from voicelab.server.app import create_app
 from voicelab.server.settings import Settings
 from voicelab.testing.datasets import write_reviewed_dataset
@@ -151,6 +152,9 @@ REAL_NAMES = {
     "voice": ["alice"],
     "clip": ["clip_000", "clip_001", "clip_000.wav"],
     "picture": ["similarity.png", "summary.md"],
+    "job_id": ["0123456789ab"],
+    "kind": ["recordings", "reference"],
+    "filename": ["take.wav", "notes.txt"],
 }
 """The names that exist in the fuzz's folders, by path parameter: most requests use them, so edits reach
 the files."""
@@ -264,22 +268,28 @@ def fuzz(client: TestClient, voice: str, *, local: bool) -> None:
     one()
 
 
-def studio_folders(tmp_path_factory, voices: Path) -> Path:
-    """A prepared dataset and an evaluation for the studio's endpoints; returns the prepared folder."""
+def studio_folders(tmp_path_factory, voices: Path) -> dict[str, Path]:
+    """A prepared dataset, an evaluation and a New voice job (taking uploads) for the studio's endpoints;
+    returns the folder settings."""
+    jobs_dir, raw = tmp_path_factory.mktemp("fuzz_jobs"), tmp_path_factory.mktemp("fuzz_raw")
+    store = jobs.JobStore(jobs_dir, raw_dir=raw, prepared_dir=raw, voices_dir=voices)
+    job = jobs.Job(REAL_NAMES["job_id"][0], "bob", jobs.UPLOADING, jobs.now())
+    store.folder(job.id).mkdir()
+    store.save(job)
     prepared = tmp_path_factory.mktemp("fuzz_prepared")
     write_reviewed_dataset(prepared / "alice", {"clip_000": "One.", "clip_001": "Two."}, (3.0, 3.5))
     evaluation = voices / "alice" / "eval"
     evaluation.mkdir(parents=True, exist_ok=True)
     (evaluation / "summary.md").write_text("similarity 0.8\n")
     (evaluation / "similarity.png").write_bytes(b"\x89PNG\r\n\x1a\nfuzz")
-    return prepared
+    return {"prepared_dir": prepared, "jobs_dir": jobs_dir, "raw_dir": raw}
 
 
 def test_fuzz_the_embedded_engine(tmp_path_factory, tiny_orpheus_dir, tiny_snac_dir):
     voices = tmp_path_factory.mktemp("fuzz_local_voices")
     build_tiny_voice(voices, "tiny", tiny_orpheus_dir)
     settings_ = Settings(
-        prepared_dir=studio_folders(tmp_path_factory, voices),
+        **studio_folders(tmp_path_factory, voices),
         voices_dir=voices,
         base_model=str(tiny_orpheus_dir),
         snac_model=str(tiny_snac_dir),
@@ -301,7 +311,7 @@ def vllm_stand_in(tmp_path_factory, tiny_orpheus_dir):
 
 def test_fuzz_with_the_vllm_stand_in(vllm_stand_in, tmp_path_factory, tiny_orpheus_dir, tiny_snac_dir):
     settings_ = Settings(
-        prepared_dir=studio_folders(tmp_path_factory, vllm_stand_in.voices_dir),
+        **studio_folders(tmp_path_factory, vllm_stand_in.voices_dir),
         voices_dir=vllm_stand_in.voices_dir,
         vllm_url=vllm_stand_in.url,
         base_model=str(tiny_orpheus_dir),

@@ -64,5 +64,7 @@ def test_without_a_terminal_transcribe_logs_a_progress_line_per_few_clips(tmp_pa
     with caplog.at_level(logging.INFO, logger="voicelab.progress"):
         tr.transcribe_clips(clips, tmp_path / "transcript.csv", Echo(), plan, progress=True)
     lines = [r.getMessage() for r in caplog.records if r.name == "voicelab.progress"]
-    assert len(lines) == 20 and lines[0].startswith("transcribing clips: 2/40 (5%), 0.0/0.3 min of audio")
-    assert lines[-1].startswith("transcribing clips: 40/40 (100%), 0.3/0.3 min of audio")
+    assert len(lines) == 20 and lines[0].startswith(
+        "transcribing (audio min): 0.0/0.3 min (5%), clips 2/40, "
+    )
+    assert lines[-1].startswith("transcribing (audio min): 0.3/0.3 min (100%), clips 40/40, ")

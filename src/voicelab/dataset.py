@@ -6,6 +6,21 @@ other modules ask it (``ds.transcript_path``, ``ds.read_transcript()``, ``ds.wri
 never spell a file name (``tests/test_architecture.py`` checks it). Every write to the folder goes through
 a ``PreparedDataset`` method.
 
+file                       written by        what
+=========================  ================  =========================================================
+``{key}.wav``              prepare-audio     the clips: 16-bit mono WAV at 24 kHz, 3-13 s
+``manifest.csv``           prepare-audio     one row per clip: source span, levels, how each edge was cut
+``transcript.csv``         transcribe        ``filename,text``: the text of every clip (the guide's format)
+``transcript_signals.jsonl``  transcribe     Whisper's numbers and audio measures per clip seen
+``transcript_review.csv``  transcribe        the clips worth a listen, riskiest first, with reasons
+``dataset_report.png``     transcribe        clip lengths, speaker similarity, DNSMOS, minutes per source
+``excluded.csv``           a person/studio   ``filename,reason``: clips left out of training (text kept)
+``sources_left_out.csv``   prepare-audio     recordings that failed or gave no clip, remembered until changed
+``.snac_cache/``           train-lora        SNAC codes per clip, keyed by content
+``pipeline.json``          voicelab-voice    which of its steps are done, for what input (resume, skip)
+``.pipeline.lock``         voicelab-voice    held while a run makes this voice (one run at a time)
+=========================  ================  =========================================================
+=======
 ==============================  ================  =====================================================
 file                            written by        what
 ==============================  ================  =====================================================
@@ -26,6 +41,8 @@ file                            written by        what
                                                   --speaker auto keep it, transcribe's review measures to it
 ``.dataset.lock``               every writer      the folder's writer lock (``PreparedDataset.writing``); empty
 ``.snac_cache/``                train-lora        SNAC codes per clip, keyed by content
+``pipeline.json``               voicelab-voice    which of its steps are done, for what input (resume, skip)
+``.pipeline.lock``              voicelab-voice    held while a run makes this voice (one run at a time)
 ==============================  ================  =====================================================
 
 A clip is named everywhere by its **key**, the file stem without ``.wav`` (``talk_003``), and code calls
@@ -90,6 +107,8 @@ LOCK_FILE = ".dataset.lock"
 """Held by every writer of the folder (``writing``)."""
 LOCK_FILE_MODE = 0o644
 CACHE_DIR = ".snac_cache"
+PIPELINE_STATE_FILE = "pipeline.json"
+PIPELINE_LOCK_FILE = ".pipeline.lock"
 SCRATCH_PREFIX = ".prepare-scratch-"
 """prepare-audio's unlinked scratch file of decoded samples (gone when the run ends, even on a crash)."""
 SIGNALS_SUFFIX = "_signals.jsonl"
@@ -109,6 +128,8 @@ FILE_NAMES = (
     VOICE_PRINT_FILE,
     LOCK_FILE,
     CACHE_DIR,
+    PIPELINE_STATE_FILE,
+    PIPELINE_LOCK_FILE,
     SCRATCH_PREFIX,
     SIGNALS_SUFFIX,
     REVIEW_SUFFIX,
@@ -1048,6 +1069,15 @@ class PreparedDataset:
     @property
     def snac_cache_dir(self) -> Path:
         return self.dir / CACHE_DIR
+
+    @property
+    def pipeline_state_path(self) -> Path:
+        """``pipeline.json``: voicelab-voice's record of its steps (``voicelab.cli.pipeline.state``)."""
+        return self.dir / PIPELINE_STATE_FILE
+
+    @property
+    def pipeline_lock_path(self) -> Path:
+        return self.dir / PIPELINE_LOCK_FILE
 
     def require(self) -> PreparedDataset:
         """This dataset when its folder exists; else ``DatasetError`` saying how a dataset folder is made."""

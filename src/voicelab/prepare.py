@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,6 +30,7 @@ from voicelab.audio import AUDIO_SUFFIXES, AudioDecodeError, AudioError, AudioIn
 from voicelab.dataset import ENCODING, ClipRecord, ManifestError, PreparedDataset, SourceLeftOut, indexed_key
 from voicelab.errors import UsageError
 from voicelab.fileio import printable_name
+from voicelab.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -649,29 +649,8 @@ def _plan(
 
 
 def _progress_bar(total: float, bar_format: str, wanted: bool):
-    """tqdm's bar on a terminal; elsewhere (logs, pipes) a silent stand-in, so tqdm is not even imported."""
-    if not (wanted and sys.stderr.isatty()):
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, bar_format=bar_format)
-
-
-class _NoBar:
-    total = None
-    n = 0.0
-
-    def __enter__(self) -> _NoBar:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass
-
-    def update(self, step: float) -> None:
-        self.n += step
-
-    def set_postfix_str(self, text: str, refresh: bool = True) -> None:
-        pass
+    """tqdm's bar on a terminal (elsewhere tqdm is not even imported), and progress events when asked."""
+    return progress_bar(total=total, unit="min", bar_format=bar_format, disable=None if wanted else True)
 
 
 class _SourceProgress:

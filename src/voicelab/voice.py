@@ -435,6 +435,11 @@ class VoiceFolder:
     def eval_json_path(self) -> Path:
         return self.eval_dir / EVAL_FILE
 
+    @property
+    def eval_summary_path(self) -> Path:
+        """``eval/summary.md``: one verdict per check, for a person to read."""
+        return self.eval_dir / EVAL_SUMMARY_FILE
+
     @staticmethod
     def sample_file(model: str, sample_id: str) -> str:
         """Where one generated sample goes, relative to its eval folder (as ``eval.json`` records it)."""

@@ -26,6 +26,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+from voicelab import progress
 from voicelab.cli.common import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -88,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_options(group, Thresholds, [f.name for f in fields(Thresholds)])
     p.add_argument("--strict", action="store_true", help="exit 1 when a check fails")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    progress.add_argument(p)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
@@ -292,14 +294,20 @@ async def run_all(voices: list, settings) -> tuple[list[dict], list[str]]:
     return reports, failures
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Checks argparse cannot express; each one ends the run with exit code 2."""
     if bool(args.name) == args.all:
         parser.error("name a voice, or pass --all")
     if args.compare and args.all:
         parser.error("--compare compares NAME with OTHER; it does not combine with --all")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_args(parser, args)
     setup_logging(args.verbose)
+    progress.configure(args.progress_file, "evaluate")
     return run_step(
         lambda: _evaluate(args),
         verbose=args.verbose,

@@ -16,6 +16,7 @@ import logging
 import sys
 from pathlib import Path
 
+from voicelab import progress
 from voicelab.cli.common import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -113,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="try again the recordings an earlier run left out (unreadable, or no clip) even if unchanged",
     )
+    progress.add_argument(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="log each step (voicelab detail only)")
     return parser
 
@@ -181,9 +183,8 @@ def _add_voice_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Checks argparse cannot express; each one ends the run with exit code 2."""
     if args.sample_rate < MIN_SAMPLE_RATE:
         parser.error(f"--sample-rate must be at least {MIN_SAMPLE_RATE} Hz, got {args.sample_rate}")
     if args.min_duration >= args.max_duration:
@@ -194,7 +195,14 @@ def main(argv: list[str] | None = None) -> int:
         for name, value in _voice_flags(args).items():
             if value is not None:
                 parser.error(f"--{name.replace('_', '-')} applies only with --reference or --speaker auto")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_args(parser, args)
     setup_logging(args.verbose)
+    progress.configure(args.progress_file, "prepare-audio")
     return run_step(
         lambda: _prepare(args),
         verbose=args.verbose,

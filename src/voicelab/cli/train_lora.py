@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from voicelab import progress
 from voicelab.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -82,6 +83,7 @@ default and help is declared on its field (``voicelab.training.config``)."""
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_options(p, TrainRequest, HELP_ORDER)
+    progress.add_argument(p)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
@@ -113,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     request = request_from_args(args)
     check_args(parser, request)
     setup_logging(args.verbose)
+    progress.configure(args.progress_file, "train-lora")
     return run_step(
         lambda: _train(request, argv),
         verbose=args.verbose,

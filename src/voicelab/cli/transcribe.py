@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from voicelab import dataset
+from voicelab import dataset, progress
 
 # voicelab.transcribe imports only numpy at module level (whisper/torch load inside functions).
 from voicelab import transcribe as tr
@@ -60,8 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-progress",
         action="store_true",
-        help="hide the progress bar (without a terminal: the log line every 5%% of the clips)",
+        help="hide the progress bar (without a terminal: the log line every 5%% of the audio)",
     )
+    progress.add_argument(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="log every clip (debug detail)")
     return parser
 
@@ -155,9 +156,8 @@ def _add_tags_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Checks argparse cannot express; each one ends the run with exit code 2."""
     if args.backend != "faster-whisper" and (args.batch_size is not None or args.compute_type != "auto"):
         parser.error("--batch-size and --compute-type apply to --backend faster-whisper only")
     if args.threads < 0:
@@ -168,7 +168,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--speaker-threshold is a cosine similarity: between -1 and 1 (default 0.75)")
     if args.no_quality and (args.reference or args.exclude_flagged):
         parser.error("--reference and --exclude-flagged need the audio measures: drop --no-quality")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_args(parser, args)
     setup_logging(args.verbose)
+    progress.configure(args.progress_file, "transcribe")
     return run_step(
         lambda: _transcribe(args),
         verbose=args.verbose,

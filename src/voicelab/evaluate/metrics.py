@@ -19,6 +19,7 @@ import numpy as np
 from voicelab import orpheus
 from voicelab.evaluate.plans import VoiceUnderTest
 from voicelab.evaluate.recording import Sample
+from voicelab.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -137,11 +138,11 @@ def measure_speaker(samples: Sequence[Sample], reference_audio: Sequence[np.ndar
 
 def measure_intelligibility(samples: Sequence[Sample], transcriber, *, progress: bool = True) -> None:
     """Whisper's transcript of each sample, and its WER/CER against the text it was asked to say."""
-    from tqdm.auto import tqdm
-
     from voicelab.audio import resample
 
-    for sample in tqdm(samples, desc="transcribing", unit="sample", disable=not progress):
+    for sample in progress_bar(
+        samples, desc="transcribing", unit="sample", disable=None if progress else True
+    ):
         heard = ""
         if len(sample.audio):
             audio16 = resample(sample.audio, orpheus.SAMPLE_RATE, WHISPER_SAMPLE_RATE).astype(np.float32)
@@ -175,11 +176,9 @@ def measure_delivery(
     samples: Sequence[Sample], reference_rate: float | None, *, progress: bool = True
 ) -> None:
     """Per sample: DNSMOS, speech rate, length against what the text needs, longest inner silence."""
-    from tqdm.auto import tqdm
-
     from voicelab import quality
 
-    for sample in tqdm(samples, desc="scoring", unit="sample", disable=not progress):
+    for sample in progress_bar(samples, desc="scoring", unit="sample", disable=None if progress else True):
         speech = quality.speech_seconds(sample.audio, orpheus.SAMPLE_RATE) if len(sample.audio) else 0.0
         words = len(sample.text.split())
         expected = words / reference_rate if reference_rate else None

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from voicelab import orpheus
+from voicelab.progress import progress_bar
 
 
 @dataclass
@@ -93,12 +94,12 @@ async def generate_all(
     synthesizer, recorder, voices: dict[str, Any], items, params, *, progress=True
 ) -> list[Sample]:
     """Every planned text spoken by each of ``voices`` ({"voice": adapter, "base": no adapter})."""
-    from tqdm.auto import tqdm
-
     samples = []
     for voice in voices.values():
         await recorder.load_voice(voice)
-    bar = tqdm(total=len(items) * len(voices), desc="generating", unit="text", disable=not progress)
+    bar = progress_bar(
+        total=len(items) * len(voices), desc="generating", unit="text", disable=None if progress else True
+    )
     try:
         for model, voice in voices.items():
             for sample_id, kind, text, ref in items:

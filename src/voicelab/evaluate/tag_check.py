@@ -149,14 +149,16 @@ async def run_tags_check(
     synthesizer, recorder, voice, params, transcriber, *, trained, sentences, only=None, progress=True
 ):
     """Speak and judge every trial; returns the report's ``tags`` part and the samples spoken."""
-    from tqdm.auto import tqdm
+    from voicelab.progress import progress_bar
 
     checked = tags_to_check(trained, only)
     count = min(sentences, len(TAG_SENTENCES))
     if not checked or count == 0:
         return None, []
     await recorder.load_voice(voice)
-    bar = tqdm(total=count * (len(checked) + 1), desc="tags check", unit="text", disable=not progress)
+    bar = progress_bar(
+        total=count * (len(checked) + 1), desc="tags check", unit="text", disable=None if progress else True
+    )
     samples, heard = [], {}
     try:
         for index in range(count):

@@ -28,6 +28,7 @@ from voicelab.server.routes import public, v1
 from voicelab.server.settings import Settings, SettingsError, load_settings
 from voicelab.server.speech import ConcurrencyLimiter
 from voicelab.server.studio import install_studio
+from voicelab.server.studio_jobs import install_jobs, running_jobs
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 settings.voices_dir,
                 report.skipped or "none",
             )
-        yield
+        async with running_jobs(app):
+            yield
     finally:
         await state.backend.aclose()
 
@@ -111,10 +113,12 @@ def create_app(settings: Settings | None = None, *, backend_factory: BackendFact
         api_keys=settings.api_keys,
         max_body_bytes=settings.request_body_limit,
         allowed_hosts=settings.allowed_hosts,
+        max_upload_bytes=settings.max_upload_bytes,
     )
     app.add_middleware(SecurityHeaders)  # outermost: the guard's refusals carry the headers too
     app.include_router(v1)
     app.include_router(public)
     install_studio(app)
+    install_jobs(app)
     install_docs(app, enabled=settings.docs)
     return app

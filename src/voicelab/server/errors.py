@@ -91,8 +91,14 @@ class ErrorResponse(JSONResponse):
         return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
 
 
-SHORT_FOLDER_NAMES = {"prepared_dir": "prepared", "voices_dir": "voices"}
-"""What answers call the data folders, in place of the server's absolute paths."""
+SHORT_FOLDER_NAMES = {
+    "prepared_dir": "prepared",
+    "voices_dir": "voices",
+    "raw_dir": "raw_audio",
+    "jobs_dir": "jobs",
+}
+"""What answers call the data folders, in place of the server's absolute paths (the studio's jobs name
+all four in their logs and step notes)."""
 
 
 def without_server_paths(message: str, settings) -> str:
@@ -100,7 +106,9 @@ def without_server_paths(message: str, settings) -> str:
     ``voices``): clients learn nothing about the server's file system (the log keeps the full paths)."""
     spellings = {}
     for setting, short in SHORT_FOLDER_NAMES.items():
-        folder = Path(getattr(settings, setting))
+        if (value := getattr(settings, setting, None)) is None:
+            continue
+        folder = Path(value)
         for spelled in {str(folder.resolve()), str(folder.absolute())}:
             spellings[spelled] = short
     for spelled in sorted(spellings, key=len, reverse=True):  # the longest first: a folder inside another

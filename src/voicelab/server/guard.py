@@ -10,6 +10,8 @@ The rules follow from the method and the path alone, so a route added later gets
 its own: every request must name an allowed host; every state-changing request (any method but GET, HEAD,
 OPTIONS) must come from this server's own page or from a program that is not a browser, and needs the key
 when keys are set, wherever its route lives; reads need the key under ``/v1/`` and ``/studio/api/``.
+Uploads (``STREAMED_PREFIX``) pass the same checks; only their body is left to their route, which streams
+it to disk under its own cap.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ from voicelab.server.errors import AUTH_CHALLENGE, AUTHENTICATION, ApiError
 
 PROTECTED_PREFIXES = ("/v1/", "/studio/api/")  # the API and the studio page's endpoints: reads need the key
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+STREAMED_PREFIX = "/studio/api/uploads/"
+"""Recordings uploaded to the studio: streamed to disk by their route under their own cap (a declared
+size over it is refused here), never held in memory. Host, same-site and key apply to them as to every
+write."""
 
 
 def needs_key(method: str, path: str) -> bool:
@@ -100,6 +106,16 @@ def too_large(limit: int, size: int | None = None) -> ApiError:
     )
 
 
+def too_large_upload(limit: int, size: int | None = None) -> ApiError:
+    told = f"{size} bytes" if size is not None else "larger than that"
+    return ApiError(
+        413,
+        f"the upload limit is {limit} bytes (VOICELAB_MAX_UPLOAD_BYTES) and the file is {told}: split the "
+        "recording, or put it in the recordings folder and run voicelab-voice",
+        code="upload_too_large",
+    )
+
+
 def _header(scope, name: bytes) -> str:
     for key, value in scope.get("headers", ()):
         if key.lower() == name:
@@ -111,12 +127,19 @@ class RequestGuard:
     """ASGI middleware: Host, same-site writes, API key and body size limit, all before the body is read."""
 
     def __init__(
-        self, app, *, api_keys: Sequence[SecretStr], max_body_bytes: int, allowed_hosts: Sequence[str]
+        self,
+        app,
+        *,
+        api_keys: Sequence[SecretStr],
+        max_body_bytes: int,
+        allowed_hosts: Sequence[str],
+        max_upload_bytes: int | None = None,
     ) -> None:
         self.app = app
         self.api_keys = list(api_keys)
         self.limit = max_body_bytes
         self.allowed_hosts = list(allowed_hosts)
+        self.upload_limit = max_upload_bytes
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -129,7 +152,11 @@ class RequestGuard:
             check_same_site(method, _header(scope, b"sec-fetch-site"), _header(scope, b"origin"), host)
             if needs_key(method, scope["path"]):
                 check_api_key(_header(scope, b"authorization"), self.api_keys)
-            if method in BODY_METHODS:
+            if method in BODY_METHODS and self.upload_limit and scope["path"].startswith(STREAMED_PREFIX):
+                declared = _header(scope, b"content-length")
+                if declared.strip().isdigit() and int(declared) > self.upload_limit:
+                    raise too_large_upload(self.upload_limit, int(declared))
+            elif method in BODY_METHODS:
                 receive = await self._bounded_body(scope, receive)
         except ApiError as e:
             await e.response()(scope, receive, send)

@@ -34,6 +34,9 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 its own name resolve to 127.0.0.1, DNS rebinding, still sends its own name as Host and is refused)."""
 REQUEST_OVERHEAD_BYTES = 16 * 1024
 """Room for the other fields of a speech request (voice, format, sampling) and generous whitespace."""
+DEFAULT_MAX_UPLOAD_BYTES = 2 * 1024**3
+"""One recording uploaded to the studio: 2 GiB holds three hours of 48 kHz stereo 16-bit WAV (691 MB an
+hour), and far more of any compressed format."""
 
 
 def default_max_request_bytes(max_input_chars: int) -> int:
@@ -102,6 +105,22 @@ class Settings(BaseSettings):
     studio: bool = Field(
         True, description="Serve the studio's dataset endpoints (false: read-only voices page)"
     )
+    studio_jobs: bool | None = Field(
+        None,
+        description="The studio's New voice jobs (uploads, training runs): unset or auto = on only while the "
+        "server listens on loopback addresses alone; true = on wherever it listens; false = off",
+    )
+    raw_dir: Path = Field(
+        Path("raw_audio"), description="Where studio jobs gather recordings (raw_audio/NAME/)"
+    )
+    jobs_dir: Path = Field(
+        Path("jobs"), description="Studio jobs: each one's settings, uploads, log and progress (jobs/ID/)"
+    )
+    max_upload_bytes: int = Field(
+        DEFAULT_MAX_UPLOAD_BYTES,
+        ge=1,
+        description="Largest recording one studio upload may send (413 beyond)",
+    )
     allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(LOCAL_HOSTS),
         description="Comma-separated host names the server answers to (the Host header, any port); others "
@@ -117,6 +136,12 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [key.strip() for key in value.split(",") if key.strip()]
         return value
+
+    @field_validator("studio_jobs", mode="before")
+    @classmethod
+    def _auto_jobs(cls, value):
+        # "auto" (or an empty VOICELAB_STUDIO_JOBS=) is the default: decided by where the server listens
+        return None if isinstance(value, str) and value.strip().lower() in ("", "auto") else value
 
     @field_validator("allowed_hosts", mode="before")
     @classmethod

@@ -150,10 +150,15 @@ async def studio_redirect() -> RedirectResponse:
 @pages.get("/studio/info")
 async def info(request: Request) -> dict:
     """What the page needs before it can ask anything: whether a key is needed, whether datasets are on."""
+    from voicelab.server.studio_jobs import jobs_enabled
+
     settings = request.app.state.settings
+    jobs_on, jobs_reason = jobs_enabled(settings, request.scope)
     return {
         "auth_required": bool(settings.api_keys),
         "datasets_enabled": settings.studio,
+        "jobs_enabled": jobs_on,
+        "jobs_reason": jobs_reason,
         "sampling": {
             "temperature": settings.temperature,
             "top_p": settings.top_p,

@@ -27,6 +27,7 @@ import numpy as np
 
 from voicelab import models, orpheus
 from voicelab.fileio import atomic_output
+from voicelab.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -251,16 +252,16 @@ def encode_clips(
     holding at most ``max_samples`` samples (``"auto"``: ``max_pass_samples(device)``). ``load_audio``
     may raise ``AudioError``: the item is then reported through ``on_error`` and left out.
     """
-    from tqdm.auto import tqdm
-
     if model is None and load_model is None:
         raise ValueError("encode_clips needs a model or load_model")
     if cache is not None and fingerprint is None:
         raise ValueError("a cache needs the codec's fingerprint")
     result: dict[str, np.ndarray] = {}
     stats = EncodeStats()
-    # disable=None: tqdm stays quiet when stderr is not a terminal, so logs hold no bar redraws
-    bar = tqdm(total=len(items), desc="SNAC encoding", unit="clip", disable=None if progress else True)
+    # disable=None: tqdm draws on a terminal only; in a log (no redraws) the bar logs a line every 5%
+    bar = progress_bar(
+        total=len(items), desc="SNAC encoding", unit="clip", disable=None if progress else True
+    )
     for start in range(0, len(items), window):
         pending = _lookup(items[start : start + window], fingerprint, cache, result, stats, on_error, bar)
         if not pending:

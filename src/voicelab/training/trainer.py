@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from voicelab import orpheus
+from voicelab import orpheus, progress
 from voicelab.errors import UsageError
 from voicelab.training.config import LoraSettings, TrainSettings
 from voicelab.voice import LORA_TARGET_MODULES, VoiceFolder
@@ -259,7 +259,12 @@ def train_lora(
         train_dataset=TokenDataset(examples),
         eval_dataset=TokenDataset(eval_examples) if eval_examples else None,
         data_collator=collate,
-        callbacks=[interrupt, *_early_stopping_callbacks(settings, early_stop), *extra_callbacks],
+        callbacks=[
+            interrupt,
+            *_early_stopping_callbacks(settings, early_stop),
+            *progress.trainer_callbacks(),
+            *extra_callbacks,
+        ],
     )
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     return _outcome(trainer, result, interrupt, early_stop)

@@ -29,6 +29,7 @@ from voicelab.dataset import (
     normalize_tags,
     normalize_text,
 )
+from voicelab.progress import progress_bar
 from voicelab.transcribe.backends import WHISPER_SAMPLE_RATE, ClipResult, Transcriber
 from voicelab.transcribe.resume import ResumePlan, clip_duration_s
 from voicelab.transcribe.review_inputs import ReviewOutcome, finish_review
@@ -153,17 +154,14 @@ class _Pass:
 
     def run(self, clips: Sequence[Path], todo: list[Path], progress: bool) -> None:
         """Transcribe ``todo`` (then catch up on unmeasured clips); the files are sorted at the end."""
-        from voicelab.progress import bar_or_lines
-
         durations = {c: clip_duration_s(c) or 0.0 for c in todo}
-        # a bar on a terminal; in a log (make transcribe > log), a line every 5% of the clips
-        bar = bar_or_lines(
-            len(todo),
-            desc="transcribing clips",
-            enabled=progress,
-            amount=(sum(durations.values()) / 60, "min of audio"),
+        # disable=None: tqdm draws on a terminal only; in a log (no redraws) the bar logs a line every 5%
+        bar = progress_bar(
+            total=sum(durations.values()) / 60,
             unit="min",
+            desc="transcribing (audio min)",
             bar_format=BAR_FORMAT,
+            disable=None if progress and todo else True,
         )
         rows_out, signals_out = self.ds.transcript_writer(), self.ds.signals_appender()
         try:

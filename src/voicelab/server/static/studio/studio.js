@@ -18,6 +18,7 @@ const state = {
   dataset: null, // {name, clips: [...]}
   index: -1,
   clipUrl: null,
+  linked: {}, // from the address: #voice=NAME or #dataset[=NAME] (links from the New voice page)
 };
 // What the last Speak measured; the browser tests read it.
 window.voicelabStudio = { lastSpeech: null };
@@ -222,6 +223,10 @@ function renderVoices() {
     loadVoiceDetails(voice, item).catch(errorIn("voices-error"));
   }
   if (state.voices.some((v) => v.id === chosen)) select.value = chosen;
+  if (state.voices.some((v) => v.id === state.linked.voice)) {
+    select.value = state.linked.voice;
+    state.linked.voice = undefined; // once: a later reload keeps the person's choice
+  }
   markSelectedVoice();
   $("speak").disabled = state.voices.length === 0;
 }
@@ -678,6 +683,7 @@ async function loadDatasets() {
     $("dataset-status").textContent = `No prepared datasets in ${body.prepared_dir}: run make prepare-audio and make transcribe.`;
     return;
   }
+  if (body.datasets.some((d) => d.name === state.linked.dataset)) select.value = state.linked.dataset;
   await openDataset(select.value);
 }
 
@@ -1003,6 +1009,9 @@ async function start() {
 
   state.info = await (await fetch("/studio/info")).json();
   $("tab-dataset").hidden = !state.info.datasets_enabled;
+  $("tab-new").hidden = !state.info.jobs_enabled;
+  const [, view, name] = location.hash.match(/^#(voice|dataset)(?:=(.*))?$/) || [];
+  if (view) state.linked[view] = name ? decodeURIComponent(name) : undefined;
   const defaults = { temperature: "speak-temperature", top_p: "speak-top-p", repetition_penalty: "speak-repetition" };
   for (const [field, id] of Object.entries(defaults)) $(id).placeholder = `${state.info.sampling[field]} (default)`;
   if (state.info.auth_required) {
@@ -1015,6 +1024,7 @@ async function start() {
     }
   }
   await loadAll();
+  if (view === "dataset" && state.info.datasets_enabled) showView("dataset");
 }
 
 start().catch(showError);
