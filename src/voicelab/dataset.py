@@ -6,21 +6,6 @@ other modules ask it (``ds.transcript_path``, ``ds.read_transcript()``, ``ds.wri
 never spell a file name (``tests/test_architecture.py`` checks it). Every write to the folder goes through
 a ``PreparedDataset`` method.
 
-file                       written by        what
-=========================  ================  =========================================================
-``{key}.wav``              prepare-audio     the clips: 16-bit mono WAV at 24 kHz, 3-13 s
-``manifest.csv``           prepare-audio     one row per clip: source span, levels, how each edge was cut
-``transcript.csv``         transcribe        ``filename,text``: the text of every clip (the guide's format)
-``transcript_signals.jsonl``  transcribe     Whisper's numbers and audio measures per clip seen
-``transcript_review.csv``  transcribe        the clips worth a listen, riskiest first, with reasons
-``dataset_report.png``     transcribe        clip lengths, speaker similarity, DNSMOS, minutes per source
-``excluded.csv``           a person/studio   ``filename,reason``: clips left out of training (text kept)
-``sources_left_out.csv``   prepare-audio     recordings that failed or gave no clip, remembered until changed
-``.snac_cache/``           train-lora        SNAC codes per clip, keyed by content
-``pipeline.json``          voicelab-voice    which of its steps are done, for what input (resume, skip)
-``.pipeline.lock``         voicelab-voice    held while a run makes this voice (one run at a time)
-=========================  ================  =========================================================
-=======
 ==============================  ================  =====================================================
 file                            written by        what
 ==============================  ================  =====================================================
@@ -1078,6 +1063,19 @@ class PreparedDataset:
     @property
     def pipeline_lock_path(self) -> Path:
         return self.dir / PIPELINE_LOCK_FILE
+
+    def read_pipeline_state(self) -> str | None:
+        """``pipeline.json``'s text (read inside the folder: a symlink out is refused), or ``None``."""
+        if not os.path.lexists(self.pipeline_state_path):
+            return None
+        return _read_text(self.pipeline_state_path)
+
+    def write_pipeline_state(self, text: str) -> None:
+        """Replace ``pipeline.json`` atomically, under the folder's writer lock (the folder is made first:
+        voicelab-voice records a download before prepare-audio has made it)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with writing(self.dir):
+            write_text_atomic(self.pipeline_state_path, text)
 
     def require(self) -> PreparedDataset:
         """This dataset when its folder exists; else ``DatasetError`` saying how a dataset folder is made."""

@@ -23,7 +23,6 @@ from typing import Any
 
 from voicelab.dataset import PreparedDataset
 from voicelab.errors import UsageError
-from voicelab.fileio import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -78,11 +77,13 @@ class PipelineState:
 
     @classmethod
     def load(cls, folder: Path, name: str) -> PipelineState:
-        path = PreparedDataset(folder).pipeline_state_path
-        if not path.is_file():
+        ds = PreparedDataset(folder)
+        path = ds.pipeline_state_path
+        text = ds.read_pipeline_state()
+        if text is None:
             return cls(path, name)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(text)
             return cls(path, name, dict(data.get("steps", {})), dict(data.get("fetched", {})))
         except (ValueError, AttributeError, TypeError) as e:
             raise StateError(
@@ -96,7 +97,9 @@ class PipelineState:
 
     def save(self) -> None:
         body = {"version": STATE_VERSION, "name": self.name, "steps": self.steps, "fetched": self.fetched}
-        write_text_atomic(self.path, json.dumps(body, indent=2, ensure_ascii=False) + "\n")
+        PreparedDataset(self.path.parent).write_pipeline_state(
+            json.dumps(body, indent=2, ensure_ascii=False) + "\n"
+        )
 
     def get(self, step: str) -> dict[str, Any]:
         return self.steps.get(step, {})
