@@ -11,11 +11,10 @@ from fastapi import Request
 from voicelab.dataset import read_transcript
 from voicelab.server import browser_policy as bp
 from voicelab.server.app import create_app
-from voicelab.server.backend import Backend
 from voicelab.server.settings import Settings, SettingsError, load_settings
 from voicelab.server.studio import STATIC_DIR
 from voicelab.testing.datasets import write_reviewed_dataset
-from voicelab.testing.server import local_client
+from voicelab.testing.server import idle_backend, local_client
 from voicelab.testing.voices import write_voice_folder
 
 KEY = "policy-key"
@@ -24,20 +23,6 @@ TEXTS = {"clip_000": "First words.", "clip_001": "Second words."}
 CLIP = "/studio/api/datasets/alice/clips/clip_000"
 RELOAD = "/v1/voices/reload"
 EVIL_SVG = '<svg xmlns="http://www.w3.org/2000/svg"><script>alert(document.domain)</script></svg>'
-
-
-class IdleEngine:
-    async def health(self) -> bool:
-        return True
-
-    async def load_voice(self, voice) -> None:
-        pass
-
-    async def unload_voice(self, name: str) -> None:
-        pass
-
-    async def aclose(self) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -53,14 +38,11 @@ def folders(tmp_path_factory):
 
 
 def make_app(folders, **settings):
-    async def factory(_settings):
-        return Backend(kind="fake", engine=IdleEngine(), synthesizer=None)
-
     return create_app(
         Settings(
             voices_dir=folders / "voices", prepared_dir=folders / "prepared", base_model=BASE, **settings
         ),
-        backend_factory=factory,
+        backend_factory=idle_backend,
     )
 
 

@@ -14,37 +14,18 @@ from voicelab import transcribe as tr
 from voicelab.dataset import read_transcript
 from voicelab.errors import UsageError
 from voicelab.server.app import create_app
-from voicelab.server.backend import Backend
 from voicelab.server.settings import Settings
 from voicelab.testing.datasets import write_reviewed_dataset
-from voicelab.testing.server import local_client
+from voicelab.testing.server import idle_backend, local_client
 
 N_CLIPS = 24
 ROUNDS = 4
 
 
-class IdleEngine:
-    """The studio's endpoints need no engine; the app only starts and stops one."""
-
-    async def health(self) -> bool:
-        return True
-
-    async def load_voice(self, voice) -> None:
-        pass
-
-    async def unload_voice(self, name: str) -> None:
-        pass
-
-    async def aclose(self) -> None:
-        pass
-
-
 def studio_app(prepared, voices):
-    async def factory(_settings):
-        return Backend(kind="fake", engine=IdleEngine(), synthesizer=None)
-
     return create_app(
-        Settings(prepared_dir=prepared, voices_dir=voices, base_model="org/base"), backend_factory=factory
+        Settings(prepared_dir=prepared, voices_dir=voices, base_model="org/base"),
+        backend_factory=idle_backend,
     )
 
 

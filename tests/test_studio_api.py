@@ -17,10 +17,9 @@ from voicelab import transcribe as tr
 from voicelab.dataset import find_clips, read_exclusions, read_transcript
 from voicelab.fileio import UnsafePathError
 from voicelab.server.app import create_app
-from voicelab.server.backend import Backend
 from voicelab.server.settings import Settings
 from voicelab.testing.datasets import write_reviewed_dataset
-from voicelab.testing.server import local_client
+from voicelab.testing.server import idle_backend, local_client
 from voicelab.testing.voices import TRAINED_METADATA, write_evaluation, write_loss_curve, write_voice_folder
 
 KEY = "studio-key"
@@ -31,22 +30,6 @@ TEXTS = {
     "clip_002": "Another normal line of speech.",
     "clip_003": "Fine words for the last clip.",
 }
-
-
-class IdleEngine:
-    """The engine side is not what these tests exercise; it only has to start and stop."""
-
-    async def health(self) -> bool:
-        return True
-
-    async def load_voice(self, voice) -> None:
-        pass
-
-    async def unload_voice(self, name: str) -> None:
-        pass
-
-    async def aclose(self) -> None:
-        pass
 
 
 def write_dataset(folder):
@@ -74,12 +57,9 @@ def voices(tmp_path):
 
 
 def make_client(prepared, voices, **settings) -> TestClient:
-    async def factory(_settings):
-        return Backend(kind="fake", engine=IdleEngine(), synthesizer=None)
-
     app = create_app(
         Settings(voices_dir=voices, prepared_dir=prepared, base_model="org/base", **settings),
-        backend_factory=factory,
+        backend_factory=idle_backend,
     )
     return local_client(app)
 

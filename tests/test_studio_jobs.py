@@ -17,33 +17,14 @@ from fastapi.testclient import TestClient
 from voicelab import testing
 from voicelab.server import jobs
 from voicelab.server.app import create_app
-from voicelab.server.backend import Backend
 from voicelab.server.settings import Settings
 from voicelab.server.studio_jobs import step_summary
 from voicelab.server.voice_command import VoiceCommand
-from voicelab.testing.server import LOCAL_URL, ServerThread, local_client
+from voicelab.testing.server import LOCAL_URL, ServerThread, idle_backend, local_client
 
 KEY = "jobs-key"
 WAIT_S = 120.0  # a bound on waiting for a subprocess on a loaded machine; the test normally takes seconds
 POLL_S = 0.2
-
-
-class IdleEngine:
-    async def health(self) -> bool:
-        return True
-
-    async def load_voice(self, voice) -> None:
-        pass
-
-    async def unload_voice(self, name: str) -> None:
-        pass
-
-    async def aclose(self) -> None:
-        pass
-
-
-async def idle_backend(_settings):
-    return Backend(kind="fake", engine=IdleEngine(), synthesizer=None)
 
 
 def settings_for(root: Path, **overrides) -> Settings:

@@ -11,10 +11,9 @@ import pytest
 from voicelab import dataset_review
 from voicelab.dataset import PreparedDataset, read_exclusions, read_transcript
 from voicelab.server.app import create_app
-from voicelab.server.backend import Backend
 from voicelab.server.settings import Settings
 from voicelab.testing.datasets import write_reviewed_dataset
-from voicelab.testing.server import local_client
+from voicelab.testing.server import idle_backend, local_client
 
 TEXTS = {"clip_000": "First words here.", "clip_001": "Second words here.", "clip_002": "Third words here."}
 SECONDS = (3.0, 3.5, 4.0)
@@ -30,20 +29,6 @@ NAME_ROUTES = (
 )
 
 
-class IdleEngine:
-    async def health(self) -> bool:
-        return True
-
-    async def load_voice(self, voice) -> None:
-        pass
-
-    async def unload_voice(self, name: str) -> None:
-        pass
-
-    async def aclose(self) -> None:
-        pass
-
-
 @pytest.fixture
 def root(tmp_path):
     write_reviewed_dataset(tmp_path / "prepared" / "alice", TEXTS, SECONDS)
@@ -54,11 +39,8 @@ def root(tmp_path):
 
 @pytest.fixture
 def client(root):
-    async def factory(_settings):
-        return Backend(kind="fake", engine=IdleEngine(), synthesizer=None)
-
     settings = Settings(voices_dir=root / "voices", prepared_dir=root / "prepared", base_model="org/base")
-    with local_client(create_app(settings, backend_factory=factory)) as c:
+    with local_client(create_app(settings, backend_factory=idle_backend)) as c:
         yield c
 
 

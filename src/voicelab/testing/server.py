@@ -77,3 +77,26 @@ def wait_until_healthy(url: str, process) -> dict:
         except httpx.TransportError:
             pass  # not listening yet
         time.sleep(HEALTH_POLL_S)
+
+
+class IdleEngine:
+    """An engine for apps whose tests exercise the studio or its jobs: it only has to start and stop."""
+
+    async def health(self) -> bool:
+        return True
+
+    async def load_voice(self, voice) -> None:
+        pass
+
+    async def unload_voice(self, name: str) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def idle_backend(_settings):
+    """A ``backend_factory`` for ``create_app`` giving the idle engine and no synthesizer."""
+    from voicelab.server.backend import Backend
+
+    return Backend(kind="fake", engine=IdleEngine(), synthesizer=None)
