@@ -86,26 +86,25 @@ def from_args(cls: type, args: argparse.Namespace, prefix: str = ""):
 
 
 # --- flag value types (argparse ``type=``) ---------------------------------------------------------
-def positive_int(text: str) -> int:
-    """argparse ``type=`` for counts and sizes: an integer >= 1."""
+def int_at_least(text: str, lower: int) -> int:
+    """An integer >= ``lower``, or ``argparse.ArgumentTypeError`` saying what was wrong."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    if value < lower:
+        raise argparse.ArgumentTypeError(f"must be >= {lower}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse ``type=`` for counts and sizes: an integer >= 1."""
+    return int_at_least(text, 1)
 
 
 def non_negative_int(text: str) -> int:
     """argparse ``type=`` for counts where 0 means "none": an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+    return int_at_least(text, 0)
 
 
 def positive_float(text: str) -> float:
