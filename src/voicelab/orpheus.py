@@ -14,12 +14,14 @@ Shapes and units:
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import numpy as np
+if TYPE_CHECKING:  # numpy loads in the functions that use it: every command's --help imports this module
+    import numpy as np
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +99,8 @@ class InvalidAudioTokenError(ContractError):
 
 # --- codes <-> frames <-> tokens ---------------------------------------------------------------------
 def _as_int_array(values, name: str) -> np.ndarray:
+    import numpy as np
+
     arr = np.asarray(values.detach().cpu() if hasattr(values, "detach") else values)
     if arr.dtype.kind not in "iu" and arr.size:
         raise InvalidCodesError(f"{name} must hold integers, got dtype {arr.dtype}")
@@ -109,6 +113,8 @@ def codes_to_frames(codes: Sequence) -> np.ndarray:
     Accepts numpy arrays, lists or torch tensors, with an optional leading batch axis of size 1
     (as ``SNAC.encode`` returns them).
     """
+    import numpy as np
+
     if len(codes) != SNAC_LEVELS:
         raise InvalidCodesError(f"expected {SNAC_LEVELS} SNAC levels, got {len(codes)}")
     levels = []
@@ -135,6 +141,8 @@ def codes_to_frames(codes: Sequence) -> np.ndarray:
 
 def frames_to_codes(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Frames ``(N, 7)`` -> SNAC codes ``(L0 (N,), L1 (2N,), L2 (4N,))`` (inverse of ``codes_to_frames``)."""
+    import numpy as np
+
     frames = _check_frames(frames)
     n_frames = len(frames)
     levels = [np.empty(n_frames * per_frame, dtype=np.int64) for per_frame in CODES_PER_LEVEL_PER_FRAME]
@@ -145,6 +153,8 @@ def frames_to_codes(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 def frames_to_tokens(frames: np.ndarray) -> np.ndarray:
     """Frames ``(N, 7)`` -> flat audio token ids ``(7N,)``."""
+    import numpy as np
+
     frames = _check_frames(frames)
     offsets = AUDIO_TOKEN_BASE + np.arange(CODES_PER_FRAME, dtype=np.int64) * CODEBOOK_SIZE
     return (frames + offsets).reshape(-1)
@@ -156,6 +166,8 @@ def tokens_to_frames(tokens: Sequence[int] | np.ndarray) -> np.ndarray:
     The first token is position 0. Raises ``InvalidAudioTokenError`` naming the first bad id, and
     ``ContractError`` when the length is not a whole number of frames.
     """
+    import numpy as np
+
     ids = np.asarray(tokens, dtype=np.int64).reshape(-1)
     if len(ids) % CODES_PER_FRAME:
         raise ContractError(
@@ -189,6 +201,8 @@ def remove_duplicate_frames(frames: np.ndarray) -> np.ndarray:
     This is what the official Orpheus data preparation does ("duplicate frames"). It shortens the
     audio the model learns, so it is an explicit option here, recorded with each voice.
     """
+    import numpy as np
+
     frames = _check_frames(frames)
     if len(frames) == 0:
         return frames
@@ -216,6 +230,8 @@ def _check_frames(frames) -> np.ndarray:
 
 
 def _check_code_range(arr: np.ndarray, name: str) -> None:
+    import numpy as np
+
     bad = np.flatnonzero((arr < 0) | (arr >= CODEBOOK_SIZE))
     if len(bad):
         value = arr.reshape(-1)[bad[0]]
@@ -348,7 +364,7 @@ def _max_new_tokens_for_chars(
     n_chars: int, max_chars_per_second: float, headroom_seconds: float, cap: int | None
 ) -> int:
     seconds = n_chars / max_chars_per_second + headroom_seconds
-    frames = int(np.ceil(seconds * SAMPLE_RATE / SAMPLES_PER_FRAME)) + 1  # + room for END_OF_SPEECH
+    frames = math.ceil(seconds * SAMPLE_RATE / SAMPLES_PER_FRAME) + 1  # + room for END_OF_SPEECH
     tokens = frames * CODES_PER_FRAME
     if cap is not None:
         tokens = min(tokens, whole_frames_budget(cap))
@@ -388,6 +404,8 @@ class AudioTokenParser:
         self.ended = False
 
     def feed_ids(self, ids: Iterable[int]) -> np.ndarray:
+        import numpy as np
+
         for token in ids:
             if self.ended:
                 break
