@@ -35,12 +35,24 @@ class Flag:
     help: str
     argparse: dict[str, Any]
     """Further ``add_argument`` keywords: type, choices, action, metavar, nargs."""
+    unset: Any = dataclasses.MISSING
+    """The flag's own default where it is not the field's (see ``option``)."""
 
 
-def option(*names: str, help: str, default: Any = dataclasses.MISSING, **argparse_kwargs: Any):
+def option(
+    *names: str,
+    help: str,
+    default: Any = dataclasses.MISSING,
+    unset: Any = dataclasses.MISSING,
+    **argparse_kwargs: Any,
+):
     """A dataclass field with a command-line flag: ``names`` and ``help`` as ``add_argument`` takes them,
-    ``default`` the field's default (and so the flag's)."""
-    return dataclasses.field(default=default, metadata={FLAG: Flag(names, help, argparse_kwargs)})
+    ``default`` the field's default (and so the flag's).
+
+    ``unset`` (usually None): the flag's default instead, where a check must tell a flag given from one
+    left out, or the help must not show the field's default; ``from_args`` leaves the field's default
+    where the flag kept it."""
+    return dataclasses.field(default=default, metadata={FLAG: Flag(names, help, argparse_kwargs, unset)})
 
 
 def _field(cls: type, dotted: str) -> tuple[dataclasses.Field, str]:
@@ -61,7 +73,9 @@ def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: 
         f, dest = _field(cls, dotted)
         flag: Flag = f.metadata[FLAG]
         kwargs = dict(flag.argparse)
-        if f.default is not dataclasses.MISSING:
+        if flag.unset is not dataclasses.MISSING:
+            kwargs["default"] = flag.unset
+        elif f.default is not dataclasses.MISSING:
             kwargs["default"] = f.default
         if not flag.names[0].startswith("-"):  # a positional: its dest is the field, its name the metavar
             parser.add_argument(dest, metavar=flag.names[0], help=flag.help, **kwargs)
@@ -74,13 +88,15 @@ def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: 
 
 def from_args(cls: type, args: argparse.Namespace, prefix: str = ""):
     """``cls`` built from the parsed flags: each field added by ``add_options`` takes its parsed value,
-    nested dataclasses are built the same way, every other field keeps its default."""
+    nested dataclasses are built the same way, every other field (and one whose flag kept its ``unset``
+    default) keeps its default."""
     values = {}
     for f in dataclasses.fields(cls):
         dest = prefix + f.name
+        flag = f.metadata.get(FLAG)
         if dataclasses.is_dataclass(f.default_factory):
             values[f.name] = from_args(f.default_factory, args, dest + ".")
-        elif hasattr(args, dest):
+        elif hasattr(args, dest) and not (flag and getattr(args, dest) is flag.unset):
             values[f.name] = getattr(args, dest)
     return cls(**values)
 

@@ -25,11 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from voicelab import orpheus, segment, speaker_turns
+from voicelab import segment, speaker_turns
 from voicelab.audio import AUDIO_SUFFIXES, AudioDecodeError, AudioError, AudioInfo, is_audio_file
 from voicelab.dataset import ENCODING, ClipRecord, ManifestError, PreparedDataset, SourceLeftOut, indexed_key
 from voicelab.errors import UsageError
 from voicelab.fileio import printable_name
+from voicelab.prepare_settings import MUSIC_BED_DROP, MUSIC_BED_KEEP, PrepareSettings
 from voicelab.progress import progress_bar
 
 logger = logging.getLogger(__name__)
@@ -40,55 +41,12 @@ rounding and for inter-sample peaks when the clip is resampled later (SNAC, play
 SECONDS_DECIMALS = 3  # manifest times to the millisecond
 DB_DECIMALS = 2
 SCRATCH_DTYPE = np.float32
-MUSIC_BED_DROP, MUSIC_BED_KEEP = "drop", "keep"
 SIMILARITY_DECIMALS = 3
 
 
 class PrepareError(UsageError):
     """Nothing can be prepared as asked (INPUT missing or without audio, OUTPUT inside INPUT); the message
     says why and what to do."""
-
-
-@dataclass(frozen=True)
-class PrepareSettings:
-    """The guide's flags, with its defaults."""
-
-    sample_rate: int = orpheus.SAMPLE_RATE  # the rate Orpheus' SNAC codec works at
-    min_duration: float = 3.0
-    max_duration: float = 13.0
-    silence_threshold: float = segment.DEFAULT_THRESHOLD_DB
-    """dBFS; 10 ms frames under it are silent."""
-    silence_min_len_ms: int = 500
-    target_loudness: float = -20.0
-    """RMS dBFS of every written clip (unless the peak guard lowers it)."""
-    reference: tuple[Path, ...] = ()
-    """Recordings of the character: keep only their voice (``voicelab.speaker_turns``)."""
-    speaker_auto: bool = False
-    """Keep only the voice that speaks most across the folder."""
-    speaker_threshold: float = speaker_turns.SPEAKER_THRESHOLD
-    music_bed: str = MUSIC_BED_DROP
-    """With a voice to keep: ``drop`` the character's speech over a music bed, or ``keep`` it marked."""
-    separate_vocals: bool = False
-    """Work on each recording's vocals stem (demucs; ``voicelab.separation``)."""
-    demucs_model: str = "htdemucs"
-    demucs_repo: Path | None = None
-    """A local folder of demucs models (offline); without it demucs downloads the model on first use."""
-    device: str = "cpu"
-    """torch device of the vocal separation (and of the speaker encoder when not ``cpu``)."""
-
-    @property
-    def selects_voice(self) -> bool:
-        return bool(self.reference) or self.speaker_auto
-
-    def split_params(self) -> segment.SplitParams:
-        hop = segment.frame_hop(self.sample_rate)
-        return segment.SplitParams.from_seconds(
-            threshold_db=self.silence_threshold,
-            min_s=self.min_duration,
-            max_s=self.max_duration,
-            pause_s=self.silence_min_len_ms / 1000,
-            frame_s=hop / self.sample_rate,
-        )
 
 
 @dataclass

@@ -35,8 +35,6 @@ FADE_SECONDS = 0.010
 MAX_JOIN_PAUSE_SECONDS = 2.0
 """Longest pause allowed inside a clip (or twice the pause length, if larger): a 5 s silence in the
 middle of a training clip teaches the model to stall."""
-DEFAULT_THRESHOLD_DB = -40.0
-"""The guide's silence threshold (prepare-audio's --silence-threshold default)."""
 DB_FLOOR = -200.0
 """Level given to digital silence (log of zero); far below any threshold a user would set."""
 

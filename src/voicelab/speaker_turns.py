@@ -36,6 +36,7 @@ import numpy as np
 
 from voicelab import music, quality, segment
 from voicelab.errors import UsageError
+from voicelab.prepare_settings import DEFAULT_THRESHOLD_DB, SPEAKER_THRESHOLD
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +52,6 @@ WINDOW_S = 1.6
 MAX_UNIT_S = 30.0
 """Audio read back at once: a unit longer than this (speech over continuous music) is read in pieces,
 so memory stays flat however long the recording."""
-SPEAKER_THRESHOLD = 0.75
-"""Cosine similarity to the character at which a window is theirs (transcribe's speaker flag uses the
-same line, ``review.DEFAULT_SPEAKER_THRESHOLD``)."""
 MEASURE_THREADS = 1
 """BLAS and OpenMP threads while measuring (numpy's matrix products, torch's LSTM): on the shared 2-core
 machine a second thread spun for a core it did not get, and the mel products alone took 11 s of CPU for
@@ -439,7 +437,7 @@ def reference_windows(path: Path, *, device: str = "cpu") -> tuple[np.ndarray, f
     env = builder.finish()
     if not len(env) or float(env.max()) < REFERENCE_SILENCE_DBFS:
         raise ReferenceError(f"{what}: holds silence only; pass a recording of the character speaking")
-    threshold, _ = segment.choose_threshold(env, segment.DEFAULT_THRESHOLD_DB)
+    threshold, _ = segment.choose_threshold(env, DEFAULT_THRESHOLD_DB)
     frame_s = hop / rate
     units = sound_units(env, threshold, frame_s)
     sound_s = sum(e - s for s, e in units) * frame_s

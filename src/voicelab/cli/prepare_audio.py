@@ -21,24 +21,14 @@ from voicelab.cli.common import (
     EXIT_FAILURE,
     EXIT_OK,
     HelpFormatter,
-    finite_float,
-    positive_float,
-    positive_int,
     require_output_dir,
     run_step,
     setup_logging,
 )
+from voicelab.options import add_options, from_args
+from voicelab.prepare_settings import MIN_SAMPLE_RATE, PrepareSettings
 
 logger = logging.getLogger(__name__)
-
-MIN_SAMPLE_RATE = 8000  # telephone audio; below it speech loses the consonants a voice is made of
-
-
-def _not_positive_db(text: str) -> float:
-    value = finite_float(text)
-    if value > 0:
-        raise argparse.ArgumentTypeError(f"dBFS levels are 0 or below (0 = full scale), got {text}")
-    return value
 
 
 def _logs_above_the_bar():
@@ -67,6 +57,22 @@ def warn_if_not_a_voice_name(output: Path) -> None:
         )
 
 
+SPLIT_FLAGS = (
+    "sample_rate",
+    "min_duration",
+    "max_duration",
+    "silence_threshold",
+    "silence_min_len_ms",
+    "target_loudness",
+)
+VOICE_FLAGS = ("speaker_threshold", "music_bed")
+"""The flags that tune keeping one voice: given without a voice to keep (``--reference`` or ``--speaker
+auto``), they are refused."""
+SEPARATION_FLAGS = ("separate_vocals", "demucs_model", "demucs_repo", "device")
+"""The ``PrepareSettings`` fields in the order --help lists their flags, by group; each flag, default and
+help is declared on its field (``voicelab.prepare_settings``)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     from voicelab.dataset import MANIFEST_FILE
 
@@ -78,32 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "output", type=Path, metavar="OUTPUT", help=f"folder for the clips and {MANIFEST_FILE}"
     )
-    parser.add_argument(
-        "--sample-rate",
-        type=positive_int,
-        default=24000,
-        help=f"target sample rate in Hz, at least {MIN_SAMPLE_RATE} (Orpheus/SNAC: 24000)",
-    )
-    parser.add_argument("--min-duration", type=positive_float, default=3.0, help="minimum clip duration (s)")
-    parser.add_argument("--max-duration", type=positive_float, default=13.0, help="maximum clip duration (s)")
-    parser.add_argument(
-        "--silence-threshold",
-        type=_not_positive_db,
-        default=-40.0,
-        help="10 ms frames quieter than this (dBFS RMS) are silence",
-    )
-    parser.add_argument(
-        "--silence-min-len",
-        type=positive_int,
-        default=500,
-        help="a pause is at least this long (ms); clips are cut only inside pauses",
-    )
-    parser.add_argument(
-        "--target-loudness",
-        type=_not_positive_db,
-        default=-20.0,
-        help="RMS loudness of every clip (dBFS); lowered per clip where needed so that no sample clips",
-    )
+    add_options(parser, PrepareSettings, SPLIT_FLAGS)
     _add_voice_flags(parser)
     _add_separation_flags(parser)
     parser.add_argument(
@@ -125,62 +106,18 @@ def _add_separation_flags(parser: argparse.ArgumentParser) -> None:
         "vocal separation (optional extra: pip install -e '.[separation]')",
         "separate each recording's vocals from the music under them (demucs) before anything else",
     )
-    separation.add_argument(
-        "--separate-vocals",
-        action="store_true",
-        help="work on each recording's vocals stem: a music bed under the character is taken out instead of "
-        "the speech being dropped (about 2 s of CPU per second of audio; fast on a GPU with --device cuda)",
-    )
-    separation.add_argument(
-        "--demucs-model",
-        default="htdemucs",
-        metavar="NAME",
-        help="demucs model (downloaded by demucs on first use, or found in --demucs-repo)",
-    )
-    separation.add_argument(
-        "--demucs-repo",
-        type=Path,
-        metavar="DIR",
-        help="a local folder of demucs models (NAME.yaml and its .th files, as demucs' own --repo): offline",
-    )
-    separation.add_argument("--device", default="cpu", help="torch device for the separation (cpu, cuda)")
+    add_options(separation, PrepareSettings, SEPARATION_FLAGS)
 
 
 def _add_voice_flags(parser: argparse.ArgumentParser) -> None:
     """The flags that keep one voice (--reference, --speaker auto) and tune it."""
-    from voicelab.dataset import MANIFEST_FILE
-
     voice = parser.add_argument_group(
         "sources with other voices or music",
         "keep only the character's voice: cuts fall at every change of voice as well as in pauses, and "
         "stretches too short to tell whose they are are dropped",
     )
-    chooser = voice.add_mutually_exclusive_group()
-    chooser.add_argument(
-        "--reference",
-        type=Path,
-        nargs="+",
-        metavar="FILE",
-        help="clean recordings (or clips) of the character, at least 2 s of speech in all: only their "
-        "voice becomes clips",
-    )
-    chooser.add_argument(
-        "--speaker",
-        choices=["auto"],
-        help="auto: keep the voice that speaks most across the folder (the summary names the others found)",
-    )
-    voice.add_argument(
-        "--speaker-threshold",
-        type=positive_float,
-        help="cosine similarity to the character's voice from which a stretch is theirs (default 0.75)",
-    )
-    voice.add_argument(
-        "--music-bed",
-        choices=["drop", "keep"],
-        help="the character speaking over music: drop it (the default: a voice trained on it learns the "
-        "music too), or "
-        f"keep it marked music=bed in {MANIFEST_FILE}. Music alone never becomes a clip",
-    )
+    add_options(voice.add_mutually_exclusive_group(), PrepareSettings, ["reference", "speaker"])
+    add_options(voice, PrepareSettings, VOICE_FLAGS)
 
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -192,8 +129,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
             f"--min-duration ({args.min_duration}) must be below --max-duration ({args.max_duration})"
         )
     if not (args.reference or args.speaker):
-        for name, value in _voice_flags(args).items():
-            if value is not None:
+        for name in VOICE_FLAGS:
+            if getattr(args, name) is not None:  # their flags default to None: not given
                 parser.error(f"--{name.replace('_', '-')} applies only with --reference or --speaker auto")
 
 
@@ -211,40 +148,21 @@ def main(argv: list[str] | None = None) -> int:
     )
 
 
-def _voice_flags(args: argparse.Namespace) -> dict:
-    """The flags that tune keeping one voice (``None``: not given, the setting's default)."""
-    return {"speaker_threshold": args.speaker_threshold, "music_bed": args.music_bed}
-
-
 def _prepare(args: argparse.Namespace) -> int:
-    from voicelab.prepare import PrepareSettings, check_paths, find_sources, prepare_dataset
+    from voicelab.prepare import check_paths, find_sources, prepare_dataset
     from voicelab.prepare_summary import format_summary
 
     check_paths(args.input, args.output)
     find_sources(args.input)  # a missing or empty INPUT is reported before OUTPUT is created
     warn_if_not_a_voice_name(args.output)
-    settings = PrepareSettings(
-        sample_rate=args.sample_rate,
-        min_duration=args.min_duration,
-        max_duration=args.max_duration,
-        silence_threshold=args.silence_threshold,
-        silence_min_len_ms=args.silence_min_len,
-        target_loudness=args.target_loudness,
-        reference=tuple(args.reference or ()),
-        speaker_auto=args.speaker == "auto",
-        **{k: v for k, v in _voice_flags(args).items() if v is not None},
-        separate_vocals=args.separate_vocals,
-        demucs_model=args.demucs_model,
-        demucs_repo=args.demucs_repo,
-        device=args.device,
-    )
+    settings = from_args(PrepareSettings, args)
     # a bad reference or separation model is reported before OUTPUT is created
     reference = separator = None
-    if args.reference:
+    if settings.reference:
         from voicelab.speaker_turns import load_reference
 
-        reference = load_reference(args.reference)
-    if args.separate_vocals:
+        reference = load_reference(settings.reference)
+    if settings.separate_vocals:
         from voicelab.prepare import load_separator
 
         separator = load_separator(settings)
