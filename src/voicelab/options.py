@@ -26,6 +26,7 @@ from typing import Any
 FLAG = "voicelab.flag"
 """Key of a field's ``metadata`` holding its ``Flag``."""
 TAKES_NO_VALUE = {"store_true", "store_false", "store_const", "count"}
+MAX_PORT = 2**16 - 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +122,14 @@ def positive_int(text: str) -> int:
 def non_negative_int(text: str) -> int:
     """argparse ``type=`` for counts where 0 means "none": an integer >= 0."""
     return int_at_least(text, 0)
+
+
+def port_number(text: str) -> int:
+    """argparse ``type=`` for a TCP port: 1-65535."""
+    value = positive_int(text)
+    if value > MAX_PORT:
+        raise argparse.ArgumentTypeError(f"a port is 1-{MAX_PORT}, got {value}")
+    return value
 
 
 def positive_float(text: str) -> float:

@@ -20,6 +20,7 @@ from voicelab.errors import UsageError
 # The flag value types live with the options (voicelab.options); the commands import them from here too.
 from voicelab.options import finite_float as finite_float
 from voicelab.options import non_negative_int as non_negative_int
+from voicelab.options import port_number as port_number
 from voicelab.options import positive_float as positive_float
 from voicelab.options import positive_int as positive_int
 
@@ -30,7 +31,6 @@ EXIT_USAGE = 2
 """Bad invocation or unusable input (argparse's own code for usage errors)."""
 EXIT_INTERRUPTED = 130
 """Ctrl-C: 128 + SIGINT, the shell convention."""
-MAX_PORT = 2**16 - 1
 
 
 CLI_LOG_FORMAT = "%(levelname)s: %(message)s"
@@ -146,14 +146,6 @@ def require_local_model(
         raise UsageError(f"{flag} {value}: no such {what} (pass a local {what}, or a hub id / model name)")
     if folder and path.exists() and not path.is_dir():
         raise UsageError(f"{flag} {value} is a file; pass the {what} holding the model's files, or a hub id")
-
-
-def port_number(text: str) -> int:
-    """argparse ``type=`` for a TCP port: 1-65535."""
-    value = positive_int(text)
-    if value > MAX_PORT:
-        raise argparse.ArgumentTypeError(f"a port is 1-{MAX_PORT}, got {value}")
-    return value
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):

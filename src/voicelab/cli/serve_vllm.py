@@ -27,86 +27,52 @@ import shutil
 import sys
 from pathlib import Path
 
-from voicelab.cli.common import EXIT_OK, EXIT_USAGE, HelpFormatter, port_number, positive_int
+from voicelab.cli.common import EXIT_OK, EXIT_USAGE, HelpFormatter
+
+SERVE_FLAGS = (
+    "base_model",
+    "host",
+    "port",
+    "max_model_len",
+    "dtype",
+    "gpu_memory_utilization",
+    "max_lora_rank",
+)
+PARALLEL_FLAGS = ("data_parallel_size", "tensor_parallel_size")
+"""The ``VLLMServeOptions`` fields in the order --help lists their flags (with ``--max-loras`` and
+``--voice-loading`` between them); the command's own flags (``--vllm``, ``--dry-run``, ``--voices-dir``,
+``--skip-rank-above``) say what to run and which voices to scan, and are not options of vLLM."""
 
 
 def build_parser(defaults) -> argparse.ArgumentParser:
-    from voicelab.server import vllm_command as vc
+    """The flags of ``VLLMServeOptions`` (declared on its fields) and this command's own; ``defaults``: the
+    server's settings, whose voices folder, base model and rank limit are the defaults here too."""
+    from voicelab.options import add_options
+    from voicelab.server.vllm_command import VLLMServeOptions
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--vllm", default="vllm", help="vllm executable (make vllm: .venv-vllm/bin/vllm)")
     parser.add_argument("--dry-run", action="store_true", help="print the command and exit")
     parser.add_argument("--voices-dir", type=Path, default=defaults.voices_dir, help="folder of voices")
-    parser.add_argument(
-        "--base-model", default=defaults.base_model, help="hub id or folder of the base model"
-    )
-    parser.add_argument("--host", default=vc.DEFAULT_HOST, help="interface vLLM binds (keep it private)")
-    parser.add_argument(
-        "--port", type=port_number, default=vc.DEFAULT_PORT, help="vLLM port (make dev uses 8000)"
-    )
-    parser.add_argument(
-        "--max-model-len", type=positive_int, default=vc.DEFAULT_MAX_MODEL_LEN, help="context length"
-    )
-    parser.add_argument("--dtype", default=vc.DEFAULT_DTYPE, help="weights dtype (bfloat16 needs sm80+)")
-    parser.add_argument(
-        "--gpu-memory-utilization", type=float, default=vc.DEFAULT_GPU_MEMORY_UTILIZATION, help="GPU share"
-    )
-    _add_lora_flags(parser, defaults)
-    _add_parallel_flags(parser)
-    parser.add_argument("extra", nargs=argparse.REMAINDER, help="after --: more vllm serve arguments")
-    return parser
-
-
-def _add_lora_flags(parser: argparse.ArgumentParser, defaults) -> None:
-    """How the voices become LoRA adapters: rank bound, slots, and static or on-demand loading."""
-    from voicelab.server import vllm_command as vc
-
-    parser.add_argument(
-        "--max-lora-rank",
-        type=int,
-        default=None,
-        help="default: smallest allowed value fitting every voice (with the resolver, also voices trained "
-        "later: up to --skip-rank-above)",
-    )
+    add_options(parser, VLLMServeOptions, SERVE_FLAGS)
     parser.add_argument(
         "--skip-rank-above",
         type=int,
         default=defaults.max_lora_rank,
         help="voices with a larger rank are left out (VOICELAB_MAX_LORA_RANK)",
     )
-    parser.add_argument(
-        "--max-loras",
-        type=positive_int,
-        default=None,
-        help="voices in one batch; each slot reserves GPU memory for an adapter of --max-lora-rank "
-        "(default: one per voice, <= 8; 8 with the resolver)",
-    )
-    parser.add_argument(
-        "--voice-loading",
-        choices=vc.LORA_LOADING_MODES,
-        default="static",
-        help="static: --lora-modules per voice; resolver: vLLM loads voices/NAME on first use; both",
-    )
+    add_options(parser, VLLMServeOptions, ["max_loras", "lora_loading"])
     parser.add_argument(
         "--lora-resolver",
-        dest="voice_loading",
+        dest="lora_loading",
         action="store_const",
         const="resolver",
         help="short for --voice-loading resolver",
     )
-
-
-def _add_parallel_flags(parser: argparse.ArgumentParser) -> None:
-    """How many GPUs: model copies and the GPUs each copy is split over."""
-    parser.add_argument(
-        "--data-parallel-size",
-        type=positive_int,
-        default=1,
-        help="model copies behind one endpoint, one GPU each (or --tensor-parallel-size GPUs each)",
-    )
-    parser.add_argument(
-        "--tensor-parallel-size", type=positive_int, default=1, help="GPUs one model copy is split over"
-    )
+    add_options(parser, VLLMServeOptions, PARALLEL_FLAGS)
+    parser.set_defaults(base_model=defaults.base_model)
+    parser.add_argument("extra", nargs=argparse.REMAINDER, help="after --: more vllm serve arguments")
+    return parser
 
 
 def warn_resolver_mismatches(adapters, base_model: str) -> None:
@@ -127,26 +93,18 @@ def warn_resolver_mismatches(adapters, base_model: str) -> None:
 
 def serve_options(args, adapters):
     """The ``VLLMServeOptions`` for the parsed arguments. Raises ValueError for a rank vLLM cannot take."""
-    from voicelab.server import vllm_command as vc
+    from dataclasses import replace
+
+    from voicelab.options import from_args
+    from voicelab.server.vllm_command import VLLMServeOptions
     from voicelab.voice import smallest_vllm_rank
 
-    max_lora_rank = args.max_lora_rank
-    if args.voice_loading != "static" and max_lora_rank is None:
+    options = from_args(VLLMServeOptions, args)
+    if options.lora_loading != "static" and options.max_lora_rank is None:
         # Voices trained after start-up must fit too: reserve the largest rank the API serves.
-        max_lora_rank = smallest_vllm_rank(max([a.rank for a in adapters] + [args.skip_rank_above]))
-    return vc.VLLMServeOptions(
-        base_model=args.base_model,
-        host=args.host,
-        port=args.port,
-        max_model_len=args.max_model_len,
-        dtype=args.dtype,
-        gpu_memory_utilization=args.gpu_memory_utilization,
-        max_lora_rank=max_lora_rank,
-        max_loras=args.max_loras,
-        data_parallel_size=args.data_parallel_size,
-        tensor_parallel_size=args.tensor_parallel_size,
-        lora_loading=args.voice_loading,
-    )
+        rank = smallest_vllm_rank(max([a.rank for a in adapters] + [args.skip_rank_above]))
+        options = replace(options, max_lora_rank=rank)
+    return options
 
 
 def check_base_model(base_model: str, *, dry_run: bool) -> bool:
@@ -198,7 +156,7 @@ def print_plan(args, adapters, cmd: list[str], env: dict[str, str]) -> None:
     """The voices, the exact command with the variables it needs, and how to point the API at it."""
     from voicelab.server import vllm_command as vc
 
-    resolver = args.voice_loading != "static"
+    resolver = args.lora_loading != "static"
     set_here = [*vc.RUNTIME_LORA_ENV, *((vc.PLUGINS_ENV, vc.RESOLVER_DIR_ENV) if resolver else ())]
     names = ", ".join(a.name for a in adapters) or "none yet"
     later = f" (and any folder added later to {env[vc.RESOLVER_DIR_ENV]})" if resolver else ""
@@ -211,8 +169,6 @@ def print_plan(args, adapters, cmd: list[str], env: dict[str, str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from voicelab.server import vllm_command as vc
-    from voicelab.server.registry import scan_voices
     from voicelab.server.settings import SettingsError, load_settings
 
     try:
@@ -222,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     parser = build_parser(defaults)
     args = parser.parse_args(argv)
+    # imported after parsing: --help needs neither (the voice scan loads httpx)
+    from voicelab.server import vllm_command as vc
+    from voicelab.server.registry import scan_voices
+
     extra = args.extra[1:] if args.extra[:1] == ["--"] else args.extra
     if not 0 < args.gpu_memory_utilization <= 1:
         parser.error(
@@ -244,18 +204,18 @@ def main(argv: list[str] | None = None) -> int:
     for name, reason in scan.skipped.items():
         print(f"skipping voice {name}: {reason}", file=sys.stderr)
     adapters = [vc.AdapterSpec(e.name, e.voice.adapter_path, e.rank) for e in scan.voices.values()]
-    if args.voice_loading != "static":
+    if args.lora_loading != "static":
         warn_resolver_mismatches(adapters, args.base_model)
     try:
         cmd = [*vc.build_vllm_command(args.vllm, adapters, serve_options(args, adapters)), *extra]
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    env = vc.vllm_environment(os.environ, lora_loading=args.voice_loading, voices_dir=args.voices_dir)
+    env = vc.vllm_environment(os.environ, lora_loading=args.lora_loading, voices_dir=args.voices_dir)
     print_plan(args, adapters, cmd, env)
     if exe is None:  # --dry-run
         return EXIT_OK
-    if args.voice_loading != "static":
+    if args.lora_loading != "static":
         args.voices_dir.mkdir(parents=True, exist_ok=True)  # vLLM refuses a resolver folder that is missing
     sys.stdout.flush()
     os.execve(exe, [exe, *cmd[1:]], env)

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from voicelab.options import option, port_number, positive_int
 from voicelab.voice import ADAPTER_CONFIG_FILE, VLLM_LORA_RANKS, smallest_vllm_rank
 
 DEFAULT_HOST = "127.0.0.1"
@@ -72,21 +73,54 @@ class AdapterSpec:
 
 @dataclass(frozen=True)
 class VLLMServeOptions:
-    base_model: str
-    host: str = DEFAULT_HOST
-    port: int = DEFAULT_PORT
-    max_model_len: int = DEFAULT_MAX_MODEL_LEN
-    dtype: str = DEFAULT_DTYPE
-    gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION
-    max_lora_rank: int | None = None
+    """The ``vllm serve`` settings; each is a flag of ``make vllm`` (``cli/serve_vllm.py``), declared here."""
+
+    base_model: str = option("--base-model", help="hub id or folder of the base model")
+    """No default here: ``make vllm`` takes the server's (``VOICELAB_BASE_MODEL``)."""
+    host: str = option("--host", default=DEFAULT_HOST, help="interface vLLM binds (keep it private)")
+    port: int = option(
+        "--port", type=port_number, default=DEFAULT_PORT, help="vLLM port (make dev uses 8000)"
+    )
+    max_model_len: int = option(
+        "--max-model-len", type=positive_int, default=DEFAULT_MAX_MODEL_LEN, help="context length"
+    )
+    dtype: str = option("--dtype", default=DEFAULT_DTYPE, help="weights dtype (bfloat16 needs sm80+)")
+    gpu_memory_utilization: float = option(
+        "--gpu-memory-utilization", type=float, default=DEFAULT_GPU_MEMORY_UTILIZATION, help="GPU share"
+    )
+    max_lora_rank: int | None = option(
+        "--max-lora-rank",
+        type=int,
+        default=None,
+        help="default: smallest allowed value fitting every voice (with the resolver, also voices trained "
+        "later: up to --skip-rank-above)",
+    )
     """None: the smallest value vLLM allows that fits the largest adapter."""
-    max_loras: int | None = None
+    max_loras: int | None = option(
+        "--max-loras",
+        type=positive_int,
+        default=None,
+        help="voices in one batch; each slot reserves GPU memory for an adapter of --max-lora-rank "
+        "(default: one per voice, <= 8; 8 with the resolver)",
+    )
     """None: ``default_max_loras``. Each slot reserves GPU memory for one adapter of ``max_lora_rank``."""
-    data_parallel_size: int = 1
+    data_parallel_size: int = option(
+        "--data-parallel-size",
+        type=positive_int,
+        default=1,
+        help="model copies behind one endpoint, one GPU each (or --tensor-parallel-size GPUs each)",
+    )
     """Engines behind one endpoint, one model copy each (GPUs = data x tensor parallel size)."""
-    tensor_parallel_size: int = 1
+    tensor_parallel_size: int = option(
+        "--tensor-parallel-size", type=positive_int, default=1, help="GPUs one model copy is split over"
+    )
     """GPUs one model copy is split over (a 3B model fits one GPU: raise it only for small GPUs)."""
-    lora_loading: str = "static"
+    lora_loading: str = option(
+        "--voice-loading",
+        choices=LORA_LOADING_MODES,
+        default="static",
+        help="static: --lora-modules per voice; resolver: vLLM loads voices/NAME on first use; both",
+    )
     """One of ``LORA_LOADING_MODES``."""
 
 
