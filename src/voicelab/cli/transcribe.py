@@ -14,28 +14,46 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from voicelab import dataset, progress
-
-# voicelab.transcribe imports only numpy at module level (whisper/torch load inside functions).
-from voicelab import transcribe as tr
 from voicelab.cli.common import (
     EXIT_FAILURE,
     EXIT_OK,
     HelpFormatter,
-    finite_float,
-    non_negative_int,
-    positive_int,
     require_local_model,
     require_output_file,
     run_step,
     setup_logging,
 )
-from voicelab.dataset import EXCLUDED_FILE, REPORT_FILE, TRANSCRIPT_FILE
+from voicelab.dataset import TRANSCRIPT_FILE
 from voicelab.errors import UsageError
-from voicelab.review import DEFAULT_SPEAKER_THRESHOLD
+from voicelab.options import add_options, from_args
+from voicelab.transcribe_settings import DEFAULT_BATCH_SIZE, TranscribeSettings
+
+if TYPE_CHECKING:  # voicelab.transcribe loads numpy: imported where the work starts, not for --help
+    from voicelab import transcribe as tr
 
 OUTPUT_HELP = f"output CSV path (default: {{input_dir}}/{TRANSCRIPT_FILE})"
+
+
+WHISPER_FLAGS = (
+    "model",
+    "language",
+    "device",
+    "backend",
+    "batch_size",
+    "compute_type",
+    "threads",
+    "beam_size",
+    "temperature",
+    "temperature_increment_on_fallback",
+    "max_fallbacks",
+)
+REVIEW_FLAGS = ("speaker_threshold", "reference", "exclude_flagged", "no_quality", "tags")
+"""The ``TranscribeSettings`` fields in the order --help lists their flags; each flag, default and help is
+declared on its field (``voicelab.transcribe_settings``). The command's own flags (INPUT_DIR, --output,
+--not-prepared, --overwrite, --no-progress) say which clips and where, and go to no settings object."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,9 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("input_dir", type=Path, help="folder of .wav clips (what prepare-audio wrote)")
     parser.add_argument("--output", type=Path, default=None, help=OUTPUT_HELP)
-    _add_whisper_flags(parser)
-    _add_review_flags(parser)
-    _add_tags_flag(parser)
+    add_options(parser, TranscribeSettings, WHISPER_FLAGS)
+    add_options(parser, TranscribeSettings, REVIEW_FLAGS)
     parser.add_argument(
         "--not-prepared",
         action="store_true",
@@ -65,95 +82,6 @@ def build_parser() -> argparse.ArgumentParser:
     progress.add_argument(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="log every clip (debug detail)")
     return parser
-
-
-def _add_whisper_flags(parser: argparse.ArgumentParser) -> None:
-    """Which Whisper, where it runs, and how it decodes."""
-    parser.add_argument(
-        "--model",
-        default="medium",
-        help="Whisper model: tiny, base, small, medium, large (or any name Whisper knows, e.g. large-v3, "
-        "turbo), or a path to a local checkpoint file (.pt; a CTranslate2 folder for faster-whisper)",
-    )
-    parser.add_argument("--language", default="en", help="language code (or English name) of the speech")
-    parser.add_argument("--device", default="cuda", help="torch device; falls back to the CPU without CUDA")
-    parser.add_argument(
-        "--backend", choices=tr.BACKENDS, default=tr.BACKENDS[0], help="Whisper implementation"
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=None,
-        help=f"clips decoded together (faster-whisper only; default {tr.DEFAULT_BATCH_SIZE})",
-    )
-    parser.add_argument(
-        "--compute-type",
-        choices=tr.COMPUTE_TYPES,
-        default="auto",
-        help="faster-whisper weights precision; auto = float16 on CUDA, float32 on CPU",
-    )
-    parser.add_argument(
-        "--threads", type=int, default=0, help="CPU threads for decoding (0 = the library's default)"
-    )
-    parser.add_argument(
-        "--beam-size", type=positive_int, default=tr.DEFAULT_BEAM_SIZE, help="beam search width (1 = greedy)"
-    )
-    parser.add_argument("--temperature", type=finite_float, default=0.0, help="first decoding temperature")
-    parser.add_argument(
-        "--temperature-increment-on-fallback",
-        type=finite_float,
-        default=0.2,
-        help="raise the temperature by this when a decode looks failed, up to 1.0 (0 = never retry; "
-        "faster-whisper batches use the first temperature only)",
-    )
-    parser.add_argument(
-        "--max-fallbacks",
-        type=non_negative_int,
-        default=tr.DEFAULT_MAX_FALLBACKS,
-        help="at most this many retries at a higher temperature per clip: each is a whole decode, so this "
-        "caps the work a clip that makes Whisper loop can cost (Whisper's own limit is 5)",
-    )
-
-
-def _add_review_flags(parser: argparse.ArgumentParser) -> None:
-    """The audio measures and what the review does with them."""
-    parser.add_argument(
-        "--speaker-threshold",
-        type=finite_float,
-        default=DEFAULT_SPEAKER_THRESHOLD,
-        help="flag clips whose speaker similarity to the dataset's voice is under this (cosine, -1..1); "
-        f"see the similarity plot in {REPORT_FILE}",
-    )
-    parser.add_argument(
-        "--reference",
-        nargs="+",
-        metavar="CLIP",
-        default=(),
-        help="clips of the character (paths, or clip names in INPUT_DIR): similarity is measured to them "
-        "instead of to the voice most clips share",
-    )
-    parser.add_argument(
-        "--exclude-flagged",
-        action="store_true",
-        help=f"list clips flagged as another speaker, noisy or distorted in {EXCLUDED_FILE}, which training "
-        "skips (audio and transcript rows stay; delete a line there to put a clip back: a clip a person "
-        "restored is never excluded again)",
-    )
-    parser.add_argument(
-        "--no-quality",
-        action="store_true",
-        help="skip the audio measures (speaker embedding, DNSMOS, speech time) and the dataset report",
-    )
-
-
-def _add_tags_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--tags",
-        action="store_true",
-        help="let Whisper write its non-speech annotations ((laughs), [sighs]), which it suppresses by "
-        "default, and write them as Orpheus tags (<laugh>, <sigh>); unknown ones are removed and reported. "
-        "Off by default: its effect on plain transcripts could not be measured without real Whisper weights",
-    )
 
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -177,55 +105,40 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     progress.configure(args.progress_file, "transcribe")
     return run_step(
-        lambda: _transcribe(args),
+        lambda: _transcribe(args, from_args(TranscribeSettings, args)),
         verbose=args.verbose,
         on_interrupt="interrupted: every row written so far is kept; rerun the same command to resume",
     )
 
 
-def _transcribe(args: argparse.Namespace) -> int:
-    require_local_model(args.model, "--model", "Whisper checkpoint or model folder")
+def _transcribe(args: argparse.Namespace, settings: TranscribeSettings) -> int:
+    from voicelab import transcribe as tr
+
+    require_local_model(settings.model, "--model", "Whisper checkpoint or model folder")
     clips = dataset.find_clips(args.input_dir)
     if not args.not_prepared:
         _refuse_raw_recordings(args.input_dir, clips)
     output = require_output_file(
         args.output or dataset.PreparedDataset(args.input_dir).transcript_path, "--output"
     )
-    language = tr.normalize_language(args.language)
-    tr.check_model(args.backend, args.model)
+    language = tr.normalize_language(settings.language)
+    tr.check_model(settings.backend, settings.model)
     try:
         plan = tr.plan_resume(clips, output, overwrite=args.overwrite)
     except dataset.TranscriptFormatError as e:
         raise UsageError(
             f"{e}\nrefusing to overwrite it: pass another --output, or fix or move that file"
         ) from e
-    reference = tr.resolve_reference(args.reference, args.input_dir)
-    transcriber = None  # nothing new: no need to load a model just to rebuild the review
-    if plan.todo:
-        transcriber = tr.load_transcriber(
-            args.backend,
-            args.model,
-            device=args.device,
-            options=tr.DecodeOptions(
-                language=language,
-                beam_size=args.beam_size,
-                temperatures=tr.temperature_schedule(
-                    args.temperature, args.temperature_increment_on_fallback, args.max_fallbacks
-                ),
-                annotations=args.tags,
-            ),
-            compute_type=args.compute_type,
-            batch_size=args.batch_size or tr.DEFAULT_BATCH_SIZE,
-            threads=args.threads,
-        )
-
+    reference = tr.resolve_reference(settings.reference, args.input_dir)
+    # nothing new: no need to load a model just to rebuild the review
+    transcriber = _load_transcriber(settings, language) if plan.todo else None
     quality = None
-    if not args.no_quality:
+    if not settings.no_quality:
         quality = tr.QualityOptions(
-            device=args.device,
+            device=settings.device,
             reference=reference,
-            speaker_threshold=args.speaker_threshold,
-            exclude_flagged=args.exclude_flagged,
+            speaker_threshold=settings.speaker_threshold,
+            exclude_flagged=settings.exclude_flagged,
         )
     from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -234,12 +147,33 @@ def _transcribe(args: argparse.Namespace) -> int:
             clips, output, transcriber, plan, progress=not args.no_progress, quality=quality
         )
     print(format_summary(summary, args.input_dir))
-    _print_quality(summary, args)
+    _print_quality(summary, settings)
     if summary.failed:
         print("unreadable clips (skipped):\n  " + "\n  ".join(summary.failed), file=sys.stderr)
         print(f"finished with errors: {len(summary.failed)} clip(s) unreadable; exit status {EXIT_FAILURE}")
         return EXIT_FAILURE
     return EXIT_OK
+
+
+def _load_transcriber(settings: TranscribeSettings, language: str):
+    from voicelab import transcribe as tr
+
+    return tr.load_transcriber(
+        settings.backend,
+        settings.model,
+        device=settings.device,
+        options=tr.DecodeOptions(
+            language=language,
+            beam_size=settings.beam_size,
+            temperatures=tr.temperature_schedule(
+                settings.temperature, settings.temperature_increment_on_fallback, settings.max_fallbacks
+            ),
+            annotations=settings.tags,
+        ),
+        compute_type=settings.compute_type,
+        batch_size=settings.batch_size or DEFAULT_BATCH_SIZE,
+        threads=settings.threads,
+    )
 
 
 def _refuse_raw_recordings(input_dir: Path, clips: list[Path]) -> None:
@@ -252,6 +186,8 @@ def _refuse_raw_recordings(input_dir: Path, clips: list[Path]) -> None:
 
 def format_summary(summary: tr.TranscribeSummary, input_dir: Path) -> str:
     """The end-of-run report: rows written and kept, what was skipped, where the review is."""
+    from voicelab import transcribe as tr
+
     lines = [
         f"{summary.output}: {summary.rows} rows; {summary.transcribed} new from {summary.audio_s / 60:.1f} min "
         f"of audio, {summary.kept} clips done by an earlier run, {summary.empty} empty (skipped), "
@@ -286,8 +222,8 @@ def format_summary(summary: tr.TranscribeSummary, input_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def _print_quality(summary: tr.TranscribeSummary, args) -> None:
-    if args.no_quality:
+def _print_quality(summary: tr.TranscribeSummary, settings: TranscribeSettings) -> None:
+    if settings.no_quality:
         return
     if summary.measured:
         reused = summary.clips - summary.measured - len(summary.failed)
@@ -303,7 +239,7 @@ def _print_quality(summary: tr.TranscribeSummary, args) -> None:
     if summary.other_speaker or summary.noisy:
         print(
             f"  {summary.other_speaker} clips sound like another speaker (similarity < "
-            f"{args.speaker_threshold:g}), {summary.noisy} noisy or distorted (DNSMOS)"
+            f"{settings.speaker_threshold:g}), {summary.noisy} noisy or distorted (DNSMOS)"
         )
         if summary.excluded_new:
             print(f"  {summary.excluded_new} of them added to {summary.excluded_path}: training skips them")
@@ -314,7 +250,7 @@ def _print_quality(summary: tr.TranscribeSummary, args) -> None:
                 f"restored {'it' if one else 'them'} ({dataset.DECISIONS_FILE}; delete a line there to let "
                 "the flags decide again)"
             )
-        elif not args.exclude_flagged:
+        elif not settings.exclude_flagged:
             print(
                 f"  listen to them; --exclude-flagged leaves them out of training ({dataset.EXCLUDED_FILE})"
             )

@@ -29,9 +29,6 @@ The names below are this package's public interface (the command and the tests u
 
 from voicelab.models.whisper import BACKENDS, COMPUTE_TYPES, check_model
 from voicelab.transcribe.backends import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_BEAM_SIZE,
-    DEFAULT_MAX_FALLBACKS,
     MAX_TEXT_TOKENS_PER_SECOND,
     MIN_SAMPLE_LEN,
     WHISPER_SAMPLE_LEN,
@@ -53,6 +50,7 @@ from voicelab.transcribe.resume import ResumePlan, clip_duration_s, list_some, p
 from voicelab.transcribe.review_inputs import review_inputs
 from voicelab.transcribe.run import TranscribeSummary, transcribe_clips
 from voicelab.transcribe.signals import QualityOptions, ReferenceClipError, measure_quality, resolve_reference
+from voicelab.transcribe_settings import DEFAULT_BATCH_SIZE, DEFAULT_BEAM_SIZE, DEFAULT_MAX_FALLBACKS
 
 __all__ = [
     "BACKENDS",

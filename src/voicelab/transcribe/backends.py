@@ -16,15 +16,11 @@ import numpy as np
 from voicelab.dataset import normalize_text
 from voicelab.errors import UsageError
 from voicelab.models.whisper import load_whisper
+from voicelab.transcribe_settings import DEFAULT_BATCH_SIZE, DEFAULT_BEAM_SIZE
 
 WHISPER_SAMPLE_RATE = 16_000  # whisper.audio.SAMPLE_RATE: both backends take 16 kHz float32 mono arrays
 WHISPER_WINDOW_S = 30.0  # whisper.audio.CHUNK_LENGTH: one decoder pass sees at most this much audio
-DEFAULT_BEAM_SIZE = 5  # whisper's CLI default (whisper.transcribe itself decodes greedily)
 DEFAULT_BEST_OF = 5  # whisper's CLI default: candidates sampled at each fallback temperature
-DEFAULT_BATCH_SIZE = 8  # faster-whisper README's batched benchmark setting
-DEFAULT_MAX_FALLBACKS = 2
-"""Retries at a higher temperature per window (Whisper's CLI allows 5): each is a whole decode (best of 5
-samples), so a clip that makes Whisper loop costs at most 3 decodes instead of 6."""
 MAX_TEXT_TOKENS_PER_SECOND = 10
 """Fast speech is 4-5 words a second and a word ~1.3 Whisper tokens, plus a few timestamp tokens per
 segment: a decode longer than this for its audio is looping, not transcribing."""
