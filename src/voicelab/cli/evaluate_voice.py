@@ -23,7 +23,7 @@ import argparse
 import asyncio
 import logging
 import sys
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 from voicelab import progress
@@ -32,63 +32,44 @@ from voicelab.cli.common import (
     EXIT_OK,
     EXIT_USAGE,
     HelpFormatter,
-    finite_float,
-    non_negative_int,
-    positive_int,
     require_local_model,
     run_step,
     setup_logging,
 )
+from voicelab.evaluate_settings import EvalSettings, Thresholds
 from voicelab.options import add_options, from_args
 
 logger = logging.getLogger("voicelab.evaluate")
 
 
-def tag_list(value: str) -> tuple[str, ...]:
-    """``--tags laugh,sigh``: Orpheus tags, with or without the angle brackets."""
-    from voicelab.dataset import ORPHEUS_TAGS
-
-    tags = tuple(t.strip().strip("<>").lower() for t in value.split(",") if t.strip())
-    unknown = [t for t in tags if t not in ORPHEUS_TAGS]
-    if unknown or not tags:
-        raise argparse.ArgumentTypeError(
-            f"{', '.join(unknown) or 'nothing'}: not an Orpheus tag; use some of {','.join(ORPHEUS_TAGS)}"
-        )
-    return tags
-
-
-def _add_tags_check_flags(p: argparse.ArgumentParser, default_sentences: int) -> None:
-    from voicelab.dataset import ORPHEUS_TAGS
-    from voicelab.evaluate.tag_check import TAG_SENTENCES
-
-    p.add_argument(
-        "--tag-sentences",
-        type=non_negative_int,
-        default=default_sentences,
-        help=f"tags check: sentences per tag, each also spoken without the tag (at most "
-        f"{len(TAG_SENTENCES)}; 0: no tags check)",
-    )
-    p.add_argument(
-        "--tags",
-        type=tag_list,
-        help="tags check: only these tags, comma-separated (default: the voice's trained tags and the rest "
-        "of Orpheus' set: " + ",".join(ORPHEUS_TAGS) + ")",
-    )
+VOICE_FLAGS = ("voices_dir",)
+MODEL_FLAGS = ("base_model", "snac_model")
+WHISPER_FLAGS = ("whisper_model", "whisper_backend", "language")
+SAMPLING_FLAGS = (
+    "sentences",
+    "max_heldout",
+    "temperature",
+    "top_p",
+    "repetition_penalty",
+    "seed",
+    "max_tokens",
+)
+TAGS_CHECK_FLAGS = ("tag_sentences", "tags")
+"""The ``EvalSettings`` fields in the order --help lists their flags (the thresholds follow, in a group);
+each flag, default and help is declared on its field (``voicelab.evaluate_settings``). The command's own
+flags choose the voices (NAME, --all, --compare, --dataset-dir), or are resolved here before they reach
+the settings (--device auto, --vllm-url from the server's settings)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from voicelab.evaluate import EvalSettings, Thresholds
-
-    defaults = EvalSettings()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     _add_voice_flags(p)
-    _add_model_flags(p, defaults)
-    _add_sampling_flags(p, defaults)
-    _add_tags_check_flags(p, defaults.tag_sentences)
+    _add_model_flags(p)
+    add_options(p, EvalSettings, SAMPLING_FLAGS + TAGS_CHECK_FLAGS)
     group = p.add_argument_group("thresholds (a check fails past them)")
-    add_options(group, Thresholds, [f.name for f in fields(Thresholds)])
+    add_options(group, EvalSettings, [f"thresholds.{f.name}" for f in fields(Thresholds)])
     p.add_argument("--strict", action="store_true", help="exit 1 when a check fails")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_options(p, EvalSettings, ["progress"])
     progress.add_argument(p)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
@@ -105,19 +86,14 @@ def _add_voice_flags(p: argparse.ArgumentParser) -> None:
         metavar="OTHER",
         help="evaluate NAME and OTHER (another voice, or a checkpoint folder of NAME) side by side",
     )
-    p.add_argument("--voices-dir", type=Path, default=Path("voices"), help="root folder of the voices")
+    add_options(p, EvalSettings, VOICE_FLAGS)
     p.add_argument(
         "--dataset-dir", type=Path, help=f"the voice's prepared folder (default: from {VOICE_FILE})"
     )
-    p.add_argument(
-        "--base-model", help=f"Orpheus checkpoint: hub id or local folder (default: {VOICE_FILE}'s)"
-    )
-    p.add_argument(
-        "--snac-model", help=f"SNAC 24 kHz codec: hub id or local folder (default: {VOICE_FILE}'s)"
-    )
+    add_options(p, EvalSettings, MODEL_FLAGS)
 
 
-def _add_model_flags(p: argparse.ArgumentParser, defaults) -> None:
+def _add_model_flags(p: argparse.ArgumentParser) -> None:
     """The engine that speaks (vLLM or embedded) and the Whisper model that listens."""
     p.add_argument(
         "--vllm-url",
@@ -125,52 +101,7 @@ def _add_model_flags(p: argparse.ArgumentParser, defaults) -> None:
         "(environment or .env, as the API reads it), else the embedded engine",
     )
     p.add_argument("--device", default="auto", help="torch device of the models run here (auto: cuda if any)")
-    p.add_argument(
-        "--whisper-model",
-        default=defaults.whisper_model,
-        help="Whisper model name or local checkpoint path, as in `make transcribe`",
-    )
-    p.add_argument(
-        "--whisper-backend",
-        choices=("openai-whisper", "faster-whisper"),
-        default=defaults.whisper_backend,
-        help="Whisper implementation",
-    )
-    p.add_argument("--language", default=defaults.language, help="language of the voice")
-
-
-def _add_sampling_flags(p: argparse.ArgumentParser, defaults) -> None:
-    """What is spoken (novel and held-out texts) and how it is sampled."""
-    from voicelab.evaluate import NOVEL_SENTENCES
-
-    p.add_argument(
-        "--sentences",
-        type=non_negative_int,
-        default=len(NOVEL_SENTENCES),
-        help=f"how many of the {len(NOVEL_SENTENCES)} novel sentences to speak",
-    )
-    p.add_argument(
-        "--max-heldout",
-        type=non_negative_int,
-        default=defaults.max_heldout,
-        help="held-out texts to speak at most",
-    )
-    p.add_argument(
-        "--temperature", type=finite_float, default=defaults.temperature, help="sampling temperature"
-    )
-    p.add_argument("--top-p", type=finite_float, default=defaults.top_p, help="nucleus sampling")
-    p.add_argument(
-        "--repetition-penalty",
-        type=finite_float,
-        default=defaults.repetition_penalty,
-        help="repetition penalty",
-    )
-    p.add_argument("--seed", type=int, default=defaults.seed, help="sampling seed (same seed, same samples)")
-    p.add_argument(
-        "--max-tokens",
-        type=positive_int,
-        help="generated tokens per piece at most (default: the server's budget, derived from the text)",
-    )
+    add_options(p, EvalSettings, WHISPER_FLAGS)
 
 
 def _server_vllm_url() -> str | None:
@@ -185,35 +116,14 @@ def _server_vllm_url() -> str | None:
         raise UsageError(f"bad server settings: {e}") from e
 
 
-def settings_from(args: argparse.Namespace):
+def settings_from(args: argparse.Namespace) -> EvalSettings:
+    """The settings the flags describe, with --device auto and the vLLM URL resolved."""
     import torch
-
-    from voicelab.evaluate import EvalSettings, Thresholds
 
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return EvalSettings(
-        voices_dir=args.voices_dir,
-        base_model=args.base_model,
-        snac_model=args.snac_model,
-        device=device,
-        vllm_url=args.vllm_url or _server_vllm_url(),
-        whisper_model=args.whisper_model,
-        whisper_backend=args.whisper_backend,
-        language=args.language,
-        sentences=args.sentences,
-        max_heldout=args.max_heldout,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        repetition_penalty=args.repetition_penalty,
-        seed=args.seed,
-        max_tokens=args.max_tokens,
-        tag_sentences=args.tag_sentences,
-        tags=args.tags,
-        thresholds=from_args(Thresholds, args),
-        progress=not args.no_progress,
-    )
+    return replace(from_args(EvalSettings, args), device=device, vllm_url=args.vllm_url or _server_vllm_url())
 
 
 def select_voices(args: argparse.Namespace) -> tuple[list, list[str]]:
@@ -341,7 +251,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         if voices:
             print("nothing evaluated: fix the above first", file=sys.stderr)
         return EXIT_USAGE
-    if args.no_progress:  # transformers' own bars too ("Loading weights")
+    if not args.progress:  # transformers' own bars too ("Loading weights")
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()

@@ -47,8 +47,9 @@ from voicelab.evaluate.plans import (
 )
 from voicelab.evaluate.recording import RecordingEngine, Sample
 from voicelab.evaluate.report import compare_table, render_summary, write_outputs
-from voicelab.evaluate.runtime import EvalSettings, Runtime, evaluate_voice, open_runtime
-from voicelab.evaluate.verdicts import Thresholds, summarize, verdicts
+from voicelab.evaluate.runtime import Runtime, evaluate_voice, open_runtime
+from voicelab.evaluate.verdicts import summarize, verdicts
+from voicelab.evaluate_settings import EvalSettings, Thresholds
 
 __all__ = [
     "NOVEL_SENTENCES",

@@ -9,25 +9,10 @@ from typing import Any
 
 from voicelab.dataset import PreparedDataset
 from voicelab.errors import UsageError
+from voicelab.evaluate_settings import NOVEL_SENTENCES
 from voicelab.voice import ADAPTER_CONFIG_FILE, VOICE_FILE, VoiceFolder, validate_voice_name
 
 logger = logging.getLogger(__name__)
-
-NOVEL_SENTENCES = (
-    "Yes.",
-    "Where did you put the keys?",
-    "Well, I suppose that's one way to look at it.",
-    "Oh no! The kettle's been whistling for ten minutes!",
-    "Seven hundred and forty-two people signed the petition on Tuesday.",
-    "I told her - twice, in fact - that the bridge would not hold; she crossed it anyway.",
-    "Hmm... are you absolutely sure about that?",
-    "The quick brown fox jumps over the lazy dog, and the dog doesn't even notice.",
-    "Please call me back at five thirty, after the meeting, if you can.",
-    "When the rain finally stopped, the whole street smelled of wet earth and cut grass, "
-    "and for a moment nobody said a word.",
-)
-"""Never in any training set: varied length (one word to ~30), punctuation (? ! ... - ; ,), numbers said
-as words, and contractions. Each fits in one generated piece (under the Synthesizer's piece budget)."""
 
 MAX_REFERENCE_CLIPS = 20
 """Training clips used as the speaker reference when none were held out (more adds little to a centroid)."""

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from voicelab.evaluate.metrics import (
@@ -19,47 +18,15 @@ from voicelab.evaluate.metrics import (
     measure_speaker,
     training_codes,
 )
-from voicelab.evaluate.plans import NOVEL_SENTENCES, VoiceUnderTest, adapter_eval_loss, plan_texts
+from voicelab.evaluate.plans import VoiceUnderTest, adapter_eval_loss, plan_texts
 from voicelab.evaluate.recording import RecordingEngine, Sample, generate_all
-from voicelab.evaluate.tag_check import DEFAULT_TAG_SENTENCES, run_tags_check, tags_summary
-from voicelab.evaluate.verdicts import Thresholds, summarize, verdicts
+from voicelab.evaluate.tag_check import run_tags_check, tags_summary
+from voicelab.evaluate.verdicts import summarize, verdicts
+from voicelab.evaluate_settings import EvalSettings
 
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-
-
-@dataclass
-class EvalSettings:
-    voices_dir: Path = Path("voices")
-    base_model: str | None = None  # None: the voice's own (voice.json)
-    snac_model: str | None = None
-    device: str = "cpu"
-    vllm_url: str | None = None
-    whisper_model: str = "medium"
-    whisper_backend: str = "openai-whisper"
-    language: str = "en"
-    sentences: int = len(NOVEL_SENTENCES)
-    max_heldout: int = 10
-    temperature: float = 0.6
-    top_p: float = 0.9
-    repetition_penalty: float = 1.1
-    seed: int = 42
-    max_tokens: int | None = None
-    """Per generated piece; None: the budget the server uses, derived from the text."""
-    tag_sentences: int = DEFAULT_TAG_SENTENCES
-    """Sentences per tag of the tags check (0: no tags check)."""
-    tags: tuple[str, ...] | None = None
-    """The tags to check; None: the voice's trained tags and the rest of Orpheus' set."""
-    thresholds: Thresholds = field(default_factory=Thresholds)
-    progress: bool = True
-
-    def public(self) -> dict[str, Any]:
-        return {
-            **{k: v for k, v in asdict(self).items() if k not in ("thresholds", "progress")},
-            "voices_dir": str(self.voices_dir),
-            "engine": "vllm" if self.vllm_url else "local",
-        }
 
 
 @dataclass

@@ -28,16 +28,10 @@ import numpy as np
 
 from voicelab import dataset, orpheus
 from voicelab.evaluate.recording import Sample, speak
+from voicelab.evaluate_settings import TAG_SENTENCES
 
 logger = logging.getLogger(__name__)
 
-TAG_SENTENCES = (
-    ("I can't believe you actually did that,", "it's brilliant."),
-    ("Well, that is the end of that, I suppose,", "so let's all go home."),
-    ("You should have seen his face when the door opened,", "honestly."),
-)
-"""Two halves each; the tag goes between them. No sentence says a tag's word, so a word heard is read."""
-DEFAULT_TAG_SENTENCES = 1
 PLACE_TOLERANCE_S = 1.0
 PLACE_TOLERANCE_SHARE = 0.25
 RENDERED, READ_ALOUD, IGNORED, NOT_MEASURED = "rendered", "read aloud", "ignored", "n/a"

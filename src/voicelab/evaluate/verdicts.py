@@ -3,66 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from voicelab.dataset import REVIEW_FILE
 from voicelab.evaluate.metrics import error_rates, mean_of, median_of
 from voicelab.evaluate.recording import Sample
-from voicelab.options import finite_float, option
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """The bar each check is held to; every one is a command-line flag of ``make evaluate``."""
-
-    min_similarity: float = option(
-        "--min-similarity",
-        type=finite_float,
-        default=0.75,
-        help="speaker similarity to the held-out clips at least",
-    )
-    """Resemblyzer cosine to the held-out clips; the same speaker scores ~0.8-0.95, another ~0.5-0.7."""
-    min_similarity_gain: float = option(
-        "--min-similarity-gain",
-        type=finite_float,
-        default=0.02,
-        help="voice minus base model similarity at least",
-    )
-    """Voice minus base model similarity: below this the adapter did not move the voice."""
-    max_wer: float = option("--max-wer", type=finite_float, default=0.15, help="word error rate at most")
-    max_cer: float = option("--max-cer", type=finite_float, default=0.08, help="character error rate at most")
-    min_dnsmos: float = option(
-        "--min-dnsmos", type=finite_float, default=3.0, help="DNSMOS overall (1-5) at least"
-    )
-    """DNSMOS P.835 overall, 1-5: studio speech ~3.3-3.6, clean read speech above 3."""
-    max_rate_deviation: float = option(
-        "--max-rate-deviation",
-        type=finite_float,
-        default=0.25,
-        help="speech rate within this share of the dataset's",
-    )
-    """Generated words per second within +-25% of the dataset's."""
-    max_duration_ratio: float = option(
-        "--max-duration-ratio",
-        type=finite_float,
-        default=2.0,
-        help="a sample longer than this x the time its words need is a runaway",
-    )
-    """A sample longer than twice what the dataset's speech rate needs for its words is a runaway."""
-    max_silence_s: float = option(
-        "--max-silence-s",
-        type=finite_float,
-        default=1.0,
-        help="no silence inside a sample longer than this (seconds)",
-    )
-    max_code_overlap: float = option(
-        "--max-code-overlap",
-        type=finite_float,
-        default=0.5,
-        help="a novel sentence sharing more than this share of codes with a training clip is overfitting",
-    )
-    """Share of 2-frame code runs a novel sentence's audio and one training clip have in common (either way)."""
+from voicelab.evaluate_settings import Thresholds
 
 
 def summarize(samples: Sequence[Sample], reference: dict[str, Any], th: Thresholds) -> dict[str, Any]:
