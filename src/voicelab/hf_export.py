@@ -19,7 +19,6 @@ from pathlib import Path
 from voicelab import dataset
 from voicelab.errors import UsageError
 from voicelab.fileio import probe_writable, write_text_atomic
-from voicelab.training import dataset as training_rows
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +61,8 @@ def export_audiofolder(
     The folder is assembled beside ``out_dir`` and renamed into place, so a failed export leaves nothing
     half-written; an existing ``out_dir`` is replaced only with ``overwrite``.
     """
+    from voicelab.training import dataset as training_rows  # numpy: loaded here, not for --help
+
     ds = dataset.PreparedDataset(dataset_dir, transcript or None).require()
     dataset_dir = ds.dir
     out_dir = Path(out_dir)
@@ -106,6 +107,7 @@ def _readable(clips: list, report: ExportReport) -> list:
     """The clips whose audio train-lora can read (``training.dataset.load_clip_audio``); each other one is
     logged and recorded in ``report.unreadable``."""
     from voicelab.audio import AudioError
+    from voicelab.training import dataset as training_rows
 
     kept = []
     for clip in clips:
