@@ -28,45 +28,38 @@ import argparse
 import json
 import signal
 import sys
-from pathlib import Path
+from dataclasses import replace
 
 from voicelab import progress
 from voicelab.cli.common import EXIT_INTERRUPTED, EXIT_OK, HelpFormatter, run_step, setup_logging
+from voicelab.options import add_options, from_args
 
 OWN_FLAGS = ("--raw-dir", "--prepared-dir", "--voices-dir", "--no-review", "--retrain", "--server")
 
 
+OWN_FIELDS = (
+    "name",
+    "sources",
+    "raw_dir",
+    "prepared_dir",
+    "voices_dir",
+    "review",
+    "retrain",
+    "server",
+    "no_progress",
+)
+"""The ``VoiceRequest`` fields in the order --help lists their flags (then --progress-file and -v); each
+flag, default and help is declared on its field (``cli/pipeline/request.py``)."""
+
+
 def build_parser(pass_options=None) -> argparse.ArgumentParser:
     from voicelab.cli.pipeline import options as opts
+    from voicelab.cli.pipeline.request import VoiceRequest
 
     p = argparse.ArgumentParser(prog="voicelab-voice", description=__doc__, formatter_class=HelpFormatter)
-    p.add_argument("name", metavar="NAME", help="voice name: letters, digits, '_' and '-'")
-    p.add_argument("sources", nargs="+", metavar="SOURCE", help="folder, audio file, or http(s) URL")
-    p.add_argument("--raw-dir", type=Path, default=Path("raw_audio"), help="recordings go to RAW_DIR/NAME/")
-    p.add_argument(
-        "--prepared-dir", type=Path, default=Path("prepared"), help="the dataset goes to PREPARED_DIR/NAME/"
-    )
-    p.add_argument(
-        "--voices-dir", type=Path, default=Path("voices"), help="the voice goes to VOICES_DIR/NAME/"
-    )
-    p.add_argument(
-        "--no-review", action="store_true", help="train right after transcribing, without the stop for review"
-    )
-    p.add_argument(
-        "--retrain",
-        action="store_true",
-        help="train again when the dataset or the training flags changed since the voice was trained "
-        "(replaces it; without this flag such a voice is kept)",
-    )
-    p.add_argument(
-        "--server",
-        metavar="URL",
-        help="a running voicelab API (e.g. http://127.0.0.1:8000) to reload when the voice is made "
-        "(its first VOICELAB_API_KEYS key is sent, read from the environment or .env as the server does)",
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    add_options(p, VoiceRequest, OWN_FIELDS)
     progress.add_argument(p)
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_options(p, VoiceRequest, ["verbose"])
     options = pass_options if pass_options is not None else opts.collect(OWN_FLAGS)
     opts.add_to_parser(p, options)
     return p
@@ -85,23 +78,9 @@ def check_flags_only(flags: list[str], pass_options) -> int:
 
 def request_from_args(args: argparse.Namespace, pass_options):
     from voicelab.cli.pipeline import options as opts
-    from voicelab.cli.pipeline.run import VoiceRequest
+    from voicelab.cli.pipeline.request import VoiceRequest
 
-    return VoiceRequest(
-        name=args.name,
-        sources=list(args.sources),
-        raw_dir=args.raw_dir,
-        prepared_dir=args.prepared_dir,
-        voices_dir=args.voices_dir,
-        review=not args.no_review,
-        retrain=args.retrain,
-        server=args.server,
-        verbose=args.verbose,
-        no_progress=args.no_progress,
-        progress_file=args.progress_file,
-        passed=opts.given(args),
-        options=pass_options,
-    )
+    return replace(from_args(VoiceRequest, args), passed=opts.given(args), options=pass_options)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,7 @@ from voicelab import progress
 from voicelab.cli.common import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK
 from voicelab.cli.pipeline import options as opts
 from voicelab.cli.pipeline import sources as src
+from voicelab.cli.pipeline.request import VoiceRequest
 from voicelab.cli.pipeline.state import PipelineState, exclusive, file_digest, listing, signature
 from voicelab.errors import UsageError
 
@@ -38,36 +39,6 @@ DONE, SKIPPED, PAUSED, FAILED, INTERRUPTED = "done", "skipped", "paused", "faile
 
 class NameTakenError(UsageError):
     """``voices/NAME`` exists but was not made by this pipeline."""
-
-
-@dataclass
-class VoiceRequest:
-    name: str
-    sources: list[str]
-    raw_dir: Path = Path("raw_audio")
-    prepared_dir: Path = Path("prepared")
-    voices_dir: Path = Path("voices")
-    review: bool = True
-    retrain: bool = False
-    server: str | None = None
-    verbose: bool = False
-    no_progress: bool = False
-    progress_file: Path | None = None
-    passed: dict[str, list[list[str]]] = field(default_factory=dict)
-    """Step flags the user gave (``options.given``)."""
-    options: list[opts.PassOption] = field(default_factory=list)
-
-    @property
-    def raw(self) -> Path:
-        return Path(self.raw_dir) / self.name
-
-    @property
-    def prepared(self) -> Path:
-        return Path(self.prepared_dir) / self.name
-
-    @property
-    def voice(self) -> Path:
-        return Path(self.voices_dir) / self.name
 
 
 @dataclass
