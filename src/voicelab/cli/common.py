@@ -1,4 +1,5 @@
-"""What every command shares: the exit-code contract, argparse types and help format, logging set-up.
+"""What every command shares: the exit-code contract, the help format, logging set-up (the flag types
+live in ``voicelab.options``).
 
 Exit codes, the same for every step: 0 done; 1 the work (or some items) failed; 2 bad arguments or unusable
 input, the message says the fix (``UsageError``); 130 interrupted (Ctrl-C). ``run_step`` applies them, so
@@ -16,13 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from voicelab.errors import UsageError
-
-# The flag value types live with the options (voicelab.options); the commands import them from here too.
-from voicelab.options import finite_float as finite_float
-from voicelab.options import non_negative_int as non_negative_int
-from voicelab.options import port_number as port_number
-from voicelab.options import positive_float as positive_float
-from voicelab.options import positive_int as positive_int
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
