@@ -248,7 +248,7 @@ def test_the_review_measures_to_the_voice_prepare_audio_kept(tmp_path):
     ds.write_voice_print(kept, 1.0)
     outcome = finish_review(ds, [], rows, signals, read_audio, tr.QualityOptions(report=False))
     assert outcome.other_speaker == len(SENTENCES) - len(SENTENCES) // OTHER_EVERY
-    assert "vs the reference" in _review_rows(tmp_path)[0]["reasons"]
+    assert "vs the voice prepare-audio kept" in _review_rows(tmp_path)[0]["reasons"]
     ds.voice_print_path.write_text("{not json", encoding="utf-8")  # unreadable: the dominant voice again
     outcome = finish_review(ds, [], rows, signals, read_audio, tr.QualityOptions(report=False))
     assert outcome.other_speaker == len(SENTENCES) // OTHER_EVERY
