@@ -20,11 +20,14 @@ $(PY):
 install: $(PY) ## Create .venv and install voicelab (editable) with the dev tools
 	$(PY) -m pip install -e ".[dev]"
 
-test: ## Run the offline test suite (CPU, tiny models; no downloads)
-	$(PY) -m pytest
+# One pytest-xdist worker per core, a file per worker at a time (a module's fixtures are built once), and
+# one BLAS/OpenMP thread per worker: two workers each spinning two threads on two cores only wait.
+TEST_PARALLEL ?= -n auto --dist loadfile
+test: ## Run the offline test suite (CPU, tiny models; no downloads), a worker per core
+	OMP_NUM_THREADS=1 $(PY) -m pytest $(TEST_PARALLEL)
 
 test-all: ## Run every test, the slow ones included (gpu tests skip without CUDA)
-	$(PY) -m pytest -m ""
+	OMP_NUM_THREADS=1 $(PY) -m pytest $(TEST_PARALLEL) -m ""
 
 lint: ## ruff check and format check
 	$(PY) -m ruff check .

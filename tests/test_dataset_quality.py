@@ -63,6 +63,25 @@ def mixed_dataset(speech_dir):
     return _mixed(speech_dir, OTHER_VOICE)
 
 
+@pytest.fixture(scope="module")
+def measured_dataset(mixed_dataset, tmp_path_factory):
+    """The mixed dataset after one transcribe with the audio measures (no report): a later run finds every
+    clip transcribed and measured, so it only reviews. The tests that judge the review start from it
+    rather than measuring the same fifteen clips again."""
+    src, texts, others = mixed_dataset
+    folder = tmp_path_factory.mktemp("measured") / "prepared"
+    shutil.copytree(src, folder)
+    summary = _run(folder, texts, report=False)
+    assert summary.measured == len(SENTENCES)
+    return folder, texts, others
+
+
+def _copy(src, tmp_path):
+    folder = tmp_path / "prepared"
+    shutil.copytree(src, folder)
+    return folder
+
+
 def _review_rows(folder):
     with (folder / "transcript_review.csv").open(newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
@@ -83,10 +102,9 @@ def delete_line(path, key):
     path.write_text("".join(line for line in lines if not line.startswith(f"{key},")), encoding="utf-8")
 
 
-def test_other_speaker_ranks_first_and_can_be_excluded(tmp_path, mixed_dataset):
-    src, texts, others = mixed_dataset
-    folder = tmp_path / "prepared"
-    shutil.copytree(src, folder)
+def test_other_speaker_ranks_first_and_can_be_excluded(tmp_path, measured_dataset):
+    src, texts, others = measured_dataset
+    folder = _copy(src, tmp_path)
 
     summary = _run(folder, texts, exclude_flagged=True)
 
@@ -127,19 +145,19 @@ def test_other_speaker_ranks_first_and_can_be_excluded(tmp_path, mixed_dataset):
     assert set(dataset.read_exclusions(folder)) == {still_out, by_hand}
 
 
-def test_measures_taken_beside_whisper_are_the_per_clip_numbers(tmp_path, mixed_dataset):
+def test_measures_taken_beside_whisper_are_the_per_clip_numbers(measured_dataset):
     """The measures run on worker threads, a batch's speaker prints together, while Whisper runs: the
-    stored numbers are those of measuring each clip alone (the prints to their 4 stored decimals)."""
+    stored numbers are those of measuring each clip alone (the prints to their 4 stored decimals). Checked
+    on a clip of each voice from the first, a middle and the last batch."""
     from voicelab.transcribe.signals import measure_quality
 
-    src, texts, _others = mixed_dataset
-    folder = tmp_path / "prepared"
-    shutil.copytree(src, folder)
-    _run(folder, texts, report=False)
+    folder, _texts, others = measured_dataset
     stored = dataset.PreparedDataset(folder).read_signals()
-    for clip in dataset.find_clips(folder):
-        alone = measure_quality([read_audio(clip, tr.WHISPER_SAMPLE_RATE)[0]])[0]
-        rec = stored[dataset.clip_key(clip)]
+    batch = KnownText.batch_size
+    keys = {f"clip_{i:03d}" for i in (0, batch + 1, len(SENTENCES) - 1)} | {min(others)}
+    for key in sorted(keys):
+        alone = measure_quality([read_audio(folder / f"{key}.wav", tr.WHISPER_SAMPLE_RATE)[0]])[0]
+        rec = stored[key]
         assert (rec.speech_s, rec.dnsmos_sig, rec.dnsmos_bak, rec.dnsmos_ovrl) == (
             alone["speech_s"],
             alone["dnsmos_sig"],
@@ -158,7 +176,9 @@ def test_the_measures_run_while_whisper_transcribes(tmp_path, mixed_dataset, mon
 
     src, texts, _others = mixed_dataset
     folder = tmp_path / "prepared"
-    shutil.copytree(src, folder)
+    folder.mkdir()
+    for clip in dataset.find_clips(src)[: 2 * KnownText.batch_size]:  # two batches: Whisper's and the next
+        shutil.copy2(clip, folder)
     started, threads = threading.Event(), set()
     real = signals.measure_quality
 
@@ -189,10 +209,9 @@ def test_the_measures_run_while_whisper_transcribes(tmp_path, mixed_dataset, mon
     assert threading.main_thread().name not in threads
 
 
-def test_a_person_s_exclusions_are_kept_and_reference_clips_change_the_target(tmp_path, mixed_dataset):
-    src, texts, others = mixed_dataset
-    folder = tmp_path / "prepared"
-    shutil.copytree(src, folder)
+def test_a_person_s_exclusions_are_kept_and_reference_clips_change_the_target(tmp_path, measured_dataset):
+    src, texts, others = measured_dataset
+    folder = _copy(src, tmp_path)
     dataset.write_exclusions(folder, {"clip_000": "mumbled"})
     ref = sorted(others)[:1]
     _run(folder, texts, exclude_flagged=True, reference=tr.resolve_reference(ref, folder))
@@ -229,7 +248,7 @@ def test_the_review_measures_to_the_voice_prepare_audio_kept(tmp_path):
     ds.write_voice_print(kept, 1.0)
     outcome = finish_review(ds, [], rows, signals, read_audio, tr.QualityOptions(report=False))
     assert outcome.other_speaker == len(SENTENCES) - len(SENTENCES) // OTHER_EVERY
-    assert "vs the reference" in _review_rows(tmp_path)[0]["reasons"]
+    assert "vs the voice prepare-audio kept" in _review_rows(tmp_path)[0]["reasons"]
     ds.voice_print_path.write_text("{not json", encoding="utf-8")  # unreadable: the dominant voice again
     outcome = finish_review(ds, [], rows, signals, read_audio, tr.QualityOptions(report=False))
     assert outcome.other_speaker == len(SENTENCES) // OTHER_EVERY
@@ -237,7 +256,7 @@ def test_the_review_measures_to_the_voice_prepare_audio_kept(tmp_path):
 
 def test_noise_and_a_music_bed_lower_dnsmos_and_are_flagged(tmp_path, speech_dir):
     folder = tmp_path / "prepared"
-    texts = _make_dataset(folder, [(MAIN_VOICE, s) for s in SENTENCES[:5]])
+    texts = _make_dataset(folder, [(MAIN_VOICE, s) for s in SENTENCES[:3]])
     clean_path = folder / "clip_000.wav"
     clean, rate = sf.read(clean_path, dtype="float32")
     rng = np.random.default_rng(0)

@@ -11,7 +11,8 @@ drawn from the real ones, traversal, NUL and any text (percent-encoded into the 
 the ``ClipEdit`` schema and mutated, with or without ``If-Match``.
 
 The seed is fixed (``derandomize``), so a failure reproduces. ``FUZZ_EXAMPLES`` sets the number of requests
-per engine (default 300, a few tens of seconds); the longer run is documented in docs/reliability.md.
+per engine (default 100, to keep `make test` short); the long run (3000) is documented in
+docs/reliability.md.
 
 The tiny random model never chooses end-of-speech by itself, so on the embedded engine a speech request
 gets a small ``max_tokens`` when it has none (as any client of that model must send), and drawn budgets
@@ -40,7 +41,7 @@ from voicelab.testing.fake_vllm import FakeVLLMServer
 from voicelab.testing.server import local_client
 from voicelab.testing.voices import build_tiny_voice, write_voice_folder
 
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "100"))
 FUZZ_INPUT_CHARS = 80
 """A small input limit keeps the derived budgets (and so the CPU time per request) small."""
 LOCAL_MAX_FRAMES = 3

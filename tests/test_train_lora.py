@@ -429,6 +429,10 @@ def test_interrupted_retrain_resumes_with_the_printed_command_and_the_voice_stay
     assert train_lora.main(argv) == 130
     out = capsys.readouterr().out
     assert "still served" in out
+    assert out.count("interrupted at step") == 1, "one 'interrupted' line"
+    assert not [
+        r for r in caplog.records if "interrupted at step" in r.getMessage() and r.levelno >= logging.INFO
+    ]
     assert (voices / "alice" / ADAPTER_WEIGHTS_FILE).read_bytes() == live
     assert "alice" in scan_voices(voices, base_model=str(tiny_orpheus_dir)).voices
 

@@ -232,8 +232,8 @@ def _similarity(ax, speakers: SpeakerContext, line: int) -> None:
         if speakers.outlier_below is not None and speakers.outlier_below > speakers.threshold:
             ax.axvline(speakers.outlier_below, color="tab:orange", linestyle=":", label="unlike the rest")
         ax.legend()
-    against = "reference clips" if speakers.by_reference else "dominant voice"
-    title = textwrap.fill(f"Speaker similarity to the {against}", line)
+    against = speakers.reference or "the dominant voice"
+    title = textwrap.fill(f"Speaker similarity to {against}", line)
     ax.set(title=title, xlabel="cosine similarity", ylabel="clips")
 
 

@@ -105,9 +105,15 @@ class SpeakerContext:
     similarity: dict[str, float]
     median: float | None
     threshold: float = DEFAULT_SPEAKER_THRESHOLD
-    by_reference: bool = False
+    reference: str | None = None
+    """What the clips were compared with when it was not the dataset's dominant voice, as the review says
+    it (``REFERENCE_CLIPS``, ``KEPT_VOICE``)."""
     spread: float = MIN_SPEAKER_SPREAD
     """Robust standard deviation of the similarities over the threshold (the dataset's voice)."""
+
+    @property
+    def by_reference(self) -> bool:
+        return self.reference is not None
 
     @property
     def outlier_below(self) -> float | None:
@@ -115,21 +121,29 @@ class SpeakerContext:
         return None if self.median is None else self.median - SPEAKER_OUTLIER_SDS * self.spread
 
 
+REFERENCE_CLIPS = "the reference clips"
+"""The user's ``--reference`` clips."""
+KEPT_VOICE = "the voice prepare-audio kept"
+"""The voice print prepare-audio saved when it kept one voice (its ``--reference`` or ``--speaker auto``)."""
+
+
 def speaker_context(
     clips: Sequence[ClipSignals],
     *,
     reference=None,
     threshold: float = DEFAULT_SPEAKER_THRESHOLD,
+    reference_name: str = REFERENCE_CLIPS,
 ) -> SpeakerContext:
     """Similarity of every clip with an embedding to ``reference`` (embeddings of the user's reference
-    clips) or, without one, to the dominant voice (a centroid a minority of other speakers cannot move)."""
+    clips, or the voice print prepare-audio kept: ``reference_name`` says which) or, without one, to the
+    dominant voice (a centroid a minority of other speakers cannot move)."""
     import numpy as np
 
     from voicelab.quality import cosine_similarity, dominant_speaker
 
     with_emb = [c for c in clips if c.embedding is not None and any(c.embedding)]
     if not with_emb:
-        return SpeakerContext({}, None, threshold, reference is not None)
+        return SpeakerContext({}, None, threshold, reference_name if reference is not None else None)
     emb = np.asarray([c.embedding for c in with_emb], dtype=np.float32)
     target = np.asarray(reference, dtype=np.float32) if reference is not None else dominant_speaker(emb)
     sims = cosine_similarity(emb, target)
@@ -138,7 +152,9 @@ def speaker_context(
     voice = sims[sims >= threshold]
     mad = float(np.median(np.abs(voice - np.median(voice)))) if len(voice) else 0.0
     spread = max(MAD_TO_SD * mad, MIN_SPEAKER_SPREAD)
-    return SpeakerContext(similarity, median, threshold, reference is not None, spread)
+    return SpeakerContext(
+        similarity, median, threshold, reference_name if reference is not None else None, spread
+    )
 
 
 @dataclass(frozen=True)
@@ -250,7 +266,7 @@ def _quality_flags(item: ReviewItem, speakers: SpeakerContext | None) -> list[Fl
     clip, flags = item.signals, []
     sim = item.speaker_similarity
     if speakers is not None and sim is not None:
-        against = "the reference clips" if speakers.by_reference else f"median {speakers.median:.2f}"
+        against = speakers.reference or f"median {speakers.median:.2f}"
         if sim < speakers.threshold:
             flags.append(
                 Flag(

@@ -392,7 +392,8 @@ def train_voice(req: TrainRequest, *, extra_callbacks=()) -> TrainResult:
     losses = report.loss_points(outcome.log_history)
     final_loss = next((p.loss for p in reversed(losses) if p.loss is not None), outcome.train_loss)
     if outcome.interrupted:
-        logger.warning("interrupted at step %d; checkpoint in %s", outcome.global_step, req.checkpoint_dir)
+        # the caller reports it (train-lora prints where the checkpoint is and the command that resumes)
+        logger.debug("interrupted at step %d; checkpoint in %s", outcome.global_step, req.checkpoint_dir)
         return TrainResult(None, req.checkpoint_dir, True, outcome.global_step, final_loss, prepared, None)
 
     record = _stop_record(plan, outcome, losses)

@@ -17,6 +17,8 @@ import numpy as np
 from voicelab.dataset import ClipSignals, PreparedDataset, clip_key
 from voicelab.review import (
     DEFAULT_SPEAKER_THRESHOLD,
+    KEPT_VOICE,
+    REFERENCE_CLIPS,
     ReviewItem,
     SpeakerContext,
     review,
@@ -81,9 +83,11 @@ def finish_review(
 ) -> ReviewOutcome:
     """The review file, and with ``quality`` excluded.csv and the dataset report."""
     inputs = review_inputs(rows, signals, clips)
-    reference = _reference(ds, read, quality)
+    reference, reference_name = _reference(ds, read, quality)
     threshold = quality.speaker_threshold if quality is not None else DEFAULT_SPEAKER_THRESHOLD
-    speakers = speaker_context(inputs, reference=reference, threshold=threshold)
+    speakers = speaker_context(
+        inputs, reference=reference, threshold=threshold, reference_name=reference_name
+    )
     items = review(inputs, speakers)
     ds.write_review(review_rows(items))
     outcome = ReviewOutcome(
@@ -97,21 +101,23 @@ def finish_review(
 
 
 def _reference(ds: PreparedDataset, read: Callable[[Path], np.ndarray], quality: QualityOptions | None):
-    """What speaker similarity is measured to: the user's reference clips; else the voice prepare-audio
-    kept (``--reference`` or ``--speaker auto``, its saved voice print); else ``None``, the dominant voice."""
+    """What speaker similarity is measured to, and its name in the review: the user's reference clips;
+    else the voice prepare-audio kept (``--reference`` or ``--speaker auto``, its saved voice print); else
+    ``None``, the dominant voice."""
     if quality is None:
-        return None
+        return None, REFERENCE_CLIPS
     if quality.reference:
         from voicelab.quality import speaker_embeddings
 
-        return speaker_embeddings(
+        prints = speaker_embeddings(
             [read(p) for p in quality.reference], WHISPER_SAMPLE_RATE, device=quality_device(quality.device)
         )
+        return prints, REFERENCE_CLIPS
     kept = ds.read_voice_print()
     if kept is None:
-        return None
+        return None, REFERENCE_CLIPS
     logger.info("speaker similarity measured to the voice prepare-audio kept (%s)", ds.voice_print_path)
-    return np.asarray(kept[0], dtype=np.float32)
+    return np.asarray(kept[0], dtype=np.float32), KEPT_VOICE
 
 
 def _finish_quality(
