@@ -131,7 +131,7 @@ def commands(models: Path) -> list[tuple[str, list[str]]]:
                 "evaluate_voice",
                 CHARACTER,
                 "--compare",
-                f"voices/.checkpoints-{CHARACTER}/checkpoint-1",
+                f"voices/.checkpoints-{CHARACTER}/checkpoint-2",  # the last step: always kept
                 *evaluate,
             ],
         ),
@@ -150,7 +150,7 @@ ISO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:[+-]\d\d:\d\d
 RUN_DEPENDENT: dict[str, str] = {
     "ISO timestamps": "created_at in voice.json and eval.json, and the time line of summary.md / evaluate's output",
     "dataset.snac_encode_seconds": "voice.json: how long SNAC encoding took",
-    "audio measures seconds": "transcribe's 'audio measures ... for N clips in X s'",
+    "audio measures seconds": "transcribe's 'audio measures ... for N clips in X s ... (Y s waited for)'",
     "trainer runtime": "*_runtime, *_per_second and total_flos in trainer_state.json and train-lora's log lines",
     "torch serialization_id": "the random id torch.save writes into each checkpoint zip (.pt/.pth/.bin)",
     "training_args.bin": "the Trainer's pickled arguments: they hold a dated logging_dir",
@@ -163,6 +163,7 @@ TRAINER_TIMING = re.compile(r"('\w+(?:_runtime|_per_second)': )'[^']*'")
 def normalise_text(text: str) -> str:
     text = ISO_TIME.sub("<time>", text)
     text = TRAINER_TIMING.sub(r"\1'<run-dependent>'", text)
+    text = re.sub(r"\([\d.]+ s waited for\)", "(<s> s waited for)", text)
     return re.sub(
         r"(audio measures \(speaker, DNSMOS, speech time\) for \d+ clips in )[\d.]+ s", r"\1<s> s", text
     )

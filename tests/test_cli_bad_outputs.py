@@ -102,6 +102,24 @@ def test_evaluate_compare_with_a_missing_voice_fails_before_anything_loads(
     assert "ghost" in err and "nothing evaluated" in err
 
 
+def test_evaluate_compare_with_a_checkpoint_that_is_gone_names_the_ones_kept(
+    prepared, tmp_path, capsys, monkeypatch
+):
+    from voicelab import evaluate as ev
+    from voicelab.voice import checkpoints_dir
+
+    monkeypatch.setattr(ev, "open_runtime", never)
+    voices = tmp_path / "voices"
+    write_voice_folder(voices, "alice", base_model="org/base")
+    gone = checkpoints_dir(voices, "alice") / "checkpoint-1"
+    argv = ["alice", "--compare", str(gone), "--voices-dir", str(voices), "--dataset-dir", str(prepared)]
+    assert evaluate_voice.main(argv) == 2
+    assert f"--compare {gone}: no such checkpoint folder, and not a voice name" in capsys.readouterr().err
+    (gone.parent / "checkpoint-2").mkdir(parents=True)
+    assert evaluate_voice.main(argv) == 2
+    assert "alice's checkpoints: checkpoint-2" in capsys.readouterr().err
+
+
 def test_evaluate_a_snac_model_file_is_refused(tmp_path, capsys):
     afile = tmp_path / "afile.txt"
     afile.write_text("x")

@@ -142,6 +142,8 @@ def select_voices(args: argparse.Namespace) -> tuple[list, list[str]]:
         if args.compare:
             other = Path(args.compare).expanduser()
             is_voice = (args.voices_dir / args.compare).is_dir() and "/" not in args.compare
+            if not is_voice and not other.is_dir() and ("/" in args.compare or other.is_absolute()):
+                return [], [_no_checkpoint(args)]
             requests.append((args.compare, None) if is_voice or not other.is_dir() else (args.name, other))
     voices, errors = [], []
     for name, adapter in requests:
@@ -154,6 +156,16 @@ def select_voices(args: argparse.Namespace) -> tuple[list, list[str]]:
         except (UsageError, InvalidVoiceNameError) as e:
             errors.append(f"{name}: {e}")
     return voices, errors
+
+
+def _no_checkpoint(args: argparse.Namespace) -> str:
+    """The error of a --compare path that is no folder: what it should be, and the checkpoints there are."""
+    from voicelab.voice import checkpoints_dir
+
+    where = checkpoints_dir(args.voices_dir, args.name)
+    found = sorted(p.name for p in where.glob("checkpoint-*") if p.is_dir()) if where.is_dir() else []
+    kept = f"{args.name}'s checkpoints: {', '.join(found)} in {where}" if found else f"{where} holds none"
+    return f"--compare {args.compare}: no such checkpoint folder, and not a voice name ({kept})"
 
 
 def keep_writable(voices: list) -> tuple[list, list[str]]:
