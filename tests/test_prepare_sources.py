@@ -9,7 +9,9 @@ no test uses them as "another voice", and one test shows the encoder cannot sepa
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 
 import numpy as np
 import pytest
@@ -31,9 +33,12 @@ def _rows(out):
 def with_reference(built_sources, tmp_path_factory):
     """The one end-to-end run in the default test run: the folder, one reference, default flags."""
     out = tmp_path_factory.mktemp("with_reference") / "out"
-    code = prepare_audio.main(
-        [str(built_sources["raw"]), str(out), "--reference", str(built_sources["reference"])]
-    )
+    summary = io.StringIO()
+    with contextlib.redirect_stdout(summary):
+        code = prepare_audio.main(
+            [str(built_sources["raw"]), str(out), "--reference", str(built_sources["reference"])]
+        )
+    assert "check that --reference" not in summary.getvalue()  # the character is most of the speech here
     return code, out
 
 
@@ -131,6 +136,8 @@ def test_a_recording_where_the_character_never_speaks_is_named(built_sources, tm
     assert prepare_audio.main([str(raw), str(out), "--reference", str(built_sources["reference"])]) == 0
     summary = capsys.readouterr().out
     assert "the character never speaks in 1 file(s)" in summary and "hosts_only.wav" in summary
+    assert "the reference's voice is 0% of the speech judged" in summary
+    assert "check that --reference is a clean recording of the character alone" in summary
     reason = dataset.read_sources_left_out(out)["hosts_only.wav"].reason
     assert "never speaks" in reason
 

@@ -114,10 +114,29 @@ def _voice_lines(report: PrepareReport) -> list[str]:
             f"  the character never speaks in {len(never)} file(s) (in {SOURCES_LEFT_OUT_FILE}): "
             + ", ".join(never)
         )
+    lines.extend(_reference_hint(report, selected))
     kept_bed = sum(r.music == "bed" for r in report.new_records)
     if kept_bed:
         lines.append(f"  {kept_bed} clip(s) over a music bed, kept (music=bed in {MANIFEST_FILE})")
     return lines
+
+
+REFERENCE_HINT_SHARE = 0.10
+"""Share of the judged speech under which the summary asks whether ``--reference`` is the right voice: a
+reference of someone who is not in the recordings still finds a few stretches just over the threshold."""
+
+
+def _reference_hint(report: PrepareReport, selected: list) -> list[str]:
+    """A line when the reference's voice is a small share of the speech judged: the wrong file, perhaps."""
+    character = sum(r.character_s for r in selected)
+    judged = character + sum(r.other_voice_s for r in selected)
+    if report.reference is None or not judged or character / judged >= REFERENCE_HINT_SHARE:
+        return []
+    return [
+        f"  the reference's voice is {character / judged:.0%} of the speech judged ({character / 60:.1f} of "
+        f"{judged / 60:.1f} min): if the character speaks more than that, check that --reference is a clean "
+        "recording of the character alone"
+    ]
 
 
 def _cuts(report: PrepareReport) -> list[str]:
