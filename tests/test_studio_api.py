@@ -14,7 +14,7 @@ from PIL import Image
 
 from voicelab import dataset_review
 from voicelab import transcribe as tr
-from voicelab.dataset import find_clips, read_exclusions, read_transcript
+from voicelab.dataset import PreparedDataset, find_clips, read_exclusions, read_transcript
 from voicelab.fileio import UnsafePathError
 from voicelab.server.app import create_app
 from voicelab.server.settings import Settings
@@ -289,6 +289,23 @@ def test_the_report_follows_exclusions_made_in_the_page_and_has_a_phone_layout(c
         c.put("/studio/api/datasets/bob/clips/clip_001", json={"excluded": False})
         assert "4 clips kept (0 excluded)" in report_title(c.get("/studio/api/datasets/bob/report").content)
         assert c.get("/studio/api/datasets/bob/report", params={"layout": "tall"}).status_code == 400
+
+
+def test_a_report_kept_by_an_older_version_is_still_redrawn(tmp_path):
+    """dataset_report.json written before the speaker comparison named its reference ("by_reference")."""
+    root = tmp_path / "reported"
+    write_reviewed_dataset(root / "bob", TEXTS, CLIP_SECONDS, with_report=True)
+    ds = PreparedDataset(root / "bob")
+    inputs = ds.read_report_inputs()
+    for by_reference in (True, False):
+        old = {k: v for k, v in inputs.items() if k != "reference"} | {"by_reference": by_reference}
+        ds.write_report_inputs(old)
+        with make_client(root, tmp_path / "voices") as c:
+            c.put("/studio/api/datasets/bob/clips/clip_001", json={"excluded": by_reference})
+            answer = c.get("/studio/api/datasets/bob/report")
+        assert answer.status_code == 200
+        kept = 3 if by_reference else 4
+        assert report_title(answer.content).startswith(f"bob: {kept} clips kept")
 
 
 # ------------------------------------------------------------------ a later transcribe run keeps the edit

@@ -199,7 +199,7 @@ def redraw_report(ds: PreparedDataset, *, layout: str = "wide", out=None) -> boo
     inputs = ds.read_report_inputs()
     if inputs is None:
         return False
-    speakers = SpeakerContext(**inputs)
+    speakers = SpeakerContext.from_dict(inputs)
     clips = _clips_now(ds.read_rows(), ds.read_signals())
     excluded = ds.read_exclusions()
     if out is not None:

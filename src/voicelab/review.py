@@ -115,6 +115,15 @@ class SpeakerContext:
     def by_reference(self) -> bool:
         return self.reference is not None
 
+    @classmethod
+    def from_dict(cls, data: dict) -> SpeakerContext:
+        """The context as ``dataclasses.asdict`` wrote it, also from files written before the reference
+        had a name (``by_reference``: true or false)."""
+        data = dict(data)
+        if "by_reference" in data:
+            data["reference"] = REFERENCE_CLIPS if data.pop("by_reference") else None
+        return cls(**data)
+
     @property
     def outlier_below(self) -> float | None:
         """Similarity under which a clip over the threshold is unlike the rest."""
