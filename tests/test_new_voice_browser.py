@@ -12,8 +12,6 @@ Both tests run jobs with real training and are ``slow``.
 
 from __future__ import annotations
 
-import http.server
-import threading
 from pathlib import Path
 
 import pytest
@@ -22,7 +20,7 @@ from voicelab import testing
 from voicelab.server.app import create_app
 from voicelab.server.settings import Settings
 from voicelab.testing.fake_vllm import FakeVLLMServer
-from voicelab.testing.server import ServerThread
+from voicelab.testing.server import ServerThread, SlowSite
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -222,30 +220,6 @@ def test_a_voice_from_uploads_paused_for_review_cancelled_resumed_and_spoken(
         stats = page.wait_for_function("() => window.voicelabStudio.lastSpeech").json_value()
         assert stats["samples"] > 0 and vllm.completions[-1].body["model"] == NAME
         assert page.console_errors == []
-
-
-class SlowSite:
-    """A web server whose answers wait until released (a job that downloads for as long as needed)."""
-
-    def __init__(self) -> None:
-        self.release = threading.Event()
-        site = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                site.release.wait()
-                self.send_error(404, "gone")
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/talk.wav"
-
-    def close(self) -> None:
-        self.release.set()
-        self.server.shutdown()
 
 
 def start_with(page, name: str, *, files=(), urls=()) -> None:

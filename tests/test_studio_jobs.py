@@ -3,10 +3,8 @@ with a cap, the queue, Cancel (SIGINT) and Resume, and jobs that outlive a serve
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
-import threading
 import time
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from voicelab.server.app import create_app
 from voicelab.server.settings import Settings
 from voicelab.server.studio_jobs import step_summary
 from voicelab.server.voice_command import VoiceCommand
-from voicelab.testing.server import LOCAL_URL, ServerThread, idle_backend, local_client
+from voicelab.testing.server import LOCAL_URL, ServerThread, SlowSite, idle_backend, local_client
 
 KEY = "jobs-key"
 WAIT_S = 120.0  # a bound on waiting for a subprocess on a loaded machine; the test normally takes seconds
@@ -370,30 +368,6 @@ def test_step_summary_keeps_what_an_earlier_run_did():
 
 
 # --- real runs: a job that waits on a slow download ------------------------------------------------------------
-class SlowSite:
-    """A web server whose every answer waits until released, then is a 404."""
-
-    def __init__(self) -> None:
-        self.release = threading.Event()
-        site = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                site.release.wait()
-                self.send_error(404, "gone")
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/talk.wav"
-
-    def close(self) -> None:
-        self.release.set()
-        self.server.shutdown()
-
-
 def wait_for(what, check, timeout=WAIT_S):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -100,3 +100,30 @@ async def idle_backend(_settings):
     from voicelab.server.backend import Backend
 
     return Backend(kind="fake", engine=IdleEngine(), synthesizer=None)
+
+
+class SlowSite:
+    """A web server whose every answer waits until released, then is a 404: a job that downloads for as long
+    as a test needs (``site.url``; ``site.close()`` releases and stops it)."""
+
+    def __init__(self) -> None:
+        import http.server
+
+        self.release = threading.Event()
+        site = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                site.release.wait()
+                self.send_error(404, "gone")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/talk.wav"
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
