@@ -111,10 +111,6 @@ class SpeakerContext:
     spread: float = MIN_SPEAKER_SPREAD
     """Robust standard deviation of the similarities over the threshold (the dataset's voice)."""
 
-    @property
-    def by_reference(self) -> bool:
-        return self.reference is not None
-
     @classmethod
     def from_dict(cls, data: dict) -> SpeakerContext:
         """The context as ``dataclasses.asdict`` wrote it, also from files written before the reference
